@@ -1,0 +1,185 @@
+"""KV cache with per-token metadata, per-token storage dtype and exact byte accounting.
+
+Per layer: K and V ``[H, n, Dh]`` (keys *un-rotated*), plus aligned per-token metadata (frame, y, x,
+kind, RoPE position, birth chunk, token id, attention statistics, predicted salience, merge count,
+storage dtype). Every mutation (append / keep / set_positions / quantize) keeps all of them aligned.
+
+Quantised tokens (int8 / int4 / int2, per-token asymmetric min-max with an fp16 scale and zero point
+for K and for V) are held dequantised in fp32 for compute, as most KV-quantisation studies simulate
+them; ``nbytes`` reports the packed size, and ``pack_layer`` builds the packed buffers to prove it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# storage dtype codes: name -> (code, bits); int formats carry an fp16 scale + zero per token per tensor
+DTYPES = {"fp32": (0, 32), "bf16": (1, 16), "int8": (2, 8), "int4": (3, 4), "int2": (4, 2)}
+CODE_BITS = torch.tensor([32, 16, 8, 4, 2])
+SCALE_BYTES = 4  # fp16 scale + fp16 zero point, per token, for K and again for V
+
+META_FIELDS = {  # name -> (dtype, trailing shape)
+    "frame": (torch.int64, ()), "y": (torch.int64, ()), "x": (torch.int64, ()),
+    "kind": (torch.int8, ()),             # 0 prompt, 1 frame
+    "pos": (torch.int64, (3,)),           # RoPE position (t, y, x) used at attention time
+    "birth": (torch.int64, ()),           # chunk index at which the token was committed
+    "token_id": (torch.int64, ()),        # stable id: prompt slot, or n_prompt + frame * T + y * g + x
+    "attn_sum": (torch.float32, ()),      # accumulated attention (head mean, sum over queries)
+    "attn_max": (torch.float32, ()),      # max attention received from any query (head mean)
+    "attn_count": (torch.float32, ()),    # number of queries that could attend to the token
+    "recent": (torch.float32, ()),        # mean attention from the newest committed chunk's queries
+    "pred": (torch.float32, ()),          # predicted salience (PaFu-KV head), if any
+    "count": (torch.float32, ()),         # merge count (TempCache); 1 for plain tokens
+    "dtype": (torch.int8, ()),            # storage dtype code (DTYPES)
+}
+KIND_PROMPT, KIND_FRAME = 0, 1
+
+
+def empty_meta(n: int = 0) -> dict[str, torch.Tensor]:
+    return {k: torch.zeros((n, *shape), dtype=dt) for k, (dt, shape) in META_FIELDS.items()}
+
+
+def quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-token asymmetric min-max round-trip of x [H, n, Dh] (token = all heads and dims) at `bits`."""
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1)                          # (n, H*Dh)
+    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    lo, hi = lo.half().float(), hi.half().float()                              # stored as fp16
+    scale = ((hi - lo) / (2 ** bits - 1)).clamp_min(1e-8)
+    q = ((flat - lo) / scale).round().clamp(0, 2 ** bits - 1)
+    deq = q * scale + lo
+    return deq.reshape(x.shape[1], x.shape[0], x.shape[2]).transpose(0, 1).contiguous()
+
+
+def quant_error_bound(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Worst-case per-token abs error of `quantize`: half a step plus fp16 rounding of the range."""
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1)
+    rng = flat.max(1).values - flat.min(1).values
+    return rng / (2 ** bits - 1) / 2 + 2e-3 * flat.abs().max(1).values + 1e-6
+
+
+@dataclass
+class LayerCache:
+    k: torch.Tensor                     # (H, n, Dh), un-rotated keys
+    v: torch.Tensor                     # (H, n, Dh)
+    meta: dict[str, torch.Tensor]       # each (n, ...)
+    _krot: torch.Tensor | None = None   # memo of rotated keys (H, n, Dh), dropped on any change
+
+    @classmethod
+    def empty(cls, n_head: int, head_dim: int) -> "LayerCache":
+        z = torch.zeros(n_head, 0, head_dim)
+        return cls(z, z.clone(), empty_meta())
+
+    def __len__(self) -> int:
+        return self.k.shape[1]
+
+    # --- mutations (all keep metadata aligned with K/V) ---
+    def append(self, k: torch.Tensor, v: torch.Tensor, meta: dict[str, torch.Tensor]) -> None:
+        n = k.shape[1]
+        full = empty_meta(n)
+        full["count"].fill_(1.0)
+        for key, val in meta.items():
+            if key not in full:
+                raise KeyError(f"unknown metadata field {key!r}")
+            full[key] = val.to(full[key].dtype).reshape(full[key].shape)
+        self.k = torch.cat([self.k, k.detach()], dim=1)
+        self.v = torch.cat([self.v, v.detach()], dim=1)
+        self.meta = {key: torch.cat([self.meta[key], full[key]]) for key in self.meta}
+        self._krot = None
+
+    def keep(self, idx: torch.Tensor) -> torch.Tensor:
+        """Keep tokens at positions idx (kept in cache order); returns the token ids evicted."""
+        idx = torch.as_tensor(idx, dtype=torch.long).unique(sorted=True)
+        if len(idx) and (idx[0] < 0 or idx[-1] >= len(self)):
+            raise IndexError(f"keep index out of range 0..{len(self) - 1}")
+        mask = torch.ones(len(self), dtype=torch.bool)
+        mask[idx] = False
+        evicted = self.meta["token_id"][mask].clone()
+        self.k, self.v = self.k[:, idx].contiguous(), self.v[:, idx].contiguous()
+        self.meta = {key: val[idx].clone() for key, val in self.meta.items()}
+        self._krot = None
+        return evicted
+
+    def set_positions(self, pos: torch.Tensor) -> None:
+        """Replace the RoPE positions (n, 3) the keys are rotated with (shift / re-index modes)."""
+        self.meta["pos"] = pos.to(torch.int64).reshape(len(self), 3).clone()
+        self._krot = None
+
+    def set_dtype(self, idx: torch.Tensor, name: str) -> None:
+        """Store tokens idx at dtype `name` (a round trip from their current values)."""
+        code, bits = DTYPES[name]
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        if len(idx) == 0:
+            return
+        if name in ("int8", "int4", "int2"):
+            self.k[:, idx] = quantize(self.k[:, idx], bits)
+            self.v[:, idx] = quantize(self.v[:, idx], bits)
+        elif name == "bf16":
+            self.k[:, idx] = self.k[:, idx].bfloat16().float()
+            self.v[:, idx] = self.v[:, idx].bfloat16().float()
+        self.meta["dtype"][idx] = code
+        self._krot = None
+
+    # --- reads ---
+    def rotated_keys(self, rotate) -> torch.Tensor:
+        """Keys rotated by their stored positions (memoised until the next change)."""
+        if self._krot is None:
+            self._krot = rotate(self.k, self.meta["pos"])
+        return self._krot
+
+    def token_bytes(self) -> torch.Tensor:
+        """Bytes each token occupies, K and V together: (n,) int64."""
+        H, _, Dh = self.k.shape
+        bits = CODE_BITS[self.meta["dtype"].long()]
+        per = (H * Dh * bits + 7) // 8 + torch.where(bits < 16, SCALE_BYTES, 0)
+        return 2 * per
+
+    def nbytes(self) -> int:
+        return int(self.token_bytes().sum())
+
+    def clone(self) -> "LayerCache":
+        return LayerCache(self.k.clone(), self.v.clone(), {k: v.clone() for k, v in self.meta.items()})
+
+
+class KVCache:
+    """One LayerCache per transformer layer; `clone()` branches a run (compare from the same prefix)."""
+
+    def __init__(self, n_layer: int, n_head: int, head_dim: int):
+        self.layers = [LayerCache.empty(n_head, head_dim) for _ in range(n_layer)]
+
+    def occupancy(self) -> list[int]:
+        return [len(layer) for layer in self.layers]
+
+    def nbytes(self) -> list[int]:
+        return [layer.nbytes() for layer in self.layers]
+
+    def clone(self) -> "KVCache":
+        new = KVCache.__new__(KVCache)
+        new.layers = [layer.clone() for layer in self.layers]
+        return new
+
+
+def pack_layer(layer: LayerCache) -> list[torch.Tensor]:
+    """Packed storage of a layer as real byte buffers (for verifying `nbytes`): fp32 / bf16 values,
+    int codes packed 8 / 2 / 4 per byte, and fp16 scale + zero point per int token."""
+    bufs = []
+    for x in (layer.k, layer.v):
+        for name, (code, bits) in DTYPES.items():
+            sel = (layer.meta["dtype"] == code).nonzero().flatten()
+            if len(sel) == 0:
+                continue
+            part = x[:, sel].transpose(0, 1).reshape(len(sel), -1)               # (m, H*Dh)
+            if bits == 32:
+                bufs.append(part.contiguous())
+            elif bits == 16:
+                bufs.append(part.bfloat16().contiguous())
+            else:
+                lo, hi = part.min(1, keepdim=True).values, part.max(1, keepdim=True).values
+                scale = ((hi - lo) / (2 ** bits - 1)).clamp_min(1e-8)
+                q = ((part - lo) / scale).round().clamp(0, 2 ** bits - 1).to(torch.uint8)
+                per = 8 // bits
+                pad = (-q.shape[1]) % per
+                q = torch.nn.functional.pad(q, (0, pad)).reshape(len(sel), -1, per)
+                packed = sum((q[..., i] << (bits * i)) for i in range(per)).to(torch.uint8)
+                bufs += [packed.contiguous(), torch.cat([lo, scale], 1).half().contiguous()]
+    return bufs

@@ -1,0 +1,51 @@
+"""Config dataclasses and the model preset registry (DiT-style `MODEL_PRESETS`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .prompt import N_PROMPT_TOKENS, PROMPT_VOCAB_SIZE
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    latent_ch: int = 8             # channels of one latent token (the autoencoder's C)
+    grid: int = 8                  # latent tokens per side: grid**2 tokens per frame
+    dim: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    mlp_ratio: float = 4.0
+    n_prompt: int = N_PROMPT_TOKENS
+    prompt_vocab: int = PROMPT_VOCAB_SIZE
+    rope_split: tuple[int, int, int] = (16, 8, 8)   # head dims rotated by t, y, x (sum = head_dim)
+    rope_theta: tuple[float, float, float] = (10000.0, 100.0, 100.0)
+    chunk_frames: int = 1          # latent frames generated per AR chunk
+    attn_block: int = 256          # query block of the explicit (statistics) attention path
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_head
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid * self.grid
+
+    def __post_init__(self):
+        if self.dim % self.n_head:
+            raise ValueError("dim must be divisible by n_head")
+        if sum(self.rope_split) != self.head_dim or any(d % 2 for d in self.rope_split):
+            raise ValueError(f"rope_split {self.rope_split} must be even and sum to head_dim {self.head_dim}")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    steps: int = 4                 # denoise steps per chunk
+    shift: float = 2.0             # timestep shift (more steps at high noise, as in SD3 / Wan)
+    renoise: bool = True           # x0 -> fresh noise at the next level (Self-Forcing); False = Euler ODE
+    context_noise: float = 0.0     # noise level of the clean commit pass
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(dim=32, n_layer=2, n_head=2, rope_split=(8, 4, 4), attn_block=16),
+    "default": ModelConfig(),                                   # 128 x 4 layers, ~1.2M params
+    "large": ModelConfig(dim=192, n_layer=6, n_head=6),         # ~4M params, for a GPU run
+}

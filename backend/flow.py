@@ -1,0 +1,32 @@
+"""Few-step flow-matching sampler (rectified flow, v-prediction), kept apart from the model (DiT style).
+
+x_t = (1 - t) x0 + t eps; the model predicts v = eps - x0, so x0 = x_t - t v.
+Default: 4 steps, each predicting x0 and re-noising it to the next level with fresh noise (the
+Self-Forcing / CausVid few-step loop); ``renoise=False`` gives plain Euler ODE steps instead.
+"""
+from __future__ import annotations
+
+import torch
+
+from .config import SamplerConfig
+
+
+def shift_t(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """Timestep shift s*t / (1 + (s - 1) t): more time at high noise (SD3 / Wan)."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def timesteps(cfg: SamplerConfig) -> torch.Tensor:
+    """Noise levels visited by the sampler, from 1 down (excluding 0): (steps,)."""
+    return shift_t(torch.linspace(1.0, 0.0, cfg.steps + 1)[:-1], cfg.shift)
+
+
+def step(x_t: torch.Tensor, v: torch.Tensor, t: float, t_next: float, noise: torch.Tensor | None,
+         cfg: SamplerConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sampler step -> (x at level t_next, current x0 estimate)."""
+    x0 = x_t - t * v
+    if t_next <= 0:
+        return x0, x0
+    if cfg.renoise:
+        return (1 - t_next) * x0 + t_next * noise, x0
+    return x_t + (t_next - t) * v, x0

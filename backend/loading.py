@@ -1,0 +1,53 @@
+"""Build models from presets or shipped safetensors weights (never pickles)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+from .autoencoder import AEConfig, AutoEncoder
+from .config import MODEL_PRESETS, ModelConfig
+from .model import VideoDiT
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
+DEFAULT_MODEL = MODELS_DIR / "student.safetensors"
+DEFAULT_AE = MODELS_DIR / "autoencoder.safetensors"
+
+
+def load_autoencoder(path: str | Path = DEFAULT_AE) -> AutoEncoder:
+    tensors, cfg, _ = checkpoint.read(path)
+    ae = AutoEncoder(checkpoint.config_from(AEConfig, cfg))
+    checkpoint.load_into(ae, tensors, path)
+    return ae.eval()
+
+
+def load_model(path: str | Path = DEFAULT_MODEL) -> VideoDiT:
+    tensors, cfg, _ = checkpoint.read(path)
+    model = VideoDiT(checkpoint.config_from(ModelConfig, cfg))
+    checkpoint.load_into(model, tensors, path)
+    return model.eval()
+
+
+def random_model(preset: str = "tiny", seed: int = 0) -> VideoDiT:
+    """A seeded random model of a preset (tests); zero-initialised output layers get small weights
+    so that the network is not the identity."""
+    if preset not in MODEL_PRESETS:
+        raise KeyError(f"unknown preset {preset!r}; known: {', '.join(MODEL_PRESETS)}")
+    g = torch.Generator().manual_seed(seed)
+    model = VideoDiT(MODEL_PRESETS[preset])
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 (first 16 hex digits) of a weights file, recorded in sessions and benchmark results."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]

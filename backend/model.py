@@ -1,0 +1,305 @@
+"""Chunk-causal video DiT (DESIGN §4): adaLN timestep modulation, prompt tokens as a self-attention
+prefix, 3D RoPE applied at attention time, SDPA and an explicit statistics path.
+
+One module, three ways to run it:
+- ``forward_seq``: a whole token sequence with a boolean mask (bidirectional teacher, block-causal
+  student training in the teacher-forcing layout, and the full-recompute reference of the exactness test);
+- ``prefill`` + ``forward_chunk``: autoregressive inference against a ``KVCache``; denoise steps read the
+  cache, the clean commit pass (t = 0) appends the chunk's un-rotated K/V and updates attention statistics.
+Flow matching: x_t = (1 - t) x0 + t eps, the network predicts v = eps - x0.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .cache import KIND_FRAME, KIND_PROMPT, KVCache, LayerCache
+from .config import ModelConfig
+from .rope import apply_rope, rope_angles
+
+
+def modulate(x, shift, scale):
+    return torch.addcmul(shift, x, 1 + scale)
+
+
+def gated(h, y, gate):
+    return torch.addcmul(h, gate, y)
+
+
+def grouped(fn, xs, conds, n_prefix: int, tpf: int):
+    """Apply fn(*xs, *conds) with per-group conditions broadcast over their tokens, without materialising
+    per-token copies. xs: (B, N, D) tensors; conds: (B, G, D) tensors whose group 0 is the prefix of
+    n_prefix tokens (if n_prefix > 0) and the other groups are frames of tpf tokens each."""
+    out = []
+    if n_prefix:
+        out.append(fn(*[x[:, :n_prefix] for x in xs], *[c[:, :1] for c in conds]))
+        conds = [c[:, 1:] for c in conds]
+    if xs[0].shape[1] > n_prefix:
+        parts = [x[:, n_prefix:].unflatten(1, (-1, tpf)) for x in xs]           # (B, G, tpf, D)
+        out.append(fn(*parts, *[c[:, :, None] for c in conds]).flatten(1, 2))
+    return out[0] if len(out) == 1 else torch.cat(out, 1)
+
+
+def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of t in [0, 1]: (..., dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    ang = (t.float() * 1000.0)[..., None] * freqs
+    return torch.cat([ang.cos(), ang.sin()], dim=-1)
+
+
+def attention_with_stats(q, k, v, bias=None, block: int = 256):
+    """Explicit softmax attention, computed in query blocks so memory stays bounded.
+    q (H, nq, Dh), k/v (H, nk, Dh), bias (nk,) or None -> out (H, nq, Dh), colsum (H, nk), colmax (H, nk):
+    column sums and maxima of the attention probabilities per head."""
+    H, nq, Dh = q.shape
+    out = torch.empty_like(q)
+    colsum = q.new_zeros(H, k.shape[1])
+    colmax = q.new_zeros(H, k.shape[1])
+    kt = k.transpose(1, 2) / math.sqrt(Dh)
+    for s in range(0, nq, block):
+        logits = q[:, s:s + block] @ kt                                  # (H, b, nk)
+        if bias is not None:
+            logits = logits + bias
+        p = logits.softmax(-1)
+        out[:, s:s + block] = p @ v
+        colsum += p.sum(1)
+        colmax = torch.maximum(colmax, p.amax(1))
+    return out, colsum, colmax
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
+        self.proj = nn.Linear(cfg.dim, cfg.dim)
+        self.q_norm = nn.RMSNorm(cfg.head_dim, eps=1e-6)
+        self.k_norm = nn.RMSNorm(cfg.head_dim, eps=1e-6)
+
+    def split(self, x):
+        """x (B, N, D) -> q, k, v (B, H, N, Dh), q and k RMS-normalised (k is what the cache stores)."""
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.cfg.n_head, self.cfg.head_dim).permute(2, 0, 3, 1, 4)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def merge(self, out):
+        B, H, N, Dh = out.shape
+        return self.proj(out.transpose(1, 2).reshape(B, N, H * Dh))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(cfg.dim * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, cfg.dim))
+        self.ada = nn.Linear(cfg.dim, 6 * cfg.dim)
+        nn.init.zeros_(self.ada.weight)
+        nn.init.zeros_(self.ada.bias)
+
+    def modulation(self, c_groups):
+        """c_groups (B, G, D) -> six (B, G, D) tensors: adaLN shift/scale/gate for attention and MLP."""
+        return self.ada(F.silu(c_groups)).chunk(6, dim=-1)
+
+    def forward(self, h, c, n_prefix: int, attend):
+        """One block; `attend(q, k, v) -> (B, H, N, Dh)` is the attention (masked SDPA or cache)."""
+        tpf = self.attn.cfg.tokens_per_frame
+        s1, sc1, g1, s2, sc2, g2 = self.modulation(c)
+        x = grouped(modulate, [self.norm1(h)], [s1, sc1], n_prefix, tpf)
+        a = self.attn.merge(attend(*self.attn.split(x)))
+        h = grouped(gated, [h, a], [g1], n_prefix, tpf)
+        y = self.mlp(grouped(modulate, [self.norm2(h)], [s2, sc2], n_prefix, tpf))
+        return grouped(gated, [h, y], [g2], n_prefix, tpf)
+
+
+class VideoDiT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.dim
+        self.patch_in = nn.Linear(cfg.latent_ch, D)
+        self.prompt_emb = nn.Embedding(cfg.prompt_vocab, D)
+        self.prompt_c = nn.Parameter(torch.zeros(D))      # adaLN condition of prompt tokens
+        self.t_mlp = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, D))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm_out = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Linear(D, 2 * D)
+        self.out = nn.Linear(D, cfg.latent_ch)
+        for m in (self.ada_out, self.out):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+        nn.init.normal_(self.prompt_emb.weight, std=0.02)
+
+    # ---------------------------------------------------------------- embeddings and positions
+    def embed_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """latents (B, F, C, g, g) -> tokens (B, F*g*g, D), row-major over (y, x) within a frame."""
+        B, Fr, C, g, _ = x.shape
+        return self.patch_in(x.permute(0, 1, 3, 4, 2).reshape(B, Fr * g * g, C))
+
+    def unembed(self, h: torch.Tensor, c: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """frame tokens (B, F*g*g, D) + per-frame conditions (B, F, D) -> velocity (B, F, C, g, g)."""
+        shift, scale = self.ada_out(F.silu(c)).chunk(2, dim=-1)
+        y = self.out(grouped(modulate, [self.norm_out(h)], [shift, scale], 0, self.cfg.tokens_per_frame))
+        g = self.cfg.grid
+        return y.view(y.shape[0], n_frames, g, g, -1).permute(0, 1, 4, 2, 3)
+
+    def t_cond(self, t: torch.Tensor) -> torch.Tensor:
+        """t (B, F) in [0, 1] -> conditions (B, F, D)."""
+        return self.t_mlp(timestep_features(t, self.cfg.dim))
+
+    def frame_positions(self, frames: torch.Tensor, t_offset: int = 0) -> torch.Tensor:
+        """frame indices (F,) -> RoPE positions (F*g*g, 3) = (frame + 1 + t_offset, y, x); prompt is t = 0."""
+        g = self.cfg.grid
+        yy, xx = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+        t = (frames.long() + 1 + t_offset)[:, None].expand(-1, g * g)
+        return torch.stack([t.reshape(-1), yy.reshape(-1).repeat(len(frames)), xx.reshape(-1).repeat(len(frames))], 1)
+
+    def rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        cos, sin = rope_angles(pos, self.cfg)
+        return apply_rope(x, cos, sin)
+
+    # ---------------------------------------------------------------- whole-sequence path
+    def forward_seq(self, h, c, n_prefix: int, pos, mask=None):
+        """h (B, N, D): n_prefix prompt tokens then frames; c (B, G, D) group conditions (prompt, frames);
+        pos (N, 3); mask (N, N) bool (True = attend) -> hidden states (B, N, D). SDPA path, used for
+        training and as the full-recompute reference."""
+        cos, sin = rope_angles(pos, self.cfg)
+
+        def attend(q, k, v):
+            return F.scaled_dot_product_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, attn_mask=mask)
+        for blk in self.blocks:
+            h = blk(h, c, n_prefix, attend)
+        return h
+
+    def _prefix(self, prompt_tokens):
+        B, P = prompt_tokens.shape
+        return self.prompt_emb(prompt_tokens), self.prompt_c.expand(B, 1, -1), torch.zeros(P, 3, dtype=torch.long)
+
+    def bidirectional(self, prompt_tokens, x, t, t_offset: int = 0):
+        """Teacher: prompt (B, P), latents x (B, T, C, g, g) at levels t (B, T) -> velocity like x."""
+        B, T = t.shape
+        hp, cp, pp = self._prefix(prompt_tokens)
+        h = torch.cat([hp, self.embed_frames(x)], 1)
+        c = torch.cat([cp, self.t_cond(t)], 1)                            # (B, 1 + T, D)
+        tpf, P = self.cfg.tokens_per_frame, prompt_tokens.shape[1]
+        pos = torch.cat([pp, self.frame_positions(torch.arange(T), t_offset)])
+        h = self.forward_seq(h, c, P, pos, teacher_mask(T, self.cfg))
+        return self.unembed(h[:, P:], c[:, 1:], T)
+
+    def teacher_forcing(self, prompt_tokens, clean, t_clean, noisy, t_noisy, t_offset: int = 0):
+        """Student training / full-recompute reference in the layout [prompt | clean | noisy]:
+        clean (B, T, C, g, g) at context levels t_clean (B, T), noisy (B, T, ...) at t_noisy (B, T)
+        -> velocity for the noisy frames (B, T, C, g, g)."""
+        B, T = t_noisy.shape
+        hp, cp, pp = self._prefix(prompt_tokens)
+        h = torch.cat([hp, self.embed_frames(clean), self.embed_frames(noisy)], 1)
+        c = torch.cat([cp, self.t_cond(t_clean), self.t_cond(t_noisy)], 1)  # (B, 1 + 2T, D)
+        tpf, P = self.cfg.tokens_per_frame, prompt_tokens.shape[1]
+        fpos = self.frame_positions(torch.arange(T), t_offset)
+        pos = torch.cat([pp, fpos, fpos])
+        h = self.forward_seq(h, c, P, pos, teacher_forcing_mask(T, self.cfg))
+        return self.unembed(h[:, P + T * tpf:], c[:, 1 + T:], T)
+
+    # ---------------------------------------------------------------- cached inference path (batch 1)
+    @torch.no_grad()
+    def prefill(self, prompt_tokens: torch.Tensor, cache: KVCache) -> None:
+        """Run the prompt prefix (P,) once and store its K/V in every layer (the condition anchors)."""
+        P = prompt_tokens.shape[0]
+        pos = torch.zeros(P, 3, dtype=torch.long)
+        meta = {"frame": torch.full((P,), -1), "y": torch.full((P,), -1), "x": torch.arange(P),
+                "kind": torch.full((P,), KIND_PROMPT), "pos": pos, "birth": torch.full((P,), -1),
+                "token_id": torch.arange(P)}
+        h = self.prompt_emb(prompt_tokens)[None]                          # (1, P, D)
+        c = self.prompt_c[None, None]                                     # (1, 1, D)
+        self._layers(h, c, P, pos, cache, meta, commit=True, stats=True)
+
+    @torch.no_grad()
+    def forward_chunk(self, x: torch.Tensor, t: torch.Tensor, frame0: int, cache: KVCache,
+                      commit: bool = False, chunk: int = 0) -> torch.Tensor:
+        """One chunk x (F, C, g, g) at noise levels t (F,), starting at frame index frame0.
+        Attends over the cache + itself; commit=True appends the chunk's K/V -> velocity (F, C, g, g)."""
+        Fr, g = x.shape[0], self.cfg.grid
+        frames = torch.arange(frame0, frame0 + Fr)
+        pos = self.frame_positions(frames)
+        n = Fr * g * g
+        h = self.embed_frames(x[None])                                    # (1, n, D)
+        c = self.t_cond(t[None])                                          # (1, F, D)
+        meta = None
+        if commit:
+            yy = torch.arange(g).repeat_interleave(g).repeat(Fr)
+            xx = torch.arange(g).repeat(g * Fr)
+            fr = frames.repeat_interleave(g * g)
+            meta = {"frame": fr, "y": yy, "x": xx, "kind": torch.full((n,), KIND_FRAME), "pos": pos,
+                    "birth": torch.full((n,), chunk),
+                    "token_id": self.cfg.n_prompt + fr * g * g + yy * g + xx}
+        h = self._layers(h, c, 0, pos, cache, meta, commit=commit, stats=commit)
+        return self.unembed(h, c, Fr)[0]
+
+    def _layers(self, h, c, n_prefix: int, pos, cache: KVCache, meta, commit: bool, stats: bool):
+        cos, sin = rope_angles(pos, self.cfg)
+        for blk, layer in zip(self.blocks, cache.layers):
+            def attend(q, k, v, layer=layer):                              # (1, H, n, Dh) each
+                q, k, v = q[0], k[0], v[0]
+                qr = apply_rope(q, cos, sin)
+                k_all = torch.cat([layer.rotated_keys(self.rotate), apply_rope(k, cos, sin)], 1)
+                v_all = torch.cat([layer.v, v], 1)
+                bias = None
+                if len(layer) and bool((layer.meta["count"] != 1).any()):
+                    # TempCache merged tokens stand for `count` identical keys: +log(count) on their logit
+                    bias = torch.cat([layer.meta["count"].log(), k.new_zeros(k.shape[1])])
+                if stats:
+                    a, colsum, colmax = attention_with_stats(qr, k_all, v_all, bias, self.cfg.attn_block)
+                else:
+                    mask = None if bias is None else bias[None, None, None]
+                    a = F.scaled_dot_product_attention(qr[None], k_all[None], v_all[None], attn_mask=mask)[0]
+                if commit:
+                    layer.append(k, v, meta)
+                    _update_stats(layer, colsum, colmax, n_queries=q.shape[1])
+                return a[None]
+            h = blk(h, c, n_prefix, attend)
+        return h
+
+
+def _update_stats(layer: LayerCache, colsum, colmax, n_queries: int) -> None:
+    """Fold one commit pass's attention (colsum/colmax (H, n) over all cached tokens) into the metadata.
+    Past attention is normalised later by attn_count (H2O / ZipCache normalisation)."""
+    m = layer.meta
+    s, mx = colsum.mean(0), colmax.mean(0)                                # head mean, (n,)
+    m["attn_sum"] += s
+    m["attn_max"] = torch.maximum(m["attn_max"], mx)
+    m["attn_count"] += n_queries
+    m["recent"] = s / n_queries
+
+
+# ---------------------------------------------------------------------- sequence layouts and masks
+def block_ids(n_frames: int, cfg: ModelConfig) -> torch.Tensor:
+    """Chunk index of every frame token: (n_frames * g * g,)."""
+    return (torch.arange(n_frames) // cfg.chunk_frames).repeat_interleave(cfg.tokens_per_frame)
+
+
+def teacher_mask(n_frames: int, cfg: ModelConfig) -> torch.Tensor:
+    """[prompt | frames] bidirectional: frames see everything, prompt sees only the prompt."""
+    P, N = cfg.n_prompt, n_frames * cfg.tokens_per_frame
+    m = torch.ones(P + N, P + N, dtype=torch.bool)
+    m[:P, P:] = False
+    return m
+
+
+def teacher_forcing_mask(n_frames: int, cfg: ModelConfig) -> torch.Tensor:
+    """[prompt | clean frames | noisy frames]: exactly what cached inference computes.
+    Clean chunk i sees prompt + clean chunks <= i (the commit pass); noisy chunk i sees prompt +
+    clean chunks < i + itself (a denoise step)."""
+    P, N = cfg.n_prompt, n_frames * cfg.tokens_per_frame
+    b = block_ids(n_frames, cfg)
+    m = torch.zeros(P + 2 * N, P + 2 * N, dtype=torch.bool)
+    m[:, :P] = True
+    m[P:P + N, P:P + N] = b[:, None] >= b[None, :]
+    m[P + N:, P:P + N] = b[:, None] > b[None, :]
+    m[P + N:, P + N:] = b[:, None] == b[None, :]
+    return m

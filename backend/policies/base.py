@@ -1,0 +1,82 @@
+"""Policy API: a policy looks at the cache after each commit and keeps a subset of tokens per layer.
+
+kvpress style (NVIDIA/kvpress `ScorerPress`): a policy scores cached tokens; the shared ``select`` keeps the
+protected tokens (prompt anchors, the newest chunk) and the top-scored rest up to the budget. This file
+holds the minimal API the backend needs; the full policy library builds on it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from ..cache import KIND_PROMPT, KVCache, LayerCache
+
+
+@dataclass(frozen=True)
+class EvictContext:
+    chunk: int               # index of the chunk just committed
+    newest_frames: tuple[int, int]   # [first, last] frame index of that chunk
+    tokens_per_frame: int
+
+
+@dataclass(frozen=True)
+class LayerEviction:
+    kept: np.ndarray         # token ids kept (cache order)
+    evicted: np.ndarray      # token ids evicted this time
+    scores: np.ndarray | None  # score of every token present before eviction (cache order), if scored
+
+
+class Policy:
+    """Base class. Subclasses implement ``score`` (higher = keep) or override ``keep_indices``."""
+
+    name: ClassVar[str] = "base"
+    budget: int | None = None     # tokens per layer kept after eviction; None = unbounded
+
+    def protected(self, layer: LayerCache, ctx: EvictContext) -> torch.Tensor:
+        """Boolean (n,) of tokens never evicted: prompt anchors and the newest chunk."""
+        m = layer.meta
+        return (m["kind"] == KIND_PROMPT) | (m["frame"] >= ctx.newest_frames[0])
+
+    def score(self, layer_idx: int, layer: LayerCache, ctx: EvictContext) -> torch.Tensor | None:
+        return None
+
+    def keep_indices(self, layer_idx: int, layer: LayerCache, ctx: EvictContext):
+        """-> (indices to keep, scores or None). Default: protected + top-`budget` by score."""
+        n = len(layer)
+        if self.budget is None or n <= self.budget:
+            return torch.arange(n), None
+        scores = self.score(layer_idx, layer, ctx)
+        return select(scores, self.protected(layer, ctx), self.budget), scores
+
+    def evict(self, cache: KVCache, ctx: EvictContext) -> list[LayerEviction]:
+        out = []
+        for i, layer in enumerate(cache.layers):
+            idx, scores = self.keep_indices(i, layer, ctx)
+            sc = None if scores is None else scores.detach().float().numpy().copy()
+            evicted = layer.keep(idx) if len(idx) < len(layer) else torch.zeros(0, dtype=torch.long)
+            out.append(LayerEviction(layer.meta["token_id"].numpy().copy(), evicted.numpy(), sc))
+        return out
+
+    def describe(self) -> dict:
+        return {"name": self.name, "budget": self.budget}
+
+
+def select(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> torch.Tensor:
+    """Keep every protected token plus the highest-scored others, `budget` tokens in all (ties broken
+    towards newer tokens). Returns sorted cache indices."""
+    n_prot = int(protected.sum())
+    if n_prot > budget:
+        raise ValueError(f"budget {budget} tokens is below the {n_prot} protected tokens "
+                         "(prompt anchors + newest chunk); raise the budget")
+    free = (~protected).nonzero().flatten()
+    k = budget - n_prot
+    if k > 0 and len(free):
+        s = scores[free].float() + torch.arange(len(free)) * 1e-9   # newer wins ties
+        top = free[s.topk(min(k, len(free))).indices]
+        idx = torch.cat([protected.nonzero().flatten(), top])
+    else:
+        idx = protected.nonzero().flatten()
+    return idx.sort().values

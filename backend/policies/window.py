@@ -1,0 +1,32 @@
+"""`window`: Self-Forcing's rolling KV cache (arXiv 2506.08009; guandeh17/Self-Forcing
+`CausalWanSelfAttention.forward`): keep the newest `frames` frames (frame granularity, FIFO) and the prompt
+anchors; keys keep their absolute RoPE positions. Self-Forcing has cross-attention text conditioning, so
+its window holds frames only; our prompt tokens live in the self-attention cache and are always kept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..cache import KIND_PROMPT
+from .base import Policy
+
+
+@dataclass
+class Window(Policy):
+    name = "window"
+    frames: int = 16
+
+    def __post_init__(self):
+        if self.frames < 1:
+            raise ValueError(f"window must hold at least 1 frame, got {self.frames}")
+
+    def keep_indices(self, layer_idx, layer, ctx):
+        m = layer.meta
+        newest = ctx.newest_frames[1]
+        keep = (m["kind"] == KIND_PROMPT) | (m["frame"] > newest - self.frames)
+        return keep.nonzero().flatten(), m["frame"].float()    # score = recency (frame index)
+
+    def describe(self):
+        return {"name": self.name, "frames": self.frames}

@@ -1,0 +1,47 @@
+"""StepRecord: the immutable, numpy-only contract between the backend and everything else
+(explorer, sessions, benchmark, CLI). One record per observable step."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PHASES = ("prefill", "denoise", "commit", "evict")
+
+
+def _frozen(a, dtype=None):
+    if a is None:
+        return None
+    a = np.array(a, dtype=dtype, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    index: int                       # running step counter of the run
+    phase: str                       # prefill | denoise | commit | evict
+    chunk: int                       # chunk index (-1 for prefill)
+    step: int                        # denoise step within the chunk (-1 otherwise)
+    t: float | None                  # noise level of the step (commit: context noise)
+    frames: tuple[int, int]          # [first, end) frame indices of the chunk
+    preview: np.ndarray | None       # uint8 (F, S, S, 3): x0 estimate (denoise) or final frames (commit)
+    occupancy: np.ndarray            # (L,) tokens per layer after the step
+    nbytes: np.ndarray               # (L,) KV bytes per layer after the step
+    kept: tuple[np.ndarray, ...] | None      # evict: token ids kept, per layer
+    evicted: tuple[np.ndarray, ...] | None   # evict: token ids evicted, per layer
+    scores: tuple[np.ndarray | None, ...] | None  # evict: policy score of each token before eviction
+    ms: float                        # wall time of the step
+
+    @classmethod
+    def make(cls, *, index, phase, chunk, step, t, frames, preview, occupancy, nbytes, eviction, ms):
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}")
+        kept = evicted = scores = None
+        if eviction is not None:
+            kept = tuple(_frozen(e.kept, np.int64) for e in eviction)
+            evicted = tuple(_frozen(e.evicted, np.int64) for e in eviction)
+            scores = tuple(_frozen(e.scores, np.float32) for e in eviction)
+        return cls(int(index), phase, int(chunk), int(step), None if t is None else float(t),
+                   (int(frames[0]), int(frames[1])), _frozen(preview, np.uint8),
+                   _frozen(occupancy, np.int64), _frozen(nbytes, np.int64), kept, evicted, scores, float(ms))

@@ -1,0 +1,163 @@
+"""Stepper: drives generation one observable step at a time and emits immutable StepRecords.
+
+Per chunk: ``steps`` denoise steps (read the cache, write nothing), one clean commit pass at t = 0 (writes
+the chunk's K/V), then the policy evicts. Before the first chunk a prefill step stores the prompt anchors.
+Noise is derived from (seed, chunk, step) only, so runs with different policies share it and differ only
+by what their caches kept.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .autoencoder import AutoEncoder, tensor_to_frames
+from .cache import KVCache
+from .config import SamplerConfig
+from .flow import step as flow_step
+from .flow import timesteps
+from .model import VideoDiT
+from .policies import EvictContext, Full, Policy
+from .prompt import parse
+from .records import StepRecord
+
+MAX_FRAMES = 100_000
+
+
+class GenerationError(ValueError):
+    """Invalid generation request (frames, memory, prompt): raised before any work is done."""
+
+
+def noise_seed(seed: int, chunk: int, step: int = -1) -> int:
+    """A 63-bit seed for (seed, chunk, step), independent of everything else in the run."""
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, chunk + 1, step + 2]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def available_memory() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+@dataclass
+class Stepper:
+    model: VideoDiT
+    ae: AutoEncoder
+    prompt: str
+    n_frames: int
+    seed: int = 0
+    policy: Policy = field(default_factory=Full)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    preview: bool = True            # decode the x0 estimate at every denoise step
+
+    def __post_init__(self):
+        self.spec = parse(self.prompt)                                     # raises PromptError
+        if isinstance(self.n_frames, bool) or not isinstance(self.n_frames, (int, np.integer)):
+            raise GenerationError(f"frames must be an integer, got {self.n_frames!r}")
+        if self.n_frames <= 0:
+            raise GenerationError(f"frames must be positive, got {self.n_frames}")
+        if self.n_frames > MAX_FRAMES:
+            raise GenerationError(f"{self.n_frames} frames is above the limit of {MAX_FRAMES}")
+        cfg = self.model.cfg
+        self._check_memory()
+        self.cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
+        self.tokens = torch.tensor(self.spec.tokens())
+        self.n_chunks = -(-self.n_frames // cfg.chunk_frames)
+        self.ts = timesteps(self.sampler).tolist()
+        S = self.ae.cfg.size
+        self.frames = np.zeros((self.n_frames, S, S, 3), np.uint8)
+        self.latents = torch.zeros(self.n_frames, cfg.latent_ch, cfg.grid, cfg.grid)
+        self.chunk, self.k, self.counter = 0, -1, 0                        # k = -1: prefill pending
+        self.x: torch.Tensor | None = None
+        self.x0: torch.Tensor | None = None
+        self.done = self.cancelled = False
+        self.frame_ms = np.zeros(self.n_frames)                            # all steps of a frame's chunk
+
+    def _check_memory(self) -> None:
+        cfg = self.model.cfg
+        per_token = cfg.n_layer * 2 * cfg.dim * 4 + 200                    # K + V fp32 + metadata
+        tokens = cfg.n_prompt + self.n_frames * cfg.tokens_per_frame
+        if self.policy.budget is not None:
+            tokens = min(tokens, self.policy.budget + cfg.chunk_frames * cfg.tokens_per_frame)
+        need = tokens * per_token + self.n_frames * (self.ae.cfg.size ** 2 * 3 + cfg.tokens_per_frame * cfg.latent_ch * 4)
+        have = available_memory()
+        if need > 0.8 * have:
+            raise GenerationError(f"{self.n_frames} frames would need about {need / 2**30:.1f} GiB (KV cache "
+                                  f"and frames), more than the {0.8 * have / 2**30:.1f} GiB available; use "
+                                  "fewer frames or a bounded cache policy")
+
+    # ------------------------------------------------------------------ driving
+    def cancel(self) -> None:
+        """Stop between steps; the cache holds only committed chunks, so it stays consistent."""
+        self.cancelled = True
+
+    def run(self) -> Iterator[StepRecord]:
+        while not self.done and not self.cancelled:
+            yield self.step()
+
+    def step(self) -> StepRecord:
+        if self.done:
+            raise StopIteration("generation is finished")
+        t0 = time.perf_counter()
+        if self.k == -1:
+            self.model.prefill(self.tokens, self.cache)
+            self.k = 0
+            return self._record("prefill", -1, None, None, t0)
+        cfg = self.model.cfg
+        f0 = self.chunk * cfg.chunk_frames
+        nf = min(cfg.chunk_frames, self.n_frames - f0)
+        if self.k < len(self.ts):                                          # a denoise step
+            if self.k == 0:
+                g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk))
+                self.x = torch.randn(nf, cfg.latent_ch, cfg.grid, cfg.grid, generator=g)
+            t = self.ts[self.k]
+            t_next = self.ts[self.k + 1] if self.k + 1 < len(self.ts) else 0.0
+            v = self.model.forward_chunk(self.x, torch.full((nf,), t), f0, self.cache, chunk=self.chunk)
+            noise = None
+            if t_next > 0 and self.sampler.renoise:
+                g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, self.k))
+                noise = torch.randn(self.x.shape, generator=g)
+            self.x, self.x0 = flow_step(self.x, v, t, t_next, noise, self.sampler)
+            step_k = self.k
+            self.k += 1
+            preview = self._decode(self.x0) if self.preview else None
+            return self._record("denoise", step_k, t, preview, t0)
+        if self.k == len(self.ts):                                         # commit the clean chunk
+            s = self.sampler.context_noise
+            self.model.forward_chunk(self.x0, torch.full((nf,), s), f0, self.cache, commit=True, chunk=self.chunk)
+            self.latents[f0:f0 + nf] = self.x0
+            frames = self._decode(self.x0)
+            self.frames[f0:f0 + nf] = frames
+            self.k += 1
+            return self._record("commit", -1, s, frames, t0)
+        ctx = EvictContext(self.chunk, (f0, f0 + nf - 1), cfg.tokens_per_frame)   # evict
+        ev = self.policy.evict(self.cache, ctx)
+        self.chunk, self.k = self.chunk + 1, 0
+        self.done = self.chunk >= self.n_chunks
+        return self._record("evict", -1, None, None, t0, ev)
+
+    # ------------------------------------------------------------------ helpers
+    @torch.no_grad()
+    def _decode(self, z: torch.Tensor) -> np.ndarray:
+        return tensor_to_frames(self.ae.decode(z))
+
+    def _record(self, phase, step, t, preview, t0, ev=None) -> StepRecord:
+        ms = (time.perf_counter() - t0) * 1e3
+        cfg = self.model.cfg
+        f0 = max(self.chunk - (phase == "evict"), 0) * cfg.chunk_frames
+        chunk = self.chunk - (phase == "evict") if phase != "prefill" else -1
+        if phase != "prefill":
+            nf = min(cfg.chunk_frames, self.n_frames - f0)
+            self.frame_ms[f0:f0 + nf] += ms / nf
+        rec = StepRecord.make(
+            index=self.counter, phase=phase, chunk=chunk, step=step, t=t,
+            frames=(f0, min(f0 + cfg.chunk_frames, self.n_frames)) if phase != "prefill" else (0, 0),
+            preview=preview, occupancy=self.cache.occupancy(), nbytes=self.cache.nbytes(),
+            eviction=ev, ms=ms)
+        self.counter += 1
+        return rec

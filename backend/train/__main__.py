@@ -1,0 +1,32 @@
+"""`python -m backend.train STAGE [--recipe quick|default] [--fresh]`: one command per training stage.
+
+Stages run in order: ae -> teacher -> student (-> salience, with the policy library). Each is resumable
+from runs/<stage>/state.safetensors and writes shipped weights to assets/models/.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+STAGES = {"ae": "backend.train.ae", "teacher": "backend.train.video", "student": "backend.train.video"}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m backend.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=sorted(STAGES), help="which stage to train")
+    ap.add_argument("--recipe", default="quick", help="training recipe (quick fits in an hour on 2 CPU cores)")
+    ap.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
+    ap.add_argument("--fresh", action="store_true", help="ignore an existing run state and start over")
+    a = ap.parse_args(argv)
+    mod = importlib.import_module(STAGES[a.stage])
+    kw = {"recipe": a.recipe, "resume": not a.fresh}
+    if a.steps is not None:
+        kw["steps"] = a.steps
+    if a.stage in ("teacher", "student"):
+        kw["stage"] = a.stage
+    mod.run(**kw)
+
+
+if __name__ == "__main__":
+    main()

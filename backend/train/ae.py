@@ -1,0 +1,89 @@
+"""Stage `ae`: train the frame autoencoder on world frames, then measure latent statistics and PSNR."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..autoencoder import AEConfig, AutoEncoder, frames_to_tensor
+from ..data import clip_batch
+from ..evalset import EVAL_PAIRS
+from ..metrics import psnr
+from ..prompt import parse
+from ..world import make_clip
+from .common import MODELS, RUNS, Log, export, load_state, save_state
+
+
+@dataclass(frozen=True)
+class AETrainConfig:
+    steps: int = 3000
+    clips: int = 6          # clips per batch
+    frames: int = 8         # frames per clip
+    lr: float = 1e-3
+    seed: int = 0
+    ckpt_every: int = 250
+
+
+RECIPES = {"quick": AETrainConfig(steps=600), "default": AETrainConfig(steps=1000)}
+
+
+def heldout_frames(n_clips: int = 8, n_frames: int = 48) -> np.ndarray:
+    """Frames from the held-out evaluation prompts/seeds, which training never draws."""
+    out = [make_clip(parse(p), s, n_frames).frames[::6] for p, s in EVAL_PAIRS[:n_clips]]
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def evaluate(ae: AutoEncoder) -> dict:
+    x = frames_to_tensor(heldout_frames())
+    rec = ae(x)
+    return {"heldout_psnr_db": float(psnr(rec, x, data_range=2.0))}
+
+
+@torch.no_grad()
+def fit_latent_stats(ae: AutoEncoder, rng) -> None:
+    frames, _ = clip_batch(rng, 32, 8)
+    z = ae.encoder(frames_to_tensor(frames.reshape(-1, *frames.shape[2:])))   # (N, C, g, g)
+    ae.lat_mean.copy_(z.mean(dim=(0, 2, 3)))
+    ae.lat_std.copy_(z.std(dim=(0, 2, 3)).clamp_min(1e-3))
+
+
+def run(recipe: str = "quick", resume: bool = True, steps: int | None = None) -> dict:
+    cfg = RECIPES[recipe]
+    if steps is not None:
+        cfg = dataclasses.replace(cfg, steps=steps)
+    ae = AutoEncoder(AEConfig())
+    opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    state = RUNS / "ae" / "state.safetensors"
+    step = load_state(state, ae, opt) if resume else 0
+    log = Log(RUNS / "ae" / "log.jsonl")
+    rng = np.random.default_rng([cfg.seed, step])
+    bar = tqdm(range(step, cfg.steps), desc="ae", initial=step, total=cfg.steps)
+    for step in bar:
+        lr = cfg.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * (1 - step / cfg.steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        frames, _ = clip_batch(rng, cfg.clips, 48)
+        idx = rng.integers(0, 48, size=(cfg.clips, cfg.frames))
+        x = frames_to_tensor(np.stack([f[i] for f, i in zip(frames, idx)]).reshape(-1, *frames.shape[2:]))
+        rec = ae.decoder(ae.encoder(x))
+        loss = F.mse_loss(rec, x) + 0.1 * F.l1_loss(rec, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % 50 == 0:
+            log.write(step=step + 1, loss=loss.item(), lr=lr)
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+            save_state(state, ae, opt, step + 1, dataclasses.asdict(cfg))
+    fit_latent_stats(ae, np.random.default_rng(123))
+    metrics = evaluate(ae)
+    log.write(step=cfg.steps, **metrics)
+    export(MODELS / "autoencoder.safetensors", ae, ae.cfg, {"recipe": recipe, "steps": cfg.steps, **metrics})
+    print(f"autoencoder: held-out PSNR {metrics['heldout_psnr_db']:.2f} dB -> {MODELS / 'autoencoder.safetensors'}")
+    return metrics

@@ -1,0 +1,68 @@
+"""Shared training plumbing: run folders, resumable safetensors state, progress logs."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .. import checkpoint
+
+RUNS = Path("runs")
+MODELS = Path("assets/models")
+
+
+def set_threads() -> None:
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+def save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, cfg) -> None:
+    """Resumable training state (weights + Adam moments + step), as safetensors; never pickles."""
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for i, p in enumerate(params):
+        for k, v in opt.state.get(p, {}).items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{i}.{k}"] = v.detach().contiguous().reshape(v.shape)
+    tmp = path.with_suffix(".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(tmp), metadata={"step": str(step), "config": json.dumps(cfg)})
+    tmp.replace(path)
+
+
+def load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
+    """Restore a save_state file; returns the step to resume from (0 if there is none)."""
+    if not path.is_file():
+        return 0
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        step = int((f.metadata() or {}).get("step", 0))
+    t = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for key, v in t.items():
+        if key.startswith("opt."):
+            _, i, name = key.split(".", 2)
+            opt.state[params[int(i)]][name] = v
+    return step
+
+
+class Log:
+    """Appends JSON lines to runs/<stage>/log.jsonl with wall time, so progress survives restarts."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.t0 = time.time()
+
+    def write(self, **kw) -> None:
+        kw["wall_s"] = round(time.time() - self.t0, 1)
+        with self.path.open("a") as f:
+            f.write(json.dumps(kw) + "\n")
+
+
+def export(path: Path, model: torch.nn.Module, cfg, extra: dict) -> None:
+    """Write shipped weights (safetensors with config header)."""
+    checkpoint.save(path, model, cfg, extra)

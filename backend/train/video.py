@@ -1,0 +1,168 @@
+"""Stages `teacher` and `student`: the bidirectional teacher, then the chunk-causal student.
+
+CausVid's recipe (arXiv 2412.07772): train a bidirectional teacher, initialise the causal student from it,
+train the student with teacher forcing (every noisy chunk attends to *clean* earlier chunks, exactly as
+cached inference does; see ``model.teacher_forcing_mask``) plus noise on the context frames (reduces
+exposure bias). Temporal-position augmentation (a random offset on the frame positions) shows the model
+positions beyond the clip length, so a full cache degrades later past the trained horizon.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .. import checkpoint
+from ..autoencoder import frames_to_tensor
+from ..config import MODEL_PRESETS
+from ..data import clip_batch
+from ..flow import shift_t
+from ..loading import load_autoencoder
+from ..model import VideoDiT
+from .common import MODELS, RUNS, Log, export, load_state, save_state
+
+
+@dataclass(frozen=True)
+class VideoTrainConfig:
+    preset: str = "default"
+    steps: int = 2000
+    batch: int = 8
+    frames: int = 8              # clip length in frames
+    long_frames: int = 24        # every `long_every` steps clips this long (occlusion + return)
+    long_every: int = 4
+    long_batch: int = 2
+    lr: float = 1e-3
+    warmup: int = 100
+    shift: float = 2.0
+    p_clean_prefix: float = 0.5  # teacher: share of clips whose first frames are clean (prediction mode)
+    ctx_noise: float = 0.1       # student: max noise level on clean context frames
+    p_ctx_noise: float = 0.5
+    max_t_offset: int = 96       # temporal-position augmentation
+    p_t_offset: float = 0.5
+    seed: int = 0
+    ckpt_every: int = 100
+
+
+RECIPES = {
+    "teacher": {"quick": VideoTrainConfig(steps=200, frames=12, long_every=0),
+                "default": VideoTrainConfig(steps=600, frames=12, long_every=0)},
+    "student": {"quick": VideoTrainConfig(steps=1200, lr=5e-4),
+                "default": VideoTrainConfig(steps=3000, lr=5e-4)},
+}
+
+
+def encode_clips(ae, frames: np.ndarray) -> torch.Tensor:
+    """uint8 (B, T, S, S, 3) -> latents (B, T, C, g, g)."""
+    B, T = frames.shape[:2]
+    with torch.no_grad():
+        z = ae.encode(frames_to_tensor(frames.reshape(B * T, *frames.shape[2:])))
+    return z.view(B, T, *z.shape[1:])
+
+
+def teacher_loss(model, tokens, x0, cfg, rng):
+    B, T = x0.shape[:2]
+    t = shift_t(torch.rand(B, 1).expand(B, T).clone(), cfg.shift)
+    clean = torch.zeros(B, T, dtype=torch.bool)
+    for b in range(B):
+        if rng.random() < cfg.p_clean_prefix:
+            clean[b, : int(rng.integers(1, T))] = True
+    t = torch.where(clean, torch.zeros_like(t), t)
+    eps = torch.randn_like(x0)
+    xt = (1 - t)[..., None, None, None] * x0 + t[..., None, None, None] * eps
+    off = int(rng.integers(0, cfg.max_t_offset + 1)) if rng.random() < cfg.p_t_offset else 0
+    v = model.bidirectional(tokens, xt, t, t_offset=off)
+    w = (~clean).float()[..., None, None, None]
+    return (((v - (eps - x0)) ** 2) * w).sum() / (w.sum() * v[0, 0].numel()).clamp_min(1)
+
+
+def student_loss(model, tokens, x0, cfg, rng):
+    B, T = x0.shape[:2]
+    t = shift_t(torch.rand(B, T), cfg.shift)                      # independent level per chunk frame
+    eps = torch.randn_like(x0)
+    xt = (1 - t)[..., None, None, None] * x0 + t[..., None, None, None] * eps
+    s = torch.rand(B, 1) * cfg.ctx_noise * (torch.rand(B, 1) < cfg.p_ctx_noise)   # context noise level
+    s = s.expand(B, T)
+    ctx = (1 - s)[..., None, None, None] * x0 + s[..., None, None, None] * torch.randn_like(x0)
+    off = int(rng.integers(0, cfg.max_t_offset + 1)) if rng.random() < cfg.p_t_offset else 0
+    v = model.teacher_forcing(tokens, ctx, s, xt, t, t_offset=off)
+    return F.mse_loss(v, eps - x0)
+
+
+@torch.no_grad()
+def next_frame_error(model, ae, stage: str, n: int = 8) -> dict:
+    """Health check (DESIGN §11): one-step x0 prediction of frame k from pure noise given clean frames < k,
+    against the copy-last-frame baseline (held-out-style fixed seed, latent units)."""
+    rng = np.random.default_rng(999)
+    frames, tokens = clip_batch(rng, n, 12)
+    x0 = encode_clips(ae, frames)
+    tokens = torch.from_numpy(tokens)
+    B, T = x0.shape[:2]
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    t = torch.ones(B, T)
+    if stage == "teacher":
+        tt = torch.zeros(B, T)
+        tt[:, -1] = 1.0
+        xt = torch.where(tt[..., None, None, None] > 0, eps, x0)
+        pred = xt[:, -1] - model.bidirectional(tokens, xt, tt)[:, -1]
+        target, last = x0[:, -1], x0[:, -2]
+    else:
+        v = model.teacher_forcing(tokens, x0, torch.zeros(B, T), eps, t)
+        pred = (eps - v)[:, 1:]
+        target, last = x0[:, 1:], x0[:, :-1]
+    return {"next_frame_mse": float(((pred - target) ** 2).mean()), "copy_last_mse": float(((last - target) ** 2).mean())}
+
+
+def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, steps: int | None = None) -> dict:
+    cfg = RECIPES[stage][recipe]
+    if steps is not None:
+        cfg = dataclasses.replace(cfg, steps=steps)
+    torch.manual_seed(cfg.seed)
+    ae = load_autoencoder()
+    mcfg = MODEL_PRESETS[cfg.preset]
+    model = VideoDiT(mcfg)
+    state = RUNS / stage / "state.safetensors"
+    if stage == "student" and not (resume and state.is_file()):
+        teacher = MODELS / "teacher.safetensors"
+        if teacher.is_file():
+            tensors, _, _ = checkpoint.read(teacher)
+            checkpoint.load_into(model, tensors, teacher)
+            print(f"student initialised from {teacher}")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    step = load_state(state, model, opt) if resume else 0
+    log = Log(RUNS / stage / "log.jsonl")
+    rng = np.random.default_rng([cfg.seed, step, 17])
+    loss_fn = teacher_loss if stage == "teacher" else student_loss
+    bar = tqdm(range(step, cfg.steps), desc=stage, initial=step, total=cfg.steps)
+    ema, t0 = None, time.time()
+    for step in bar:
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.5 + 0.5 * np.cos(np.pi * step / cfg.steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        long = cfg.long_every and step % cfg.long_every == cfg.long_every - 1
+        T, B = (cfg.long_frames, cfg.long_batch) if long else (cfg.frames, cfg.batch)
+        frames, tokens = clip_batch(rng, B, T)
+        x0 = encode_clips(ae, frames)
+        loss = loss_fn(model, torch.from_numpy(tokens), x0, cfg, rng)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{ema:.4f}")
+        if (step + 1) % 25 == 0:
+            log.write(step=step + 1, loss=loss.item(), loss_ema=ema, lr=lr, T=T)
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+            save_state(state, model, opt, step + 1, dataclasses.asdict(cfg))
+            model.eval()
+            health = next_frame_error(model, ae, stage)
+            model.train()
+            log.write(step=step + 1, **health)
+            export(MODELS / f"{stage}.safetensors", model, mcfg,
+                   {"stage": stage, "recipe": recipe, "steps": step + 1, **health})
+    print(f"{stage}: {cfg.steps} steps in {time.time() - t0:.0f} s -> {MODELS / f'{stage}.safetensors'}")
+    return {"steps": cfg.steps}
