@@ -54,6 +54,7 @@ class Stepper:
     policy: Policy = field(default_factory=Full)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     preview: bool = True            # decode the x0 estimate at every denoise step
+    trace_inputs: bool = False      # keep (chunk, step, t, x_in, v) of every denoise step (exactness test)
 
     def __post_init__(self):
         self.spec = parse(self.prompt)                                     # raises PromptError
@@ -77,6 +78,7 @@ class Stepper:
         self.x0: torch.Tensor | None = None
         self.done = self.cancelled = False
         self.frame_ms = np.zeros(self.n_frames)                            # all steps of a frame's chunk
+        self.inputs: list[tuple[int, int, float, torch.Tensor, torch.Tensor]] = []
 
     def _check_memory(self) -> None:
         cfg = self.model.cfg
@@ -118,6 +120,8 @@ class Stepper:
             t = self.ts[self.k]
             t_next = self.ts[self.k + 1] if self.k + 1 < len(self.ts) else 0.0
             v = self.model.forward_chunk(self.x, torch.full((nf,), t), f0, self.cache, chunk=self.chunk)
+            if self.trace_inputs:
+                self.inputs.append((self.chunk, self.k, t, self.x.clone(), v.clone()))
             noise = None
             if t_next > 0 and self.sampler.renoise:
                 g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, self.k))

@@ -110,6 +110,13 @@ def build_scene(spec: SceneSpec, seed: int, cfg: WorldConfig = WorldConfig()) ->
         ang = float(rng.uniform(0, 2 * np.pi))
         vel = np.array([np.cos(ang), np.sin(ang)]) * speed
         pos = rng.uniform(r + 1, S - r - 1, size=2)
+        if wall is not None:
+            # start beside the wall, never behind it, and cross it in 8-24 frames
+            left, right = (r + 1, wall[0] - r), (wall[1] + r, S - r - 1)
+            lo, hi = left if rng.random() < (left[1] - left[0]) / (left[1] - left[0] + right[1] - right[0]) else right
+            pos[0] = rng.uniform(lo, hi)
+            span = wall[1] - wall[0] - 2 * r
+            vel[0] = np.sign(vel[0] or 1.0) * np.clip(abs(vel[0]), span / 24, span / 8)
         if wall is not None and i == 0:
             # the first sprite walks into the wall early and is hidden for a chosen number of frames
             hidden = float(rng.uniform(*cfg.occlusion_frames))

@@ -1,0 +1,25 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.chdir(ROOT)
+torch.set_num_threads(2)
+
+from backend.autoencoder import AutoEncoder  # noqa: E402
+from backend.loading import random_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    return random_model("tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def ae():
+    torch.manual_seed(0)
+    return AutoEncoder().eval()
