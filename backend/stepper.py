@@ -84,8 +84,9 @@ class Stepper:
         cfg = self.model.cfg
         per_token = cfg.n_layer * 2 * cfg.dim * 4 + 200                    # K + V fp32 + metadata
         tokens = cfg.n_prompt + self.n_frames * cfg.tokens_per_frame
-        if self.policy.budget is not None:
-            tokens = min(tokens, self.policy.budget + cfg.chunk_frames * cfg.tokens_per_frame)
+        bound = self.policy.max_tokens(cfg.n_prompt, cfg.tokens_per_frame, cfg.chunk_frames)
+        if bound is not None:
+            tokens = min(tokens, bound)
         need = tokens * per_token + self.n_frames * (self.ae.cfg.size ** 2 * 3 + cfg.tokens_per_frame * cfg.latent_ch * 4)
         have = available_memory()
         if need > 0.8 * have:

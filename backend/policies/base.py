@@ -35,6 +35,10 @@ class Policy:
     name: ClassVar[str] = "base"
     budget: int | None = None     # tokens per layer kept after eviction; None = unbounded
 
+    def max_tokens(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> int | None:
+        """Most tokens per layer the cache can hold right after a commit (None = unbounded)."""
+        return None if self.budget is None else self.budget + chunk_frames * tokens_per_frame
+
     def protected(self, layer: LayerCache, ctx: EvictContext) -> torch.Tensor:
         """Boolean (n,) of tokens never evicted: prompt anchors and the newest chunk."""
         m = layer.meta

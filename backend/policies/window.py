@@ -22,6 +22,9 @@ class Window(Policy):
         if self.frames < 1:
             raise ValueError(f"window must hold at least 1 frame, got {self.frames}")
 
+    def max_tokens(self, n_prompt, tokens_per_frame, chunk_frames):
+        return n_prompt + (self.frames + chunk_frames) * tokens_per_frame
+
     def keep_indices(self, layer_idx, layer, ctx):
         m = layer.meta
         newest = ctx.newest_frames[1]

@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from backend.cache import DTYPES, KVCache, LayerCache, pack_layer, quant_error_bound, quantize
+
+
+def filled(n=40, H=2, Dh=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    layer = LayerCache.empty(H, Dh)
+    for f in range(n // 10):
+        k, v = torch.randn(H, 10, Dh, generator=g), torch.randn(H, 10, Dh, generator=g)
+        ids = torch.arange(f * 10, f * 10 + 10)
+        layer.append(k, v, {"frame": torch.full((10,), f), "token_id": ids, "pos": torch.stack([ids // 10 + 1, ids % 3, ids % 5], 1),
+                            "attn_sum": ids.float()})
+    return layer
+
+
+def check_aligned(layer):
+    n = len(layer)
+    assert layer.k.shape[1] == layer.v.shape[1] == n
+    for key, val in layer.meta.items():
+        assert val.shape[0] == n, key
+
+
+def test_metadata_stays_aligned_through_append_keep_clone():
+    layer = filled()
+    check_aligned(layer)
+    k_before = layer.k.clone()
+    ids_before = layer.meta["token_id"].clone()
+    keep = torch.tensor([0, 3, 17, 25, 39])
+    evicted = layer.keep(keep)
+    check_aligned(layer)
+    assert layer.meta["token_id"].tolist() == ids_before[keep].tolist()
+    assert torch.equal(layer.k, k_before[:, keep])
+    assert sorted(evicted.tolist() + layer.meta["token_id"].tolist()) == list(range(40))
+    # each token's metadata moved with its K/V
+    assert torch.equal(layer.meta["attn_sum"], layer.meta["token_id"].float())
+    c = layer.clone()
+    c.keep(torch.tensor([1]))
+    assert len(layer) == 5 and len(c) == 1
+    with pytest.raises(IndexError):
+        layer.keep(torch.tensor([99]))
+
+
+def test_rotated_key_memo_is_invalidated():
+    layer = filled(20)
+    calls = []
+
+    def rot(k, pos):
+        calls.append(1)
+        return k * pos[:, 0, None].float()
+    a = layer.rotated_keys(rot)
+    layer.rotated_keys(rot)
+    assert len(calls) == 1
+    layer.set_positions(layer.meta["pos"] + torch.tensor([5, 0, 0]))
+    b = layer.rotated_keys(rot)
+    assert len(calls) == 2 and not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", list(DTYPES))
+def test_byte_accounting_matches_packed_buffers(name):
+    layer = filled(30, H=3, Dh=10)
+    layer.set_dtype(torch.arange(0, 30, 2), name)            # mixed: half at `name`, half fp32
+    packed = sum(b.numel() * b.element_size() for b in pack_layer(layer))
+    assert layer.nbytes() == packed
+    H, Dh = 3, 10
+    bits = DTYPES[name][1]
+    per_token = 2 * ((H * Dh * bits + 7) // 8 + (4 if bits < 16 else 0))
+    assert layer.nbytes() == 15 * per_token + 15 * 2 * H * Dh * 4
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_quantized_roundtrip_error_within_bound(bits):
+    x = torch.randn(4, 50, 16) * 3
+    err = (quantize(x, bits) - x).abs().transpose(0, 1).reshape(50, -1).max(1).values
+    assert (err <= quant_error_bound(x, bits)).all()
+    assert not torch.equal(quantize(x, bits), x)
+
+
+def test_kvcache_occupancy_bytes_clone():
+    c = KVCache(3, 2, 8)
+    for layer in c.layers:
+        layer.append(torch.randn(2, 5, 8), torch.randn(2, 5, 8), {"token_id": torch.arange(5)})
+    assert c.occupancy() == [5, 5, 5]
+    assert c.nbytes() == [5 * 2 * 2 * 8 * 4] * 3
+    d = c.clone()
+    d.layers[0].keep(torch.tensor([0]))
+    assert c.occupancy() == [5, 5, 5] and d.occupancy() == [1, 5, 5]
