@@ -2,16 +2,14 @@
 PY ?= python3
 RECIPE ?= default
 
-.PHONY: install run test train demo bench
+.PHONY: install run test train bench
 
 install:
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements.txt
 
+# until the explorer (app.py) lands, `make run` is the CLI demo with the shipped model
 run: install
-	$(PY) app.py
-
-demo: install
 	$(PY) -m backend generate --prompt "a red circle and a square on blue stripes behind a wall" --frames 64 --out out/demo.mp4
 
 test: install

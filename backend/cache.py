@@ -121,6 +121,10 @@ class LayerCache:
         self._krot = None
 
     # --- reads ---
+    def view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(K un-rotated (H, n, Dh), V (H, n, Dh), RoPE positions (n, 3)) of the tokens held."""
+        return self.k, self.v, self.meta["pos"]
+
     def rotated_keys(self, rotate) -> torch.Tensor:
         """Keys rotated by their stored positions (memoised until the next change)."""
         if self._krot is None:

@@ -18,13 +18,17 @@ def main(argv=None) -> None:
     ap.add_argument("--recipe", default="quick", help="training recipe (quick fits in an hour on 2 CPU cores)")
     ap.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing run state and start over")
+    ap.add_argument("--preset", default=None, help="model preset for teacher/student (default: the recipe's)")
+    ap.add_argument("--runs-dir", default="runs", help="resumable training state and logs (default runs/)")
+    ap.add_argument("--models-dir", default="assets/models", help="where weights are written (default assets/models/)")
     a = ap.parse_args(argv)
     mod = importlib.import_module(STAGES[a.stage])
-    kw = {"recipe": a.recipe, "resume": not a.fresh}
+    kw = {"recipe": a.recipe, "resume": not a.fresh, "runs": a.runs_dir, "models": a.models_dir}
     if a.steps is not None:
         kw["steps"] = a.steps
     if a.stage in ("teacher", "student"):
         kw["stage"] = a.stage
+        kw["preset"] = a.preset
     mod.run(**kw)
 
 

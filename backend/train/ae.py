@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ class AETrainConfig:
     ckpt_every: int = 250
 
 
-RECIPES = {"quick": AETrainConfig(steps=600), "default": AETrainConfig(steps=1000)}
+RECIPES = {"quick": AETrainConfig(steps=600), "default": AETrainConfig(steps=2500)}
 
 
 def heldout_frames(n_clips: int = 8, n_frames: int = 48) -> np.ndarray:
@@ -52,15 +53,17 @@ def fit_latent_stats(ae: AutoEncoder, rng) -> None:
     ae.lat_std.copy_(z.std(dim=(0, 2, 3)).clamp_min(1e-3))
 
 
-def run(recipe: str = "quick", resume: bool = True, steps: int | None = None) -> dict:
+def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
+        runs: Path = RUNS, models: Path = MODELS) -> dict:
     cfg = RECIPES[recipe]
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
+    runs, models = Path(runs), Path(models)
     ae = AutoEncoder(AEConfig())
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
-    state = RUNS / "ae" / "state.safetensors"
+    state = runs / "ae" / "state.safetensors"
     step = load_state(state, ae, opt) if resume else 0
-    log = Log(RUNS / "ae" / "log.jsonl")
+    log = Log(runs / "ae" / "log.jsonl")
     rng = np.random.default_rng([cfg.seed, step])
     bar = tqdm(range(step, cfg.steps), desc="ae", initial=step, total=cfg.steps)
     for step in bar:
@@ -71,7 +74,7 @@ def run(recipe: str = "quick", resume: bool = True, steps: int | None = None) ->
         idx = rng.integers(0, 48, size=(cfg.clips, cfg.frames))
         x = frames_to_tensor(np.stack([f[i] for f, i in zip(frames, idx)]).reshape(-1, *frames.shape[2:]))
         rec = ae.decoder(ae.encoder(x))
-        loss = F.mse_loss(rec, x) + 0.1 * F.l1_loss(rec, x)
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)   # L1 keeps small high-contrast details (landmarks)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
@@ -84,6 +87,6 @@ def run(recipe: str = "quick", resume: bool = True, steps: int | None = None) ->
     fit_latent_stats(ae, np.random.default_rng(123))
     metrics = evaluate(ae)
     log.write(step=cfg.steps, **metrics)
-    export(MODELS / "autoencoder.safetensors", ae, ae.cfg, {"recipe": recipe, "steps": cfg.steps, **metrics})
-    print(f"autoencoder: held-out PSNR {metrics['heldout_psnr_db']:.2f} dB -> {MODELS / 'autoencoder.safetensors'}")
+    export(models / "autoencoder.safetensors", ae, ae.cfg, {"recipe": recipe, "steps": cfg.steps, **metrics})
+    print(f"autoencoder: held-out PSNR {metrics['heldout_psnr_db']:.2f} dB -> {models / 'autoencoder.safetensors'}")
     return metrics

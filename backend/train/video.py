@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from ..autoencoder import frames_to_tensor
 from ..config import MODEL_PRESETS
 from ..data import clip_batch
 from ..flow import shift_t
-from ..loading import load_autoencoder
+from ..loading import DEFAULT_AE, load_autoencoder
 from ..model import VideoDiT
 from .common import MODELS, RUNS, Log, export, load_state, save_state
 
@@ -117,24 +118,29 @@ def next_frame_error(model, ae, stage: str, n: int = 8) -> dict:
     return {"next_frame_mse": float(((pred - target) ** 2).mean()), "copy_last_mse": float(((last - target) ** 2).mean())}
 
 
-def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, steps: int | None = None) -> dict:
+def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, steps: int | None = None,
+        preset: str | None = None, runs: Path = RUNS, models: Path = MODELS) -> dict:
     cfg = RECIPES[stage][recipe]
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
+    if preset is not None:
+        cfg = dataclasses.replace(cfg, preset=preset)
+    runs, models = Path(runs), Path(models)
     torch.manual_seed(cfg.seed)
-    ae = load_autoencoder()
+    ae_path = models / "autoencoder.safetensors"
+    ae = load_autoencoder(ae_path if ae_path.is_file() else DEFAULT_AE)
     mcfg = MODEL_PRESETS[cfg.preset]
     model = VideoDiT(mcfg)
-    state = RUNS / stage / "state.safetensors"
+    state = runs / stage / "state.safetensors"
     if stage == "student" and not (resume and state.is_file()):
-        teacher = MODELS / "teacher.safetensors"
+        teacher = models / "teacher.safetensors"
         if teacher.is_file():
             tensors, _, _ = checkpoint.read(teacher)
             checkpoint.load_into(model, tensors, teacher)
             print(f"student initialised from {teacher}")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
     step = load_state(state, model, opt) if resume else 0
-    log = Log(RUNS / stage / "log.jsonl")
+    log = Log(runs / stage / "log.jsonl")
     rng = np.random.default_rng([cfg.seed, step, 17])
     loss_fn = teacher_loss if stage == "teacher" else student_loss
     bar = tqdm(range(step, cfg.steps), desc=stage, initial=step, total=cfg.steps)
@@ -162,7 +168,7 @@ def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, step
             health = next_frame_error(model, ae, stage)
             model.train()
             log.write(step=step + 1, **health)
-            export(MODELS / f"{stage}.safetensors", model, mcfg,
+            export(models / f"{stage}.safetensors", model, mcfg,
                    {"stage": stage, "recipe": recipe, "steps": step + 1, **health})
-    print(f"{stage}: {cfg.steps} steps in {time.time() - t0:.0f} s -> {MODELS / f'{stage}.safetensors'}")
+    print(f"{stage}: {cfg.steps} steps in {time.time() - t0:.0f} s -> {models / f'{stage}.safetensors'}")
     return {"steps": cfg.steps}

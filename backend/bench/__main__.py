@@ -1,0 +1,25 @@
+"""`python -m backend.bench model`: the project's benchmark scripts (numbers in docs/benchmarks/)."""
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m backend.bench", description=__doc__)
+    sub = ap.add_subparsers(dest="what", required=True)
+    m = sub.add_parser("model", help="quality on the held-out set and speed of the shipped model")
+    m.add_argument("--prompts", type=int, default=32, help="held-out pairs to evaluate (default all 32)")
+    m.add_argument("--workers", type=int, default=2, help="parallel processes for the quality sweep")
+    m.add_argument("--full-frames", type=int, default=256)
+    m.add_argument("--window-frames", type=int, default=128)
+    m.add_argument("--out", default="docs/benchmarks")
+    m.add_argument("--skip-speed", action="store_true")
+    m.add_argument("--skip-quality", action="store_true")
+    a = ap.parse_args(argv)
+    if a.what == "model":
+        from .model import run
+        run(a.prompts, a.workers, a.full_frames, a.window_frames, a.out, a.skip_speed, a.skip_quality)
+
+
+if __name__ == "__main__":
+    main()

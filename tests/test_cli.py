@@ -1,0 +1,71 @@
+"""Bad input through the command line: a clear message, exit code 2, and no (partial) output file."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from backend.__main__ import main
+from backend.loading import DEFAULT_AE, DEFAULT_MODEL
+
+
+def gen(tmp_path, *args, out="v.mp4"):
+    return main(["generate", "--quiet", "--no-timings", "--out", str(tmp_path / out), *args])
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--prompt", "a purple circle on stripes"], "vocabulary"),
+    (["--prompt", "a red circle on stripes", "--frames", "0"], "positive"),
+    (["--prompt", "a red circle on stripes", "--frames", "-4"], "positive"),
+    (["--prompt", "a red circle on stripes", "--frames", "1000000000"], "limit"),
+    (["--prompt", "a red circle on stripes", "--frames", "99000"], "GiB"),
+    (["--prompt", "a red circle on stripes", "--model", "/nonexistent/model.safetensors"], "not found"),
+    (["--prompt", "a red circle on stripes", "--policy", "nope"], "unknown policy"),
+])
+def test_bad_input_is_explained_and_writes_nothing(tmp_path, capsys, args, needle):
+    assert gen(tmp_path, *args) == 2
+    assert needle in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(DEFAULT_MODEL.read_bytes()[:5000])
+    assert gen(tmp_path, "--prompt", "a red circle on stripes", "--model", str(bad)) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors"]
+
+
+def test_bad_output_suffix(tmp_path, capsys):
+    assert gen(tmp_path, "--prompt", "a red circle on stripes", out="v.avi") == 2
+    assert ".mp4" in capsys.readouterr().err
+
+
+def test_generate_writes_playable_mp4_and_timings(tmp_path):
+    import imageio.v3 as iio
+    out = tmp_path / "ok.mp4"
+    r = subprocess.run([sys.executable, "-m", "backend", "generate", "--prompt", "a red circle on blue stripes",
+                        "--frames", "4", "--preset", "tiny", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len([ln for ln in r.stdout.splitlines() if ln.strip()[:1].isdigit()]) == 4    # one timing line per frame
+    frames = iio.imread(out)
+    assert frames.shape == (4, 256, 256, 3)
+    assert out.read_bytes()[4:8] == b"ftyp"
+    import imageio_ffmpeg
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-i", str(out)], capture_output=True, text=True).stderr
+    assert "h264" in probe and "yuv420p" in probe
+    assert np.asarray(frames).std() > 0
+
+
+def test_help_documents_every_option():
+    r = subprocess.run([sys.executable, "-m", "backend", "generate", "--help"], capture_output=True, text=True)
+    for opt in ("--prompt", "--frames", "--seed", "--policy", "--out", "--fps", "--model"):
+        assert opt in r.stdout
+
+
+def test_policies_listing(capsys):
+    assert main(["policies"]) == 0
+    out = capsys.readouterr().out
+    assert "full" in out and "window" in out
+    assert DEFAULT_AE.is_file()

@@ -1,0 +1,22 @@
+"""Training plumbing: every stage runs, writes safetensors and resumes from its state (tiny sizes)."""
+from safetensors import safe_open
+
+from backend import checkpoint
+from backend.train.__main__ import main
+
+
+def test_stages_run_export_and_resume(tmp_path):
+    runs, models = tmp_path / "runs", tmp_path / "models"
+    common = ["--recipe", "quick", "--runs-dir", str(runs), "--models-dir", str(models)]
+    main(["ae", "--steps", "2", *common])
+    main(["teacher", "--steps", "2", "--preset", "tiny", *common])
+    main(["student", "--steps", "2", "--preset", "tiny", *common])
+    for name in ("autoencoder", "teacher", "student"):
+        _, cfg, extra = checkpoint.read(models / f"{name}.safetensors")
+        assert cfg
+    with safe_open(str(runs / "student" / "state.safetensors"), "pt") as f:
+        assert f.metadata()["step"] == "2"
+    main(["student", "--steps", "3", "--preset", "tiny", *common])       # resumes at 2, runs one more
+    with safe_open(str(runs / "student" / "state.safetensors"), "pt") as f:
+        assert f.metadata()["step"] == "3"
+    assert (runs / "student" / "log.jsonl").read_text().count("next_frame_mse") == 2
