@@ -20,3 +20,8 @@ def test_stages_run_export_and_resume(tmp_path):
     with safe_open(str(runs / "student" / "state.safetensors"), "pt") as f:
         assert f.metadata()["step"] == "3"
     assert (runs / "student" / "log.jsonl").read_text().count("next_frame_mse") == 2
+    enc_before = checkpoint.read(models / "autoencoder.safetensors")[0]
+    main(["decoder", "--steps", "2", *common])
+    enc_after = checkpoint.read(models / "autoencoder.safetensors")[0]
+    changed = {k for k in enc_before if not (enc_before[k] == enc_after[k]).all()}
+    assert changed and all(k.startswith("decoder.") for k in changed)     # the latent space is untouched

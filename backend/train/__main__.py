@@ -1,6 +1,7 @@
 """`python -m backend.train STAGE [--recipe quick|default] [--fresh]`: one command per training stage.
 
-Stages run in order: ae -> teacher -> student (-> salience, with the policy library). Each is resumable
+Stages run in order: ae -> teacher -> student (-> decoder, optional: sharpen the decoder with the encoder
+frozen, so trained video models stay valid). Each is resumable
 from runs/<stage>/state.safetensors and writes shipped weights to assets/models/.
 """
 from __future__ import annotations
@@ -8,7 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-STAGES = {"ae": "backend.train.ae", "teacher": "backend.train.video", "student": "backend.train.video"}
+STAGES = {"ae": "backend.train.ae", "teacher": "backend.train.video", "student": "backend.train.video",
+          "decoder": "backend.train.decoder"}
 
 
 def main(argv=None) -> None:

@@ -53,7 +53,7 @@ RECIPES = {
     "teacher": {"quick": VideoTrainConfig(steps=200, frames=12, long_every=0),
                 "default": VideoTrainConfig(steps=600, frames=12, long_every=0)},
     "student": {"quick": VideoTrainConfig(steps=1200, lr=5e-4),
-                "default": VideoTrainConfig(steps=4500, lr=5e-4)},
+                "default": VideoTrainConfig(steps=4000, lr=5e-4)},
 }
 
 

@@ -1,0 +1,82 @@
+"""Stage `decoder`: fine-tune the autoencoder's decoder with the encoder frozen.
+
+The latent space (and so every video model trained on it) stays valid: only the pixels a latent decodes
+to get sharper. Light noise on the latents (sigma 0.05, latent units) makes the decoder robust to the
+imperfect latents a video model generates.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..autoencoder import frames_to_tensor
+from ..data import clip_batch
+from ..loading import load_autoencoder
+from .ae import evaluate
+from .common import MODELS, RUNS, Log, export, load_state, save_state
+
+
+@dataclass(frozen=True)
+class DecoderTrainConfig:
+    steps: int = 1500
+    clips: int = 6
+    frames: int = 8
+    lr: float = 5e-4
+    latent_noise: float = 0.05
+    seed: int = 1
+    ckpt_every: int = 250
+
+
+RECIPES = {"quick": DecoderTrainConfig(steps=300), "default": DecoderTrainConfig(steps=1500)}
+
+
+def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
+        runs: Path = RUNS, models: Path = MODELS) -> dict:
+    cfg = RECIPES[recipe]
+    if steps is not None:
+        cfg = dataclasses.replace(cfg, steps=steps)
+    runs, models = Path(runs), Path(models)
+    ae = load_autoencoder(models / "autoencoder.safetensors")
+    ae.requires_grad_(False)
+    ae.decoder.requires_grad_(True)
+    opt = torch.optim.AdamW(ae.decoder.parameters(), lr=cfg.lr, weight_decay=0.0)
+    state = runs / "decoder" / "state.safetensors"
+    step = load_state(state, ae, opt) if resume else 0
+    log = Log(runs / "decoder" / "log.jsonl")
+    rng = np.random.default_rng([cfg.seed, step])
+    ae.train()
+    bar = tqdm(range(step, cfg.steps), desc="decoder", initial=step, total=cfg.steps)
+    for step in bar:
+        lr = cfg.lr * (0.1 + 0.9 * (1 - step / cfg.steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        frames, _ = clip_batch(rng, cfg.clips, 48)
+        idx = rng.integers(0, 48, size=(cfg.clips, cfg.frames))
+        x = frames_to_tensor(np.stack([f[i] for f, i in zip(frames, idx)]).reshape(-1, *frames.shape[2:]))
+        with torch.no_grad():
+            z = ae.encode(x)
+            z = z + cfg.latent_noise * torch.randn_like(z)
+        rec = ae.decode(z)
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ae.decoder.parameters(), 1.0)
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % 50 == 0:
+            log.write(step=step + 1, loss=loss.item(), lr=lr)
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+            save_state(state, ae, opt, step + 1, dataclasses.asdict(cfg))
+    ae.eval()
+    metrics = evaluate(ae)
+    log.write(step=cfg.steps, **metrics)
+    export(models / "autoencoder.safetensors", ae, ae.cfg,
+           {"recipe": recipe, "decoder_steps": cfg.steps, **metrics})
+    print(f"decoder: held-out PSNR {metrics['heldout_psnr_db']:.2f} dB -> {models / 'autoencoder.safetensors'}")
+    return metrics
