@@ -26,7 +26,7 @@ def cmd_generate(a) -> int:
     from .loading import DEFAULT_AE, DEFAULT_MODEL, load_autoencoder, load_model, random_model
     from .policies import make_policy
     from .prompt import parse
-    from .stepper import Stepper
+    from .stepper import Stepper, validate_frames
     from .video_io import write_video
     from tqdm import tqdm
 
@@ -34,9 +34,10 @@ def cmd_generate(a) -> int:
     if not a.out.lower().endswith((".mp4", ".gif")):
         raise ValueError(f"--out must end in .mp4 or .gif, got {a.out!r}")
     parse(a.prompt)                                        # fail fast, before loading anything
+    validate_frames(a.frames)
+    policy = make_policy(a.policy, **_policy_kwargs(a.policy_arg))
     model = random_model(a.preset, a.seed) if a.preset else load_model(a.model or DEFAULT_MODEL)
     ae = load_autoencoder(a.ae or DEFAULT_AE)
-    policy = make_policy(a.policy, **_policy_kwargs(a.policy_arg))
     st = Stepper(model, ae, a.prompt, a.frames, seed=a.seed, policy=policy, preview=False)
     t0 = time.perf_counter()
     with tqdm(total=st.n_frames, desc="frames", unit="frame", disable=a.quiet) as bar:

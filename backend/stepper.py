@@ -37,6 +37,16 @@ def noise_seed(seed: int, chunk: int, step: int = -1) -> int:
     return int(np.random.SeedSequence([seed & 0xFFFFFFFF, chunk + 1, step + 2]).generate_state(2, np.uint64)[0] >> 1)
 
 
+def validate_frames(n) -> None:
+    """Reject frame counts that are not positive integers or are above MAX_FRAMES."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise GenerationError(f"frames must be an integer, got {n!r}")
+    if n <= 0:
+        raise GenerationError(f"frames must be positive, got {n}")
+    if n > MAX_FRAMES:
+        raise GenerationError(f"{n} frames is above the limit of {MAX_FRAMES}")
+
+
 def available_memory() -> int:
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -58,12 +68,7 @@ class Stepper:
 
     def __post_init__(self):
         self.spec = parse(self.prompt)                                     # raises PromptError
-        if isinstance(self.n_frames, bool) or not isinstance(self.n_frames, (int, np.integer)):
-            raise GenerationError(f"frames must be an integer, got {self.n_frames!r}")
-        if self.n_frames <= 0:
-            raise GenerationError(f"frames must be positive, got {self.n_frames}")
-        if self.n_frames > MAX_FRAMES:
-            raise GenerationError(f"{self.n_frames} frames is above the limit of {MAX_FRAMES}")
+        validate_frames(self.n_frames)
         cfg = self.model.cfg
         self._check_memory()
         self.cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
