@@ -78,9 +78,9 @@ def select(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> torch.
     free = (~protected).nonzero().flatten()
     k = budget - n_prot
     if k > 0 and len(free):
-        s = scores[free].float() + torch.arange(len(free)) * 1e-9   # newer wins ties
-        top = free[s.topk(min(k, len(free))).indices]
-        idx = torch.cat([protected.nonzero().flatten(), top])
+        newest_first = free.flip(0)                                   # a stable sort then prefers newer on ties
+        order = torch.sort(scores[newest_first].float(), descending=True, stable=True).indices
+        idx = torch.cat([protected.nonzero().flatten(), newest_first[order[:k]]])
     else:
         idx = protected.nonzero().flatten()
     return idx.sort().values
