@@ -42,6 +42,7 @@ class SamplerConfig:
     shift: float = 2.0             # timestep shift (more steps at high noise, as in SD3 / Wan)
     renoise: bool = True           # x0 -> fresh noise at the next level (Self-Forcing); False = Euler ODE
     context_noise: float = 0.0     # noise level of the clean commit pass
+    first_steps: int | None = None  # denoise steps of the first chunk (no context yet); None = steps
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {

@@ -16,9 +16,10 @@ def shift_t(t: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * t / (1 + (shift - 1) * t)
 
 
-def timesteps(cfg: SamplerConfig) -> torch.Tensor:
+def timesteps(cfg: SamplerConfig, first_chunk: bool = False) -> torch.Tensor:
     """Noise levels visited by the sampler, from 1 down (excluding 0): (steps,)."""
-    return shift_t(torch.linspace(1.0, 0.0, cfg.steps + 1)[:-1], cfg.shift)
+    n = cfg.first_steps if first_chunk and cfg.first_steps else cfg.steps
+    return shift_t(torch.linspace(1.0, 0.0, n + 1)[:-1], cfg.shift)
 
 
 def step(x_t: torch.Tensor, v: torch.Tensor, t: float, t_next: float, noise: torch.Tensor | None,

@@ -74,7 +74,8 @@ class Stepper:
         self.cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
         self.tokens = torch.tensor(self.spec.tokens())
         self.n_chunks = -(-self.n_frames // cfg.chunk_frames)
-        self.ts = timesteps(self.sampler).tolist()
+        self.ts_first = timesteps(self.sampler, first_chunk=True).tolist()
+        self.ts_rest = timesteps(self.sampler).tolist()
         S = self.ae.cfg.size
         self.frames = np.zeros((self.n_frames, S, S, 3), np.uint8)
         self.latents = torch.zeros(self.n_frames, cfg.latent_ch, cfg.grid, cfg.grid)
@@ -107,6 +108,11 @@ class Stepper:
     def run(self) -> Iterator[StepRecord]:
         while not self.done and not self.cancelled:
             yield self.step()
+
+    @property
+    def ts(self) -> list[float]:
+        """Noise levels of the current chunk's denoise steps."""
+        return self.ts_first if self.chunk == 0 else self.ts_rest
 
     def step(self) -> StepRecord:
         if self.done:
