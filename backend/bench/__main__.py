@@ -15,10 +15,17 @@ def main(argv=None) -> None:
     m.add_argument("--out", default="docs/benchmarks")
     m.add_argument("--skip-speed", action="store_true")
     m.add_argument("--skip-quality", action="store_true")
+    sm = sub.add_parser("sampler", help="compare sampler settings on validation prompts (not the held-out set)")
+    sm.add_argument("--prompts", type=int, default=12)
+    sm.add_argument("--frames", type=int, default=48)
+    sm.add_argument("--workers", type=int, default=2)
     a = ap.parse_args(argv)
     if a.what == "model":
         from .model import run
         run(a.prompts, a.workers, a.full_frames, a.window_frames, a.out, a.skip_speed, a.skip_quality)
+    elif a.what == "sampler":
+        from .sampler import run as run_sampler
+        run_sampler(a.prompts, a.frames, a.workers)
 
 
 if __name__ == "__main__":
