@@ -24,7 +24,7 @@ def _policy_kwargs(items: list[str]) -> dict:
 def cmd_generate(a) -> int:
     import torch
     from .loading import DEFAULT_AE, DEFAULT_MODEL, load_autoencoder, load_model, random_model
-    from .policies import make_policy
+    from .policies import make_policy, parse_budget
     from .prompt import parse
     from .stepper import Stepper, validate_frames
     from .video_io import write_video
@@ -35,9 +35,16 @@ def cmd_generate(a) -> int:
         raise ValueError(f"--out must end in .mp4 or .gif, got {a.out!r}")
     parse(a.prompt)                                        # fail fast, before loading anything
     validate_frames(a.frames)
-    policy = make_policy(a.policy, **_policy_kwargs(a.policy_arg))
+    kwargs = _policy_kwargs(a.policy_arg)
+    budget = parse_budget(a.budget) if a.budget is not None else None
+    make_policy(a.policy, **kwargs)                        # unknown names / parameters fail before loading
     model = random_model(a.preset, a.seed) if a.preset else load_model(a.model or DEFAULT_MODEL)
     ae = load_autoencoder(a.ae or DEFAULT_AE)
+    if budget is not None:
+        cfg = model.cfg
+        kwargs["budget"] = budget.tokens(n_prompt=cfg.n_prompt, tokens_per_frame=cfg.tokens_per_frame,
+                                         n_frames=a.frames, n_layer=cfg.n_layer, bytes_per_token=2 * cfg.dim * 4)
+    policy = make_policy(a.policy, **kwargs)
     st = Stepper(model, ae, a.prompt, a.frames, seed=a.seed, policy=policy, preview=False)
     t0 = time.perf_counter()
     with tqdm(total=st.n_frames, desc="frames", unit="frame", disable=a.quiet) as bar:
@@ -78,6 +85,8 @@ def main(argv=None) -> int:
     g.add_argument("--seed", type=int, default=0, help="noise seed; runs with equal seeds share noise (default 0)")
     g.add_argument("--policy", default="full", help="cache policy name (see `python -m backend policies`)")
     g.add_argument("--policy-arg", action="append", metavar="KEY=VALUE", help="policy parameter, e.g. frames=8")
+    g.add_argument("--budget", help="cache budget per layer: tokens (2048), frame-equivalents (8f), a share of "
+                   "the full cache at --frames (12.5%%), or bytes over all layers (512KB, 2MB)")
     g.add_argument("--out", default="out.mp4", help="output path ending in .mp4 or .gif (default out.mp4)")
     g.add_argument("--fps", type=int, default=12, help="frames per second of the video (default 12)")
     g.add_argument("--scale", type=int, default=4, help="integer upscale of the 64x64 frames (default 4)")

@@ -70,6 +70,10 @@ class Stepper:
         self.spec = parse(self.prompt)                                     # raises PromptError
         validate_frames(self.n_frames)
         cfg = self.model.cfg
+        try:
+            self.policy.check(cfg.n_prompt, cfg.tokens_per_frame, cfg.chunk_frames)
+        except ValueError as e:
+            raise GenerationError(str(e)) from e
         self._check_memory()
         self.cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
         self.tokens = torch.tensor(self.spec.tokens())

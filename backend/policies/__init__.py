@@ -3,20 +3,35 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import EvictContext, LayerEviction, Policy, select
+from .base import EvictContext, LayerEviction, Policy, select, select_frames
+from .budget import Budget, BudgetError, parse_budget
 from .full import Full
+from .h2o import H2O
+from .random import Random
+from .sink import Sink
+from .snapkv import SnapKV
+from .tova import TOVA
 from .window import Window
 
 POLICIES: dict[str, tuple[Callable[..., Policy], str]] = {
     "full": (Full, "never evict: the reference (memory and time grow with every frame)"),
     "window": (Window, "Self-Forcing rolling window: prompt + the newest 16 frames, FIFO"),
+    "sink": (Sink, "StreamingLLM / LongLive: first 3 frames pinned as a sink + the newest frames"),
+    "h2o": (H2O, "H2O heavy hitters: normalised past attention + a 2-frame recent window"),
+    "tova": (TOVA, "TOVA: attention from the newest chunk's queries, lowest dropped"),
+    "snapkv": (SnapKV, "SnapKV: newest-chunk attention, 3x3 spatially pooled"),
+    "random": (Random, "random subset of the evictable tokens (lower bound)"),
 }
 
 
 def make_policy(name: str, **kwargs) -> Policy:
     if name not in POLICIES:
         raise KeyError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
-    return POLICIES[name][0](**kwargs)
+    try:
+        return POLICIES[name][0](**kwargs)
+    except TypeError as e:
+        raise ValueError(f"bad parameter for policy {name!r}: {e}") from e
 
 
-__all__ = ["POLICIES", "make_policy", "Policy", "EvictContext", "LayerEviction", "select", "Full", "Window"]
+__all__ = ["POLICIES", "make_policy", "Policy", "EvictContext", "LayerEviction", "select", "select_frames",
+           "Budget", "BudgetError", "parse_budget", "Full", "Window", "Sink", "H2O", "TOVA", "SnapKV", "Random"]

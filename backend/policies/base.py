@@ -29,15 +29,38 @@ class LayerEviction:
     scores: np.ndarray | None  # score of every token present before eviction (cache order), if scored
 
 
+@dataclass
 class Policy:
-    """Base class. Subclasses implement ``score`` (higher = keep) or override ``keep_indices``."""
+    """Base class. Subclasses implement ``score`` (higher = keep) or override ``keep_indices``.
+
+    budget: tokens per layer kept after each eviction (None = unbounded); granularity: keep single tokens
+    or whole frames (a frame's score is the mean of its tokens' scores)."""
 
     name: ClassVar[str] = "base"
-    budget: int | None = None     # tokens per layer kept after eviction; None = unbounded
+    budget: int | None = None
+    granularity: str = "token"
+
+    def __post_init__(self):
+        if self.budget is not None and (isinstance(self.budget, bool) or int(self.budget) != self.budget
+                                        or self.budget <= 0):
+            raise ValueError(f"budget must be a positive number of tokens, got {self.budget!r}")
+        if self.granularity not in ("token", "frame"):
+            raise ValueError(f"granularity must be 'token' or 'frame', got {self.granularity!r}")
 
     def max_tokens(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> int | None:
         """Most tokens per layer the cache can hold right after a commit (None = unbounded)."""
         return None if self.budget is None else self.budget + chunk_frames * tokens_per_frame
+
+    def min_budget(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> int:
+        """Fewest tokens per layer that hold the protected regions (a smaller budget is rejected)."""
+        return n_prompt + chunk_frames * tokens_per_frame
+
+    def check(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> None:
+        """Reject a budget below the protected size, before any work is done."""
+        need = self.min_budget(n_prompt, tokens_per_frame, chunk_frames)
+        if self.budget is not None and self.budget < need:
+            raise ValueError(f"budget {self.budget} tokens is below the {need} tokens policy {self.name!r} always "
+                             f"keeps (prompt anchors, newest chunk and its protected frames); use at least {need}")
 
     def protected(self, layer: LayerCache, ctx: EvictContext) -> torch.Tensor:
         """Boolean (n,) of tokens never evicted: prompt anchors and the newest chunk."""
@@ -48,12 +71,15 @@ class Policy:
         return None
 
     def keep_indices(self, layer_idx: int, layer: LayerCache, ctx: EvictContext):
-        """-> (indices to keep, scores or None). Default: protected + top-`budget` by score."""
+        """-> (indices to keep, scores or None). Default: protected + the top-scored rest up to the budget."""
         n = len(layer)
         if self.budget is None or n <= self.budget:
             return torch.arange(n), None
         scores = self.score(layer_idx, layer, ctx)
-        return select(scores, self.protected(layer, ctx), self.budget), scores
+        prot = self.protected(layer, ctx)
+        if self.granularity == "frame":
+            return select_frames(scores, prot, layer.meta["frame"], self.budget), scores
+        return select(scores, prot, self.budget), scores
 
     def evict(self, cache: KVCache, ctx: EvictContext) -> list[LayerEviction]:
         out = []
@@ -65,7 +91,7 @@ class Policy:
         return out
 
     def describe(self) -> dict:
-        return {"name": self.name, "budget": self.budget}
+        return {"name": self.name, "budget": self.budget, "granularity": self.granularity}
 
 
 def select(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> torch.Tensor:
@@ -84,3 +110,28 @@ def select(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> torch.
     else:
         idx = protected.nonzero().flatten()
     return idx.sort().values
+
+
+def select_frames(scores: torch.Tensor, protected: torch.Tensor, frame: torch.Tensor, budget: int) -> torch.Tensor:
+    """Frame granularity: keep every protected token, then whole frames by mean score (newer on ties)
+    while they fit in the budget. Returns sorted cache indices."""
+    n_prot = int(protected.sum())
+    if n_prot > budget:
+        raise ValueError(f"budget {budget} tokens is below the {n_prot} protected tokens "
+                         "(prompt anchors + newest chunk); raise the budget")
+    free = ~protected
+    frames = frame[free].unique()                                     # ascending frame index
+    if len(frames) == 0:
+        return protected.nonzero().flatten()
+    inv = torch.searchsorted(frames, frame[free])
+    sums = torch.zeros(len(frames)).index_add_(0, inv, scores[free].float())
+    counts = torch.zeros(len(frames)).index_add_(0, inv, torch.ones(len(inv)))
+    newest_first = torch.arange(len(frames) - 1, -1, -1)
+    order = newest_first[torch.sort((sums / counts)[newest_first], descending=True, stable=True).indices]
+    room, chosen = budget - n_prot, []
+    for j in order.tolist():
+        if counts[j] <= room:
+            chosen.append(frames[j])
+            room -= int(counts[j])
+    keep = protected | (free & torch.isin(frame, torch.tensor(chosen, dtype=frame.dtype)))
+    return keep.nonzero().flatten()

@@ -9,4 +9,3 @@ from .base import Policy
 @dataclass
 class Full(Policy):
     name = "full"
-    budget: int | None = None

@@ -1,0 +1,31 @@
+"""`h2o`: heavy hitters + recent window (Zhang et al., H2O, NeurIPS 2023).
+
+Score = attention accumulated over every commit pass so far, normalised by how many queries could see
+the token (kvpress `ObservedAttentionPress`); the newest `recent_frames` frames are protected (H2O's
+recent window). Our reconstruction for video: scores are head-averaged and refreshed once per chunk at the
+clean commit pass, not at every decoding step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import Policy
+from .signals import past_attention
+
+
+@dataclass
+class H2O(Policy):
+    name = "h2o"
+    recent_frames: int = 2
+
+    def min_budget(self, n_prompt, tokens_per_frame, chunk_frames):
+        return n_prompt + max(self.recent_frames, chunk_frames) * tokens_per_frame
+
+    def protected(self, layer, ctx):
+        return super().protected(layer, ctx) | (layer.meta["frame"] > ctx.newest_frames[1] - self.recent_frames)
+
+    def score(self, layer_idx, layer, ctx):
+        return past_attention(layer)
+
+    def describe(self):
+        return {**super().describe(), "recent_frames": self.recent_frames}

@@ -1,0 +1,37 @@
+"""`sink`: attention sinks + recent window.
+
+StreamingLLM (Xiao et al., 2023) keeps the first tokens as sinks plus a recent window; LongLive
+(arXiv 2509.22622, `NVlabs/LongLive`, `local_attn_size: 12`, `sink_size: 3`) pins the first chunk's
+frames as a *frame sink* inside the window budget. Follows LongLive: the first `sink_frames` frames are
+protected, the rest of the budget is filled by the newest frames (frame granularity, absolute RoPE).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import Policy
+from .signals import recency
+
+
+@dataclass
+class Sink(Policy):
+    name = "sink"
+    sink_frames: int = 3
+    granularity: str = "frame"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.sink_frames < 0:
+            raise ValueError(f"sink_frames must be >= 0, got {self.sink_frames}")
+
+    def min_budget(self, n_prompt, tokens_per_frame, chunk_frames):
+        return n_prompt + (self.sink_frames + chunk_frames) * tokens_per_frame
+
+    def protected(self, layer, ctx):
+        return super().protected(layer, ctx) | ((layer.meta["frame"] >= 0) & (layer.meta["frame"] < self.sink_frames))
+
+    def score(self, layer_idx, layer, ctx):
+        return recency(layer)
+
+    def describe(self):
+        return {**super().describe(), "sink_frames": self.sink_frames}

@@ -1,0 +1,26 @@
+"""`snapkv`: observation-window voting with pooling (Li et al., SnapKV, 2024; kvpress `SnapKVPress`).
+
+Score = attention from the observation window (here: the newest chunk's queries at commit), smoothed by
+average pooling. SnapKV pools with a 1D kernel of 5 over the sequence; we pool over a `kernel` x `kernel`
+spatial neighbourhood within each frame, which is what a 1D pool over a raster-ordered frame approximates
+(our reconstruction for 2D token grids).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import Policy
+from .signals import recent_attention, spatial_pool
+
+
+@dataclass
+class SnapKV(Policy):
+    name = "snapkv"
+    kernel: int = 3
+    grid: int = 8
+
+    def score(self, layer_idx, layer, ctx):
+        return spatial_pool(recent_attention(layer), layer, self.grid, self.kernel)
+
+    def describe(self):
+        return {**super().describe(), "kernel": self.kernel}
