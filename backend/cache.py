@@ -100,6 +100,24 @@ class LayerCache:
         self._krot = None
         return evicted
 
+    def merge(self, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        """Merge tokens src[i] into dst[i] (TempCache): dst keeps its key and position, its value becomes the
+        count-weighted mean and its count the sum; src tokens are dropped. Returns the token ids merged away."""
+        src, dst = torch.as_tensor(src, dtype=torch.long), torch.as_tensor(dst, dtype=torch.long)
+        if len(src) == 0:
+            return torch.zeros(0, dtype=torch.long)
+        if bool(torch.isin(src, dst).any()) or len(src.unique()) != len(src):
+            raise ValueError("merge: a token cannot be both merged away and a target, or merged twice")
+        cnt = self.meta["count"]
+        vsum = self.v * cnt[None, :, None]                                    # (H, n, Dh) count-weighted
+        vsum.index_add_(1, dst, vsum[:, src])
+        new_cnt = cnt.clone().index_add_(0, dst, cnt[src])
+        self.v = vsum / new_cnt[None, :, None]
+        self.meta["count"] = new_cnt
+        keep = torch.ones(len(self), dtype=torch.bool)
+        keep[src] = False
+        return self.keep(keep.nonzero().flatten())
+
     def set_positions(self, pos: torch.Tensor) -> None:
         """Replace the RoPE positions (n, 3) the keys are rotated with (shift / re-index modes)."""
         self.meta["pos"] = pos.to(torch.int64).reshape(len(self), 3).clone()

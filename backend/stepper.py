@@ -155,7 +155,7 @@ class Stepper:
             self.frames[f0:f0 + nf] = frames
             self.k += 1
             return self._record("commit", -1, s, frames, t0)
-        ctx = EvictContext(self.chunk, (f0, f0 + nf - 1), cfg.tokens_per_frame)   # evict
+        ctx = EvictContext(self.chunk, (f0, f0 + nf - 1), cfg.tokens_per_frame, cfg.grid, self.model.rotate)
         ev = self.policy.evict(self.cache, ctx)
         self.chunk, self.k = self.chunk + 1, 0
         self.done = self.chunk >= self.n_chunks

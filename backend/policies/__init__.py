@@ -5,11 +5,14 @@ from typing import Callable
 
 from .base import EvictContext, LayerEviction, Policy, select, select_frames
 from .budget import Budget, BudgetError, parse_budget
+from .flowcache import FlowCache
 from .full import Full
 from .h2o import H2O
+from .packcache import PackCache
 from .random import Random
 from .sink import Sink
 from .snapkv import SnapKV
+from .tempcache import TempCache
 from .tova import TOVA
 from .window import Window
 
@@ -20,6 +23,9 @@ POLICIES: dict[str, tuple[Callable[..., Policy], str]] = {
     "h2o": (H2O, "H2O heavy hitters: normalised past attention + a 2-frame recent window"),
     "tova": (TOVA, "TOVA: attention from the newest chunk's queries, lowest dropped"),
     "snapkv": (SnapKV, "SnapKV: newest-chunk attention, 3x3 spatially pooled"),
+    "flowcache": (FlowCache, "FlowCache: 0.07 x pooled attention - 0.93 x key redundancy"),
+    "packcache": (PackCache, "PackCache: prompt anchors + per-frame budget ~ rho^distance, top tokens per frame"),
+    "tempcache": (TempCache, "TempCache: merge near-duplicate keys into the newest (+log count), then FIFO"),
     "random": (Random, "random subset of the evictable tokens (lower bound)"),
 }
 
@@ -34,4 +40,4 @@ def make_policy(name: str, **kwargs) -> Policy:
 
 
 __all__ = ["POLICIES", "make_policy", "Policy", "EvictContext", "LayerEviction", "select", "select_frames",
-           "Budget", "BudgetError", "parse_budget", "Full", "Window", "Sink", "H2O", "TOVA", "SnapKV", "Random"]
+           "Budget", "BudgetError", "parse_budget", "Full", "Window", "Sink", "H2O", "TOVA", "SnapKV", "Random", "FlowCache", "PackCache", "TempCache"]

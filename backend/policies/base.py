@@ -7,7 +7,7 @@ holds the minimal API the backend needs; the full policy library builds on it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -20,6 +20,8 @@ class EvictContext:
     chunk: int               # index of the chunk just committed
     newest_frames: tuple[int, int]   # [first, last] frame index of that chunk
     tokens_per_frame: int
+    grid: int = 8            # tokens per side of a frame
+    rotate: Callable | None = None   # (k (H, n, Dh), pos (n, 3)) -> rotated keys, as attention sees them
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Policy:
     or whole frames (a frame's score is the mean of its tokens' scores)."""
 
     name: ClassVar[str] = "base"
+    granularities: ClassVar[tuple[str, ...]] = ("token", "frame")
     budget: int | None = None
     granularity: str = "token"
 
@@ -44,8 +47,9 @@ class Policy:
         if self.budget is not None and (isinstance(self.budget, bool) or int(self.budget) != self.budget
                                         or self.budget <= 0):
             raise ValueError(f"budget must be a positive number of tokens, got {self.budget!r}")
-        if self.granularity not in ("token", "frame"):
-            raise ValueError(f"granularity must be 'token' or 'frame', got {self.granularity!r}")
+        if self.granularity not in self.granularities:
+            raise ValueError(f"policy {self.name!r} works at granularity {' or '.join(self.granularities)}, "
+                             f"not {self.granularity!r}")
 
     def max_tokens(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> int | None:
         """Most tokens per layer the cache can hold right after a commit (None = unbounded)."""

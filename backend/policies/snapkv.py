@@ -17,10 +17,9 @@ from .signals import recent_attention, spatial_pool
 class SnapKV(Policy):
     name = "snapkv"
     kernel: int = 3
-    grid: int = 8
 
     def score(self, layer_idx, layer, ctx):
-        return spatial_pool(recent_attention(layer), layer, self.grid, self.kernel)
+        return spatial_pool(recent_attention(layer), layer, ctx.grid, self.kernel)
 
     def describe(self):
         return {**super().describe(), "kernel": self.kernel}
