@@ -43,6 +43,7 @@ class SamplerConfig:
     renoise: bool = True           # x0 -> fresh noise at the next level (Self-Forcing); False = Euler ODE
     context_noise: float = 0.0     # noise level of the clean commit pass
     first_steps: int | None = None  # denoise steps of the first chunk (no context yet); None = steps
+    first_renoise: bool | None = None  # sampler of the first chunk; None = renoise
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {

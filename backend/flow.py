@@ -23,11 +23,11 @@ def timesteps(cfg: SamplerConfig, first_chunk: bool = False) -> torch.Tensor:
 
 
 def step(x_t: torch.Tensor, v: torch.Tensor, t: float, t_next: float, noise: torch.Tensor | None,
-         cfg: SamplerConfig) -> tuple[torch.Tensor, torch.Tensor]:
+         renoise: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """One sampler step -> (x at level t_next, current x0 estimate)."""
     x0 = x_t - t * v
     if t_next <= 0:
         return x0, x0
-    if cfg.renoise:
+    if renoise:
         return (1 - t_next) * x0 + t_next * noise, x0
     return x_t + (t_next - t) * v, x0

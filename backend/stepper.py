@@ -138,11 +138,14 @@ class Stepper:
             v = self.model.forward_chunk(self.x, torch.full((nf,), t), f0, self.cache, chunk=self.chunk)
             if self.trace_inputs:
                 self.inputs.append((self.chunk, self.k, t, self.x.clone(), v.clone()))
+            renoise = self.sampler.renoise
+            if self.chunk == 0 and self.sampler.first_renoise is not None:
+                renoise = self.sampler.first_renoise
             noise = None
-            if t_next > 0 and self.sampler.renoise:
+            if t_next > 0 and renoise:
                 g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, self.k))
                 noise = torch.randn(self.x.shape, generator=g)
-            self.x, self.x0 = flow_step(self.x, v, t, t_next, noise, self.sampler)
+            self.x, self.x0 = flow_step(self.x, v, t, t_next, noise, renoise)
             step_k = self.k
             self.k += 1
             preview = self._decode(self.x0) if self.preview else None
