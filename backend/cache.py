@@ -31,9 +31,11 @@ META_FIELDS = {  # name -> (dtype, trailing shape)
     "recent": (torch.float32, ()),        # mean attention from the newest committed chunk's queries
     "pred": (torch.float32, ()),          # predicted salience (PaFu-KV head), if any
     "count": (torch.float32, ()),         # merge count (TempCache); 1 for plain tokens
+    "qk_hist": (torch.float32, (4,)),     # mean raw logit q.k/sqrt(d) from each of the last 4 commits (ring)
     "dtype": (torch.int8, ()),            # storage dtype code (DTYPES)
 }
 KIND_PROMPT, KIND_FRAME = 0, 1
+QK_HISTORY = 4   # commits remembered in qk_hist (Deep Forcing's R recent frames at chunk size 1)
 
 
 def empty_meta(n: int = 0) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .cache import KIND_FRAME, KIND_PROMPT, KVCache, LayerCache
+from .cache import KIND_FRAME, KIND_PROMPT, QK_HISTORY, KVCache, LayerCache
 from .config import ModelConfig
 from .rope import apply_rope, rope_angles
 
@@ -53,22 +53,25 @@ def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 def attention_with_stats(q, k, v, bias=None, block: int = 256):
     """Explicit softmax attention, computed in query blocks so memory stays bounded.
-    q (H, nq, Dh), k/v (H, nk, Dh), bias (nk,) or None -> out (H, nq, Dh), colsum (H, nk), colmax (H, nk):
-    column sums and maxima of the attention probabilities per head."""
+    q (H, nq, Dh), k/v (H, nk, Dh), bias (nk,) or None -> out (H, nq, Dh), colsum (H, nk), colmax (H, nk),
+    logitsum (H, nk): column sums and maxima of the attention probabilities per head, and column sums of
+    the raw scaled logits q.k / sqrt(Dh) (Deep Forcing scores tokens by raw q.k, not probabilities)."""
     H, nq, Dh = q.shape
     out = torch.empty_like(q)
     colsum = q.new_zeros(H, k.shape[1])
     colmax = q.new_zeros(H, k.shape[1])
+    logitsum = q.new_zeros(H, k.shape[1])
     kt = k.transpose(1, 2) / math.sqrt(Dh)
     for s in range(0, nq, block):
         logits = q[:, s:s + block] @ kt                                  # (H, b, nk)
+        logitsum += logits.sum(1)
         if bias is not None:
             logits = logits + bias
         p = logits.softmax(-1)
         out[:, s:s + block] = p @ v
         colsum += p.sum(1)
         colmax = torch.maximum(colmax, p.amax(1))
-    return out, colsum, colmax
+    return out, colsum, colmax, logitsum
 
 
 class Attention(nn.Module):
@@ -238,10 +241,10 @@ class VideoDiT(nn.Module):
             meta = {"frame": fr, "y": yy, "x": xx, "kind": torch.full((n,), KIND_FRAME), "pos": pos,
                     "birth": torch.full((n,), chunk),
                     "token_id": self.cfg.n_prompt + fr * g * g + yy * g + xx}
-        h = self._layers(h, c, 0, pos, cache, meta, commit=commit, stats=commit)
+        h = self._layers(h, c, 0, pos, cache, meta, commit=commit, stats=commit, chunk=chunk)
         return self.unembed(h, c, Fr)[0]
 
-    def _layers(self, h, c, n_prefix: int, pos, cache: KVCache, meta, commit: bool, stats: bool):
+    def _layers(self, h, c, n_prefix: int, pos, cache: KVCache, meta, commit: bool, stats: bool, chunk: int = -1):
         cos, sin = rope_angles(pos, self.cfg)
         for blk, layer in zip(self.blocks, cache.layers):
             def attend(q, k, v, layer=layer):                              # (1, H, n, Dh) each
@@ -254,20 +257,21 @@ class VideoDiT(nn.Module):
                     # TempCache merged tokens stand for `count` identical keys: +log(count) on their logit
                     bias = torch.cat([layer.meta["count"].log(), k.new_zeros(k.shape[1])])
                 if stats:
-                    a, colsum, colmax = attention_with_stats(qr, k_all, v_all, bias, self.cfg.attn_block)
+                    a, colsum, colmax, logitsum = attention_with_stats(qr, k_all, v_all, bias, self.cfg.attn_block)
                 else:
                     mask = None if bias is None else bias[None, None, None]
                     a = F.scaled_dot_product_attention(qr[None], k_all[None], v_all[None], attn_mask=mask)[0]
                 if commit:
                     layer.append(k, v, meta)
-                    _update_stats(layer, colsum, colmax, n_queries=q.shape[1])
+                    _update_stats(layer, colsum, colmax, logitsum, n_queries=q.shape[1], chunk=chunk)
                 return a[None]
             h = blk(h, c, n_prefix, attend)
         return h
 
 
-def _update_stats(layer: LayerCache, colsum, colmax, n_queries: int) -> None:
-    """Fold one commit pass's attention (colsum/colmax (H, n) over all cached tokens) into the metadata.
+def _update_stats(layer: LayerCache, colsum, colmax, logitsum, n_queries: int, chunk: int) -> None:
+    """Fold one commit pass's attention (colsum/colmax/logitsum (H, n) over all cached tokens) into the
+    metadata; qk_hist keeps the mean raw logit of each of the last QK_HISTORY commits (a ring).
     Past attention is normalised later by attn_count (H2O / ZipCache normalisation)."""
     m = layer.meta
     s, mx = colsum.mean(0), colmax.mean(0)                                # head mean, (n,)
@@ -275,6 +279,7 @@ def _update_stats(layer: LayerCache, colsum, colmax, n_queries: int) -> None:
     m["attn_max"] = torch.maximum(m["attn_max"], mx)
     m["attn_count"] += n_queries
     m["recent"] = s / n_queries
+    m["qk_hist"][:, chunk % QK_HISTORY] = logitsum.mean(0) / n_queries
 
 
 # ---------------------------------------------------------------------- sequence layouts and masks

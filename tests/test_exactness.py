@@ -45,9 +45,10 @@ def test_cached_generation_equals_full_recompute(ae, chunk_frames, n_frames):
 def test_stats_path_equals_sdpa_path(tiny):
     from backend.model import attention_with_stats
     q, k, v = torch.randn(2, 10, 16), torch.randn(2, 33, 16), torch.randn(2, 33, 16)
-    out, colsum, colmax = attention_with_stats(q, k, v, block=3)
+    out, colsum, colmax, logitsum = attention_with_stats(q, k, v, block=3)
     ref = torch.nn.functional.scaled_dot_product_attention(q[None], k[None], v[None])[0]
     assert torch.allclose(out, ref, atol=1e-5)
     p = (q @ k.transpose(1, 2) / 4).softmax(-1)
     assert torch.allclose(colsum, p.sum(1), atol=1e-5) and torch.allclose(colmax, p.amax(1), atol=1e-6)
     assert torch.allclose(colsum.sum(1), torch.full((2,), 10.0))
+    assert torch.allclose(logitsum, (q @ k.transpose(1, 2) / 4).sum(1), atol=1e-4)

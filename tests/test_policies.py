@@ -25,9 +25,11 @@ def test_matrix_budget_protection_alignment_determinism(tiny, ae, name, frames_b
     if granularity not in POLICIES[name][0].granularities:
         pytest.skip(f"{name} does not work at {granularity} granularity")
     kw = {"granularity": granularity}
-    if name == "sink":
+    if name in ("sink", "deep_forcing"):
         kw["sink_frames"] = 1
-    budget = P + int(frames_budget * tpf) + (tpf if name == "sink" else 0)
+    if name == "deep_forcing":
+        kw["recent_frames"] = 1
+    budget = P + int(frames_budget * tpf) + (tpf if name in ("sink", "deep_forcing") else 0)
     st, recs = run(tiny, ae, make_policy(name, budget=budget, **kw))
     for r in recs:
         if r.phase == "evict":
@@ -36,7 +38,7 @@ def test_matrix_budget_protection_alignment_determinism(tiny, ae, name, frames_b
             assert set(range(P)) <= set(kept)                           # prompt anchors are never evicted
             newest = {P + f * tpf + i for f in range(*r.frames) for i in range(tpf)}
             assert newest <= set(kept)                                  # nor is the newest chunk
-            if name == "sink" and r.chunk >= 1:
+            if name in ("sink", "deep_forcing") and r.chunk >= 1:
                 assert set(range(P, P + tpf)) <= set(kept)              # nor the sink frame
             if granularity == "frame":
                 fr = (kept[kept >= P] - P) // tpf
@@ -142,3 +144,37 @@ def test_packcache_fits_decay_and_water_fills():
     assert abs(fit_rho(d, 0.7 ** d.float(), 0.1, 0.999) - 0.7) < 1e-4
     alloc = water_fill(torch.tensor([8.0, 4.0, 2.0, 1.0]), torch.tensor([5, 5, 5, 5]), 12)
     assert int(alloc.sum()) == 12 and (alloc <= 5).all() and alloc[0] >= alloc[1] >= alloc[2] >= alloc[3]
+
+
+def test_rope_realignment_equals_recomputing_with_shifted_positions(tiny):
+    """Rewriting stored positions re-rotates the cached keys exactly as recomputing them would."""
+    from backend.cache import LayerCache
+    from backend.policies.rope_modes import reindex, shift_sink
+    layer = LayerCache.empty(tiny.cfg.n_head, tiny.cfg.head_dim)
+    frames = torch.tensor([0, 0, 1, 5, 5, 9])
+    pos = torch.stack([frames + 1, torch.arange(6) % 4, torch.arange(6) % 3], 1)
+    k = torch.randn(tiny.cfg.n_head, 6, tiny.cfg.head_dim)
+    layer.append(k, k.clone(), {"frame": frames, "kind": torch.ones(6), "pos": pos})
+    layer.rotated_keys(tiny.rotate)
+    reindex(layer)
+    assert layer.meta["pos"][:, 0].tolist() == [7, 7, 8, 9, 9, 10]        # contiguous, newest keeps t = 10
+    assert torch.equal(layer.meta["pos"][:, 1:], pos[:, 1:])               # spatial positions untouched
+    assert torch.allclose(layer.rotated_keys(tiny.rotate), tiny.rotate(k, layer.meta["pos"]), atol=1e-6)
+    # rotations compose: rotating the old rotated keys by the shift equals rotating from scratch
+    shift = layer.meta["pos"] - pos
+    assert torch.allclose(tiny.rotate(tiny.rotate(k, pos), shift), layer.rotated_keys(tiny.rotate), atol=1e-5)
+    layer2 = LayerCache.empty(tiny.cfg.n_head, tiny.cfg.head_dim)
+    layer2.append(k, k.clone(), {"frame": frames, "kind": torch.ones(6), "pos": pos})
+    shift_sink(layer2, sink_frames=2)                                       # frames 0, 1 move next to frame 5
+    assert layer2.meta["pos"][:, 0].tolist() == [4, 4, 5, 6, 6, 10]
+
+
+def test_deep_forcing_keeps_sink_and_recent_and_realigns(tiny, ae):
+    tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
+    st, recs = run(tiny, ae, make_policy("deep_forcing", budget=P + 5 * tpf, sink_frames=2, recent_frames=2), n=9)
+    layer = st.cache.layers[0]
+    fr = layer.meta["frame"]
+    assert {0, 1, 7, 8} <= set(fr.tolist())
+    t = layer.meta["pos"][fr >= 0, 0].unique()
+    assert torch.equal(t, torch.arange(int(t.min()), int(t.max()) + 1))     # contiguous temporal positions
+    assert int(t.max()) == 9                                                # newest frame 8 at t = 9

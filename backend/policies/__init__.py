@@ -5,6 +5,7 @@ from typing import Callable
 
 from .base import EvictContext, LayerEviction, Policy, select, select_frames
 from .budget import Budget, BudgetError, parse_budget
+from .deep_forcing import DeepForcing
 from .flowcache import FlowCache
 from .full import Full
 from .h2o import H2O
@@ -20,6 +21,8 @@ POLICIES: dict[str, tuple[Callable[..., Policy], str]] = {
     "full": (Full, "never evict: the reference (memory and time grow with every frame)"),
     "window": (Window, "Self-Forcing rolling window: prompt + the newest 16 frames, FIFO"),
     "sink": (Sink, "StreamingLLM / LongLive: first 3 frames pinned as a sink + the newest frames"),
+    "deep_forcing": (DeepForcing, "Deep Forcing: deep sink (half the budget) + top q.k from the last 4 frames, "
+                                  "contiguous RoPE"),
     "h2o": (H2O, "H2O heavy hitters: normalised past attention + a 2-frame recent window"),
     "tova": (TOVA, "TOVA: attention from the newest chunk's queries, lowest dropped"),
     "snapkv": (SnapKV, "SnapKV: newest-chunk attention, 3x3 spatially pooled"),
@@ -40,4 +43,5 @@ def make_policy(name: str, **kwargs) -> Policy:
 
 
 __all__ = ["POLICIES", "make_policy", "Policy", "EvictContext", "LayerEviction", "select", "select_frames",
-           "Budget", "BudgetError", "parse_budget", "Full", "Window", "Sink", "H2O", "TOVA", "SnapKV", "Random", "FlowCache", "PackCache", "TempCache"]
+           "Budget", "BudgetError", "parse_budget", "Full", "Window", "Sink", "H2O", "TOVA", "SnapKV", "Random", "FlowCache", "PackCache", "TempCache",
+           "DeepForcing"]

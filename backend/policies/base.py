@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..cache import KIND_PROMPT, KVCache, LayerCache
+from .rope_modes import ROPE_MODES, reindex, shift_sink
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Policy:
     granularities: ClassVar[tuple[str, ...]] = ("token", "frame")
     budget: int | None = None
     granularity: str = "token"
+    rope: str = "absolute"             # absolute | shift_sink | reindex (see rope_modes.py)
 
     def __post_init__(self):
         if self.budget is not None and (isinstance(self.budget, bool) or int(self.budget) != self.budget
@@ -50,6 +52,8 @@ class Policy:
         if self.granularity not in self.granularities:
             raise ValueError(f"policy {self.name!r} works at granularity {' or '.join(self.granularities)}, "
                              f"not {self.granularity!r}")
+        if self.rope not in ROPE_MODES:
+            raise ValueError(f"rope must be one of {', '.join(ROPE_MODES)}, got {self.rope!r}")
 
     def max_tokens(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> int | None:
         """Most tokens per layer the cache can hold right after a commit (None = unbounded)."""
@@ -91,11 +95,19 @@ class Policy:
             idx, scores = self.keep_indices(i, layer, ctx)
             sc = None if scores is None else scores.detach().float().numpy().copy()
             evicted = layer.keep(idx) if len(idx) < len(layer) else torch.zeros(0, dtype=torch.long)
+            self.realign(layer)
             out.append(LayerEviction(layer.meta["token_id"].numpy().copy(), evicted.numpy(), sc))
         return out
 
+    def realign(self, layer: LayerCache) -> None:
+        """Apply the policy's RoPE mode to the kept tokens' positions."""
+        if self.rope == "reindex":
+            reindex(layer)
+        elif self.rope == "shift_sink":
+            shift_sink(layer, getattr(self, "sink_frames", 0))
+
     def describe(self) -> dict:
-        return {"name": self.name, "budget": self.budget, "granularity": self.granularity}
+        return {"name": self.name, "budget": self.budget, "granularity": self.granularity, "rope": self.rope}
 
 
 def select(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> torch.Tensor:

@@ -49,6 +49,7 @@ class TempCache(Policy):
             merged = self.merge_step(layer, ctx)
             idx, scores = self.keep_indices(i, layer, ctx)
             evicted = layer.keep(idx) if len(idx) < len(layer) else torch.zeros(0, dtype=torch.long)
+            self.realign(layer)
             sc = None if scores is None else scores.float().numpy().copy()
             out.append(LayerEviction(layer.meta["token_id"].numpy().copy(),
                                      torch.cat([merged, evicted]).numpy(), sc))

@@ -1,0 +1,54 @@
+"""`deep_forcing`: deep sink + participative compression (Deep Forcing, arXiv 2512.05081; training-free).
+
+Confirmed from the paper: a deep sink of S frames (about half the window; S=10 of N=16) with its temporal
+RoPE shifted to sit next to the tail; participative compression when the window is full: candidates
+between the sink and the R most recent frames are scored by raw dot products q.k summed over the recent
+frames' queries (no softmax), the top C = budget - sink - recent are kept, and the kept tokens are
+re-rotated to contiguous temporal positions, [sink | top-C | recent] in temporal order.
+Our reconstruction: the recent queries are those of the last R commit passes (the cache keeps each
+token's mean raw logit from the last 4 commits, head-averaged); `sink_frames=0` means half the budget in
+frames; the RoPE mode `reindex` gives the contiguous positions (the sink shift is part of it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..cache import KIND_PROMPT, QK_HISTORY
+from .base import Policy
+
+
+@dataclass
+class DeepForcing(Policy):
+    name = "deep_forcing"
+    sink_frames: int = 0            # 0 = half the budget (in frames)
+    recent_frames: int = 4
+    rope: str = "reindex"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 1 <= self.recent_frames <= QK_HISTORY:
+            raise ValueError(f"recent_frames must be 1..{QK_HISTORY}, got {self.recent_frames}")
+
+    def sink(self, n_prompt: int, tokens_per_frame: int) -> int:
+        if self.sink_frames or self.budget is None:
+            return self.sink_frames
+        return max(1, (self.budget - n_prompt) // tokens_per_frame // 2)
+
+    def min_budget(self, n_prompt, tokens_per_frame, chunk_frames):
+        sink = self.sink_frames or 1
+        return n_prompt + (sink + max(self.recent_frames, chunk_frames)) * tokens_per_frame
+
+    def protected(self, layer, ctx):
+        m = layer.meta
+        s = self.sink(int((m["kind"] == KIND_PROMPT).sum()), ctx.tokens_per_frame)
+        sink = (m["frame"] >= 0) & (m["frame"] < s)
+        recent = m["frame"] > ctx.newest_frames[1] - self.recent_frames
+        return super().protected(layer, ctx) | sink | recent
+
+    def score(self, layer_idx, layer, ctx):
+        cols = [(ctx.chunk - r) % QK_HISTORY for r in range(self.recent_frames)]   # the last R commits
+        return layer.meta["qk_hist"][:, cols].sum(1)
+
+    def describe(self):
+        return {**super().describe(), "sink_frames": self.sink_frames or "half budget",
+                "recent_frames": self.recent_frames}
