@@ -44,6 +44,9 @@ def cmd_generate(a) -> int:
         cfg = model.cfg
         kwargs["budget"] = budget.tokens(n_prompt=cfg.n_prompt, tokens_per_frame=cfg.tokens_per_frame,
                                          n_frames=a.frames, n_layer=cfg.n_layer, bytes_per_token=2 * cfg.dim * 4)
+    if a.policy == "oracle":                               # the upper bound needs its full-cache reference run
+        from .policies import reference_scores
+        kwargs["reference"] = reference_scores(model, ae, a.prompt, a.frames, a.seed)
     policy = make_policy(a.policy, **kwargs)
     st = Stepper(model, ae, a.prompt, a.frames, seed=a.seed, policy=policy, preview=False)
     t0 = time.perf_counter()

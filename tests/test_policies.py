@@ -9,7 +9,7 @@ from backend.stepper import GenerationError, Stepper
 
 PROMPT = "a red circle and a square on blue stripes behind a wall"
 N_FRAMES = 7
-BOUNDED = [n for n in POLICIES if n != "full"]
+BOUNDED = [n for n in POLICIES if n not in ("full", "oracle")]
 
 
 def run(tiny, ae, policy, n=N_FRAMES, seed=4):
@@ -178,3 +178,20 @@ def test_deep_forcing_keeps_sink_and_recent_and_realigns(tiny, ae):
     t = layer.meta["pos"][fr >= 0, 0].unique()
     assert torch.equal(t, torch.arange(int(t.min()), int(t.max()) + 1))     # contiguous temporal positions
     assert int(t.max()) == 9                                                # newest frame 8 at t = 9
+
+
+def test_oracle_uses_the_reference_and_beats_random_on_its_own_signal(tiny, ae):
+    from backend.policies import reference_scores
+    tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
+    ref = reference_scores(tiny, ae, PROMPT, N_FRAMES, seed=4)
+    assert len(ref) == tiny.cfg.n_layer and len(ref[0]) == P + N_FRAMES * tpf
+    budget = P + 3 * tpf
+    st, recs = run(tiny, ae, make_policy("oracle", budget=budget, reference=ref))
+    ev = [r for r in recs if r.phase == "evict"]
+    assert all((r.occupancy <= budget).all() for r in ev)
+    kept_mass = sum(ref[0][k].sum() for k in (r.kept[0] for r in ev))
+    st2, recs2 = run(tiny, ae, make_policy("random", budget=budget))
+    kept_mass_random = sum(ref[0][r.kept[0]].sum() for r in recs2 if r.phase == "evict")
+    assert kept_mass > kept_mass_random
+    with pytest.raises(ValueError, match="reference"):
+        run(tiny, ae, make_policy("oracle", budget=budget))

@@ -9,6 +9,7 @@ from .deep_forcing import DeepForcing
 from .flowcache import FlowCache
 from .full import Full
 from .h2o import H2O
+from .oracle import Oracle, reference_scores
 from .packcache import PackCache
 from .random import Random
 from .sink import Sink
@@ -29,6 +30,7 @@ POLICIES: dict[str, tuple[Callable[..., Policy], str]] = {
     "flowcache": (FlowCache, "FlowCache: 0.07 x pooled attention - 0.93 x key redundancy"),
     "packcache": (PackCache, "PackCache: prompt anchors + per-frame budget ~ rho^distance, top tokens per frame"),
     "tempcache": (TempCache, "TempCache: merge near-duplicate keys into the newest (+log count), then FIFO"),
+    "oracle": (Oracle, "upper bound: hindsight attention from a full-cache reference run of the same seed"),
     "random": (Random, "random subset of the evictable tokens (lower bound)"),
 }
 
@@ -44,4 +46,4 @@ def make_policy(name: str, **kwargs) -> Policy:
 
 __all__ = ["POLICIES", "make_policy", "Policy", "EvictContext", "LayerEviction", "select", "select_frames",
            "Budget", "BudgetError", "parse_budget", "Full", "Window", "Sink", "H2O", "TOVA", "SnapKV", "Random", "FlowCache", "PackCache", "TempCache",
-           "DeepForcing"]
+           "DeepForcing", "Oracle", "reference_scores"]
