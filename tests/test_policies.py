@@ -195,3 +195,25 @@ def test_oracle_uses_the_reference_and_beats_random_on_its_own_signal(tiny, ae):
     assert kept_mass > kept_mass_random
     with pytest.raises(ValueError, match="reference"):
         run(tiny, ae, make_policy("oracle", budget=budget))
+
+
+def test_kv_quantization_storage_and_exact_bytes(tiny, ae):
+    from backend.cache import DTYPES
+    tpf, P, L = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt, tiny.cfg.n_layer
+    H, Dh = tiny.cfg.n_head, tiny.cfg.head_dim
+    full, _ = run(tiny, ae, Full())
+    q8, _ = run(tiny, ae, Full(storage="int8"))
+    q2, _ = run(tiny, ae, Full(storage="int2"))
+    mixed, _ = run(tiny, ae, make_policy("h2o", budget=P + 4 * tpf, storage="int2", salient_storage="int8",
+                                         salient_share=0.5))
+    per = lambda bits: 2 * ((H * Dh * bits + 7) // 8 + (4 if bits < 16 else 0))   # noqa: E731
+    n_old = (N_FRAMES - 1) * tpf
+    assert q8.cache.nbytes() == [P * per(32) + tpf * per(32) + n_old * per(8)] * L
+    assert sum(q2.cache.nbytes()) < sum(q8.cache.nbytes()) < sum(full.cache.nbytes())
+    codes = mixed.cache.layers[0].meta["dtype"]
+    assert {int(c) for c in codes.unique()} == {DTYPES["fp32"][0], DTYPES["int8"][0], DTYPES["int2"][0]}
+    d8 = np.abs(q8.frames.astype(int) - full.frames).mean()
+    d2 = np.abs(q2.frames.astype(int) - full.frames).mean()
+    assert d8 < d2                                       # more bits, closer to the fp32 run
+    with pytest.raises(ValueError, match="storage"):
+        Full(storage="int3")

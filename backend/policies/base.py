@@ -12,7 +12,7 @@ from typing import Callable, ClassVar
 import numpy as np
 import torch
 
-from ..cache import KIND_PROMPT, KVCache, LayerCache
+from ..cache import DTYPES, KIND_FRAME, KIND_PROMPT, KVCache, LayerCache
 from .rope_modes import ROPE_MODES, reindex, shift_sink
 
 
@@ -44,6 +44,9 @@ class Policy:
     budget: int | None = None
     granularity: str = "token"
     rope: str = "absolute"             # absolute | shift_sink | reindex (see rope_modes.py)
+    storage: str = "fp32"              # dtype older frame tokens are stored at (fp32 bf16 int8 int4 int2)
+    salient_storage: str | None = None  # mixed precision (MiKV / ZipCache): the most salient tokens at this dtype
+    salient_share: float = 0.25        # share of the quantised tokens that count as salient
 
     def __post_init__(self):
         if self.budget is not None and (isinstance(self.budget, bool) or int(self.budget) != self.budget
@@ -54,6 +57,11 @@ class Policy:
                              f"not {self.granularity!r}")
         if self.rope not in ROPE_MODES:
             raise ValueError(f"rope must be one of {', '.join(ROPE_MODES)}, got {self.rope!r}")
+        for d in (self.storage, self.salient_storage):
+            if d is not None and d not in DTYPES:
+                raise ValueError(f"storage dtype must be one of {', '.join(DTYPES)}, got {d!r}")
+        if not 0.0 <= self.salient_share <= 1.0:
+            raise ValueError(f"salient_share must be in [0, 1], got {self.salient_share}")
 
     def max_tokens(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> int | None:
         """Most tokens per layer the cache can hold right after a commit (None = unbounded)."""
@@ -96,8 +104,30 @@ class Policy:
             sc = None if scores is None else scores.detach().float().numpy().copy()
             evicted = layer.keep(idx) if len(idx) < len(layer) else torch.zeros(0, dtype=torch.long)
             self.realign(layer)
+            self.store(layer, ctx, None if scores is None else scores[idx.sort().values])
             out.append(LayerEviction(layer.meta["token_id"].numpy().copy(), evicted.numpy(), sc))
         return out
+
+    def store(self, layer: LayerCache, ctx: EvictContext, scores: torch.Tensor | None) -> None:
+        """KV quantisation as a storage option: frame tokens older than the newest chunk that are still
+        fp32 move to `storage`; with `salient_storage`, the top `salient_share` of them by the policy's
+        score (else by past attention) go there instead (mixed precision, MiKV / ZipCache style).
+        Prompt anchors and the newest chunk stay fp32."""
+        if self.storage == "fp32" and self.salient_storage is None:
+            return
+        m = layer.meta
+        todo = ((m["kind"] == KIND_FRAME) & (m["frame"] < ctx.newest_frames[0]) & (m["dtype"] == 0)).nonzero().flatten()
+        if len(todo) == 0:
+            return
+        if self.salient_storage is not None:
+            s = (scores if scores is not None else m["attn_sum"] / m["attn_count"].clamp_min(1))[todo]
+            n_sal = int(round(self.salient_share * len(todo)))
+            top = s.float().topk(n_sal).indices if n_sal else torch.zeros(0, dtype=torch.long)
+            sal = torch.zeros(len(todo), dtype=torch.bool)
+            sal[top] = True
+            layer.set_dtype(todo[sal], self.salient_storage)
+            todo = todo[~sal]
+        layer.set_dtype(todo, self.storage)
 
     def realign(self, layer: LayerCache) -> None:
         """Apply the policy's RoPE mode to the kept tokens' positions."""
@@ -107,7 +137,8 @@ class Policy:
             shift_sink(layer, getattr(self, "sink_frames", 0))
 
     def describe(self) -> dict:
-        return {"name": self.name, "budget": self.budget, "granularity": self.granularity, "rope": self.rope}
+        return {"name": self.name, "budget": self.budget, "granularity": self.granularity, "rope": self.rope,
+                "storage": self.storage, "salient_storage": self.salient_storage}
 
 
 def select(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> torch.Tensor:

@@ -50,6 +50,7 @@ class TempCache(Policy):
             idx, scores = self.keep_indices(i, layer, ctx)
             evicted = layer.keep(idx) if len(idx) < len(layer) else torch.zeros(0, dtype=torch.long)
             self.realign(layer)
+            self.store(layer, ctx, None if scores is None else scores[idx.sort().values])
             sc = None if scores is None else scores.float().numpy().copy()
             out.append(LayerEviction(layer.meta["token_id"].numpy().copy(),
                                      torch.cat([merged, evicted]).numpy(), sc))
