@@ -217,3 +217,18 @@ def test_kv_quantization_storage_and_exact_bytes(tiny, ae):
     assert d8 < d2                                       # more bits, closer to the fp32 run
     with pytest.raises(ValueError, match="storage"):
         Full(storage="int3")
+
+
+@pytest.mark.parametrize("split", ["cake", "prefixkv"])
+def test_layer_split_spends_the_total_budget(tiny, ae, split):
+    tpf, P, L = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt, tiny.cfg.n_layer
+    budget = P + 3 * tpf
+    st, recs = run(tiny, ae, make_policy("h2o", budget=budget, layer_split=split), n=8)
+    ev = [r for r in recs if r.phase == "evict" and r.chunk >= 4]
+    min_layer = P + 2 * tpf                                    # prompt + the 2 protected recent frames
+    for r in ev:
+        assert r.occupancy.sum() <= L * budget
+        assert r.occupancy.sum() >= L * budget - L            # the budget is spent (up to rounding)
+        assert (r.occupancy >= min_layer).all()
+    with pytest.raises(ValueError, match="layer_split"):
+        make_policy("h2o", budget=budget, layer_split="nope")

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..cache import DTYPES, KIND_FRAME, KIND_PROMPT, KVCache, LayerCache
+from .layer_split import LAYER_SPLITS, cake_budgets, prefixkv_budgets
 from .rope_modes import ROPE_MODES, reindex, shift_sink
 
 
@@ -47,6 +48,7 @@ class Policy:
     storage: str = "fp32"              # dtype older frame tokens are stored at (fp32 bf16 int8 int4 int2)
     salient_storage: str | None = None  # mixed precision (MiKV / ZipCache): the most salient tokens at this dtype
     salient_share: float = 0.25        # share of the quantised tokens that count as salient
+    layer_split: str = "uniform"       # uniform | cake | prefixkv: how the total budget is split over layers
 
     def __post_init__(self):
         if self.budget is not None and (isinstance(self.budget, bool) or int(self.budget) != self.budget
@@ -60,6 +62,8 @@ class Policy:
         for d in (self.storage, self.salient_storage):
             if d is not None and d not in DTYPES:
                 raise ValueError(f"storage dtype must be one of {', '.join(DTYPES)}, got {d!r}")
+        if self.layer_split not in LAYER_SPLITS:
+            raise ValueError(f"layer_split must be one of {', '.join(LAYER_SPLITS)}, got {self.layer_split!r}")
         if not 0.0 <= self.salient_share <= 1.0:
             raise ValueError(f"salient_share must be in [0, 1], got {self.salient_share}")
 
@@ -86,21 +90,34 @@ class Policy:
     def score(self, layer_idx: int, layer: LayerCache, ctx: EvictContext) -> torch.Tensor | None:
         return None
 
-    def keep_indices(self, layer_idx: int, layer: LayerCache, ctx: EvictContext):
-        """-> (indices to keep, scores or None). Default: protected + the top-scored rest up to the budget."""
+    def keep_indices(self, layer_idx: int, layer: LayerCache, ctx: EvictContext, budget: int | None):
+        """-> (indices to keep, scores or None) for this layer's `budget` (tokens). Default: protected +
+        the top-scored rest up to the budget."""
         n = len(layer)
-        if self.budget is None or n <= self.budget:
+        if budget is None or n <= budget:
             return torch.arange(n), None
         scores = self.score(layer_idx, layer, ctx)
         prot = self.protected(layer, ctx)
         if self.granularity == "frame":
-            return select_frames(scores, prot, layer.meta["frame"], self.budget), scores
-        return select(scores, prot, self.budget), scores
+            return select_frames(scores, prot, layer.meta["frame"], budget), scores
+        return select(scores, prot, budget), scores
+
+    def layer_budgets(self, cache: KVCache, ctx: EvictContext) -> list[int | None]:
+        """Per-layer token budgets: the same for every layer (`uniform`) or split by attention shape."""
+        if self.budget is None or self.layer_split == "uniform":
+            return [self.budget] * len(cache.layers)
+        prot = [int(self.protected(layer, ctx).sum()) for layer in cache.layers]
+        sizes = [len(layer) for layer in cache.layers]
+        if self.layer_split == "cake":
+            return cake_budgets(cache, self.budget, prot, sizes)
+        scores = [self.score(i, layer, ctx) for i, layer in enumerate(cache.layers)]
+        free = [~self.protected(layer, ctx) for layer in cache.layers]
+        return prefixkv_budgets([s[f] for s, f in zip(scores, free)], self.budget, prot, sizes)
 
     def evict(self, cache: KVCache, ctx: EvictContext) -> list[LayerEviction]:
         out = []
-        for i, layer in enumerate(cache.layers):
-            idx, scores = self.keep_indices(i, layer, ctx)
+        for i, (layer, budget) in enumerate(zip(cache.layers, self.layer_budgets(cache, ctx))):
+            idx, scores = self.keep_indices(i, layer, ctx, budget)
             sc = None if scores is None else scores.detach().float().numpy().copy()
             evicted = layer.keep(idx) if len(idx) < len(layer) else torch.zeros(0, dtype=torch.long)
             self.realign(layer)
@@ -138,7 +155,7 @@ class Policy:
 
     def describe(self) -> dict:
         return {"name": self.name, "budget": self.budget, "granularity": self.granularity, "rope": self.rope,
-                "storage": self.storage, "salient_storage": self.salient_storage}
+                "storage": self.storage, "salient_storage": self.salient_storage, "layer_split": self.layer_split}
 
 
 def select(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 
 from ..cache import KIND_FRAME
 from .base import Policy, select_frames
+from .layer_split import water_fill
 from .signals import recent_attention
 
 
@@ -33,29 +34,6 @@ def fit_rho(dist: torch.Tensor, att: torch.Tensor, lo: float, hi: float) -> floa
     return float(min(max(torch.tensor(slope).exp().item(), lo), hi))
 
 
-def water_fill(weights: torch.Tensor, caps: torch.Tensor, total: int) -> torch.Tensor:
-    """Integer allocation proportional to weights, each at most its cap, summing to min(total, caps.sum())."""
-    alloc = torch.zeros_like(caps)
-    free = torch.ones_like(caps, dtype=torch.bool)
-    left = min(total, int(caps.sum()))
-    while left > 0 and bool(free.any()):
-        share = weights * free / (weights * free).sum() * left
-        add = torch.minimum(share.floor().long(), caps - alloc)
-        if int(add.sum()) == 0:                                   # hand out the remainder one by one
-            order = torch.argsort(torch.where(free, weights, torch.tensor(-1.0)), descending=True)
-            for j in order.tolist():
-                if left == 0 or not free[j]:
-                    break
-                if alloc[j] < caps[j]:
-                    alloc[j] += 1
-                    left -= 1
-            break
-        alloc += add
-        left -= int(add.sum())
-        free &= alloc < caps
-    return alloc
-
-
 @dataclass
 class PackCache(Policy):
     name = "packcache"
@@ -64,9 +42,9 @@ class PackCache(Policy):
     rho_max: float = 0.99
     last_rho: dict | None = None
 
-    def keep_indices(self, layer_idx, layer, ctx):
+    def keep_indices(self, layer_idx, layer, ctx, budget):
         n = len(layer)
-        if self.budget is None or n <= self.budget:
+        if budget is None or n <= budget:
             return torch.arange(n), None
         m = layer.meta
         prot = self.protected(layer, ctx)
@@ -78,10 +56,10 @@ class PackCache(Policy):
         self.last_rho = {**(self.last_rho or {}), layer_idx: rho}
         if self.granularity == "frame":          # whole frames, ranked by decayed mean attention
             score = att * rho ** dist.clamp_min(0).float()
-            return select_frames(score, prot, m["frame"], self.budget), score
+            return select_frames(score, prot, m["frame"], budget), score
         caps = torch.stack([(m["frame"][cand] == f).sum() for f in frames])
         weights = torch.tensor([rho ** float(ctx.newest_frames[1] - f) for f in frames])
-        alloc = water_fill(weights, caps, self.budget - int(prot.sum()))
+        alloc = water_fill(weights, caps, budget - int(prot.sum()))
         keep = prot.clone()
         score = torch.full((n,), float("-inf"))
         for f, b in zip(frames.tolist(), alloc.tolist()):

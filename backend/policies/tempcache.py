@@ -45,9 +45,9 @@ class TempCache(Policy):
 
     def evict(self, cache, ctx):
         out = []
-        for i, layer in enumerate(cache.layers):
-            merged = self.merge_step(layer, ctx)
-            idx, scores = self.keep_indices(i, layer, ctx)
+        merged_ids = [self.merge_step(layer, ctx) for layer in cache.layers]
+        for i, (layer, budget, merged) in enumerate(zip(cache.layers, self.layer_budgets(cache, ctx), merged_ids)):
+            idx, scores = self.keep_indices(i, layer, ctx, budget)
             evicted = layer.keep(idx) if len(idx) < len(layer) else torch.zeros(0, dtype=torch.long)
             self.realign(layer)
             self.store(layer, ctx, None if scores is None else scores[idx.sort().values])

@@ -33,9 +33,9 @@ class Window(Policy):
     def score(self, layer_idx, layer, ctx):
         return layer.meta["frame"].float()
 
-    def keep_indices(self, layer_idx, layer, ctx):
-        if self.budget is not None:              # a token budget: the newest whole frames that fit
-            return super().keep_indices(layer_idx, layer, ctx)
+    def keep_indices(self, layer_idx, layer, ctx, budget):
+        if budget is not None:                   # a token budget: the newest whole frames that fit
+            return super().keep_indices(layer_idx, layer, ctx, budget)
         m = layer.meta
         newest = ctx.newest_frames[1]
         keep = (m["kind"] == KIND_PROMPT) | (m["frame"] > newest - self.frames)
