@@ -9,7 +9,7 @@ from backend.stepper import GenerationError, Stepper
 
 PROMPT = "a red circle and a square on blue stripes behind a wall"
 N_FRAMES = 7
-BOUNDED = [n for n in POLICIES if n not in ("full", "oracle")]
+BOUNDED = [n for n in POLICIES if n not in ("full", "oracle", "pafu")]
 
 
 def run(tiny, ae, policy, n=N_FRAMES, seed=4):

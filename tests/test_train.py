@@ -20,6 +20,9 @@ def test_stages_run_export_and_resume(tmp_path):
     with safe_open(str(runs / "student" / "state.safetensors"), "pt") as f:
         assert f.metadata()["step"] == "3"
     assert (runs / "student" / "log.jsonl").read_text().count("next_frame_mse") == 2
+    main(["salience", "--steps", "3", *common])
+    _, _, extra = checkpoint.read(models / "salience_head.safetensors")
+    assert len(extra["heldout"]["spearman_per_layer"]) == 2
     enc_before = checkpoint.read(models / "autoencoder.safetensors")[0]
     main(["decoder", "--steps", "2", *common])
     enc_after = checkpoint.read(models / "autoencoder.safetensors")[0]

@@ -11,6 +11,7 @@ from .full import Full
 from .h2o import H2O
 from .oracle import Oracle, reference_scores
 from .packcache import PackCache
+from .pafu import PaFu
 from .random import Random
 from .sink import Sink
 from .snapkv import SnapKV
@@ -31,6 +32,7 @@ POLICIES: dict[str, tuple[Callable[..., Policy], str]] = {
     "packcache": (PackCache, "PackCache: prompt anchors + per-frame budget ~ rho^distance, top tokens per frame"),
     "tempcache": (TempCache, "TempCache: merge near-duplicate keys into the newest (+log count), then FIFO"),
     "oracle": (Oracle, "upper bound: hindsight attention from a full-cache reference run of the same seed"),
+    "pafu": (PaFu, "PaFu-KV: learned salience head (distilled from teacher SSE) + past attention"),
     "random": (Random, "random subset of the evictable tokens (lower bound)"),
 }
 
@@ -46,4 +48,4 @@ def make_policy(name: str, **kwargs) -> Policy:
 
 __all__ = ["POLICIES", "make_policy", "Policy", "EvictContext", "LayerEviction", "select", "select_frames",
            "Budget", "BudgetError", "parse_budget", "Full", "Window", "Sink", "H2O", "TOVA", "SnapKV", "Random", "FlowCache", "PackCache", "TempCache",
-           "DeepForcing", "Oracle", "reference_scores"]
+           "DeepForcing", "Oracle", "reference_scores", "PaFu"]

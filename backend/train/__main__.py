@@ -1,7 +1,8 @@
 """`python -m backend.train STAGE [--recipe quick|default] [--fresh]`: one command per training stage.
 
 Stages run in order: ae -> teacher -> student (-> decoder, optional: sharpen the decoder with the encoder
-frozen, so trained video models stay valid). Each is resumable
+frozen, so trained video models stay valid) -> salience (PaFu-KV's head, distilled from the teacher).
+Each is resumable
 from runs/<stage>/state.safetensors and writes shipped weights to assets/models/.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import importlib
 
 STAGES = {"ae": "backend.train.ae", "teacher": "backend.train.video", "student": "backend.train.video",
-          "decoder": "backend.train.decoder"}
+          "decoder": "backend.train.decoder", "salience": "backend.train.salience"}
 
 
 def main(argv=None) -> None:
