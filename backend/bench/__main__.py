@@ -19,10 +19,20 @@ def main(argv=None) -> None:
     sm.add_argument("--prompts", type=int, default=12)
     sm.add_argument("--frames", type=int, default=48)
     sm.add_argument("--workers", type=int, default=2)
+    pp = sub.add_parser("policies", help="policies x budgets against the full-cache reference (held-out prompts)")
+    pp.add_argument("--prompts", type=int, default=8, help="held-out pairs (default 8 of 32; all 32 takes hours on CPU)")
+    pp.add_argument("--frames", type=int, default=256)
+    pp.add_argument("--policies", default=",".join(__import__("backend.bench.policies", fromlist=["x"]).DEFAULT_POLICIES))
+    pp.add_argument("--shares", default="0.0625,0.125,0.25,0.5", help="budgets as shares of the full cache")
+    pp.add_argument("--workers", type=int, default=2)
     a = ap.parse_args(argv)
     if a.what == "model":
         from .model import run
         run(a.prompts, a.workers, a.full_frames, a.window_frames, a.out, a.skip_speed, a.skip_quality)
+    elif a.what == "policies":
+        from .policies import run as run_policies
+        run_policies(a.prompts, a.frames, tuple(a.policies.split(",")), tuple(float(x) for x in a.shares.split(",")),
+                     a.workers)
     elif a.what == "sampler":
         from .sampler import run as run_sampler
         run_sampler(a.prompts, a.frames, a.workers)
