@@ -42,8 +42,10 @@ class SamplerConfig:
     shift: float = 2.0             # timestep shift (more steps at high noise, as in SD3 / Wan)
     renoise: bool = True           # x0 -> fresh noise at the next level (Self-Forcing); False = Euler ODE
     context_noise: float = 0.0     # noise level of the clean commit pass
-    first_steps: int | None = None  # denoise steps of the first chunk (no context yet); None = steps
-    first_renoise: bool | None = None  # sampler of the first chunk; None = renoise
+    # the first chunk has no context and a multimodal target: more steps of the ODE (Euler) sample it far
+    # better than 4 re-noising steps (chosen on validation prompts: docs/benchmarks/sampler.md)
+    first_steps: int | None = 16    # denoise steps of the first chunk; None = steps
+    first_renoise: bool | None = False  # sampler of the first chunk; None = renoise
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {

@@ -31,12 +31,13 @@ def test_cached_generation_equals_full_recompute(ae, chunk_frames, n_frames):
     clean = st.latents[None]                                           # (1, T, C, g, g)
     T = n_frames
     worst = 0.0
-    for k, t in enumerate(st.ts_rest):
-        steps = [rec for rec in st.inputs if rec[1] == k]
+    for k in range(len(st.ts_rest)):                               # step k of every chunk, in one recompute
+        steps = sorted((rec for rec in st.inputs if rec[1] == k), key=lambda r: r[0])
         noisy = torch.cat([x for (_, _, _, x, _) in steps])[None]      # chunk inputs at step k, in order
         v_cached = torch.cat([v for (_, _, _, _, v) in steps])[None]
+        t = torch.tensor([tt for (c, _, tt, x, _) in steps for _ in range(len(x))])[None]   # per-frame levels
         with torch.no_grad():
-            v_ref = model.teacher_forcing(prompt, clean, torch.zeros(1, T), noisy, torch.full((1, T), t))
+            v_ref = model.teacher_forcing(prompt, clean, torch.zeros(1, T), noisy, t)
         worst = max(worst, (v_ref - v_cached).abs().max().item())
     assert worst <= 1e-4, worst
     assert v_cached.abs().mean() > 1e-2             # the comparison is not vacuous

@@ -19,7 +19,9 @@ def test_records_follow_the_cache_lifecycle(tiny, ae):
     S, tpf, P = 4, tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
     assert recs[0].phase == "prefill" and list(recs[0].occupancy) == [P] * tiny.cfg.n_layer
     body = [r.phase for r in recs[1:]]
-    assert body == (["denoise"] * S + ["commit", "evict"]) * 5
+    first = len(st.ts_first)                   # the first chunk (no context) takes more steps
+    assert first == 16 and len(st.ts_rest) == S
+    assert body == ["denoise"] * first + ["commit", "evict"] + (["denoise"] * S + ["commit", "evict"]) * 4
     for r in recs:
         assert isinstance(r.occupancy, np.ndarray) and not r.occupancy.flags.writeable
         if r.phase == "denoise":
@@ -55,7 +57,8 @@ def test_deterministic_and_noise_shared_across_policies(tiny, ae):
 
 def test_cancel_mid_chunk_leaves_a_consistent_cache(tiny, ae):
     st = Stepper(tiny, ae, PROMPT, 6, seed=2)
-    for _ in range(1 + 6 * 2 + 2):      # prefill, two chunks, two denoise steps of the third
+    n = 1 + (len(st.ts_first) + 2) + (len(st.ts_rest) + 2) + 2   # prefill, two chunks, 2 steps of the third
+    for _ in range(n):
         rec = st.step()
     assert rec.phase == "denoise"
     st.cancel()

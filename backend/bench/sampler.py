@@ -16,11 +16,11 @@ from ..config import SamplerConfig
 from ..consistency import evaluate_video
 
 SETTINGS = {
-    "4 steps renoise": SamplerConfig(),
-    "4 steps Euler": SamplerConfig(renoise=False),
+    "4 steps renoise": SamplerConfig(first_steps=None, first_renoise=None),
+    "4 steps Euler": SamplerConfig(renoise=False, first_steps=None, first_renoise=None),
     "first 16 Euler, then 4 renoise": SamplerConfig(first_steps=16, first_renoise=False),
-    "first 16 Euler, then 4 Euler": SamplerConfig(first_steps=16, renoise=False),
-    "first 32 Euler, then 8 Euler": SamplerConfig(steps=8, first_steps=32, renoise=False),
+    "first 16 Euler, then 4 Euler": SamplerConfig(first_steps=16, first_renoise=False, renoise=False),
+    "first 32 Euler, then 8 Euler": SamplerConfig(steps=8, first_steps=32, first_renoise=False, renoise=False),
 }
 
 
