@@ -41,6 +41,7 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 12, scale: int 
             w.close()
         else:
             imageio.mimsave(tmp, list(frames), format="GIF", duration=1000 / fps, loop=0)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -22,6 +22,8 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing run state and start over")
     ap.add_argument("--preset", default=None, help="model preset for teacher/student (default: the recipe's)")
+    ap.add_argument("--init", default=None, help="teacher/student: start from these weights (e.g. the shipped "
+                    "student) instead of the default initialisation, when there is no run state to resume")
     ap.add_argument("--runs-dir", default="runs", help="resumable training state and logs (default runs/)")
     ap.add_argument("--models-dir", default="assets/models", help="where weights are written (default assets/models/)")
     a = ap.parse_args(argv)
@@ -32,6 +34,7 @@ def main(argv=None) -> None:
     if a.stage in ("teacher", "student"):
         kw["stage"] = a.stage
         kw["preset"] = a.preset
+        kw["init"] = a.init
     mod.run(**kw)
 
 

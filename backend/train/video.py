@@ -119,7 +119,7 @@ def next_frame_error(model, ae, stage: str, n: int = 8) -> dict:
 
 
 def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, steps: int | None = None,
-        preset: str | None = None, runs: Path = RUNS, models: Path = MODELS) -> dict:
+        preset: str | None = None, runs: Path = RUNS, models: Path = MODELS, init: str | None = None) -> dict:
     cfg = RECIPES[stage][recipe]
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
@@ -132,7 +132,11 @@ def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, step
     mcfg = MODEL_PRESETS[cfg.preset]
     model = VideoDiT(mcfg)
     state = runs / stage / "state.safetensors"
-    if stage == "student" and not (resume and state.is_file()):
+    if init is not None and not (resume and state.is_file()):     # continue from shipped weights
+        tensors, _, _ = checkpoint.read(init)
+        checkpoint.load_into(model, tensors, init)
+        print(f"{stage} initialised from {init}")
+    elif stage == "student" and not (resume and state.is_file()):
         teacher = models / "teacher.safetensors"
         if teacher.is_file():
             tensors, _, _ = checkpoint.read(teacher)
