@@ -190,7 +190,7 @@ class VideoDiT(nn.Module):
         hp, cp, pp = self._prefix(prompt_tokens)
         h = torch.cat([hp, self.embed_frames(x)], 1)
         c = torch.cat([cp, self.t_cond(t)], 1)                            # (B, 1 + T, D)
-        tpf, P = self.cfg.tokens_per_frame, prompt_tokens.shape[1]
+        P = prompt_tokens.shape[1]
         pos = torch.cat([pp, self.frame_positions(torch.arange(T), t_offset)])
         h = self.forward_seq(h, c, P, pos, teacher_mask(T, self.cfg))
         return self.unembed(h[:, P:], c[:, 1:], T)

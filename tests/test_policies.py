@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import torch
 
-from backend.cache import KIND_PROMPT
 from backend.policies import POLICIES, BudgetError, Full, Sink, Window, make_policy, parse_budget
 from backend.stepper import GenerationError, Stepper
 

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
-import torch
 
 from backend.cache import KIND_PROMPT
-from backend.policies import Full, Window
+from backend.policies import Window
 from backend.stepper import GenerationError, Stepper
 
 PROMPT = "a red circle and a square on blue stripes behind a wall"

@@ -56,7 +56,7 @@ def run_one(job) -> dict:
     pol = Full() if share is None else make_policy(policy, **kw)
     st = Stepper(model, ae, prompt, frames, seed=seed, policy=pol, preview=False)
     t0 = time.perf_counter()
-    peak, evict_ms, chunk_ms = 0, [], []
+    peak, evict_ms = 0, []
     for rec in st.run():
         peak = max(peak, int(rec.nbytes.sum()))
         if rec.phase == "evict":

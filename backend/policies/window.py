@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from ..cache import KIND_PROMPT
 from .base import Policy
 

@@ -16,7 +16,7 @@ from ..evalset import EVAL_PAIRS
 from ..metrics import psnr
 from ..prompt import parse
 from ..world import make_clip
-from .common import MODELS, RUNS, Log, export, load_state, save_state
+from .common import MODELS, RUNS, Log, export, frame_batch, load_state, recipe_config, save_state
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,7 @@ def fit_latent_stats(ae: AutoEncoder, rng) -> None:
 
 def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
         runs: Path = RUNS, models: Path = MODELS) -> dict:
-    cfg = RECIPES[recipe]
-    if steps is not None:
-        cfg = dataclasses.replace(cfg, steps=steps)
+    cfg = recipe_config(RECIPES, recipe, steps=steps)
     runs, models = Path(runs), Path(models)
     ae = AutoEncoder(AEConfig())
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -70,9 +68,7 @@ def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
         lr = cfg.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * (1 - step / cfg.steps))
         for g in opt.param_groups:
             g["lr"] = lr
-        frames, _ = clip_batch(rng, cfg.clips, 48)
-        idx = rng.integers(0, 48, size=(cfg.clips, cfg.frames))
-        x = frames_to_tensor(np.stack([f[i] for f, i in zip(frames, idx)]).reshape(-1, *frames.shape[2:]))
+        x = frame_batch(rng, cfg.clips, cfg.frames)
         rec = ae.decoder(ae.encoder(x))
         loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)   # L1 keeps small high-contrast details (landmarks)
         opt.zero_grad(set_to_none=True)

@@ -1,6 +1,7 @@
 """Shared training plumbing: run folders, resumable safetensors state, progress logs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -12,6 +13,30 @@ from .. import checkpoint
 
 RUNS = Path("runs")
 MODELS = Path("assets/models")
+
+
+def recipe_config(recipes: dict, recipe: str, **overrides):
+    """The recipe's config with the non-None overrides (e.g. steps=..., preset=...) applied."""
+    if recipe not in recipes:
+        raise KeyError(f"unknown recipe {recipe!r}; known: {', '.join(recipes)}")
+    return dataclasses.replace(recipes[recipe], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def stage_autoencoder(models: Path):
+    """The autoencoder in a models folder, else the shipped one."""
+    from ..loading import DEFAULT_AE, load_autoencoder
+    path = Path(models) / "autoencoder.safetensors"
+    return load_autoencoder(path if path.is_file() else DEFAULT_AE)
+
+
+def frame_batch(rng, clips: int, frames: int, length: int = 48):
+    """Random single frames from `clips` random training clips: float (clips * frames, 3, S, S)."""
+    import numpy as np
+    from ..autoencoder import frames_to_tensor
+    from ..data import clip_batch
+    video, _ = clip_batch(rng, clips, length)
+    idx = rng.integers(0, length, size=(clips, frames))
+    return frames_to_tensor(np.stack([f[i] for f, i in zip(video, idx)]).reshape(-1, *video.shape[2:]))
 
 
 def set_threads() -> None:

@@ -15,11 +15,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..autoencoder import frames_to_tensor
-from ..data import clip_batch
 from ..loading import load_autoencoder
 from .ae import evaluate
-from .common import MODELS, RUNS, Log, export, load_state, save_state
+from .common import MODELS, RUNS, Log, export, frame_batch, load_state, recipe_config, save_state
 
 
 @dataclass(frozen=True)
@@ -38,9 +36,7 @@ RECIPES = {"quick": DecoderTrainConfig(steps=300), "default": DecoderTrainConfig
 
 def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
         runs: Path = RUNS, models: Path = MODELS) -> dict:
-    cfg = RECIPES[recipe]
-    if steps is not None:
-        cfg = dataclasses.replace(cfg, steps=steps)
+    cfg = recipe_config(RECIPES, recipe, steps=steps)
     runs, models = Path(runs), Path(models)
     ae = load_autoencoder(models / "autoencoder.safetensors")
     ae.requires_grad_(False)
@@ -56,9 +52,7 @@ def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
         lr = cfg.lr * (0.1 + 0.9 * (1 - step / cfg.steps))
         for g in opt.param_groups:
             g["lr"] = lr
-        frames, _ = clip_batch(rng, cfg.clips, 48)
-        idx = rng.integers(0, 48, size=(cfg.clips, cfg.frames))
-        x = frames_to_tensor(np.stack([f[i] for f, i in zip(frames, idx)]).reshape(-1, *frames.shape[2:]))
+        x = frame_batch(rng, cfg.clips, cfg.frames)
         with torch.no_grad():
             z = ae.encode(x)
             z = z + cfg.latent_noise * torch.randn_like(z)

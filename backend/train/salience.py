@@ -23,11 +23,11 @@ from .. import checkpoint
 from ..autoencoder import frames_to_tensor
 from ..data import sample_train_scene
 from ..evalset import EVAL_PAIRS
-from ..loading import DEFAULT_AE, load_autoencoder, load_model
+from ..loading import load_model
 from ..prompt import parse
 from ..salience import SalienceHead, SEHConfig, listwise_loss, recall_at, spearman, student_keys, teacher_sse
 from ..world import make_clip
-from .common import MODELS, RUNS, Log, export
+from .common import MODELS, RUNS, Log, export, recipe_config, stage_autoencoder
 
 
 @dataclass(frozen=True)
@@ -89,13 +89,10 @@ def quality(head: SalienceHead, data) -> dict:
 
 def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
         runs: Path = RUNS, models: Path = MODELS) -> dict:
-    cfg = RECIPES[recipe]
-    if steps is not None:
-        cfg = dataclasses.replace(cfg, steps=steps)
+    cfg = recipe_config(RECIPES, recipe, steps=steps)
     runs, models = Path(runs), Path(models)
     torch.manual_seed(cfg.seed)
-    ae_path = models / "autoencoder.safetensors"
-    ae = load_autoencoder(ae_path if ae_path.is_file() else DEFAULT_AE)
+    ae = stage_autoencoder(models)
     student = load_model(models / "student.safetensors")
     teacher = load_model(models / "teacher.safetensors")
     mc = student.cfg

@@ -23,9 +23,8 @@ from ..autoencoder import frames_to_tensor
 from ..config import MODEL_PRESETS
 from ..data import clip_batch
 from ..flow import shift_t
-from ..loading import DEFAULT_AE, load_autoencoder
 from ..model import VideoDiT
-from .common import MODELS, RUNS, Log, export, load_state, save_state
+from .common import MODELS, RUNS, Log, export, load_state, recipe_config, save_state, stage_autoencoder
 
 
 @dataclass(frozen=True)
@@ -120,15 +119,10 @@ def next_frame_error(model, ae, stage: str, n: int = 8) -> dict:
 
 def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, steps: int | None = None,
         preset: str | None = None, runs: Path = RUNS, models: Path = MODELS, init: str | None = None) -> dict:
-    cfg = RECIPES[stage][recipe]
-    if steps is not None:
-        cfg = dataclasses.replace(cfg, steps=steps)
-    if preset is not None:
-        cfg = dataclasses.replace(cfg, preset=preset)
+    cfg = recipe_config(RECIPES[stage], recipe, steps=steps, preset=preset)
     runs, models = Path(runs), Path(models)
     torch.manual_seed(cfg.seed)
-    ae_path = models / "autoencoder.safetensors"
-    ae = load_autoencoder(ae_path if ae_path.is_file() else DEFAULT_AE)
+    ae = stage_autoencoder(models)
     mcfg = MODEL_PRESETS[cfg.preset]
     model = VideoDiT(mcfg)
     state = runs / stage / "state.safetensors"
