@@ -1,6 +1,7 @@
 """Build models from presets or shipped safetensors weights (never pickles)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -28,6 +29,12 @@ def load_model(path: str | Path = DEFAULT_MODEL) -> VideoDiT:
     model = VideoDiT(checkpoint.config_from(ModelConfig, cfg))
     checkpoint.load_into(model, tensors, path)
     return model.eval()
+
+
+@functools.lru_cache(maxsize=1)
+def shipped() -> tuple[VideoDiT, AutoEncoder]:
+    """The shipped student and autoencoder, loaded once per process (benchmark workers)."""
+    return load_model(), load_autoencoder()
 
 
 def random_model(preset: str = "tiny", seed: int = 0) -> VideoDiT:

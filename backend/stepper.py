@@ -125,7 +125,7 @@ class Stepper:
         if self.k == -1:
             self.model.prefill(self.tokens, self.cache)
             self.k = 0
-            return self._record("prefill", -1, None, None, t0)
+            return self._record("prefill", -1, None, None, t0, chunk=-1)
         cfg = self.model.cfg
         f0 = self.chunk * cfg.chunk_frames
         nf = min(cfg.chunk_frames, self.n_frames - f0)
@@ -160,26 +160,25 @@ class Stepper:
             return self._record("commit", -1, s, frames, t0)
         ctx = EvictContext(self.chunk, (f0, f0 + nf - 1), cfg.tokens_per_frame, cfg.grid, self.model.rotate)
         ev = self.policy.evict(self.cache, ctx)
+        rec = self._record("evict", -1, None, None, t0, ev)
         self.chunk, self.k = self.chunk + 1, 0
         self.done = self.chunk >= self.n_chunks
-        return self._record("evict", -1, None, None, t0, ev)
+        return rec
 
     # ------------------------------------------------------------------ helpers
     @torch.no_grad()
     def _decode(self, z: torch.Tensor) -> np.ndarray:
         return tensor_to_frames(self.ae.decode(z))
 
-    def _record(self, phase, step, t, preview, t0, ev=None) -> StepRecord:
+    def _record(self, phase, step, t, preview, t0, ev=None, chunk=None) -> StepRecord:
         ms = (time.perf_counter() - t0) * 1e3
-        cfg = self.model.cfg
-        f0 = max(self.chunk - (phase == "evict"), 0) * cfg.chunk_frames
-        chunk = self.chunk - (phase == "evict") if phase != "prefill" else -1
-        if phase != "prefill":
-            nf = min(cfg.chunk_frames, self.n_frames - f0)
-            self.frame_ms[f0:f0 + nf] += ms / nf
+        cf = self.model.cfg.chunk_frames
+        chunk = self.chunk if chunk is None else chunk
+        frames = (0, 0) if chunk < 0 else (chunk * cf, min((chunk + 1) * cf, self.n_frames))
+        if chunk >= 0:                                   # every step of a chunk counts towards its frames
+            self.frame_ms[frames[0]:frames[1]] += ms / (frames[1] - frames[0])
         rec = StepRecord.make(
-            index=self.counter, phase=phase, chunk=chunk, step=step, t=t,
-            frames=(f0, min(f0 + cfg.chunk_frames, self.n_frames)) if phase != "prefill" else (0, 0),
+            index=self.counter, phase=phase, chunk=chunk, step=step, t=t, frames=frames,
             preview=preview, occupancy=self.cache.occupancy(), nbytes=self.cache.nbytes(),
             eviction=ev, ms=ms)
         self.counter += 1

@@ -28,10 +28,10 @@ SCORES = ("adherence", "frames_all_found", "identity_persistence", "background_r
 
 def _generate(prompt, seed, frames, policy):
     import torch
-    from ..loading import load_autoencoder, load_model
+    from ..loading import shipped
     from ..stepper import Stepper
     torch.set_num_threads(1)
-    st = Stepper(load_model(), load_autoencoder(), prompt, frames, seed=seed, policy=policy, preview=False)
+    st = Stepper(*shipped(), prompt, frames, seed=seed, policy=policy, preview=False)
     for _ in st.run():
         pass
     return st.frames, st.frame_ms

@@ -34,7 +34,7 @@ def run_one(job) -> dict:
     """One rollout; the full-cache reference of each pair is also saved as frames for PSNR/SSIM."""
     import torch
     from ..consistency import evaluate_video
-    from ..loading import load_autoencoder, load_model
+    from ..loading import shipped
     from ..metrics import psnr_per_frame, ssim_per_frame
     from ..policies import Full, make_policy, parse_budget, reference_scores
     from ..stepper import Stepper
@@ -44,7 +44,7 @@ def run_one(job) -> dict:
     path = _job_path(root, i, policy, share, frames)
     if path.is_file():
         return json.loads(path.read_text())
-    model, ae = load_model(), load_autoencoder()
+    model, ae = shipped()
     cfg = model.cfg
     kw = {}
     if share is not None:

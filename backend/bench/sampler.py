@@ -32,12 +32,12 @@ def validation_pairs(n: int = 12) -> list[tuple[str, int]]:
 
 def _one(job):
     import torch
-    from ..loading import load_autoencoder, load_model
+    from ..loading import shipped
     from ..policies import Full
     from ..stepper import Stepper
     torch.set_num_threads(1)
     name, prompt, seed, frames = job
-    st = Stepper(load_model(), load_autoencoder(), prompt, frames, seed=seed, policy=Full(),
+    st = Stepper(*shipped(), prompt, frames, seed=seed, policy=Full(),
                  sampler=SETTINGS[name], preview=False)
     for _ in st.run():
         pass

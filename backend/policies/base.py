@@ -114,15 +114,21 @@ class Policy:
         free = [~self.protected(layer, ctx) for layer in cache.layers]
         return prefixkv_budgets([s[f] for s, f in zip(scores, free)], self.budget, prot, sizes)
 
+    def prepare(self, cache: KVCache, ctx: EvictContext) -> list[torch.Tensor]:
+        """Work before selection (merging, scoring new tokens); returns token ids removed per layer."""
+        return [torch.zeros(0, dtype=torch.long) for _ in cache.layers]
+
     def evict(self, cache: KVCache, ctx: EvictContext) -> list[LayerEviction]:
         out = []
+        removed = self.prepare(cache, ctx)
         for i, (layer, budget) in enumerate(zip(cache.layers, self.layer_budgets(cache, ctx))):
             idx, scores = self.keep_indices(i, layer, ctx, budget)
             sc = None if scores is None else scores.detach().float().numpy().copy()
             evicted = layer.keep(idx) if len(idx) < len(layer) else torch.zeros(0, dtype=torch.long)
             self.realign(layer)
             self.store(layer, ctx, None if scores is None else scores[idx.sort().values])
-            out.append(LayerEviction(layer.meta["token_id"].numpy().copy(), evicted.numpy(), sc))
+            out.append(LayerEviction(layer.meta["token_id"].numpy().copy(),
+                                     torch.cat([removed[i], evicted]).numpy(), sc))
         return out
 
     def store(self, layer: LayerCache, ctx: EvictContext, scores: torch.Tensor | None) -> None:

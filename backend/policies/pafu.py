@@ -44,11 +44,11 @@ class PaFu(Policy):
             self.head = load_head()
         return self.head
 
-    def evict(self, cache, ctx):
+    def prepare(self, cache, ctx):
         t0 = time.perf_counter()
         self._head().predict_cache(cache, only_new=True)
         self.head_ms += (time.perf_counter() - t0) * 1e3
-        return super().evict(cache, ctx)
+        return super().prepare(cache, ctx)
 
     def score(self, layer_idx, layer, ctx):
         m = layer.meta

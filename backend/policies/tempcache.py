@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..cache import KIND_FRAME
-from .base import LayerEviction, Policy
+from .base import Policy
 from .signals import recency
 
 
@@ -43,18 +43,8 @@ class TempCache(Policy):
         hit = best >= self.threshold
         return layer.merge(old[hit], new[arg[hit]])
 
-    def evict(self, cache, ctx):
-        out = []
-        merged_ids = [self.merge_step(layer, ctx) for layer in cache.layers]
-        for i, (layer, budget, merged) in enumerate(zip(cache.layers, self.layer_budgets(cache, ctx), merged_ids)):
-            idx, scores = self.keep_indices(i, layer, ctx, budget)
-            evicted = layer.keep(idx) if len(idx) < len(layer) else torch.zeros(0, dtype=torch.long)
-            self.realign(layer)
-            self.store(layer, ctx, None if scores is None else scores[idx.sort().values])
-            sc = None if scores is None else scores.float().numpy().copy()
-            out.append(LayerEviction(layer.meta["token_id"].numpy().copy(),
-                                     torch.cat([merged, evicted]).numpy(), sc))
-        return out
+    def prepare(self, cache, ctx):
+        return [self.merge_step(layer, ctx) for layer in cache.layers]
 
     def describe(self):
         return {**super().describe(), "threshold": self.threshold}

@@ -16,7 +16,7 @@ from ..evalset import EVAL_PAIRS
 from ..metrics import psnr
 from ..prompt import parse
 from ..world import make_clip
-from .common import MODELS, RUNS, Log, export, frame_batch, load_state, recipe_config, save_state
+from .common import MODELS, RUNS, Log, export, frame_batch, load_state, optimise, recipe_config, save_state
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,7 @@ def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
         x = frame_batch(rng, cfg.clips, cfg.frames)
         rec = ae.decoder(ae.encoder(x))
         loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)   # L1 keeps small high-contrast details (landmarks)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
-        opt.step()
+        optimise(loss, opt, ae.parameters())
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 50 == 0:
             log.write(step=step + 1, loss=loss.item(), lr=lr)

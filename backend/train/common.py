@@ -29,6 +29,14 @@ def stage_autoencoder(models: Path):
     return load_autoencoder(path if path.is_file() else DEFAULT_AE)
 
 
+def optimise(loss: torch.Tensor, opt: torch.optim.Optimizer, params, clip: float = 1.0) -> None:
+    """One optimiser step with gradient-norm clipping."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+
+
 def frame_batch(rng, clips: int, frames: int, length: int = 48):
     """Random single frames from `clips` random training clips: float (clips * frames, 3, S, S)."""
     import numpy as np

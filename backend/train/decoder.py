@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..loading import load_autoencoder
 from .ae import evaluate
-from .common import MODELS, RUNS, Log, export, frame_batch, load_state, recipe_config, save_state
+from .common import MODELS, RUNS, Log, export, frame_batch, load_state, optimise, recipe_config, save_state
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,7 @@ def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
             z = z + cfg.latent_noise * torch.randn_like(z)
         rec = ae.decode(z)
         loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(ae.decoder.parameters(), 1.0)
-        opt.step()
+        optimise(loss, opt, ae.decoder.parameters())
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 50 == 0:
             log.write(step=step + 1, loss=loss.item(), lr=lr)

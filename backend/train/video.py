@@ -24,7 +24,7 @@ from ..config import MODEL_PRESETS
 from ..data import clip_batch
 from ..flow import shift_t
 from ..model import VideoDiT
-from .common import MODELS, RUNS, Log, export, load_state, recipe_config, save_state, stage_autoencoder
+from .common import MODELS, RUNS, Log, export, load_state, optimise, recipe_config, save_state, stage_autoencoder
 
 
 @dataclass(frozen=True)
@@ -152,10 +152,7 @@ def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, step
         frames, tokens = clip_batch(rng, B, T)
         x0 = encode_clips(ae, frames)
         loss = loss_fn(model, torch.from_numpy(tokens), x0, cfg, rng)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimise(loss, opt, model.parameters())
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema:.4f}")
         if (step + 1) % 25 == 0:
