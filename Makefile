@@ -2,14 +2,18 @@
 PY ?= python3
 RECIPE ?= default
 
-.PHONY: install run test train bench
+.PHONY: install run demo test train bench
 
 install:
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements.txt
 
-# until the explorer (app.py) lands, `make run` is the CLI demo with the shipped model
+# the explorer on http://127.0.0.1:7860 with the shipped model
 run: install
+	$(PY) app.py
+
+# the command-line demo: a 64-frame video with the shipped model
+demo: install
 	$(PY) -m backend generate --prompt "a red circle and a square on blue stripes behind a wall" --frames 64 --out out/demo.mp4
 
 test: install

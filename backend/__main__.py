@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from .checkpoint import CheckpointError
+from .policies.build import parse_params
 from .prompt import PromptError
 
 
@@ -16,8 +17,7 @@ def _policy_kwargs(items: list[str]) -> dict:
     for item in items or []:
         if "=" not in item:
             raise ValueError(f"--policy-arg expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k] = int(v) if v.lstrip("-").isdigit() else float(v) if v.replace(".", "", 1).lstrip("-").isdigit() else v
+        out.update(parse_params(item))
     return out
 
 
@@ -25,6 +25,7 @@ def cmd_generate(a) -> int:
     import torch
     from .loading import DEFAULT_AE, DEFAULT_MODEL, load_autoencoder, load_model, random_model
     from .policies import make_policy, parse_budget
+    from .policies.build import build_policy
     from .prompt import parse
     from .stepper import Stepper, validate_frames
     from .video_io import write_video
@@ -36,18 +37,12 @@ def cmd_generate(a) -> int:
     parse(a.prompt)                                        # fail fast, before loading anything
     validate_frames(a.frames)
     kwargs = _policy_kwargs(a.policy_arg)
-    budget = parse_budget(a.budget) if a.budget is not None else None
+    if a.budget is not None:
+        parse_budget(a.budget)                             # malformed budgets fail before loading
     make_policy(a.policy, **kwargs)                        # unknown names / parameters fail before loading
     model = random_model(a.preset, a.seed) if a.preset else load_model(a.model or DEFAULT_MODEL)
     ae = load_autoencoder(a.ae or DEFAULT_AE)
-    if budget is not None:
-        cfg = model.cfg
-        kwargs["budget"] = budget.tokens(n_prompt=cfg.n_prompt, tokens_per_frame=cfg.tokens_per_frame,
-                                         n_frames=a.frames, n_layer=cfg.n_layer, bytes_per_token=2 * cfg.dim * 4)
-    if a.policy == "oracle":                               # the upper bound needs its full-cache reference run
-        from .policies import reference_scores
-        kwargs["reference"] = reference_scores(model, ae, a.prompt, a.frames, a.seed)
-    policy = make_policy(a.policy, **kwargs)
+    policy = build_policy(a.policy, a.budget, a.frames, model, ae, a.prompt, a.seed, kwargs)
     st = Stepper(model, ae, a.prompt, a.frames, seed=a.seed, policy=policy, preview=False)
     t0 = time.perf_counter()
     with tqdm(total=st.n_frames, desc="frames", unit="frame", disable=a.quiet) as bar:

@@ -36,7 +36,8 @@ def run_one(job) -> dict:
     from ..consistency import evaluate_video
     from ..loading import shipped
     from ..metrics import psnr_per_frame, ssim_per_frame
-    from ..policies import Full, make_policy, parse_budget, reference_scores
+    from ..policies import Full
+    from ..policies.build import build_policy
     from ..stepper import Stepper
     torch.set_num_threads(1)
     i, prompt, seed, policy, share, frames, root = job
@@ -46,14 +47,7 @@ def run_one(job) -> dict:
         return json.loads(path.read_text())
     model, ae = shipped()
     cfg = model.cfg
-    kw = {}
-    if share is not None:
-        kw["budget"] = parse_budget(f"{share * 100:.4f}%").tokens(
-            n_prompt=cfg.n_prompt, tokens_per_frame=cfg.tokens_per_frame, n_frames=frames, n_layer=cfg.n_layer,
-            bytes_per_token=2 * cfg.dim * 4)
-    if policy == "oracle":
-        kw["reference"] = reference_scores(model, ae, prompt, frames, seed)
-    pol = Full() if share is None else make_policy(policy, **kw)
+    pol = Full() if share is None else build_policy(policy, f"{share * 100:.4f}%", frames, model, ae, prompt, seed)
     st = Stepper(model, ae, prompt, frames, seed=seed, policy=pol, preview=False)
     t0 = time.perf_counter()
     peak, evict_ms = 0, []
@@ -68,7 +62,7 @@ def run_one(job) -> dict:
     scores = evaluate_video(st.frames, prompt)
     scores.pop("per_frame_adherence")
     out = {"pair": i, "prompt": prompt, "seed": seed, "policy": "full" if share is None else policy, "share": share,
-           "budget_tokens": kw.get("budget"), "scores": scores, "frame_ms": st.frame_ms.tolist(),
+           "budget_tokens": pol.budget, "scores": scores, "frame_ms": st.frame_ms.tolist(),
            "total_s": total, "peak_kv_bytes": peak, "evict_ms_mean": float(np.mean(evict_ms)),
            "chunk_ms_mean": float(st.frame_ms.mean() * cfg.chunk_frames),
            "head_ms_total": getattr(pol, "head_ms", 0.0)}

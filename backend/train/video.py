@@ -44,6 +44,8 @@ class VideoTrainConfig:
     p_ctx_noise: float = 0.5
     max_t_offset: int = 96       # temporal-position augmentation
     p_t_offset: float = 0.5
+    sprite_weight: float = 1.0   # student: loss weight of tokens a sprite touches (others 1; see data.py)
+    first_weight: float = 1.0    # student: loss weight of frame 0 (prompt only, no context)
     seed: int = 0
     ckpt_every: int = 100
 
@@ -51,8 +53,8 @@ class VideoTrainConfig:
 RECIPES = {
     "teacher": {"quick": VideoTrainConfig(steps=200, frames=12, long_every=0),
                 "default": VideoTrainConfig(steps=600, frames=12, long_every=0)},
-    "student": {"quick": VideoTrainConfig(steps=1200, lr=5e-4),
-                "default": VideoTrainConfig(steps=4000, lr=5e-4)},
+    "student": {"quick": VideoTrainConfig(steps=1200, lr=5e-4, sprite_weight=5.0, first_weight=2.0),
+                "default": VideoTrainConfig(steps=4000, lr=5e-4, sprite_weight=5.0, first_weight=2.0)},
 }
 
 
@@ -64,7 +66,7 @@ def encode_clips(ae, frames: np.ndarray) -> torch.Tensor:
     return z.view(B, T, *z.shape[1:])
 
 
-def teacher_loss(model, tokens, x0, cfg, rng):
+def teacher_loss(model, tokens, x0, cfg, rng, mask=None):
     B, T = x0.shape[:2]
     t = shift_t(torch.rand(B, 1).expand(B, T).clone(), cfg.shift)
     clean = torch.zeros(B, T, dtype=torch.bool)
@@ -80,7 +82,15 @@ def teacher_loss(model, tokens, x0, cfg, rng):
     return (((v - (eps - x0)) ** 2) * w).sum() / (w.sum() * v[0, 0].numel()).clamp_min(1)
 
 
-def student_loss(model, tokens, x0, cfg, rng):
+def token_weights(mask: torch.Tensor, cfg: VideoTrainConfig) -> torch.Tensor:
+    """Per-token loss weights (B, T, 1, g, g) from sprite masks (B, T, g, g): sprites are a few percent of
+    the tokens, so an unweighted loss learns backgrounds first and sprites last (what session 1 saw)."""
+    w = 1.0 + (cfg.sprite_weight - 1.0) * mask
+    w[:, 0] *= cfg.first_weight
+    return w[:, :, None]
+
+
+def student_loss(model, tokens, x0, cfg, rng, mask=None):
     B, T = x0.shape[:2]
     t = shift_t(torch.rand(B, T), cfg.shift)                      # independent level per chunk frame
     eps = torch.randn_like(x0)
@@ -90,7 +100,10 @@ def student_loss(model, tokens, x0, cfg, rng):
     ctx = (1 - s)[..., None, None, None] * x0 + s[..., None, None, None] * torch.randn_like(x0)
     off = int(rng.integers(0, cfg.max_t_offset + 1)) if rng.random() < cfg.p_t_offset else 0
     v = model.teacher_forcing(tokens, ctx, s, xt, t, t_offset=off)
-    return F.mse_loss(v, eps - x0)
+    if mask is None:
+        return F.mse_loss(v, eps - x0)
+    w = token_weights(mask, cfg)                                          # (B, T, 1, g, g)
+    return (((v - (eps - x0)) ** 2) * w).mean() / w.mean()
 
 
 @torch.no_grad()
@@ -149,9 +162,9 @@ def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, step
             g["lr"] = lr
         long = cfg.long_every and step % cfg.long_every == cfg.long_every - 1
         T, B = (cfg.long_frames, cfg.long_batch) if long else (cfg.frames, cfg.batch)
-        frames, tokens = clip_batch(rng, B, T)
+        frames, tokens, mask = clip_batch(rng, B, T, mask_grid=mcfg.grid)
         x0 = encode_clips(ae, frames)
-        loss = loss_fn(model, torch.from_numpy(tokens), x0, cfg, rng)
+        loss = loss_fn(model, torch.from_numpy(tokens), x0, cfg, rng, torch.from_numpy(mask))
         optimise(loss, opt, model.parameters())
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema:.4f}")

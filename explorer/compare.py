@@ -1,0 +1,99 @@
+"""Compare: 2-6 configurations (policy x budget) on one prompt and seed, run in lockstep, against the
+full-cache reference run with the same noise (added automatically when not among them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from backend.consistency import evaluate_video
+from backend.metrics import psnr_per_frame, ssim_per_frame
+
+from .run import Run, RunConfig, RunData
+
+MAX_CONFIGS = 6
+
+
+def reference_config(base: RunConfig) -> RunConfig:
+    return replace(base, policy="full", budget="", params="")
+
+
+@dataclass
+class Comparison:
+    runs: list[Run]
+    reference: int = 0                       # index of the full-cache run
+    metrics_cache: dict = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, configs: list[RunConfig], model, ae, head=None, progress=None) -> "Comparison":
+        if not 1 <= len(configs) <= MAX_CONFIGS:
+            raise ValueError(f"compare takes 1 to {MAX_CONFIGS} configurations besides the full-cache reference, "
+                             f"got {len(configs)}")
+        base = configs[0]
+        for c in configs:
+            if (c.prompt, c.seed, c.frames) != (base.prompt, base.seed, base.frames):
+                raise ValueError("all compared configurations share one prompt, seed and length")
+        configs = [c.validate() for c in configs]
+        ref = next((i for i, c in enumerate(configs) if c.policy == "full"), None)
+        if ref is None:
+            configs = [reference_config(base)] + configs
+            ref = 0
+        runs = [Run.start(c, model, ae, head, progress) for c in configs]
+        return cls(runs, ref)
+
+    @property
+    def datas(self) -> list[RunData]:
+        return [r.data for r in self.runs]
+
+    @property
+    def finished(self) -> bool:
+        return all(r.finished for r in self.runs)
+
+    def step_frame(self) -> None:
+        """Every run advances by one chunk (lockstep)."""
+        for r in self.runs:
+            if not r.finished:
+                r.step_frame()
+        self.metrics_cache.clear()
+
+    def stop(self) -> None:
+        for r in self.runs:
+            r.stop()
+
+    @property
+    def frames_done(self) -> int:
+        return min(d.frames_done for d in self.datas)
+
+    def psnr_curves(self) -> dict[str, np.ndarray]:
+        n = self.frames_done
+        ref = self.datas[self.reference].frames[:n]
+        return {d.config.label: psnr_per_frame(d.frames[:n], ref) for i, d in enumerate(self.datas)
+                if i != self.reference}
+
+    def metrics(self) -> list[dict]:
+        """One row per configuration: fidelity against the reference, world consistency, speed, memory."""
+        n = self.frames_done
+        if n in self.metrics_cache:
+            return self.metrics_cache[n]
+        ref = self.datas[self.reference].frames[:n]
+        rows = []
+        for i, d in enumerate(self.datas):
+            frames = d.frames[:n]
+            ev = evaluate_video(frames, d.config.prompt) if n else {}
+            ps = psnr_per_frame(frames, ref) if n and i != self.reference else np.array([np.inf])
+            ss = ssim_per_frame(frames, ref) if n and i != self.reference else np.array([1.0])
+            h = d.history.arrays()
+            rows.append({
+                "config": d.config.label,
+                "frames": n,
+                "PSNR vs full (dB)": float(np.mean(np.minimum(ps, 99.0))) if len(ps) else float("nan"),
+                "SSIM vs full": float(np.mean(ss)) if len(ss) else float("nan"),
+                "adherence": ev.get("adherence", float("nan")),
+                "identity": ev.get("identity_persistence", float("nan")),
+                "landmark revisit": ev.get("landmark_revisit", float("nan")),
+                "drift": ev.get("drift", float("nan")),
+                "median ms/frame": float(np.median(d.frame_ms[:n])) if n else float("nan"),
+                "peak KV MB": float(h["nbytes"].sum(1).max() / 1e6) if len(h["nbytes"]) else 0.0,
+            })
+        self.metrics_cache = {n: rows}
+        return rows

@@ -1,0 +1,456 @@
+"""Explorer: the actions behind every button, as plain Python on a Workspace (the UI wires them to Gradio;
+tests call them directly). Every action validates its input first and raises ValueError with a clear
+message; nothing of an existing run is lost when an input is rejected."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from backend.loading import DEFAULT_MODEL, file_hash, shipped
+
+from . import export, figures, views
+from .compare import MAX_CONFIGS, Comparison
+from .persist import load_runs, save_runs
+from .run import Run, RunConfig, RunData
+from .sessions import SessionInfo, SessionProblem, SessionStore, sanitize_name
+from .signals import SIGNALS
+from .state import Registry, Workspace
+
+BUDGET_UNITS = {"frames": "f", "tokens": "", "% of full": "%", "KB": "KB"}
+SHARES = {"1/16": 6.25, "1/8": 12.5, "1/4": 25.0, "1/2": 50.0}
+
+
+def budget_text(value, unit: str, policy: str) -> str:
+    """Slider value + unit -> budget text for the backend ('' for the full cache)."""
+    if policy == "full":
+        return ""
+    if unit not in BUDGET_UNITS:
+        raise ValueError(f"unknown budget unit {unit!r}; use one of {', '.join(BUDGET_UNITS)}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"budget must be a number, got {value!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"budget must be positive, got {value!r} {unit}")
+    return f"{v:g}{BUDGET_UNITS[unit]}"
+
+
+@dataclass
+class View:
+    """Everything the Generate tab shows, for one frame of the workspace's run."""
+    frame_img: np.ndarray
+    preview_img: np.ndarray
+    heat_img: np.ndarray
+    cache_img: np.ndarray
+    occupancy: object
+    status: str
+    frame: int
+    frames_done: int
+
+
+@dataclass
+class CompareView:
+    grid: np.ndarray
+    wipe: tuple[np.ndarray, np.ndarray]
+    diff: np.ndarray
+    psnr: object
+    table: list[dict]
+    status: str
+    frame: int
+    frames_done: int
+
+
+@dataclass
+class Explorer:
+    store: SessionStore = field(default_factory=SessionStore)
+    registry: Registry = field(default_factory=Registry)
+    model: object = None
+    ae: object = None
+    head: object = None
+    teacher: object = None
+    model_hash: str = ""
+
+    def __post_init__(self):
+        if self.model is None:
+            self.model, self.ae = shipped()
+            self.model_hash = file_hash(DEFAULT_MODEL)
+        if self.head is None:
+            try:
+                from backend.train.salience import load_head
+                self.head = load_head()
+            except Exception:          # no shipped head: the `predicted` signal is simply absent
+                self.head = None
+
+    def ws(self, key: str | None) -> Workspace:
+        return self.registry.get(key)
+
+    # ------------------------------------------------------------------ generate
+    def _new_run(self, ws: Workspace, config: RunConfig, progress=None) -> Run:
+        config.validate()
+        self.autosave(ws)
+        run = Run.start(config, self.model, self.ae, self.head, progress)
+        ws.run, ws.run_saved, ws.token = run, None, None
+        return run
+
+    def ensure_run(self, ws: Workspace, config: RunConfig) -> Run:
+        """The workspace's live run, or a new one with this config when there is none (or it is finished)."""
+        config.validate()
+        if ws.run is None or ws.run.finished:
+            return self._new_run(ws, config)
+        return ws.run
+
+    def step(self, ws: Workspace, config: RunConfig) -> None:
+        with ws.lock:
+            self.ensure_run(ws, config).step()
+            self._autosave_if_done(ws)
+
+    def step_frame(self, ws: Workspace, config: RunConfig) -> None:
+        with ws.lock:
+            self.ensure_run(ws, config).step_frame()
+            self._autosave_if_done(ws)
+
+    def run_iter(self, ws: Workspace, config: RunConfig, every_s: float = 0.25, progress=None):
+        """Generate to the end (continuing a live run with the same config), yielding at most every `every_s`."""
+        with ws.lock:
+            if ws.run is None or ws.run.finished or ws.run.data.config != config:
+                self._new_run(ws, config, progress)
+            run = ws.run
+        last = 0.0
+        while True:
+            with ws.lock:
+                if run.finished or ws.run is not run:
+                    break
+                run.step_frame()
+                if progress is not None:
+                    progress((run.data.frames_done, run.data.config.frames), desc="frames")
+            if time.perf_counter() - last >= every_s:
+                last = time.perf_counter()
+                yield run
+        with ws.lock:
+            if ws.run is run:
+                self._autosave_if_done(ws, force=True)
+        yield run
+
+    def stop(self, ws: Workspace) -> str:
+        """Stop the run (and comparison) between steps; what was generated is saved."""
+        for r in ([ws.run] if ws.run else []) + (ws.compare.runs if ws.compare else []):
+            r.stop()                                   # a flag the stepper reads between steps: no lock
+        with ws.lock:
+            sid = self.autosave(ws)
+            self.autosave_compare(ws)
+        return f"stopped; saved as session {sid}" if sid else "stopped"
+
+    def reset(self, ws: Workspace) -> None:
+        with ws.lock:
+            self.autosave(ws)
+            ws.run, ws.run_saved, ws.token = None, None, None
+
+    def _autosave_if_done(self, ws: Workspace, force: bool = False) -> None:
+        if ws.run is not None and (ws.run.finished or force):
+            self.autosave(ws)
+
+    def autosave(self, ws: Workspace) -> str | None:
+        """Save the run if it has frames not yet saved; returns its session id."""
+        run = ws.run
+        if run is None or run.data.frames_done == 0:
+            return ws.run_saved[0] if ws.run_saved else None
+        n = run.data.frames_done
+        if ws.run_saved and ws.run_saved[1] == n:
+            return ws.run_saved[0]
+        if ws.run_saved:                                   # replace the older save of the same run
+            try:
+                self.store.delete(ws.run_saved[0])
+            except ValueError:
+                pass
+        sid = save_runs(self.store, _auto_name(run.data.config), "run", [run.data], meta=self._meta())
+        ws.run_saved = (sid, n)
+        return sid
+
+    def _meta(self) -> dict:
+        return {"model_hash": self.model_hash, "model": str(Path(DEFAULT_MODEL).name)}
+
+    def teacher_salience(self, ws: Workspace, frame: int) -> str:
+        with ws.lock:
+            if ws.run is None or ws.run.data.frames_done == 0:
+                raise ValueError("generate some frames first")
+            if self.teacher is None:
+                from backend.loading import MODELS_DIR, load_model
+                self.teacher = load_model(MODELS_DIR / "teacher.safetensors")
+            first, end = ws.run.teacher_salience(self.teacher, frame)
+            return ws.run.data.status
+
+    # ------------------------------------------------------------------ views
+    def view(self, ws: Workspace, frame: int | None, signal: str, layer: str, cmap: str = "inferno",
+             alpha: float = 0.6, gamma: float = 1.0) -> View:
+        if signal not in SIGNALS:
+            raise ValueError(f"unknown signal {signal!r}; known: {', '.join(SIGNALS)}")
+        with ws.lock:
+            run = ws.run
+            if run is None:
+                return self._empty_view()
+            d = run.data
+            n = d.frames_done
+            f = n - 1 if frame is None else int(np.clip(int(frame), 0, max(n - 1, 0)))
+            lay = parse_layer(layer, d.history.n_layer)
+            mark = None
+            if ws.token is not None:
+                tf, ty, tx = d.history.token_pos(ws.token)
+                mark = (ty, tx) if tf == f else None
+            step = d.history.commit_step(f) if n else None
+            budget = d.history.budget if d.history.budget > 0 else None
+            return View(views.frame_view(d, f), views.frame_view(d, f, preview=True),
+                        views.heatmap_view(d, signal, lay, f, cmap, alpha, gamma, mark),
+                        views.cache_map(d.history, frame=f if n else None),
+                        figures.occupancy_figure(d.history, budget, step, f"KV cache occupancy: {d.config.label}"),
+                        self._status(ws, d, signal), f, n)
+
+    def _empty_view(self) -> View:
+        blank = np.full((256, 256, 3), 245, np.uint8)
+        return View(blank, blank, blank, blank, figures.occupancy_figure(_empty_history()),
+                    "No run yet: set a prompt, a policy and a budget, then **Step**, **Step frame** or **Run**.", 0, 0)
+
+    def _status(self, ws: Workspace, d: RunData, signal: str) -> str:
+        lines = [f"**{d.config.label}** · prompt “{d.config.prompt}” · seed {d.config.seed} · "
+                 f"{d.frames_done}/{d.config.frames} frames", d.status]
+        if ws.run_saved:
+            lines.append(f"saved as session `{ws.run_saved[0]}`")
+        if d.frames_done and not np.isfinite(d.history.frame_values(signal, d.frames_done - 1)).any():
+            lines.append(f"*{SIGNALS[signal].label}: no values for this run* "
+                         + ("(this policy keeps tokens by position, so it has no score)" if signal == "score" else
+                            "(press **Teacher salience** to compute it)" if signal == "teacher" else ""))
+        if d.frames_done:
+            ms = d.frame_ms[: d.frames_done]
+            lines.append(f"per-frame time: median {np.median(ms):.0f} ms, newest {ms[-1]:.0f} ms")
+        return "  \n".join(x for x in lines if x)
+
+    def pick_heatmap(self, ws: Workspace, frame: int, x: int, y: int) -> int | None:
+        """Heatmap pixel -> token id of the shown frame (None outside the frame)."""
+        with ws.lock:
+            if ws.run is None or ws.run.data.frames_done == 0:
+                return None
+            h = ws.run.data.history
+            cell = views.SCALE * ws.run.data.frames.shape[1] // h.grid
+            if not (0 <= x < cell * h.grid and 0 <= y < cell * h.grid):
+                return None
+            f = int(np.clip(frame, 0, ws.run.data.frames_done - 1))
+            ws.token = h.token_id(f, int(y) // cell, int(x) // cell)
+            return ws.token
+
+    def pick_cache_map(self, ws: Workspace, x: int, y: int) -> tuple[int, int] | None:
+        """Cache-map pixel -> (token id, frame) of a generated frame token (None elsewhere)."""
+        with ws.lock:
+            if ws.run is None:
+                return None
+            h = ws.run.data.history
+            hit = views.CacheMapGeometry.for_history(h).hit(x, y)
+            if hit is None or hit[1] < 0 or hit[1] >= ws.run.data.frames_done:
+                return None
+            _, f, t = hit
+            ws.token = h.token_id(f, t // h.grid, t % h.grid)
+            return ws.token, f
+
+    def drill_down(self, ws: Workspace, signal: str) -> tuple[object, str]:
+        with ws.lock:
+            if ws.run is None or ws.token is None:
+                return figures.token_figure(_empty_history(), "attention", 0), \
+                    "Click a token on the heatmap or the cache map to follow it over time."
+            h = ws.run.data.history
+            tid = ws.token
+            f, y, x = h.token_pos(tid)
+            ev = [f"layer {layer}: evicted at chunk {int(c)}" if c >= 0 else f"layer {layer}: still cached"
+                  for layer, c in enumerate(h.evicted_at[:, tid])]
+            info = f"**token {tid}** = frame {f}, row {y}, column {x}  \n" + " · ".join(ev)
+            return figures.token_figure(h, signal, tid), info
+
+    # ------------------------------------------------------------------ compare
+    def compare_configs(self, base: RunConfig, policies: list[str], shares: list[str], custom: str) -> list[RunConfig]:
+        budgets = [f"{SHARES[s]:g}%" for s in shares if s in SHARES]
+        unknown = [s for s in shares if s not in SHARES]
+        if unknown:
+            raise ValueError(f"unknown budget choice {unknown[0]!r}; use {', '.join(SHARES)} or a custom budget")
+        budgets += [b.strip() for b in (custom or "").split(",") if b.strip()]
+        policies = [p for p in policies if p != "full"]
+        if not policies:
+            raise ValueError("choose at least one policy to compare with the full cache")
+        if not budgets:
+            raise ValueError("choose at least one budget")
+        configs = [RunConfig(base.prompt, base.seed, base.frames, p, b) for p in policies for b in budgets]
+        if len(configs) > MAX_CONFIGS:
+            raise ValueError(f"{len(policies)} policies x {len(budgets)} budgets = {len(configs)} configurations; "
+                             f"compare at most {MAX_CONFIGS} at once")
+        return configs
+
+    def compare_iter(self, ws: Workspace, configs: list[RunConfig], every_s: float = 0.4, progress=None):
+        with ws.lock:
+            self.autosave_compare(ws)
+            for c in configs:                                  # validates budgets against the model and length
+                c.validate()
+            cmp = Comparison.start(configs, self.model, self.ae, self.head, progress)
+            ws.compare, ws.compare_saved = cmp, None
+        last = 0.0
+        while True:
+            with ws.lock:
+                if cmp.finished or ws.compare is not cmp:
+                    break
+                cmp.step_frame()
+                if progress is not None:
+                    progress((cmp.frames_done, cmp.runs[0].data.config.frames), desc="frames (all runs)")
+            if time.perf_counter() - last >= every_s:
+                last = time.perf_counter()
+                yield cmp
+        with ws.lock:
+            if ws.compare is cmp:
+                self.autosave_compare(ws)
+        yield cmp
+
+    def autosave_compare(self, ws: Workspace) -> str | None:
+        cmp = ws.compare
+        if cmp is None or cmp.frames_done == 0:
+            return None
+        n = cmp.frames_done
+        if ws.compare_saved and ws.compare_saved[1] == n:
+            return ws.compare_saved[0]
+        if ws.compare_saved:
+            try:
+                self.store.delete(ws.compare_saved[0])
+            except ValueError:
+                pass
+        name = "compare-" + "-".join(sorted({d.config.policy for d in cmp.datas}))
+        sid = save_runs(self.store, name, "compare", cmp.datas, cmp.reference, self._meta())
+        ws.compare_saved = (sid, n)
+        return sid
+
+    def compare_view(self, ws: Workspace, frame: int | None, a_label: str | None = None) -> CompareView:
+        with ws.lock:
+            cmp = ws.compare
+            if cmp is None:
+                blank = np.full((256, 256, 3), 245, np.uint8)
+                return CompareView(blank, (blank, blank), blank, figures.quality_figure({}), [],
+                                   "No comparison yet: choose policies and budgets, then **Compare**.", 0, 0)
+            n = cmp.frames_done
+            f = n - 1 if frame is None else int(np.clip(int(frame), 0, max(n - 1, 0)))
+            ref = cmp.datas[cmp.reference]
+            others = [d for i, d in enumerate(cmp.datas) if i != cmp.reference]
+            a = next((d for d in others if d.config.label == a_label), others[0] if others else ref)
+            cols = min(len(cmp.datas), 4)
+            status = (f"{n}/{cmp.runs[0].data.config.frames} frames in lockstep · reference: full cache, same seed "
+                      f"and noise · " + (f"saved as session `{ws.compare_saved[0]}`" if ws.compare_saved else ""))
+            return CompareView(views.compare_grid(cmp.datas, f, cols), views.wipe_pair(a, ref, f),
+                               views.diff_view(a, ref, f), figures.quality_figure(cmp.psnr_curves(), current_frame=f),
+                               cmp.metrics(), status, f, n)
+
+    # ------------------------------------------------------------------ export
+    def export(self, ws: Workspace, what: str, kind: str, signal: str | None = None, layer: str = "mean",
+               frame: int | None = None) -> Path:
+        """Write an export of the run ('run') or the comparison ('compare') into its session's exports/."""
+        if kind not in ("mp4", "gif", "png", "csv", "json", "zip"):
+            raise ValueError(f"unknown export kind {kind!r}")
+        with ws.lock:
+            if what == "run":
+                if ws.run is None or ws.run.data.frames_done == 0:
+                    raise ValueError("nothing to export yet: generate some frames first")
+                sid, datas = self.autosave(ws), [ws.run.data]
+            elif what == "compare":
+                if ws.compare is None or ws.compare.frames_done == 0:
+                    raise ValueError("nothing to export yet: run a comparison first")
+                sid, datas = self.autosave_compare(ws), ws.compare.datas
+            else:
+                raise ValueError(f"export what? 'run' or 'compare', got {what!r}")
+            folder = self.store.path(sid) / "exports"
+            stamp = time.strftime("%H%M%S")
+            if kind == "zip":
+                return self.store.zip(sid, folder.parent.parent / ".exports" / f"{sid}.zip")
+            if kind in ("csv", "json"):
+                return self._export_table(ws, what, datas, folder / f"metrics-{stamp}.{kind}")
+            n = min(d.frames_done for d in datas)
+            lay = parse_layer(layer, datas[0].history.n_layer)
+            overlays = None
+            sig = SIGNALS.get(signal) if signal else None
+            if sig is not None:
+                overlays = [np.stack([d.history.frame_values(signal, t, lay) for t in range(n)]) for d in datas]
+            vids = [d.frames[:n] for d in datas]
+            labels = [d.config.label for d in datas]
+            kw = dict(overlays=overlays, vmin=sig.vmin if sig else 0, vmax=sig.vmax if sig else 1,
+                      signal_label=f"{sig.label}: {sig.unit}" if sig else "", cols=min(len(datas), 4))
+            if kind == "png":
+                f = n - 1 if frame is None else int(np.clip(int(frame), 0, n - 1))
+                img = export.comparison_frames(vids, labels, frame_range=(f, f + 1), **kw)[0]
+                return export.write_png(img, folder / f"{what}-frame{f}-{stamp}.png")
+            grid = export.comparison_frames(vids, labels, **kw)
+            writer = export.write_mp4 if kind == "mp4" else export.write_gif
+            return writer(grid, folder / f"{what}-{stamp}.{kind}", fps=12)
+
+    def _export_table(self, ws, what, datas, path: Path) -> Path:
+        if what == "compare":
+            rows = ws.compare.metrics()
+        else:
+            d = datas[0]
+            a = d.history.arrays()
+            rows = [{"step": i, "phase": ("prefill", "denoise", "commit", "evict")[p], "chunk": c,
+                     **{f"tokens_L{layer}": int(a["occupancy"][i, layer]) for layer in range(d.history.n_layer)},
+                     "kv_bytes": int(a["nbytes"][i].sum()), "evicted": int(a["n_evicted"][i].sum()),
+                     "ms": float(a["ms"][i])} for i, (p, c) in enumerate(zip(a["phase"], a["chunk"]))]
+        if path.suffix == ".csv":
+            return export.write_csv(rows, path)
+        return export.write_json({"runs": [d.config.to_dict() for d in datas], "rows": rows}, path)
+
+    # ------------------------------------------------------------------ sessions
+    def sessions(self) -> tuple[list[list], str]:
+        rows, problems = [], []
+        for s in self.store.list():
+            if isinstance(s, SessionInfo):
+                rows.append([s.id, s.kind, s.created, s.n_frames, s.summary])
+            elif isinstance(s, SessionProblem):
+                problems.append(f"- `{s.id}`: {s.problem}")
+        note = ("**Folders that are not readable sessions** (left untouched):\n" + "\n".join(problems)) if problems else ""
+        return rows, note
+
+    def load_session(self, ws: Workspace, sid: str) -> str:
+        """Reload a saved session into the workspace (renders without recomputing); returns its kind."""
+        doc, datas = load_runs(self.store, sid)
+        with ws.lock:
+            if doc["kind"] == "compare":
+                self.autosave_compare(ws)
+                cmp = Comparison([Run(d) for d in datas], doc["config"].get("reference") or 0)
+                ws.compare, ws.compare_saved = cmp, (sid, cmp.frames_done)
+            else:
+                self.autosave(ws)
+                ws.run, ws.run_saved, ws.token = Run(datas[0], None, self.head), (sid, datas[0].frames_done), None
+        return doc["kind"]
+
+    def delete_session(self, ws: Workspace, sid: str) -> None:
+        self.store.delete(sid)
+        with ws.lock:
+            if ws.run_saved and ws.run_saved[0] == sid:
+                ws.run_saved = None
+            if ws.compare_saved and ws.compare_saved[0] == sid:
+                ws.compare_saved = None
+
+    def save_as(self, ws: Workspace, name: str) -> str:
+        sanitize_name(name)
+        with ws.lock:
+            if ws.run is None or ws.run.data.frames_done == 0:
+                raise ValueError("nothing to save yet: generate some frames first")
+            return save_runs(self.store, name, "run", [ws.run.data], meta=self._meta())
+
+
+def parse_layer(layer: str | int | None, n_layer: int) -> int | None:
+    """'mean' / None -> None (mean over layers); 'layer 2' / '2' / 2 -> 2."""
+    if layer in (None, "", "mean", "mean of layers"):
+        return None
+    s = str(layer).replace("layer", "").strip()
+    if not s.isdigit() or not 0 <= int(s) < n_layer:
+        raise ValueError(f"layer must be 'mean' or 0..{n_layer - 1}, got {layer!r}")
+    return int(s)
+
+
+def _auto_name(config: RunConfig) -> str:
+    return f"{config.policy}-{config.budget or 'full'}-seed{config.seed}".replace("%", "pct")
+
+
+def _empty_history():
+    from .history import RunHistory
+    return RunHistory(1, 0, 64, 8, 1, 1)

@@ -1,0 +1,103 @@
+"""Plotly figures of the explorer: occupancy timeline, token drill-down, per-frame quality curves.
+
+All take plain numpy/RunHistory data and return a `go.Figure` with units on every axis and a legend;
+`uirevision` keeps the user's zoom while streamed updates arrive.
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from backend.records import PHASES
+
+from .history import RunHistory
+from .signals import SIGNALS
+
+LAYER_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+MAX_POINTS = 1500      # steps shown before the timeline keeps every k-th step (evictions always kept)
+
+
+def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=height, uirevision="keep",
+                      margin=dict(l=60, r=10, t=40, b=45), hovermode="x unified",
+                      legend=dict(orientation="v", x=1.02, y=1, xanchor="left"), template="plotly_white")
+    return fig
+
+
+def occupancy_figure(h: RunHistory, budget: int | None = None, current_step: int | None = None,
+                     title: str = "KV cache occupancy") -> go.Figure:
+    """Tokens per layer (top) and KV megabytes, all layers (bottom) over steps; budget line; eviction markers."""
+    a = h.arrays()
+    n = len(a["phase"])
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.06)
+    if n:
+        evict = a["phase"] == PHASES.index("evict")
+        keep = np.ones(n, bool)
+        if n > MAX_POINTS:
+            keep[:] = False
+            keep[:: int(np.ceil(n / MAX_POINTS))] = True
+            keep |= evict
+            keep[-1] = True
+        x = np.arange(n)[keep]
+        for layer in range(h.n_layer):
+            fig.add_trace(go.Scatter(x=x, y=a["occupancy"][keep, layer], mode="lines", line_shape="hv",
+                                     name=f"layer {layer}", line=dict(color=LAYER_COLOURS[layer % 8], width=1.5),
+                                     legendgroup="layers"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=a["nbytes"][keep].sum(1) / 1e6, mode="lines", line_shape="hv",
+                                 name="KV MB (all layers)", line=dict(color="#444", width=1.5)), row=2, col=1)
+        ev_x = np.nonzero(evict & (a["n_evicted"].sum(1) > 0))[0]
+        if len(ev_x):
+            fig.add_trace(go.Scatter(x=ev_x, y=a["occupancy"][ev_x].max(1), mode="markers", name="eviction",
+                                     marker=dict(symbol="triangle-down", size=7, color="#d62728"),
+                                     customdata=a["n_evicted"][ev_x].sum(1),
+                                     hovertemplate="evicted %{customdata} tokens (all layers)<extra></extra>"),
+                          row=1, col=1)
+    if budget is not None:
+        fig.add_hline(y=budget, line_dash="dash", line_color="#d62728", row=1, col=1, exclude_empty_subplots=False,
+                      annotation_text=f"budget {budget} tokens/layer", annotation_position="top left")
+    if current_step is not None and n:
+        fig.add_vline(x=current_step, line_color="#17becf", line_width=2)
+    fig.update_yaxes(title_text="tokens per layer", row=1, col=1, rangemode="tozero")
+    fig.update_yaxes(title_text="KV MB", row=2, col=1, rangemode="tozero")
+    fig.update_xaxes(title_text="backend step (denoise, commit, evict)", row=2, col=1)
+    return _layout(fig, title, 380)
+
+
+def token_figure(h: RunHistory, signal: str, tid: int) -> go.Figure:
+    """One token's salience over time per layer, with the chunk at which each layer evicted it."""
+    sig = SIGNALS[signal]
+    frame, y, x = h.token_pos(tid)
+    fig = go.Figure()
+    if signal in h.static:
+        vals = h.static[signal][:, tid - h.n_prompt]
+        fig.add_trace(go.Bar(x=[f"layer {layer}" for layer in range(h.n_layer)], y=vals, name=sig.label,
+                             marker_color=LAYER_COLOURS[: h.n_layer]))
+        fig.update_xaxes(title_text="layer")
+    else:
+        chunks, vals = h.token_series(signal, tid)
+        for layer in range(h.n_layer):
+            fig.add_trace(go.Scatter(x=chunks, y=vals[:, layer], mode="lines+markers", name=f"layer {layer}",
+                                     line=dict(color=LAYER_COLOURS[layer % 8])))
+            ev = int(h.evicted_at[layer, tid])
+            if ev >= 0:
+                fig.add_vline(x=ev, line_dash="dot", line_color=LAYER_COLOURS[layer % 8],
+                              annotation_text=f"L{layer} evicted", annotation_position="top")
+        fig.update_xaxes(title_text="chunk (= frame at chunk size 1)")
+    fig.update_yaxes(title_text=f"{sig.label} [{sig.unit}]")
+    return _layout(fig, f"token (frame {frame}, y {y}, x {x}): {sig.label} over time", 300)
+
+
+def quality_figure(curves: dict[str, np.ndarray], metric: str = "PSNR", unit: str = "dB",
+                   current_frame: int | None = None) -> go.Figure:
+    """Per-frame quality against the full-cache reference, one line per configuration."""
+    fig = go.Figure()
+    for i, (name, y) in enumerate(curves.items()):
+        y = np.asarray(y, float)
+        fig.add_trace(go.Scatter(x=np.arange(len(y)), y=np.where(np.isfinite(y), y, None), mode="lines",
+                                 name=name, line=dict(color=LAYER_COLOURS[i % 8])))
+    if current_frame is not None:
+        fig.add_vline(x=current_frame, line_color="#17becf", line_width=2)
+    fig.update_xaxes(title_text="frame")
+    fig.update_yaxes(title_text=f"{metric} vs full cache [{unit}]")
+    return _layout(fig, f"per-frame {metric} against the full-cache run (same seed, same noise)", 320)

@@ -1,0 +1,242 @@
+"""RunHistory: everything the explorer shows about one run, as plain numpy (saved and reloaded as is).
+
+Filled step by step from the backend's StepRecords plus snapshots of the cache after each commit:
+- the step log (phase, chunk, step, occupancy and bytes per layer, evictions, time),
+- per layer and token, the chunk at which the token was evicted (-1 = never),
+- salience snapshots: per layer, the ids of the cached tokens and their value under each signal
+  (policy score, past attention, predicted salience), thinned to at most `max_snapshots` so memory stays
+  bounded over any length (the newest snapshot is always exact),
+- an optional static signal per token (teacher salience), computed on demand.
+
+Token ids follow the cache (backend/cache.py): prompt slot p -> p, frame token -> n_prompt + frame * T + y * g + x.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backend.records import PHASES
+
+SNAP_SIGNALS = ("score", "attention", "predicted")   # values recorded per snapshot
+
+
+@dataclass
+class Snapshot:
+    chunk: int
+    ids: list[np.ndarray]                      # per layer (n_l,) int64 token ids, cache order
+    values: dict[str, list[np.ndarray | None]]  # signal -> per layer (n_l,) float32 or None
+
+
+@dataclass
+class RunHistory:
+    n_layer: int
+    n_prompt: int
+    tokens_per_frame: int
+    grid: int
+    chunk_frames: int
+    n_frames: int
+    max_snapshots: int = 96
+    budget: int = -1                                               # policy budget, tokens/layer (-1 = none)
+    # step log (one entry per StepRecord)
+    phase: list[int] = field(default_factory=list)
+    chunk: list[int] = field(default_factory=list)
+    step: list[int] = field(default_factory=list)
+    occupancy: list[np.ndarray] = field(default_factory=list)     # (L,) tokens
+    nbytes: list[np.ndarray] = field(default_factory=list)        # (L,) bytes
+    n_evicted: list[np.ndarray] = field(default_factory=list)     # (L,) tokens evicted by the step
+    ms: list[float] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)
+    stride: int = 1                                                # chunks between kept older snapshots
+    evicted_at: np.ndarray = None                                  # (L, N) chunk of eviction, -1 = never
+    static: dict[str, np.ndarray] = field(default_factory=dict)    # signal -> (L, n_frames * T) float32
+
+    def __post_init__(self):
+        if self.evicted_at is None:
+            self.evicted_at = np.full((self.n_layer, self.n_tokens), -1, np.int32)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.n_prompt + self.n_frames * self.tokens_per_frame
+
+    def token_id(self, frame: int, y: int, x: int) -> int:
+        return self.n_prompt + frame * self.tokens_per_frame + y * self.grid + x
+
+    def token_pos(self, tid: int) -> tuple[int, int, int]:
+        """(frame, y, x) of a frame token id."""
+        f, r = divmod(tid - self.n_prompt, self.tokens_per_frame)
+        return f, r // self.grid, r % self.grid
+
+    # ------------------------------------------------------------------ filling
+    def add_record(self, rec) -> None:
+        self.phase.append(PHASES.index(rec.phase))
+        self.chunk.append(rec.chunk)
+        self.step.append(rec.step)
+        self.occupancy.append(np.asarray(rec.occupancy, np.int64))
+        self.nbytes.append(np.asarray(rec.nbytes, np.int64))
+        self.ms.append(rec.ms)
+        ev = np.zeros(self.n_layer, np.int64)
+        if rec.evicted is not None:
+            for layer, ids in enumerate(rec.evicted):
+                ids = ids[(ids >= 0) & (ids < self.n_tokens)]
+                self.evicted_at[layer, ids] = rec.chunk
+                ev[layer] = len(ids)
+        self.n_evicted.append(ev)
+
+    def add_snapshot(self, snap: Snapshot) -> None:
+        """Append the newest snapshot; older ones are thinned to every `stride`-th chunk when too many."""
+        if self.snapshots and self.snapshots[-1].chunk == snap.chunk:
+            old = self.snapshots.pop()              # same chunk (score arrives at evict): merge
+            for k, v in old.values.items():
+                if snap.values.get(k) is None:
+                    snap.values[k] = v
+        self.snapshots.append(snap)
+        if len(self.snapshots) > self.max_snapshots:
+            self.stride *= 2
+            keep = [s for s in self.snapshots[:-1] if s.chunk % self.stride == 0]
+            self.snapshots = keep + [self.snapshots[-1]]
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def n_steps(self) -> int:
+        return len(self.phase)
+
+    @property
+    def chunks_done(self) -> int:
+        """Chunks fully committed and evicted."""
+        evict = PHASES.index("evict")
+        return sum(1 for p in self.phase if p == evict)
+
+    @property
+    def frames_done(self) -> int:
+        return min(self.chunks_done * self.chunk_frames, self.n_frames)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Step log as arrays: phase/chunk/step (S,), occupancy/nbytes/n_evicted (S, L), ms (S,)."""
+        L = self.n_layer
+        stack = (lambda xs: np.stack(xs) if xs else np.zeros((0, L), np.int64))
+        return {"phase": np.array(self.phase, np.int64), "chunk": np.array(self.chunk, np.int64),
+                "step": np.array(self.step, np.int64), "occupancy": stack(self.occupancy),
+                "nbytes": stack(self.nbytes), "n_evicted": stack(self.n_evicted), "ms": np.array(self.ms)}
+
+    def snapshot_at(self, chunk: int | None = None) -> Snapshot | None:
+        """The newest snapshot taken at or before `chunk` (None = the newest of all)."""
+        best = None
+        for s in self.snapshots:
+            if chunk is None or s.chunk <= chunk:
+                best = s
+        return best
+
+    def frame_values(self, signal: str, frame: int, layer: int | None = None, chunk: int | None = None) -> np.ndarray:
+        """(g, g) float32 values of one frame's tokens under a signal; NaN where the token has no value
+        (not cached at that time, or a signal this run does not have). layer None = mean over layers."""
+        g, T = self.grid, self.tokens_per_frame
+        base = self.n_prompt + frame * T
+        layers = range(self.n_layer) if layer is None else [layer]
+        out = np.full((len(layers), T), np.nan, np.float32)
+        if signal in self.static:
+            for i, l in enumerate(layers):
+                out[i] = self.static[signal][l, frame * T:(frame + 1) * T]
+        else:
+            snap = self.snapshot_at(chunk)
+            if snap is not None and snap.values.get(signal) is not None:
+                for i, l in enumerate(layers):
+                    ids, vals = snap.ids[l], snap.values[signal][l]
+                    if vals is None:
+                        continue
+                    sel = (ids >= base) & (ids < base + T)
+                    out[i, ids[sel] - base] = vals[sel]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)             # all-NaN columns stay NaN
+            mean = np.nanmean(out, 0)
+        return mean.reshape(g, g)
+
+    def token_series(self, signal: str, tid: int) -> tuple[np.ndarray, np.ndarray]:
+        """Salience of one token over time: chunks (S,) and values (S, L) with NaN where not cached."""
+        chunks = np.array([s.chunk for s in self.snapshots], np.int64)
+        vals = np.full((len(self.snapshots), self.n_layer), np.nan, np.float32)
+        for i, s in enumerate(self.snapshots):
+            per_layer = s.values.get(signal)
+            if per_layer is None:
+                continue
+            for l in range(self.n_layer):
+                if per_layer[l] is None:
+                    continue
+                hit = np.nonzero(s.ids[l] == tid)[0]
+                if len(hit):
+                    vals[i, l] = per_layer[l][hit[0]]
+        return chunks, vals
+
+    def status(self, chunk: int | None = None) -> np.ndarray:
+        """Cache map: (L, n_frames, T) int8 with 0 = not generated yet, 1 = cached, 2 = evicted, as of the
+        end of `chunk` (None = now). Prompt anchors are reported separately (`prompt_status`)."""
+        done = self.chunks_done if chunk is None else chunk + 1
+        T = self.tokens_per_frame
+        ev = self.evicted_at[:, self.n_prompt:].reshape(self.n_layer, self.n_frames, T)
+        frame_chunk = (np.arange(self.n_frames) // self.chunk_frames)[None, :, None]
+        born = frame_chunk < done
+        gone = (ev >= 0) & (ev < done)
+        out = np.where(born, np.where(gone, 2, 1), 0).astype(np.int8)
+        return out
+
+    def prompt_status(self, chunk: int | None = None) -> np.ndarray:
+        """(L, n_prompt) int8: 3 = anchor still cached, 2 = evicted."""
+        done = self.chunks_done if chunk is None else chunk + 1
+        ev = self.evicted_at[:, :self.n_prompt]
+        return np.where((ev >= 0) & (ev < done), 2, 3).astype(np.int8)
+
+    def commit_step(self, frame: int) -> int | None:
+        """Index of the step that committed `frame` (None if not yet)."""
+        commit = PHASES.index("commit")
+        c = frame // self.chunk_frames
+        for i, (p, ch) in enumerate(zip(self.phase, self.chunk)):
+            if p == commit and ch == c:
+                return i
+        return None
+
+    # ------------------------------------------------------------------ save / load
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat numpy dict (no pickles): step log, evictions, snapshots (ragged, with offsets), statics."""
+        out = {f"log_{k}": v for k, v in self.arrays().items()}
+        out["evicted_at"] = self.evicted_at
+        out["dims"] = np.array([self.n_layer, self.n_prompt, self.tokens_per_frame, self.grid,
+                                self.chunk_frames, self.n_frames, self.max_snapshots, self.stride,
+                                self.budget], np.int64)
+        out["snap_chunk"] = np.array([s.chunk for s in self.snapshots], np.int64)
+        lens = np.array([[len(s.ids[l]) for l in range(self.n_layer)] for s in self.snapshots], np.int64)
+        out["snap_len"] = lens.reshape(len(self.snapshots), self.n_layer)
+        flat = [ids for s in self.snapshots for ids in s.ids]
+        out["snap_ids"] = np.concatenate(flat).astype(np.int64) if flat else np.zeros(0, np.int64)
+        for sig in SNAP_SIGNALS:
+            has = np.array([[s.values.get(sig) is not None and s.values[sig][l] is not None
+                             for l in range(self.n_layer)] for s in self.snapshots], bool)
+            vals = [s.values[sig][l] if h else np.full(len(s.ids[l]), np.nan, np.float32)
+                    for s, row in zip(self.snapshots, has) for l, h in enumerate(row)]
+            out[f"snap_has_{sig}"] = has.reshape(len(self.snapshots), self.n_layer)
+            out[f"snap_{sig}"] = np.concatenate(vals).astype(np.float32) if vals else np.zeros(0, np.float32)
+        for k, v in self.static.items():
+            out[f"static_{k}"] = v
+        return out
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> "RunHistory":
+        L, P, T, g, cf, n, ms, stride, budget = (int(x) for x in a["dims"])
+        h = cls(L, P, T, g, cf, n, max_snapshots=ms, budget=budget, stride=stride,
+                evicted_at=np.array(a["evicted_at"], np.int32))
+        h.phase, h.chunk, h.step = (a[f"log_{k}"].tolist() for k in ("phase", "chunk", "step"))
+        h.occupancy, h.nbytes, h.n_evicted = (list(a[f"log_{k}"]) for k in ("occupancy", "nbytes", "n_evicted"))
+        h.ms = a["log_ms"].tolist()
+        off = 0
+        for i, c in enumerate(a["snap_chunk"]):
+            ids, vals = [], {s: [] for s in SNAP_SIGNALS}
+            for l in range(L):
+                k = int(a["snap_len"][i, l])
+                ids.append(a["snap_ids"][off:off + k])
+                for s in SNAP_SIGNALS:
+                    vals[s].append(a[f"snap_{s}"][off:off + k] if a[f"snap_has_{s}"][i, l] else None)
+                off += k
+            h.snapshots.append(Snapshot(int(c), ids, {s: (v if any(x is not None for x in v) else None)
+                                                      for s, v in vals.items()}))
+        h.static = {k[7:]: v for k, v in a.items() if k.startswith("static_")}
+        return h

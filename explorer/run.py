@@ -1,0 +1,158 @@
+"""One explorer run: a validated configuration, the backend Stepper that drives it, and its RunHistory.
+
+A `Run` is live (it has a stepper) or replayed from a saved session (frames and history only); everything
+the UI draws reads `RunData`, so both render the same way without recomputing.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from backend.policies import POLICIES
+from backend.policies.build import build_policy, parse_params
+from backend.prompt import parse
+from backend.stepper import GenerationError, Stepper, validate_frames
+
+from .history import RunHistory
+from .signals import cache_snapshot, score_snapshot, teacher_window
+
+MAX_FRAMES = 1024           # the explorer's limit per run (the backend's own is far higher)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    prompt: str
+    seed: int = 0
+    frames: int = 32
+    policy: str = "window"
+    budget: str = ""          # "" = the policy's own default
+    params: str = ""          # "key=value, ..." policy parameters
+
+    @property
+    def label(self) -> str:
+        b = f" @ {self.budget}" if self.budget else ""
+        p = f" ({self.params})" if self.params else ""
+        return f"{self.policy}{b}{p}"
+
+    def validate(self, max_frames: int = MAX_FRAMES) -> "RunConfig":
+        """Check everything that can be checked without a model; raises ValueError with a clear message."""
+        parse(self.prompt)
+        if isinstance(self.seed, bool) or int(self.seed) != self.seed or not 0 <= self.seed < 2**31:
+            raise GenerationError(f"seed must be an integer in [0, 2^31), got {self.seed!r}")
+        validate_frames(self.frames)
+        if self.frames > max_frames:
+            raise GenerationError(f"{self.frames} frames is above the explorer's limit of {max_frames}; "
+                                  "use the CLI (python -m backend generate) for longer videos")
+        if self.policy not in POLICIES:
+            raise GenerationError(f"unknown policy {self.policy!r}; known: {', '.join(sorted(POLICIES))}")
+        parse_params(self.params)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunData:
+    """What is drawn and saved: config, frames generated so far, history, model facts."""
+    config: RunConfig
+    frames: np.ndarray                     # (n_frames, S, S, 3) uint8; rows past frames_done are zero
+    history: RunHistory
+    frame_ms: np.ndarray                   # (n_frames,) ms per frame (all steps of its chunk)
+    latents: np.ndarray | None = None      # (n_frames, C, g, g) float32, for teacher salience
+    preview: np.ndarray | None = None      # (S, S, 3) newest denoise x0 preview
+    status: str = ""
+
+    @property
+    def frames_done(self) -> int:
+        return self.history.frames_done
+
+    def done_frames(self) -> np.ndarray:
+        return self.frames[: self.frames_done]
+
+
+@dataclass
+class Run:
+    data: RunData
+    stepper: Stepper | None = None
+    head: object = None                    # SalienceHead for the `predicted` signal
+    _ids_before_evict: list = field(default_factory=list)
+
+    @classmethod
+    def start(cls, config: RunConfig, model, ae, head=None, progress=None) -> "Run":
+        config.validate()
+        params = parse_params(config.params)
+        policy = build_policy(config.policy, config.budget or None, config.frames, model, ae, config.prompt,
+                              config.seed, params, progress)
+        st = Stepper(model, ae, config.prompt, config.frames, seed=config.seed, policy=policy)
+        cfg = model.cfg
+        hist = RunHistory(cfg.n_layer, cfg.n_prompt, cfg.tokens_per_frame, cfg.grid, cfg.chunk_frames, config.frames,
+                          budget=policy.budget if policy.budget is not None else -1)
+        data = RunData(config, st.frames, hist, st.frame_ms, st.latents.numpy())
+        return cls(data, st, head)
+
+    @property
+    def finished(self) -> bool:
+        return self.stepper is None or self.stepper.done or self.stepper.cancelled
+
+    def step(self):
+        """Advance one backend step (a denoise step, a commit or an eviction); returns its StepRecord."""
+        if self.finished:
+            raise GenerationError("this run is finished; reset or start a new one")
+        st, h = self.stepper, self.data.history
+        rec = st.step()
+        h.add_record(rec)
+        if rec.phase == "denoise" and rec.preview is not None:
+            self.data.preview = rec.preview[0]
+        elif rec.phase == "commit":
+            snap = cache_snapshot(st.cache, rec.chunk, self.head)
+            self._ids_before_evict = snap.ids
+            h.add_snapshot(snap)
+            self.data.preview = rec.preview[0]
+        elif rec.phase == "evict":
+            s = score_snapshot(self._ids_before_evict, rec, rec.chunk)
+            if s is not None:
+                h.add_snapshot(s)
+        self.data.status = describe(rec, self.data)
+        return rec
+
+    def step_frame(self):
+        """Advance to the end of the current chunk (through its eviction); returns the last record."""
+        rec = self.step()
+        while rec.phase != "evict" and not self.finished:
+            rec = self.step()
+        return rec
+
+    def stop(self) -> None:
+        if self.stepper is not None:
+            self.stepper.cancel()
+
+    def teacher_salience(self, teacher, frame: int, window: int = 48) -> tuple[int, int]:
+        """Compute the teacher signal over a window of generated frames ending just after `frame`."""
+        import torch
+        d = self.data
+        n = d.frames_done
+        if n == 0:
+            raise GenerationError("generate some frames first")
+        end = min(n, max(frame + 1 + window // 6, min(window, n)))
+        first = max(0, end - window)
+        tokens = torch.tensor(parse(d.config.prompt).tokens())
+        h = d.history
+        t0 = time.perf_counter()
+        d.history.static["teacher"] = teacher_window(teacher, tokens, torch.from_numpy(d.latents), h.n_layer,
+                                                     first, end, h.n_frames, h.tokens_per_frame)
+        d.status = f"teacher salience over frames {first}-{end - 1} in {time.perf_counter() - t0:.1f} s"
+        return first, end
+
+
+def describe(rec, data: RunData) -> str:
+    """One status line for a step."""
+    occ = int(rec.occupancy.max()) if len(rec.occupancy) else 0
+    what = {"prefill": "stored the prompt anchors", "commit": "committed the clean chunk",
+            "evict": f"evicted {sum(len(e) for e in rec.evicted) if rec.evicted else 0} tokens (all layers)",
+            "denoise": f"denoise step {rec.step + 1} at t={rec.t:.2f}" if rec.t is not None else "denoise"}[rec.phase]
+    frames = f"frame {rec.frames[0]}" if rec.frames[1] - rec.frames[0] <= 1 else f"frames {rec.frames[0]}-{rec.frames[1] - 1}"
+    return (f"step {rec.index} · {frames} · {what} · {rec.ms:.0f} ms · cache {occ} tokens/layer, "
+            f"{rec.nbytes.sum() / 1e6:.2f} MB · {data.frames_done}/{data.config.frames} frames done")

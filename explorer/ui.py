@@ -1,0 +1,475 @@
+"""The Gradio Blocks of the explorer: layout and wiring only; every action lives in controller.Explorer.
+
+Heavy state stays server-side in a Workspace keyed by the browser session (`request.session_hash`).
+Model work shares one queue (`concurrency_id="model"`); views (scrubber, signal, layer) are cheap and
+run outside it. Errors are shown as `gr.Error` messages; the app keeps serving.
+"""
+from __future__ import annotations
+
+import functools
+
+import gradio as gr
+import numpy as np
+
+from backend.policies import POLICIES
+from backend.prompt import VOCAB
+
+from .compare import MAX_CONFIGS
+from .controller import BUDGET_UNITS, SHARES, Explorer, budget_text
+from .run import MAX_FRAMES, RunConfig
+from .signals import SIGNALS
+from .views import CACHE_MAP_LEGEND
+
+EXAMPLES = [
+    "a red circle and a square on blue stripes behind a wall",
+    "a yellow triangle and a circle on green checker with a camera pan",
+    "a cyan square and a magenta circle on plain red behind a wall with a camera pan",
+    "a blue circle and a green triangle on yellow gradient",
+]
+LAYERS = ["mean", "layer 0", "layer 1", "layer 2", "layer 3"]
+CMAPS = ["inferno", "viridis", "magma", "turbo"]
+BUDGET_RANGE = {"frames": (0, 64, 1, 8), "tokens": (0, 8192, 64, 576), "% of full": (0, 100, 0.5, 12.5),
+                "KB": (0, 8192, 16, 512)}
+
+HOTKEYS = """() => { document.addEventListener('keydown', (e) => {
+  const tag = (e.target && e.target.tagName) || '';
+  if (['INPUT', 'TEXTAREA', 'SELECT'].includes(tag) && e.target.type !== 'range') return;
+  const ids = {ArrowRight: ['next_frame', 'cmp_next'], ArrowLeft: ['prev_frame', 'cmp_prev']}[e.key];
+  if (!ids) return;
+  for (const id of ids) { const b = document.getElementById(id);
+    if (b && b.offsetParent !== null) { b.click(); e.preventDefault(); return; } }
+}); }"""
+
+DEFINITIONS = """
+**Budget**: how many KV tokens each layer may keep after a chunk is committed: in frames (8f = the prompt
+anchors + 8 frames' worth of tokens), tokens, a share of the full cache at this video length, or KB of K/V over
+all layers. A budget of 0 or above the full cache is rejected.
+**Eviction**: after every committed chunk the policy keeps the protected tokens (prompt anchors, the newest
+chunk, sinks) and its top-scored others up to the budget; the rest are dropped for good.
+**Salience**: how much a cached token matters for the frames still to come. The heatmap paints one signal
+per token of the chosen frame on one fixed colour scale for all frames and runs (grey = not cached / no value).
+""" + "\n".join(f"- **{s.label}** [{s.unit}]: {s.definition}." for s in SIGNALS.values()) + """
+
+**Policies**
+""" + "\n".join(f"- `{name}`: {desc}" for name, (_, desc) in sorted(POLICIES.items()))
+
+CSS = """
+#status, #cmp_status {font-size: 0.9em}
+.compact-row {gap: 6px}
+"""
+
+
+def _config(prompt, seed, frames, policy, budget, unit, params) -> RunConfig:
+    try:
+        seed, frames = int(seed), int(frames)
+    except (TypeError, ValueError):
+        raise ValueError(f"seed and frames must be whole numbers, got {seed!r} and {frames!r}") from None
+    return RunConfig(str(prompt or "").strip(), seed, frames, str(policy), budget_text(budget, unit, policy),
+                     str(params or "").strip())
+
+
+def _errors(fn):
+    """Turn the controller's clear ValueErrors (and KeyErrors) into gr.Error messages."""
+    @functools.wraps(fn)
+    def inner(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except gr.Error:
+            raise
+        except (ValueError, KeyError) as e:
+            raise gr.Error(str(e.args[0] if isinstance(e, KeyError) and e.args else e), duration=8) from e
+    return inner
+
+
+def _errors_gen(fn):
+    @functools.wraps(fn)
+    def inner(*a, **kw):
+        try:
+            yield from fn(*a, **kw)
+        except gr.Error:
+            raise
+        except (ValueError, KeyError) as e:
+            raise gr.Error(str(e.args[0] if isinstance(e, KeyError) and e.args else e), duration=8) from e
+    return inner
+
+
+def build(ex: Explorer) -> gr.Blocks:
+    with gr.Blocks(title="KV-cache explorer", fill_width=True, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown("## KV-cache explorer · autoregressive video diffusion\n"
+                    "Generate a video chunk by chunk with a KV-cache policy and watch what the cache keeps. "
+                    "Model: the shipped student (see `assets/models/MODEL_CARD.md`).")
+        with gr.Row(elem_classes="compact-row"):
+            prompt = gr.Textbox(EXAMPLES[0], label="Prompt", elem_id="prompt", scale=4,
+                                info="words of the world's grammar: " + ", ".join(VOCAB))
+            seed = gr.Number(0, label="Seed", precision=0, elem_id="seed", scale=1, minimum=0)
+            frames = gr.Number(32, label=f"Frames (1-{MAX_FRAMES})", precision=0, elem_id="frames", scale=1)
+        gr.Examples(EXAMPLES, [prompt], label="Example prompts")
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with gr.Tab("Generate", id="generate"):
+                g = _generate_tab(ex)
+            with gr.Tab("Compare", id="compare"):
+                c = _compare_tab(ex)
+            with gr.Tab("Sessions", id="sessions"):
+                s = _sessions_tab(ex)
+            with gr.Tab("Definitions", id="definitions"):
+                gr.Markdown(DEFINITIONS)
+        _wire_generate(ex, demo, prompt, seed, frames, g)
+        _wire_compare(ex, prompt, seed, frames, c)
+        _wire_sessions(ex, demo, s, g, c, tabs)
+        def cleanup(request: gr.Request):
+            ex.registry.drop(request.session_hash)
+        demo.unload(cleanup)
+    return demo
+
+
+# ============================================================================ Generate
+def _generate_tab(ex: Explorer) -> dict:
+    g = {}
+    with gr.Row():
+        with gr.Column(scale=1, min_width=330):
+            g["policy"] = gr.Dropdown([(n, n) for n in sorted(POLICIES)], value="window", label="Cache policy",
+                                      elem_id="policy")
+            g["policy_help"] = gr.Markdown(POLICIES["window"][1], elem_id="policy_help")
+            g["unit"] = gr.Radio(list(BUDGET_UNITS), value="frames", label="Budget unit", elem_id="budget_unit")
+            lo, hi, st, v = BUDGET_RANGE["frames"]
+            g["budget"] = gr.Slider(lo, hi, value=v, step=st, label="Cache budget per layer", elem_id="budget",
+                                    info="after each commit; 0 and above the full cache are rejected")
+            g["params"] = gr.Textbox("", label="Policy parameters", placeholder="e.g. alpha=0.3, storage=int4",
+                                     elem_id="params", info="KEY=VALUE pairs (see Definitions)")
+            with gr.Row(elem_classes="compact-row"):
+                g["step"] = gr.Button("Step", elem_id="step_btn", size="sm")
+                g["step_frame"] = gr.Button("Step frame", elem_id="step_frame_btn", size="sm")
+                g["run"] = gr.Button("Run", variant="primary", elem_id="run_btn", size="sm")
+                g["stop"] = gr.Button("Stop", variant="stop", elem_id="stop_btn", size="sm")
+                g["reset"] = gr.Button("Reset", elem_id="reset_btn", size="sm")
+            g["status"] = gr.Markdown("No run yet.", elem_id="status")
+            with gr.Accordion("Export", open=False):
+                g["overlay"] = gr.Checkbox(False, label="with heatmap overlay", elem_id="export_overlay")
+                with gr.Row(elem_classes="compact-row"):
+                    g["exp_mp4"] = gr.Button("MP4", size="sm", elem_id="export_mp4")
+                    g["exp_gif"] = gr.Button("GIF", size="sm", elem_id="export_gif")
+                    g["exp_png"] = gr.Button("PNG", size="sm", elem_id="export_png")
+                    g["exp_csv"] = gr.Button("CSV", size="sm", elem_id="export_csv")
+                    g["exp_json"] = gr.Button("JSON", size="sm", elem_id="export_json")
+                    g["exp_zip"] = gr.Button("Session zip", size="sm", elem_id="export_zip")
+                g["file"] = gr.File(label="Download", elem_id="export_file", interactive=False)
+        with gr.Column(scale=3):
+            with gr.Row():
+                g["frame_img"] = gr.Image(label="Frame", type="numpy", format="png", elem_id="frame",
+                                          interactive=False, buttons=["download", "fullscreen"], height=280)
+                g["preview_img"] = gr.Image(label="Denoise preview", type="numpy", format="png", elem_id="preview",
+                                            interactive=False, buttons=["fullscreen"], height=280)
+                g["heat_img"] = gr.Image(label="Salience heatmap (click a token)", type="numpy", format="png",
+                                         elem_id="heatmap", interactive=False, buttons=["download", "fullscreen"],
+                                         height=280)
+            with gr.Row(elem_classes="compact-row"):
+                g["prev"] = gr.Button("◀", size="sm", elem_id="prev_frame", scale=0, min_width=40)
+                g["scrub"] = gr.Slider(0, 1, value=0, step=1, label="Frame (← / → keys)", elem_id="scrubber", scale=6)
+                g["next"] = gr.Button("▶", size="sm", elem_id="next_frame", scale=0, min_width=40)
+                g["signal"] = gr.Dropdown([(s.label, k) for k, s in SIGNALS.items()], value="score",
+                                          label="Salience signal", elem_id="signal", scale=2)
+                g["layer"] = gr.Dropdown(LAYERS, value="mean", label="Layer", elem_id="layer", scale=1)
+                g["cmap"] = gr.Dropdown(CMAPS, value="inferno", label="Colour map", elem_id="cmap", scale=1)
+                g["teacher"] = gr.Button("Teacher salience", size="sm", elem_id="teacher_btn", scale=1)
+            g["signal_help"] = gr.Markdown(SIGNALS["score"].definition, elem_id="signal_help")
+            with gr.Row():
+                g["occupancy"] = gr.Plot(label="Occupancy timeline", elem_id="occupancy", scale=3)
+                with gr.Column(scale=2):
+                    g["cache_img"] = gr.Image(label="Cache map (click a token)", type="numpy", format="png",
+                                              elem_id="cachemap", interactive=False, buttons=["fullscreen"],
+                                              height=330)
+                    gr.Markdown(CACHE_MAP_LEGEND)
+            with gr.Row():
+                g["token_plot"] = gr.Plot(label="Token drill-down", elem_id="token_plot", scale=3)
+                g["token_info"] = gr.Markdown("Click a token on the heatmap or the cache map to follow it over time.",
+                                              elem_id="token_info")
+    return g
+
+
+def _wire_generate(ex: Explorer, demo, prompt, seed, frames, g: dict) -> None:
+    cfg_in = [prompt, seed, frames, g["policy"], g["budget"], g["unit"], g["params"]]
+    view_in = [g["scrub"], g["signal"], g["layer"], g["cmap"]]
+    view_out = [g["frame_img"], g["preview_img"], g["heat_img"], g["cache_img"], g["occupancy"], g["status"], g["scrub"]]
+
+    def outputs(ws, frame, signal, layer, cmap, follow=False):
+        v = ex.view(ws, None if follow else frame, signal, layer, cmap)
+        return (v.frame_img, v.preview_img, v.heat_img, v.cache_img, v.occupancy, v.status,
+                gr.Slider(minimum=0, maximum=max(v.frames_done - 1, 1), value=v.frame))
+
+    @_errors
+    def do_step(prompt, seed, frames, policy, budget, unit, params, frame, signal, layer, cmap, request: gr.Request):
+        ws = ex.ws(request.session_hash)
+        ex.step(ws, _config(prompt, seed, frames, policy, budget, unit, params))
+        return outputs(ws, frame, signal, layer, cmap, follow=True)
+
+    @_errors
+    def do_step_frame(prompt, seed, frames, policy, budget, unit, params, frame, signal, layer, cmap, request: gr.Request):
+        ws = ex.ws(request.session_hash)
+        ex.step_frame(ws, _config(prompt, seed, frames, policy, budget, unit, params))
+        return outputs(ws, frame, signal, layer, cmap, follow=True)
+
+    @_errors_gen
+    def do_run(prompt, seed, frames, policy, budget, unit, params, frame, signal, layer, cmap, request: gr.Request, progress=gr.Progress()):
+        ws = ex.ws(request.session_hash)
+        for _ in ex.run_iter(ws, _config(prompt, seed, frames, policy, budget, unit, params), progress=progress):
+            yield outputs(ws, frame, signal, layer, cmap, follow=True)
+
+    @_errors
+    def do_view(frame, signal, layer, cmap, request: gr.Request):
+        """Redraw for the scrubber / signal / layer: never writes the scrubber back (no feedback loop)."""
+        return outputs(ex.ws(request.session_hash), frame, signal, layer, cmap)[:-1]
+
+    def do_stop(request: gr.Request):
+        return ex.stop(ex.ws(request.session_hash))
+
+    @_errors
+    def do_reset(frame, signal, layer, cmap, request: gr.Request):
+        ws = ex.ws(request.session_hash)
+        ex.reset(ws)
+        return outputs(ws, frame, signal, layer, cmap)
+
+    @_errors
+    def do_reset_view(frame, signal, layer, cmap, request: gr.Request):
+        return outputs(ex.ws(request.session_hash), frame, signal, layer, cmap, follow=True)
+
+    @_errors
+    def do_teacher(frame, signal, layer, cmap, request: gr.Request):
+        ws = ex.ws(request.session_hash)
+        ex.teacher_salience(ws, int(frame or 0))
+        return outputs(ws, frame, "teacher", layer, cmap) + (gr.Dropdown(value="teacher"),)
+
+    model = dict(concurrency_id="model", concurrency_limit=2)
+    g["step"].click(do_step, cfg_in + view_in, view_out, api_name="step", **model)
+    g["step_frame"].click(do_step_frame, cfg_in + view_in, view_out, api_name="step_frame", **model)
+    run_ev = g["run"].click(do_run, cfg_in + view_in, view_out, api_name="generate", show_progress="minimal", **model)
+    g["stop"].click(do_stop, None, g["status"], api_name="stop", concurrency_limit=None)
+    g["reset"].click(do_reset, view_in, view_out, api_name="reset", **model)
+    g["teacher"].click(do_teacher, view_in, view_out + [g["signal"]], api_name="teacher_salience", **model)
+    g["scrub"].change(do_view, view_in, view_out[:-1], api_name="view", trigger_mode="always_last",
+                      show_progress="hidden")
+    for comp in (g["signal"], g["layer"], g["cmap"]):
+        comp.change(do_view, view_in, view_out[:-1], api_visibility="private", trigger_mode="always_last",
+                    show_progress="hidden")
+    g["prev"].click(None, g["scrub"], g["scrub"], js="(i) => Math.max(0, i - 1)")
+    g["next"].click(None, g["scrub"], g["scrub"], js="(i) => i + 1")
+    g["signal"].change(lambda s: SIGNALS[s].definition if s in SIGNALS else "", g["signal"], g["signal_help"],
+                       api_visibility="private")
+    g["policy"].change(lambda p: POLICIES[p][1] if p in POLICIES else "", g["policy"], g["policy_help"],
+                       api_visibility="private")
+
+    def set_unit(unit):
+        lo, hi, st, v = BUDGET_RANGE.get(unit, BUDGET_RANGE["frames"])
+        return gr.Slider(minimum=lo, maximum=hi, step=st, value=v, label=f"Cache budget per layer ({unit})")
+    g["unit"].change(set_unit, g["unit"], g["budget"], api_visibility="private")
+
+    # drill-down: click the heatmap or the cache map
+    @_errors
+    def pick_heat(frame, signal, layer, cmap, evt: gr.SelectData, request: gr.Request):
+        ws = ex.ws(request.session_hash)
+        x, y = evt.index
+        ex.pick_heatmap(ws, int(frame or 0), int(x), int(y))
+        fig, info = ex.drill_down(ws, signal)
+        return outputs(ws, frame, signal, layer, cmap) + (fig, info)
+
+    @_errors
+    def pick_map(frame, signal, layer, cmap, evt: gr.SelectData, request: gr.Request):
+        ws = ex.ws(request.session_hash)
+        x, y = evt.index
+        hit = ex.pick_cache_map(ws, int(x), int(y))
+        if hit is not None:
+            frame = hit[1]
+        fig, info = ex.drill_down(ws, signal)
+        return outputs(ws, frame, signal, layer, cmap) + (fig, info)
+
+    drill_out = view_out + [g["token_plot"], g["token_info"]]
+    g["heat_img"].select(pick_heat, view_in, drill_out, api_visibility="private")
+    g["cache_img"].select(pick_map, view_in, drill_out, api_visibility="private")
+    def redrill(signal, request: gr.Request):
+        return ex.drill_down(ex.ws(request.session_hash), signal)
+    g["signal"].change(redrill, g["signal"], [g["token_plot"], g["token_info"]], api_visibility="private")
+
+    # export
+    def exporter(kind):
+        @_errors
+        def fn(overlay, signal, layer, frame, request: gr.Request):
+            return str(ex.export(ex.ws(request.session_hash), "run", kind, signal if overlay else None, layer, frame))
+        return fn
+    for kind in ("mp4", "gif", "png", "csv", "json", "zip"):
+        g[f"exp_{kind}"].click(exporter(kind), [g["overlay"], g["signal"], g["layer"], g["scrub"]], g["file"],
+                               api_name=f"export_run_{kind}", **model)
+    demo.load(do_view, view_in, view_out[:-1], api_visibility="private")
+    g["run_event"], g["refresh"], g["view_out"] = run_ev, do_reset_view, view_out
+
+
+# ============================================================================ Compare
+def _compare_tab(ex: Explorer) -> dict:
+    c = {}
+    with gr.Row():
+        with gr.Column(scale=1, min_width=330):
+            c["policies"] = gr.CheckboxGroup([n for n in sorted(POLICIES) if n != "full"], value=["window", "pafu"],
+                                             label="Policies", elem_id="cmp_policies",
+                                             info="each is run against the full cache with the same noise")
+            c["shares"] = gr.CheckboxGroup(list(SHARES), value=["1/8"], label="Budgets (share of the full cache)",
+                                           elem_id="cmp_shares")
+            c["custom"] = gr.Textbox("", label="Other budgets", placeholder="e.g. 8f, 2048, 512KB",
+                                     elem_id="cmp_custom")
+            gr.Markdown(f"At most {MAX_CONFIGS} policy x budget configurations; the full cache is added as the "
+                        "reference.")
+            with gr.Row(elem_classes="compact-row"):
+                c["go"] = gr.Button("Compare", variant="primary", elem_id="compare_btn", size="sm")
+                c["stop"] = gr.Button("Stop", variant="stop", elem_id="cmp_stop", size="sm")
+            c["status"] = gr.Markdown("No comparison yet.", elem_id="cmp_status")
+            with gr.Accordion("Export", open=False):
+                c["overlay"] = gr.Checkbox(False, label="with heatmap overlay", elem_id="cmp_export_overlay")
+                c["signal"] = gr.Dropdown([(s.label, k) for k, s in SIGNALS.items()], value="score",
+                                          label="Overlay signal", elem_id="cmp_signal")
+                with gr.Row(elem_classes="compact-row"):
+                    for kind in ("mp4", "gif", "png", "csv", "json", "zip"):
+                        c[f"exp_{kind}"] = gr.Button(kind.upper() if kind != "zip" else "Session zip", size="sm",
+                                                     elem_id=f"cmp_export_{kind}")
+                c["file"] = gr.File(label="Download", elem_id="cmp_export_file", interactive=False)
+        with gr.Column(scale=3):
+            c["grid"] = gr.Image(label="Side by side (same seed, same noise)", type="numpy", format="png",
+                                 elem_id="cmp_grid", interactive=False, buttons=["download", "fullscreen"])
+            with gr.Row(elem_classes="compact-row"):
+                c["prev"] = gr.Button("◀", size="sm", elem_id="cmp_prev", scale=0, min_width=40)
+                c["scrub"] = gr.Slider(0, 1, value=0, step=1, label="Frame, all panels (← / → keys)",
+                                       elem_id="cmp_scrubber", scale=6)
+                c["next"] = gr.Button("▶", size="sm", elem_id="cmp_next", scale=0, min_width=40)
+                c["a"] = gr.Dropdown([], label="Wipe / difference: configuration A (B = full cache)",
+                                     elem_id="cmp_a", scale=3)
+            with gr.Row():
+                c["wipe"] = gr.ImageSlider(label="Wipe: A | full cache", type="numpy", elem_id="cmp_wipe",
+                                           slider_position=50)
+                c["diff"] = gr.Image(label="|A - full cache|", type="numpy", format="png", elem_id="cmp_diff",
+                                     interactive=False)
+            c["psnr"] = gr.Plot(label="Per-frame PSNR", elem_id="cmp_psnr")
+            c["table"] = gr.Dataframe(label="Metrics (frames so far)", elem_id="cmp_table", interactive=False,
+                                      wrap=True)
+    return c
+
+
+def _cmp_outputs(v, labels):
+    import pandas as pd
+    table = pd.DataFrame(v.table).round(3) if v.table else pd.DataFrame({"config": []})
+    return (v.grid, v.wipe, v.diff, v.psnr, table, v.status,
+            gr.Slider(minimum=0, maximum=max(v.frames_done - 1, 1), value=v.frame),
+            gr.Dropdown(choices=labels))
+
+
+def _wire_compare(ex: Explorer, prompt, seed, frames, c: dict) -> None:
+    out = [c["grid"], c["wipe"], c["diff"], c["psnr"], c["table"], c["status"], c["scrub"], c["a"]]
+
+    def labels(ws):
+        if ws.compare is None:
+            return []
+        return [d.config.label for i, d in enumerate(ws.compare.datas) if i != ws.compare.reference]
+
+    @_errors_gen
+    def do_compare(prompt, seed, frames, policies, shares, custom, a, request: gr.Request, progress=gr.Progress()):
+        ws = ex.ws(request.session_hash)
+        base = _config(prompt, seed, frames, "full", 1, "frames", "")
+        configs = ex.compare_configs(base, list(policies or []), list(shares or []), custom)
+        for cmp in ex.compare_iter(ws, configs, progress=progress):
+            yield _cmp_outputs(ex.compare_view(ws, None, a), labels(ws))
+
+    @_errors
+    def do_view(frame, a, request: gr.Request):
+        ws = ex.ws(request.session_hash)
+        return _cmp_outputs(ex.compare_view(ws, frame, a), labels(ws))[:-2]
+
+    @_errors
+    def do_reload(frame, a, request: gr.Request):
+        ws = ex.ws(request.session_hash)
+        return _cmp_outputs(ex.compare_view(ws, None, a), labels(ws))
+
+    c["go"].click(do_compare, [prompt, seed, frames, c["policies"], c["shares"], c["custom"], c["a"]], out,
+                  api_name="compare", show_progress="minimal", concurrency_id="model", concurrency_limit=2)
+    def do_stop(request: gr.Request):
+        return ex.stop(ex.ws(request.session_hash))
+    c["stop"].click(do_stop, None, c["status"], api_name="stop_compare", concurrency_limit=None)
+    for comp in (c["scrub"], c["a"]):
+        comp.change(do_view, [c["scrub"], c["a"]], out[:-2], api_visibility="private", trigger_mode="always_last",
+                    show_progress="hidden")
+    c["refresh"], c["out"] = do_reload, out
+    c["prev"].click(None, c["scrub"], c["scrub"], js="(i) => Math.max(0, i - 1)")
+    c["next"].click(None, c["scrub"], c["scrub"], js="(i) => i + 1")
+
+    def exporter(kind):
+        @_errors
+        def fn(overlay, signal, frame, request: gr.Request):
+            return str(ex.export(ex.ws(request.session_hash), "compare", kind, signal if overlay else None, "mean",
+                                 frame))
+        return fn
+    for kind in ("mp4", "gif", "png", "csv", "json", "zip"):
+        c[f"exp_{kind}"].click(exporter(kind), [c["overlay"], c["signal"], c["scrub"]], c["file"],
+                               api_name=f"export_compare_{kind}", concurrency_id="model", concurrency_limit=2)
+
+
+# ============================================================================ Sessions
+def _sessions_tab(ex: Explorer) -> dict:
+    s = {}
+    gr.Markdown("Every run and comparison is saved under `sessions/<id>/` (config, model hash, library versions, "
+                "frames, step records). Reloading renders it without recomputing.")
+    with gr.Row(elem_classes="compact-row"):
+        s["refresh"] = gr.Button("Refresh", size="sm", elem_id="sessions_refresh")
+        s["id"] = gr.Textbox("", label="Session id", elem_id="session_id", scale=3)
+        s["load"] = gr.Button("Reload", variant="primary", size="sm", elem_id="session_load")
+        s["delete"] = gr.Button("Delete", variant="stop", size="sm", elem_id="session_delete")
+    with gr.Row(elem_classes="compact-row"):
+        s["name"] = gr.Textbox("", label="Save the current run as", elem_id="session_name", scale=3)
+        s["save"] = gr.Button("Save", size="sm", elem_id="session_save")
+    s["msg"] = gr.Markdown("", elem_id="session_msg")
+    s["table"] = gr.Dataframe(headers=["id", "kind", "created", "frames", "summary"], label="Saved sessions",
+                              elem_id="sessions_table", interactive=False, wrap=True)
+    s["problems"] = gr.Markdown("", elem_id="session_problems")
+    return s
+
+
+def _wire_sessions(ex: Explorer, demo, s: dict, g: dict, c: dict, tabs) -> None:
+    def listing():
+        rows, note = ex.sessions()
+        return rows or [["", "", "", None, "no sessions yet"]], note
+
+    s["refresh"].click(listing, None, [s["table"], s["problems"]], api_name="list_sessions")
+    demo.load(listing, None, [s["table"], s["problems"]], api_visibility="private")
+
+    @_errors
+    def do_load(sid, signal, layer, cmap, request: gr.Request):
+        ws = ex.ws(request.session_hash)
+        kind = ex.load_session(ws, str(sid or "").strip())
+        msg = f"reloaded `{sid}` ({kind})"
+        return (msg, gr.Tabs(selected="compare" if kind == "compare" else "generate")) + listing()
+
+    @_errors
+    def do_delete(sid, request: gr.Request):
+        ex.delete_session(ex.ws(request.session_hash), str(sid or "").strip())
+        return (f"deleted `{sid}`",) + listing()
+
+    @_errors
+    def do_save(name, request: gr.Request):
+        sid = ex.save_as(ex.ws(request.session_hash), str(name or ""))
+        return (f"saved as `{sid}`",) + listing()
+
+    def select_row(evt: gr.SelectData, table):
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        try:
+            return str(table.iloc[row, 0]) if hasattr(table, "iloc") else str(table[row][0])
+        except Exception:
+            return ""
+
+    ev = s["load"].click(do_load, [s["id"], g["signal"], g["layer"], g["cmap"]],
+                         [s["msg"], tabs, s["table"], s["problems"]], api_name="load_session")
+    ev.then(g["refresh"], [g["scrub"], g["signal"], g["layer"], g["cmap"]], g["view_out"], api_visibility="private")
+    ev.then(c["refresh"], [c["scrub"], c["a"]], c["out"], api_visibility="private")
+    s["delete"].click(do_delete, s["id"], [s["msg"], s["table"], s["problems"]], api_name="delete_session")
+    s["save"].click(do_save, s["name"], [s["msg"], s["table"], s["problems"]], api_name="save_session")
+    s["table"].select(select_row, s["table"], s["id"], api_visibility="private")
+
+
+def launch_kwargs() -> dict:
+    from .sessions import DEFAULT_ROOT
+    return dict(css=CSS, js=HOTKEYS, allowed_paths=[str(DEFAULT_ROOT)], footer_links=["gradio", "settings"])
+
+
+__all__ = ["build", "launch_kwargs", "EXAMPLES", "np"]

@@ -1,0 +1,147 @@
+"""Images the explorer shows, built from RunData: the frame, the salience heatmap with its colour bar, the
+cache map (every generated token per layer: cached / evicted / anchor) and the comparison grid."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import render
+from .history import RunHistory
+from .run import RunData
+from .signals import SIGNALS
+
+SCALE = 4                                    # 64 px frames are shown at 256 px
+STATUS_RGB = np.array([[235, 235, 235],      # 0 not generated yet
+                       [46, 160, 67],        # 1 cached
+                       [214, 39, 40],        # 2 evicted
+                       [31, 119, 180]],      # 3 prompt anchor
+                      np.uint8)
+
+
+def frame_view(data: RunData, frame: int, preview: bool = False) -> np.ndarray:
+    """The committed frame (or the newest denoise preview), upscaled and labelled."""
+    S = data.frames.shape[1]
+    if preview and data.preview is not None:
+        return render.label(render.upscale(data.preview, SCALE), "denoise preview (x0 estimate)")
+    if data.frames_done == 0:
+        return render.label(np.full((S * SCALE, S * SCALE, 3), 245, np.uint8), "no frame yet")
+    frame = int(np.clip(frame, 0, data.frames_done - 1))
+    return render.label(render.upscale(data.frames[frame], SCALE), f"{data.config.label} | frame {frame}")
+
+
+def heatmap_values(data: RunData, signal: str, layer: int | None, frame: int) -> np.ndarray:
+    return data.history.frame_values(signal, frame, layer)
+
+
+def heatmap_view(data: RunData, signal: str, layer: int | None, frame: int, cmap: str = "inferno",
+                 alpha: float = 0.6, gamma: float = 1.0, mark: tuple[int, int] | None = None) -> np.ndarray:
+    """Frame with the signal's per-token map on its fixed scale, token grid, optional marked token, colour bar."""
+    sig = SIGNALS[signal]
+    S = data.frames.shape[1]
+    g = data.history.grid
+    if data.frames_done == 0:
+        img = np.full((S * SCALE, S * SCALE, 3), 245, np.uint8)
+        vals = np.full((g, g), np.nan)
+    else:
+        frame = int(np.clip(frame, 0, data.frames_done - 1))
+        vals = heatmap_values(data, signal, layer, frame)
+        img = render.overlay(data.frames[frame], vals, sig.vmin, sig.vmax, SCALE, alpha=alpha, cmap=cmap, gamma=gamma)
+    img = render.token_grid_lines(img, g)
+    if mark is not None:
+        img = render.mark_token(img, g, *mark)
+    where = "mean of layers" if layer is None else f"layer {layer}"
+    note = "" if np.isfinite(vals).any() else " (no values: see the note)"
+    img = render.label(img, f"{sig.label} | {where} | frame {frame}{note}")
+    bar = render.colourbar(img.shape[0], sig.vmin, sig.vmax, sig.unit, cmap, width=90, gamma=gamma)
+    return render.hstack_bar(img, bar)
+
+
+@dataclass(frozen=True)
+class CacheMapGeometry:
+    """Pixel layout of the cache map: one block per layer, a prompt row on top, then one row per frame."""
+    n_layer: int
+    n_frames: int
+    tokens: int           # tokens per frame
+    cell_w: int = 2
+    row_h: int = 4
+    gap: int = 10
+    top: int = 22         # legend strip
+
+    @classmethod
+    def for_history(cls, h: RunHistory, max_height: int = 420) -> "CacheMapGeometry":
+        row_h = int(np.clip(max_height // max(h.n_frames + 1, 1), 1, 10))
+        return cls(h.n_layer, h.n_frames, h.tokens_per_frame, 2 if h.n_layer > 2 else 4, row_h)
+
+    @property
+    def block_w(self) -> int:
+        return self.tokens * self.cell_w
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.top + (self.n_frames + 1) * self.row_h + 4, self.n_layer * (self.block_w + self.gap)
+
+    def hit(self, x: int, y: int) -> tuple[int, int, int] | None:
+        """(layer, frame, token index within the frame) under a pixel; frame -1 = prompt row; None = no token."""
+        layer, bx = divmod(int(x), self.block_w + self.gap)
+        row = (int(y) - self.top) // self.row_h
+        if layer >= self.n_layer or bx >= self.block_w or row < 0 or row > self.n_frames or y < self.top:
+            return None
+        return layer, row - 1, bx // self.cell_w
+
+
+def cache_map(h: RunHistory, chunk: int | None = None, frame: int | None = None) -> np.ndarray:
+    """Every token of every generated frame per layer, coloured by status at the end of `chunk`."""
+    geo = CacheMapGeometry.for_history(h)
+    H, W = geo.size
+    img = np.full((H, W, 3), 255, np.uint8)
+    status = h.status(chunk)                         # (L, F, T)
+    prompt = h.prompt_status(chunk)                  # (L, P)
+    for layer in range(h.n_layer):
+        block = np.zeros((h.n_frames + 1, geo.tokens), np.int8)
+        block[0, : min(h.n_prompt, geo.tokens)] = prompt[layer, : geo.tokens]
+        block[1:] = status[layer]
+        rgb = STATUS_RGB[block]                                        # (F+1, T, 3)
+        rgb = np.repeat(np.repeat(rgb, geo.row_h, 0), geo.cell_w, 1)
+        x0 = layer * (geo.block_w + geo.gap)
+        img[geo.top: geo.top + rgb.shape[0], x0: x0 + geo.block_w] = rgb
+        _text(img, f"L{layer}", x0 + 2, 14)
+    if frame is not None and 0 <= frame < h.n_frames:             # scrubber position: cyan lines around the row
+        y = geo.top + (frame + 1) * geo.row_h
+        img[max(y - 1, 0)] = (23, 190, 207)
+        img[min(y + geo.row_h, H - 1)] = (23, 190, 207)
+    return img
+
+
+def _text(img: np.ndarray, text: str, x: int, y: int) -> None:
+    import cv2
+    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+
+
+CACHE_MAP_LEGEND = ("**Cache map**: one block per layer (L0, L1, ...); top row = prompt anchors, then one row per "
+                    "frame, one column per token (row-major over the 8x8 latent grid). "
+                    "<span style='color:#2ea043'>■ cached</span> · <span style='color:#d62728'>■ evicted</span> · "
+                    "<span style='color:#1f77b4'>■ prompt anchor</span> · <span style='color:#aaa'>■ not generated"
+                    "</span> · cyan = the frame on the scrubber. Click a token to drill down.")
+
+
+def compare_grid(datas: list[RunData], frame: int, cols: int | None = None) -> np.ndarray:
+    """Side-by-side panels of several runs at one frame, labelled with configuration and frame."""
+    panels = [frame_view(d, frame) for d in datas]
+    return render.tile(panels, cols)
+
+
+def wipe_pair(a: RunData, b: RunData, frame: int) -> tuple[np.ndarray, np.ndarray]:
+    return frame_view(a, frame), frame_view(b, frame)
+
+
+def diff_view(a: RunData, b: RunData, frame: int, vmax: float = 96.0) -> np.ndarray:
+    """|A - B| (mean over RGB) of the same frame of two runs, on a fixed scale, with a colour bar."""
+    n = min(a.frames_done, b.frames_done)
+    S = a.frames.shape[1]
+    if n == 0:
+        return np.full((S * SCALE, S * SCALE, 3), 245, np.uint8)
+    frame = int(np.clip(frame, 0, n - 1))
+    d = render.diff_map(render.upscale(a.frames[frame], SCALE), render.upscale(b.frames[frame], SCALE), vmax)
+    d = render.label(d, f"|{a.config.label} - {b.config.label}| | frame {frame}")
+    return render.hstack_bar(d, render.colourbar(d.shape[0], 0, vmax, "|A-B| (0-255)", "magma", width=90))

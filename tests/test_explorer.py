@@ -1,0 +1,237 @@
+"""Explorer logic without a server: history, signals, views, controller actions, persistence, bad input."""
+import json
+
+import numpy as np
+import pytest
+
+from explorer import figures, views
+from explorer.controller import Explorer, budget_text, parse_layer
+from explorer.history import RunHistory, Snapshot
+from explorer.persist import load_runs
+from explorer.run import RunConfig
+from explorer.sessions import SessionError, SessionStore
+from explorer.signals import rank01
+
+PROMPT = "a red circle and a square on blue stripes behind a wall"
+
+
+@pytest.fixture(scope="module")
+def shipped_models():
+    from backend.loading import shipped
+    return shipped()
+
+
+@pytest.fixture()
+def ex(tmp_path, shipped_models):
+    model, ae = shipped_models
+    return Explorer(store=SessionStore(tmp_path / "sessions"), model=model, ae=ae)
+
+
+def cfg(**kw):
+    base = dict(prompt=PROMPT, seed=0, frames=12, policy="window", budget="4f")
+    base.update(kw)
+    return RunConfig(**base)
+
+
+# ---------------------------------------------------------------- pure pieces
+def test_rank01_ties_and_order():
+    r = rank01(np.array([3.0, 1.0, 2.0, 2.0]))
+    assert r[1] == 0.0 and r[0] == 1.0 and r[2] == r[3] == pytest.approx(0.5)
+
+
+def test_budget_text_and_layer_parsing():
+    assert budget_text(8, "frames", "window") == "8f"
+    assert budget_text(12.5, "% of full", "sink") == "12.5%"
+    assert budget_text(512, "KB", "h2o") == "512KB"
+    assert budget_text(0, "frames", "full") == ""            # the full cache has no budget
+    for bad in (0, -3, "x", float("nan")):
+        with pytest.raises(ValueError):
+            budget_text(bad, "frames", "window")
+    with pytest.raises(ValueError, match="unit"):
+        budget_text(3, "parsecs", "window")
+    assert parse_layer("mean", 4) is None and parse_layer("layer 2", 4) == 2
+    with pytest.raises(ValueError):
+        parse_layer("layer 9", 4)
+
+
+def test_snapshots_stay_bounded_and_keep_the_newest():
+    h = RunHistory(2, 7, 64, 8, 1, 1000, max_snapshots=16)
+    for c in range(300):
+        ids = [np.arange(10), np.arange(10)]
+        h.add_snapshot(Snapshot(c, ids, {"attention": [np.full(10, c, np.float32)] * 2}))
+    assert len(h.snapshots) <= 17
+    assert h.snapshots[-1].chunk == 299
+    chunks = [s.chunk for s in h.snapshots]
+    assert chunks == sorted(chunks)
+
+
+def test_cache_map_geometry_hits_the_token_drawn():
+    h = RunHistory(4, 7, 64, 8, 1, 20)
+    geo = views.CacheMapGeometry.for_history(h)
+    x = 2 * (geo.block_w + geo.gap) + 5 * geo.cell_w + 1        # layer 2, token 5
+    y = geo.top + (3 + 1) * geo.row_h + 1                        # frame 3
+    assert geo.hit(x, y) == (2, 3, 5)
+    assert geo.hit(2 * (geo.block_w + geo.gap) - 2, y) is None   # in the gap between layers
+    assert geo.hit(5, 2) is None                                  # legend strip
+
+
+# ---------------------------------------------------------------- controller
+def test_step_step_frame_and_views(ex):
+    ws = ex.ws("a")
+    ex.step(ws, cfg())                                    # prefill
+    assert ws.run.data.history.n_steps == 1
+    ex.step_frame(ws, cfg())
+    ex.step_frame(ws, cfg())
+    d = ws.run.data
+    assert d.frames_done == 2
+    v = ex.view(ws, None, "attention", "mean")
+    assert v.frame == 1 and v.heat_img.ndim == 3 and v.cache_img.ndim == 3
+    assert np.isfinite(d.history.frame_values("attention", 1)).all()
+    assert np.isfinite(d.history.frame_values("predicted", 1)).all()     # SEH on every run
+
+
+def test_bounded_run_evicts_and_records_it(ex):
+    ws = ex.ws("b")
+    for _ in ex.run_iter(ws, cfg(policy="h2o", budget="4f"), every_s=0):
+        pass
+    h = ws.run.data.history
+    occ = h.arrays()["occupancy"]
+    assert occ.max() <= h.budget + h.tokens_per_frame           # budget + the newest chunk
+    status = h.status()
+    assert (status == 2).any() and (status[:, -1] == 1).all()    # evicted tokens; the newest frame cached
+    assert (h.prompt_status() == 3).all()                        # anchors never evicted
+    # the score signal exists for a scoring policy and is a rank in [0, 1]
+    vals = h.frame_values("score", 11)
+    assert np.nanmin(vals) >= 0 and np.nanmax(vals) <= 1
+    # drill-down on an evicted token names the chunk
+    L, tid = np.argwhere(h.evicted_at >= 0)[0]
+    ws.token = int(tid)
+    fig, info = ex.drill_down(ws, "attention")
+    assert f"evicted at chunk {h.evicted_at[L, tid]}" in info
+    assert len(fig.data) == h.n_layer
+    assert ws.run_saved is not None                               # finished runs are saved
+
+
+def test_stop_mid_run_leaves_a_saved_session_that_reloads_identically(ex):
+    ws = ex.ws("c")
+    it = ex.run_iter(ws, cfg(frames=20, policy="sink"), every_s=0)
+    for _ in range(5):
+        next(it)
+    msg = ex.stop(ws)
+    list(it)                                             # the generator ends on its own
+    assert "saved as session" in msg
+    sid = ws.run_saved[0]
+    done = ws.run.data.frames_done
+    assert 0 < done < 20
+    live = ex.view(ws, 3, "attention", "layer 1")
+    other = ex.ws("c2")
+    assert ex.load_session(other, sid) == "run"
+    again = ex.view(other, 3, "attention", "layer 1")
+    assert np.array_equal(live.heat_img, again.heat_img)
+    assert np.array_equal(live.cache_img, again.cache_img)
+    assert other.run.data.frames_done == done
+
+
+def test_sessions_are_private_to_each_workspace(ex):
+    a, b = ex.ws("alice"), ex.ws("bob")
+    ex.step_frame(a, cfg())
+    assert b.run is None
+    assert ex.view(b, None, "score", "mean").frames_done == 0
+
+
+def test_compare_lockstep_metrics_and_exports(ex, tmp_path):
+    ws = ex.ws("d")
+    configs = ex.compare_configs(cfg(frames=8), ["window", "pafu"], ["1/4"], "")
+    assert [c.label for c in configs] == ["window @ 25%", "pafu @ 25%"]
+    for cmp in ex.compare_iter(ws, configs, every_s=0):
+        assert len({d.frames_done for d in cmp.datas}) == 1             # lockstep
+    assert cmp.datas[cmp.reference].config.policy == "full"
+    rows = cmp.metrics()
+    assert [r["config"] for r in rows] == ["full", "window @ 25%", "pafu @ 25%"]
+    assert all(np.isfinite(r["PSNR vs full (dB)"]) for r in rows[1:])
+    v = ex.compare_view(ws, 4, "pafu @ 25%")
+    assert v.wipe[0].shape == v.wipe[1].shape and v.diff.ndim == 3
+    mp4 = ex.export(ws, "compare", "mp4", "attention")
+    import imageio.v3 as iio
+    assert iio.immeta(mp4, plugin="FFMPEG")["codec"].startswith("h264")
+    first = iio.imread(mp4, index=0, plugin="FFMPEG")
+    assert first.shape[1] > 3 * 256                      # three panels + the colour bar
+    csv = ex.export(ws, "compare", "csv")
+    assert "PSNR vs full" in csv.read_text()
+    js = json.loads(ex.export(ws, "compare", "json").read_text())
+    assert len(js["rows"]) == 3
+    z = ex.export(ws, "compare", "zip")
+    import zipfile
+    assert "session.json" in zipfile.ZipFile(z).namelist()
+
+
+def test_run_exports(ex):
+    ws = ex.ws("e")
+    with pytest.raises(ValueError, match="nothing to export"):
+        ex.export(ws, "run", "mp4")
+    for _ in ex.run_iter(ws, cfg(frames=6, budget="2f"), every_s=0):
+        pass
+    png = ex.export(ws, "run", "png", "score", "mean", 3)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    gif = ex.export(ws, "run", "gif")
+    import imageio.v3 as iio
+    assert iio.imread(gif).shape[0] >= 2
+    rows = ex.export(ws, "run", "csv").read_text().splitlines()
+    assert rows[0].startswith("step,phase,chunk") and len(rows) == 1 + ws.run.data.history.n_steps
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(budget="0"), "positive"),
+    (dict(budget="99f"), "above the full cache"),
+    (dict(frames=5000), "limit"),
+    (dict(frames=0), "positive"),
+    (dict(prompt="a purple circle"), "unknown word"),
+    (dict(policy="nope"), "unknown policy"),
+    (dict(params="alpha"), "KEY=VALUE"),
+])
+def test_bad_input_is_rejected_and_the_run_survives(ex, bad, match):
+    ws = ex.ws("f")
+    ex.step_frame(ws, cfg())
+    before = ws.run
+    with pytest.raises(ValueError, match=match):
+        for _ in ex.run_iter(ws, cfg(**bad), every_s=0):
+            pass
+    assert ws.run is before and ws.run.data.frames_done == 1          # nothing lost
+
+
+def test_bad_session_names_and_damaged_sessions(ex):
+    ws = ex.ws("g")
+    ex.step_frame(ws, cfg())
+    for name in ("../evil", "a/b", "..", "x\\y"):
+        with pytest.raises(SessionError):
+            ex.save_as(ws, name)
+    sid = ex.save_as(ws, "my run")
+    with pytest.raises(SessionError):
+        ex.load_session(ws, "../" + sid)
+    path = ex.store.path(sid) / "session.json"
+    path.write_bytes(path.read_bytes()[:40])                               # truncated
+    with pytest.raises(SessionError, match="damaged|cannot"):
+        ex.load_session(ws, sid)
+    rows, note = ex.sessions()
+    assert sid in note                                                     # listed as a problem
+    assert ws.run.data.frames_done == 1
+
+
+def test_occupancy_figure_has_units_and_budget():
+    h = RunHistory(2, 7, 64, 8, 1, 4)
+    fig = figures.occupancy_figure(h, budget=100, current_step=None)
+    assert fig.layout.yaxis.title.text == "tokens per layer"
+    assert any("budget" in (a.text or "") for a in fig.layout.annotations)
+
+
+def test_reloaded_history_round_trip(ex):
+    ws = ex.ws("h")
+    for _ in ex.run_iter(ws, cfg(frames=5, policy="tova", budget="2f"), every_s=0):
+        pass
+    _, datas = load_runs(ex.store, ws.run_saved[0])
+    a, b = ws.run.data.history, datas[0].history
+    assert np.array_equal(a.evicted_at, b.evicted_at)
+    assert a.budget == b.budget
+    for f in range(5):
+        for s in ("score", "attention", "predicted"):
+            np.testing.assert_array_equal(a.frame_values(s, f, 0), b.frame_values(s, f, 0))
