@@ -5,9 +5,11 @@ All take plain numpy/RunHistory data and return a `go.Figure` with units on ever
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+import plotly.io as pio
 
 from backend.records import PHASES
 
@@ -18,19 +20,30 @@ LAYER_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
 MAX_POINTS = 1500      # steps shown before the timeline keeps every k-th step (evictions always kept)
 
 
+def _base(title: str, height: int) -> dict:
+    return dict(title=dict(text=title, font=dict(size=14)), height=height, uirevision="keep",
+                margin=dict(l=60, r=10, t=40, b=45), hovermode="x unified",
+                legend=dict(orientation="v", x=1.02, y=1, xanchor="left"))
+
+
 def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=height, uirevision="keep",
-                      margin=dict(l=60, r=10, t=40, b=45), hovermode="x unified",
-                      legend=dict(orientation="v", x=1.02, y=1, xanchor="left"), template="plotly_white")
+    fig.update_layout(template="plotly_white", **_base(title, height))
     return fig
+
+
+@functools.lru_cache(maxsize=1)
+def _template() -> dict:
+    return pio.templates["plotly_white"].to_plotly_json()
 
 
 def occupancy_figure(h: RunHistory, budget: int | None = None, current_step: int | None = None,
                      title: str = "KV cache occupancy") -> go.Figure:
-    """Tokens per layer (top) and KV megabytes, all layers (bottom) over steps; budget line; eviction markers."""
+    """Tokens per layer (top) and KV megabytes, all layers (bottom) over steps; budget line; eviction markers.
+
+    Built from plain dicts without plotly's per-property validation: it is redrawn on every streamed step."""
     a = h.arrays()
     n = len(a["phase"])
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.06)
+    data = []
     if n:
         evict = a["phase"] == PHASES.index("evict")
         keep = np.ones(n, bool)
@@ -39,29 +52,36 @@ def occupancy_figure(h: RunHistory, budget: int | None = None, current_step: int
             keep[:: int(np.ceil(n / MAX_POINTS))] = True
             keep |= evict
             keep[-1] = True
-        x = np.arange(n)[keep]
+        x = np.arange(n)[keep].tolist()
         for layer in range(h.n_layer):
-            fig.add_trace(go.Scatter(x=x, y=a["occupancy"][keep, layer], mode="lines", line_shape="hv",
-                                     name=f"layer {layer}", line=dict(color=LAYER_COLOURS[layer % 8], width=1.5),
-                                     legendgroup="layers"), row=1, col=1)
-        fig.add_trace(go.Scatter(x=x, y=a["nbytes"][keep].sum(1) / 1e6, mode="lines", line_shape="hv",
-                                 name="KV MB (all layers)", line=dict(color="#444", width=1.5)), row=2, col=1)
+            data.append(dict(type="scatter", x=x, y=a["occupancy"][keep, layer].tolist(), mode="lines",
+                             line=dict(shape="hv", color=LAYER_COLOURS[layer % 8], width=1.5), name=f"layer {layer}",
+                             xaxis="x", yaxis="y"))
+        data.append(dict(type="scatter", x=x, y=(a["nbytes"][keep].sum(1) / 1e6).round(4).tolist(), mode="lines",
+                         line=dict(shape="hv", color="#444", width=1.5), name="KV MB (all layers)",
+                         xaxis="x", yaxis="y2"))
         ev_x = np.nonzero(evict & (a["n_evicted"].sum(1) > 0))[0]
         if len(ev_x):
-            fig.add_trace(go.Scatter(x=ev_x, y=a["occupancy"][ev_x].max(1), mode="markers", name="eviction",
-                                     marker=dict(symbol="triangle-down", size=7, color="#d62728"),
-                                     customdata=a["n_evicted"][ev_x].sum(1),
-                                     hovertemplate="evicted %{customdata} tokens (all layers)<extra></extra>"),
-                          row=1, col=1)
+            data.append(dict(type="scatter", x=ev_x.tolist(), y=a["occupancy"][ev_x].max(1).tolist(), mode="markers",
+                             name="eviction", marker=dict(symbol="triangle-down", size=7, color="#d62728"),
+                             customdata=a["n_evicted"][ev_x].sum(1).tolist(), xaxis="x", yaxis="y",
+                             hovertemplate="evicted %{customdata} tokens (all layers)<extra></extra>"))
+    shapes, notes = [], []
     if budget is not None:
-        fig.add_hline(y=budget, line_dash="dash", line_color="#d62728", row=1, col=1, exclude_empty_subplots=False,
-                      annotation_text=f"budget {budget} tokens/layer", annotation_position="top left")
+        shapes.append(dict(type="line", xref="x domain", x0=0, x1=1, yref="y", y0=budget, y1=budget,
+                           line=dict(dash="dash", color="#d62728")))
+        notes.append(dict(xref="x domain", x=0, yref="y", y=budget, text=f"budget {budget} tokens/layer",
+                          showarrow=False, xanchor="left", yanchor="bottom", font=dict(color="#d62728")))
     if current_step is not None and n:
-        fig.add_vline(x=current_step, line_color="#17becf", line_width=2)
-    fig.update_yaxes(title_text="tokens per layer", row=1, col=1, rangemode="tozero")
-    fig.update_yaxes(title_text="KV MB", row=2, col=1, rangemode="tozero")
-    fig.update_xaxes(title_text="backend step (denoise, commit, evict)", row=2, col=1)
-    return _layout(fig, title, 380)
+        for yref in ("y domain", "y2 domain"):
+            shapes.append(dict(type="line", xref="x", x0=current_step, x1=current_step, yref=yref, y0=0, y1=1,
+                               line=dict(color="#17becf", width=2)))
+    layout = dict(
+        xaxis=dict(anchor="y2", title=dict(text="backend step (denoise, commit, evict)")),
+        yaxis=dict(domain=[0.42, 1.0], title=dict(text="tokens per layer"), rangemode="tozero"),
+        yaxis2=dict(domain=[0.0, 0.32], title=dict(text="KV MB"), rangemode="tozero"),
+        shapes=shapes, annotations=notes, template=_template(), **_base(title, 380))
+    return go.Figure(data=data, layout=layout, _validate=False)
 
 
 def token_figure(h: RunHistory, signal: str, tid: int) -> go.Figure:

@@ -112,7 +112,7 @@ def build(ex: Explorer) -> gr.Blocks:
             with gr.Tab("Sessions", id="sessions"):
                 s = _sessions_tab(ex)
             with gr.Tab("Definitions", id="definitions"):
-                gr.Markdown(DEFINITIONS)
+                gr.Markdown(DEFINITIONS, elem_id="definitions_text")
         _wire_generate(ex, demo, prompt, seed, frames, g)
         _wire_compare(ex, prompt, seed, frames, c)
         _wire_sessions(ex, demo, s, g, c, tabs)
@@ -282,8 +282,8 @@ def _wire_generate(ex: Explorer, demo, prompt, seed, frames, g: dict) -> None:
         return outputs(ws, frame, signal, layer, cmap) + (fig, info)
 
     drill_out = view_out + [g["token_plot"], g["token_info"]]
-    g["heat_img"].select(pick_heat, view_in, drill_out, api_visibility="private")
-    g["cache_img"].select(pick_map, view_in, drill_out, api_visibility="private")
+    g["heat_img"].select(pick_heat, view_in, drill_out, api_visibility="private", show_progress="hidden")
+    g["cache_img"].select(pick_map, view_in, drill_out, api_visibility="private", show_progress="hidden")
     def redrill(signal, request: gr.Request):
         return ex.drill_down(ex.ws(request.session_hash), signal)
     g["signal"].change(redrill, g["signal"], [g["token_plot"], g["token_info"]], api_visibility="private")
@@ -340,7 +340,7 @@ def _compare_tab(ex: Explorer) -> dict:
                                      elem_id="cmp_a", scale=3)
             with gr.Row():
                 c["wipe"] = gr.ImageSlider(label="Wipe: A | full cache", type="numpy", elem_id="cmp_wipe",
-                                           slider_position=50)
+                                           slider_position=50, max_height=300)
                 c["diff"] = gr.Image(label="|A - full cache|", type="numpy", format="png", elem_id="cmp_diff",
                                      interactive=False)
             c["psnr"] = gr.Plot(label="Per-frame PSNR", elem_id="cmp_psnr")
@@ -354,7 +354,7 @@ def _cmp_outputs(v, labels):
     table = pd.DataFrame(v.table).round(3) if v.table else pd.DataFrame({"config": []})
     return (v.grid, v.wipe, v.diff, v.psnr, table, v.status,
             gr.Slider(minimum=0, maximum=max(v.frames_done - 1, 1), value=v.frame),
-            gr.Dropdown(choices=labels))
+            gr.Dropdown(choices=labels, value=labels[0] if labels else None))
 
 
 def _wire_compare(ex: Explorer, prompt, seed, frames, c: dict) -> None:
