@@ -30,8 +30,9 @@ def _job_path(root: Path, i: int, policy: str, share: float | None, frames: int)
     return root / f"pair{i:02d}_{frames}_{tag}.json"
 
 
-def run_one(job) -> dict:
-    """One rollout; the full-cache reference of each pair is also saved as frames for PSNR/SSIM."""
+def run_one(job, ref: np.ndarray | None = None) -> dict:
+    """One rollout. A full-cache reference run saves its frames beside the results (local runs) and returns
+    them under "_frames" (Ray runs pass them to the policy runs as `ref`) for PSNR/SSIM."""
     import torch
     from ..consistency import evaluate_video
     from ..loading import shipped
@@ -43,8 +44,12 @@ def run_one(job) -> dict:
     i, prompt, seed, policy, share, frames, root = job
     root = Path(root)
     path = _job_path(root, i, policy, share, frames)
-    if path.is_file():
-        return json.loads(path.read_text())
+    ref_file = root / f"pair{i:02d}_{frames}_reference.npy"
+    if path.is_file():                                   # resumed
+        out = json.loads(path.read_text())
+        if share is None and ref_file.is_file():
+            out["_frames"] = np.load(ref_file)
+        return out
     model, ae = shipped()
     cfg = model.cfg
     pol = Full() if share is None else build_policy(policy, f"{share * 100:.4f}%", frames, model, ae, prompt, seed)
@@ -56,8 +61,8 @@ def run_one(job) -> dict:
         if rec.phase == "evict":
             evict_ms.append(rec.ms)
     total = time.perf_counter() - t0
-    ref_file = root / f"pair{i:02d}_{frames}_reference.npy"
     if share is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         np.save(ref_file, st.frames)
     scores = evaluate_video(st.frames, prompt)
     scores.pop("per_frame_adherence")
@@ -66,30 +71,123 @@ def run_one(job) -> dict:
            "total_s": total, "peak_kv_bytes": peak, "evict_ms_mean": float(np.mean(evict_ms)),
            "chunk_ms_mean": float(st.frame_ms.mean() * cfg.chunk_frames),
            "head_ms_total": getattr(pol, "head_ms", 0.0)}
-    if share is not None and ref_file.is_file():
+    if share is not None and ref is None and ref_file.is_file():
         ref = np.load(ref_file)
+    if share is not None and ref is not None:
         out["psnr"] = psnr_per_frame(st.frames, ref).tolist()
         out["ssim"] = ssim_per_frame(st.frames, ref).tolist()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out))
+    if share is None:
+        out["_frames"] = st.frames
     return out
 
 
+def _strip(r: dict) -> dict:
+    return {k: v for k, v in r.items() if k != "_frames"}
+
+
 def run(prompts: int = 8, frames: int = 256, policies=DEFAULT_POLICIES, shares=SHARES, workers: int = 2,
-        out: str = "docs/benchmarks", root: str = "runs/bench/policies") -> dict:
+        out: str = "docs/benchmarks", root: str = "runs/bench/policies", ray_address: str | None = None) -> dict:
+    """The sweep, on local processes or (with `ray_address`: 'local', 'auto' or 'ray://host:port') on Ray."""
     pairs = EVAL_PAIRS[:prompts]
     refs = [(i, p, s, "full", None, frames, root) for i, (p, s) in enumerate(pairs)]
     jobs = [(i, p, s, pol, sh, frames, root) for i, (p, s) in enumerate(pairs) for pol in policies for sh in shares]
-    results = []
-    with mp.get_context("spawn").Pool(workers) as pool:
-        results += list(tqdm(pool.imap(run_one, refs), total=len(refs), desc="full-cache references"))
-        results += list(tqdm(pool.imap_unordered(run_one, jobs), total=len(jobs), desc="policy x budget runs"))
+    if ray_address:
+        results = run_on_ray(refs, jobs, ray_address)
+    else:
+        results = []
+        with mp.get_context("spawn").Pool(workers) as pool:
+            results += [_strip(r) for r in tqdm(pool.imap(run_one, refs), total=len(refs), desc="full-cache references")]
+            results += list(tqdm(pool.imap_unordered(run_one, jobs), total=len(jobs), desc="policy x budget runs"))
     report = summarise(results, frames)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "policies.json").write_text(json.dumps(report, indent=1))
     (Path(out) / "policies.md").write_text(markdown(report))
+    plot(report, results, Path(out))
     print(markdown(report))
     return report
+
+
+def run_on_ray(refs: list, jobs: list, address: str) -> list[dict]:
+    """Ray path: one task per rollout (1 CPU each); the references' frames go to the policy tasks through the
+    object store, so workers need no shared disk. Results come back to the driver, which writes them."""
+    try:
+        import ray
+    except ImportError:
+        raise SystemExit("--ray needs the optional dependency ray: pip install ray") from None
+    started = not ray.is_initialized()
+    if started:   # 'local' starts a single-node cluster here (Ray 2.x removed local_mode)
+        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
+                 **({"num_cpus": 2} if address == "local" else {}))
+    task = ray.remote(num_cpus=1)(run_one)
+    try:
+        done_refs = list(tqdm(_ray_iter([task.remote(j) for j in refs]), total=len(refs), desc="full-cache references (ray)"))
+        frames = {r["pair"]: ray.put(r.pop("_frames")) for r in done_refs}
+        futures = [task.remote(j, frames[j[0]]) for j in jobs]
+        results = list(tqdm(_ray_iter(futures), total=len(futures), desc="policy x budget runs (ray)"))
+    finally:
+        if started:
+            ray.shutdown()
+    for r in done_refs + results:                     # resumable: the driver keeps one JSON per run
+        i, pol, sh = r["pair"], r["policy"], r["share"]
+        path = _job_path(Path(refs[0][-1]), i, pol, sh, len(r["frame_ms"]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(r))
+    return done_refs + results
+
+
+def _ray_iter(futures):
+    import ray
+    pending = list(futures)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(ready[0])
+
+
+def plot(rep: dict, results: list[dict], out: Path) -> None:
+    """policies_quality.png: PSNR and identity vs budget per policy; policies_latency.png: ms per frame index."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pols = sorted({r["policy"] for r in rep["rows"]})
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for pol in pols:
+        rows = sorted((r for r in rep["rows"] if r["policy"] == pol), key=lambda r: r["share"])
+        x = [r["share"] for r in rows]
+        for ax, key in zip(axes, ("psnr", "adherence", "identity_persistence")):
+            y = np.array([r[key][0] for r in rows])
+            e = np.array([0 if math.isnan(r[key][1]) else r[key][1] for r in rows])
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=pol)
+    for ax, (title, unit) in zip(axes, (("PSNR vs full cache", "dB"), ("prompt adherence", "share of frames"),
+                                        ("identity after occlusion", "share of events"))):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("budget (share of the full cache at %d frames)" % rep["frames"])
+        ax.set_ylabel(f"{title} [{unit}]")
+        ax.set_title(f"{title} (mean ± 95% CI)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "policies_quality.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    full = [r for r in results if r["policy"] == "full"]
+    if full:
+        ax.plot(np.median([r["frame_ms"] for r in full], 0), label="full", color="k", lw=2)
+    share = sorted({r["share"] for r in results if r["share"] is not None})
+    pick = share[len(share) // 2 - 1] if len(share) > 1 else (share[0] if share else None)
+    for pol in pols:
+        rs = [r for r in results if r["policy"] == pol and r["share"] == pick]
+        if rs:
+            ax.plot(np.median([r["frame_ms"] for r in rs], 0), label=pol, lw=1)
+    ax.set_xlabel("frame index")
+    ax.set_ylabel("time per frame [ms] (median over prompts)")
+    ax.set_title(f"per-frame latency, budget {pick} of the full cache")
+    ax.legend(fontsize=7, ncol=3)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "policies_latency.png", dpi=110)
+    plt.close(fig)
 
 
 def _mean_ci(v) -> tuple[float, float]:
