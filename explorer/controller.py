@@ -362,7 +362,9 @@ class Explorer:
             folder = self.store.path(sid) / "exports"
             stamp = time.strftime("%H%M%S")
             if kind == "zip":
-                return self.store.zip(sid, folder.parent.parent / ".exports" / f"{sid}.zip")
+                tmp = folder.parent.parent / ".exports"
+                _clean_old(tmp, max_age_s=3600)
+                return self.store.zip(sid, tmp / f"{sid}.zip")
             if kind in ("csv", "json"):
                 return self._export_table(ws, what, datas, folder / f"metrics-{stamp}.{kind}")
             n = min(d.frames_done for d in datas)
@@ -384,18 +386,14 @@ class Explorer:
             return writer(grid, folder / f"{what}-{stamp}.{kind}", fps=12)
 
     def _export_table(self, ws, what, datas, path: Path) -> Path:
-        if what == "compare":
-            rows = ws.compare.metrics()
-        else:
-            d = datas[0]
-            a = d.history.arrays()
-            rows = [{"step": i, "phase": ("prefill", "denoise", "commit", "evict")[p], "chunk": c,
-                     **{f"tokens_L{layer}": int(a["occupancy"][i, layer]) for layer in range(d.history.n_layer)},
-                     "kv_bytes": int(a["nbytes"][i].sum()), "evicted": int(a["n_evicted"][i].sum()),
-                     "ms": float(a["ms"][i])} for i, (p, c) in enumerate(zip(a["phase"], a["chunk"]))]
+        """CSV: the metrics table (compare) or the occupancy log (run); JSON: both, with the configs."""
+        occupancy = {d.config.label: _occupancy_rows(d) for d in datas}
+        rows = ws.compare.metrics() if what == "compare" else occupancy[datas[0].config.label]
         if path.suffix == ".csv":
             return export.write_csv(rows, path)
-        return export.write_json({"runs": [d.config.to_dict() for d in datas], "rows": rows}, path)
+        return export.write_json({"runs": [d.config.to_dict() for d in datas], "rows": rows,
+                                  "metrics": ws.compare.metrics() if what == "compare" else None,
+                                  "occupancy": occupancy, "model_hash": self.model_hash}, path)
 
     # ------------------------------------------------------------------ sessions
     def sessions(self) -> tuple[list[list], str]:
@@ -435,6 +433,25 @@ class Explorer:
             if ws.run is None or ws.run.data.frames_done == 0:
                 raise ValueError("nothing to save yet: generate some frames first")
             return save_runs(self.store, name, "run", [ws.run.data], meta=self._meta())
+
+
+def _occupancy_rows(d: RunData) -> list[dict]:
+    """One row per backend step: phase, chunk, tokens per layer, KV bytes, tokens evicted, ms."""
+    a = d.history.arrays()
+    return [{"step": i, "phase": ("prefill", "denoise", "commit", "evict")[p], "chunk": c,
+             **{f"tokens_L{layer}": int(a["occupancy"][i, layer]) for layer in range(d.history.n_layer)},
+             "kv_bytes": int(a["nbytes"][i].sum()), "evicted": int(a["n_evicted"][i].sum()), "ms": float(a["ms"][i])}
+            for i, (p, c) in enumerate(zip(a["phase"], a["chunk"]))]
+
+
+def _clean_old(folder: Path, max_age_s: float) -> None:
+    """Remove files older than max_age_s from a scratch folder (exported zips)."""
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for f in folder.iterdir():
+        if f.is_file() and now - f.stat().st_mtime > max_age_s:
+            f.unlink(missing_ok=True)
 
 
 def parse_layer(layer: str | int | None, n_layer: int) -> int | None:

@@ -439,17 +439,17 @@ def _wire_sessions(ex: Explorer, demo, s: dict, g: dict, c: dict, tabs) -> None:
         ws = ex.ws(request.session_hash)
         kind = ex.load_session(ws, str(sid or "").strip())
         msg = f"reloaded `{sid}` ({kind})"
-        return (msg, gr.Tabs(selected="compare" if kind == "compare" else "generate")) + listing()
+        return msg, gr.Tabs(selected="compare" if kind == "compare" else "generate")
 
     @_errors
     def do_delete(sid, request: gr.Request):
         ex.delete_session(ex.ws(request.session_hash), str(sid or "").strip())
-        return (f"deleted `{sid}`",) + listing()
+        return f"deleted `{sid}`"
 
     @_errors
     def do_save(name, request: gr.Request):
         sid = ex.save_as(ex.ws(request.session_hash), str(name or ""))
-        return (f"saved as `{sid}`",) + listing()
+        return f"saved as `{sid}`"
 
     def select_row(evt: gr.SelectData, table):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
@@ -458,12 +458,16 @@ def _wire_sessions(ex: Explorer, demo, s: dict, g: dict, c: dict, tabs) -> None:
         except Exception:
             return ""
 
-    ev = s["load"].click(do_load, [s["id"], g["signal"], g["layer"], g["cmap"]],
-                         [s["msg"], tabs, s["table"], s["problems"]], api_name="load_session")
-    ev.then(g["refresh"], [g["scrub"], g["signal"], g["layer"], g["cmap"]], g["view_out"], api_visibility="private")
-    ev.then(c["refresh"], [c["scrub"], c["a"]], c["out"], api_visibility="private")
-    s["delete"].click(do_delete, s["id"], [s["msg"], s["table"], s["problems"]], api_name="delete_session")
-    s["save"].click(do_save, s["name"], [s["msg"], s["table"], s["problems"]], api_name="save_session")
+    table_out = [s["table"], s["problems"]]
+    ev = s["load"].click(do_load, [s["id"], g["signal"], g["layer"], g["cmap"]], [s["msg"], tabs],
+                         api_name="load_session")
+    ev.success(listing, None, table_out, api_visibility="private")
+    ev.success(g["refresh"], [g["scrub"], g["signal"], g["layer"], g["cmap"]], g["view_out"], api_visibility="private")
+    ev.success(c["refresh"], [c["scrub"], c["a"]], c["out"], api_visibility="private")
+    s["delete"].click(do_delete, s["id"], s["msg"], api_name="delete_session").success(
+        listing, None, table_out, api_visibility="private")
+    s["save"].click(do_save, s["name"], s["msg"], api_name="save_session").success(
+        listing, None, table_out, api_visibility="private")
     s["table"].select(select_row, s["table"], s["id"], api_visibility="private")
 
 
