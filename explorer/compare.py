@@ -64,6 +64,10 @@ class Comparison:
     def frames_done(self) -> int:
         return min(d.frames_done for d in self.datas)
 
+    @property
+    def n_frames(self) -> int:
+        return self.runs[0].n_frames
+
     def psnr_curves(self) -> dict[str, np.ndarray]:
         n = self.frames_done
         ref = self.datas[self.reference].frames[:n]

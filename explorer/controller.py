@@ -118,21 +118,28 @@ class Explorer:
             if ws.run is None or ws.run.finished or ws.run.data.config != config:
                 self._new_run(ws, config, progress)
             run = ws.run
+        yield from self._stream(ws, run, lambda: ws.run is run, lambda: self._autosave_if_done(ws, force=True),
+                                every_s, progress)
+
+    @staticmethod
+    def _stream(ws: Workspace, target, is_current, save, every_s: float, progress=None):
+        """Step `target` (a Run or a Comparison) a frame at a time to the end, yielding it at most every
+        `every_s`; stops early when it is cancelled or replaced; saves at the end; always yields last."""
         last = 0.0
         while True:
             with ws.lock:
-                if run.finished or ws.run is not run:
+                if target.finished or not is_current():
                     break
-                run.step_frame()
+                target.step_frame()
                 if progress is not None:
-                    progress((run.data.frames_done, run.data.config.frames), desc="frames")
+                    progress((target.frames_done, target.n_frames), desc="frames")
             if time.perf_counter() - last >= every_s:
                 last = time.perf_counter()
-                yield run
+                yield target
         with ws.lock:
-            if ws.run is run:
-                self._autosave_if_done(ws, force=True)
-        yield run
+            if is_current():
+                save()
+        yield target
 
     def stop(self, ws: Workspace) -> str:
         """Stop the run (and comparison) between steps; what was generated is saved."""
@@ -290,21 +297,7 @@ class Explorer:
                 c.validate()
             cmp = Comparison.start(configs, self.model, self.ae, self.head, progress)
             ws.compare, ws.compare_saved = cmp, None
-        last = 0.0
-        while True:
-            with ws.lock:
-                if cmp.finished or ws.compare is not cmp:
-                    break
-                cmp.step_frame()
-                if progress is not None:
-                    progress((cmp.frames_done, cmp.runs[0].data.config.frames), desc="frames (all runs)")
-            if time.perf_counter() - last >= every_s:
-                last = time.perf_counter()
-                yield cmp
-        with ws.lock:
-            if ws.compare is cmp:
-                self.autosave_compare(ws)
-        yield cmp
+        yield from self._stream(ws, cmp, lambda: ws.compare is cmp, lambda: self.autosave_compare(ws), every_s, progress)
 
     def autosave_compare(self, ws: Workspace) -> str | None:
         cmp = ws.compare

@@ -97,6 +97,14 @@ class Run:
     def finished(self) -> bool:
         return self.stepper is None or self.stepper.done or self.stepper.cancelled
 
+    @property
+    def frames_done(self) -> int:
+        return self.data.frames_done
+
+    @property
+    def n_frames(self) -> int:
+        return self.data.config.frames
+
     def step(self):
         """Advance one backend step (a denoise step, a commit or an eviction); returns its StepRecord."""
         if self.finished:
