@@ -65,9 +65,12 @@ def cmd_generate(a) -> int:
 
 def cmd_policies(a) -> int:
     from .policies import POLICIES
+    from .policies.build import policy_parameters, shared_parameters
     w = max(map(len, POLICIES))
     for name, (_, desc) in sorted(POLICIES.items()):
-        print(f"{name:<{w}}  {desc}")
+        own = ", ".join(f"{k}={v}" for k, v in policy_parameters(name).items())
+        print(f"{name:<{w}}  {desc}" + (f"  [{own}]" if own else ""))
+    print(f"\nevery policy (--policy-arg KEY=VALUE, repeatable): {shared_parameters()}")
     return 0
 
 

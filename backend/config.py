@@ -46,6 +46,10 @@ class SamplerConfig:
     # better than 4 re-noising steps (chosen on validation prompts: docs/benchmarks/sampler.md)
     first_steps: int | None = 16    # denoise steps of the first chunk; None = steps
     first_renoise: bool | None = False  # sampler of the first chunk; None = renoise
+    # colour guidance on the first chunk: v = v_open + g (v_prompt - v_open), where v_open is the velocity
+    # under the same prompt with object colours left open (a prompt kind the model is trained on, so no
+    # null-prompt training is needed); 1.0 = off. Chosen on validation prompts (docs/benchmarks/sampler.md)
+    first_guidance: float = 1.0
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {

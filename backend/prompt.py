@@ -78,6 +78,11 @@ class SceneSpec:
             s += " with a camera pan"
         return s
 
+    def open_colours(self) -> "SceneSpec":
+        """The same scene with every object colour left open: the reference of colour guidance."""
+        return SceneSpec(tuple((None, shape) for _, shape in self.objects), self.bg_colour, self.pattern,
+                         self.wall, self.pan)
+
     def tokens(self) -> list[int]:
         """The model's prompt token ids, one per slot: ``[N_PROMPT_TOKENS]``."""
         vals = []

@@ -85,6 +85,7 @@ class Stepper:
         self.latents = torch.zeros(self.n_frames, cfg.latent_ch, cfg.grid, cfg.grid)
         self.chunk, self.k, self.counter = 0, -1, 0                        # k = -1: prefill pending
         self.x: torch.Tensor | None = None
+        self._guide: KVCache | None = None                                 # open-colour prompt, chunk 0
         self.x0: torch.Tensor | None = None
         self.done = self.cancelled = False
         self.frame_ms = np.zeros(self.n_frames)                            # all steps of a frame's chunk
@@ -122,11 +123,15 @@ class Stepper:
         if self.done:
             raise StopIteration("generation is finished")
         t0 = time.perf_counter()
+        cfg = self.model.cfg
         if self.k == -1:
             self.model.prefill(self.tokens, self.cache)
+            open_tokens = self.spec.open_colours().tokens()
+            if self.sampler.first_guidance != 1.0 and open_tokens != self.tokens.tolist():
+                self._guide = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
+                self.model.prefill(torch.tensor(open_tokens), self._guide)
             self.k = 0
             return self._record("prefill", -1, None, None, t0, chunk=-1)
-        cfg = self.model.cfg
         f0 = self.chunk * cfg.chunk_frames
         nf = min(cfg.chunk_frames, self.n_frames - f0)
         if self.k < len(self.ts):                                          # a denoise step
@@ -136,6 +141,9 @@ class Stepper:
             t = self.ts[self.k]
             t_next = self.ts[self.k + 1] if self.k + 1 < len(self.ts) else 0.0
             v = self.model.forward_chunk(self.x, torch.full((nf,), t), f0, self.cache, chunk=self.chunk)
+            if self.chunk == 0 and self._guide is not None:
+                v_open = self.model.forward_chunk(self.x, torch.full((nf,), t), f0, self._guide, chunk=0)
+                v = v_open + self.sampler.first_guidance * (v - v_open)
             if self.trace_inputs:
                 self.inputs.append((self.chunk, self.k, t, self.x.clone(), v.clone()))
             renoise = self.sampler.renoise
@@ -154,6 +162,7 @@ class Stepper:
             s = self.sampler.context_noise
             self.model.forward_chunk(self.x0, torch.full((nf,), s), f0, self.cache, commit=True, chunk=self.chunk)
             self.latents[f0:f0 + nf] = self.x0
+            self._guide = None
             frames = self._decode(self.x0)
             self.frames[f0:f0 + nf] = frames
             self.k += 1

@@ -12,6 +12,7 @@ import gradio as gr
 import numpy as np
 
 from backend.policies import POLICIES
+from backend.policies.build import policy_parameters, shared_parameters
 from backend.prompt import VOCAB
 
 from .compare import MAX_CONFIGS
@@ -50,8 +51,13 @@ chunk, sinks) and its top-scored others up to the budget; the rest are dropped f
 per token of the chosen frame on one fixed colour scale for all frames and runs (grey = not cached / no value).
 """ + "\n".join(f"- **{s.label}** [{s.unit}]: {s.definition}." for s in SIGNALS.values()) + """
 
-**Policies**
-""" + "\n".join(f"- `{name}`: {desc}" for name, (_, desc) in sorted(POLICIES.items()))
+**Policy parameters** (the *Policy parameters* box, `KEY=VALUE` pairs separated by commas), for every
+policy: """ + shared_parameters() + """.
+
+**Policies** (own parameters and defaults in brackets)
+""" + "\n".join(f"- `{name}`: {desc}" + (" [" + ", ".join(f"{k}={v}" for k, v in policy_parameters(name).items())
+                                          + "]" if policy_parameters(name) else "")
+                for name, (_, desc) in sorted(POLICIES.items()))
 
 CSS = """
 #status, #cmp_status {font-size: 0.9em}
@@ -344,7 +350,8 @@ def _compare_tab(ex: Explorer) -> dict:
                 c["diff"] = gr.Image(label="|A - full cache|", type="numpy", format="png", elem_id="cmp_diff",
                                      interactive=False)
             c["psnr"] = gr.Plot(label="Per-frame PSNR", elem_id="cmp_psnr")
-            c["table"] = gr.Dataframe(label="Metrics (frames so far)", elem_id="cmp_table", interactive=False,
+            c["table"] = gr.Dataframe(label="Metrics (frames so far; PSNR/SSIM from the first frame that differs from the "
+                                      "full cache, 100 dB = identical)", elem_id="cmp_table", interactive=False,
                                       wrap=True)
     return c
 

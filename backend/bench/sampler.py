@@ -20,6 +20,8 @@ SETTINGS = {
     "4 steps Euler": SamplerConfig(renoise=False, first_steps=None, first_renoise=None),
     "first 16 Euler, then 4 renoise": SamplerConfig(first_steps=16, first_renoise=False),
     "first 16 Euler, then 4 Euler": SamplerConfig(first_steps=16, first_renoise=False, renoise=False),
+    "first 16 Euler + colour guidance 2, then 4 renoise": SamplerConfig(first_guidance=2.0),
+    "first 16 Euler + colour guidance 3, then 4 renoise": SamplerConfig(first_guidance=3.0),
     "first 32 Euler, then 8 Euler": SamplerConfig(steps=8, first_steps=32, first_renoise=False, renoise=False),
 }
 

@@ -67,3 +67,26 @@ def build_policy(name: str, budget: str | int | None, n_frames: int, model, ae=N
 
 
 __all__ = ["budget_tokens", "parse_params", "build_policy", "BudgetError"]
+
+
+_INTERNAL = {"budget", "head", "head_ms", "reference", "last_rho"}   # set by the builder, not by users
+
+
+def policy_parameters(name: str) -> dict[str, object]:
+    """A policy's own user-settable parameters and their defaults (beyond the shared ones of `Policy`)."""
+    import dataclasses
+    from . import POLICIES, Policy
+    shared = {f.name for f in dataclasses.fields(Policy)}
+    return {f.name: f.default for f in dataclasses.fields(POLICIES[name][0])
+            if f.init and f.name not in shared | _INTERNAL and f.default is not dataclasses.MISSING}
+
+
+def shared_parameters() -> str:
+    """One line on the parameters every policy takes."""
+    from ..cache import DTYPES
+    from .layer_split import LAYER_SPLITS
+    from .rope_modes import ROPE_MODES
+    return (f"granularity=token|frame; rope={'|'.join(ROPE_MODES)}; storage={'|'.join(DTYPES)} (KV quantization "
+            f"of older tokens, counted exactly in the byte budget); salient_storage=DTYPE with salient_share=0.25 "
+            f"(mixed precision: the most salient tokens stay at the higher precision); "
+            f"layer_split={'|'.join(LAYER_SPLITS)}")
