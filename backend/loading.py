@@ -58,3 +58,10 @@ def file_hash(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:16]
+
+
+def weights_tag(names: tuple[str, ...] = ("student", "autoencoder", "salience_head")) -> str:
+    """Short id of the shipped weights a cached benchmark result depends on, so resumed runs never mix
+    weights: the first 6 hex digits of each file's hash, joined by '-'."""
+    return "-".join(file_hash(MODELS_DIR / f"{n}.safetensors")[:6] for n in names
+                    if (MODELS_DIR / f"{n}.safetensors").is_file())

@@ -393,7 +393,8 @@ class Explorer:
         rows, problems = [], []
         for s in self.store.list():
             if isinstance(s, SessionInfo):
-                rows.append([s.id, s.kind, s.created, s.n_frames, s.summary])
+                created = str(s.created).replace("T", " ")[:19]          # ISO -> "YYYY-MM-DD HH:MM:SS" (UTC)
+                rows.append([s.id, s.kind, created, s.n_frames, s.summary])
             elif isinstance(s, SessionProblem):
                 problems.append(f"- `{s.id}`: {s.problem}")
         note = ("**Folders that are not readable sessions** (left untouched):\n" + "\n".join(problems)) if problems else ""

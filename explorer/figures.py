@@ -120,4 +120,7 @@ def quality_figure(curves: dict[str, np.ndarray], metric: str = "PSNR", unit: st
         fig.add_vline(x=current_frame, line_color="#17becf", line_width=2)
     fig.update_xaxes(title_text="frame")
     fig.update_yaxes(title_text=f"{metric} vs full cache [{unit}]")
-    return _layout(fig, f"per-frame {metric} against the full-cache run (same seed, same noise)", 320)
+    fig = _layout(fig, f"per-frame {metric} against the full-cache run (same seed, same noise; "
+                       f"100 dB = identical)", 320)
+    fig.update_layout(showlegend=True)                 # name the line even when only one configuration
+    return fig

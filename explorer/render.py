@@ -183,13 +183,16 @@ def _wrap(text: str, max_w: int, scale: float, max_lines: int = 3) -> list[str]:
     return lines or [""]
 
 
-def label(img: np.ndarray, text: str, scale: float = 0.45) -> np.ndarray:
-    """Copy of img with white text top-left on a black backing box; text longer than the image is clipped."""
+def label(img: np.ndarray, text: str, scale: float = 0.45, bottom: bool = False) -> np.ndarray:
+    """Copy of img with white text on a black backing box, top-left (or bottom-left, clear of the UI's own
+    component label that sits top-left); text longer than the image is clipped."""
     out = img.copy()
     (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
     pad = 3
-    out[:min(th + base + 2 * pad, out.shape[0]), :min(tw + 2 * pad, out.shape[1])] = 0
-    _text(out, text, pad, pad + th, scale, (255, 255, 255))
+    h = min(th + base + 2 * pad, out.shape[0])
+    y0 = out.shape[0] - h if bottom else 0
+    out[y0:y0 + h, :min(tw + 2 * pad, out.shape[1])] = 0
+    _text(out, text, pad, y0 + pad + th, scale, (255, 255, 255))
     return out
 
 
@@ -199,9 +202,9 @@ def _fmt(v: float) -> str:
 
 
 def colourbar(height: int, vmin: float, vmax: float, label: str, cmap: str = "inferno", width: int = 70,
-              gamma: float = 1.0) -> np.ndarray:
+              gamma: float = 1.0, pad_top: int = 0) -> np.ndarray:
     """Vertical colour bar (height, width, 3): white background, `label` on top (shrunk, then wrapped at
-    spaces onto up to 3 lines to fit the width), a strip with vmax at the
+    spaces onto up to 3 lines to fit the width; `pad_top` px lower, clear of the UI's image buttons), a strip with vmax at the
     top row and vmin at the bottom row (linear in value, colour with gamma), ticks at vmin, mid and vmax."""
     out = np.full((height, width, 3), 255, dtype=np.uint8)
     black = (0, 0, 0)
@@ -209,8 +212,8 @@ def colourbar(height: int, vmin: float, vmax: float, label: str, cmap: str = "in
     lines = _wrap(label, width - 4, lscale)
     (_, lh), lbase = cv2.getTextSize(label or "0", FONT, lscale, 1)
     for i, line in enumerate(lines):
-        _text(out, line, 2, 2 + lh + i * (lh + 4), lscale, black)
-    top = 2 + len(lines) * (lh + 4) - 4 + lbase + 6  # first row of the strip
+        _text(out, line, 2, pad_top + 2 + lh + i * (lh + 4), lscale, black)
+    top = pad_top + 2 + len(lines) * (lh + 4) - 4 + lbase + 6  # first row of the strip
     bottom = max(height - BAR_BOTTOM_PAD, top + 2)  # one past the last row of the strip
     n = bottom - top
     vals = float(vmax) - (float(vmax) - float(vmin)) * np.arange(n) / max(n - 1, 1)  # (n,) top -> bottom

@@ -12,6 +12,7 @@ from .run import RunData
 from .signals import SIGNALS
 
 SCALE = 4                                    # 64 px frames are shown at 256 px
+UI_PAD = 28                                  # px left free above colour-bar labels: the image buttons sit there
 STATUS_RGB = np.array([[235, 235, 235],      # 0 not generated yet
                        [46, 160, 67],        # 1 cached
                        [214, 39, 40],        # 2 evicted
@@ -23,11 +24,11 @@ def frame_view(data: RunData, frame: int, preview: bool = False) -> np.ndarray:
     """The committed frame (or the newest denoise preview), upscaled and labelled."""
     S = data.frames.shape[1]
     if preview and data.preview is not None:
-        return render.label(render.upscale(data.preview, SCALE), "denoise preview (x0 estimate)")
+        return render.label(render.upscale(data.preview, SCALE), "denoise preview (x0 estimate)", bottom=True)
     if data.frames_done == 0:
         return render.label(np.full((S * SCALE, S * SCALE, 3), 245, np.uint8), "no frame yet")
     frame = int(np.clip(frame, 0, data.frames_done - 1))
-    return render.label(render.upscale(data.frames[frame], SCALE), f"{data.config.label} | frame {frame}")
+    return render.label(render.upscale(data.frames[frame], SCALE), f"{data.config.label} | frame {frame}", bottom=True)
 
 
 def heatmap_values(data: RunData, signal: str, layer: int | None, frame: int) -> np.ndarray:
@@ -52,8 +53,8 @@ def heatmap_view(data: RunData, signal: str, layer: int | None, frame: int, cmap
         img = render.mark_token(img, g, *mark)
     where = "mean of layers" if layer is None else f"layer {layer}"
     note = "" if np.isfinite(vals).any() else " (no values: see the note)"
-    img = render.label(img, f"{sig.label} | {where} | frame {frame}{note}")
-    bar = render.colourbar(img.shape[0], sig.vmin, sig.vmax, sig.unit, cmap, width=90, gamma=gamma)
+    img = render.label(img, f"{sig.label} | {where} | frame {frame}{note}", bottom=True)
+    bar = render.colourbar(img.shape[0], sig.vmin, sig.vmax, sig.unit, cmap, width=90, gamma=gamma, pad_top=UI_PAD)
     return render.hstack_bar(img, bar)
 
 
@@ -143,5 +144,6 @@ def diff_view(a: RunData, b: RunData, frame: int, vmax: float = 96.0) -> np.ndar
         return np.full((S * SCALE, S * SCALE, 3), 245, np.uint8)
     frame = int(np.clip(frame, 0, n - 1))
     d = render.diff_map(render.upscale(a.frames[frame], SCALE), render.upscale(b.frames[frame], SCALE), vmax)
-    d = render.label(d, f"|{a.config.label} - {b.config.label}| | frame {frame}")
-    return render.hstack_bar(d, render.colourbar(d.shape[0], 0, vmax, "|A-B| (0-255)", "magma", width=90))
+    d = render.label(d, f"|{a.config.label} - {b.config.label}| | frame {frame}", bottom=True)
+    return render.hstack_bar(d, render.colourbar(d.shape[0], 0, vmax, "|A-B| (0-255)", "magma", width=90,
+                                                     pad_top=UI_PAD))

@@ -97,6 +97,8 @@ def test_label_clips_long_text():
     out = render.label(img, "a very long label that does not fit | frame 12")
     assert out.shape == img.shape and (img == 100).all()
     assert (out[0, :] == 0).all() and (out == 255).any() and (out[-1, -1] == 100).all()
+    low = render.label(img, "frame 3", bottom=True)                      # clear of the UI's own label chip
+    assert (low[-1, 0] == 0).all() and (low[0, 0] == 100).all() and (low[-12:] == 255).any()
 
 
 def test_diff_map_zero_for_identical():

@@ -4,7 +4,7 @@ Quality: the 32 held-out prompt/seed pairs (``backend.evalset``, never used in t
 256 frames (scored up to twice the training clip length, and as a curve in 32-frame segments out to 256)
 and the `window` policy (16 frames) to 128 frames. Speed: per-frame time (all denoise steps + commit +
 decode) with 16 frames of context, and the full-cache latency curve to 256 frames. Resumable: each
-prompt's result is cached under runs/bench/model/. Writes docs/benchmarks/model.{json,md} and PNG plots.
+prompt's result is cached under runs/bench/model/<weights id>/. Writes docs/benchmarks/model.{json,md} and PNG plots.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..consistency import contrast, evaluate_video
 from ..evalset import EVAL_PAIRS
-from ..loading import DEFAULT_AE, DEFAULT_MODEL, file_hash
+from ..loading import DEFAULT_AE, DEFAULT_MODEL, file_hash, weights_tag
 
 TRAIN_CLIP = 24      # the student's long training clips (frames)
 SEGMENT = 32
@@ -163,7 +163,8 @@ def run(prompts: int = 32, workers: int = 2, full_frames: int = 256, window_fram
     report = {"model": str(DEFAULT_MODEL.name), "model_hash": file_hash(DEFAULT_MODEL), "ae_hash": file_hash(DEFAULT_AE),
               "date": time.strftime("%Y-%m-%d %H:%M"), "dataset_contrast": dataset_contrast()}
     if not skip_quality:
-        jobs = [(i, p, s, full_frames, window_frames, "runs/bench/model") for i, (p, s) in enumerate(EVAL_PAIRS[:prompts])]
+        cache = f"runs/bench/model/{weights_tag(('student', 'autoencoder'))}"   # resumed runs never mix weights
+        jobs = [(i, p, s, full_frames, window_frames, cache) for i, (p, s) in enumerate(EVAL_PAIRS[:prompts])]
         with mp.get_context("spawn").Pool(workers) as pool:
             results = list(tqdm(pool.imap(eval_pair, jobs), total=len(jobs), desc="held-out prompts"))
         report["quality"] = summarise(results)

@@ -97,18 +97,11 @@ def _strip(r: dict) -> dict:
     return {k: v for k, v in r.items() if k != "_frames"}
 
 
-def weights_tag() -> str:
-    """Short id of the shipped weights (student, autoencoder, salience head) that results depend on."""
-    from ..loading import MODELS_DIR, file_hash
-    names = ("student", "autoencoder", "salience_head")
-    return "-".join(file_hash(MODELS_DIR / f"{n}.safetensors")[:6] for n in names
-                    if (MODELS_DIR / f"{n}.safetensors").is_file())
-
-
 def run(prompts: int = 8, frames: int = 256, policies=DEFAULT_POLICIES, shares=SHARES, workers: int = 2,
         out: str = "docs/benchmarks", root: str = "runs/bench/policies", ray_address: str | None = None) -> dict:
     """The sweep, on local processes or (with `ray_address`: 'local', 'auto' or 'ray://host:port') on Ray."""
     pairs = EVAL_PAIRS[:prompts]
+    from ..loading import weights_tag
     root = str(Path(root) / weights_tag())              # resumed runs never mix weights
     refs = [(i, p, s, "full", None, frames, root) for i, (p, s) in enumerate(pairs)]
     jobs = [(i, p, s, pol, sh, frames, root) for i, (p, s) in enumerate(pairs) for pol in policies for sh in shares]
@@ -224,6 +217,17 @@ def diverge_from(share: float, frames: int) -> int:
     return min(int(math.ceil(share * frames)), frames - 1)
 
 
+def salience_head_quality() -> dict | None:
+    """PaFu-KV's head against teacher SSE labels on held-out clips, as recorded in the weights' header by
+    `python -m backend.train salience` (Spearman rho and recall of the top 25%, per layer)."""
+    from .. import checkpoint
+    from ..loading import MODELS_DIR
+    path = MODELS_DIR / "salience_head.safetensors"
+    if not path.is_file():
+        return None
+    return checkpoint.read(path)[2].get("heldout")
+
+
 def summarise(results: list[dict], frames: int) -> dict:
     full = {r["pair"]: r for r in results if r["policy"] == "full"}
     rows = []
@@ -244,7 +248,7 @@ def summarise(results: list[dict], frames: int) -> dict:
         row["peak_kv_mb"] = _mean_ci([r["peak_kv_bytes"] / 2 ** 20 for r in rs])
         rows.append(row)
     ref = [{s: _mean_ci([r["scores"][s] for r in full.values()]) for s in SCORES}]
-    return {"frames": frames, "rows": rows, "full": ref,
+    return {"frames": frames, "rows": rows, "full": ref, "salience_head": salience_head_quality(),
             "full_total_s": _mean_ci([r["total_s"] for r in full.values()]),
             "full_peak_kv_mb": _mean_ci([r["peak_kv_bytes"] / 2 ** 20 for r in full.values()])}
 
@@ -269,4 +273,9 @@ def markdown(rep: dict) -> str:
         "time of the full cache over the policy's; latency_ratio_256_32: median ms/frame over the last 8 frames "
         "over frames 28-35; overhead_share: eviction step time over chunk time; head_share: salience-head time "
         "over total generation time. Plots: policies_quality.png, policies_latency.png."]
+    head = rep.get("salience_head")
+    if head:
+        lines += ["", "PaFu-KV salience head against teacher SSE on held-out clips (per layer): Spearman "
+                  + " / ".join(f"{v:.2f}" for v in head["spearman_per_layer"]) + "; recall of the top 25% "
+                  + " / ".join(f"{v:.2f}" for v in head["recall_top25_per_layer"]) + " (chance 0.25)."]
     return "\n".join(lines) + "\n"
