@@ -21,6 +21,23 @@ def _policy_kwargs(items: list[str]) -> dict:
     return out
 
 
+def sampler_config(items: list[str] | None):
+    """--sampler KEY=VALUE pairs -> SamplerConfig (unknown keys rejected with the list of known ones)."""
+    import dataclasses
+    from .config import SamplerConfig
+    kw = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--sampler expects KEY=VALUE, got {item!r}")
+        kw.update(parse_params(item))
+    known = {f.name for f in dataclasses.fields(SamplerConfig)}
+    bad = sorted(set(kw) - known)
+    if bad:
+        raise ValueError(f"unknown sampler setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    kw = {k: (None if v == "none" else v) for k, v in kw.items()}
+    return SamplerConfig(**kw)
+
+
 def cmd_generate(a) -> int:
     import torch
     from .loading import DEFAULT_AE, DEFAULT_MODEL, load_autoencoder, load_model, random_model
@@ -40,10 +57,11 @@ def cmd_generate(a) -> int:
     if a.budget is not None:
         parse_budget(a.budget)                             # malformed budgets fail before loading
     make_policy(a.policy, **kwargs)                        # unknown names / parameters fail before loading
+    sampler = sampler_config(a.sampler)
     model = random_model(a.preset, a.seed) if a.preset else load_model(a.model or DEFAULT_MODEL)
     ae = load_autoencoder(a.ae or DEFAULT_AE)
     policy = build_policy(a.policy, a.budget, a.frames, model, ae, a.prompt, a.seed, kwargs)
-    st = Stepper(model, ae, a.prompt, a.frames, seed=a.seed, policy=policy, preview=False)
+    st = Stepper(model, ae, a.prompt, a.frames, seed=a.seed, policy=policy, preview=False, sampler=sampler)
     t0 = time.perf_counter()
     with tqdm(total=st.n_frames, desc="frames", unit="frame", disable=a.quiet) as bar:
         for rec in st.run():
@@ -88,6 +106,9 @@ def main(argv=None) -> int:
     g.add_argument("--policy-arg", action="append", metavar="KEY=VALUE", help="policy parameter, e.g. frames=8")
     g.add_argument("--budget", help="cache budget per layer: tokens (2048), frame-equivalents (8f), a share of "
                    "the full cache at --frames (12.5%%), or bytes over all layers (512KB, 2MB)")
+    g.add_argument("--sampler", action="append", metavar="KEY=VALUE",
+                   help="sampler setting, e.g. steps=8, renoise=false, first_steps=none, first_guidance=3 "
+                   "(fields of backend.config.SamplerConfig; default: the shipped sampler)")
     g.add_argument("--out", default="out.mp4", help="output path ending in .mp4 or .gif (default out.mp4)")
     g.add_argument("--fps", type=int, default=12, help="frames per second of the video (default 12)")
     g.add_argument("--scale", type=int, default=4, help="integer upscale of the 64x64 frames (default 4)")

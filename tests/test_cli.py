@@ -21,6 +21,8 @@ def gen(tmp_path, *args, out="v.mp4"):
     (["--prompt", "a red circle on stripes", "--frames", "99000"], "GiB"),
     (["--prompt", "a red circle on stripes", "--model", "/nonexistent/model.safetensors"], "not found"),
     (["--prompt", "a red circle on stripes", "--policy", "nope"], "unknown policy"),
+    (["--prompt", "a red circle on stripes", "--sampler", "stepz=3"], "unknown sampler setting"),
+    (["--prompt", "a red circle on stripes", "--sampler", "steps"], "KEY=VALUE"),
 ])
 def test_bad_input_is_explained_and_writes_nothing(tmp_path, capsys, args, needle):
     assert gen(tmp_path, *args) == 2
@@ -60,7 +62,7 @@ def test_generate_writes_playable_mp4_and_timings(tmp_path):
 
 def test_help_documents_every_option():
     r = subprocess.run([sys.executable, "-m", "backend", "generate", "--help"], capture_output=True, text=True)
-    for opt in ("--prompt", "--frames", "--seed", "--policy", "--out", "--fps", "--model"):
+    for opt in ("--prompt", "--frames", "--seed", "--policy", "--out", "--fps", "--model", "--sampler"):
         assert opt in r.stdout
 
 
@@ -70,3 +72,9 @@ def test_policies_listing(capsys):
     assert "full" in out and "window" in out
     assert "[alpha=0.5]" in out and "storage=fp32|bf16|int8|int4|int2" in out    # parameters are listed
     assert DEFAULT_AE.is_file()
+
+
+def test_sampler_settings_reach_the_stepper():
+    from backend.__main__ import sampler_config
+    cfg = sampler_config(["steps=8", "renoise=false", "first_steps=none", "first_guidance=2.5"])
+    assert (cfg.steps, cfg.renoise, cfg.first_steps, cfg.first_guidance) == (8, False, None, 2.5)
