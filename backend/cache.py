@@ -91,14 +91,16 @@ class LayerCache:
 
     def keep(self, idx: torch.Tensor) -> torch.Tensor:
         """Keep tokens at positions idx (kept in cache order); returns the token ids evicted."""
-        idx = torch.as_tensor(idx, dtype=torch.long).unique(sorted=True)
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        if len(idx) > 1 and not bool((idx[1:] > idx[:-1]).all()):     # the selectors already pass sorted ids
+            idx = idx.unique(sorted=True)
         if len(idx) and (idx[0] < 0 or idx[-1] >= len(self)):
             raise IndexError(f"keep index out of range 0..{len(self) - 1}")
         mask = torch.ones(len(self), dtype=torch.bool)
         mask[idx] = False
-        evicted = self.meta["token_id"][mask].clone()
-        self.k, self.v = self.k[:, idx].contiguous(), self.v[:, idx].contiguous()
-        self.meta = {key: val[idx].clone() for key, val in self.meta.items()}
+        evicted = self.meta["token_id"][mask]
+        self.k, self.v = self.k[:, idx], self.v[:, idx]                # advanced indexing copies: no aliasing
+        self.meta = {key: val[idx] for key, val in self.meta.items()}
         self._krot = None
         return evicted
 

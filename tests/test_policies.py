@@ -145,6 +145,31 @@ def test_packcache_fits_decay_and_water_fills():
     assert int(alloc.sum()) == 12 and (alloc <= 5).all() and alloc[0] >= alloc[1] >= alloc[2] >= alloc[3]
 
 
+def test_packcache_rank_within_matches_per_group_topk():
+    """The vectorised per-frame top-b equals a per-frame loop (ranks 0.. by value, later first on ties)."""
+    from backend.policies.packcache import rank_within
+    g = torch.Generator().manual_seed(0)
+    group = torch.randint(0, 5, (200,), generator=g).sort().values
+    value = torch.randint(0, 6, (200,), generator=g).float()           # many ties
+    rank = rank_within(group, value)
+    for f in group.unique():
+        idx = (group == f).nonzero().flatten()
+        expect = sorted(idx.tolist(), key=lambda i: (-value[i].item(), -i))
+        assert [i for _, i in sorted(zip(rank[idx].tolist(), idx.tolist()))] == expect
+
+
+@pytest.mark.parametrize("within", ["attention", "grid"])
+def test_packcache_keeps_each_frames_allocation(tiny, ae, within):
+    """Each evicted-from frame keeps exactly its water-filled share of tokens, decaying with distance."""
+    from backend.policies.packcache import PackCache
+    pol = PackCache(budget=tiny.cfg.n_prompt + 6 * tiny.cfg.tokens_per_frame, within=within)
+    st, _ = run(tiny, ae, pol, n=12, seed=0)
+    layer = st.cache.layers[0]
+    per_frame = torch.bincount(layer.meta["frame"][layer.meta["kind"] == 1])
+    assert len(layer) == pol.budget and int(per_frame[-1]) == tiny.cfg.tokens_per_frame
+    assert (per_frame[:-1].diff() >= -1).all()                          # older frames keep no more (rho <= 1)
+
+
 def test_rope_realignment_equals_recomputing_with_shifted_positions(tiny):
     """Rewriting stored positions re-rotates the cached keys exactly as recomputing them would."""
     from backend.cache import LayerCache

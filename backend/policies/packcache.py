@@ -13,6 +13,7 @@ are never re-indexed (absolute RoPE).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,13 +26,31 @@ from .signals import recent_attention
 
 def fit_rho(dist: torch.Tensor, att: torch.Tensor, lo: float, hi: float) -> float:
     """Least-squares slope of log(mean attention) over distance -> rho = exp(slope), clamped."""
-    d = dist.unique()
+    d, inv = dist.unique(return_inverse=True)
     if len(d) < 2:
         return hi
-    mean = torch.stack([att[dist == x].mean() for x in d]).clamp_min(1e-12).log()
+    sums = torch.zeros(len(d)).index_add_(0, inv, att.float())
+    counts = torch.zeros(len(d)).index_add_(0, inv, torch.ones(len(inv)))
+    mean = (sums / counts).clamp_min(1e-12).log()                      # (distances,) log mean attention
     x = d.float() - d.float().mean()
     slope = float((x * (mean - mean.mean())).sum() / (x * x).sum())
-    return float(min(max(torch.tensor(slope).exp().item(), lo), hi))
+    return min(max(math.exp(slope), lo), hi)
+
+
+def rank_within(group: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Rank of each element inside its group (0 = largest value; ties towards the later element): (n,)."""
+    rev = torch.arange(len(value) - 1, -1, -1)
+    order = rev[torch.sort(value.float()[rev], descending=True, stable=True).indices]  # value desc, later first
+    order = order[torch.sort(group[order], stable=True).indices]        # then grouped, that order kept
+    g = group[order]
+    start = torch.zeros(len(g), dtype=torch.long)
+    new = torch.ones(len(g), dtype=torch.bool)
+    new[1:] = g[1:] != g[:-1]
+    start[new] = new.nonzero().flatten()
+    start = torch.cummax(start, 0).values
+    rank = torch.empty(len(g), dtype=torch.long)
+    rank[order] = torch.arange(len(g)) - start
+    return rank
 
 
 @dataclass
@@ -50,26 +69,31 @@ class PackCache(Policy):
         prot = self.protected(layer, ctx)
         att = recent_attention(layer)
         cand = (~prot) & (m["kind"] == KIND_FRAME)
-        frames = m["frame"][cand].unique()
         dist = ctx.newest_frames[1] - m["frame"]
         rho = fit_rho(dist[cand], att[cand], self.rho_min, self.rho_max)
         self.last_rho = {**(self.last_rho or {}), layer_idx: rho}
         if self.granularity == "frame":          # whole frames, ranked by decayed mean attention
             score = att * rho ** dist.clamp_min(0).float()
             return select_frames(score, prot, m["frame"], budget), score
-        caps = torch.stack([(m["frame"][cand] == f).sum() for f in frames])
-        weights = torch.tensor([rho ** float(ctx.newest_frames[1] - f) for f in frames])
-        alloc = water_fill(weights, caps, budget - int(prot.sum()))
+        frame_c = m["frame"][cand]
+        frames, inv, caps = frame_c.unique(return_inverse=True, return_counts=True)   # (F,) ascending
+        weights = (rho ** (ctx.newest_frames[1] - frames).double()).float()                 # (F,) cross-frame decay
+        alloc = water_fill(weights, caps, budget - int(prot.sum()))                  # (F,) tokens per frame
+        idx = cand.nonzero().flatten()                                               # (c,) candidates
+        if self.within == "grid":       # a regular spatial subsample of b tokens among the frame's c tokens
+            pick = torch.zeros(len(idx), dtype=torch.bool)
+            start = caps.cumsum(0) - caps                                # a frame's candidates are contiguous
+            j = torch.arange(int(alloc.max()))                           # (J,) the b positions of linspace(0, c-1, b)
+            step = ((caps - 1).float() / (alloc - 1).clamp_min(1).float())[:, None]
+            at = (j[None, :].float() * step).round().long()              # (F, J)
+            ok = j[None, :] < alloc[:, None]
+            pick[(start[:, None] + at)[ok]] = True
+        else:                           # the frame's top-b tokens by newest-chunk attention
+            pick = rank_within(inv, att[idx]) < alloc[inv]
         keep = prot.clone()
+        keep[idx[pick]] = True
         score = torch.full((n,), float("-inf"))
-        for f, b in zip(frames.tolist(), alloc.tolist()):
-            idx = (cand & (m["frame"] == f)).nonzero().flatten()
-            if self.within == "grid":
-                pick = idx[torch.linspace(0, len(idx) - 1, b).round().long()] if b else idx[:0]
-            else:
-                pick = idx[att[idx].topk(b).indices] if b else idx[:0]
-            keep[pick] = True
-            score[idx] = att[idx] * rho ** float(ctx.newest_frames[1] - f)
+        score[idx] = att[idx] * (rho ** dist[idx].double()).float()
         return keep.nonzero().flatten(), score
 
     def describe(self):
