@@ -41,7 +41,7 @@ class SamplerConfig:
     steps: int = 4                 # denoise steps per chunk
     shift: float = 2.0             # timestep shift (more steps at high noise, as in SD3 / Wan)
     renoise: bool = True           # x0 -> fresh noise at the next level (Self-Forcing); False = Euler ODE
-    context_noise: float = 0.0     # noise level of the clean commit pass
+    context_noise: float = 0.0     # noise level s of the commit pass: it caches K/V of (1 - s) x0 + s eps
     # the first chunk has no context and a multimodal target: more steps of the ODE (Euler) sample it far
     # better than 4 re-noising steps (chosen on validation prompts: docs/benchmarks/sampler.md)
     first_steps: int | None = 16    # denoise steps of the first chunk; None = steps

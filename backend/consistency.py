@@ -73,13 +73,24 @@ def detect(frame: np.ndarray, wall: np.ndarray | None = None) -> list[Detection]
     return out
 
 
+def mode(values: list):
+    """The most frequent value, ties broken by first appearance (deterministic: never by set order, which
+    changes with Python's hash seed from one process to the next); None for an empty list."""
+    if not values:
+        return None
+    counts = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return max(counts, key=counts.get)                       # dicts keep insertion order; max keeps the first
+
+
 def first_identities(dets: list[list[Detection]], spec: SceneSpec, n: int = 4) -> list[tuple[str | None, str]]:
     """Resolve open colours from the first n frames: the most frequent colour seen with each shape."""
     out = []
     for colour, shape in spec.objects:
         if colour is None:
             seen = [d.colour for fr in dets[:n] for d in fr if d.shape == shape]
-            colour = max(set(seen), key=seen.count) if seen else None
+            colour = mode(seen)
         out.append((colour, shape))
     return out
 
@@ -137,7 +148,7 @@ def identity_persistence(dets, idents) -> tuple[int, int]:
             if not back and t + 40 > T:
                 continue                     # still emerging when the video ends: undecided
             events += 1
-            succ += int(bool(back) and max(set(back), key=back.count) == colour)
+            succ += int(mode(back) == colour)
     return succ, events
 
 

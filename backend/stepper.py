@@ -160,7 +160,11 @@ class Stepper:
             return self._record("denoise", step_k, t, preview, t0)
         if self.k == len(self.ts):                                         # commit the clean chunk
             s = self.sampler.context_noise
-            self.model.forward_chunk(self.x0, torch.full((nf,), s), f0, self.cache, commit=True, chunk=self.chunk)
+            x_ctx = self.x0
+            if s > 0:          # the context the student was trained with: (1 - s) x0 + s eps (CausVid)
+                g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, -2))
+                x_ctx = (1 - s) * self.x0 + s * torch.randn(self.x0.shape, generator=g)
+            self.model.forward_chunk(x_ctx, torch.full((nf,), s), f0, self.cache, commit=True, chunk=self.chunk)
             self.latents[f0:f0 + nf] = self.x0
             self._guide = None
             frames = self._decode(self.x0)

@@ -49,3 +49,16 @@ def test_psnr_ssim():
     p = psnr_per_frame(clip, noisy)
     assert ((p > 25) & (p < 35)).all()
     assert (ssim_per_frame(clip, noisy) < 0.95).all()
+
+
+def test_mode_is_deterministic_on_ties():
+    """Identity scores must not depend on Python's hash seed (set order): ties go to the first seen."""
+    import subprocess
+    import sys
+    from backend.consistency import mode
+    assert mode(["red", "blue", "blue", "red"]) == "red" and mode(["blue", "red", "red"]) == "red"
+    assert mode([]) is None
+    code = "from backend.consistency import mode; print(mode(['cyan', 'red', 'red', 'cyan', 'blue', 'blue']))"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONHASHSEED": str(h),
+            "PATH": ""}, cwd=str(__import__("pathlib").Path(__file__).parents[1])).stdout.strip() for h in range(6)}
+    assert outs == {"cyan"}

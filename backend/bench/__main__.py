@@ -25,6 +25,8 @@ def main(argv=None) -> None:
     pp.add_argument("--policies", default=",".join(__import__("backend.bench.policies", fromlist=["x"]).DEFAULT_POLICIES))
     pp.add_argument("--shares", default="0.0625,0.125,0.25,0.5", help="budgets as shares of the full cache")
     pp.add_argument("--workers", type=int, default=2)
+    pp.add_argument("--split", default="heldout", choices=("heldout", "validation"),
+                    help="held-out pairs (reported numbers) or validation pairs (for design choices)")
     pp.add_argument("--out", default="docs/benchmarks")
     pp.add_argument("--ray", metavar="ADDRESS", help="run on Ray: 'local' (a single-node cluster here), 'auto' or "
                     "ray://host:port (needs `pip install ray`)")
@@ -35,7 +37,7 @@ def main(argv=None) -> None:
     elif a.what == "policies":
         from .policies import run as run_policies
         run_policies(a.prompts, a.frames, tuple(a.policies.split(",")), tuple(float(x) for x in a.shares.split(",")),
-                     a.workers, a.out, ray_address=a.ray)
+                     a.workers, a.out, ray_address=a.ray, split=a.split)
     elif a.what == "sampler":
         from .sampler import run as run_sampler
         run_sampler(a.prompts, a.frames, a.workers)

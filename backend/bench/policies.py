@@ -32,9 +32,23 @@ def split_spec(spec: str) -> tuple[str, dict]:
     return name, parse_params(params)
 
 
+def policy_signature(spec: str) -> str:
+    """Short hash of the policy's resolved settings (class defaults + the spec's parameters), so resumed
+    results never outlive a change of a policy's defaults."""
+    import dataclasses
+    import hashlib
+    from ..policies import POLICIES
+    name, params = split_spec(spec)
+    cls = POLICIES[name][0]
+    settings = {f.name: f.default for f in dataclasses.fields(cls)
+                if f.default is not dataclasses.MISSING and isinstance(f.default, (int, float, str, bool, type(None)))}
+    settings.update(params)
+    return hashlib.sha1(json.dumps([name, settings], sort_keys=True).encode()).hexdigest()[:8]
+
+
 def _job_path(root: Path, i: int, policy: str, share: float | None, frames: int) -> Path:
     safe = policy.replace(":", "-").replace("=", "").replace(";", "-")
-    tag = "full" if share is None else f"{safe}_{share:.4f}"
+    tag = "full" if share is None else f"{safe}_{share:.4f}_{policy_signature(policy)}"
     return root / f"pair{i:02d}_{frames}_{tag}.json"
 
 
@@ -97,12 +111,28 @@ def _strip(r: dict) -> dict:
     return {k: v for k, v in r.items() if k != "_frames"}
 
 
+SPLITS = ("heldout", "validation")
+
+
+def split_pairs(split: str, prompts: int) -> list[tuple[str, int]]:
+    """The held-out evaluation pairs (reported numbers) or validation pairs drawn like training scenes
+    (where design choices are made, so the held-out set is never tuned on)."""
+    if split == "heldout":
+        return EVAL_PAIRS[:prompts]
+    if split == "validation":
+        from .sampler import validation_pairs
+        return validation_pairs(prompts)
+    raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+
+
 def run(prompts: int = 8, frames: int = 256, policies=DEFAULT_POLICIES, shares=SHARES, workers: int = 2,
-        out: str = "docs/benchmarks", root: str = "runs/bench/policies", ray_address: str | None = None) -> dict:
-    """The sweep, on local processes or (with `ray_address`: 'local', 'auto' or 'ray://host:port') on Ray."""
-    pairs = EVAL_PAIRS[:prompts]
+        out: str = "docs/benchmarks", root: str = "runs/bench/policies", ray_address: str | None = None,
+        split: str = "heldout") -> dict:
+    """The sweep, on local processes or (with `ray_address`: 'local', 'auto' or 'ray://host:port') on Ray.
+    Writes policies.{json,md} and PNG plots (with `split="validation"`: policies_validation.*)."""
+    pairs = split_pairs(split, prompts)
     from ..loading import weights_tag
-    root = str(Path(root) / weights_tag())              # resumed runs never mix weights
+    root = str(Path(root) / weights_tag() / split)     # resumed runs never mix weights or splits
     refs = [(i, p, s, "full", None, frames, root) for i, (p, s) in enumerate(pairs)]
     jobs = [(i, p, s, pol, sh, frames, root) for i, (p, s) in enumerate(pairs) for pol in policies for sh in shares]
     if ray_address:
@@ -113,10 +143,12 @@ def run(prompts: int = 8, frames: int = 256, policies=DEFAULT_POLICIES, shares=S
             results += [_strip(r) for r in tqdm(pool.imap(run_one, refs), total=len(refs), desc="full-cache references")]
             results += list(tqdm(pool.imap_unordered(run_one, jobs), total=len(jobs), desc="policy x budget runs"))
     report = summarise(results, frames)
+    report.update(split=split, weights=weights_tag())
+    name = "policies" if split == "heldout" else f"policies_{split}"
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "policies.json").write_text(json.dumps(report, indent=1))
-    (Path(out) / "policies.md").write_text(markdown(report))
-    plot(report, results, Path(out))
+    (Path(out) / f"{name}.json").write_text(json.dumps(report, indent=1))
+    (Path(out) / f"{name}.md").write_text(markdown(report, name))
+    plot(report, results, Path(out), name)
     print(markdown(report))
     return report
 
@@ -157,30 +189,37 @@ def _ray_iter(futures):
         yield ray.get(ready[0])
 
 
-def plot(rep: dict, results: list[dict], out: Path) -> None:
-    """policies_quality.png: PSNR and identity vs budget per policy; policies_latency.png: ms per frame index."""
+def plot(rep: dict, results: list[dict], out: Path, name: str = "policies") -> None:
+    """<name>_quality.png: PSNR and identity vs budget per policy; <name>_latency.png: ms per frame index."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     pols = sorted({r["policy"] for r in rep["rows"]})
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for pol in pols:
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    for k, pol in enumerate(pols):
         rows = sorted((r for r in rep["rows"] if r["policy"] == pol), key=lambda r: r["share"])
-        x = [r["share"] for r in rows]
+        x = np.array([r["share"] for r in rows]) * 2 ** ((k - len(pols) / 2) * 0.012)   # dodge the error bars
+        style = dict(marker="osD^v<>ph*"[k % 10], capsize=2, color=colours[(2 * k) % 20 if k < 10 else (2 * k + 1) % 20],
+                     lw=2.4 if split_spec(pol)[0] in ("pafu", "packcache") else 1.1,
+                     ls="--" if split_spec(pol)[0] in BOUNDS else "-", label=pol, ms=4)
         for ax, key in zip(axes, ("psnr", "adherence", "identity_persistence")):
             y = np.array([r[key][0] for r in rows])
             e = np.array([0 if math.isnan(r[key][1]) else r[key][1] for r in rows])
-            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=pol)
+            ax.errorbar(x, y, yerr=e, **style)
+    shares = sorted({r["share"] for r in rep["rows"]})
     for ax, (title, unit) in zip(axes, (("PSNR vs full cache", "dB"), ("prompt adherence", "share of frames"),
                                         ("identity after occlusion", "share of events"))):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(shares, [f"1/{round(1 / s)}" for s in shares])
+        ax.minorticks_off()
         ax.set_xlabel("budget (share of the full cache at %d frames)" % rep["frames"])
         ax.set_ylabel(f"{title} [{unit}]")
-        ax.set_title(f"{title} (mean ± 95% CI)")
+        ax.set_title(f"{title} (mean ± 95% CI, n={rep['rows'][0]['n']} prompts)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=2)
+    axes[0].legend(fontsize=7, ncol=2, title="bold: PaFu-KV, PackCache; dashed: bounds", title_fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "policies_quality.png", dpi=110)
+    fig.savefig(out / f"{name}_quality.png", dpi=110)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(9, 4.2))
     full = [r for r in results if r["policy"] == "full"]
@@ -198,7 +237,7 @@ def plot(rep: dict, results: list[dict], out: Path) -> None:
     ax.legend(fontsize=7, ncol=3)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "policies_latency.png", dpi=110)
+    fig.savefig(out / f"{name}_latency.png", dpi=110)
     plt.close(fig)
 
 
@@ -243,6 +282,8 @@ def summarise(results: list[dict], frames: int) -> dict:
         row["speedup_vs_full"] = _mean_ci([full[r["pair"]]["total_s"] / r["total_s"] for r in rs if r["pair"] in full])
         row["latency_ratio_256_32"] = _mean_ci([np.median(r["frame_ms"][-8:]) / np.median(r["frame_ms"][28:36])
                                                 for r in rs])
+        row["latency_ratio_end_fill"] = _mean_ci([np.median(r["frame_ms"][-8:]) / np.median(r["frame_ms"][k + 4:k + 12])
+                                                  for r in rs if k + 12 < len(r["frame_ms"]) - 8])
         row["overhead_share"] = _mean_ci([r["evict_ms_mean"] / r["chunk_ms_mean"] for r in rs])
         row["head_share"] = _mean_ci([r.get("head_ms_total", 0.0) / max(sum(r["frame_ms"]), 1e-9) for r in rs])
         row["peak_kv_mb"] = _mean_ci([r["peak_kv_bytes"] / 2 ** 20 for r in rs])
@@ -253,14 +294,63 @@ def summarise(results: list[dict], frames: int) -> dict:
             "full_peak_kv_mb": _mean_ci([r["peak_kv_bytes"] / 2 ** 20 for r in full.values()])}
 
 
-def markdown(rep: dict) -> str:
-    cols = ("psnr", "ssim") + SCORES + ("speedup_vs_full", "latency_ratio_256_32", "overhead_share", "head_share",
-                                        "peak_kv_mb")
-    lines = [f"# Policy benchmark: {rep['frames']}-frame rollouts, mean ± 95% CI over held-out prompts", "",
-             "| policy | budget | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
-    for r in rep["rows"]:
-        cells = [f"{r[c][0]:.3f} ± {r[c][1]:.3f}" if not math.isnan(r[c][0]) else "n/a" for c in cols]
-        lines.append(f"| {r['policy']} | 1/{round(1 / r['share'])} | " + " | ".join(cells) + " |")
+BOUNDS = ("oracle", "random")          # upper and lower bounds, not heuristics PaFu-KV is compared with
+HEADLINE = ("psnr", "identity_persistence", "landmark_revisit", "adherence")
+
+
+def headline_lines(rep: dict, method: str = "pafu", shares=(1 / 8, 1 / 4)) -> list[str]:
+    """The policy issue's headline question: does PaFu-KV match or beat every heuristic policy at 1/8 and 1/4
+    on fidelity and consistency? Per metric: PaFu's mean ± CI, the best heuristic's, and the verdict
+    ('beats' / 'loses to' when the 95% CIs are apart, else above or below with overlapping CIs)."""
+    out = []
+    for sh in shares:
+        rows = [r for r in rep["rows"] if abs(r["share"] - sh) < 1e-9 and ":" not in r["policy"]]
+        mine = next((r for r in rows if r["policy"] == method), None)
+        rivals = [r for r in rows if r["policy"] not in (method, *BOUNDS)]
+        if mine is None or not rivals:
+            continue
+        for key in HEADLINE:
+            best = max(rivals, key=lambda r: -math.inf if math.isnan(r[key][0]) else r[key][0])
+            (m, mc), (b, bc) = mine[key], best[key]
+            if math.isnan(m) or math.isnan(b):
+                continue
+            ci = (0 if math.isnan(mc) else mc) + (0 if math.isnan(bc) else bc)
+            verdict = ("beats" if m - b > ci else "loses to" if b - m > ci
+                       else f"is {'above' if m >= b else 'below'}, CIs overlapping,")
+            out.append(f"- 1/{round(1 / sh)}, {key}: {method} {m:.3f} ± {mc:.3f} {verdict} the best heuristic, "
+                       f"{best['policy']} {b:.3f} ± {bc:.3f}")
+    return ["", f"Headline: {method} against the best heuristic policy per metric (bounds excluded):", *out] if out else []
+
+
+def quantisation_lines(rep: dict) -> list[str]:
+    """For every quantised variant ('h2o:storage=int4'), PSNR and KV bytes against the same policy stored in
+    fp32 at the same token budget (the policy issue's int4 target: at most 0.5 dB lost)."""
+    rows = {(r["policy"], r["share"]): r for r in rep["rows"]}
+    out = []
+    for (pol, sh), r in sorted(rows.items()):
+        name, params = split_spec(pol)
+        base = rows.get((name, sh))
+        if "storage" not in params or base is None or len(params) != 1:
+            continue
+        out.append(f"- {pol} at 1/{round(1 / sh)}: PSNR vs full {r['psnr'][0]:.2f} dB against {base['psnr'][0]:.2f} "
+                   f"dB in fp32 ({r['psnr'][0] - base['psnr'][0]:+.2f} dB); peak KV {r['peak_kv_mb'][0]:.2f} MB "
+                   f"against {base['peak_kv_mb'][0]:.2f} MB ({base['peak_kv_mb'][0] / r['peak_kv_mb'][0]:.1f}x less)")
+    return ["", "KV quantisation at equal token budget (same policy, same prompts and noise):", *out] if out else []
+
+
+def markdown(rep: dict, name: str = "policies") -> str:
+    quality = ("psnr", "ssim") + SCORES
+    efficiency = ("speedup_vs_full", "latency_ratio_256_32", "latency_ratio_end_fill", "overhead_share",
+                  "head_share", "peak_kv_mb")
+    over = "validation prompts (drawn like training scenes)" if rep.get("split") == "validation" else "held-out prompts"
+    lines = [f"# Policy benchmark: {rep['frames']}-frame rollouts, mean ± 95% CI over {over}", "",
+             f"Weights {rep.get('weights', '?')} (student-autoencoder-salience head hashes).", ""]
+    for title, cols in (("Quality", quality), ("Efficiency", efficiency)):
+        lines += [f"## {title}", "", "| policy | budget | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+        for r in rep["rows"]:
+            cells = [f"{r[c][0]:.3f} ± {r[c][1]:.3f}" if not math.isnan(r[c][0]) else "n/a" for c in cols]
+            lines.append(f"| {r['policy']} | 1/{round(1 / r['share'])} | " + " | ".join(cells) + " |")
+        lines.append("")
     full = rep["full"][0]
     lines += ["", "Full-cache reference (same prompts, seeds and noise): " + ", ".join(
         f"{k} {v[0]:.3f} ± {v[1]:.3f}" for k, v in full.items() if not math.isnan(v[0])) +
@@ -271,8 +361,10 @@ def markdown(rep: dict) -> str:
         "degrades past the trained horizon (docs/benchmarks/model.md), so the world-consistency scores "
         "(adherence, identity, landmark revisit) are the primary quality measure. speedup_vs_full: end-to-end "
         "time of the full cache over the policy's; latency_ratio_256_32: median ms/frame over the last 8 frames "
-        "over frames 28-35; overhead_share: eviction step time over chunk time; head_share: salience-head time "
-        "over total generation time. Plots: policies_quality.png, policies_latency.png."]
+        "over frames 28-35; latency_ratio_end_fill: the same over 8 frames just after the cache first fills its "
+        "budget (share x frames + 4 on), i.e. flatness once bounded; overhead_share: eviction step time over chunk time; head_share: salience-head time "
+        f"over total generation time. Plots: {name}_quality.png, {name}_latency.png."]
+    lines += headline_lines(rep) + quantisation_lines(rep)
     head = rep.get("salience_head")
     if head:
         lines += ["", "PaFu-KV salience head against teacher SSE on held-out clips (per layer): Spearman "

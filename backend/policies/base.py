@@ -198,10 +198,10 @@ def select_frames(scores: torch.Tensor, protected: torch.Tensor, frame: torch.Te
     counts = torch.zeros(len(frames)).index_add_(0, inv, torch.ones(len(inv)))
     newest_first = torch.arange(len(frames) - 1, -1, -1)
     order = newest_first[torch.sort((sums / counts)[newest_first], descending=True, stable=True).indices]
-    room, chosen = budget - n_prot, []
-    for j in order.tolist():
-        if counts[j] <= room:
-            chosen.append(frames[j])
-            room -= int(counts[j])
+    room, chosen, cnt, fr = budget - n_prot, [], counts.long().tolist(), frames.tolist()
+    for j in order.tolist():                                          # greedy: best frames that still fit
+        if cnt[j] <= room:
+            chosen.append(fr[j])
+            room -= cnt[j]
     keep = protected | (free & torch.isin(frame, torch.tensor(chosen, dtype=frame.dtype)))
     return keep.nonzero().flatten()

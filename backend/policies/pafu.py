@@ -6,6 +6,11 @@ salience, predicts which cached tokens future frames will need; the cache keeps 
 from their un-rotated keys and grid positions (stored in the cache's `pred` field); beyond the protected
 tokens the policy keeps the top tokens by alpha * past + (1 - alpha) * predicted, both min-max
 normalised over the layer's tokens, past = normalised accumulated attention (H2O / ZipCache).
+Protected, as in methods.md §1 step 4 ("sink chunk + newest chunk + top-C"): the prompt anchors, the
+first `sink_frames` frames and the newest `recent_frames` frames. Defaults (sink 1, recent 1) were chosen
+on validation prompts, never the held-out set (docs/benchmarks/pafu_validation.md): a 2-frame recent
+window changed nothing measurable (past attention already keeps the previous frame); the 1-frame sink
+raised PSNR at 1/8 and 1/4.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ def minmax(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class PaFu(Policy):
     name = "pafu"
     alpha: float = 0.5
+    recent_frames: int = 1
+    sink_frames: int = 1
     head: object = field(default=None, repr=False)      # a SalienceHead; None loads the shipped one
     head_ms: float = 0.0                                # time spent in the head (overhead reporting)
 
@@ -37,6 +44,18 @@ class PaFu(Policy):
         super().__post_init__()
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.recent_frames < 1 or self.sink_frames < 0:
+            raise ValueError(f"recent_frames must be >= 1 and sink_frames >= 0, got {self.recent_frames}, "
+                             f"{self.sink_frames}")
+
+    def min_budget(self, n_prompt, tokens_per_frame, chunk_frames):
+        return n_prompt + (max(self.recent_frames, chunk_frames) + self.sink_frames) * tokens_per_frame
+
+    def protected(self, layer, ctx):
+        f = layer.meta["frame"]
+        recent = f > ctx.newest_frames[1] - self.recent_frames
+        sink = (layer.meta["kind"] == KIND_FRAME) & (f < self.sink_frames)
+        return super().protected(layer, ctx) | recent | sink
 
     def _head(self):
         if self.head is None:
@@ -56,4 +75,5 @@ class PaFu(Policy):
         return self.alpha * minmax(past_attention(layer), frames) + (1 - self.alpha) * minmax(m["pred"], frames)
 
     def describe(self):
-        return {**super().describe(), "alpha": self.alpha}
+        return {**super().describe(), "alpha": self.alpha, "recent_frames": self.recent_frames,
+                "sink_frames": self.sink_frames}
