@@ -52,3 +52,28 @@ def test_rank_metrics():
     a = np.arange(100.0)
     assert spearman(a, a) > 0.999 and spearman(a, -a) < -0.999
     assert recall_at(a, a) == 1.0 and recall_at(-a, a) == 0.0
+
+
+def test_hindsight_labels_are_the_students_future_attention(tiny):
+    """`--labels hindsight`: per layer, attention from later queries of the clip, max-normalised; the newest
+    frame has been seen by its own commit only, the oldest by every later one."""
+    from backend.salience import student_keys
+    from backend.train.salience import hindsight_labels
+    lat = torch.randn(4, tiny.cfg.latent_ch, tiny.cfg.grid, tiny.cfg.grid)
+    cache = student_keys(tiny, torch.arange(tiny.cfg.n_prompt), lat)
+    labels = hindsight_labels(cache)
+    assert len(labels) == tiny.cfg.n_layer
+    for layer, lab in zip(cache.layers, labels):
+        m = layer.meta
+        assert lab.shape == (4 * tiny.cfg.tokens_per_frame,) and torch.isclose(lab.max(), torch.tensor(1.0))
+        seen = m["attn_count"][m["kind"] == 1].view(4, -1)[:, 0]
+        assert (seen.diff() < 0).all()                     # older tokens were seen by more queries
+
+
+def test_pafu_labels_choose_the_head_file_and_are_validated():
+    import pytest
+    from backend.policies.pafu import PaFu
+    assert PaFu(labels="hindsight").signature_files()[0].endswith("salience_head_hindsight.safetensors")
+    assert PaFu().signature_files()[0].endswith("salience_head.safetensors")
+    with pytest.raises(ValueError, match="labels"):
+        PaFu(labels="teacher")

@@ -22,7 +22,10 @@ def test_stages_run_export_and_resume(tmp_path):
     assert (runs / "student" / "log.jsonl").read_text().count("next_frame_mse") == 2
     main(["salience", "--steps", "3", *common])
     _, _, extra = checkpoint.read(models / "salience_head.safetensors")
-    assert len(extra["heldout"]["spearman_per_layer"]) == 2
+    assert len(extra["heldout"]["spearman_per_layer"]) == 2 and extra["labels"] == "sse"
+    main(["salience", "--steps", "2", "--labels", "hindsight", *common])
+    _, _, extra = checkpoint.read(models / "salience_head_hindsight.safetensors")
+    assert extra["labels"] == "hindsight" and len(extra["heldout"]["recall_top25_per_layer"]) == 2
     enc_before = checkpoint.read(models / "autoencoder.safetensors")[0]
     main(["decoder", "--steps", "2", *common])
     enc_after = checkpoint.read(models / "autoencoder.safetensors")[0]

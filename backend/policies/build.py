@@ -50,15 +50,19 @@ def _value(v: str):
 
 
 def build_policy(name: str, budget: str | int | None, n_frames: int, model, ae=None, prompt: str = "",
-                 seed: int = 0, params: dict | None = None, progress: Callable | None = None):
-    """The named policy with its budget in tokens; `oracle` gets its full-cache reference run (slow)."""
+                 seed: int = 0, params: dict | None = None, progress: Callable | None = None,
+                 reference: list | None = None):
+    """The named policy with its budget in tokens; `oracle` gets its full-cache reference run (slow), unless
+    `reference` (``oracle.hindsight_scores`` of a full-cache run with the same prompt, seed and length) is given."""
     if name not in POLICIES:
         raise KeyError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
     kw = dict(params or {})
     make_policy(name, **kw)                                   # bad parameters fail before anything runs
     if budget not in (None, ""):
         kw["budget"] = budget_tokens(budget, model.cfg, n_frames)
-    if name == "oracle":
+    if name == "oracle" and reference is not None:
+        kw["reference"] = reference
+    elif name == "oracle":
         from .oracle import reference_scores
         if progress:
             progress("oracle: full-cache reference run")

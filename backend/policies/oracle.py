@@ -25,8 +25,14 @@ def reference_scores(model, ae, prompt: str, n_frames: int, seed: int, sampler=N
     st = Stepper(model, ae, prompt, n_frames, seed=seed, policy=Full(), preview=False, **kw)
     for _ in st.run():
         pass
+    return hindsight_scores(st.cache)
+
+
+def hindsight_scores(cache) -> list[np.ndarray]:
+    """Per layer, a dense array over token ids of each token's attention normalised by the queries that saw
+    it, read from a full-cache run's cache at its end (the oracle's reference)."""
     out = []
-    for layer in st.cache.layers:
+    for layer in cache.layers:
         m = layer.meta
         dense = np.zeros(int(m["token_id"].max()) + 1, np.float32)
         dense[m["token_id"].numpy()] = (m["attn_sum"] / m["attn_count"].clamp_min(1)).numpy()

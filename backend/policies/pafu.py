@@ -37,6 +37,7 @@ class PaFu(Policy):
     alpha: float = 0.5
     recent_frames: int = 1
     sink_frames: int = 1
+    labels: str = "sse"                                 # which head: sse (the paper) | hindsight (our variant)
     head: object = field(default=None, repr=False)      # a SalienceHead; None loads the shipped one
     head_ms: float = 0.0                                # time spent in the head (overhead reporting)
 
@@ -44,6 +45,8 @@ class PaFu(Policy):
         super().__post_init__()
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.labels not in ("sse", "hindsight"):
+            raise ValueError(f"labels must be sse or hindsight, got {self.labels!r}")
         if self.recent_frames < 1 or self.sink_frames < 0:
             raise ValueError(f"recent_frames must be >= 1 and sink_frames >= 0, got {self.recent_frames}, "
                              f"{self.sink_frames}")
@@ -59,9 +62,18 @@ class PaFu(Policy):
 
     def _head(self):
         if self.head is None:
-            from ..train.salience import load_head
-            self.head = load_head()
+            from ..train.salience import MODELS, head_file, load_head
+            path = MODELS / head_file(self.labels)
+            if not path.is_file():
+                raise FileNotFoundError(f"no salience head at {path}; train it with `python -m backend.train "
+                                        f"salience --labels {self.labels}`")
+            self.head = load_head(path)
         return self.head
+
+    def signature_files(self) -> list[str]:
+        """Weights the policy's results depend on beyond the model (benchmark resume keys)."""
+        from ..train.salience import MODELS, head_file
+        return [str(MODELS / head_file(self.labels))]
 
     def prepare(self, cache, ctx):
         t0 = time.perf_counter()
@@ -76,4 +88,4 @@ class PaFu(Policy):
 
     def describe(self):
         return {**super().describe(), "alpha": self.alpha, "recent_frames": self.recent_frames,
-                "sink_frames": self.sink_frames}
+                "sink_frames": self.sink_frames, "labels": self.labels}

@@ -26,11 +26,16 @@ def main(argv=None) -> None:
                     "student) instead of the default initialisation, when there is no run state to resume")
     ap.add_argument("--runs-dir", default="runs", help="resumable training state and logs (default runs/)")
     ap.add_argument("--models-dir", default="assets/models", help="where weights are written (default assets/models/)")
+    ap.add_argument("--labels", default=None, choices=("sse", "hindsight"),
+                    help="salience: the head's training labels, the teacher's SSE (default, the paper) or the "
+                    "student's own hindsight attention (our variant; written to salience_head_hindsight.safetensors)")
     a = ap.parse_args(argv)
     mod = importlib.import_module(STAGES[a.stage])
     kw = {"recipe": a.recipe, "resume": not a.fresh, "runs": a.runs_dir, "models": a.models_dir}
     if a.steps is not None:
         kw["steps"] = a.steps
+    if a.stage == "salience":
+        kw["labels"] = a.labels
     if a.stage in ("teacher", "student"):
         kw["stage"] = a.stage
         kw["preset"] = a.preset
