@@ -8,7 +8,7 @@ tokens the policy keeps the top tokens by alpha * past + (1 - alpha) * predicted
 normalised over the layer's tokens, past = normalised accumulated attention (H2O / ZipCache).
 Protected, as in methods.md §1 step 4 ("sink chunk + newest chunk + top-C"): the prompt anchors, the
 first `sink_frames` frames and the newest `recent_frames` frames. Defaults (sink 1, recent 1) were chosen
-on validation prompts, never the held-out set (docs/benchmarks/pafu_validation.md): a 2-frame recent
+on validation prompts, never the held-out set (docs/benchmarks/policies_validation.md): a 2-frame recent
 window changed nothing measurable (past attention already keeps the previous frame); the 1-frame sink
 raised PSNR at 1/8 and 1/4.
 """
