@@ -91,6 +91,8 @@ class Run:
         hist = RunHistory(cfg.n_layer, cfg.n_prompt, cfg.tokens_per_frame, cfg.grid, cfg.chunk_frames, config.frames,
                           budget=policy.budget if policy.budget is not None else -1)
         data = RunData(config, st.frames, hist, st.frame_ms, st.latents.numpy())
+        if hasattr(policy, "salience_head"):         # PaFu-KV: show the head the policy itself uses
+            head = policy.salience_head()
         return cls(data, st, head)
 
     @property

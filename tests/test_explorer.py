@@ -235,3 +235,25 @@ def test_reloaded_history_round_trip(ex):
     for f in range(5):
         for s in ("score", "attention", "predicted"):
             np.testing.assert_array_equal(a.frame_values(s, f, 0), b.frame_values(s, f, 0))
+
+
+def test_pafu_runs_show_the_head_their_policy_uses(shipped_models):
+    """The `predicted` signal of a PaFu-KV run is its own head's (SSE or hindsight), so the explorer never
+    fills the cache's predictions with another head before the policy scores them."""
+    import torch
+    from backend.train.salience import MODELS, head_file, load_head
+    from explorer.run import Run
+    model, ae = shipped_models
+    for labels in ("sse", "hindsight"):
+        run = Run.start(cfg(policy="pafu", params=f"labels={labels}", budget="4f"), model, ae,
+                        head=load_head(MODELS / head_file("sse")))
+        want = load_head(MODELS / head_file(labels))
+        got = dict(run.head.named_parameters())
+        assert all(torch.equal(p, got[k]) for k, p in want.named_parameters())
+        while run.stepper.chunk < 6:                       # past the first evictions
+            run.step()
+        m = run.stepper.cache.layers[0].meta
+        k = m["kind"] == 1
+        with torch.no_grad():
+            expect = want(0, want.features(run.stepper.cache.layers[0].k[:, k], m["y"][k], m["x"][k]))
+        assert torch.allclose(m["pred"][k], expect, atol=1e-6)

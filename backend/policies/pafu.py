@@ -60,7 +60,8 @@ class PaFu(Policy):
         sink = (layer.meta["kind"] == KIND_FRAME) & (f < self.sink_frames)
         return super().protected(layer, ctx) | recent | sink
 
-    def _head(self):
+    def salience_head(self):
+        """The Salience Estimation Head this policy scores with (loaded on first use)."""
         if self.head is None:
             from ..train.salience import MODELS, head_file, load_head
             path = MODELS / head_file(self.labels)
@@ -77,7 +78,7 @@ class PaFu(Policy):
 
     def prepare(self, cache, ctx):
         t0 = time.perf_counter()
-        self._head().predict_cache(cache, only_new=True)
+        self.salience_head().predict_cache(cache, only_new=True)
         self.head_ms += (time.perf_counter() - t0) * 1e3
         return super().prepare(cache, ctx)
 
