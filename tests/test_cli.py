@@ -70,7 +70,7 @@ def test_policies_listing(capsys):
     assert main(["policies"]) == 0
     out = capsys.readouterr().out
     assert "full" in out and "window" in out
-    assert "[alpha=0.5]" in out and "storage=fp32|bf16|int8|int4|int2" in out    # parameters are listed
+    assert "alpha=0.5" in out and "labels=sse" in out and "storage=fp32|bf16|int8|int4|int2" in out  # parameters
     assert DEFAULT_AE.is_file()
 
 

@@ -17,12 +17,13 @@ def plot(rep: dict, results: list[dict], out: Path, name: str = "policies") -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     pols = sorted({r["policy"] for r in rep["rows"]})
-    colours = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
+    tab20 = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
+    colour = {pol: tab20[(2 * k) % 20 if k < 10 else (2 * k + 1) % 20] for k, pol in enumerate(pols)}  # distinct
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     for k, pol in enumerate(pols):
         rows = sorted((r for r in rep["rows"] if r["policy"] == pol), key=lambda r: r["share"])
         x = np.array([r["share"] for r in rows]) * 2 ** ((k - len(pols) / 2) * 0.012)   # dodge the error bars
-        style = dict(marker="osD^v<>ph*"[k % 10], capsize=2, color=colours[(2 * k) % 20 if k < 10 else (2 * k + 1) % 20],
+        style = dict(marker="osD^v<>ph*"[k % 10], capsize=2, color=colour[pol],
                      lw=2.4 if split_spec(pol)[0] in ("pafu", "packcache") else 1.1,
                      ls="--" if split_spec(pol)[0] in BOUNDS else "-", label=pol, ms=4)
         for ax, key in zip(axes, ("psnr", "adherence", "identity_persistence")):
@@ -52,10 +53,10 @@ def plot(rep: dict, results: list[dict], out: Path, name: str = "policies") -> N
     for pol in pols:
         rs = [r for r in results if r["policy"] == pol and r["share"] == pick]
         if rs:
-            ax.plot(np.median([r["frame_ms"] for r in rs], 0), label=pol, lw=1)
+            ax.plot(np.median([r["frame_ms"] for r in rs], 0), label=pol, lw=1, color=colour[pol])
     ax.set_xlabel("frame index")
     ax.set_ylabel("time per frame [ms] (median over prompts)")
-    ax.set_title(f"per-frame latency, budget {pick} of the full cache")
+    ax.set_title("per-frame latency, budget " + (f"1/{round(1 / pick)}" if pick else "?") + " of the full cache")
     ax.legend(fontsize=7, ncol=3)
     ax.grid(alpha=0.3)
     fig.tight_layout()
