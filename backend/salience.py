@@ -90,6 +90,16 @@ def teacher_sse(teacher: VideoDiT, prompt_tokens: torch.Tensor, latents: torch.T
 
 
 # ----------------------------------------------------------------------------------- the head
+LABELS = ("sse", "hindsight")    # what a head is trained on: teacher SSE (the paper) | student hindsight (ours)
+
+
+def head_file(labels: str) -> str:
+    """File name of the shipped head trained on `labels`."""
+    if labels not in LABELS:
+        raise ValueError(f"labels must be one of {', '.join(LABELS)}, got {labels!r}")
+    return "salience_head.safetensors" if labels == "sse" else f"salience_head_{labels}.safetensors"
+
+
 @dataclass(frozen=True)
 class SEHConfig:
     n_layer: int = 4

@@ -25,7 +25,7 @@ def main(argv=None) -> None:
     pp.add_argument("--policies", default=",".join(__import__("backend.bench.policies", fromlist=["x"]).DEFAULT_POLICIES))
     pp.add_argument("--shares", default="0.0625,0.125,0.25,0.5", help="budgets as shares of the full cache")
     pp.add_argument("--workers", type=int, default=2)
-    pp.add_argument("--split", default="heldout", choices=("heldout", "validation"),
+    pp.add_argument("--split", default="heldout", choices=__import__("backend.bench.policies", fromlist=["x"]).SPLITS,
                     help="held-out pairs (reported numbers) or validation pairs (for design choices)")
     pp.add_argument("--out", default="docs/benchmarks")
     pp.add_argument("--ray", metavar="ADDRESS", help="run on Ray: 'local' (a single-node cluster here), 'auto' or "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
@@ -40,8 +41,6 @@ def policy_signature(spec: str) -> str:
         from ..loading import file_hash
         files = cls(**params).signature_files()
         settings["_files"] = [file_hash(f) if Path(f).is_file() else None for f in files]
-        if files == [str(Path(files[0]).parent / "salience_head.safetensors")]:
-            settings.pop("_files")                       # the SSE head is already in the weights tag
     return hashlib.sha1(json.dumps([name, settings], sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -120,7 +119,7 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
 def _save_hindsight(path: Path, reference: list[np.ndarray]) -> None:
     """Atomic write of the oracle's per-layer reference arrays (a worker may be reading them)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{__import__('os').getpid()}.tmp.npz")
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
     np.savez(tmp, **{f"layer{j}": a for j, a in enumerate(reference)})
     tmp.replace(path)
 

@@ -16,6 +16,7 @@ import torch
 
 from .base import Policy
 from .full import Full
+from .signals import past_attention
 
 
 def reference_scores(model, ae, prompt: str, n_frames: int, seed: int, sampler=None) -> list[np.ndarray]:
@@ -35,7 +36,7 @@ def hindsight_scores(cache) -> list[np.ndarray]:
     for layer in cache.layers:
         m = layer.meta
         dense = np.zeros(int(m["token_id"].max()) + 1, np.float32)
-        dense[m["token_id"].numpy()] = (m["attn_sum"] / m["attn_count"].clamp_min(1)).numpy()
+        dense[m["token_id"].numpy()] = past_attention(layer).numpy()
         out.append(dense)
     return out
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..cache import KIND_FRAME
+from ..salience import head_file
 from .base import Policy
 from .signals import past_attention
 
@@ -45,8 +46,7 @@ class PaFu(Policy):
         super().__post_init__()
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.labels not in ("sse", "hindsight"):
-            raise ValueError(f"labels must be sse or hindsight, got {self.labels!r}")
+        head_file(self.labels)                            # rejects unknown labels
         if self.recent_frames < 1 or self.sink_frames < 0:
             raise ValueError(f"recent_frames must be >= 1 and sink_frames >= 0, got {self.recent_frames}, "
                              f"{self.sink_frames}")
@@ -63,7 +63,7 @@ class PaFu(Policy):
     def salience_head(self):
         """The Salience Estimation Head this policy scores with (loaded on first use)."""
         if self.head is None:
-            from ..train.salience import MODELS, head_file, load_head
+            from ..train.salience import MODELS, load_head
             path = MODELS / head_file(self.labels)
             if not path.is_file():
                 raise FileNotFoundError(f"no salience head at {path}; train it with `python -m backend.train "
@@ -73,7 +73,7 @@ class PaFu(Policy):
 
     def signature_files(self) -> list[str]:
         """Weights the policy's results depend on beyond the model (benchmark resume keys)."""
-        from ..train.salience import MODELS, head_file
+        from ..train.salience import MODELS
         return [str(MODELS / head_file(self.labels))]
 
     def prepare(self, cache, ctx):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from ..salience import LABELS
+
 STAGES = {"ae": "backend.train.ae", "teacher": "backend.train.video", "student": "backend.train.video",
           "decoder": "backend.train.decoder", "salience": "backend.train.salience"}
 
@@ -26,7 +28,7 @@ def main(argv=None) -> None:
                     "student) instead of the default initialisation, when there is no run state to resume")
     ap.add_argument("--runs-dir", default="runs", help="resumable training state and logs (default runs/)")
     ap.add_argument("--models-dir", default="assets/models", help="where weights are written (default assets/models/)")
-    ap.add_argument("--labels", default=None, choices=("sse", "hindsight"),
+    ap.add_argument("--labels", default=None, choices=LABELS,
                     help="salience: the head's training labels, the teacher's SSE (default, the paper) or the "
                     "student's own hindsight attention (our variant; written to salience_head_hindsight.safetensors)")
     a = ap.parse_args(argv)

@@ -31,7 +31,10 @@ from ..data import sample_train_scene
 from ..evalset import EVAL_PAIRS
 from ..loading import load_model
 from ..prompt import parse
-from ..salience import SalienceHead, SEHConfig, listwise_loss, recall_at, spearman, student_keys, teacher_sse
+from ..cache import KIND_FRAME
+from ..policies.signals import past_attention
+from ..salience import (SalienceHead, SEHConfig, head_file, listwise_loss, recall_at, spearman, student_keys,
+                        teacher_sse)
 from ..world import make_clip
 from .common import MODELS, RUNS, Log, export, recipe_config, stage_autoencoder
 
@@ -63,21 +66,12 @@ def clip_latents(ae, student, spec, seed: int, frames: int, generated: bool) -> 
         return ae.encode(frames_to_tensor(make_clip(spec, seed, frames).frames))
 
 
-LABELS = ("sse", "hindsight")
-
-
-def head_file(labels: str) -> str:
-    return "salience_head.safetensors" if labels == "sse" else f"salience_head_{labels}.safetensors"
-
-
 def hindsight_labels(cache) -> list[torch.Tensor]:
     """Per layer, the frame tokens' attention from all later queries of the clip (normalised by how many
     saw them), max-normalised: (n_frame_tokens,) each."""
     out = []
     for layer in cache.layers:
-        m = layer.meta
-        sel = m["kind"] == 1
-        a = (m["attn_sum"] / m["attn_count"].clamp_min(1))[sel]
+        a = past_attention(layer)[layer.meta["kind"] == KIND_FRAME]
         out.append(a / a.max().clamp_min(1e-12))
     return out
 
@@ -117,8 +111,7 @@ def quality(head: SalienceHead, data) -> dict:
 def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
         runs: Path = RUNS, models: Path = MODELS, labels: str | None = None) -> dict:
     cfg = recipe_config(RECIPES, recipe, steps=steps, labels=labels)
-    if cfg.labels not in LABELS:
-        raise ValueError(f"labels must be one of {', '.join(LABELS)}, got {cfg.labels!r}")
+    head_file(cfg.labels)                                 # rejects unknown labels before any work
     runs, models = Path(runs), Path(models)
     torch.manual_seed(cfg.seed)
     ae = stage_autoencoder(models)
