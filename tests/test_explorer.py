@@ -257,3 +257,17 @@ def test_pafu_runs_show_the_head_their_policy_uses(shipped_models):
         with torch.no_grad():
             expect = want(0, want.features(run.stepper.cache.layers[0].k[:, k], m["y"][k], m["x"][k]))
         assert torch.allclose(m["pred"][k], expect, atol=1e-6)
+
+
+def test_old_scratch_exports_are_cleaned(tmp_path):
+    """Exported zips live in a scratch folder; files older than the limit go, newer ones stay."""
+    import os
+    import time
+    from explorer.controller import _clean_old
+    old, new = tmp_path / "old.zip", tmp_path / "new.zip"
+    old.write_bytes(b"x")
+    new.write_bytes(b"y")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    _clean_old(tmp_path, max_age_s=3600)
+    assert not old.exists() and new.exists()
+    _clean_old(tmp_path / "missing", max_age_s=3600)          # no folder yet: nothing to do, no error
