@@ -11,6 +11,7 @@ from . import checkpoint
 from .autoencoder import AEConfig, AutoEncoder
 from .config import MODEL_PRESETS, ModelConfig
 from .model import VideoDiT
+from .salience import SalienceHead, SEHConfig, head_file
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
 DEFAULT_MODEL = MODELS_DIR / "student.safetensors"
@@ -29,6 +30,18 @@ def load_model(path: str | Path = DEFAULT_MODEL) -> VideoDiT:
     model = VideoDiT(checkpoint.config_from(ModelConfig, cfg))
     checkpoint.load_into(model, tensors, path)
     return model.eval()
+
+
+def load_head(path: str | Path | None = None, labels: str = "sse") -> SalienceHead:
+    """A PaFu-KV Salience Estimation Head: `path`, else the shipped head trained on `labels`."""
+    path = Path(path) if path is not None else MODELS_DIR / head_file(labels)
+    if not path.is_file():
+        raise FileNotFoundError(f"no salience head at {path}; train it with `python -m backend.train salience "
+                                f"--labels {labels}`")
+    tensors, cfg, _ = checkpoint.read(path)
+    head = SalienceHead(checkpoint.config_from(SEHConfig, cfg))
+    checkpoint.load_into(head, tensors, path)
+    return head.eval()
 
 
 @functools.lru_cache(maxsize=1)

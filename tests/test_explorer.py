@@ -241,13 +241,13 @@ def test_pafu_runs_show_the_head_their_policy_uses(shipped_models):
     """The `predicted` signal of a PaFu-KV run is its own head's (SSE or hindsight), so the explorer never
     fills the cache's predictions with another head before the policy scores them."""
     import torch
-    from backend.train.salience import MODELS, head_file, load_head
+    from backend.loading import load_head
     from explorer.run import Run
     model, ae = shipped_models
     for labels in ("sse", "hindsight"):
         run = Run.start(cfg(policy="pafu", params=f"labels={labels}", budget="4f"), model, ae,
-                        head=load_head(MODELS / head_file("sse")))
-        want = load_head(MODELS / head_file(labels))
+                        head=load_head(labels="sse"))
+        want = load_head(labels=labels)
         got = dict(run.head.named_parameters())
         assert all(torch.equal(p, got[k]) for k, p in want.named_parameters())
         while run.stepper.chunk < 6:                       # past the first evictions

@@ -31,3 +31,38 @@ def test_stages_run_export_and_resume(tmp_path):
     enc_after = checkpoint.read(models / "autoencoder.safetensors")[0]
     changed = {k for k in enc_before if not (enc_before[k] == enc_after[k]).all()}
     assert changed and all(k.startswith("decoder.") for k in changed)     # the latent space is untouched
+
+
+def test_rollout_context_is_causal_and_anchored():
+    """Scheduled sampling: the generated context keeps the anchor frames, and frame k of it depends only on
+    ground-truth frames < k (it is a rollout), so changing the last frame changes nothing before it."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from backend.loading import random_model
+    from backend.train.video import RECIPES, rollout_context, student_loss
+
+    model = random_model("tiny")
+    cfg = dataclasses.replace(RECIPES["student"]["quick"], p_rollout=1.0, rollout_rounds=2, rollout_anchor=1)
+    g = model.cfg.grid
+    x0 = torch.randn(2, 5, model.cfg.latent_ch, g, g)
+    tokens = torch.randint(1, 10, (2, model.cfg.n_prompt))
+    torch.manual_seed(0)
+    ctx = rollout_context(model, tokens, x0, cfg)
+    assert ctx.shape == x0.shape and torch.equal(ctx[:, :1], x0[:, :1])
+    assert (ctx[:, 1:] - x0[:, 1:]).abs().amax() > 1e-3            # the rest is the model's own output
+    x1 = x0.clone()
+    x1[:, -1] += 1.0
+    torch.manual_seed(0)
+    assert torch.allclose(rollout_context(model, tokens, x1, cfg), ctx, atol=1e-5)   # causal
+    x2 = x0.clone()
+    x2[:, 0] += 1.0
+    torch.manual_seed(0)
+    assert (rollout_context(model, tokens, x2, cfg)[:, 1:] - ctx[:, 1:]).abs().amax() > 1e-4   # the anchor drives it
+    model.train()
+    loss = student_loss(model, tokens, x0, cfg, np.random.default_rng(0))
+    loss.backward()
+    assert torch.isfinite(loss) and model.training
+    assert all(p.grad is not None for p in model.blocks[0].parameters())

@@ -19,6 +19,12 @@ def main(argv=None) -> None:
     sm.add_argument("--prompts", type=int, default=12)
     sm.add_argument("--frames", type=int, default=48)
     sm.add_argument("--workers", type=int, default=2)
+    wp = sub.add_parser("weights", help="compare student weights files on validation prompts (which weights ship)")
+    wp.add_argument("paths", nargs="+", help="student .safetensors files (e.g. the shipped one and a candidate)")
+    wp.add_argument("--prompts", type=int, default=24)
+    wp.add_argument("--frames", type=int, default=96)
+    wp.add_argument("--workers", type=int, default=2)
+    wp.add_argument("--out", default="docs/benchmarks")
     pp = sub.add_parser("policies", help="policies x budgets against the full-cache reference (held-out prompts)")
     pp.add_argument("--prompts", type=int, default=8, help="held-out pairs (default 8 of 32; all 32 takes hours on CPU)")
     pp.add_argument("--frames", type=int, default=256)
@@ -38,6 +44,9 @@ def main(argv=None) -> None:
         from .policies import run as run_policies
         run_policies(a.prompts, a.frames, tuple(a.policies.split(",")), tuple(float(x) for x in a.shares.split(",")),
                      a.workers, a.out, ray_address=a.ray, split=a.split)
+    elif a.what == "weights":
+        from .weights import run as run_weights
+        run_weights(a.paths, a.prompts, a.frames, a.workers, a.out)
     elif a.what == "sampler":
         from .sampler import run as run_sampler
         run_sampler(a.prompts, a.frames, a.workers)

@@ -78,12 +78,10 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     if name == "oracle" and hind_file.is_file():
         with np.load(hind_file) as z:
             reference = [z[f"layer{j}"] for j in range(len(z.files))]
-    elif name == "oracle":                 # no full run saved it (resumed from an older version, or Ray)
-        from ..policies.oracle import reference_scores
-        reference = reference_scores(model, ae, prompt, frames, seed)
-        _save_hindsight(hind_file, reference)
     pol = Full() if share is None else build_policy(name, f"{share * 100:.4f}%", frames, model, ae, prompt, seed,
                                                     params, reference=reference)
+    if name == "oracle" and reference is None:   # no full run saved it (Ray, or an older run): the builder ran it
+        _save_hindsight(hind_file, pol.reference)
     st = Stepper(model, ae, prompt, frames, seed=seed, policy=pol, preview=False)
     t0 = time.perf_counter()
     peak, evict_ms = 0, []

@@ -63,18 +63,14 @@ class PaFu(Policy):
     def salience_head(self):
         """The Salience Estimation Head this policy scores with (loaded on first use)."""
         if self.head is None:
-            from ..train.salience import MODELS, load_head
-            path = MODELS / head_file(self.labels)
-            if not path.is_file():
-                raise FileNotFoundError(f"no salience head at {path}; train it with `python -m backend.train "
-                                        f"salience --labels {self.labels}`")
-            self.head = load_head(path)
+            from ..loading import load_head
+            self.head = load_head(labels=self.labels)
         return self.head
 
     def signature_files(self) -> list[str]:
         """Weights the policy's results depend on beyond the model (benchmark resume keys)."""
-        from ..train.salience import MODELS
-        return [str(MODELS / head_file(self.labels))]
+        from ..loading import MODELS_DIR
+        return [str(MODELS_DIR / head_file(self.labels))]
 
     def prepare(self, cache, ctx):
         t0 = time.perf_counter()

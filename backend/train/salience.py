@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .. import checkpoint
 from ..autoencoder import frames_to_tensor
 from ..data import sample_train_scene
 from ..evalset import EVAL_PAIRS
@@ -148,9 +147,3 @@ def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
           f"recall@25% {np.round(q_held['recall_top25_per_layer'], 3).tolist()}")
     return q_held
 
-
-def load_head(path: Path = MODELS / "salience_head.safetensors") -> SalienceHead:
-    tensors, cfg, _ = checkpoint.read(path)
-    head = SalienceHead(checkpoint.config_from(SEHConfig, cfg))
-    checkpoint.load_into(head, tensors, path)
-    return head.eval()

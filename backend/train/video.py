@@ -3,7 +3,9 @@
 CausVid's recipe (arXiv 2412.07772): train a bidirectional teacher, initialise the causal student from it,
 train the student with teacher forcing (every noisy chunk attends to *clean* earlier chunks, exactly as
 cached inference does; see ``model.teacher_forcing_mask``) plus noise on the context frames (reduces
-exposure bias). Temporal-position augmentation (a random offset on the frame positions) shows the model
+exposure bias). Optionally, scheduled sampling on the model's own outputs (``rollout_context``): the context
+frames are replaced by what the student itself generates from them, so it learns to continue (and correct)
+imperfect context as at inference. Temporal-position augmentation (a random offset on the frame positions) shows the model
 positions beyond the clip length, so a full cache degrades later past the trained horizon.
 """
 from __future__ import annotations
@@ -46,6 +48,10 @@ class VideoTrainConfig:
     p_t_offset: float = 0.5
     sprite_weight: float = 1.0   # student: loss weight of tokens a sprite touches (others 1; see data.py)
     first_weight: float = 1.0    # student: loss weight of frame 0 (prompt only, no context)
+    p_rollout: float = 0.0       # student: share of steps whose context is the model's own rollout
+    rollout_rounds: int = 2      # parallel rollout depth (errors compound over this many frames)
+    rollout_steps: int = 2       # sampler steps per generated frame in the rollout
+    rollout_anchor: int = 1      # leading frames kept as ground truth in a rollout context
     seed: int = 0
     ckpt_every: int = 100
 
@@ -54,7 +60,10 @@ RECIPES = {
     "teacher": {"quick": VideoTrainConfig(steps=200, frames=12, long_every=0),
                 "default": VideoTrainConfig(steps=600, frames=12, long_every=0)},
     "student": {"quick": VideoTrainConfig(steps=1200, lr=5e-4, sprite_weight=5.0, first_weight=2.0),
-                "default": VideoTrainConfig(steps=4000, lr=5e-4, sprite_weight=5.0, first_weight=2.0)},
+                "default": VideoTrainConfig(steps=4000, lr=5e-4, sprite_weight=5.0, first_weight=2.0),
+                # continuation from the shipped student: own-rollout context, more long clips
+                "selfctx": VideoTrainConfig(steps=2500, lr=3e-4, warmup=50, batch=4, frames=16, long_every=2,
+                                            long_batch=3, sprite_weight=5.0, first_weight=2.0, p_rollout=0.5)},
 }
 
 
@@ -90,15 +99,48 @@ def token_weights(mask: torch.Tensor, cfg: VideoTrainConfig) -> torch.Tensor:
     return w[:, :, None]
 
 
+@torch.no_grad()
+def rollout_context(model, tokens, x0, cfg: VideoTrainConfig, t_offset: int = 0) -> torch.Tensor:
+    """Context frames the student generated itself: (B, T, C, g, g), like x0.
+
+    Scheduled sampling computed in parallel (Jacobi rounds of the teacher-forcing layout): each round
+    generates every frame from pure noise with a `rollout_steps` re-noising sampler, given the previous
+    round's frames as clean context; after r rounds frame k is exactly what an autoregressive rollout of
+    depth min(k, r) from ground truth would produce (same noise aside). The first `rollout_anchor` frames
+    stay ground truth. Our reconstruction of the exposure-bias fix (Self-Forcing trains on its own
+    rollouts with a distribution-matching loss; here the target stays the ground-truth next frame, which
+    teaches the student to pull drifted context back to the world, DAgger style)."""
+    B, T = x0.shape[:2]
+    levels = shift_t(torch.linspace(1.0, 0.0, cfg.rollout_steps + 1)[:-1], cfg.shift)
+    zeros = torch.zeros(B, T)
+    ctx = x0
+    for _ in range(cfg.rollout_rounds):
+        x = torch.randn_like(x0)
+        for i, t in enumerate(levels.tolist()):
+            v = model.teacher_forcing(tokens, ctx, zeros, x, torch.full((B, T), t), t_offset=t_offset)
+            pred = x - t * v
+            if i + 1 < len(levels):
+                x = (1 - levels[i + 1]) * pred + levels[i + 1] * torch.randn_like(x0)
+        ctx = torch.cat([x0[:, :cfg.rollout_anchor], pred[:, cfg.rollout_anchor:]], 1)
+    return ctx
+
+
 def student_loss(model, tokens, x0, cfg, rng, mask=None):
     B, T = x0.shape[:2]
     t = shift_t(torch.rand(B, T), cfg.shift)                      # independent level per chunk frame
     eps = torch.randn_like(x0)
     xt = (1 - t)[..., None, None, None] * x0 + t[..., None, None, None] * eps
-    s = torch.rand(B, 1) * cfg.ctx_noise * (torch.rand(B, 1) < cfg.p_ctx_noise)   # context noise level
-    s = s.expand(B, T)
-    ctx = (1 - s)[..., None, None, None] * x0 + s[..., None, None, None] * torch.randn_like(x0)
     off = int(rng.integers(0, cfg.max_t_offset + 1)) if rng.random() < cfg.p_t_offset else 0
+    if cfg.p_rollout and rng.random() < cfg.p_rollout:
+        s = torch.zeros(B, T)
+        was_training = model.training
+        model.eval()
+        ctx = rollout_context(model, tokens, x0, cfg, off)
+        model.train(was_training)
+    else:
+        s = torch.rand(B, 1) * cfg.ctx_noise * (torch.rand(B, 1) < cfg.p_ctx_noise)   # context noise level
+        s = s.expand(B, T)
+        ctx = (1 - s)[..., None, None, None] * x0 + s[..., None, None, None] * torch.randn_like(x0)
     v = model.teacher_forcing(tokens, ctx, s, xt, t, t_offset=off)
     if mask is None:
         return F.mse_loss(v, eps - x0)
