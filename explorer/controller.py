@@ -79,7 +79,7 @@ class Explorer:
             self.model_hash = file_hash(DEFAULT_MODEL)
         if self.head is None:
             try:
-                from backend.train.salience import load_head
+                from backend.loading import load_head
                 self.head = load_head()
             except Exception:          # no shipped head: the `predicted` signal is simply absent
                 self.head = None
