@@ -65,7 +65,8 @@ class LayerCache:
     k: torch.Tensor                     # (H, n, Dh), un-rotated keys
     v: torch.Tensor                     # (H, n, Dh)
     meta: dict[str, torch.Tensor]       # each (n, ...)
-    _krot: torch.Tensor | None = None   # memo of rotated keys (H, n, Dh), dropped on any change
+    _krot: torch.Tensor | None = None   # memo of rotated keys (H, n, Dh): kept through append / keep,
+                                        # dropped when keys or positions change
 
     @classmethod
     def empty(cls, n_head: int, head_dim: int) -> "LayerCache":
@@ -76,7 +77,10 @@ class LayerCache:
         return self.k.shape[1]
 
     # --- mutations (all keep metadata aligned with K/V) ---
-    def append(self, k: torch.Tensor, v: torch.Tensor, meta: dict[str, torch.Tensor]) -> None:
+    def append(self, k: torch.Tensor, v: torch.Tensor, meta: dict[str, torch.Tensor],
+               k_rot: torch.Tensor | None = None) -> None:
+        """Add tokens k, v (H, n, Dh) with their metadata; `k_rot` (the same keys rotated by meta["pos"], as
+        attention just computed them) extends the rotated-key memo instead of dropping it."""
         n = k.shape[1]
         full = empty_meta(n)
         full["count"].fill_(1.0)
@@ -87,7 +91,7 @@ class LayerCache:
         self.k = torch.cat([self.k, k.detach()], dim=1)
         self.v = torch.cat([self.v, v.detach()], dim=1)
         self.meta = {key: torch.cat([self.meta[key], full[key]]) for key in self.meta}
-        self._krot = None
+        self._krot = None if self._krot is None or k_rot is None else torch.cat([self._krot, k_rot.detach()], 1)
 
     def keep(self, idx: torch.Tensor) -> torch.Tensor:
         """Keep tokens at positions idx (kept in cache order); returns the token ids evicted."""
@@ -99,9 +103,11 @@ class LayerCache:
         mask = torch.ones(len(self), dtype=torch.bool)
         mask[idx] = False
         evicted = self.meta["token_id"][mask]
-        self.k, self.v = self.k[:, idx], self.v[:, idx]                # advanced indexing copies: no aliasing
-        self.meta = {key: val[idx] for key, val in self.meta.items()}
-        self._krot = None
+        # index_select copies (no aliasing) and is several times faster than advanced indexing on dim 1
+        self.k, self.v = self.k.index_select(1, idx), self.v.index_select(1, idx)
+        self.meta = {key: val.index_select(0, idx) for key, val in self.meta.items()}
+        if self._krot is not None:                                      # positions unchanged: the memo stays valid
+            self._krot = self._krot.index_select(1, idx)
         return evicted
 
     def merge(self, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -134,11 +140,11 @@ class LayerCache:
         if len(idx) == 0:
             return
         if name in ("int8", "int4", "int2"):
-            self.k[:, idx] = quantize(self.k[:, idx], bits)
-            self.v[:, idx] = quantize(self.v[:, idx], bits)
+            for x in (self.k, self.v):
+                x.index_copy_(1, idx, quantize(x.index_select(1, idx), bits))
         elif name == "bf16":
-            self.k[:, idx] = self.k[:, idx].bfloat16().float()
-            self.v[:, idx] = self.v[:, idx].bfloat16().float()
+            for x in (self.k, self.v):
+                x.index_copy_(1, idx, x.index_select(1, idx).bfloat16().float())
         self.meta["dtype"][idx] = code
         self._krot = None
 

@@ -249,8 +249,8 @@ class VideoDiT(nn.Module):
         for blk, layer in zip(self.blocks, cache.layers):
             def attend(q, k, v, layer=layer):                              # (1, H, n, Dh) each
                 q, k, v = q[0], k[0], v[0]
-                qr = apply_rope(q, cos, sin)
-                k_all = torch.cat([layer.rotated_keys(self.rotate), apply_rope(k, cos, sin)], 1)
+                qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+                k_all = torch.cat([layer.rotated_keys(self.rotate), kr], 1)
                 v_all = torch.cat([layer.v, v], 1)
                 bias = None
                 if len(layer) and bool((layer.meta["count"] != 1).any()):
@@ -262,7 +262,7 @@ class VideoDiT(nn.Module):
                     mask = None if bias is None else bias[None, None, None]
                     a = F.scaled_dot_product_attention(qr[None], k_all[None], v_all[None], attn_mask=mask)[0]
                 if commit:
-                    layer.append(k, v, meta)
+                    layer.append(k, v, meta, k_rot=kr)
                     _update_stats(layer, colsum, colmax, logitsum, n_queries=q.shape[1], chunk=chunk)
                 return a[None]
             h = blk(h, c, n_prefix, attend)

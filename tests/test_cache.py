@@ -57,6 +57,23 @@ def test_rotated_key_memo_is_invalidated():
     assert len(calls) == 2 and not torch.equal(a, b)
 
 
+def test_rotated_key_memo_follows_append_and_keep():
+    """The memo is carried through keep (re-indexed) and append (extended with the rotated new keys, as
+    attention computed them), and always equals rotating the held keys afresh."""
+    def rot(k, pos):
+        return k * pos[:, 0, None].float() + pos[:, 1, None].float()
+    layer = filled(30)
+    layer.rotated_keys(rot)
+    layer.keep(torch.tensor([0, 4, 11, 12, 29]))
+    assert layer._krot is not None and torch.equal(layer._krot, rot(layer.k, layer.meta["pos"]))
+    k, v = torch.randn(2, 3, 8), torch.randn(2, 3, 8)
+    pos = torch.tensor([[9, 1, 2], [9, 2, 0], [9, 0, 1]])
+    layer.append(k, v, {"pos": pos, "token_id": torch.arange(100, 103)}, k_rot=rot(k, pos))
+    assert torch.equal(layer.rotated_keys(lambda *a: pytest.fail("memo recomputed")), rot(layer.k, layer.meta["pos"]))
+    layer.append(k, v, {"pos": pos, "token_id": torch.arange(200, 203)})          # no rotated keys: memo dropped
+    assert layer._krot is None
+
+
 @pytest.mark.parametrize("name", list(DTYPES))
 def test_byte_accounting_matches_packed_buffers(name):
     layer = filled(30, H=3, Dh=10)
