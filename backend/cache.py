@@ -119,11 +119,12 @@ class LayerCache:
         if bool(torch.isin(src, dst).any()) or len(src.unique()) != len(src):
             raise ValueError("merge: a token cannot be both merged away and a target, or merged twice")
         cnt = self.meta["count"]
-        vsum = self.v * cnt[None, :, None]                                    # (H, n, Dh) count-weighted
-        vsum.index_add_(1, dst, vsum[:, src])
-        new_cnt = cnt.clone().index_add_(0, dst, cnt[src])
-        self.v = vsum / new_cnt[None, :, None]
-        self.meta["count"] = new_cnt
+        tgt, slot = dst.unique(return_inverse=True)                           # only the targets change
+        vsum = self.v.index_select(1, tgt) * cnt[tgt][None, :, None]          # (H, m, Dh) count-weighted
+        vsum.index_add_(1, slot, self.v.index_select(1, src) * cnt[src][None, :, None])
+        tgt_cnt = cnt[tgt].index_add(0, slot, cnt[src])
+        self.v = self.v.index_copy(1, tgt, vsum / tgt_cnt[None, :, None])
+        self.meta["count"] = cnt.index_copy(0, tgt, tgt_cnt)
         keep = torch.ones(len(self), dtype=torch.bool)
         keep[src] = False
         return self.keep(keep.nonzero().flatten())

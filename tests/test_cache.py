@@ -103,3 +103,18 @@ def test_kvcache_occupancy_bytes_clone():
     d = c.clone()
     d.layers[0].keep(torch.tensor([0]))
     assert c.occupancy() == [5, 5, 5] and d.occupancy() == [1, 5, 5]
+
+
+def test_merge_weights_values_by_count_and_leaves_others_untouched():
+    layer = filled(30)
+    layer.meta["count"][5] = 2.0                     # token 5 already stands for two keys
+    v, ids = layer.v.clone(), layer.meta["token_id"].clone()
+    gone = layer.merge(torch.tensor([0, 1, 2]), torch.tensor([5, 5, 7]))
+    assert sorted(gone.tolist()) == [0, 1, 2]
+    check_aligned(layer)
+    at = {int(t): i for i, t in enumerate(layer.meta["token_id"])}
+    assert torch.allclose(layer.v[:, at[5]], (2 * v[:, 5] + v[:, 0] + v[:, 1]) / 4, atol=1e-6)
+    assert torch.allclose(layer.v[:, at[7]], (v[:, 7] + v[:, 2]) / 2, atol=1e-6)
+    assert layer.meta["count"][at[5]] == 4 and layer.meta["count"][at[7]] == 2
+    others = [i for i in range(3, 30) if i not in (5, 7)]
+    assert torch.equal(layer.v[:, [at[int(ids[i])] for i in others]], v[:, others])   # bit-identical
