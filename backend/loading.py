@@ -44,10 +44,15 @@ def load_head(path: str | Path | None = None, labels: str = "sse") -> SalienceHe
     return head.eval()
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=2)
+def student_and_ae(path: str) -> tuple[VideoDiT, AutoEncoder]:
+    """A student weights file and the shipped autoencoder, loaded once per process (benchmark workers)."""
+    return load_model(path), load_autoencoder()
+
+
 def shipped() -> tuple[VideoDiT, AutoEncoder]:
-    """The shipped student and autoencoder, loaded once per process (benchmark workers)."""
-    return load_model(), load_autoencoder()
+    """The shipped student and autoencoder, loaded once per process."""
+    return student_and_ae(str(DEFAULT_MODEL))
 
 
 def random_model(preset: str = "tiny", seed: int = 0) -> VideoDiT:

@@ -26,12 +26,14 @@ SEGMENT = 32
 SCORES = ("adherence", "frames_all_found", "identity_persistence", "background_revisit", "landmark_revisit", "drift")
 
 
-def _generate(prompt, seed, frames, policy):
+def _generate(prompt, seed, frames, policy, weights: str | None = None):
+    """Frames and per-frame ms of one rollout of the shipped student (or the student file `weights`)."""
     import torch
-    from ..loading import shipped
+    from ..loading import DEFAULT_MODEL, student_and_ae
     from ..stepper import Stepper
     torch.set_num_threads(1)
-    st = Stepper(*shipped(), prompt, frames, seed=seed, policy=policy, preview=False)
+    st = Stepper(*student_and_ae(str(weights or DEFAULT_MODEL)), prompt, frames, seed=seed, policy=policy,
+                 preview=False)
     for _ in st.run():
         pass
     return st.frames, st.frame_ms

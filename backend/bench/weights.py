@@ -9,60 +9,26 @@ docs/benchmarks/weights_validation.{md,json}.
 """
 from __future__ import annotations
 
-import functools
 import json
-import math
 import multiprocessing as mp
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from ..consistency import evaluate_video
 from ..loading import file_hash
-from .model import SCORES, TRAIN_CLIP
+from .model import SCORES, TRAIN_CLIP, _generate, _score
+from .report import _mean_ci
 from .sampler import validation_pairs
 
 
-@functools.lru_cache(maxsize=2)
-def _models(path: str):
-    from ..loading import load_autoencoder, load_model
-    return load_model(path), load_autoencoder()
-
-
-def _generate(path, prompt, seed, frames, policy):
-    from ..stepper import Stepper
-    st = Stepper(*_models(path), prompt, frames, seed=seed, policy=policy, preview=False)
-    for _ in st.run():
-        pass
-    return st.frames
-
-
-def _score(frames, prompt) -> dict:
-    r = evaluate_video(frames, prompt)
-    return {k: r[k] for k in SCORES}
-
-
 def _one(job) -> tuple[str, dict]:
-    import torch
     from ..policies import Full, Window
-    torch.set_num_threads(1)
     path, prompt, seed, frames = job
-    full = _generate(path, prompt, seed, frames, Full())
-    win = _generate(path, prompt, seed, frames, Window(frames=16))
+    full, _ = _generate(prompt, seed, frames, Full(), weights=path)
+    win, _ = _generate(prompt, seed, frames, Window(frames=16), weights=path)
     return path, {"full_2x": _score(full[:2 * TRAIN_CLIP], prompt), "full_all": _score(full, prompt),
                   "window": _score(win, prompt)}
-
-
-def _agg(rs: list[dict], key: str) -> dict:
-    out = {}
-    for s in SCORES:
-        v = np.array([r[key][s] for r in rs], float)
-        v = v[~np.isnan(v)]
-        out[s] = (float(v.mean()) if len(v) else float("nan"),
-                  float(1.96 * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan"))
-    return out
 
 
 def run(paths: list[str], n: int = 24, frames: int = 96, workers: int = 2, out: str = "docs/benchmarks") -> dict:
@@ -75,7 +41,9 @@ def run(paths: list[str], n: int = 24, frames: int = 96, workers: int = 2, out: 
     with mp.get_context("spawn").Pool(workers) as pool:
         for path, r in tqdm(pool.imap(_one, jobs), total=len(jobs), desc="validation pairs"):
             res[path].append(r)
-    table = {p: {key: _agg(rs, key) for key in ("full_2x", "full_all", "window")} for p, rs in res.items()}
+    table = {p: {key: {s: _mean_ci([r[key][s] for r in rs]) for s in SCORES} for key in ("full_2x", "full_all", "window")}
+             for p, rs in res.items()}
+    sha = {p: file_hash(p) for p in paths}
     names = {"full_2x": "full, 0-47", "full_all": f"full, 0-{frames - 1}", "window": f"window 16, 0-{frames - 1}"}
     lines = ["# Student weights on validation prompts (training distribution, not the held-out set)", "",
              f"{time.strftime('%Y-%m-%d %H:%M')}: {n} pairs x {frames} frames, same noise for every candidate; "
@@ -84,11 +52,11 @@ def run(paths: list[str], n: int = 24, frames: int = 96, workers: int = 2, out: 
     for p in paths:
         for key, label in names.items():
             cells = [f"{m:.3f} ± {c:.3f}" for m, c in (table[p][key][s] for s in SCORES)]
-            lines.append(f"| `{p}` ({file_hash(p)[:8]}) | {label} | " + " | ".join(cells) + " |")
+            lines.append(f"| `{p}` ({sha[p][:8]}) | {label} | " + " | ".join(cells) + " |")
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "weights_validation.md").write_text("\n".join(lines) + "\n")
     (Path(out) / "weights_validation.json").write_text(json.dumps(
-        {"pairs": pairs, "frames": frames, "results": {p: {"sha256": file_hash(p), "per_pair": res[p]} for p in paths}},
+        {"pairs": pairs, "frames": frames, "results": {p: {"sha256": sha[p], "per_pair": res[p]} for p in paths}},
         indent=1))
     print("\n".join(lines))
     return table

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..cache import KIND_FRAME
+from ..loading import MODELS_DIR, load_head
 from ..salience import head_file
 from .base import Policy
 from .signals import past_attention
@@ -63,13 +64,11 @@ class PaFu(Policy):
     def salience_head(self):
         """The Salience Estimation Head this policy scores with (loaded on first use)."""
         if self.head is None:
-            from ..loading import load_head
             self.head = load_head(labels=self.labels)
         return self.head
 
     def signature_files(self) -> list[str]:
         """Weights the policy's results depend on beyond the model (benchmark resume keys)."""
-        from ..loading import MODELS_DIR
         return [str(MODELS_DIR / head_file(self.labels))]
 
     def prepare(self, cache, ctx):

@@ -133,10 +133,7 @@ def student_loss(model, tokens, x0, cfg, rng, mask=None):
     off = int(rng.integers(0, cfg.max_t_offset + 1)) if rng.random() < cfg.p_t_offset else 0
     if cfg.p_rollout and rng.random() < cfg.p_rollout:
         s = torch.zeros(B, T)
-        was_training = model.training
-        model.eval()
         ctx = rollout_context(model, tokens, x0, cfg, off)
-        model.train(was_training)
     else:
         s = torch.rand(B, 1) * cfg.ctx_noise * (torch.rand(B, 1) < cfg.p_ctx_noise)   # context noise level
         s = s.expand(B, T)
