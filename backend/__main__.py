@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from .checkpoint import CheckpointError
+from .flow import sampler_config
 from .policies.build import parse_params
 from .prompt import PromptError
 
@@ -19,23 +20,6 @@ def _policy_kwargs(items: list[str]) -> dict:
             raise ValueError(f"--policy-arg expects KEY=VALUE, got {item!r}")
         out.update(parse_params(item))
     return out
-
-
-def sampler_config(items: list[str] | None):
-    """--sampler KEY=VALUE pairs -> SamplerConfig (unknown keys rejected with the list of known ones)."""
-    import dataclasses
-    from .config import SamplerConfig
-    kw = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--sampler expects KEY=VALUE, got {item!r}")
-        kw.update(parse_params(item))
-    known = {f.name for f in dataclasses.fields(SamplerConfig)}
-    bad = sorted(set(kw) - known)
-    if bad:
-        raise ValueError(f"unknown sampler setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
-    kw = {k: (None if v == "none" else v) for k, v in kw.items()}
-    return SamplerConfig(**kw)
 
 
 def cmd_generate(a) -> int:
@@ -60,7 +44,7 @@ def cmd_generate(a) -> int:
     sampler = sampler_config(a.sampler)
     model = random_model(a.preset, a.seed) if a.preset else load_model(a.model or DEFAULT_MODEL)
     ae = load_autoencoder(a.ae or DEFAULT_AE)
-    policy = build_policy(a.policy, a.budget, a.frames, model, ae, a.prompt, a.seed, kwargs)
+    policy = build_policy(a.policy, a.budget, a.frames, model, ae, a.prompt, a.seed, kwargs, sampler=sampler)
     st = Stepper(model, ae, a.prompt, a.frames, seed=a.seed, policy=policy, preview=False, sampler=sampler)
     t0 = time.perf_counter()
     with tqdm(total=st.n_frames, desc="frames", unit="frame", disable=a.quiet) as bar:

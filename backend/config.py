@@ -46,10 +46,14 @@ class SamplerConfig:
     # better than 4 re-noising steps (chosen on validation prompts: docs/benchmarks/sampler.md)
     first_steps: int | None = 16    # denoise steps of the first chunk; None = steps
     first_renoise: bool | None = False  # sampler of the first chunk; None = renoise
-    # colour guidance on the first chunk: v = v_open + g (v_prompt - v_open), where v_open is the velocity
-    # under the same prompt with object colours left open (a prompt kind the model is trained on, so no
-    # null-prompt training is needed); 1.0 = off. Chosen on validation prompts (docs/benchmarks/sampler.md)
-    first_guidance: float = 1.0
+    # colour guidance: v = v_open + g (v_prompt - v_open), where v_open is the velocity under the same prompt
+    # with its object colours left open (a prompt kind the model is trained on, so no null-prompt training
+    # is needed), read over the same cache with only the prompt tokens swapped (forward_chunk's prompt_kv),
+    # so it works under every cache policy. 1.0 = off; a prompt with no named colour is never guided.
+    # Our reconstruction of classifier-free guidance for a cached AR model; scales chosen on validation
+    # prompts (docs/benchmarks/sampler.md). Costs one more read-only pass per denoise step.
+    guidance: float = 1.0          # every chunk after the first
+    first_guidance: float = 1.0    # the first chunk
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {

@@ -31,3 +31,20 @@ def step(x_t: torch.Tensor, v: torch.Tensor, t: float, t_next: float, noise: tor
     if renoise:
         return (1 - t_next) * x0 + t_next * noise, x0
     return x_t + (t_next - t) * v, x0
+
+
+def sampler_config(items: list[str] | None):
+    """--sampler KEY=VALUE pairs -> SamplerConfig (unknown keys rejected with the list of known ones)."""
+    import dataclasses
+    from .policies.build import parse_params
+    kw = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--sampler expects KEY=VALUE, got {item!r}")
+        kw.update(parse_params(item))
+    known = {f.name for f in dataclasses.fields(SamplerConfig)}
+    bad = sorted(set(kw) - known)
+    if bad:
+        raise ValueError(f"unknown sampler setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    kw = {k: (None if v == "none" else v) for k, v in kw.items()}
+    return SamplerConfig(**kw)

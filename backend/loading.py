@@ -78,8 +78,10 @@ def file_hash(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def weights_tag(names: tuple[str, ...] = ("student", "autoencoder", "salience_head")) -> str:
-    """Short id of the shipped weights a cached benchmark result depends on, so resumed runs never mix
-    weights: the first 6 hex digits of each file's hash, joined by '-'."""
-    return "-".join(file_hash(MODELS_DIR / f"{n}.safetensors")[:6] for n in names
-                    if (MODELS_DIR / f"{n}.safetensors").is_file())
+def weights_tag(names: tuple[str, ...] = ("student", "autoencoder", "salience_head"), sampler=None) -> str:
+    """Short id of what a cached benchmark result depends on, so resumed runs never mix weights or sampler
+    settings: the first 6 hex digits of each shipped file's hash, joined by '-', then 's' and 4 hex digits
+    of the SamplerConfig `sampler` (default: the shipped sampler)."""
+    from .config import SamplerConfig
+    files = [file_hash(MODELS_DIR / f"{n}.safetensors")[:6] for n in names if (MODELS_DIR / f"{n}.safetensors").is_file()]
+    return "-".join(files + ["s" + hashlib.sha256(repr(sampler or SamplerConfig()).encode()).hexdigest()[:4]])

@@ -224,9 +224,11 @@ class VideoDiT(nn.Module):
 
     @torch.no_grad()
     def forward_chunk(self, x: torch.Tensor, t: torch.Tensor, frame0: int, cache: KVCache,
-                      commit: bool = False, chunk: int = 0) -> torch.Tensor:
+                      commit: bool = False, chunk: int = 0, prompt_kv: KVCache | None = None) -> torch.Tensor:
         """One chunk x (F, C, g, g) at noise levels t (F,), starting at frame index frame0.
-        Attends over the cache + itself; commit=True appends the chunk's K/V -> velocity (F, C, g, g)."""
+        Attends over the cache + itself; commit=True appends the chunk's K/V -> velocity (F, C, g, g).
+        `prompt_kv` (a cache holding only another prompt's prefill) stands in for the cached prompt tokens,
+        slot by slot, in a read-only pass: the reference branch of prompt guidance (see SamplerConfig)."""
         Fr, g = x.shape[0], self.cfg.grid
         frames = torch.arange(frame0, frame0 + Fr)
         pos = self.frame_positions(frames)
@@ -241,17 +243,21 @@ class VideoDiT(nn.Module):
             meta = {"frame": fr, "y": yy, "x": xx, "kind": torch.full((n,), KIND_FRAME), "pos": pos,
                     "birth": torch.full((n,), chunk),
                     "token_id": self.cfg.n_prompt + fr * g * g + yy * g + xx}
-        h = self._layers(h, c, 0, pos, cache, meta, commit=commit, stats=commit, chunk=chunk)
+        if commit and prompt_kv is not None:
+            raise ValueError("a prompt substitute is for read-only denoise passes, not commits")
+        h = self._layers(h, c, 0, pos, cache, meta, commit=commit, stats=commit, chunk=chunk, prompt_kv=prompt_kv)
         return self.unembed(h, c, Fr)[0]
 
-    def _layers(self, h, c, n_prefix: int, pos, cache: KVCache, meta, commit: bool, stats: bool, chunk: int = -1):
+    def _layers(self, h, c, n_prefix: int, pos, cache: KVCache, meta, commit: bool, stats: bool, chunk: int = -1,
+                prompt_kv: KVCache | None = None):
         cos, sin = rope_angles(pos, self.cfg)
-        for blk, layer in zip(self.blocks, cache.layers):
-            def attend(q, k, v, layer=layer):                              # (1, H, n, Dh) each
+        subs = prompt_kv.layers if prompt_kv is not None else [None] * len(cache.layers)
+        for blk, layer, sub in zip(self.blocks, cache.layers, subs):
+            def attend(q, k, v, layer=layer, sub=sub):                     # (1, H, n, Dh) each
                 q, k, v = q[0], k[0], v[0]
                 qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-                k_all = torch.cat([layer.rotated_keys(self.rotate), kr], 1)
-                v_all = torch.cat([layer.v, v], 1)
+                k_all = torch.cat([*_cached_kv(layer, sub, self.rotate, "k"), kr], 1)
+                v_all = torch.cat([*_cached_kv(layer, sub, self.rotate, "v"), v], 1)
                 bias = None
                 if len(layer) and bool((layer.meta["count"] != 1).any()):
                     # TempCache merged tokens stand for `count` identical keys: +log(count) on their logit
@@ -267,6 +273,19 @@ class VideoDiT(nn.Module):
                 return a[None]
             h = blk(h, c, n_prefix, attend)
         return h
+
+
+def _cached_kv(layer: LayerCache, sub: LayerCache | None, rotate, which: str) -> list[torch.Tensor]:
+    """The cached keys (rotated) or values of `layer`, as parts to concatenate: with `sub`, the prompt
+    tokens (always the front of the cache: prefilled first, and append / keep / merge preserve order) are
+    replaced by sub's tokens of the same prompt slots."""
+    full = layer.rotated_keys(rotate) if which == "k" else layer.v                # (H, n, Dh)
+    if sub is None:
+        return [full]
+    n_p = int((layer.meta["kind"] == KIND_PROMPT).sum())
+    slots = layer.meta["token_id"][:n_p]                                           # prompt slot of each
+    src = sub.rotated_keys(rotate) if which == "k" else sub.v
+    return [src.index_select(1, slots), full[:, n_p:]]
 
 
 def _update_stats(layer: LayerCache, colsum, colmax, logitsum, n_queries: int, chunk: int) -> None:

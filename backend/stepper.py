@@ -85,7 +85,7 @@ class Stepper:
         self.latents = torch.zeros(self.n_frames, cfg.latent_ch, cfg.grid, cfg.grid)
         self.chunk, self.k, self.counter = 0, -1, 0                        # k = -1: prefill pending
         self.x: torch.Tensor | None = None
-        self._guide: KVCache | None = None                                 # open-colour prompt, chunk 0
+        self._guide: KVCache | None = None                                 # open-colour prompt prefill
         self.x0: torch.Tensor | None = None
         self.done = self.cancelled = False
         self.frame_ms = np.zeros(self.n_frames)                            # all steps of a frame's chunk
@@ -127,7 +127,7 @@ class Stepper:
         if self.k == -1:
             self.model.prefill(self.tokens, self.cache)
             open_tokens = self.spec.open_colours().tokens()
-            if self.sampler.first_guidance != 1.0 and open_tokens != self.tokens.tolist():
+            if (self.sampler.first_guidance, self.sampler.guidance) != (1.0, 1.0) and open_tokens != self.tokens.tolist():
                 self._guide = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
                 self.model.prefill(torch.tensor(open_tokens), self._guide)
             self.k = 0
@@ -140,12 +140,14 @@ class Stepper:
                 self.x = torch.randn(nf, cfg.latent_ch, cfg.grid, cfg.grid, generator=g)
             t = self.ts[self.k]
             t_next = self.ts[self.k + 1] if self.k + 1 < len(self.ts) else 0.0
-            v = self.model.forward_chunk(self.x, torch.full((nf,), t), f0, self.cache, chunk=self.chunk)
-            if self.chunk == 0 and self._guide is not None:
-                v_open = self.model.forward_chunk(self.x, torch.full((nf,), t), f0, self._guide, chunk=0)
-                v = v_open + self.sampler.first_guidance * (v - v_open)
-            if self.trace_inputs:
+            tt = torch.full((nf,), t)
+            v = self.model.forward_chunk(self.x, tt, f0, self.cache, chunk=self.chunk)
+            if self.trace_inputs:                                          # the model's own (unguided) output
                 self.inputs.append((self.chunk, self.k, t, self.x.clone(), v.clone()))
+            scale = self.sampler.first_guidance if self.chunk == 0 else self.sampler.guidance
+            if self._guide is not None and scale != 1.0:
+                v_open = self.model.forward_chunk(self.x, tt, f0, self.cache, chunk=self.chunk, prompt_kv=self._guide)
+                v = v_open + scale * (v - v_open)
             renoise = self.sampler.renoise
             if self.chunk == 0 and self.sampler.first_renoise is not None:
                 renoise = self.sampler.first_renoise
@@ -166,7 +168,8 @@ class Stepper:
                 x_ctx = (1 - s) * self.x0 + s * torch.randn(self.x0.shape, generator=g)
             self.model.forward_chunk(x_ctx, torch.full((nf,), s), f0, self.cache, commit=True, chunk=self.chunk)
             self.latents[f0:f0 + nf] = self.x0
-            self._guide = None
+            if self.sampler.guidance == 1.0:
+                self._guide = None                                         # only the first chunk was guided
             frames = self._decode(self.x0)
             self.frames[f0:f0 + nf] = frames
             self.k += 1

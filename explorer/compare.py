@@ -31,8 +31,8 @@ class Comparison:
                              f"got {len(configs)}")
         base = configs[0]
         for c in configs:
-            if (c.prompt, c.seed, c.frames) != (base.prompt, base.seed, base.frames):
-                raise ValueError("all compared configurations share one prompt, seed and length")
+            if (c.prompt, c.seed, c.frames, c.guidance) != (base.prompt, base.seed, base.frames, base.guidance):
+                raise ValueError("all compared configurations share one prompt, seed, length and guidance")
         configs = [c.validate() for c in configs]
         ref = next((i for i, c in enumerate(configs) if c.policy == "full"), None)
         if ref is None:

@@ -4,7 +4,7 @@ message; nothing of an existing run is lost when an input is rejected."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -284,7 +284,7 @@ class Explorer:
             raise ValueError("choose at least one policy to compare with the full cache")
         if not budgets:
             raise ValueError("choose at least one budget")
-        configs = [RunConfig(base.prompt, base.seed, base.frames, p, b) for p in policies for b in budgets]
+        configs = [replace(base, policy=p, budget=b, params="") for p in policies for b in budgets]
         if len(configs) > MAX_CONFIGS:
             raise ValueError(f"{len(policies)} policies x {len(budgets)} budgets = {len(configs)} configurations; "
                              f"compare at most {MAX_CONFIGS} at once")

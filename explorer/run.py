@@ -6,10 +6,11 @@ the UI draws reads `RunData`, so both render the same way without recomputing.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from backend.config import SamplerConfig
 from backend.policies import POLICIES
 from backend.policies.build import build_policy, parse_params
 from backend.prompt import parse
@@ -19,6 +20,7 @@ from .history import RunHistory
 from .signals import cache_snapshot, score_snapshot, teacher_window
 
 MAX_FRAMES = 1024           # the explorer's limit per run (the backend's own is far higher)
+MAX_GUIDANCE = 10.0
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,19 @@ class RunConfig:
     policy: str = "window"
     budget: str = ""          # "" = the policy's own default
     params: str = ""          # "key=value, ..." policy parameters
+    guidance: float | None = None   # colour guidance scale on every chunk (1 = off); None = the shipped sampler's
 
     @property
     def label(self) -> str:
         b = f" @ {self.budget}" if self.budget else ""
         p = f" ({self.params})" if self.params else ""
         return f"{self.policy}{b}{p}"
+
+    def sampler(self) -> SamplerConfig:
+        """The sampler of this run: the shipped one, with the guidance scale set here if any."""
+        if self.guidance is None:
+            return SamplerConfig()
+        return replace(SamplerConfig(), guidance=float(self.guidance), first_guidance=float(self.guidance))
 
     def validate(self, max_frames: int = MAX_FRAMES) -> "RunConfig":
         """Check everything that can be checked without a model; raises ValueError with a clear message."""
@@ -48,6 +57,9 @@ class RunConfig:
         if self.policy not in POLICIES:
             raise GenerationError(f"unknown policy {self.policy!r}; known: {', '.join(sorted(POLICIES))}")
         parse_params(self.params)
+        g = self.guidance
+        if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= MAX_GUIDANCE):
+            raise GenerationError(f"colour guidance must be a number from 0 to {MAX_GUIDANCE:g} (1 = off), got {g!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -85,8 +97,8 @@ class Run:
         config.validate()
         params = parse_params(config.params)
         policy = build_policy(config.policy, config.budget or None, config.frames, model, ae, config.prompt,
-                              config.seed, params, progress)
-        st = Stepper(model, ae, config.prompt, config.frames, seed=config.seed, policy=policy)
+                              config.seed, params, progress, sampler=config.sampler())
+        st = Stepper(model, ae, config.prompt, config.frames, seed=config.seed, policy=policy, sampler=config.sampler())
         cfg = model.cfg
         hist = RunHistory(cfg.n_layer, cfg.n_prompt, cfg.tokens_per_frame, cfg.grid, cfg.chunk_frames, config.frames,
                           budget=policy.budget if policy.budget is not None else -1)

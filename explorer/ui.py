@@ -11,13 +11,14 @@ import functools
 import gradio as gr
 import numpy as np
 
+from backend.config import SamplerConfig
 from backend.policies import POLICIES
 from backend.policies.build import policy_parameters, shared_parameters
 from backend.prompt import VOCAB
 
 from .compare import MAX_CONFIGS
 from .controller import BUDGET_UNITS, SHARES, Explorer, budget_text
-from .run import MAX_FRAMES, RunConfig
+from .run import MAX_FRAMES, MAX_GUIDANCE, RunConfig
 from .signals import SIGNALS
 from .views import CACHE_MAP_LEGEND
 
@@ -47,6 +48,11 @@ anchors + 8 frames' worth of tokens), tokens, a share of the full cache at this 
 all layers. A budget of 0 or above the full cache is rejected.
 **Eviction**: after every committed chunk the policy keeps the protected tokens (prompt anchors, the newest
 chunk, sinks) and its top-scored others up to the budget; the rest are dropped for good.
+**Colour guidance**: every denoise step also runs the model with the prompt's object colours left open
+(only the cached prompt tokens are swapped) and moves the prediction away from it by this factor:
+v = v_open + g (v_prompt - v_open). 1 = off; prompts that name no colour are never guided. It costs one more
+read-only pass per step and works with every policy (our reconstruction of classifier-free guidance for a
+cached model; the default was chosen on validation prompts, `docs/benchmarks/sampler.md`).
 **Salience**: how much a cached token matters for the frames still to come. The heatmap paints one signal
 per token of the chosen frame on one fixed colour scale for all frames and runs (grey = not cached / no value).
 """ + "\n".join(f"- **{s.label}** [{s.unit}]: {s.definition}." for s in SIGNALS.values()) + """
@@ -65,13 +71,17 @@ CSS = """
 """
 
 
-def _config(prompt, seed, frames, policy, budget, unit, params) -> RunConfig:
+def _config(prompt, seed, frames, guidance, policy, budget, unit, params) -> RunConfig:
     try:
         seed, frames = int(seed), int(frames)
     except (TypeError, ValueError):
         raise ValueError(f"seed and frames must be whole numbers, got {seed!r} and {frames!r}") from None
+    try:
+        guidance = None if guidance is None else float(guidance)
+    except (TypeError, ValueError):
+        raise ValueError(f"colour guidance must be a number (1 = off), got {guidance!r}") from None
     return RunConfig(str(prompt or "").strip(), seed, frames, str(policy), budget_text(budget, unit, policy),
-                     str(params or "").strip())
+                     str(params or "").strip(), guidance)
 
 
 def _errors(fn):
@@ -109,6 +119,9 @@ def build(ex: Explorer) -> gr.Blocks:
                                 info="words of the world's grammar: " + ", ".join(VOCAB))
             seed = gr.Number(0, label="Seed", precision=0, elem_id="seed", scale=1, minimum=0)
             frames = gr.Number(32, label=f"Frames (1-{MAX_FRAMES})", precision=0, elem_id="frames", scale=1)
+            guidance = gr.Number(SamplerConfig().guidance, label="Colour guidance", elem_id="guidance", scale=1,
+                                 minimum=0, maximum=MAX_GUIDANCE, step=0.5,
+                                 info="1 = off; pushes sprites to the prompted colours (see Definitions)")
         gr.Examples(EXAMPLES, [prompt], label="Example prompts")
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("Generate", id="generate"):
@@ -119,8 +132,8 @@ def build(ex: Explorer) -> gr.Blocks:
                 s = _sessions_tab(ex)
             with gr.Tab("Definitions", id="definitions"):
                 gr.Markdown(DEFINITIONS, elem_id="definitions_text")
-        _wire_generate(ex, demo, prompt, seed, frames, g)
-        _wire_compare(ex, prompt, seed, frames, c)
+        _wire_generate(ex, demo, [prompt, seed, frames, guidance], g)
+        _wire_compare(ex, [prompt, seed, frames, guidance], c)
         _wire_sessions(ex, demo, s, g, c, tabs)
         def cleanup(request: gr.Request):
             ex.registry.drop(request.session_hash)
@@ -192,8 +205,8 @@ def _generate_tab(ex: Explorer) -> dict:
     return g
 
 
-def _wire_generate(ex: Explorer, demo, prompt, seed, frames, g: dict) -> None:
-    cfg_in = [prompt, seed, frames, g["policy"], g["budget"], g["unit"], g["params"]]
+def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
+    cfg_in = [*shared, g["policy"], g["budget"], g["unit"], g["params"]]
     view_in = [g["scrub"], g["signal"], g["layer"], g["cmap"]]
     view_out = [g["frame_img"], g["preview_img"], g["heat_img"], g["cache_img"], g["occupancy"], g["status"], g["scrub"]]
 
@@ -203,21 +216,21 @@ def _wire_generate(ex: Explorer, demo, prompt, seed, frames, g: dict) -> None:
                 gr.Slider(minimum=0, maximum=max(v.frames_done - 1, 1), value=v.frame))
 
     @_errors
-    def do_step(prompt, seed, frames, policy, budget, unit, params, frame, signal, layer, cmap, request: gr.Request):
+    def do_step(prompt, seed, frames, guidance, policy, budget, unit, params, frame, signal, layer, cmap, request: gr.Request):
         ws = ex.ws(request.session_hash)
-        ex.step(ws, _config(prompt, seed, frames, policy, budget, unit, params))
+        ex.step(ws, _config(prompt, seed, frames, guidance, policy, budget, unit, params))
         return outputs(ws, frame, signal, layer, cmap, follow=True)
 
     @_errors
-    def do_step_frame(prompt, seed, frames, policy, budget, unit, params, frame, signal, layer, cmap, request: gr.Request):
+    def do_step_frame(prompt, seed, frames, guidance, policy, budget, unit, params, frame, signal, layer, cmap, request: gr.Request):
         ws = ex.ws(request.session_hash)
-        ex.step_frame(ws, _config(prompt, seed, frames, policy, budget, unit, params))
+        ex.step_frame(ws, _config(prompt, seed, frames, guidance, policy, budget, unit, params))
         return outputs(ws, frame, signal, layer, cmap, follow=True)
 
     @_errors_gen
-    def do_run(prompt, seed, frames, policy, budget, unit, params, frame, signal, layer, cmap, request: gr.Request, progress=gr.Progress()):
+    def do_run(prompt, seed, frames, guidance, policy, budget, unit, params, frame, signal, layer, cmap, request: gr.Request, progress=gr.Progress()):
         ws = ex.ws(request.session_hash)
-        for _ in ex.run_iter(ws, _config(prompt, seed, frames, policy, budget, unit, params), progress=progress):
+        for _ in ex.run_iter(ws, _config(prompt, seed, frames, guidance, policy, budget, unit, params), progress=progress):
             yield outputs(ws, frame, signal, layer, cmap, follow=True)
 
     @_errors
@@ -364,7 +377,7 @@ def _cmp_outputs(v, labels):
             gr.Dropdown(choices=labels, value=labels[0] if labels else None))
 
 
-def _wire_compare(ex: Explorer, prompt, seed, frames, c: dict) -> None:
+def _wire_compare(ex: Explorer, shared: list, c: dict) -> None:
     out = [c["grid"], c["wipe"], c["diff"], c["psnr"], c["table"], c["status"], c["scrub"], c["a"]]
 
     def labels(ws):
@@ -373,9 +386,9 @@ def _wire_compare(ex: Explorer, prompt, seed, frames, c: dict) -> None:
         return [d.config.label for i, d in enumerate(ws.compare.datas) if i != ws.compare.reference]
 
     @_errors_gen
-    def do_compare(prompt, seed, frames, policies, shares, custom, a, request: gr.Request, progress=gr.Progress()):
+    def do_compare(prompt, seed, frames, guidance, policies, shares, custom, a, request: gr.Request, progress=gr.Progress()):
         ws = ex.ws(request.session_hash)
-        base = _config(prompt, seed, frames, "full", 1, "frames", "")
+        base = _config(prompt, seed, frames, guidance, "full", 1, "frames", "")
         configs = ex.compare_configs(base, list(policies or []), list(shares or []), custom)
         for cmp in ex.compare_iter(ws, configs, progress=progress):
             yield _cmp_outputs(ex.compare_view(ws, None, a), labels(ws))
@@ -390,7 +403,7 @@ def _wire_compare(ex: Explorer, prompt, seed, frames, c: dict) -> None:
         ws = ex.ws(request.session_hash)
         return _cmp_outputs(ex.compare_view(ws, None, a), labels(ws))
 
-    c["go"].click(do_compare, [prompt, seed, frames, c["policies"], c["shares"], c["custom"], c["a"]], out,
+    c["go"].click(do_compare, [*shared, c["policies"], c["shares"], c["custom"], c["a"]], out,
                   api_name="compare", show_progress="minimal", concurrency_id="model", concurrency_limit=2)
     def do_stop(request: gr.Request):
         return ex.stop(ex.ws(request.session_hash))

@@ -75,6 +75,6 @@ def test_policies_listing(capsys):
 
 
 def test_sampler_settings_reach_the_stepper():
-    from backend.__main__ import sampler_config
+    from backend.flow import sampler_config
     cfg = sampler_config(["steps=8", "renoise=false", "first_steps=none", "first_guidance=2.5"])
     assert (cfg.steps, cfg.renoise, cfg.first_steps, cfg.first_guidance) == (8, False, None, 2.5)

@@ -53,3 +53,34 @@ def test_stats_path_equals_sdpa_path(tiny):
     assert torch.allclose(colsum, p.sum(1), atol=1e-5) and torch.allclose(colmax, p.amax(1), atol=1e-6)
     assert torch.allclose(colsum.sum(1), torch.full((2,), 10.0))
     assert torch.allclose(logitsum, (q @ k.transpose(1, 2) / 4).sum(1), atol=1e-4)
+
+
+def test_prompt_substitute_swaps_exactly_the_cached_prompt_slots():
+    """Guidance's reference pass (forward_chunk prompt_kv): substituting the same prompt changes nothing,
+    even after prompt tokens were evicted; on an empty context it equals a cache prefilled with the other
+    prompt; commits refuse it."""
+    from backend.cache import KVCache
+    from backend.prompt import parse
+    cfg = MODEL_PRESETS["tiny"]
+    model = randomised(cfg, seed=1)
+    spec = parse("a red circle and a blue square on green stripes")
+    tok, other = torch.tensor(spec.tokens()), torch.tensor(spec.open_colours().tokens())
+
+    def prefilled(tokens):
+        c = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
+        model.prefill(tokens, c)
+        return c
+
+    x, t = torch.randn(1, cfg.latent_ch, cfg.grid, cfg.grid), torch.full((1,), 0.7)
+    main, same, alt = prefilled(tok), prefilled(tok), prefilled(other)
+    assert torch.allclose(model.forward_chunk(x, t, 0, main, prompt_kv=alt),
+                          model.forward_chunk(x, t, 0, alt), atol=1e-6)
+    for f in range(3):
+        model.forward_chunk(torch.randn_like(x), torch.zeros(1), f, main, commit=True, chunk=f)
+    for layer in main.layers:                           # evict two prompt slots and a few frame tokens
+        layer.keep(torch.tensor([0, 2, 3] + list(range(cfg.n_prompt + 1, len(layer), 2))))
+    plain = model.forward_chunk(x, t, 3, main, chunk=3)
+    assert torch.allclose(model.forward_chunk(x, t, 3, main, chunk=3, prompt_kv=same), plain, atol=1e-6)
+    assert (model.forward_chunk(x, t, 3, main, chunk=3, prompt_kv=alt) - plain).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="read-only"):
+        model.forward_chunk(x, torch.zeros(1), 3, main, commit=True, chunk=3, prompt_kv=alt)

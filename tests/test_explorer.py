@@ -188,6 +188,8 @@ def test_run_exports(ex):
     (dict(prompt="a purple circle"), "unknown word"),
     (dict(policy="nope"), "unknown policy"),
     (dict(params="alpha"), "KEY=VALUE"),
+    (dict(guidance=-1.0), "guidance"),
+    (dict(guidance=float("nan")), "guidance"),
 ])
 def test_bad_input_is_rejected_and_the_run_survives(ex, bad, match):
     ws = ex.ws("f")
@@ -271,3 +273,23 @@ def test_old_scratch_exports_are_cleaned(tmp_path):
     _clean_old(tmp_path, max_age_s=3600)
     assert not old.exists() and new.exists()
     _clean_old(tmp_path / "missing", max_age_s=3600)          # no folder yet: nothing to do, no error
+
+
+def test_guidance_reaches_the_sampler_and_compare_shares_it(ex):
+    from dataclasses import replace
+    from backend.config import SamplerConfig
+    assert cfg().sampler() == SamplerConfig()                                  # None = the shipped sampler
+    assert (cfg(guidance=2.5).sampler().guidance, cfg(guidance=2.5).sampler().first_guidance) == (2.5, 2.5)
+    ws = ex.ws("g")
+    ex.step_frame(ws, cfg(guidance=1.0, frames=6))
+    ex.step_frame(ws, cfg(guidance=1.0, frames=6))
+    assert ws.run.stepper.sampler.guidance == 1.0 and ws.run.data.frames_done == 2
+    ex.reset(ws)
+    ex.step_frame(ws, cfg(guidance=3.0, frames=6))
+    assert ws.run.stepper.sampler.guidance == 3.0 and ws.run.data.frames_done == 1
+    configs = ex.compare_configs(cfg(guidance=3.0, policy="full", budget=""), ["sink"], ["1/2"], "")
+    assert all(c.guidance == 3.0 for c in configs)
+    from explorer.compare import Comparison
+    with pytest.raises(ValueError, match="guidance"):
+        Comparison.start([configs[0], replace(configs[0], guidance=1.0)], ex.model, ex.ae)
+

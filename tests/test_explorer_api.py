@@ -30,8 +30,8 @@ def url(tmp_path_factory):
     demo.close()
 
 
-def gen_args(frames=8, policy="window", budget=4, unit="frames", params="", prompt=PROMPT, seed=0):
-    return (prompt, seed, frames, policy, budget, unit, params, *VIEW)
+def gen_args(frames=8, policy="window", budget=4, unit="frames", params="", prompt=PROMPT, seed=0, guidance=1.0):
+    return (prompt, seed, frames, guidance, policy, budget, unit, params, *VIEW)
 
 
 def test_generate_streams_then_exports_and_reloads(url):
@@ -66,8 +66,8 @@ def test_step_and_step_frame_advance_one_at_a_time(url):
 def test_compare_via_api(url):
     c = Client(url, verbose=False)
     with pytest.raises(Exception, match="always keeps"):                  # 1/8 of 6 frames is too small
-        c.predict(PROMPT, 0, 6, ["sink"], ["1/8"], "", None, api_name="/compare")
-    job = c.submit(PROMPT, 0, 10, ["window", "sink"], ["1/2"], "", None, api_name="/compare")
+        c.predict(PROMPT, 0, 6, 1.0, ["sink"], ["1/8"], "", None, api_name="/compare")
+    job = c.submit(PROMPT, 0, 10, 3.0, ["window", "sink"], ["1/2"], "", None, api_name="/compare")
     job.result()
     last = job.outputs()[-1]
     assert "10/10 frames" in last[5]

@@ -87,19 +87,23 @@ def test_frame_count_that_would_exceed_memory(tiny, ae, monkeypatch):
         Stepper(tiny, ae, PROMPT, 10**9)
 
 
-def test_colour_guidance_steers_only_the_first_chunk_and_only_prompted_colours(tiny, ae):
+def test_colour_guidance_steers_the_chunks_it_is_set_for_and_only_prompted_colours(tiny, ae):
     from backend.config import SamplerConfig
     base, _ = run(tiny, ae, seed=3, n=3)
-    off, _ = run(tiny, ae, seed=3, n=3, sampler=SamplerConfig(first_guidance=1.0))
-    on, _ = run(tiny, ae, seed=3, n=3, sampler=SamplerConfig(first_guidance=3.0))
+    off, _ = run(tiny, ae, seed=3, n=3, sampler=SamplerConfig(first_guidance=1.0, guidance=1.0))
+    first, _ = run(tiny, ae, seed=3, n=3, sampler=SamplerConfig(first_guidance=3.0, guidance=1.0))
+    every, _ = run(tiny, ae, seed=3, n=3, sampler=SamplerConfig(first_guidance=1.0, guidance=3.0))
     np.testing.assert_array_equal(base.frames, off.frames)
-    assert not np.array_equal(base.latents[0], on.latents[0])            # chunk 0 is guided
-    assert on._guide is None                                              # the guide cache is dropped
-    assert [len(layer) for layer in on.cache.layers] == [len(layer) for layer in base.cache.layers]
+    assert not np.array_equal(base.latents[0], first.latents[0])          # chunk 0 is guided
+    assert first._guide is None                                           # dropped once no chunk needs it
+    np.testing.assert_array_equal(base.latents[0], every.latents[0])      # chunk 0 is not ...
+    assert not np.array_equal(base.latents[1], every.latents[1])          # ... the later chunks are
+    assert every._guide is not None and len(every._guide.layers[0]) == tiny.cfg.n_prompt   # prompt only
+    assert [len(layer) for layer in every.cache.layers] == [len(layer) for layer in base.cache.layers]
     # a prompt whose colours are all open has nothing to guide: identical frames
     p = "a circle and a square on blue stripes"
     a = Stepper(tiny, ae, p, 2, seed=3)
-    b = Stepper(tiny, ae, p, 2, seed=3, sampler=SamplerConfig(first_guidance=3.0))
+    b = Stepper(tiny, ae, p, 2, seed=3, sampler=SamplerConfig(first_guidance=3.0, guidance=3.0))
     for st in (a, b):
         list(st.run())
     np.testing.assert_array_equal(a.frames, b.frames)

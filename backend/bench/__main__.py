@@ -16,8 +16,8 @@ def main(argv=None) -> None:
     m.add_argument("--skip-speed", action="store_true")
     m.add_argument("--skip-quality", action="store_true")
     sm = sub.add_parser("sampler", help="compare sampler settings on validation prompts (not the held-out set)")
-    sm.add_argument("--prompts", type=int, default=12)
-    sm.add_argument("--frames", type=int, default=48)
+    sm.add_argument("--prompts", type=int, default=24)
+    sm.add_argument("--frames", type=int, default=96)
     sm.add_argument("--workers", type=int, default=2)
     wp = sub.add_parser("weights", help="compare student weights files on validation prompts (which weights ship)")
     wp.add_argument("paths", nargs="+", help="student .safetensors files (e.g. the shipped one and a candidate)")
@@ -34,16 +34,20 @@ def main(argv=None) -> None:
     pp.add_argument("--split", default="heldout", choices=__import__("backend.bench.policies", fromlist=["x"]).SPLITS,
                     help="held-out pairs (reported numbers) or validation pairs (for design choices)")
     pp.add_argument("--out", default="docs/benchmarks")
+    pp.add_argument("--sampler", action="append", metavar="KEY=VALUE",
+                    help="sampler setting for every rollout (fields of backend.config.SamplerConfig; default: the "
+                    "shipped sampler), e.g. --sampler guidance=1 --sampler first_guidance=1")
     pp.add_argument("--ray", metavar="ADDRESS", help="run on Ray: 'local' (a single-node cluster here), 'auto' or "
                     "ray://host:port (needs `pip install ray`)")
     a = ap.parse_args(argv)
+    from ..flow import sampler_config
     if a.what == "model":
         from .model import run
         run(a.prompts, a.workers, a.full_frames, a.window_frames, a.out, a.skip_speed, a.skip_quality)
     elif a.what == "policies":
         from .policies import run as run_policies
         run_policies(a.prompts, a.frames, tuple(a.policies.split(",")), tuple(float(x) for x in a.shares.split(",")),
-                     a.workers, a.out, ray_address=a.ray, split=a.split)
+                     a.workers, a.out, ray_address=a.ray, split=a.split, sampler=sampler_config(a.sampler))
     elif a.what == "weights":
         from .weights import run as run_weights
         run_weights(a.paths, a.prompts, a.frames, a.workers, a.out)

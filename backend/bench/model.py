@@ -26,20 +26,22 @@ SEGMENT = 32
 SCORES = ("adherence", "frames_all_found", "identity_persistence", "background_revisit", "landmark_revisit", "drift")
 
 
-def _generate(prompt, seed, frames, policy, weights: str | None = None):
-    """Frames and per-frame ms of one rollout of the shipped student (or the student file `weights`)."""
+def generate(prompt, seed, frames, policy, weights: str | None = None, sampler=None):
+    """Frames and per-frame ms of one rollout of the shipped student (or the student file `weights`), with
+    the default sampler (or the SamplerConfig `sampler`)."""
     import torch
     from ..loading import DEFAULT_MODEL, student_and_ae
     from ..stepper import Stepper
     torch.set_num_threads(1)
+    kw = {} if sampler is None else {"sampler": sampler}
     st = Stepper(*student_and_ae(str(weights or DEFAULT_MODEL)), prompt, frames, seed=seed, policy=policy,
-                 preview=False)
+                 preview=False, **kw)
     for _ in st.run():
         pass
     return st.frames, st.frame_ms
 
 
-def _score(frames, prompt) -> dict:
+def score(frames, prompt) -> dict:
     r = evaluate_video(frames, prompt)
     r.pop("per_frame_adherence")
     return r
@@ -52,13 +54,13 @@ def eval_pair(job) -> dict:
     path = Path(cache_dir) / f"pair{i:02d}_{full_frames}_{window_frames}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    full, full_ms = _generate(prompt, seed, full_frames, Full())
-    win, _ = _generate(prompt, seed, window_frames, Window(frames=16))
+    full, full_ms = generate(prompt, seed, full_frames, Full())
+    win, _ = generate(prompt, seed, window_frames, Window(frames=16))
     out = {"prompt": prompt, "seed": seed,
-           "full_2x": _score(full[:2 * TRAIN_CLIP], prompt),
-           "full_all": _score(full, prompt),
-           "window": _score(win, prompt),
-           "full_segments": [_score(full[s:s + SEGMENT], prompt) for s in range(0, full_frames, SEGMENT)],
+           "full_2x": score(full[:2 * TRAIN_CLIP], prompt),
+           "full_all": score(full, prompt),
+           "window": score(win, prompt),
+           "full_segments": [score(full[s:s + SEGMENT], prompt) for s in range(0, full_frames, SEGMENT)],
            "contrast_full": contrast(full).tolist(), "contrast_window": contrast(win).tolist()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out))

@@ -61,7 +61,7 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     from ..policies.build import build_policy
     from ..stepper import Stepper
     torch.set_num_threads(1)
-    i, prompt, seed, policy, share, frames, root = job
+    i, prompt, seed, policy, share, frames, root, sampler = job
     root = Path(root)
     path = _job_path(root, i, policy, share, frames)
     ref_file = root / f"pair{i:02d}_{frames}_reference.npy"
@@ -79,10 +79,10 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
         with np.load(hind_file) as z:
             reference = [z[f"layer{j}"] for j in range(len(z.files))]
     pol = Full() if share is None else build_policy(name, f"{share * 100:.4f}%", frames, model, ae, prompt, seed,
-                                                    params, reference=reference)
+                                                    params, reference=reference, sampler=sampler)
     if name == "oracle" and reference is None:   # no full run saved it (Ray, or an older run): the builder ran it
         _save_hindsight(hind_file, pol.reference)
-    st = Stepper(model, ae, prompt, frames, seed=seed, policy=pol, preview=False)
+    st = Stepper(model, ae, prompt, frames, seed=seed, policy=pol, preview=False, sampler=sampler)
     t0 = time.perf_counter()
     peak, evict_ms = 0, []
     for rec in st.run():
@@ -142,14 +142,19 @@ def split_pairs(split: str, prompts: int) -> list[tuple[str, int]]:
 
 def run(prompts: int = 8, frames: int = 256, policies=DEFAULT_POLICIES, shares=SHARES, workers: int = 2,
         out: str = "docs/benchmarks", root: str = "runs/bench/policies", ray_address: str | None = None,
-        split: str = "heldout") -> dict:
-    """The sweep, on local processes or (with `ray_address`: 'local', 'auto' or 'ray://host:port') on Ray.
+        split: str = "heldout", sampler=None) -> dict:
+    """The sweep, on local processes or (with `ray_address`: 'local', 'auto' or 'ray://host:port') on Ray,
+    every rollout with the SamplerConfig `sampler` (default: the shipped sampler).
     Writes policies.{json,md} and PNG plots (with `split="validation"`: policies_validation.*)."""
-    pairs = split_pairs(split, prompts)
+    import dataclasses
+    from ..config import SamplerConfig
     from ..loading import weights_tag
-    root = str(Path(root) / weights_tag() / split)     # resumed runs never mix weights or splits
-    refs = [(i, p, s, "full", None, frames, root) for i, (p, s) in enumerate(pairs)]
-    jobs = [(i, p, s, pol, sh, frames, root) for i, (p, s) in enumerate(pairs) for pol in policies for sh in shares]
+    sampler = sampler or SamplerConfig()
+    pairs = split_pairs(split, prompts)
+    tag = weights_tag(sampler=sampler)
+    root = str(Path(root) / tag / split)     # resumed runs never mix weights, sampler settings or splits
+    refs = [(i, p, s, "full", None, frames, root, sampler) for i, (p, s) in enumerate(pairs)]
+    jobs = [(i, p, s, pol, sh, frames, root, sampler) for i, (p, s) in enumerate(pairs) for pol in policies for sh in shares]
     if ray_address:
         results = run_on_ray(refs, jobs, ray_address)
     else:
@@ -158,7 +163,7 @@ def run(prompts: int = 8, frames: int = 256, policies=DEFAULT_POLICIES, shares=S
             results += [_strip(r) for r in tqdm(pool.imap(run_one, refs), total=len(refs), desc="full-cache references")]
             results += list(tqdm(pool.imap_unordered(run_one, jobs), total=len(jobs), desc="policy x budget runs"))
     report = summarise(results, frames)
-    report.update(split=split, weights=weights_tag())
+    report.update(split=split, weights=tag, sampler=dataclasses.asdict(sampler))
     name = "policies" if split == "heldout" else f"policies_{split}"
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / f"{name}.json").write_text(json.dumps(report, indent=1))
@@ -190,7 +195,7 @@ def run_on_ray(refs: list, jobs: list, address: str) -> list[dict]:
             ray.shutdown()
     for r in done_refs + results:                     # resumable: the driver keeps one JSON per run
         i, pol, sh = r["pair"], r["policy"], r["share"]
-        path = _job_path(Path(refs[0][-1]), i, pol, sh, len(r["frame_ms"]))
+        path = _job_path(Path(refs[0][6]), i, pol, sh, len(r["frame_ms"]))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(r))
     return done_refs + results

@@ -64,7 +64,7 @@ def plot(rep: dict, results: list[dict], out: Path, name: str = "policies") -> N
     plt.close(fig)
 
 
-def _mean_ci(v) -> tuple[float, float]:
+def mean_ci(v) -> tuple[float, float]:
     v = np.array([x for x in v if x is not None and not (isinstance(x, float) and math.isnan(x))], float)
     if len(v) == 0:
         return float("nan"), float("nan")
@@ -98,23 +98,23 @@ def summarise(results: list[dict], frames: int) -> dict:
         rs = [r for r in results if r["policy"] == pol and r["share"] == sh]
         row = {"policy": pol, "share": sh, "n": len(rs)}
         for s in SCORES:
-            row[s] = _mean_ci([r["scores"][s] for r in rs])
+            row[s] = mean_ci([r["scores"][s] for r in rs])
         k = diverge_from(sh, frames)
-        row["psnr"] = _mean_ci([float(np.mean(np.minimum(r["psnr"][k:], 100))) for r in rs if "psnr" in r])
-        row["ssim"] = _mean_ci([float(np.mean(r["ssim"][k:])) for r in rs if "ssim" in r])
-        row["speedup_vs_full"] = _mean_ci([full[r["pair"]]["total_s"] / r["total_s"] for r in rs if r["pair"] in full])
-        row["latency_ratio_last_32"] = _mean_ci([np.median(r["frame_ms"][-8:]) / np.median(r["frame_ms"][28:36])
+        row["psnr"] = mean_ci([float(np.mean(np.minimum(r["psnr"][k:], 100))) for r in rs if "psnr" in r])
+        row["ssim"] = mean_ci([float(np.mean(r["ssim"][k:])) for r in rs if "ssim" in r])
+        row["speedup_vs_full"] = mean_ci([full[r["pair"]]["total_s"] / r["total_s"] for r in rs if r["pair"] in full])
+        row["latency_ratio_last_32"] = mean_ci([np.median(r["frame_ms"][-8:]) / np.median(r["frame_ms"][28:36])
                                                 for r in rs])
-        row["latency_ratio_end_fill"] = _mean_ci([np.median(r["frame_ms"][-8:]) / np.median(r["frame_ms"][k + 4:k + 12])
+        row["latency_ratio_end_fill"] = mean_ci([np.median(r["frame_ms"][-8:]) / np.median(r["frame_ms"][k + 4:k + 12])
                                                   for r in rs if k + 12 < len(r["frame_ms"]) - 8])
-        row["overhead_share"] = _mean_ci([r["evict_ms_mean"] / r["chunk_ms_mean"] for r in rs])
-        row["head_share"] = _mean_ci([r.get("head_ms_total", 0.0) / max(sum(r["frame_ms"]), 1e-9) for r in rs])
-        row["peak_kv_mb"] = _mean_ci([r["peak_kv_bytes"] / 2 ** 20 for r in rs])
+        row["overhead_share"] = mean_ci([r["evict_ms_mean"] / r["chunk_ms_mean"] for r in rs])
+        row["head_share"] = mean_ci([r.get("head_ms_total", 0.0) / max(sum(r["frame_ms"]), 1e-9) for r in rs])
+        row["peak_kv_mb"] = mean_ci([r["peak_kv_bytes"] / 2 ** 20 for r in rs])
         rows.append(row)
-    ref = [{s: _mean_ci([r["scores"][s] for r in full.values()]) for s in SCORES}]
+    ref = [{s: mean_ci([r["scores"][s] for r in full.values()]) for s in SCORES}]
     return {"frames": frames, "rows": rows, "full": ref, "salience_head": salience_head_quality(),
-            "full_total_s": _mean_ci([r["total_s"] for r in full.values()]),
-            "full_peak_kv_mb": _mean_ci([r["peak_kv_bytes"] / 2 ** 20 for r in full.values()])}
+            "full_total_s": mean_ci([r["total_s"] for r in full.values()]),
+            "full_peak_kv_mb": mean_ci([r["peak_kv_bytes"] / 2 ** 20 for r in full.values()])}
 
 
 BOUNDS = ("oracle", "random")          # upper and lower bounds, not heuristics PaFu-KV is compared with
@@ -167,7 +167,12 @@ def markdown(rep: dict, name: str = "policies") -> str:
                   "head_share", "peak_kv_mb")
     over = "validation prompts (drawn like training scenes)" if rep.get("split") == "validation" else "held-out prompts"
     lines = [f"# Policy benchmark: {rep['frames']}-frame rollouts, mean ± 95% CI over {over}", "",
-             f"Weights {rep.get('weights', '?')} (student-autoencoder-salience head hashes).", ""]
+             f"Weights {rep.get('weights', '?')} (student-autoencoder-salience head hashes, then the sampler's)."]
+    if "sampler" in rep:
+        smp = rep["sampler"]
+        lines.append(f"Sampler: {smp['steps']} steps per chunk ({smp['first_steps'] or smp['steps']} for the first), colour "
+                     f"guidance {smp['guidance']:g} ({smp['first_guidance']:g} on the first chunk).")
+    lines.append("")
     for title, cols in (("Quality", quality), ("Efficiency", efficiency)):
         lines += [f"## {title}", "", "| policy | budget | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
         for r in rep["rows"]:

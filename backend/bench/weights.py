@@ -17,18 +17,18 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..loading import file_hash
-from .model import SCORES, TRAIN_CLIP, _generate, _score
-from .report import _mean_ci
+from .model import SCORES, TRAIN_CLIP, generate, score
+from .report import mean_ci
 from .sampler import validation_pairs
 
 
 def _one(job) -> tuple[str, dict]:
     from ..policies import Full, Window
     path, prompt, seed, frames = job
-    full, _ = _generate(prompt, seed, frames, Full(), weights=path)
-    win, _ = _generate(prompt, seed, frames, Window(frames=16), weights=path)
-    return path, {"full_2x": _score(full[:2 * TRAIN_CLIP], prompt), "full_all": _score(full, prompt),
-                  "window": _score(win, prompt)}
+    full, _ = generate(prompt, seed, frames, Full(), weights=path)
+    win, _ = generate(prompt, seed, frames, Window(frames=16), weights=path)
+    return path, {"full_2x": score(full[:2 * TRAIN_CLIP], prompt), "full_all": score(full, prompt),
+                  "window": score(win, prompt)}
 
 
 def run(paths: list[str], n: int = 24, frames: int = 96, workers: int = 2, out: str = "docs/benchmarks") -> dict:
@@ -41,7 +41,7 @@ def run(paths: list[str], n: int = 24, frames: int = 96, workers: int = 2, out: 
     with mp.get_context("spawn").Pool(workers) as pool:
         for path, r in tqdm(pool.imap(_one, jobs), total=len(jobs), desc="validation pairs"):
             res[path].append(r)
-    table = {p: {key: {s: _mean_ci([r[key][s] for r in rs]) for s in SCORES} for key in ("full_2x", "full_all", "window")}
+    table = {p: {key: {s: mean_ci([r[key][s] for r in rs]) for s in SCORES} for key in ("full_2x", "full_all", "window")}
              for p, rs in res.items()}
     sha = {p: file_hash(p) for p in paths}
     names = {"full_2x": "full, 0-47", "full_all": f"full, 0-{frames - 1}", "window": f"window 16, 0-{frames - 1}"}

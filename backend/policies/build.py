@@ -51,9 +51,10 @@ def _value(v: str):
 
 def build_policy(name: str, budget: str | int | None, n_frames: int, model, ae=None, prompt: str = "",
                  seed: int = 0, params: dict | None = None, progress: Callable | None = None,
-                 reference: list | None = None):
-    """The named policy with its budget in tokens; `oracle` gets its full-cache reference run (slow), unless
-    `reference` (``oracle.hindsight_scores`` of a full-cache run with the same prompt, seed and length) is given."""
+                 reference: list | None = None, sampler=None):
+    """The named policy with its budget in tokens; `oracle` gets its full-cache reference run (slow, with the
+    SamplerConfig `sampler`, default the shipped one), unless `reference` (``oracle.hindsight_scores`` of a
+    full-cache run with the same prompt, seed, length and sampler) is given."""
     if name not in POLICIES:
         raise KeyError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
     kw = dict(params or {})
@@ -66,7 +67,7 @@ def build_policy(name: str, budget: str | int | None, n_frames: int, model, ae=N
         from .oracle import reference_scores
         if progress:
             progress("oracle: full-cache reference run")
-        kw["reference"] = reference_scores(model, ae, prompt, n_frames, seed)
+        kw["reference"] = reference_scores(model, ae, prompt, n_frames, seed, sampler)
     return make_policy(name, **kw)
 
 
