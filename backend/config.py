@@ -52,8 +52,12 @@ class SamplerConfig:
     # so it works under every cache policy. 1.0 = off; a prompt with no named colour is never guided.
     # Our reconstruction of classifier-free guidance for a cached AR model; scales chosen on validation
     # prompts (docs/benchmarks/sampler.md). Costs one more read-only pass per denoise step.
-    guidance: float = 1.0          # every chunk after the first
-    first_guidance: float = 1.0    # the first chunk
+    guidance: float = 4.0          # every chunk after the first
+    first_guidance: float = 4.0    # the first chunk
+
+    def __post_init__(self):       # one spelling per setting (1 and 1.0 are the same sampler, and hash the same)
+        for name in ("shift", "context_noise", "guidance", "first_guidance"):
+            object.__setattr__(self, name, float(getattr(self, name)))
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {

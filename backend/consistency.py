@@ -6,7 +6,9 @@
 - scores: prompt adherence (prompted objects found, among those not plausibly behind the wall), identity
   persistence after occlusion (a sprite that vanished for >= 3 frames comes back with the colour it had
   in the first frames), background/landmark consistency on revisit (frames one pan period apart show the
-  same ground), drift (first vs last quarter), and frame contrast (collapse check).
+  same ground), drift (first vs last quarter), frame contrast (collapse check), and extra objects (sprite-
+  coloured components beyond the prompted count, per frame: adherence alone cannot see a frame that is a
+  soup of colours, which finds every prompted object).
 """
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ COLOUR_TOL = 80          # L-inf distance (0-255) from a sprite colour that stil
 MIN_AREA = 14            # px: smaller components are noise
 MISSING_RUN = 3          # frames an identity must be missing to count as an occlusion
 MAX_HIDDEN = 30          # frames a sprite may stay behind the wall (the world hides them 8-24)
+# bumped whenever a score's definition changes, so benchmarks never mix scores of two definitions
+# (2: never-seen objects count as hidden only in the first MAX_HIDDEN frames; extra_objects)
+EVALUATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,10 @@ def prompt_adherence(dets, spec: SceneSpec, walls, idents) -> tuple[np.ndarray, 
     """Per frame: (found, expected) counts of prompted objects. A prompted object is found as a full
     detection of its shape and colour (any colour not fixed by the prompt when it is open) or as a partial
     one of its colour (resolved from the first frames when open). An object missing next to the wall where
-    it was last seen, at most MAX_HIDDEN frames ago (or never seen yet), is taken as hidden."""
+    it was last seen, at most MAX_HIDDEN frames ago, is taken as hidden; so is one never seen yet, but only
+    in the first MAX_HIDDEN frames (a sprite may start behind the wall; one that never shows up is missing,
+    not hidden: before, a prompt with a wall scored full adherence on a video that drew one of its three
+    objects)."""
     T = len(dets)
     found, expected = np.zeros(T), np.zeros(T)
     fixed = {c for c, _ in spec.objects if c is not None}
@@ -115,7 +123,7 @@ def prompt_adherence(dets, spec: SceneSpec, walls, idents) -> tuple[np.ndarray, 
                 last[j] = (ok[0].x, t)
             else:
                 cols = np.nonzero(walls[t])[0]
-                hidden = spec.wall and len(cols) and (j not in last or (
+                hidden = spec.wall and len(cols) and ((j not in last and t <= MAX_HIDDEN) or (j in last and
                     cols.min() - 12 <= last[j][0] <= cols.max() + 12 and t - last[j][1] <= MAX_HIDDEN))
                 expected[t] += 0 if hidden else 1
     return found, expected
@@ -200,6 +208,7 @@ def evaluate_video(frames: np.ndarray, prompt: str | SceneSpec, world: WorldConf
         "occlusion_events": int(events),
         "background_revisit": bg,
         "landmark_revisit": lm,
+        "extra_objects": float(np.mean([max(len(d) - len(spec.objects), 0) for d in dets])),
         "adherence_first_quarter": float(per_frame[:q].mean()),
         "adherence_last_quarter": float(per_frame[T - q:].mean()),
         "drift": float(abs(per_frame[:q].mean() - per_frame[T - q:].mean())),

@@ -100,6 +100,7 @@ class Comparison:
                 "identity": ev.get("identity_persistence", float("nan")),
                 "landmark revisit": ev.get("landmark_revisit", float("nan")),
                 "drift": ev.get("drift", float("nan")),
+                "extra objects / frame": ev.get("extra_objects", float("nan")),
                 "median ms/frame": float(np.median(d.frame_ms[:n])) if n else float("nan"),
                 "peak KV MB": float(h["nbytes"].sum(1).max() / 1e6) if len(h["nbytes"]) else 0.0,
             })

@@ -78,3 +78,12 @@ def test_sampler_settings_reach_the_stepper():
     from backend.flow import sampler_config
     cfg = sampler_config(["steps=8", "renoise=false", "first_steps=none", "first_guidance=2.5"])
     assert (cfg.steps, cfg.renoise, cfg.first_steps, cfg.first_guidance) == (8, False, None, 2.5)
+    # 1 and 1.0 are one sampler: equal configs and one benchmark folder (results are keyed by the sampler)
+    from backend.config import SamplerConfig
+    from backend.loading import weights_tag
+    off = sampler_config(["guidance=1", "first_guidance=1"])
+    assert off == SamplerConfig(guidance=1.0, first_guidance=1.0) and isinstance(off.guidance, float)
+    assert weights_tag(sampler=off) == weights_tag(sampler=SamplerConfig(guidance=1.0, first_guidance=1.0))
+    assert weights_tag(sampler=off) != weights_tag()
+    with pytest.raises(ValueError, match="unknown sampler setting"):
+        sampler_config(["guidence=2"])

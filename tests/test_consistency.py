@@ -21,6 +21,7 @@ def test_evaluator_scores_ground_truth_near_perfect():
     mean = lambda k: np.nanmean([r[k] for r in scores])  # noqa: E731
     assert mean("adherence") >= 0.93
     assert mean("identity_persistence") >= 0.9
+    assert mean("extra_objects") <= 0.02
     pans = [r for r in scores if not math.isnan(r["background_revisit"])]
     assert pans and all(r["background_revisit"] > 0.99 and r["landmark_revisit"] > 0.99 for r in pans)
 
@@ -39,6 +40,12 @@ def test_evaluator_catches_a_colour_change_and_noise():
     assert good["identity_persistence"] == 1.0 and bad["identity_persistence"] < 0.5
     noise = np.random.default_rng(0).integers(0, 255, clip.frames.shape, dtype=np.uint8)
     assert evaluate_video(noise, p)["adherence"] < 0.2
+    soup = clip.frames.copy()          # three extra blobs in every frame: adherence cannot see them
+    for (y, x), rgb in zip([(6, 6), (6, 50), (50, 6)], ([235, 45, 45], [40, 215, 60], [240, 220, 40])):
+        soup[:, y:y + 7, x:x + 7] = rgb
+    cluttered = evaluate_video(soup, p)
+    assert good["extra_objects"] < 0.05 and cluttered["extra_objects"] >= 2.0
+    assert cluttered["adherence"] >= good["adherence"] - 0.05
 
 
 def test_psnr_ssim():

@@ -123,7 +123,7 @@ def test_tempcache_merge_is_exact_on_identical_keys(tiny):
     after = tiny.forward_chunk(x, torch.tensor([0.5]), 3, cache)
     assert torch.allclose(before, after, atol=1e-5)
     for layer in cache.layers:                       # but not when the keys differ
-        layer.k[:, -1] += 0.5
+        layer.k[:, -1] += 3.0
         layer._krot = None                           # direct mutation: drop the rotated-key memo
     assert not torch.allclose(before, tiny.forward_chunk(x, torch.tensor([0.5]), 3, cache), atol=1e-3)
 

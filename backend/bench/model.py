@@ -8,6 +8,7 @@ prompt's result is cached under runs/bench/model/<weights id>/. Writes docs/benc
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing as mp
@@ -17,13 +18,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..consistency import contrast, evaluate_video
+from ..config import SamplerConfig
+from ..consistency import EVALUATOR_VERSION, contrast, evaluate_video
 from ..evalset import EVAL_PAIRS
 from ..loading import DEFAULT_AE, DEFAULT_MODEL, file_hash, weights_tag
 
 TRAIN_CLIP = 24      # the student's long training clips (frames)
 SEGMENT = 32
-SCORES = ("adherence", "frames_all_found", "identity_persistence", "background_revisit", "landmark_revisit", "drift")
+SCORES = ("adherence", "frames_all_found", "identity_persistence", "background_revisit", "landmark_revisit", "drift",
+          "extra_objects")
 
 
 def generate(prompt, seed, frames, policy, weights: str | None = None, sampler=None):
@@ -81,20 +84,24 @@ def dataset_contrast(n: int = 64) -> tuple[float, float]:
 def speed(frames: int = 256, context: int = 16) -> dict:
     """Single process (torch default threads): window(16) per-frame time and the full-cache curve."""
     import torch
+    from ..config import SamplerConfig
     from ..loading import load_autoencoder, load_model
     from ..policies import Full, Window
     from ..stepper import Stepper
     torch.set_num_threads(2)
-    prompt, seed = EVAL_PAIRS[0]
+    prompt, seed = EVAL_PAIRS[0]                        # names colours, so the shipped sampler guides it
     model, ae = load_model(), load_autoencoder()
+    unguided = SamplerConfig(guidance=1.0, first_guidance=1.0)
     out = {}
-    for name, pol, n in (("window16", Window(frames=context), 96), ("full", Full(), frames)):
-        st = Stepper(model, ae, prompt, n, seed=seed, policy=pol, preview=False)
+    for name, pol, n, smp in (("window16", Window(frames=context), 96, SamplerConfig()), ("full", Full(), frames, SamplerConfig()),
+                              ("window16_unguided", Window(frames=context), 96, unguided)):
+        st = Stepper(model, ae, prompt, n, seed=seed, policy=pol, preview=False, sampler=smp)
         for _ in st.run():
             pass
         out[name] = st.frame_ms.tolist()
     w = np.array(out["window16"][context + 4:])
     return {"median_ms_16_context": float(np.median(w)), "p90_ms_16_context": float(np.percentile(w, 90)),
+            "median_ms_16_context_unguided": float(np.median(out["window16_unguided"][context + 4:])),
             "full_curve_ms": out["full"], "window_curve_ms": out["window16"], "threads": 2}
 
 
@@ -137,7 +144,7 @@ def plots(report: dict, out: Path) -> None:
         ax.plot(sp["window_curve_ms"], label="window (16 frames)", lw=1)
         ax.set_xlabel("frame index")
         ax.set_ylabel("time per frame (ms)")
-        ax.set_title("Per-frame latency, 2-core CPU (4 denoise steps + commit + decode)")
+        ax.set_title("Per-frame latency, 2-core CPU (4 guided denoise steps + commit + decode)", fontsize=10)
         ax.legend()
         fig.tight_layout()
         fig.savefig(out / "model_latency.png", dpi=120)
@@ -165,9 +172,11 @@ def run(prompts: int = 32, workers: int = 2, full_frames: int = 256, window_fram
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"model": str(DEFAULT_MODEL.name), "model_hash": file_hash(DEFAULT_MODEL), "ae_hash": file_hash(DEFAULT_AE),
-              "date": time.strftime("%Y-%m-%d %H:%M"), "dataset_contrast": dataset_contrast()}
+              "date": time.strftime("%Y-%m-%d %H:%M"), "dataset_contrast": dataset_contrast(),
+              "sampler": dataclasses.asdict(SamplerConfig())}
     if not skip_quality:
-        cache = f"runs/bench/model/{weights_tag(('student', 'autoencoder'))}"   # resumed runs never mix weights
+        # resumed runs never mix weights, sampler settings or evaluator versions
+        cache = f"runs/bench/model/{weights_tag(('student', 'autoencoder'))}-e{EVALUATOR_VERSION}"
         jobs = [(i, p, s, full_frames, window_frames, cache) for i, (p, s) in enumerate(EVAL_PAIRS[:prompts])]
         with mp.get_context("spawn").Pool(workers) as pool:
             results = list(tqdm(pool.imap(eval_pair, jobs), total=len(jobs), desc="held-out prompts"))
@@ -186,6 +195,10 @@ def markdown(r: dict) -> str:
     lines = [f"# Model benchmark ({r['date']})", "",
              f"Weights `{r['model']}` (sha256 {r['model_hash']}), autoencoder sha256 {r['ae_hash']}. "
              f"Dataset frame contrast range: {r['dataset_contrast'][0]:.1f}-{r['dataset_contrast'][1]:.1f} (grey-level std).", ""]
+    if "sampler" in r:
+        smp = r["sampler"]
+        lines += [f"Sampler: {smp['first_steps'] or smp['steps']} Euler steps for the first chunk, {smp['steps']} per later chunk, "
+                  f"colour guidance {smp['first_guidance']:g} / {smp['guidance']:g} (first / later chunks; 1 = off).", ""]
     q = r.get("quality")
     if q:
         lines += ["## Quality on the 32 held-out prompt/seed pairs (mean ± 95% CI over prompts)", "",
@@ -204,7 +217,8 @@ def markdown(r: dict) -> str:
         fc = s["full_curve_ms"]
         lines += ["## Speed (2-core CPU, 2 torch threads, batch 1)", "",
                   f"Median time per frame with 16 frames of context (window policy): **{s['median_ms_16_context']:.1f} ms** "
-                  f"(p90 {s['p90_ms_16_context']:.1f} ms).", "",
+                  f"(p90 {s['p90_ms_16_context']:.1f} ms)" + (f"; without colour guidance {s['median_ms_16_context_unguided']:.1f} ms"
+                                                                if "median_ms_16_context_unguided" in s else "") + ".", "",
                   "Full-cache per-frame time at frame " + ", ".join(
                       f"{i}: {np.median(fc[max(i - 4, 0):i + 4]):.0f} ms" for i in (16, 32, 64, 128, 192, 255) if i < len(fc)), ""]
     lines += ["![latency](model_latency.png)", "![quality](model_quality_curve.png)", ""]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..consistency import EVALUATOR_VERSION
 from ..evalset import EVAL_PAIRS
 from .report import markdown, plot, summarise
 from .spec import SCORES, split_spec  # noqa: F401  (re-exported: the sweep's vocabulary)
@@ -67,9 +68,12 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     ref_file = root / f"pair{i:02d}_{frames}_reference.npy"
     if path.is_file():                                   # resumed
         out = json.loads(path.read_text())
-        if share is None and ref_file.is_file():
-            out["_frames"] = np.load(ref_file)
-        return out
+        if out.get("evaluator") != EVALUATOR_VERSION:    # scored by an older evaluator: rescore its frames
+            out = _rescore(out, path, ref_file)
+        if out is not None:
+            if share is None and ref_file.is_file():
+                out["_frames"] = np.load(ref_file)
+            return out
     model, ae = shipped()
     cfg = model.cfg
     name, params = split_spec(policy)
@@ -97,8 +101,11 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
         _save_hindsight(hind_file, hindsight_scores(st.cache))
     scores = evaluate_video(st.frames, prompt)
     scores.pop("per_frame_adherence")
+    if share is not None:                                # kept so a new evaluator can rescore without a rerun
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path.with_suffix(".npz"), frames=st.frames)
     out = {"pair": i, "prompt": prompt, "seed": seed, "policy": "full" if share is None else policy, "share": share,
-           "budget_tokens": pol.budget, "scores": scores, "frame_ms": st.frame_ms.tolist(),
+           "evaluator": EVALUATOR_VERSION, "budget_tokens": pol.budget, "scores": scores, "frame_ms": st.frame_ms.tolist(),
            "total_s": total, "peak_kv_bytes": peak, "evict_ms_mean": float(np.mean(evict_ms)),
            "chunk_ms_mean": float(st.frame_ms.mean() * cfg.chunk_frames),
            "head_ms_total": getattr(pol, "head_ms", 0.0)}
@@ -111,6 +118,25 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     path.write_text(json.dumps(out))
     if share is None:
         out["_frames"] = st.frames
+    return out
+
+
+def _rescore(out: dict, path: Path, ref_file: Path) -> dict | None:
+    """A resumed result scored by an older evaluator, rescored from its saved frames (and rewritten); None
+    when its frames were not kept (results from before frames were saved): the run is redone."""
+    from ..consistency import evaluate_video
+    frames_file = ref_file if out["share"] is None else path.with_suffix(".npz")
+    if not frames_file.is_file():
+        return None
+    if frames_file.suffix == ".npy":
+        frames = np.load(frames_file)
+    else:
+        with np.load(frames_file) as z:
+            frames = z["frames"]
+    scores = evaluate_video(frames, out["prompt"])
+    scores.pop("per_frame_adherence")
+    out.update(scores=scores, evaluator=EVALUATOR_VERSION)
+    path.write_text(json.dumps(out))
     return out
 
 

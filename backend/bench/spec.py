@@ -1,7 +1,7 @@
 """Policy specs of the benchmarks: 'name[:key=value;...]' strings and the per-run scores they report."""
 from __future__ import annotations
 
-SCORES = ("adherence", "identity_persistence", "background_revisit", "landmark_revisit", "drift")
+SCORES = ("adherence", "identity_persistence", "background_revisit", "landmark_revisit", "drift", "extra_objects")
 
 
 def split_spec(spec: str) -> tuple[str, dict]:

@@ -1,0 +1,32 @@
+"""The policy benchmark resumes from its per-run JSONs, and rescores saved frames (no rerun) when the
+evaluator's definitions change; results without saved frames are rerun."""
+import json
+
+from backend.consistency import EVALUATOR_VERSION
+
+
+def test_policy_bench_resumes_and_rescores_after_an_evaluator_change(tmp_path):
+    from backend.bench.policies import policy_signature, run
+    from backend.loading import weights_tag
+    kw = dict(prompts=1, frames=4, policies=("window",), shares=(0.5,), workers=1, out=str(tmp_path / "o"),
+              root=str(tmp_path / "r"))
+    run(**kw)
+    f = tmp_path / "r" / weights_tag() / "heldout" / f"pair00_4_window_0.5000_{policy_signature('window')}.json"
+    first = json.loads(f.read_text())
+    assert first["evaluator"] == EVALUATOR_VERSION and f.with_suffix(".npz").is_file()
+
+    def stale():
+        j = json.loads(f.read_text())
+        j["evaluator"], j["scores"]["adherence"] = EVALUATOR_VERSION - 1, -5.0
+        f.write_text(json.dumps(j))
+
+    stale()
+    run(**kw)
+    again = json.loads(f.read_text())
+    assert again["scores"] == first["scores"] and again["evaluator"] == EVALUATOR_VERSION
+    assert again["total_s"] == first["total_s"]                          # rescored from its frames, not rerun
+    stale()
+    f.with_suffix(".npz").unlink()
+    run(**kw)
+    redone = json.loads(f.read_text())
+    assert redone["scores"] == first["scores"] and redone["total_s"] != first["total_s"]   # rerun, same noise
