@@ -9,7 +9,7 @@ import torch
 
 from . import checkpoint
 from .autoencoder import AEConfig, AutoEncoder
-from .config import MODEL_PRESETS, ModelConfig
+from .config import MODEL_PRESETS, ModelConfig, SamplerConfig
 from .model import VideoDiT
 from .salience import SalienceHead, SEHConfig, head_file
 
@@ -82,6 +82,5 @@ def weights_tag(names: tuple[str, ...] = ("student", "autoencoder", "salience_he
     """Short id of what a cached benchmark result depends on, so resumed runs never mix weights or sampler
     settings: the first 6 hex digits of each shipped file's hash, joined by '-', then 's' and 4 hex digits
     of the SamplerConfig `sampler` (default: the shipped sampler)."""
-    from .config import SamplerConfig
     files = [file_hash(MODELS_DIR / f"{n}.safetensors")[:6] for n in names if (MODELS_DIR / f"{n}.safetensors").is_file()]
     return "-".join(files + ["s" + hashlib.sha256(repr(sampler or SamplerConfig()).encode()).hexdigest()[:4]])

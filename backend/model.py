@@ -256,8 +256,8 @@ class VideoDiT(nn.Module):
             def attend(q, k, v, layer=layer, sub=sub):                     # (1, H, n, Dh) each
                 q, k, v = q[0], k[0], v[0]
                 qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-                k_all = torch.cat([*_cached_kv(layer, sub, self.rotate, "k"), kr], 1)
-                v_all = torch.cat([*_cached_kv(layer, sub, self.rotate, "v"), v], 1)
+                k_parts, v_parts = _cached_kv(layer, sub, self.rotate)
+                k_all, v_all = torch.cat([*k_parts, kr], 1), torch.cat([*v_parts, v], 1)
                 bias = None
                 if len(layer) and bool((layer.meta["count"] != 1).any()):
                     # TempCache merged tokens stand for `count` identical keys: +log(count) on their logit
@@ -275,17 +275,17 @@ class VideoDiT(nn.Module):
         return h
 
 
-def _cached_kv(layer: LayerCache, sub: LayerCache | None, rotate, which: str) -> list[torch.Tensor]:
-    """The cached keys (rotated) or values of `layer`, as parts to concatenate: with `sub`, the prompt
-    tokens (always the front of the cache: prefilled first, and append / keep / merge preserve order) are
-    replaced by sub's tokens of the same prompt slots."""
-    full = layer.rotated_keys(rotate) if which == "k" else layer.v                # (H, n, Dh)
+def _cached_kv(layer: LayerCache, sub: LayerCache | None, rotate) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The cached keys (rotated) and values of `layer` (H, n, Dh), as parts to concatenate: with `sub`, the
+    prompt tokens (always the front of the cache: prefilled first, and append / keep / merge preserve order)
+    are replaced by sub's tokens of the same prompt slots."""
+    k, v = layer.rotated_keys(rotate), layer.v
     if sub is None:
-        return [full]
+        return [k], [v]
     n_p = int((layer.meta["kind"] == KIND_PROMPT).sum())
     slots = layer.meta["token_id"][:n_p]                                           # prompt slot of each
-    src = sub.rotated_keys(rotate) if which == "k" else sub.v
-    return [src.index_select(1, slots), full[:, n_p:]]
+    return ([sub.rotated_keys(rotate).index_select(1, slots), k[:, n_p:]],
+            [sub.v.index_select(1, slots), v[:, n_p:]])
 
 
 def _update_stats(layer: LayerCache, colsum, colmax, logitsum, n_queries: int, chunk: int) -> None:

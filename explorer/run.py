@@ -6,7 +6,7 @@ the UI draws reads `RunData`, so both render the same way without recomputing.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class RunConfig:
         """The sampler of this run: the shipped one, with the guidance scale set here if any."""
         if self.guidance is None:
             return SamplerConfig()
-        return replace(SamplerConfig(), guidance=float(self.guidance), first_guidance=float(self.guidance))
+        return SamplerConfig(guidance=self.guidance, first_guidance=self.guidance)
 
     def validate(self, max_frames: int = MAX_FRAMES) -> "RunConfig":
         """Check everything that can be checked without a model; raises ValueError with a clear message."""

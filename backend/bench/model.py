@@ -50,6 +50,16 @@ def score(frames, prompt) -> dict:
     return r
 
 
+def validation_scores(prompt, seed, frames, weights: str | None = None, sampler=None) -> dict:
+    """The validation benches' unit (weights, sampler): full cache to `frames` (scored on frames 0-47 and on
+    all) and window(16), same noise; plus the full cache's median ms per frame."""
+    from ..policies import Full, Window
+    full, ms = generate(prompt, seed, frames, Full(), weights=weights, sampler=sampler)
+    win, _ = generate(prompt, seed, frames, Window(frames=16), weights=weights, sampler=sampler)
+    return {"full_2x": score(full[:2 * TRAIN_CLIP], prompt), "full_all": score(full, prompt),
+            "window": score(win, prompt), "ms": float(np.median(ms))}
+
+
 def eval_pair(job) -> dict:
     """Full cache to `full_frames` and window(16) to `window_frames` for one held-out pair."""
     from ..policies import Full, Window
@@ -84,7 +94,6 @@ def dataset_contrast(n: int = 64) -> tuple[float, float]:
 def speed(frames: int = 256, context: int = 16) -> dict:
     """Single process (torch default threads): window(16) per-frame time and the full-cache curve."""
     import torch
-    from ..config import SamplerConfig
     from ..loading import load_autoencoder, load_model
     from ..policies import Full, Window
     from ..stepper import Stepper

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ..consistency import EVALUATOR_VERSION
 from ..evalset import EVAL_PAIRS
+from .model import score
 from .report import markdown, plot, summarise
 from .spec import SCORES, split_spec  # noqa: F401  (re-exported: the sweep's vocabulary)
 
@@ -55,7 +56,6 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     """One rollout. A full-cache reference run saves its frames beside the results (local runs) and returns
     them under "_frames" (Ray runs pass them to the policy runs as `ref`) for PSNR/SSIM."""
     import torch
-    from ..consistency import evaluate_video
     from ..loading import shipped
     from ..metrics import psnr_per_frame, ssim_per_frame
     from ..policies import Full
@@ -99,8 +99,7 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(ref_file, st.frames)
         _save_hindsight(hind_file, hindsight_scores(st.cache))
-    scores = evaluate_video(st.frames, prompt)
-    scores.pop("per_frame_adherence")
+    scores = score(st.frames, prompt)
     if share is not None:                                # kept so a new evaluator can rescore without a rerun
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path.with_suffix(".npz"), frames=st.frames)
@@ -124,7 +123,6 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
 def _rescore(out: dict, path: Path, ref_file: Path) -> dict | None:
     """A resumed result scored by an older evaluator, rescored from its saved frames (and rewritten); None
     when its frames were not kept (results from before frames were saved): the run is redone."""
-    from ..consistency import evaluate_video
     frames_file = ref_file if out["share"] is None else path.with_suffix(".npz")
     if not frames_file.is_file():
         return None
@@ -133,9 +131,7 @@ def _rescore(out: dict, path: Path, ref_file: Path) -> dict | None:
     else:
         with np.load(frames_file) as z:
             frames = z["frames"]
-    scores = evaluate_video(frames, out["prompt"])
-    scores.pop("per_frame_adherence")
-    out.update(scores=scores, evaluator=EVALUATOR_VERSION)
+    out.update(scores=score(frames, out["prompt"]), evaluator=EVALUATOR_VERSION)
     path.write_text(json.dumps(out))
     return out
 
@@ -182,7 +178,7 @@ def run(prompts: int = 8, frames: int = 256, policies=DEFAULT_POLICIES, shares=S
     refs = [(i, p, s, "full", None, frames, root, sampler) for i, (p, s) in enumerate(pairs)]
     jobs = [(i, p, s, pol, sh, frames, root, sampler) for i, (p, s) in enumerate(pairs) for pol in policies for sh in shares]
     if ray_address:
-        results = run_on_ray(refs, jobs, ray_address)
+        results = run_on_ray(refs, jobs, ray_address, Path(root))
     else:
         results = []
         with mp.get_context("spawn").Pool(workers) as pool:
@@ -199,7 +195,7 @@ def run(prompts: int = 8, frames: int = 256, policies=DEFAULT_POLICIES, shares=S
     return report
 
 
-def run_on_ray(refs: list, jobs: list, address: str) -> list[dict]:
+def run_on_ray(refs: list, jobs: list, address: str, root: Path) -> list[dict]:
     """Ray path: one task per rollout (1 CPU each); the references' frames go to the policy tasks through the
     object store, so workers need no shared disk. Results come back to the driver, which writes them."""
     try:
@@ -221,7 +217,7 @@ def run_on_ray(refs: list, jobs: list, address: str) -> list[dict]:
             ray.shutdown()
     for r in done_refs + results:                     # resumable: the driver keeps one JSON per run
         i, pol, sh = r["pair"], r["policy"], r["share"]
-        path = _job_path(Path(refs[0][6]), i, pol, sh, len(r["frame_ms"]))
+        path = _job_path(root, i, pol, sh, len(r["frame_ms"]))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(r))
     return done_refs + results

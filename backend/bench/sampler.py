@@ -14,7 +14,6 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import SamplerConfig
-from ..consistency import evaluate_video
 
 SETTINGS = {
     "first 16 Euler, then 4 renoise": SamplerConfig(first_guidance=1.0, guidance=1.0),
@@ -33,19 +32,16 @@ def validation_pairs(n: int = 12) -> list[tuple[str, int]]:
 
 
 def _one(job) -> tuple[str, dict]:
-    from ..policies import Full, Window
-    from .model import TRAIN_CLIP, generate, score
+    from .model import validation_scores
     name, prompt, seed, frames = job
-    full, ms = generate(prompt, seed, frames, Full(), sampler=SETTINGS[name])
-    win, _ = generate(prompt, seed, frames, Window(frames=16), sampler=SETTINGS[name])
-    return name, {"full_2x": score(full[:2 * TRAIN_CLIP], prompt), "full_all": score(full, prompt),
-                  "window": score(win, prompt), "ms": float(np.median(ms))}
+    return name, validation_scores(prompt, seed, frames, sampler=SETTINGS[name])
 
 
 def run(n: int = 24, frames: int = 96, workers: int = 2, out: str = "docs/benchmarks") -> dict:
     from .model import SCORES
     from .report import mean_ci
-    jobs = [(name, p, s, frames) for name in SETTINGS for p, s in validation_pairs(n)]
+    pairs = validation_pairs(n)
+    jobs = [(name, p, s, frames) for name in SETTINGS for p, s in pairs]
     res: dict[str, list[dict]] = {name: [] for name in SETTINGS}
     with mp.get_context("spawn").Pool(workers) as pool:
         for name, r in tqdm(pool.imap(_one, jobs), total=len(jobs), desc="sampler settings"):
@@ -67,6 +63,6 @@ def run(n: int = 24, frames: int = 96, workers: int = 2, out: str = "docs/benchm
             lines.append(f"| {name} | {labels[k]} | " + " | ".join(cells) + f" | {ms} |")
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "sampler.md").write_text("\n".join(lines) + "\n")
-    (Path(out) / "sampler.json").write_text(json.dumps({"pairs": validation_pairs(n), "frames": frames, "table": table}, indent=1))
+    (Path(out) / "sampler.json").write_text(json.dumps({"pairs": pairs, "frames": frames, "table": table}, indent=1))
     print("\n".join(lines))
     return table

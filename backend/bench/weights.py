@@ -17,18 +17,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..loading import file_hash
-from .model import SCORES, TRAIN_CLIP, generate, score
+from .model import SCORES, validation_scores
 from .report import mean_ci
 from .sampler import validation_pairs
 
 
 def _one(job) -> tuple[str, dict]:
-    from ..policies import Full, Window
     path, prompt, seed, frames = job
-    full, _ = generate(prompt, seed, frames, Full(), weights=path)
-    win, _ = generate(prompt, seed, frames, Window(frames=16), weights=path)
-    return path, {"full_2x": score(full[:2 * TRAIN_CLIP], prompt), "full_all": score(full, prompt),
-                  "window": score(win, prompt)}
+    return path, validation_scores(prompt, seed, frames, weights=path)
 
 
 def run(paths: list[str], n: int = 24, frames: int = 96, workers: int = 2, out: str = "docs/benchmarks") -> dict:
