@@ -38,8 +38,73 @@ KIND_PROMPT, KIND_FRAME = 0, 1
 QK_HISTORY = 4   # commits remembered in qk_hist (Deep Forcing's R recent frames at chunk size 1)
 
 
-def empty_meta(n: int = 0) -> dict[str, torch.Tensor]:
-    return {k: torch.zeros((n, *shape), dtype=dt) for k, (dt, shape) in META_FIELDS.items()}
+
+def _layout() -> dict[torch.dtype, list[tuple[str, int, tuple]]]:
+    """Fields grouped by dtype: dtype -> [(name, first column, trailing shape)] in one packed tensor."""
+    out: dict[torch.dtype, list] = {}
+    for name, (dt, shape) in META_FIELDS.items():
+        cols = out.setdefault(dt, [])
+        start = cols[-1][1] + (cols[-1][2][0] if cols[-1][2] else 1) if cols else 0
+        cols.append((name, start, shape))
+    return out
+
+
+LAYOUT = _layout()
+WIDTH = {dt: cols[-1][1] + (cols[-1][2][0] if cols[-1][2] else 1) for dt, cols in LAYOUT.items()}
+
+
+class Meta(dict):
+    """Per-token metadata: a dict of field -> (n, ...) tensors that are column views into one packed
+    (n, width) tensor per dtype, so keep / append / clone move three tensors instead of fifteen (the
+    eviction step is mostly this bookkeeping on a small model). Reading, in-place updates and item
+    assignment work as on a dict of tensors; assigning a field writes its columns (cast to its dtype)."""
+
+    def __init__(self, packs: dict[torch.dtype, torch.Tensor]):
+        super().__init__()
+        self.packs = packs
+        for dt, cols in LAYOUT.items():
+            p = packs[dt]
+            for name, start, shape in cols:
+                dict.__setitem__(self, name, p[:, start] if not shape else p[:, start:start + shape[0]])
+
+    @classmethod
+    def zeros(cls, n: int = 0) -> "Meta":
+        return cls({dt: torch.zeros(n, w, dtype=dt) for dt, w in WIDTH.items()})
+
+    def __setitem__(self, key: str, val) -> None:
+        if key not in META_FIELDS:
+            raise KeyError(f"unknown metadata field {key!r}")
+        col = dict.__getitem__(self, key)
+        if val is not col:                                   # `m[k] += x` already wrote in place
+            val = torch.as_tensor(val)
+            col.copy_(val.reshape(col.shape) if val.numel() == col.numel() else val)
+
+    def __reduce__(self):
+        return Meta, (self.packs,)
+
+    def index_select(self, idx: torch.Tensor) -> "Meta":
+        return Meta({dt: p.index_select(0, idx) for dt, p in self.packs.items()})
+
+    def cat(self, other: "Meta") -> "Meta":
+        return Meta({dt: torch.cat([p, other.packs[dt]]) for dt, p in self.packs.items()})
+
+    def clone(self) -> "Meta":
+        return Meta({dt: p.clone() for dt, p in self.packs.items()})
+
+
+def empty_meta(n: int = 0) -> Meta:
+    return Meta.zeros(n)
+
+
+def as_meta(meta) -> Meta:
+    """A Meta from a Meta or a plain dict of every field (e.g. built by hand in a test)."""
+    if isinstance(meta, Meta):
+        return meta
+    n = len(next(iter(meta.values()))) if meta else 0
+    out = Meta.zeros(n)
+    for key, val in meta.items():
+        out[key] = val
+    return out
 
 
 def quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -64,9 +129,12 @@ def quant_error_bound(x: torch.Tensor, bits: int) -> torch.Tensor:
 class LayerCache:
     k: torch.Tensor                     # (H, n, Dh), un-rotated keys
     v: torch.Tensor                     # (H, n, Dh)
-    meta: dict[str, torch.Tensor]       # each (n, ...)
+    meta: Meta                          # each field (n, ...); a plain dict of every field is packed
     _krot: torch.Tensor | None = None   # memo of rotated keys (H, n, Dh): kept through append / keep,
                                         # dropped when keys or positions change
+
+    def __post_init__(self):
+        self.meta = as_meta(self.meta)
 
     @classmethod
     def empty(cls, n_head: int, head_dim: int) -> "LayerCache":
@@ -85,12 +153,10 @@ class LayerCache:
         full = empty_meta(n)
         full["count"].fill_(1.0)
         for key, val in meta.items():
-            if key not in full:
-                raise KeyError(f"unknown metadata field {key!r}")
-            full[key] = val.to(full[key].dtype).reshape(full[key].shape)
+            full[key] = val                                   # rejects unknown fields, casts, reshapes
         self.k = torch.cat([self.k, k.detach()], dim=1)
         self.v = torch.cat([self.v, v.detach()], dim=1)
-        self.meta = {key: torch.cat([self.meta[key], full[key]]) for key in self.meta}
+        self.meta = self.meta.cat(full)
         self._krot = None if self._krot is None or k_rot is None else torch.cat([self._krot, k_rot.detach()], 1)
 
     def keep(self, idx: torch.Tensor) -> torch.Tensor:
@@ -105,7 +171,7 @@ class LayerCache:
         evicted = self.meta["token_id"][mask]
         # index_select copies (no aliasing) and is several times faster than advanced indexing on dim 1
         self.k, self.v = self.k.index_select(1, idx), self.v.index_select(1, idx)
-        self.meta = {key: val.index_select(0, idx) for key, val in self.meta.items()}
+        self.meta = self.meta.index_select(idx)
         if self._krot is not None:                                      # positions unchanged: the memo stays valid
             self._krot = self._krot.index_select(1, idx)
         return evicted
@@ -124,14 +190,14 @@ class LayerCache:
         vsum.index_add_(1, slot, self.v.index_select(1, src) * cnt[src][None, :, None])
         tgt_cnt = cnt[tgt].index_add(0, slot, cnt[src])
         self.v = self.v.index_copy(1, tgt, vsum / tgt_cnt[None, :, None])
-        self.meta["count"] = cnt.index_copy(0, tgt, tgt_cnt)
+        self.meta["count"] = cnt.index_copy(0, tgt, tgt_cnt)                  # writes the packed column
         keep = torch.ones(len(self), dtype=torch.bool)
         keep[src] = False
         return self.keep(keep.nonzero().flatten())
 
     def set_positions(self, pos: torch.Tensor) -> None:
         """Replace the RoPE positions (n, 3) the keys are rotated with (shift / re-index modes)."""
-        self.meta["pos"] = pos.to(torch.int64).reshape(len(self), 3).clone()
+        self.meta["pos"] = pos.to(torch.int64).reshape(len(self), 3)
         self._krot = None
 
     def set_dtype(self, idx: torch.Tensor, name: str) -> None:
@@ -171,7 +237,7 @@ class LayerCache:
         return int(self.token_bytes().sum())
 
     def clone(self) -> "LayerCache":
-        return LayerCache(self.k.clone(), self.v.clone(), {k: v.clone() for k, v in self.meta.items()})
+        return LayerCache(self.k.clone(), self.v.clone(), self.meta.clone())
 
 
 class KVCache:

@@ -6,12 +6,11 @@ from backend.consistency import EVALUATOR_VERSION
 
 
 def test_policy_bench_resumes_and_rescores_after_an_evaluator_change(tmp_path):
-    from backend.bench.policies import policy_signature, run
-    from backend.loading import weights_tag
+    from backend.bench.policies import policy_signature, run, runs_dir
     kw = dict(prompts=1, frames=4, policies=("window",), shares=(0.5,), workers=1, out=str(tmp_path / "o"),
               root=str(tmp_path / "r"))
     run(**kw)
-    f = tmp_path / "r" / weights_tag() / "heldout" / f"pair00_4_window_0.5000_{policy_signature('window')}.json"
+    f = runs_dir(tmp_path / "r") / f"pair00_4_window_0.5000_{policy_signature('window')}.json"
     first = json.loads(f.read_text())
     assert first["evaluator"] == EVALUATOR_VERSION and f.with_suffix(".npz").is_file()
 

@@ -162,6 +162,14 @@ def split_pairs(split: str, prompts: int) -> list[tuple[str, int]]:
     raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
 
 
+def runs_dir(root, split: str = "heldout", sampler=None) -> Path:
+    """Where the sweep keeps its per-run results: keyed by model weights, sampler settings and split, so
+    resumed runs never mix them. A policy's own weights (PaFu-KV's head) are in its run's signature
+    (`policy_signature`), so retraining the head re-runs only the runs that use it."""
+    from ..loading import weights_tag
+    return Path(root) / weights_tag(("student", "autoencoder"), sampler=sampler) / split
+
+
 def run(prompts: int = 8, frames: int = 256, policies=DEFAULT_POLICIES, shares=SHARES, workers: int = 2,
         out: str = "docs/benchmarks", root: str = "runs/bench/policies", ray_address: str | None = None,
         split: str = "heldout", sampler=None) -> dict:
@@ -170,11 +178,9 @@ def run(prompts: int = 8, frames: int = 256, policies=DEFAULT_POLICIES, shares=S
     Writes policies.{json,md} and PNG plots (with `split="validation"`: policies_validation.*)."""
     import dataclasses
     from ..config import SamplerConfig
-    from ..loading import weights_tag
     sampler = sampler or SamplerConfig()
     pairs = split_pairs(split, prompts)
-    tag = weights_tag(sampler=sampler)
-    root = str(Path(root) / tag / split)     # resumed runs never mix weights, sampler settings or splits
+    root = str(runs_dir(root, split, sampler))
     refs = [(i, p, s, "full", None, frames, root, sampler) for i, (p, s) in enumerate(pairs)]
     jobs = [(i, p, s, pol, sh, frames, root, sampler) for i, (p, s) in enumerate(pairs) for pol in policies for sh in shares]
     if ray_address:
@@ -185,7 +191,7 @@ def run(prompts: int = 8, frames: int = 256, policies=DEFAULT_POLICIES, shares=S
             results += [_strip(r) for r in tqdm(pool.imap(run_one, refs), total=len(refs), desc="full-cache references")]
             results += list(tqdm(pool.imap_unordered(run_one, jobs), total=len(jobs), desc="policy x budget runs"))
     report = summarise(results, frames)
-    report.update(split=split, weights=tag, sampler=dataclasses.asdict(sampler))
+    report.update(split=split, weights=Path(root).parent.name, sampler=dataclasses.asdict(sampler))
     name = "policies" if split == "heldout" else f"policies_{split}"
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / f"{name}.json").write_text(json.dumps(report, indent=1))

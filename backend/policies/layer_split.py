@@ -27,14 +27,10 @@ def water_fill(weights: torch.Tensor, caps: torch.Tensor, total: int) -> torch.T
     while left > 0 and bool(free.any()):
         share = weights * free / (weights * free).sum() * left
         add = torch.minimum(share.floor().long(), caps - alloc)
-        if int(add.sum()) == 0:                                   # hand out the remainder one by one
+        if int(add.sum()) == 0:          # the remainder: one each to the heaviest entries with room
             order = torch.argsort(torch.where(free, weights, torch.tensor(-1.0)), descending=True)
-            for j in order.tolist():
-                if left == 0 or not free[j]:
-                    break
-                if alloc[j] < caps[j]:
-                    alloc[j] += 1
-                    left -= 1
+            room = order[(free & (alloc < caps))[order]]
+            alloc[room[:left]] += 1
             break
         alloc += add
         left -= int(add.sum())

@@ -37,8 +37,10 @@ class TempCache(Policy):
         if len(new) == 0 or len(old) == 0:
             return torch.zeros(0, dtype=torch.long)
         k = layer.rotated_keys(ctx.rotate) if ctx.rotate is not None else layer.k   # as attention sees them
-        flat = torch.nn.functional.normalize(k.transpose(0, 1).reshape(len(layer), -1), dim=1)   # (n, H*Dh)
-        sim = flat[old] @ flat[new].T                                                            # (n_old, n_new)
+
+        def unit(idx):                                                   # (m, H*Dh) unit-norm keys
+            return torch.nn.functional.normalize(k.index_select(1, idx).transpose(0, 1).reshape(len(idx), -1), dim=1)
+        sim = unit(old) @ unit(new).T                                                            # (n_old, n_new)
         best, arg = sim.max(1)
         hit = best >= self.threshold
         return layer.merge(old[hit], new[arg[hit]])

@@ -58,7 +58,12 @@ class VideoTrainConfig:
 
 RECIPES = {
     "teacher": {"quick": VideoTrainConfig(steps=200, frames=12, long_every=0),
-                "default": VideoTrainConfig(steps=600, frames=12, long_every=0)},
+                "default": VideoTrainConfig(steps=600, frames=12, long_every=0),
+                # continuation (start it with --init, e.g. from the shipped student): 24-frame clips with an
+                # occlusion and a return every other step, sprite-weighted loss, so the teacher whose
+                # attention labels PaFu-KV's head has learned to use its context at the labels' clip length
+                "long": VideoTrainConfig(steps=2500, lr=3e-4, warmup=50, frames=12, long_every=2, long_batch=3,
+                                         sprite_weight=5.0)},
     "student": {"quick": VideoTrainConfig(steps=1200, lr=5e-4, sprite_weight=5.0, first_weight=2.0),
                 "default": VideoTrainConfig(steps=4000, lr=5e-4, sprite_weight=5.0, first_weight=2.0),
                 # continuation from the shipped student: own-rollout context, more long clips
@@ -87,7 +92,10 @@ def teacher_loss(model, tokens, x0, cfg, rng, mask=None):
     xt = (1 - t)[..., None, None, None] * x0 + t[..., None, None, None] * eps
     off = int(rng.integers(0, cfg.max_t_offset + 1)) if rng.random() < cfg.p_t_offset else 0
     v = model.bidirectional(tokens, xt, t, t_offset=off)
-    w = (~clean).float()[..., None, None, None]
+    w = (~clean).float()[..., None, None, None]                                  # (B, T, 1, 1, 1)
+    if mask is not None and cfg.sprite_weight != 1.0:
+        w = w * (1.0 + (cfg.sprite_weight - 1.0) * mask[:, :, None])             # (B, T, 1, g, g)
+        return (((v - (eps - x0)) ** 2) * w).sum() / (w.sum() * v.shape[2]).clamp_min(1)
     return (((v - (eps - x0)) ** 2) * w).sum() / (w.sum() * v[0, 0].numel()).clamp_min(1)
 
 
