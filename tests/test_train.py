@@ -20,6 +20,11 @@ def test_stages_run_export_and_resume(tmp_path):
     with safe_open(str(runs / "student" / "state.safetensors"), "pt") as f:
         assert f.metadata()["step"] == "3"
     assert (runs / "student" / "log.jsonl").read_text().count("next_frame_mse") == 2
+    # the shipped teacher's recipe: continued from the student's weights (`--init`) in a fresh run folder
+    main(["teacher", "--recipe", "long", "--steps", "2", "--preset", "tiny", "--init", str(models / "student.safetensors"),
+          "--runs-dir", str(tmp_path / "runs_long"), "--models-dir", str(models)])
+    _, _, extra = checkpoint.read(models / "teacher.safetensors")
+    assert extra["recipe"] == "long" and extra["steps"] == 2
     main(["salience", "--steps", "3", *common])
     _, _, extra = checkpoint.read(models / "salience_head.safetensors")
     assert len(extra["heldout"]["spearman_per_layer"]) == 2 and extra["labels"] == "sse"
@@ -66,3 +71,36 @@ def test_rollout_context_is_causal_and_anchored():
     loss.backward()
     assert torch.isfinite(loss) and model.training
     assert all(p.grad is not None for p in model.blocks[0].parameters())
+
+
+def test_teacher_loss_weights_sprite_tokens():
+    """`sprite_weight` (the `long` recipe) re-weights the teacher's loss towards tokens a sprite touches: a
+    uniform mask leaves the loss as it was, a partial one moves it, and the weights are normalised."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from backend.train.video import RECIPES, teacher_loss
+
+    class Zero:                                       # predicts v = 0, so the loss is the mean of (eps - x0)^2
+        def bidirectional(self, tokens, xt, t, t_offset=0):
+            return torch.zeros_like(xt)
+
+    cfg = dataclasses.replace(RECIPES["teacher"]["long"], p_clean_prefix=0.0, p_t_offset=0.0)
+    assert cfg.sprite_weight > 1
+    x0 = torch.randn(2, 3, 4, 2, 2)
+
+    def loss(mask):
+        torch.manual_seed(0)
+        return float(teacher_loss(Zero(), None, x0, cfg, np.random.default_rng(0), mask))
+    plain = loss(None)
+    assert abs(loss(torch.zeros(2, 3, 2, 2)) - plain) < 1e-5 and abs(loss(torch.ones(2, 3, 2, 2)) - plain) < 1e-5
+    part = torch.zeros(2, 3, 2, 2)
+    part[:, :, 0, 0] = 1.0
+    torch.manual_seed(0)
+    torch.rand(2, 1)                                                      # the noise level, drawn first
+    eps = torch.randn_like(x0)
+    err = (eps - x0) ** 2                                                 # (B, T, C, g, g)
+    w = 1.0 + (cfg.sprite_weight - 1.0) * part[:, :, None]
+    assert abs(loss(part) - float((err * w).sum() / (w.sum() * x0.shape[2]))) < 1e-5

@@ -167,7 +167,8 @@ def markdown(rep: dict, name: str = "policies") -> str:
                   "head_share", "peak_kv_mb")
     over = "validation prompts (drawn like training scenes)" if rep.get("split") == "validation" else "held-out prompts"
     lines = [f"# Policy benchmark: {rep['frames']}-frame rollouts, mean ± 95% CI over {over}", "",
-             f"Weights {rep.get('weights', '?')} (student-autoencoder-salience head hashes, then the sampler's)."]
+             f"Weights {rep.get('weights', '?')} (student-autoencoder hashes, then the sampler's)"
+             + (f"; PaFu-KV heads {', '.join(f'{k} {v}' for k, v in rep['heads'].items())}." if rep.get("heads") else ".")]
     if "sampler" in rep:
         smp = rep["sampler"]
         lines.append(f"Sampler: {smp['steps']} steps per chunk ({smp['first_steps'] or smp['steps']} for the first), colour "
