@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..config import SamplerConfig
+from ..consistency import EVALUATOR_VERSION
 from ..loading import file_hash
 from .model import SCORES, validation_scores
 from .report import mean_ci
@@ -42,7 +44,8 @@ def run(paths: list[str], n: int = 24, frames: int = 96, workers: int = 2, out: 
     sha = {p: file_hash(p) for p in paths}
     names = {"full_2x": "full, 0-47", "full_all": f"full, 0-{frames - 1}", "window": f"window 16, 0-{frames - 1}"}
     lines = ["# Student weights on validation prompts (training distribution, not the held-out set)", "",
-             f"{time.strftime('%Y-%m-%d %H:%M')}: {n} pairs x {frames} frames, same noise for every candidate; "
+             f"{time.strftime('%Y-%m-%d %H:%M')}: {n} pairs x {frames} frames, same noise for every candidate, the "
+             f"shipped sampler (colour guidance {SamplerConfig().guidance:g}), evaluator version {EVALUATOR_VERSION}; "
              "mean ± 95% CI over pairs.", "",
              "| weights (sha256) | setting | " + " | ".join(SCORES) + " |", "|---" * (len(SCORES) + 2) + "|"]
     for p in paths:
