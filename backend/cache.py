@@ -38,19 +38,19 @@ KIND_PROMPT, KIND_FRAME = 0, 1
 QK_HISTORY = 4   # commits remembered in qk_hist (Deep Forcing's R recent frames at chunk size 1)
 
 
-
-def _layout() -> dict[torch.dtype, list[tuple[str, int, tuple]]]:
-    """Fields grouped by dtype: dtype -> [(name, first column, trailing shape)] in one packed tensor."""
-    out: dict[torch.dtype, list] = {}
+def _layout() -> tuple[dict[torch.dtype, list[tuple[str, int, tuple]]], dict[torch.dtype, int]]:
+    """Fields grouped by dtype: dtype -> [(name, first column, trailing shape)] in one packed tensor, and
+    dtype -> that tensor's width (columns)."""
+    layout: dict[torch.dtype, list] = {}
+    width: dict[torch.dtype, int] = {}
     for name, (dt, shape) in META_FIELDS.items():
-        cols = out.setdefault(dt, [])
-        start = cols[-1][1] + (cols[-1][2][0] if cols[-1][2] else 1) if cols else 0
-        cols.append((name, start, shape))
-    return out
+        start = width.get(dt, 0)
+        layout.setdefault(dt, []).append((name, start, shape))
+        width[dt] = start + (shape[0] if shape else 1)
+    return layout, width
 
 
-LAYOUT = _layout()
-WIDTH = {dt: cols[-1][1] + (cols[-1][2][0] if cols[-1][2] else 1) for dt, cols in LAYOUT.items()}
+LAYOUT, WIDTH = _layout()
 
 
 class Meta(dict):
@@ -90,10 +90,6 @@ class Meta(dict):
 
     def clone(self) -> "Meta":
         return Meta({dt: p.clone() for dt, p in self.packs.items()})
-
-
-def empty_meta(n: int = 0) -> Meta:
-    return Meta.zeros(n)
 
 
 def as_meta(meta) -> Meta:
@@ -139,7 +135,7 @@ class LayerCache:
     @classmethod
     def empty(cls, n_head: int, head_dim: int) -> "LayerCache":
         z = torch.zeros(n_head, 0, head_dim)
-        return cls(z, z.clone(), empty_meta())
+        return cls(z, z.clone(), Meta.zeros())
 
     def __len__(self) -> int:
         return self.k.shape[1]
@@ -150,7 +146,7 @@ class LayerCache:
         """Add tokens k, v (H, n, Dh) with their metadata; `k_rot` (the same keys rotated by meta["pos"], as
         attention just computed them) extends the rotated-key memo instead of dropping it."""
         n = k.shape[1]
-        full = empty_meta(n)
+        full = Meta.zeros(n)
         full["count"].fill_(1.0)
         for key, val in meta.items():
             full[key] = val                                   # rejects unknown fields, casts, reshapes

@@ -179,6 +179,7 @@ def run(prompts: int = 8, frames: int = 256, policies=DEFAULT_POLICIES, shares=S
     Writes policies.{json,md} and PNG plots (with `split="validation"`: policies_validation.*)."""
     import dataclasses
     from ..config import SamplerConfig
+    from ..loading import MODELS_DIR, file_hash
     sampler = sampler or SamplerConfig()
     pairs = split_pairs(split, prompts)
     root = str(runs_dir(root, split, sampler))
@@ -192,7 +193,6 @@ def run(prompts: int = 8, frames: int = 256, policies=DEFAULT_POLICIES, shares=S
             results += [_strip(r) for r in tqdm(pool.imap(run_one, refs), total=len(refs), desc="full-cache references")]
             results += list(tqdm(pool.imap_unordered(run_one, jobs), total=len(jobs), desc="policy x budget runs"))
     report = summarise(results, frames)
-    from ..loading import MODELS_DIR, file_hash
     heads = {f.stem: file_hash(f)[:6] for f in sorted(MODELS_DIR.glob("salience_head*.safetensors"))}
     report.update(split=split, weights=Path(root).parent.name, heads=heads, sampler=dataclasses.asdict(sampler))
     name = "policies" if split == "heldout" else f"policies_{split}"

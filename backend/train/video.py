@@ -93,10 +93,9 @@ def teacher_loss(model, tokens, x0, cfg, rng, mask=None):
     off = int(rng.integers(0, cfg.max_t_offset + 1)) if rng.random() < cfg.p_t_offset else 0
     v = model.bidirectional(tokens, xt, t, t_offset=off)
     w = (~clean).float()[..., None, None, None]                                  # (B, T, 1, 1, 1)
-    if mask is not None and cfg.sprite_weight != 1.0:
-        w = w * (1.0 + (cfg.sprite_weight - 1.0) * mask[:, :, None])             # (B, T, 1, g, g)
-        return (((v - (eps - x0)) ** 2) * w).sum() / (w.sum() * v.shape[2]).clamp_min(1)
-    return (((v - (eps - x0)) ** 2) * w).sum() / (w.sum() * v[0, 0].numel()).clamp_min(1)
+    if mask is not None:
+        w = w * token_weights(mask, cfg)                                         # (B, T, 1, g, g)
+    return (((v - (eps - x0)) ** 2) * w).sum() / w.expand_as(v).sum().clamp_min(1)
 
 
 def token_weights(mask: torch.Tensor, cfg: VideoTrainConfig) -> torch.Tensor:
