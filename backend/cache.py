@@ -4,9 +4,17 @@ Per layer: K and V ``[H, n, Dh]`` (keys *un-rotated*), plus aligned per-token me
 kind, RoPE position, birth chunk, token id, attention statistics, predicted salience, merge count,
 storage dtype). Every mutation (append / keep / set_positions / quantize) keeps all of them aligned.
 
-Quantised tokens (int8 / int4 / int2, per-token asymmetric min-max with an fp16 scale and zero point
-for K and for V) are held dequantised in fp32 for compute, as most KV-quantisation studies simulate
-them; ``nbytes`` reports the packed size, and ``pack_layer`` builds the packed buffers to prove it.
+Quantised tokens (int8 / int4 / int2, asymmetric min-max with fp16 scales and zero points) are held
+dequantised in fp32 for compute, as most KV-quantisation studies simulate them; ``nbytes`` reports the
+packed size, and ``pack_layer`` builds the packed buffers to prove it. Two schemes (``QUANT_SCHEMES``):
+
+- ``channel`` (default): keys per channel over the group of tokens stored together (one commit's older
+  tokens), values per token and head. KIVI (arXiv 2402.02750) found key outliers along channels and
+  quantises keys per channel, values per token; KVQuant (arXiv 2401.18079) quantises keys before RoPE,
+  which is what this cache stores. Our reconstruction: a group is the tokens of one ``set_dtype`` call
+  (a frame at chunk size 1) instead of KIVI's fixed 32-128 tokens; its per-channel scales live as long as
+  any of its tokens does and are counted once.
+- ``token``: one scale and zero point per token over all heads and dims, for K and for V alike.
 """
 from __future__ import annotations
 
@@ -17,7 +25,8 @@ import torch
 # storage dtype codes: name -> (code, bits); int formats carry an fp16 scale + zero per token per tensor
 DTYPES = {"fp32": (0, 32), "bf16": (1, 16), "int8": (2, 8), "int4": (3, 4), "int2": (4, 2)}
 CODE_BITS = torch.tensor([32, 16, 8, 4, 2])
-SCALE_BYTES = 4  # fp16 scale + fp16 zero point, per token, for K and again for V
+SCALE_BYTES = 4  # fp16 scale + fp16 zero point, per quantisation group
+QUANT_SCHEMES = ("channel", "token")
 
 META_FIELDS = {  # name -> (dtype, trailing shape)
     "frame": (torch.int64, ()), "y": (torch.int64, ()), "x": (torch.int64, ()),
@@ -33,6 +42,7 @@ META_FIELDS = {  # name -> (dtype, trailing shape)
     "count": (torch.float32, ()),         # merge count (TempCache); 1 for plain tokens
     "qk_hist": (torch.float32, (4,)),     # mean raw logit q.k/sqrt(d) from each of the last 4 commits (ring)
     "dtype": (torch.int8, ()),            # storage dtype code (DTYPES)
+    "qgroup": (torch.int64, ()),          # key-scale group of a `channel`-quantised token, -1 for none
 }
 KIND_PROMPT, KIND_FRAME = 0, 1
 QK_HISTORY = 4   # commits remembered in qk_hist (Deep Forcing's R recent frames at chunk size 1)
@@ -69,7 +79,9 @@ class Meta(dict):
 
     @classmethod
     def zeros(cls, n: int = 0) -> "Meta":
-        return cls({dt: torch.zeros(n, w, dtype=dt) for dt, w in WIDTH.items()})
+        out = cls({dt: torch.zeros(n, w, dtype=dt) for dt, w in WIDTH.items()})
+        out["qgroup"].fill_(-1)
+        return out
 
     def __setitem__(self, key: str, val) -> None:
         if key not in META_FIELDS:
@@ -103,22 +115,42 @@ def as_meta(meta) -> Meta:
     return out
 
 
-def quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Per-token asymmetric min-max round-trip of x [H, n, Dh] (token = all heads and dims) at `bits`."""
-    flat = x.transpose(0, 1).reshape(x.shape[1], -1)                          # (n, H*Dh)
-    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-    lo, hi = lo.half().float(), hi.half().float()                              # stored as fp16
+def _minmax_roundtrip(x: torch.Tensor, bits: int, dim) -> torch.Tensor:
+    """Asymmetric min-max round trip of x at `bits`, one fp16 scale and zero point per slice reduced over `dim`."""
+    lo, hi = x.amin(dim, keepdim=True).half().float(), x.amax(dim, keepdim=True).half().float()
     scale = ((hi - lo) / (2 ** bits - 1)).clamp_min(1e-8)
-    q = ((flat - lo) / scale).round().clamp(0, 2 ** bits - 1)
-    deq = q * scale + lo
-    return deq.reshape(x.shape[1], x.shape[0], x.shape[2]).transpose(0, 1).contiguous()
+    return ((x - lo) / scale).round().clamp(0, 2 ** bits - 1) * scale + lo
 
 
-def quant_error_bound(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Worst-case per-token abs error of `quantize`: half a step plus fp16 rounding of the range."""
-    flat = x.transpose(0, 1).reshape(x.shape[1], -1)
-    rng = flat.max(1).values - flat.min(1).values
-    return rng / (2 ** bits - 1) / 2 + 2e-3 * flat.abs().max(1).values + 1e-6
+def quantize(x: torch.Tensor, bits: int, per_head: bool = False) -> torch.Tensor:
+    """Per-token round trip of x [H, n, Dh]: one range per token over all heads and dims, or per token and
+    head (`per_head`)."""
+    dim = 2 if per_head else (0, 2)
+    return _minmax_roundtrip(x, bits, dim).contiguous()
+
+
+def quantize_channels(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-channel round trip of x [H, n, Dh]: one range per (head, dim) channel over the n tokens (KIVI keys)."""
+    return _minmax_roundtrip(x, bits, 1).contiguous()
+
+
+def quant_error_bound(x: torch.Tensor, bits: int, dim=(0, 2)) -> torch.Tensor:
+    """Worst-case abs error of a min-max round trip reduced over `dim` (broadcast to x): half a step plus
+    the fp16 rounding of the range ends."""
+    rng = x.amax(dim, keepdim=True) - x.amin(dim, keepdim=True)
+    return (rng / (2 ** bits - 1) / 2 + 2e-3 * x.abs().amax(dim, keepdim=True) + 1e-6).expand_as(x)
+
+
+def bytes_per_token(n_head: int, head_dim: int, name: str, scheme: str = "channel", group: int = 1) -> float:
+    """Bytes one token takes at dtype `name`, K and V together, with a `channel` group's key scales shared
+    by `group` tokens (what `LayerCache.nbytes` counts for a full group)."""
+    bits = DTYPES[name][1]
+    codes = 2 * ((n_head * head_dim * bits + 7) // 8)
+    if bits >= 16:
+        return float(codes)
+    if scheme == "token":
+        return float(codes + 2 * SCALE_BYTES)
+    return codes + n_head * SCALE_BYTES + n_head * head_dim * SCALE_BYTES / group
 
 
 @dataclass
@@ -128,6 +160,7 @@ class LayerCache:
     meta: Meta                          # each field (n, ...); a plain dict of every field is packed
     _krot: torch.Tensor | None = None   # memo of rotated keys (H, n, Dh): kept through append / keep,
                                         # dropped when keys or positions change
+    next_group: int = 0                 # id of the next `channel` quantisation group
 
     def __post_init__(self):
         self.meta = as_meta(self.meta)
@@ -175,36 +208,52 @@ class LayerCache:
     def merge(self, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
         """Merge tokens src[i] into dst[i] (TempCache): dst keeps its key and position, its value becomes the
         count-weighted mean and its count the sum; src tokens are dropped. Returns the token ids merged away."""
+        gone = self.merge_values(src, dst)
+        return self.keep((~gone).nonzero().flatten()) if bool(gone.any()) else torch.zeros(0, dtype=torch.long)
+
+    def merge_values(self, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        """The value and count half of `merge`, in place; the src tokens stay until the caller's next `keep`.
+        Returns a (n,) mask of the src tokens."""
         src, dst = torch.as_tensor(src, dtype=torch.long), torch.as_tensor(dst, dtype=torch.long)
+        gone = torch.zeros(len(self), dtype=torch.bool)
         if len(src) == 0:
-            return torch.zeros(0, dtype=torch.long)
-        if bool(torch.isin(src, dst).any()) or len(src.unique()) != len(src):
+            return gone
+        gone[src] = True
+        if bool(gone[dst].any()) or int(gone.sum()) != len(src):
             raise ValueError("merge: a token cannot be both merged away and a target, or merged twice")
         cnt = self.meta["count"]
         tgt, slot = dst.unique(return_inverse=True)                           # only the targets change
         vsum = self.v.index_select(1, tgt) * cnt[tgt][None, :, None]          # (H, m, Dh) count-weighted
         vsum.index_add_(1, slot, self.v.index_select(1, src) * cnt[src][None, :, None])
         tgt_cnt = cnt[tgt].index_add(0, slot, cnt[src])
-        self.v = self.v.index_copy(1, tgt, vsum / tgt_cnt[None, :, None])
-        self.meta["count"] = cnt.index_copy(0, tgt, tgt_cnt)                  # writes the packed column
-        keep = torch.ones(len(self), dtype=torch.bool)
-        keep[src] = False
-        return self.keep(keep.nonzero().flatten())
+        self.v.index_copy_(1, tgt, vsum / tgt_cnt[None, :, None])
+        cnt.index_copy_(0, tgt, tgt_cnt)                                      # the packed column, in place
+        return gone
 
     def set_positions(self, pos: torch.Tensor) -> None:
         """Replace the RoPE positions (n, 3) the keys are rotated with (shift / re-index modes)."""
         self.meta["pos"] = pos.to(torch.int64).reshape(len(self), 3)
         self._krot = None
 
-    def set_dtype(self, idx: torch.Tensor, name: str) -> None:
-        """Store tokens idx at dtype `name` (a round trip from their current values)."""
+    def set_dtype(self, idx: torch.Tensor, name: str, scheme: str = "channel") -> None:
+        """Store tokens idx at dtype `name` (a round trip from their current values); integer formats use the
+        quantisation `scheme` (QUANT_SCHEMES; with `channel` the tokens form one key-scale group)."""
         code, bits = DTYPES[name]
+        if scheme not in QUANT_SCHEMES:
+            raise ValueError(f"quantisation scheme must be one of {', '.join(QUANT_SCHEMES)}, got {scheme!r}")
         idx = torch.as_tensor(idx, dtype=torch.long)
         if len(idx) == 0:
             return
         if name in ("int8", "int4", "int2"):
-            for x in (self.k, self.v):
-                x.index_copy_(1, idx, quantize(x.index_select(1, idx), bits))
+            if scheme == "channel":
+                self.k.index_copy_(1, idx, quantize_channels(self.k.index_select(1, idx), bits))
+                self.v.index_copy_(1, idx, quantize(self.v.index_select(1, idx), bits, per_head=True))
+                self.meta["qgroup"][idx] = self.next_group
+                self.next_group += 1
+            else:
+                for x in (self.k, self.v):
+                    x.index_copy_(1, idx, quantize(x.index_select(1, idx), bits))
+                self.meta["qgroup"][idx] = -1
         elif name == "bf16":
             for x in (self.k, self.v):
                 x.index_copy_(1, idx, x.index_select(1, idx).bfloat16().float())
@@ -223,17 +272,24 @@ class LayerCache:
         return self._krot
 
     def token_bytes(self) -> torch.Tensor:
-        """Bytes each token occupies, K and V together: (n,) int64."""
+        """Bytes each token occupies on its own, K and V together (codes and per-token scales): (n,) int64.
+        The per-channel key scales of `channel` groups are shared and counted by `group_bytes`."""
         H, _, Dh = self.k.shape
         bits = CODE_BITS[self.meta["dtype"].long()]
-        per = (H * Dh * bits + 7) // 8 + torch.where(bits < 16, SCALE_BYTES, 0)
-        return 2 * per
+        scales = torch.where(self.meta["qgroup"] >= 0, H * SCALE_BYTES, 2 * SCALE_BYTES)   # V per head / K+V per token
+        return 2 * ((H * Dh * bits + 7) // 8) + torch.where(bits < 16, scales, 0)
+
+    def group_bytes(self) -> int:
+        """Bytes of the per-channel key scales of every `channel` group that still has a quantised token."""
+        H, _, Dh = self.k.shape
+        g = self.meta["qgroup"][self.meta["dtype"] >= DTYPES["int8"][0]]
+        return len(g[g >= 0].unique()) * H * Dh * SCALE_BYTES
 
     def nbytes(self) -> int:
-        return int(self.token_bytes().sum())
+        return int(self.token_bytes().sum()) + self.group_bytes()
 
     def clone(self) -> "LayerCache":
-        return LayerCache(self.k.clone(), self.v.clone(), self.meta.clone())
+        return LayerCache(self.k.clone(), self.v.clone(), self.meta.clone(), next_group=self.next_group)
 
 
 class KVCache:
@@ -254,27 +310,47 @@ class KVCache:
         return new
 
 
+def _codes(x: torch.Tensor, bits: int, dim) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer codes (uint8, same shape as x) and fp16 (lo, scale) of a min-max quantisation reduced over `dim`."""
+    lo, hi = x.amin(dim, keepdim=True), x.amax(dim, keepdim=True)
+    scale = ((hi - lo) / (2 ** bits - 1)).clamp_min(1e-8)
+    q = ((x - lo) / scale).round().clamp(0, 2 ** bits - 1).to(torch.uint8)
+    return q, torch.stack([lo, scale]).half()
+
+
+def _pack_rows(q: torch.Tensor, bits: int) -> torch.Tensor:
+    """Codes (m, w) packed 8 / bits per byte along each row: (m, ceil(w * bits / 8)) uint8."""
+    per = 8 // bits
+    q = torch.nn.functional.pad(q, (0, (-q.shape[1]) % per)).reshape(len(q), -1, per)
+    return sum((q[..., i] << (bits * i)) for i in range(per)).to(torch.uint8)
+
+
 def pack_layer(layer: LayerCache) -> list[torch.Tensor]:
-    """Packed storage of a layer as real byte buffers (for verifying `nbytes`): fp32 / bf16 values,
-    int codes packed 8 / 2 / 4 per byte, and fp16 scale + zero point per int token."""
+    """Packed storage of a layer as real byte buffers (for verifying `nbytes`): fp32 / bf16 values, int codes
+    packed 8 / 2 / 4 per byte, and fp16 scale + zero point per token (`token` scheme), per token and head
+    (`channel` values) or per channel and group (`channel` keys)."""
     bufs = []
-    for x in (layer.k, layer.v):
-        for name, (code, bits) in DTYPES.items():
-            sel = (layer.meta["dtype"] == code).nonzero().flatten()
-            if len(sel) == 0:
-                continue
+    H, _, Dh = layer.k.shape
+    group = layer.meta["qgroup"]
+    for name, (code, bits) in DTYPES.items():
+        sel = (layer.meta["dtype"] == code).nonzero().flatten()
+        if len(sel) == 0:
+            continue
+        for x, is_key in ((layer.k, True), (layer.v, False)):
             part = x[:, sel].transpose(0, 1).reshape(len(sel), -1)               # (m, H*Dh)
-            if bits == 32:
-                bufs.append(part.contiguous())
-            elif bits == 16:
-                bufs.append(part.bfloat16().contiguous())
-            else:
-                lo, hi = part.min(1, keepdim=True).values, part.max(1, keepdim=True).values
-                scale = ((hi - lo) / (2 ** bits - 1)).clamp_min(1e-8)
-                q = ((part - lo) / scale).round().clamp(0, 2 ** bits - 1).to(torch.uint8)
-                per = 8 // bits
-                pad = (-q.shape[1]) % per
-                q = torch.nn.functional.pad(q, (0, pad)).reshape(len(sel), -1, per)
-                packed = sum((q[..., i] << (bits * i)) for i in range(per)).to(torch.uint8)
-                bufs += [packed.contiguous(), torch.cat([lo, scale], 1).half().contiguous()]
+            if bits >= 16:
+                bufs.append((part if bits == 32 else part.bfloat16()).contiguous())
+                continue
+            g = group[sel]
+            if bool((g < 0).any()):                                               # token scheme
+                q, lo_scale = _codes(part[g < 0], bits, 1)
+                bufs += [_pack_rows(q, bits), lo_scale]
+            rows = part[g >= 0]
+            if len(rows) and is_key:                                              # per channel, per group
+                for gid in g[g >= 0].unique():
+                    q, lo_scale = _codes(part[g == gid], bits, 0)
+                    bufs += [_pack_rows(q, bits), lo_scale]
+            elif len(rows):                                                       # per token and head
+                q, lo_scale = _codes(rows.reshape(len(rows), H, Dh), bits, 2)
+                bufs += [_pack_rows(q.reshape(len(rows), -1), bits), lo_scale]
     return bufs

@@ -75,9 +75,9 @@ def test_rotated_key_memo_follows_append_and_keep():
 
 
 @pytest.mark.parametrize("name", list(DTYPES))
-def test_byte_accounting_matches_packed_buffers(name):
+def test_byte_accounting_matches_packed_buffers_token_scheme(name):
     layer = filled(30, H=3, Dh=10)
-    layer.set_dtype(torch.arange(0, 30, 2), name)            # mixed: half at `name`, half fp32
+    layer.set_dtype(torch.arange(0, 30, 2), name, "token")   # mixed: half at `name`, half fp32
     packed = sum(b.numel() * b.element_size() for b in pack_layer(layer))
     assert layer.nbytes() == packed
     H, Dh = 3, 10
@@ -86,12 +86,42 @@ def test_byte_accounting_matches_packed_buffers(name):
     assert layer.nbytes() == 15 * per_token + 15 * 2 * H * Dh * 4
 
 
+@pytest.mark.parametrize("name", ["int8", "int4", "int2"])
+def test_byte_accounting_channel_groups(name):
+    """`channel` scheme: per-head value scales per token, per-channel key scales once per group, and a group's
+    scales go only when its last token does; the packed buffers have exactly the counted size."""
+    H, Dh = 3, 10
+    bits = DTYPES[name][1]
+    codes = 2 * ((H * Dh * bits + 7) // 8)
+    layer = filled(30, H=H, Dh=Dh)
+    layer.set_dtype(torch.arange(0, 10), name)                # group 0: frame 0
+    layer.set_dtype(torch.arange(10, 20), name, "channel")    # group 1: frame 1
+    assert layer.meta["qgroup"].tolist() == [0] * 10 + [1] * 10 + [-1] * 10
+    fp32 = 2 * H * Dh * 4
+    expect = lambda n_q, groups: n_q * (codes + H * 4) + groups * H * Dh * 4   # noqa: E731
+    assert layer.nbytes() == expect(20, 2) + 10 * fp32
+    assert layer.nbytes() == sum(b.numel() * b.element_size() for b in pack_layer(layer))
+    layer.keep(torch.tensor([3] + list(range(20, 30))))      # group 1 gone, group 0 keeps one token
+    assert layer.nbytes() == expect(1, 1) + 10 * fp32
+    assert layer.nbytes() == sum(b.numel() * b.element_size() for b in pack_layer(layer))
+    assert layer.clone().next_group == 2
+
+
 @pytest.mark.parametrize("bits", [8, 4, 2])
 def test_quantized_roundtrip_error_within_bound(bits):
+    from backend.cache import quantize_channels
     x = torch.randn(4, 50, 16) * 3
-    err = (quantize(x, bits) - x).abs().transpose(0, 1).reshape(50, -1).max(1).values
-    assert (err <= quant_error_bound(x, bits)).all()
-    assert not torch.equal(quantize(x, bits), x)
+    x[:, :, 3] *= 20                                          # an outlier channel, as keys have
+    for q, dim in ((quantize(x, bits), (0, 2)), (quantize(x, bits, per_head=True), 2), (quantize_channels(x, bits), 1)):
+        assert ((q - x).abs() <= quant_error_bound(x, bits, dim)).all()
+        assert not torch.equal(q, x)
+    err = lambda q: float(((q - x) ** 2).mean())              # noqa: E731
+    assert err(quantize_channels(x, bits)) < err(quantize(x, bits))   # the outlier channel no longer sets every step
+
+
+def test_bad_quant_scheme_rejected():
+    with pytest.raises(ValueError, match="scheme"):
+        filled(10).set_dtype(torch.arange(3), "int4", "blockwise")
 
 
 def test_kvcache_occupancy_bytes_clone():

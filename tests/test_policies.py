@@ -87,6 +87,21 @@ def test_budget_conversions():
     assert parse_budget("1MB").tokens(**kw) == (1 << 20) // (4 * 1024)
 
 
+def test_byte_budget_counts_the_storage_dtype(tiny, ae):
+    """A byte budget buys more tokens at int4 than at fp32, and the cache holds to it: peak bytes after
+    every eviction at most the budget (window keeps whole frames, so every key-scale group is full)."""
+    from backend.policies.build import budget_tokens, build_policy
+    n = 10
+    fp32 = budget_tokens("60KB", tiny.cfg, n)
+    int4 = budget_tokens("60KB", tiny.cfg, n, storage="int4")
+    assert int4 > 2 * fp32
+    pol = build_policy("window", "60KB", n, tiny, params={"storage": "int4"})
+    assert pol.budget == int4
+    _, recs = run(tiny, ae, pol, n=n)
+    peak = max(int(r.nbytes.sum()) for r in recs if r.phase == "evict")
+    assert 0.8 * 60 * 1024 < peak <= 60 * 1024
+
+
 def test_budget_below_protected_is_rejected_before_work(tiny, ae):
     with pytest.raises(GenerationError, match="at least"):
         Stepper(tiny, ae, PROMPT, 5, policy=make_policy("h2o", budget=10))
@@ -230,9 +245,12 @@ def test_kv_quantization_storage_and_exact_bytes(tiny, ae):
     q2, _ = run(tiny, ae, Full(storage="int2"))
     mixed, _ = run(tiny, ae, make_policy("h2o", budget=P + 4 * tpf, storage="int2", salient_storage="int8",
                                          salient_share=0.5))
-    per = lambda bits: 2 * ((H * Dh * bits + 7) // 8 + (4 if bits < 16 else 0))   # noqa: E731
-    n_old = (N_FRAMES - 1) * tpf
-    assert q8.cache.nbytes() == [P * per(32) + tpf * per(32) + n_old * per(8)] * L
+    per = lambda bits: 2 * ((H * Dh * bits + 7) // 8) + (H * 4 if bits < 16 else 0)   # noqa: E731
+    n_old = (N_FRAMES - 1) * tpf              # one key-scale group (H * Dh fp16 scale + zero) per older frame
+    assert q8.cache.nbytes() == [P * per(32) + tpf * per(32) + n_old * per(8) + (N_FRAMES - 1) * H * Dh * 4] * L
+    q8t, _ = run(tiny, ae, Full(storage="int8", quant="token"))
+    per_t = lambda bits: 2 * ((H * Dh * bits + 7) // 8 + (4 if bits < 16 else 0))   # noqa: E731
+    assert q8t.cache.nbytes() == [P * per_t(32) + tpf * per_t(32) + n_old * per_t(8)] * L
     assert sum(q2.cache.nbytes()) < sum(q8.cache.nbytes()) < sum(full.cache.nbytes())
     codes = mixed.cache.layers[0].meta["dtype"]
     assert {int(c) for c in codes.unique()} == {DTYPES["fp32"][0], DTYPES["int8"][0], DTYPES["int2"][0]}
@@ -241,6 +259,8 @@ def test_kv_quantization_storage_and_exact_bytes(tiny, ae):
     assert d8 < d2                                       # more bits, closer to the fp32 run
     with pytest.raises(ValueError, match="storage"):
         Full(storage="int3")
+    with pytest.raises(ValueError, match="quant"):
+        Full(storage="int4", quant="tensor")
 
 
 @pytest.mark.parametrize("split", ["cake", "prefixkv"])

@@ -40,6 +40,8 @@ def policy_signature(spec: str) -> str:
     settings = {f.name: f.default for f in dataclasses.fields(cls)
                 if f.default is not dataclasses.MISSING and isinstance(f.default, (int, float, str, bool, type(None)))}
     settings.update(params)
+    if settings.get("storage") == "fp32" and settings.get("salient_storage") is None:
+        settings.pop("quant", None)                      # the integer scheme cannot change an fp32 run
     if hasattr(cls, "signature_files"):                  # e.g. PaFu-KV's head: results depend on its weights
         from ..loading import file_hash
         files = cls(**params).signature_files()

@@ -12,7 +12,7 @@ from typing import Callable, ClassVar
 import numpy as np
 import torch
 
-from ..cache import DTYPES, KIND_FRAME, KIND_PROMPT, KVCache, LayerCache
+from ..cache import DTYPES, KIND_FRAME, KIND_PROMPT, QUANT_SCHEMES, KVCache, LayerCache
 from .layer_split import LAYER_SPLITS, cake_budgets, prefixkv_budgets
 from .rope_modes import ROPE_MODES, reindex, shift_sink
 
@@ -48,6 +48,7 @@ class Policy:
     storage: str = "fp32"              # dtype older frame tokens are stored at (fp32 bf16 int8 int4 int2)
     salient_storage: str | None = None  # mixed precision (MiKV / ZipCache): the most salient tokens at this dtype
     salient_share: float = 0.25        # share of the quantised tokens that count as salient
+    quant: str = "channel"             # integer storage scheme: channel (KIVI keys / per-head values) | token
     layer_split: str = "uniform"       # uniform | cake | prefixkv: how the total budget is split over layers
 
     def __post_init__(self):
@@ -62,6 +63,8 @@ class Policy:
         for d in (self.storage, self.salient_storage):
             if d is not None and d not in DTYPES:
                 raise ValueError(f"storage dtype must be one of {', '.join(DTYPES)}, got {d!r}")
+        if self.quant not in QUANT_SCHEMES:
+            raise ValueError(f"quant must be one of {', '.join(QUANT_SCHEMES)}, got {self.quant!r}")
         if self.layer_split not in LAYER_SPLITS:
             raise ValueError(f"layer_split must be one of {', '.join(LAYER_SPLITS)}, got {self.layer_split!r}")
         if not 0.0 <= self.salient_share <= 1.0:
@@ -148,9 +151,9 @@ class Policy:
             top = s.float().topk(n_sal).indices if n_sal else torch.zeros(0, dtype=torch.long)
             sal = torch.zeros(len(todo), dtype=torch.bool)
             sal[top] = True
-            layer.set_dtype(todo[sal], self.salient_storage)
+            layer.set_dtype(todo[sal], self.salient_storage, self.quant)
             todo = todo[~sal]
-        layer.set_dtype(todo, self.storage)
+        layer.set_dtype(todo, self.storage, self.quant)
 
     def realign(self, layer: LayerCache) -> None:
         """Apply the policy's RoPE mode to the kept tokens' positions."""
@@ -161,7 +164,8 @@ class Policy:
 
     def describe(self) -> dict:
         return {"name": self.name, "budget": self.budget, "granularity": self.granularity, "rope": self.rope,
-                "storage": self.storage, "salient_storage": self.salient_storage, "layer_split": self.layer_split}
+                "storage": self.storage, "salient_storage": self.salient_storage, "quant": self.quant,
+                "layer_split": self.layer_split}
 
 
 def select(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> torch.Tensor:

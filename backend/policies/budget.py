@@ -2,7 +2,8 @@
 
 ``parse_budget("2048")`` (tokens per layer), ``"8f"`` (frame-equivalents: 8 x tokens per frame, plus the
 prompt anchors), ``"12.5%"`` (of the full cache at the requested length), ``"512KB"`` / ``"2MB"`` (KV bytes in
-all layers together, at the policy's storage dtype). Anything else is rejected with a clear message.
+all layers together: prompt anchors and the newest chunk at fp32, older tokens at the policy's storage
+dtype, with a quantisation group's shared scales spread over a frame's tokens). Anything else is rejected with a clear message.
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ class Budget:
     value: float
 
     def tokens(self, *, n_prompt: int, tokens_per_frame: int, n_frames: int, n_layer: int,
-               bytes_per_token: int) -> int:
-        """Tokens per layer this budget allows."""
+               bytes_per_token: float, fixed_tokens: int = 0, fixed_bytes_per_token: float | None = None) -> int:
+        """Tokens per layer this budget allows. For a byte budget, `fixed_tokens` (prompt anchors and newest
+        chunk, kept at full precision) take `fixed_bytes_per_token` each and the rest `bytes_per_token`."""
         if self.kind == "tokens":
             n = int(self.value)
         elif self.kind == "frames":
@@ -32,7 +34,12 @@ class Budget:
         elif self.kind == "share":
             n = int(round(self.value / 100.0 * (n_prompt + n_frames * tokens_per_frame)))
         else:
-            n = int(self.value // (n_layer * bytes_per_token))
+            per_layer = self.value / n_layer
+            fixed_cost = fixed_tokens * (fixed_bytes_per_token or bytes_per_token)
+            if per_layer < fixed_cost:                       # below the protected size: the policy rejects it
+                n = int(per_layer // (fixed_bytes_per_token or bytes_per_token))
+            else:
+                n = fixed_tokens + int((per_layer - fixed_cost) // bytes_per_token)
         if n <= 0:
             raise BudgetError(f"budget {self} allows no tokens at all; give a positive budget")
         return n

@@ -10,12 +10,20 @@ from . import POLICIES, make_policy
 from .budget import BudgetError, parse_budget
 
 
-def budget_tokens(budget: str | int, cfg, n_frames: int) -> int:
-    """Tokens per layer for a budget text at this model and length; rejects budgets above the full cache."""
+def budget_tokens(budget: str | int, cfg, n_frames: int, storage: str = "fp32", salient_storage: str | None = None,
+                  salient_share: float = 0.25, quant: str = "channel") -> int:
+    """Tokens per layer for a budget text at this model and length (a byte budget at the policy's storage:
+    older tokens at `storage`, `salient_share` of them at `salient_storage`); rejects budgets above the full cache."""
+    from ..cache import bytes_per_token
     b = parse_budget(budget)
     full = cfg.n_prompt + n_frames * cfg.tokens_per_frame
-    n = b.tokens(n_prompt=cfg.n_prompt, tokens_per_frame=cfg.tokens_per_frame, n_frames=n_frames,
-                 n_layer=cfg.n_layer, bytes_per_token=2 * cfg.dim * 4)
+    tpf, H, Dh = cfg.tokens_per_frame, cfg.n_head, cfg.head_dim
+    per = bytes_per_token(H, Dh, storage, quant, tpf)
+    if salient_storage is not None:
+        per = salient_share * bytes_per_token(H, Dh, salient_storage, quant, tpf) + (1 - salient_share) * per
+    n = b.tokens(n_prompt=cfg.n_prompt, tokens_per_frame=tpf, n_frames=n_frames, n_layer=cfg.n_layer,
+                 bytes_per_token=per, fixed_tokens=cfg.n_prompt + cfg.chunk_frames * tpf,
+                 fixed_bytes_per_token=bytes_per_token(H, Dh, "fp32"))
     if n > full:
         raise BudgetError(f"budget {b} = {n} tokens per layer is above the full cache at {n_frames} frames "
                           f"({full} tokens per layer); use a smaller budget or the `full` policy")
@@ -60,7 +68,8 @@ def build_policy(name: str, budget: str | int | None, n_frames: int, model, ae=N
     kw = dict(params or {})
     make_policy(name, **kw)                                   # bad parameters fail before anything runs
     if budget not in (None, ""):
-        kw["budget"] = budget_tokens(budget, model.cfg, n_frames)
+        storage = {k: kw[k] for k in ("storage", "salient_storage", "salient_share", "quant") if k in kw}
+        kw["budget"] = budget_tokens(budget, model.cfg, n_frames, **storage)
     if name == "oracle" and reference is not None:
         kw["reference"] = reference
     elif name == "oracle":
@@ -88,10 +97,11 @@ def policy_parameters(name: str) -> dict[str, object]:
 
 def shared_parameters() -> str:
     """One line on the parameters every policy takes."""
-    from ..cache import DTYPES
+    from ..cache import DTYPES, QUANT_SCHEMES
     from .layer_split import LAYER_SPLITS
     from .rope_modes import ROPE_MODES
     return (f"granularity=token|frame; rope={'|'.join(ROPE_MODES)}; storage={'|'.join(DTYPES)} (KV quantization "
             f"of older tokens, counted exactly in the byte budget); salient_storage=DTYPE with salient_share=0.25 "
             f"(mixed precision: the most salient tokens stay at the higher precision); "
-            f"layer_split={'|'.join(LAYER_SPLITS)}")
+            f"quant={'|'.join(QUANT_SCHEMES)} (integer storage: keys per channel and values per head, KIVI style, or "
+            f"one range per token); layer_split={'|'.join(LAYER_SPLITS)}")

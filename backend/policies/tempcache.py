@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..cache import KIND_FRAME
-from .base import Policy
+from .base import Policy, select
 from .signals import recency
 
 
@@ -30,23 +30,35 @@ class TempCache(Policy):
         return recency(layer)
 
     def merge_step(self, layer, ctx) -> torch.Tensor:
-        """Merge older near-duplicates into the newest chunk's tokens; returns merged-away token ids."""
+        """Merge older near-duplicates into the newest chunk's tokens (values and counts, in place); returns
+        the (n,) mask of the tokens merged away, which the eviction then drops with the rest."""
         m = layer.meta
-        new = (m["frame"] >= ctx.newest_frames[0]).nonzero().flatten()
-        old = ((m["kind"] == KIND_FRAME) & (m["frame"] < ctx.newest_frames[0])).nonzero().flatten()
-        if len(new) == 0 or len(old) == 0:
-            return torch.zeros(0, dtype=torch.long)
-        k = layer.rotated_keys(ctx.rotate) if ctx.rotate is not None else layer.k   # as attention sees them
-
-        def unit(idx):                                                   # (m, H*Dh) unit-norm keys
-            return torch.nn.functional.normalize(k.index_select(1, idx).transpose(0, 1).reshape(len(idx), -1), dim=1)
-        sim = unit(old) @ unit(new).T                                                            # (n_old, n_new)
-        best, arg = sim.max(1)
-        hit = best >= self.threshold
-        return layer.merge(old[hit], new[arg[hit]])
+        newest = m["frame"] >= ctx.newest_frames[0]
+        old = (m["kind"] == KIND_FRAME) & ~newest
+        new = newest.nonzero().flatten()
+        if len(new) == 0 or not bool(old.any()):
+            return torch.zeros(len(layer), dtype=torch.bool)
+        k = layer.rotated_keys(ctx.rotate) if ctx.rotate is not None else layer.k   # (H, n, Dh) as attention sees them
+        k_new = k.index_select(1, new)                                               # (H, c, Dh)
+        dots = torch.bmm(k, k_new.transpose(1, 2)).sum(0)                            # (n, c) over concatenated heads
+        norm = k.pow(2).sum((0, 2)).sqrt().clamp_min(1e-12)                          # (n,)
+        sim = dots / norm[:, None] / norm[new][None, :]                              # cosine similarity
+        best, arg = sim.masked_fill_(~old[:, None], -2.0).max(1)                     # (n,) best new match of old tokens
+        hit = (best >= self.threshold).nonzero().flatten()
+        return layer.merge_values(hit, new[arg[hit]])
 
     def prepare(self, cache, ctx):
-        return [self.merge_step(layer, ctx) for layer in cache.layers]
+        self._gone = [self.merge_step(layer, ctx) for layer in cache.layers]
+        return [torch.zeros(0, dtype=torch.long) for _ in cache.layers]    # the keep reports the merged ids
+
+    def keep_indices(self, layer_idx, layer, ctx, budget):
+        """The survivors of the merge, then the newest of them up to the budget (one copy of the cache)."""
+        gone = self._gone[layer_idx] if getattr(self, "_gone", None) else torch.zeros(len(layer), dtype=torch.bool)
+        alive = (~gone).nonzero().flatten()
+        if budget is None or len(alive) <= budget:
+            return alive, None
+        scores = self.score(layer_idx, layer, ctx)
+        return select(scores.masked_fill(gone, float("-inf")), self.protected(layer, ctx) & ~gone, budget), scores
 
     def describe(self):
         return {**super().describe(), "threshold": self.threshold}
