@@ -26,7 +26,7 @@ from .spec import SCORES, split_spec  # noqa: F401  (re-exported: the sweep's vo
 SHARES = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
 DEFAULT_POLICIES = ("window", "sink", "deep_forcing", "h2o", "tova", "snapkv", "flowcache", "packcache",
                     "tempcache", "pafu", "pafu:granularity=token", "pafu:labels=hindsight", "oracle", "random",
-                    "h2o:storage=int4")  # name[:k=v;...]
+                    "h2o:storage=int4", "h2o:storage=int4;quant=token", "window:storage=int4")  # name[:k=v;...]
 
 
 def policy_signature(spec: str) -> str:

@@ -145,6 +145,9 @@ def headline_lines(rep: dict, method: str = "pafu", shares=(1 / 8, 1 / 4)) -> li
     return ["", f"Headline: {method} against the best heuristic policy per metric (bounds excluded):", *out] if out else []
 
 
+QUANT_PARAMS = {"storage", "quant", "salient_storage", "salient_share"}
+
+
 def quantisation_lines(rep: dict) -> list[str]:
     """For every quantised variant ('h2o:storage=int4'), PSNR and KV bytes against the same policy stored in
     fp32 at the same token budget (the policy issue's int4 target: at most 0.5 dB lost)."""
@@ -153,7 +156,7 @@ def quantisation_lines(rep: dict) -> list[str]:
     for (pol, sh), r in sorted(rows.items()):
         name, params = split_spec(pol)
         base = rows.get((name, sh))
-        if "storage" not in params or base is None or len(params) != 1:
+        if "storage" not in params or base is None or not set(params) <= QUANT_PARAMS:
             continue
         out.append(f"- {pol} at 1/{round(1 / sh)}: PSNR vs full {r['psnr'][0]:.2f} dB against {base['psnr'][0]:.2f} "
                    f"dB in fp32 ({r['psnr'][0] - base['psnr'][0]:+.2f} dB); peak KV {r['peak_kv_mb'][0]:.2f} MB "
