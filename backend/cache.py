@@ -18,13 +18,13 @@ packed size, and ``pack_layer`` builds the packed buffers to prove it. Two schem
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 
 # storage dtype codes: name -> (code, bits); int formats carry an fp16 scale + zero per token per tensor
 DTYPES = {"fp32": (0, 32), "bf16": (1, 16), "int8": (2, 8), "int4": (3, 4), "int2": (4, 2)}
-CODE_BITS = torch.tensor([32, 16, 8, 4, 2])
 SCALE_BYTES = 4  # fp16 scale + fp16 zero point, per quantisation group
 QUANT_SCHEMES = ("channel", "token")
 
@@ -115,11 +115,18 @@ def as_meta(meta) -> Meta:
     return out
 
 
-def _minmax_roundtrip(x: torch.Tensor, bits: int, dim) -> torch.Tensor:
-    """Asymmetric min-max round trip of x at `bits`, one fp16 scale and zero point per slice reduced over `dim`."""
+def _minmax(x: torch.Tensor, bits: int, dim) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric min-max quantisation of x at `bits` reduced over `dim`: integer codes (float, x's shape),
+    and the fp16-representable zero point `lo` and `scale` of each slice."""
     lo, hi = x.amin(dim, keepdim=True).half().float(), x.amax(dim, keepdim=True).half().float()
     scale = ((hi - lo) / (2 ** bits - 1)).clamp_min(1e-8)
-    return ((x - lo) / scale).round().clamp(0, 2 ** bits - 1) * scale + lo
+    return ((x - lo) / scale).round().clamp(0, 2 ** bits - 1), lo, scale
+
+
+def _minmax_roundtrip(x: torch.Tensor, bits: int, dim) -> torch.Tensor:
+    """Round trip of x through `_minmax` (one fp16 scale and zero point per slice reduced over `dim`)."""
+    q, lo, scale = _minmax(x, bits, dim)
+    return q * scale + lo
 
 
 def quantize(x: torch.Tensor, bits: int, per_head: bool = False) -> torch.Tensor:
@@ -141,16 +148,24 @@ def quant_error_bound(x: torch.Tensor, bits: int, dim=(0, 2)) -> torch.Tensor:
     return (rng / (2 ** bits - 1) / 2 + 2e-3 * x.abs().amax(dim, keepdim=True) + 1e-6).expand_as(x)
 
 
-def bytes_per_token(n_head: int, head_dim: int, name: str, scheme: str = "channel", group: int = 1) -> float:
-    """Bytes one token takes at dtype `name`, K and V together, with a `channel` group's key scales shared
-    by `group` tokens (what `LayerCache.nbytes` counts for a full group)."""
+def bytes_per_token(n_head: int, head_dim: int, name: str, scheme: str = "channel", group: int | None = None) -> float:
+    """Bytes one token takes at dtype `name`, K and V together: codes and its own scales, plus (with `group`)
+    its share of a `channel` group's per-channel key scales when `group` tokens share them."""
     bits = DTYPES[name][1]
     codes = 2 * ((n_head * head_dim * bits + 7) // 8)
     if bits >= 16:
         return float(codes)
     if scheme == "token":
-        return float(codes + 2 * SCALE_BYTES)
-    return codes + n_head * SCALE_BYTES + n_head * head_dim * SCALE_BYTES / group
+        return float(codes + 2 * SCALE_BYTES)                  # K and V: one scale + zero each
+    shared = n_head * head_dim * SCALE_BYTES / group if group else 0.0
+    return codes + n_head * SCALE_BYTES + shared               # V per head; K per channel, shared
+
+
+@functools.lru_cache(maxsize=None)
+def _own_bytes_table(n_head: int, head_dim: int) -> torch.Tensor:
+    """(dtype code, 0 token scheme / 1 channel scheme) -> a token's own bytes (`bytes_per_token`, no group share)."""
+    return torch.tensor([[int(bytes_per_token(n_head, head_dim, name, scheme)) for scheme in ("token", "channel")]
+                         for name in DTYPES])
 
 
 @dataclass
@@ -275,9 +290,7 @@ class LayerCache:
         """Bytes each token occupies on its own, K and V together (codes and per-token scales): (n,) int64.
         The per-channel key scales of `channel` groups are shared and counted by `group_bytes`."""
         H, _, Dh = self.k.shape
-        bits = CODE_BITS[self.meta["dtype"].long()]
-        scales = torch.where(self.meta["qgroup"] >= 0, H * SCALE_BYTES, 2 * SCALE_BYTES)   # V per head / K+V per token
-        return 2 * ((H * Dh * bits + 7) // 8) + torch.where(bits < 16, scales, 0)
+        return _own_bytes_table(H, Dh)[self.meta["dtype"].long(), (self.meta["qgroup"] >= 0).long()]
 
     def group_bytes(self) -> int:
         """Bytes of the per-channel key scales of every `channel` group that still has a quantised token."""
@@ -311,11 +324,9 @@ class KVCache:
 
 
 def _codes(x: torch.Tensor, bits: int, dim) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer codes (uint8, same shape as x) and fp16 (lo, scale) of a min-max quantisation reduced over `dim`."""
-    lo, hi = x.amin(dim, keepdim=True), x.amax(dim, keepdim=True)
-    scale = ((hi - lo) / (2 ** bits - 1)).clamp_min(1e-8)
-    q = ((x - lo) / scale).round().clamp(0, 2 ** bits - 1).to(torch.uint8)
-    return q, torch.stack([lo, scale]).half()
+    """Integer codes (uint8, same shape as x) and fp16 (lo, scale) of `_minmax` reduced over `dim`."""
+    q, lo, scale = _minmax(x, bits, dim)
+    return q.to(torch.uint8), torch.stack([lo, scale]).half()
 
 
 def _pack_rows(q: torch.Tensor, bits: int) -> torch.Tensor:
