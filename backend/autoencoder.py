@@ -67,8 +67,8 @@ class AutoEncoder(nn.Module):
 
 
 def frames_to_tensor(frames) -> torch.Tensor:
-    """uint8 [N, S, S, 3] numpy -> float [N, 3, S, S] in [-1, 1]."""
-    x = torch.from_numpy(frames).float().permute(0, 3, 1, 2)
+    """uint8 [N, S, S, 3] (numpy or tensor, on any device) -> float [N, 3, S, S] in [-1, 1]."""
+    x = torch.as_tensor(frames).float().permute(0, 3, 1, 2)
     return x / 127.5 - 1.0
 
 

@@ -46,7 +46,7 @@ def grouped(fn, xs, conds, n_prefix: int, tpf: int):
 def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features of t in [0, 1]: (..., dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     ang = (t.float() * 1000.0)[..., None] * freqs
     return torch.cat([ang.cos(), ang.sin()], dim=-1)
 
@@ -172,7 +172,8 @@ class VideoDiT(nn.Module):
         """h (B, N, D): n_prefix prompt tokens then frames; c (B, G, D) group conditions (prompt, frames);
         pos (N, 3); mask (N, N) bool (True = attend) -> hidden states (B, N, D). SDPA path, used for
         training and as the full-recompute reference."""
-        cos, sin = rope_angles(pos, self.cfg)
+        cos, sin = (a.to(h.device) for a in rope_angles(pos, self.cfg))      # positions live on the CPU
+        mask = None if mask is None else mask.to(h.device)
 
         def attend(q, k, v):
             return F.scaled_dot_product_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, attn_mask=mask)

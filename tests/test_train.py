@@ -104,3 +104,24 @@ def test_teacher_loss_weights_sprite_tokens():
     err = (eps - x0) ** 2                                                 # (B, T, C, g, g)
     w = 1.0 + (cfg.sprite_weight - 1.0) * part[:, :, None]
     assert abs(loss(part) - float((err * w).sum() / (w.sum() * x0.shape[2]))) < 1e-5
+
+
+def test_time_boxed_run_stops_saves_and_streams_in_order(tmp_path):
+    """`--minutes` stops a run before its step count and still writes the state and weights at the step it
+    reached; with loader workers, the clip stream keeps the recipe's short/long alternation."""
+    import itertools
+
+    import torch
+
+    from backend.train.video import RECIPES, ClipStream
+    runs, models = tmp_path / "runs", tmp_path / "models"
+    main(["student", "--steps", "500", "--preset", "tiny", "--minutes", "0.0001", "--batch", "1", "--long-batch", "1",
+          "--runs-dir", str(runs), "--models-dir", str(models)])
+    with safe_open(str(runs / "student" / "state.safetensors"), "pt") as f:
+        step = int(f.metadata()["step"])
+    assert 1 <= step < 500
+    assert checkpoint.read(models / "student.safetensors")[2]["steps"] == step
+    cfg = RECIPES["student"]["gpu"]
+    loader = torch.utils.data.DataLoader(ClipStream(cfg, 8, start=0), batch_size=None, num_workers=2)
+    lengths = [frames.shape[1] for frames, _, _ in itertools.islice(loader, 6)]
+    assert lengths == [cfg.frames, cfg.long_frames] * 3

@@ -31,6 +31,12 @@ def main(argv=None) -> None:
     ap.add_argument("--labels", default=None, choices=LABELS,
                     help="salience: the head's training labels, the teacher's SSE (default, the paper) or the "
                     "student's own hindsight attention (our variant; written to salience_head_hindsight.safetensors)")
+    ap.add_argument("--device", default="cpu", help="teacher/student: torch device, e.g. cuda (default cpu)")
+    ap.add_argument("--workers", type=int, default=0, help="teacher/student: processes drawing training clips")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="teacher/student: wall-time cap; the cosine schedule anneals by time as well as steps")
+    ap.add_argument("--batch", type=int, default=None, help="teacher/student: override the recipe's batch")
+    ap.add_argument("--long-batch", type=int, default=None, help="teacher/student: override the long-clip batch")
     a = ap.parse_args(argv)
     mod = importlib.import_module(STAGES[a.stage])
     kw = {"recipe": a.recipe, "resume": not a.fresh, "runs": a.runs_dir, "models": a.models_dir}
@@ -42,6 +48,7 @@ def main(argv=None) -> None:
         kw["stage"] = a.stage
         kw["preset"] = a.preset
         kw["init"] = a.init
+        kw.update(device=a.device, workers=a.workers, minutes=a.minutes, batch=a.batch, long_batch=a.long_batch)
     mod.run(**kw)
 
 

@@ -53,12 +53,12 @@ def set_threads() -> None:
 
 def save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, cfg) -> None:
     """Resumable training state (weights + Adam moments + step), as safetensors; never pickles."""
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     params = [p for g in opt.param_groups for p in g["params"]]
     for i, p in enumerate(params):
         for k, v in opt.state.get(p, {}).items():
             if torch.is_tensor(v):
-                tensors[f"opt.{i}.{k}"] = v.detach().contiguous().reshape(v.shape)
+                tensors[f"opt.{i}.{k}"] = v.detach().cpu().contiguous().reshape(v.shape)
     tmp = path.with_suffix(".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(tmp), metadata={"step": str(step), "config": json.dumps(cfg)})
@@ -78,7 +78,8 @@ def load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -
     for key, v in t.items():
         if key.startswith("opt."):
             _, i, name = key.split(".", 2)
-            opt.state[params[int(i)]][name] = v
+            p = params[int(i)]
+            opt.state[p][name] = v.to(p.device) if v.dim() else v      # Adam's step count stays a CPU scalar
     return step
 
 

@@ -63,17 +63,26 @@ RECIPES = {
                 # occlusion and a return every other step, sprite-weighted loss, so the teacher whose
                 # attention labels PaFu-KV's head has learned to use its context at the labels' clip length
                 "long": VideoTrainConfig(steps=2500, lr=3e-4, warmup=50, frames=12, long_every=2, long_batch=3,
-                                         sprite_weight=5.0)},
+                                         sprite_weight=5.0),
+                # the same continuation sized for a GPU (run it time-boxed with --device cuda --minutes M)
+                "gpu": VideoTrainConfig(steps=20000, lr=3e-4, warmup=100, batch=48, frames=12, long_every=2,
+                                        long_frames=32, long_batch=12, sprite_weight=5.0, max_t_offset=224,
+                                        ckpt_every=500)},
     "student": {"quick": VideoTrainConfig(steps=1200, lr=5e-4, sprite_weight=5.0, first_weight=2.0),
                 "default": VideoTrainConfig(steps=4000, lr=5e-4, sprite_weight=5.0, first_weight=2.0),
                 # continuation from the shipped student: own-rollout context, more long clips
                 "selfctx": VideoTrainConfig(steps=2500, lr=3e-4, warmup=50, batch=4, frames=16, long_every=2,
-                                            long_batch=3, sprite_weight=5.0, first_weight=2.0, p_rollout=0.5)},
+                                            long_batch=3, sprite_weight=5.0, first_weight=2.0, p_rollout=0.5),
+                # selfctx sized for a GPU: 12x the clips per step, 32-frame long clips, depth-3 rollouts,
+                # positions offset up to 224 so a full cache meets trained positions out to 256 frames
+                "gpu": VideoTrainConfig(steps=20000, lr=3e-4, warmup=100, batch=48, frames=16, long_every=2,
+                                        long_frames=32, long_batch=16, sprite_weight=5.0, first_weight=2.0,
+                                        p_rollout=0.5, rollout_rounds=3, max_t_offset=224, ckpt_every=500)},
 }
 
 
-def encode_clips(ae, frames: np.ndarray) -> torch.Tensor:
-    """uint8 (B, T, S, S, 3) -> latents (B, T, C, g, g)."""
+def encode_clips(ae, frames) -> torch.Tensor:
+    """uint8 (B, T, S, S, 3), numpy or tensor -> latents (B, T, C, g, g)."""
     B, T = frames.shape[:2]
     with torch.no_grad():
         z = ae.encode(frames_to_tensor(frames.reshape(B * T, *frames.shape[2:])))
@@ -82,8 +91,9 @@ def encode_clips(ae, frames: np.ndarray) -> torch.Tensor:
 
 def teacher_loss(model, tokens, x0, cfg, rng, mask=None):
     B, T = x0.shape[:2]
-    t = shift_t(torch.rand(B, 1).expand(B, T).clone(), cfg.shift)
-    clean = torch.zeros(B, T, dtype=torch.bool)
+    dev = x0.device
+    t = shift_t(torch.rand(B, 1, device=dev).expand(B, T).clone(), cfg.shift)
+    clean = torch.zeros(B, T, dtype=torch.bool, device=dev)
     for b in range(B):
         if rng.random() < cfg.p_clean_prefix:
             clean[b, : int(rng.integers(1, T))] = True
@@ -119,12 +129,12 @@ def rollout_context(model, tokens, x0, cfg: VideoTrainConfig, t_offset: int = 0)
     teaches the student to pull drifted context back to the world, DAgger style)."""
     B, T = x0.shape[:2]
     levels = shift_t(torch.linspace(1.0, 0.0, cfg.rollout_steps + 1)[:-1], cfg.shift)
-    zeros = torch.zeros(B, T)
+    zeros = torch.zeros(B, T, device=x0.device)
     ctx = x0
     for _ in range(cfg.rollout_rounds):
         x = torch.randn_like(x0)
         for i, t in enumerate(levels.tolist()):
-            v = model.teacher_forcing(tokens, ctx, zeros, x, torch.full((B, T), t), t_offset=t_offset)
+            v = model.teacher_forcing(tokens, ctx, zeros, x, torch.full((B, T), t, device=x0.device), t_offset=t_offset)
             pred = x - t * v
             if i + 1 < len(levels):
                 x = (1 - levels[i + 1]) * pred + levels[i + 1] * torch.randn_like(x0)
@@ -134,15 +144,16 @@ def rollout_context(model, tokens, x0, cfg: VideoTrainConfig, t_offset: int = 0)
 
 def student_loss(model, tokens, x0, cfg, rng, mask=None):
     B, T = x0.shape[:2]
-    t = shift_t(torch.rand(B, T), cfg.shift)                      # independent level per chunk frame
+    dev = x0.device
+    t = shift_t(torch.rand(B, T, device=dev), cfg.shift)          # independent level per chunk frame
     eps = torch.randn_like(x0)
     xt = (1 - t)[..., None, None, None] * x0 + t[..., None, None, None] * eps
     off = int(rng.integers(0, cfg.max_t_offset + 1)) if rng.random() < cfg.p_t_offset else 0
     if cfg.p_rollout and rng.random() < cfg.p_rollout:
-        s = torch.zeros(B, T)
+        s = torch.zeros(B, T, device=dev)
         ctx = rollout_context(model, tokens, x0, cfg, off)
     else:
-        s = torch.rand(B, 1) * cfg.ctx_noise * (torch.rand(B, 1) < cfg.p_ctx_noise)   # context noise level
+        s = torch.rand(B, 1, device=dev) * cfg.ctx_noise * (torch.rand(B, 1, device=dev) < cfg.p_ctx_noise)
         s = s.expand(B, T)
         ctx = (1 - s)[..., None, None, None] * x0 + s[..., None, None, None] * torch.randn_like(x0)
     v = model.teacher_forcing(tokens, ctx, s, xt, t, t_offset=off)
@@ -158,30 +169,61 @@ def next_frame_error(model, ae, stage: str, n: int = 8) -> dict:
     against the copy-last-frame baseline (held-out-style fixed seed, latent units)."""
     rng = np.random.default_rng(999)
     frames, tokens = clip_batch(rng, n, 12)
-    x0 = encode_clips(ae, frames)
-    tokens = torch.from_numpy(tokens)
+    dev = next(model.parameters()).device
+    x0 = encode_clips(ae, torch.from_numpy(frames).to(dev))
+    tokens = torch.from_numpy(tokens).to(dev)
     B, T = x0.shape[:2]
-    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
-    t = torch.ones(B, T)
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(dev)
+    t = torch.ones(B, T, device=dev)
     if stage == "teacher":
-        tt = torch.zeros(B, T)
+        tt = torch.zeros(B, T, device=dev)
         tt[:, -1] = 1.0
         xt = torch.where(tt[..., None, None, None] > 0, eps, x0)
         pred = xt[:, -1] - model.bidirectional(tokens, xt, tt)[:, -1]
         target, last = x0[:, -1], x0[:, -2]
     else:
-        v = model.teacher_forcing(tokens, x0, torch.zeros(B, T), eps, t)
+        v = model.teacher_forcing(tokens, x0, torch.zeros(B, T, device=dev), eps, t)
         pred = (eps - v)[:, 1:]
         target, last = x0[:, 1:], x0[:, :-1]
     return {"next_frame_mse": float(((pred - target) ** 2).mean()), "copy_last_mse": float(((last - target) ** 2).mean())}
 
 
+class ClipStream(torch.utils.data.IterableDataset):
+    """Endless training batches (frames, tokens, sprite masks, T) drawn from the procedural world.
+
+    With W loader workers, worker w draws the batches of steps start + w, start + w + W, ... (the loader
+    hands them out round-robin, so the step order is kept and short/long clips alternate as the recipe
+    says); each worker has its own seeded generator, so a run is reproducible for a given W."""
+
+    def __init__(self, cfg: VideoTrainConfig, grid: int, start: int):
+        self.cfg, self.grid, self.start = cfg, grid, start
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, n = (info.id, info.num_workers) if info else (0, 1)
+        rng = np.random.default_rng([self.cfg.seed, self.start, wid, 17])
+        cfg, step = self.cfg, self.start + wid
+        while True:
+            long = cfg.long_every and step % cfg.long_every == cfg.long_every - 1
+            T, B = (cfg.long_frames, cfg.long_batch) if long else (cfg.frames, cfg.batch)
+            frames, tokens, mask = clip_batch(rng, B, T, mask_grid=self.grid)
+            yield torch.from_numpy(frames), torch.from_numpy(tokens), torch.from_numpy(mask)
+            step += n
+
+
 def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, steps: int | None = None,
-        preset: str | None = None, runs: Path = RUNS, models: Path = MODELS, init: str | None = None) -> dict:
-    cfg = recipe_config(RECIPES[stage], recipe, steps=steps, preset=preset)
-    runs, models = Path(runs), Path(models)
+        preset: str | None = None, runs: Path = RUNS, models: Path = MODELS, init: str | None = None,
+        device: str = "cpu", workers: int = 0, minutes: float | None = None, batch: int | None = None,
+        long_batch: int | None = None) -> dict:
+    """Train `stage`. On a GPU (`device="cuda"`), `workers` loader processes draw the clips and `batch` /
+    `long_batch` override the recipe's; `minutes` caps the wall time: the cosine schedule then runs on
+    max(step / steps, elapsed / minutes), so a time-boxed run still anneals to zero."""
+    cfg = recipe_config(RECIPES[stage], recipe, steps=steps, preset=preset, batch=batch, long_batch=long_batch)
+    runs, models, dev = Path(runs), Path(models), torch.device(device)
     torch.manual_seed(cfg.seed)
-    ae = stage_autoencoder(models)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    ae = stage_autoencoder(models).to(dev)
     mcfg = MODEL_PRESETS[cfg.preset]
     model = VideoDiT(mcfg)
     state = runs / stage / "state.safetensors"
@@ -195,34 +237,47 @@ def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, step
             tensors, _, _ = checkpoint.read(teacher)
             checkpoint.load_into(model, tensors, teacher)
             print(f"student initialised from {teacher}")
+    model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
     step = load_state(state, model, opt) if resume else 0
     log = Log(runs / stage / "log.jsonl")
     rng = np.random.default_rng([cfg.seed, step, 17])
     loss_fn = teacher_loss if stage == "teacher" else student_loss
+    stream = iter(torch.utils.data.DataLoader(ClipStream(cfg, mcfg.grid, step), batch_size=None,
+                                              num_workers=workers, prefetch_factor=4 if workers else None,
+                                              persistent_workers=bool(workers)))
     bar = tqdm(range(step, cfg.steps), desc=stage, initial=step, total=cfg.steps)
-    ema, t0 = None, time.time()
+    ema, t0, done = None, time.time(), step
     for step in bar:
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.5 + 0.5 * np.cos(np.pi * step / cfg.steps))
+        frac = step / cfg.steps if minutes is None else max(step / cfg.steps, (time.time() - t0) / (60 * minutes))
+        if frac >= 1.0:
+            break
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.5 + 0.5 * np.cos(np.pi * frac))
         for g in opt.param_groups:
             g["lr"] = lr
-        long = cfg.long_every and step % cfg.long_every == cfg.long_every - 1
-        T, B = (cfg.long_frames, cfg.long_batch) if long else (cfg.frames, cfg.batch)
-        frames, tokens, mask = clip_batch(rng, B, T, mask_grid=mcfg.grid)
-        x0 = encode_clips(ae, frames)
-        loss = loss_fn(model, torch.from_numpy(tokens), x0, cfg, rng, torch.from_numpy(mask))
+        frames, tokens, mask = next(stream)
+        T = frames.shape[1]
+        x0 = encode_clips(ae, frames.to(dev))
+        loss = loss_fn(model, tokens.to(dev), x0, cfg, rng, mask.to(dev))
         optimise(loss, opt, model.parameters())
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema:.4f}")
-        if (step + 1) % 25 == 0:
-            log.write(step=step + 1, loss=loss.item(), loss_ema=ema, lr=lr, T=T)
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
-            save_state(state, model, opt, step + 1, dataclasses.asdict(cfg))
-            model.eval()
-            health = next_frame_error(model, ae, stage)
-            model.train()
-            log.write(step=step + 1, **health)
-            export(models / f"{stage}.safetensors", model, mcfg,
-                   {"stage": stage, "recipe": recipe, "steps": step + 1, **health})
-    print(f"{stage}: {cfg.steps} steps in {time.time() - t0:.0f} s -> {models / f'{stage}.safetensors'}")
-    return {"steps": cfg.steps}
+        done = step + 1
+        if done % 25 == 0:
+            log.write(step=done, loss=loss.item(), loss_ema=ema, lr=lr, T=T)
+        if done % cfg.ckpt_every == 0 or done == cfg.steps:
+            checkpoint_run(stage, recipe, model, opt, ae, mcfg, cfg, state, log, models, done)
+    if done % cfg.ckpt_every and done != cfg.steps:                # a time-boxed run stopped between saves
+        checkpoint_run(stage, recipe, model, opt, ae, mcfg, cfg, state, log, models, done)
+    print(f"{stage}: {done} steps in {time.time() - t0:.0f} s -> {models / f'{stage}.safetensors'}")
+    return {"steps": done}
+
+
+def checkpoint_run(stage, recipe, model, opt, ae, mcfg, cfg, state, log, models, done: int) -> None:
+    """Resumable state, the health check and the exported weights (always written from CPU tensors)."""
+    save_state(state, model, opt, done, dataclasses.asdict(cfg))
+    model.eval()
+    health = next_frame_error(model, ae, stage)
+    model.train()
+    log.write(step=done, **health)
+    export(models / f"{stage}.safetensors", model, mcfg, {"stage": stage, "recipe": recipe, "steps": done, **health})
