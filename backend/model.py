@@ -10,6 +10,7 @@ Flow matching: x_t = (1 - t) x0 + t eps, the network predicts v = eps - x0.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -193,7 +194,7 @@ class VideoDiT(nn.Module):
         c = torch.cat([cp, self.t_cond(t)], 1)                            # (B, 1 + T, D)
         P = prompt_tokens.shape[1]
         pos = torch.cat([pp, self.frame_positions(torch.arange(T), t_offset)])
-        h = self.forward_seq(h, c, P, pos, teacher_mask(T, self.cfg))
+        h = self.forward_seq(h, c, P, pos, teacher_mask(T, self.cfg, x.device))
         return self.unembed(h[:, P:], c[:, 1:], T)
 
     def teacher_forcing(self, prompt_tokens, clean, t_clean, noisy, t_noisy, t_offset: int = 0):
@@ -207,7 +208,7 @@ class VideoDiT(nn.Module):
         tpf, P = self.cfg.tokens_per_frame, prompt_tokens.shape[1]
         fpos = self.frame_positions(torch.arange(T), t_offset)
         pos = torch.cat([pp, fpos, fpos])
-        h = self.forward_seq(h, c, P, pos, teacher_forcing_mask(T, self.cfg))
+        h = self.forward_seq(h, c, P, pos, teacher_forcing_mask(T, self.cfg, noisy.device))
         return self.unembed(h[:, P + T * tpf:], c[:, 1 + T:], T)
 
     # ---------------------------------------------------------------- cached inference path (batch 1)
@@ -308,21 +309,25 @@ def block_ids(n_frames: int, cfg: ModelConfig) -> torch.Tensor:
     return (torch.arange(n_frames) // cfg.chunk_frames).repeat_interleave(cfg.tokens_per_frame)
 
 
-def teacher_mask(n_frames: int, cfg: ModelConfig) -> torch.Tensor:
-    """[prompt | frames] bidirectional: frames see everything, prompt sees only the prompt."""
+@functools.lru_cache(maxsize=16)
+def teacher_mask(n_frames: int, cfg: ModelConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[prompt | frames] bidirectional: frames see everything, prompt sees only the prompt.
+    Cached per (length, config, device), as the teacher-forcing mask: read-only."""
     P, N = cfg.n_prompt, n_frames * cfg.tokens_per_frame
-    m = torch.ones(P + N, P + N, dtype=torch.bool)
+    m = torch.ones(P + N, P + N, dtype=torch.bool, device=device)
     m[:P, P:] = False
     return m
 
 
-def teacher_forcing_mask(n_frames: int, cfg: ModelConfig) -> torch.Tensor:
+@functools.lru_cache(maxsize=16)
+def teacher_forcing_mask(n_frames: int, cfg: ModelConfig, device: torch.device | str = "cpu") -> torch.Tensor:
     """[prompt | clean frames | noisy frames]: exactly what cached inference computes.
     Clean chunk i sees prompt + clean chunks <= i (the commit pass); noisy chunk i sees prompt +
-    clean chunks < i + itself (a denoise step)."""
+    clean chunks < i + itself (a denoise step). Cached per (length, config, device), since training builds
+    the same (P + 2N)^2 mask every forward pass (17 M entries at 32 frames): read-only."""
     P, N = cfg.n_prompt, n_frames * cfg.tokens_per_frame
-    b = block_ids(n_frames, cfg)
-    m = torch.zeros(P + 2 * N, P + 2 * N, dtype=torch.bool)
+    b = block_ids(n_frames, cfg).to(device)
+    m = torch.zeros(P + 2 * N, P + 2 * N, dtype=torch.bool, device=device)
     m[:, :P] = True
     m[P:P + N, P:P + N] = b[:, None] >= b[None, :]
     m[P + N:, P:P + N] = b[:, None] > b[None, :]
