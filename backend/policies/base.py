@@ -129,7 +129,7 @@ class Policy:
             sc = None if scores is None else scores.detach().float().numpy().copy()
             evicted = layer.keep(idx) if len(idx) < len(layer) else torch.zeros(0, dtype=torch.long)
             self.realign(layer)
-            self.store(layer, ctx, None if scores is None else scores[idx.sort().values])
+            self.store(layer, ctx, None if scores is None else scores[idx if _ascending(idx) else idx.sort().values])
             out.append(LayerEviction(layer.meta["token_id"].numpy().copy(),
                                      torch.cat([removed[i], evicted]).numpy(), sc))
         return out
@@ -168,6 +168,10 @@ class Policy:
                 "layer_split": self.layer_split}
 
 
+def _ascending(idx: torch.Tensor) -> bool:
+    return len(idx) < 2 or bool((idx[1:] > idx[:-1]).all())
+
+
 def select(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> torch.Tensor:
     """Keep every protected token plus the highest-scored others, `budget` tokens in all (ties broken
     towards newer tokens). Returns sorted cache indices."""
@@ -177,13 +181,26 @@ def select(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> torch.
                          "(prompt anchors + newest chunk); raise the budget")
     free = (~protected).nonzero().flatten()
     k = budget - n_prot
+    keep = protected.clone()
     if k > 0 and len(free):
-        newest_first = free.flip(0)                                   # a stable sort then prefers newer on ties
-        order = torch.sort(scores[newest_first].float(), descending=True, stable=True).indices
-        idx = torch.cat([protected.nonzero().flatten(), newest_first[order[:k]]])
-    else:
-        idx = protected.nonzero().flatten()
-    return idx.sort().values
+        keep[top_newest(scores[free].float(), free, k)] = True
+    return keep.nonzero().flatten()
+
+
+def top_newest(values: torch.Tensor, idx: torch.Tensor, k: int) -> torch.Tensor:
+    """The k entries of idx (ascending cache indices) with the highest values, ties going to the newest
+    (highest index): a stable descending sort of the newest-first order, done in O(n) with the k-th value
+    as a threshold (the eviction step runs every chunk on a few thousand tokens per layer)."""
+    if k >= len(idx) or k <= 0:
+        return idx if k > 0 else idx[:0]
+    if bool(values.isnan().any()):                                    # NaN has no rank: sort as torch does
+        newest_first = idx.flip(0)
+        return newest_first[torch.sort(values.flip(0), descending=True, stable=True).indices[:k]]
+    thr = values.kthvalue(len(values) - k + 1).values                 # the k-th largest
+    chosen = values > thr
+    ties = (values == thr).nonzero().flatten()
+    chosen[ties[len(ties) - (k - int(chosen.sum())):]] = True         # the newest of the tied
+    return idx[chosen]
 
 
 def select_frames(scores: torch.Tensor, protected: torch.Tensor, frame: torch.Tensor, budget: int) -> torch.Tensor:
