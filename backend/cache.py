@@ -204,21 +204,41 @@ class LayerCache:
         self._krot = None if self._krot is None or k_rot is None else torch.cat([self._krot, k_rot.detach()], 1)
 
     def keep(self, idx: torch.Tensor) -> torch.Tensor:
-        """Keep tokens at positions idx (kept in cache order); returns the token ids evicted."""
+        """Keep the tokens at positions idx, evict the rest; returns the token ids evicted. See `keep_map`."""
+        return self.keep_map(idx)[0]
+
+    def keep_map(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep the tokens at positions idx; returns (token ids evicted, source (m,): the old position of each
+        kept token's new position).
+
+        Order-free compaction: the kept tokens stored past the new length move into the evicted slots below it
+        and the layer is truncated, so an eviction copies as many tokens as it evicts instead of the whole
+        layer (the copy was most of the eviction step on this small model). Cache order is therefore not
+        time order: attention is order-invariant (up to float summation order) and every tie-break that
+        wants "newer" reads `token_id`, never a position."""
         idx = torch.as_tensor(idx, dtype=torch.long)
-        if len(idx) > 1 and not bool((idx[1:] > idx[:-1]).all()):     # the selectors already pass sorted ids
-            idx = idx.unique(sorted=True)
-        if len(idx) and (idx[0] < 0 or idx[-1] >= len(self)):
-            raise IndexError(f"keep index out of range 0..{len(self) - 1}")
-        mask = torch.ones(len(self), dtype=torch.bool)
-        mask[idx] = False
-        evicted = self.meta["token_id"][mask]
-        # index_select copies (no aliasing) and is several times faster than advanced indexing on dim 1
-        self.k, self.v = self.k.index_select(1, idx), self.v.index_select(1, idx)
-        self.meta = self.meta.index_select(idx)
-        if self._krot is not None:                                      # positions unchanged: the memo stays valid
-            self._krot = self._krot.index_select(1, idx)
-        return evicted
+        n = len(self)
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise IndexError(f"keep index out of range 0..{n - 1}")
+        kept = torch.zeros(n, dtype=torch.bool)
+        kept[idx] = True
+        m = int(kept.sum())
+        evicted = self.meta["token_id"][~kept]
+        holes = (~kept[:m]).nonzero().flatten()                       # evicted slots below the new length
+        movers = kept[m:].nonzero().flatten() + m                     # kept tokens above it (as many)
+        source = torch.arange(m)
+        if len(holes):
+            source[holes] = movers
+            tensors = [self.k, self.v] + ([self._krot] if self._krot is not None else [])
+            for x in tensors:                                         # (H, n, Dh): in place, |holes| tokens
+                x.index_copy_(1, holes, x.index_select(1, movers))
+            for p in self.meta.packs.values():
+                p.index_copy_(0, holes, p.index_select(0, movers))
+        self.k, self.v = self.k[:, :m], self.v[:, :m]
+        self.meta = Meta({dt: p[:m] for dt, p in self.meta.packs.items()})
+        if self._krot is not None:                                    # positions unchanged: the memo stays valid
+            self._krot = self._krot[:, :m]
+        return evicted, source
 
     def merge(self, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
         """Merge tokens src[i] into dst[i] (TempCache): dst keeps its key and position, its value becomes the

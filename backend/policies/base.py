@@ -28,7 +28,7 @@ class EvictContext:
 
 @dataclass(frozen=True)
 class LayerEviction:
-    kept: np.ndarray         # token ids kept (cache order)
+    kept: np.ndarray         # token ids kept (cache order, which after an eviction is not time order)
     evicted: np.ndarray      # token ids evicted this time
     scores: np.ndarray | None  # score of every token present before eviction (cache order), if scored
 
@@ -103,7 +103,7 @@ class Policy:
         prot = self.protected(layer, ctx)
         if self.granularity == "frame":
             return select_frames(scores, prot, layer.meta["frame"], budget), scores
-        return select(scores, prot, budget), scores
+        return select(scores, prot, budget, layer.meta["token_id"]), scores
 
     def layer_budgets(self, cache: KVCache, ctx: EvictContext) -> list[int | None]:
         """Per-layer token budgets: the same for every layer (`uniform`) or split by attention shape."""
@@ -127,9 +127,12 @@ class Policy:
         for i, (layer, budget) in enumerate(zip(cache.layers, self.layer_budgets(cache, ctx))):
             idx, scores = self.keep_indices(i, layer, ctx, budget)
             sc = None if scores is None else scores.detach().float().numpy().copy()
-            evicted = layer.keep(idx) if len(idx) < len(layer) else torch.zeros(0, dtype=torch.long)
+            if len(idx) < len(layer):
+                evicted, source = layer.keep_map(idx)
+            else:
+                evicted, source = torch.zeros(0, dtype=torch.long), None
             self.realign(layer)
-            self.store(layer, ctx, None if scores is None else scores[idx if _ascending(idx) else idx.sort().values])
+            self.store(layer, ctx, None if scores is None or source is None else scores[source])
             out.append(LayerEviction(layer.meta["token_id"].numpy().copy(),
                                      torch.cat([removed[i], evicted]).numpy(), sc))
         return out
@@ -168,13 +171,9 @@ class Policy:
                 "layer_split": self.layer_split}
 
 
-def _ascending(idx: torch.Tensor) -> bool:
-    return len(idx) < 2 or bool((idx[1:] > idx[:-1]).all())
-
-
-def select(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> torch.Tensor:
+def select(scores: torch.Tensor, protected: torch.Tensor, budget: int, token_id: torch.Tensor | None = None) -> torch.Tensor:
     """Keep every protected token plus the highest-scored others, `budget` tokens in all (ties broken
-    towards newer tokens). Returns sorted cache indices."""
+    towards newer tokens: higher `token_id`, else later positions). Returns sorted cache indices."""
     n_prot = int(protected.sum())
     if n_prot > budget:
         raise ValueError(f"budget {budget} tokens is below the {n_prot} protected tokens "
@@ -183,23 +182,27 @@ def select(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> torch.
     k = budget - n_prot
     keep = protected.clone()
     if k > 0 and len(free):
-        keep[top_newest(scores[free].float(), free, k)] = True
+        keep[top_newest(scores[free].float(), free, k, token_id[free] if token_id is not None else None)] = True
     return keep.nonzero().flatten()
 
 
-def top_newest(values: torch.Tensor, idx: torch.Tensor, k: int) -> torch.Tensor:
-    """The k entries of idx (ascending cache indices) with the highest values, ties going to the newest
-    (highest index): a stable descending sort of the newest-first order, done in O(n) with the k-th value
-    as a threshold (the eviction step runs every chunk on a few thousand tokens per layer)."""
+def top_newest(values: torch.Tensor, idx: torch.Tensor, k: int, age: torch.Tensor | None = None) -> torch.Tensor:
+    """The k entries of idx with the highest values, ties going to the newest (highest `age`, a token id;
+    by default the position in idx): what a stable descending sort of the newest-first order keeps, done in
+    O(n) with the k-th value as a threshold (the eviction runs every chunk on a few thousand tokens)."""
     if k >= len(idx) or k <= 0:
         return idx if k > 0 else idx[:0]
+    age = torch.arange(len(idx)) if age is None else age
     if bool(values.isnan().any()):                                    # NaN has no rank: sort as torch does
-        newest_first = idx.flip(0)
-        return newest_first[torch.sort(values.flip(0), descending=True, stable=True).indices[:k]]
+        newest_first = age.argsort(descending=True)
+        return idx[newest_first[torch.sort(values[newest_first], descending=True, stable=True).indices[:k]]]
     thr = values.kthvalue(len(values) - k + 1).values                 # the k-th largest
     chosen = values > thr
     ties = (values == thr).nonzero().flatten()
-    chosen[ties[len(ties) - (k - int(chosen.sum())):]] = True         # the newest of the tied
+    need = k - int(chosen.sum())
+    if need < len(ties):                                              # the newest of the tied
+        ties = ties[age[ties].topk(need).indices]
+    chosen[ties] = True
     return idx[chosen]
 
 

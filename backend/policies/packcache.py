@@ -37,9 +37,10 @@ def fit_rho(dist: torch.Tensor, att: torch.Tensor, lo: float, hi: float) -> floa
     return min(max(math.exp(slope), lo), hi)
 
 
-def rank_within(group: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """Rank of each element inside its group (0 = largest value; ties towards the later element): (n,)."""
-    rev = torch.arange(len(value) - 1, -1, -1)
+def rank_within(group: torch.Tensor, value: torch.Tensor, age: torch.Tensor | None = None) -> torch.Tensor:
+    """Rank of each element inside its group (0 = largest value; ties towards the newer element: higher
+    `age`, a token id, else the later position): (n,)."""
+    rev = torch.arange(len(value) - 1, -1, -1) if age is None else age.argsort(descending=True)
     order = rev[torch.sort(value.float()[rev], descending=True, stable=True).indices]  # value desc, later first
     order = order[torch.sort(group[order], stable=True).indices]        # then grouped, that order kept
     g = group[order]
@@ -81,15 +82,16 @@ class PackCache(Policy):
         alloc = water_fill(weights, caps, budget - int(prot.sum()))                  # (F,) tokens per frame
         idx = cand.nonzero().flatten()                                               # (c,) candidates
         if self.within == "grid":       # a regular spatial subsample of b tokens among the frame's c tokens
+            idx = idx[m["token_id"][idx].argsort()]                      # time then raster order (cache order is neither)
             pick = torch.zeros(len(idx), dtype=torch.bool)
-            start = caps.cumsum(0) - caps                                # a frame's candidates are contiguous
+            start = caps.cumsum(0) - caps                                # a frame's candidates are now contiguous
             j = torch.arange(int(alloc.max()))                           # (J,) the b positions of linspace(0, c-1, b)
             step = ((caps - 1).float() / (alloc - 1).clamp_min(1).float())[:, None]
             at = (j[None, :].float() * step).round().long()              # (F, J)
             ok = j[None, :] < alloc[:, None]
             pick[(start[:, None] + at)[ok]] = True
         else:                           # the frame's top-b tokens by newest-chunk attention
-            pick = rank_within(inv, att[idx]) < alloc[inv]
+            pick = rank_within(inv, att[idx], m["token_id"][idx]) < alloc[inv]
         keep = prot.clone()
         keep[idx[pick]] = True
         score = torch.full((n,), float("-inf"))

@@ -58,7 +58,8 @@ class TempCache(Policy):
         if budget is None or len(alive) <= budget:
             return alive, None
         scores = self.score(layer_idx, layer, ctx)
-        return select(scores.masked_fill(gone, float("-inf")), self.protected(layer, ctx) & ~gone, budget), scores
+        return (select(scores.masked_fill(gone, float("-inf")), self.protected(layer, ctx) & ~gone, budget,
+                       layer.meta["token_id"]), scores)
 
     def describe(self):
         return {**super().describe(), "threshold": self.threshold}
