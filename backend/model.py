@@ -279,15 +279,19 @@ class VideoDiT(nn.Module):
 
 def _cached_kv(layer: LayerCache, sub: LayerCache | None, rotate) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The cached keys (rotated) and values of `layer` (H, n, Dh), as parts to concatenate: with `sub`, the
-    prompt tokens (always the front of the cache: prefilled first, and append / keep / merge preserve order)
-    are replaced by sub's tokens of the same prompt slots."""
+    prompt tokens are replaced by sub's tokens of the same prompt slots (and put first: the pass is read-only,
+    and attention does not depend on the order of its keys)."""
     k, v = layer.rotated_keys(rotate), layer.v
     if sub is None:
         return [k], [v]
-    n_p = int((layer.meta["kind"] == KIND_PROMPT).sum())
-    slots = layer.meta["token_id"][:n_p]                                           # prompt slot of each
-    return ([sub.rotated_keys(rotate).index_select(1, slots), k[:, n_p:]],
-            [sub.v.index_select(1, slots), v[:, n_p:]])
+    is_p = layer.meta["kind"] == KIND_PROMPT
+    n_p = int(is_p.sum())
+    if bool(is_p[:n_p].all()):                       # prefilled first and never evicted: the front, as views
+        slots, k_rest, v_rest = layer.meta["token_id"][:n_p], k[:, n_p:], v[:, n_p:]
+    else:                                            # a prompt slot was evicted and the keep filled it
+        rest = (~is_p).nonzero().flatten()
+        slots, k_rest, v_rest = layer.meta["token_id"][is_p], k.index_select(1, rest), v.index_select(1, rest)
+    return ([sub.rotated_keys(rotate).index_select(1, slots), k_rest], [sub.v.index_select(1, slots), v_rest])
 
 
 def _update_stats(layer: LayerCache, colsum, colmax, logitsum, n_queries: int, chunk: int) -> None:
