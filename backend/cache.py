@@ -168,6 +168,15 @@ def _own_bytes_table(n_head: int, head_dim: int) -> torch.Tensor:
                          for name in DTYPES])
 
 
+def sorted_positions(idx) -> torch.Tensor:
+    """Cache positions as an ascending, duplicate-free long tensor (the selectors already return them so;
+    then this is a check, not a sort)."""
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    if len(idx) > 1 and not bool((idx[1:] > idx[:-1]).all()):
+        idx = idx.unique(sorted=True)
+    return idx
+
+
 @dataclass
 class LayerCache:
     k: torch.Tensor                     # (H, n, Dh), un-rotated keys
@@ -205,9 +214,7 @@ class LayerCache:
 
     def keep(self, idx: torch.Tensor) -> torch.Tensor:
         """Keep tokens at positions idx (kept in cache order); returns the token ids evicted."""
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        if len(idx) > 1 and not bool((idx[1:] > idx[:-1]).all()):     # the selectors already pass sorted ids
-            idx = idx.unique(sorted=True)
+        idx = sorted_positions(idx)
         if len(idx) and (idx[0] < 0 or idx[-1] >= len(self)):
             raise IndexError(f"keep index out of range 0..{len(self) - 1}")
         mask = torch.ones(len(self), dtype=torch.bool)

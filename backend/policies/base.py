@@ -12,7 +12,7 @@ from typing import Callable, ClassVar
 import numpy as np
 import torch
 
-from ..cache import DTYPES, KIND_FRAME, KIND_PROMPT, QUANT_SCHEMES, KVCache, LayerCache
+from ..cache import DTYPES, KIND_FRAME, KIND_PROMPT, QUANT_SCHEMES, KVCache, LayerCache, sorted_positions
 from .layer_split import LAYER_SPLITS, cake_budgets, prefixkv_budgets
 from .rope_modes import ROPE_MODES, reindex, shift_sink
 
@@ -126,10 +126,11 @@ class Policy:
         removed = self.prepare(cache, ctx)
         for i, (layer, budget) in enumerate(zip(cache.layers, self.layer_budgets(cache, ctx))):
             idx, scores = self.keep_indices(i, layer, ctx, budget)
+            idx = sorted_positions(idx)                               # what keep keeps, in the order it keeps
             sc = None if scores is None else scores.detach().float().numpy().copy()
             evicted = layer.keep(idx) if len(idx) < len(layer) else torch.zeros(0, dtype=torch.long)
             self.realign(layer)
-            self.store(layer, ctx, None if scores is None else scores[idx if _ascending(idx) else idx.sort().values])
+            self.store(layer, ctx, None if scores is None else scores[idx])
             out.append(LayerEviction(layer.meta["token_id"].numpy().copy(),
                                      torch.cat([removed[i], evicted]).numpy(), sc))
         return out
@@ -168,10 +169,6 @@ class Policy:
                 "layer_split": self.layer_split}
 
 
-def _ascending(idx: torch.Tensor) -> bool:
-    return len(idx) < 2 or bool((idx[1:] > idx[:-1]).all())
-
-
 def select(scores: torch.Tensor, protected: torch.Tensor, budget: int) -> torch.Tensor:
     """Keep every protected token plus the highest-scored others, `budget` tokens in all (ties broken
     towards newer tokens). Returns sorted cache indices."""
@@ -191,8 +188,10 @@ def top_newest(values: torch.Tensor, idx: torch.Tensor, k: int) -> torch.Tensor:
     """The k entries of idx (ascending cache indices) with the highest values, ties going to the newest
     (highest index): a stable descending sort of the newest-first order, done in O(n) with the k-th value
     as a threshold (the eviction step runs every chunk on a few thousand tokens per layer)."""
-    if k >= len(idx) or k <= 0:
-        return idx if k > 0 else idx[:0]
+    if k <= 0:
+        return idx[:0]
+    if k >= len(idx):
+        return idx
     if bool(values.isnan().any()):                                    # NaN has no rank: sort as torch does
         newest_first = idx.flip(0)
         return newest_first[torch.sort(values.flip(0), descending=True, stable=True).indices[:k]]

@@ -189,7 +189,8 @@ def next_frame_error(model, ae, stage: str, n: int = 8) -> dict:
 
 
 class ClipStream(torch.utils.data.IterableDataset):
-    """Endless training batches (frames, tokens, sprite masks, T) drawn from the procedural world.
+    """Endless training batches (frames uint8 (B, T, S, S, 3), prompt tokens (B, P), sprite masks (B, T, g, g))
+    drawn from the procedural world; T and B alternate between the recipe's short and long clips.
 
     With W loader workers, worker w draws the batches of steps start + w, start + w + W, ... (the loader
     hands them out round-robin, so the step order is kept and short/long clips alternate as the recipe
