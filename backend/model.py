@@ -197,10 +197,12 @@ class VideoDiT(nn.Module):
         h = self.forward_seq(h, c, P, pos, teacher_mask(T, self.cfg, x.device))
         return self.unembed(h[:, P:], c[:, 1:], T)
 
-    def teacher_forcing(self, prompt_tokens, clean, t_clean, noisy, t_noisy, t_offset: int = 0):
+    def teacher_forcing(self, prompt_tokens, clean, t_clean, noisy, t_noisy, t_offset: int = 0,
+                        window: int = 0, sink: int = 0):
         """Student training / full-recompute reference in the layout [prompt | clean | noisy]:
         clean (B, T, C, g, g) at context levels t_clean (B, T), noisy (B, T, ...) at t_noisy (B, T)
-        -> velocity for the noisy frames (B, T, C, g, g)."""
+        -> velocity for the noisy frames (B, T, C, g, g). `window` > 0 limits the context to the newest
+        `window` chunks plus `sink` leading ones, as a sink/window cache does (see teacher_forcing_mask)."""
         B, T = t_noisy.shape
         hp, cp, pp = self._prefix(prompt_tokens)
         h = torch.cat([hp, self.embed_frames(clean), self.embed_frames(noisy)], 1)
@@ -208,7 +210,7 @@ class VideoDiT(nn.Module):
         tpf, P = self.cfg.tokens_per_frame, prompt_tokens.shape[1]
         fpos = self.frame_positions(torch.arange(T), t_offset)
         pos = torch.cat([pp, fpos, fpos])
-        h = self.forward_seq(h, c, P, pos, teacher_forcing_mask(T, self.cfg, noisy.device))
+        h = self.forward_seq(h, c, P, pos, teacher_forcing_mask(T, self.cfg, noisy.device, window, sink))
         return self.unembed(h[:, P + T * tpf:], c[:, 1 + T:], T)
 
     # ---------------------------------------------------------------- cached inference path (batch 1)
@@ -323,17 +325,23 @@ def teacher_mask(n_frames: int, cfg: ModelConfig, device: torch.device | str = "
     return m
 
 
-@functools.lru_cache(maxsize=16)
-def teacher_forcing_mask(n_frames: int, cfg: ModelConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+@functools.lru_cache(maxsize=128)
+def teacher_forcing_mask(n_frames: int, cfg: ModelConfig, device: torch.device | str = "cpu",
+                         window: int = 0, sink: int = 0) -> torch.Tensor:
     """[prompt | clean frames | noisy frames]: exactly what cached inference computes.
     Clean chunk i sees prompt + clean chunks <= i (the commit pass); noisy chunk i sees prompt +
-    clean chunks < i + itself (a denoise step). Cached per (length, config, device), since training builds
+    clean chunks < i + itself (a denoise step). With `window` W > 0 a clean chunk k is visible to chunk i
+    only if k >= i - W or k < `sink`: what a sink + window cache of W chunks holds (the window policy
+    keeps the newest W chunks after a commit, so the next chunk's denoise steps see chunks i-W .. i-1 and
+    its commit pass also itself). Cached per (length, config, device, window, sink), since training builds
     the same (P + 2N)^2 mask every forward pass (17 M entries at 32 frames): read-only."""
     P, N = cfg.n_prompt, n_frames * cfg.tokens_per_frame
     b = block_ids(n_frames, cfg).to(device)
+    q, k = b[:, None], b[None, :]
+    near = (k >= q - window) | (k < sink) if window > 0 else torch.ones_like(q >= k)
     m = torch.zeros(P + 2 * N, P + 2 * N, dtype=torch.bool, device=device)
     m[:, :P] = True
-    m[P:P + N, P:P + N] = b[:, None] >= b[None, :]
-    m[P + N:, P:P + N] = b[:, None] > b[None, :]
+    m[P:P + N, P:P + N] = (q >= k) & near
+    m[P + N:, P:P + N] = (q > k) & near
     m[P + N:, P + N:] = b[:, None] == b[None, :]
     return m

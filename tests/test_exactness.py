@@ -6,7 +6,7 @@ import torch
 
 from backend.config import MODEL_PRESETS
 from backend.model import VideoDiT
-from backend.policies import Full
+from backend.policies import Full, Window
 from backend.stepper import Stepper
 
 
@@ -20,12 +20,15 @@ def randomised(cfg, seed=0):
     return m.eval()
 
 
-@pytest.mark.parametrize("chunk_frames,n_frames", [(1, 6), (2, 7)])
-def test_cached_generation_equals_full_recompute(ae, chunk_frames, n_frames):
+@pytest.mark.parametrize("chunk_frames,n_frames,window", [(1, 6, 0), (2, 7, 0), (1, 7, 2), (2, 9, 2)])
+def test_cached_generation_equals_full_recompute(ae, chunk_frames, n_frames, window):
+    """window > 0: a window cache of `window` chunks equals the windowed teacher-forcing recompute the
+    student trains on (model.teacher_forcing_mask), so the training mask is what inference computes."""
     cfg = dataclasses.replace(MODEL_PRESETS["tiny"], chunk_frames=chunk_frames)
     model = randomised(cfg)
+    policy = Window(frames=window * chunk_frames) if window else Full()
     st = Stepper(model, ae, "a red circle and a square on blue stripes behind a wall", n_frames, seed=3,
-                 policy=Full(), preview=False, trace_inputs=True)
+                 policy=policy, preview=False, trace_inputs=True)
     list(st.run())
     prompt = st.tokens[None]
     clean = st.latents[None]                                           # (1, T, C, g, g)
@@ -37,7 +40,7 @@ def test_cached_generation_equals_full_recompute(ae, chunk_frames, n_frames):
         v_cached = torch.cat([v for (_, _, _, _, v) in steps])[None]
         t = torch.tensor([tt for (c, _, tt, x, _) in steps for _ in range(len(x))])[None]   # per-frame levels
         with torch.no_grad():
-            v_ref = model.teacher_forcing(prompt, clean, torch.zeros(1, T), noisy, t)
+            v_ref = model.teacher_forcing(prompt, clean, torch.zeros(1, T), noisy, t, window=window)
         worst = max(worst, (v_ref - v_cached).abs().max().item())
     assert worst <= 1e-4, worst
     assert v_cached.abs().mean() > 1e-2             # the comparison is not vacuous

@@ -125,3 +125,23 @@ def test_time_boxed_run_stops_saves_and_streams_in_order(tmp_path):
     loader = torch.utils.data.DataLoader(ClipStream(cfg, 8, start=0), batch_size=None, num_workers=2)
     lengths = [frames.shape[1] for frames, _, _ in itertools.islice(loader, 6)]
     assert lengths == [cfg.frames, cfg.long_frames] * 3
+
+
+def test_windowed_context_draws_only_windows_that_fit():
+    """`p_window` (the `gpuwin` recipe): a step trains on a sink + window context only when a window
+    shorter than the clip fits; drawn windows and sinks stay within the recipe's bounds; p_window = 0 never
+    windows. (That the windowed mask is what a window cache computes: test_exactness.)"""
+    import numpy as np
+
+    from backend.train.video import RECIPES, context_window
+
+    cfg = RECIPES["student"]["gpuwin"]
+    rng = np.random.default_rng(0)
+    draws = [context_window(cfg, 32, rng) for _ in range(600)]
+    windowed = [(w, s) for w, s in draws if w]
+    assert 0.25 < len(windowed) / len(draws) < 0.41                      # p_window = 0.33
+    assert {w for w, _ in windowed} == set(range(cfg.window_min, cfg.window_max + 1))
+    assert {s for _, s in windowed} == set(range(cfg.max_sink + 1))
+    assert all(context_window(cfg, 8, rng)[0] in (0, 4, 5, 6) for _ in range(100))   # at most T - 2
+    assert all(context_window(cfg, 5, rng) == (0, 0) for _ in range(50))             # no window fits
+    assert all(context_window(RECIPES["student"]["gpu"], 32, rng) == (0, 0) for _ in range(50))

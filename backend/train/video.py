@@ -5,7 +5,10 @@ train the student with teacher forcing (every noisy chunk attends to *clean* ear
 cached inference does; see ``model.teacher_forcing_mask``) plus noise on the context frames (reduces
 exposure bias). Optionally, scheduled sampling on the model's own outputs (``rollout_context``): the context
 frames are replaced by what the student itself generates from them, so it learns to continue (and correct)
-imperfect context as at inference. Temporal-position augmentation (a random offset on the frame positions) shows the model
+imperfect context as at inference. Windowed context (``p_window``): on a share of the steps every frame
+sees only the prompt, a few sink frames and the newest W frames, exactly what a sink/window cache holds
+(LongLive, arXiv 2509.22622, trains with short-window attention plus a frame sink for the same reason), so
+the student learns to continue when the frames that showed an object have been evicted. Temporal-position augmentation (a random offset on the frame positions) shows the model
 positions beyond the clip length, so a full cache degrades later past the trained horizon.
 """
 from __future__ import annotations
@@ -52,6 +55,10 @@ class VideoTrainConfig:
     rollout_rounds: int = 2      # parallel rollout depth (errors compound over this many frames)
     rollout_steps: int = 2       # sampler steps per generated frame in the rollout
     rollout_anchor: int = 1      # leading frames kept as ground truth in a rollout context
+    p_window: float = 0.0        # student: share of steps whose context is a sink + window cache
+    window_min: int = 4          # window length drawn from [window_min, min(window_max, T - 2)] chunks
+    window_max: int = 16
+    max_sink: int = 1            # sink chunks drawn from [0, max_sink]
     seed: int = 0
     ckpt_every: int = 100
 
@@ -77,7 +84,13 @@ RECIPES = {
                 # positions offset up to 224 so a full cache meets trained positions out to 256 frames
                 "gpu": VideoTrainConfig(steps=20000, lr=3e-4, warmup=100, batch=48, frames=16, long_every=2,
                                         long_frames=32, long_batch=16, sprite_weight=5.0, first_weight=2.0,
-                                        p_rollout=0.5, rollout_rounds=3, max_t_offset=224, ckpt_every=500)},
+                                        p_rollout=0.5, rollout_rounds=3, max_t_offset=224, ckpt_every=500),
+                # gpu plus windowed context on a third of the steps and 48-frame long clips, so bounded
+                # caches (window, sink, every evicting policy) meet contexts the student was trained on
+                "gpuwin": VideoTrainConfig(steps=20000, lr=3e-4, warmup=100, batch=48, frames=16, long_every=2,
+                                           long_frames=48, long_batch=12, sprite_weight=5.0, first_weight=2.0,
+                                           p_rollout=0.5, rollout_rounds=3, max_t_offset=224, p_window=0.33,
+                                           ckpt_every=500)},
 }
 
 
@@ -142,6 +155,15 @@ def rollout_context(model, tokens, x0, cfg: VideoTrainConfig, t_offset: int = 0)
     return ctx
 
 
+def context_window(cfg: VideoTrainConfig, T: int, rng) -> tuple[int, int]:
+    """(window, sink) chunks for one student step: (0, 0), the full causal context, unless this step
+    draws a windowed context (probability p_window, and only when a window shorter than the clip fits)."""
+    hi = min(cfg.window_max, T - 2)
+    if not cfg.p_window or hi < cfg.window_min or rng.random() >= cfg.p_window:
+        return 0, 0
+    return int(rng.integers(cfg.window_min, hi + 1)), int(rng.integers(0, cfg.max_sink + 1))
+
+
 def student_loss(model, tokens, x0, cfg, rng, mask=None):
     B, T = x0.shape[:2]
     dev = x0.device
@@ -156,7 +178,8 @@ def student_loss(model, tokens, x0, cfg, rng, mask=None):
         s = torch.rand(B, 1, device=dev) * cfg.ctx_noise * (torch.rand(B, 1, device=dev) < cfg.p_ctx_noise)
         s = s.expand(B, T)
         ctx = (1 - s)[..., None, None, None] * x0 + s[..., None, None, None] * torch.randn_like(x0)
-    v = model.teacher_forcing(tokens, ctx, s, xt, t, t_offset=off)
+    window, sink = context_window(cfg, T, rng)
+    v = model.teacher_forcing(tokens, ctx, s, xt, t, t_offset=off, window=window, sink=sink)
     if mask is None:
         return F.mse_loss(v, eps - x0)
     w = token_weights(mask, cfg)                                          # (B, T, 1, g, g)
@@ -189,7 +212,8 @@ def next_frame_error(model, ae, stage: str, n: int = 8) -> dict:
 
 
 class ClipStream(torch.utils.data.IterableDataset):
-    """Endless training batches (frames, tokens, sprite masks, T) drawn from the procedural world.
+    """Endless training batches (frames uint8 (B, T, S, S, 3), prompt tokens (B, P), sprite masks (B, T, g, g))
+    drawn from the procedural world; T and B alternate between the recipe's short and long clips.
 
     With W loader workers, worker w draws the batches of steps start + w, start + w + W, ... (the loader
     hands them out round-robin, so the step order is kept and short/long clips alternate as the recipe
