@@ -261,6 +261,34 @@ def test_kv_quantization_storage_and_exact_bytes(tiny, ae):
         Full(storage="int3")
     with pytest.raises(ValueError, match="quant"):
         Full(storage="int4", quant="tensor")
+    # KIVI's full-precision residual: the 2 frames before the newest chunk stay fp32, the rest int8
+    q8r, _ = run(tiny, ae, Full(storage="int8", residual=2))
+    n_res = 2 * tpf
+    assert q8r.cache.nbytes() == [P * per(32) + (tpf + n_res) * per(32) + (n_old - n_res) * per(8)
+                                  + (N_FRAMES - 3) * H * Dh * 4] * L
+    frames = q8r.cache.layers[0].meta["frame"]
+    assert set(frames[codes_of(q8r) == 0].tolist()) >= {N_FRAMES - 3, N_FRAMES - 2, N_FRAMES - 1}
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="residual"):
+            Full(storage="int4", residual=bad)
+
+
+def codes_of(st):
+    return st.cache.layers[0].meta["dtype"]
+
+
+def test_byte_budget_counts_the_full_precision_residual(tiny, ae):
+    """With a residual, a byte budget buys fewer tokens (the residual is fp32) and the cache holds to it."""
+    from backend.policies.build import budget_tokens, build_policy
+    n = 32
+    plain = budget_tokens("140KB", tiny.cfg, n, storage="int4")
+    res = budget_tokens("140KB", tiny.cfg, n, storage="int4", residual=2)
+    assert res < plain
+    pol = build_policy("window", "140KB", n, tiny, params={"storage": "int4", "residual": 2})
+    assert pol.budget == res
+    _, recs = run(tiny, ae, pol, n=n)
+    peak = max(int(r.nbytes.sum()) for r in recs if r.phase == "evict")
+    assert 0.8 * 140 * 1024 < peak <= 140 * 1024
 
 
 @pytest.mark.parametrize("split", ["cake", "prefixkv"])

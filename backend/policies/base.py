@@ -49,6 +49,7 @@ class Policy:
     salient_storage: str | None = None  # mixed precision (MiKV / ZipCache): the most salient tokens at this dtype
     salient_share: float = 0.25        # share of the quantised tokens that count as salient
     quant: str = "channel"             # integer storage scheme: channel (KIVI keys / per-head values) | token
+    residual: int = 0                  # KIVI's full-precision residual: the newest frames before the newest chunk kept fp32
     layer_split: str = "uniform"       # uniform | cake | prefixkv: how the total budget is split over layers
 
     def __post_init__(self):
@@ -69,6 +70,8 @@ class Policy:
             raise ValueError(f"layer_split must be one of {', '.join(LAYER_SPLITS)}, got {self.layer_split!r}")
         if not 0.0 <= self.salient_share <= 1.0:
             raise ValueError(f"salient_share must be in [0, 1], got {self.salient_share}")
+        if isinstance(self.residual, bool) or int(self.residual) != self.residual or self.residual < 0:
+            raise ValueError(f"residual must be a whole number of frames >= 0, got {self.residual!r}")
 
     def max_tokens(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> int | None:
         """Most tokens per layer the cache can hold right after a commit (None = unbounded)."""
@@ -138,14 +141,17 @@ class Policy:
         return out
 
     def store(self, layer: LayerCache, ctx: EvictContext, scores: torch.Tensor | None) -> None:
-        """KV quantisation as a storage option: frame tokens older than the newest chunk that are still
-        fp32 move to `storage`; with `salient_storage`, the top `salient_share` of them by the policy's
-        score (else by past attention) go there instead (mixed precision, MiKV / ZipCache style).
-        Prompt anchors and the newest chunk stay fp32."""
+        """KV quantisation as a storage option: frame tokens older than the newest chunk and the `residual`
+        frames before it that are still fp32 move to `storage`; with `salient_storage`, the top
+        `salient_share` of them by the policy's score (else by past attention) go there instead (mixed
+        precision, MiKV / ZipCache style). Prompt anchors, the newest chunk and the residual stay fp32: KIVI
+        (arXiv 2402.02750) keeps its newest R tokens (R = 32-128) in full precision the same way; R counted
+        in frames here is our reconstruction."""
         if self.storage == "fp32" and self.salient_storage is None:
             return
         m = layer.meta
-        todo = ((m["kind"] == KIND_FRAME) & (m["frame"] < ctx.newest_frames[0]) & (m["dtype"] == 0)).nonzero().flatten()
+        todo = ((m["kind"] == KIND_FRAME) & (m["frame"] < ctx.newest_frames[0] - self.residual)
+                & (m["dtype"] == 0)).nonzero().flatten()
         if len(todo) == 0:
             return
         if self.salient_storage is not None:
@@ -167,7 +173,7 @@ class Policy:
 
     def describe(self) -> dict:
         return {"name": self.name, "budget": self.budget, "granularity": self.granularity, "rope": self.rope,
-                "storage": self.storage, "salient_storage": self.salient_storage, "quant": self.quant,
+                "storage": self.storage, "salient_storage": self.salient_storage, "quant": self.quant, "residual": self.residual,
                 "layer_split": self.layer_split}
 
 

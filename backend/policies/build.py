@@ -11,9 +11,10 @@ from .budget import BudgetError, parse_budget
 
 
 def budget_tokens(budget: str | int, cfg, n_frames: int, storage: str = "fp32", salient_storage: str | None = None,
-                  salient_share: float = 0.25, quant: str = "channel") -> int:
+                  salient_share: float = 0.25, quant: str = "channel", residual: int = 0) -> int:
     """Tokens per layer for a budget text at this model and length (a byte budget at the policy's storage:
-    older tokens at `storage`, `salient_share` of them at `salient_storage`); rejects budgets above the full cache."""
+    older tokens at `storage`, `salient_share` of them at `salient_storage`, the prompt, the newest chunk and
+    `residual` frames before it at fp32); rejects budgets above the full cache."""
     from ..cache import bytes_per_token
     b = parse_budget(budget)
     full = cfg.n_prompt + n_frames * cfg.tokens_per_frame
@@ -22,7 +23,7 @@ def budget_tokens(budget: str | int, cfg, n_frames: int, storage: str = "fp32", 
     if salient_storage is not None:
         per = salient_share * bytes_per_token(H, Dh, salient_storage, quant, tpf) + (1 - salient_share) * per
     n = b.tokens(n_prompt=cfg.n_prompt, tokens_per_frame=tpf, n_frames=n_frames, n_layer=cfg.n_layer,
-                 bytes_per_token=per, fixed_tokens=cfg.n_prompt + cfg.chunk_frames * tpf,
+                 bytes_per_token=per, fixed_tokens=cfg.n_prompt + (cfg.chunk_frames + residual) * tpf,
                  fixed_bytes_per_token=bytes_per_token(H, Dh, "fp32"))
     if n > full:
         raise BudgetError(f"budget {b} = {n} tokens per layer is above the full cache at {n_frames} frames "
@@ -68,7 +69,8 @@ def build_policy(name: str, budget: str | int | None, n_frames: int, model, ae=N
     kw = dict(params or {})
     make_policy(name, **kw)                                   # bad parameters fail before anything runs
     if budget not in (None, ""):
-        storage = {k: kw[k] for k in ("storage", "salient_storage", "salient_share", "quant") if k in kw}
+        storage = {k: kw[k] for k in ("storage", "salient_storage", "salient_share", "quant", "residual")
+                   if k in kw}
         kw["budget"] = budget_tokens(budget, model.cfg, n_frames, **storage)
     if name == "oracle" and reference is not None:
         kw["reference"] = reference
@@ -104,4 +106,5 @@ def shared_parameters() -> str:
             f"of older tokens, counted exactly in the byte budget); salient_storage=DTYPE with salient_share=0.25 "
             f"(mixed precision: the most salient tokens stay at the higher precision); "
             f"quant={'|'.join(QUANT_SCHEMES)} (integer storage: keys per channel and values per head, KIVI style, or "
-            f"one range per token); layer_split={'|'.join(LAYER_SPLITS)}")
+            f"one range per token); residual=N (the newest N frames before the newest chunk stay fp32, KIVI's "
+            f"full-precision residual); layer_split={'|'.join(LAYER_SPLITS)}")
