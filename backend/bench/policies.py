@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..consistency import EVALUATOR_VERSION
+from ..policies.base import ENGINE_VERSION
 from ..evalset import EVAL_PAIRS
 from .model import score
 from .report import markdown, plot, summarise
@@ -26,7 +27,8 @@ from .spec import SCORES, split_spec  # noqa: F401  (re-exported: the sweep's vo
 SHARES = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
 DEFAULT_POLICIES = ("window", "sink", "deep_forcing", "h2o", "tova", "snapkv", "flowcache", "packcache",
                     "tempcache", "pafu", "pafu:granularity=token", "pafu:labels=hindsight", "oracle", "random",
-                    "h2o:storage=int4", "h2o:storage=int4;quant=token", "window:storage=int4")  # name[:k=v;...]
+                    "h2o:storage=int4", "h2o:storage=int4;residual=2", "h2o:storage=int4;quant=token",
+                    "window:storage=int4")  # name[:k=v;...]
 
 
 def policy_signature(spec: str) -> str:
@@ -42,6 +44,7 @@ def policy_signature(spec: str) -> str:
     settings.update(params)
     if settings.get("storage") == "fp32" and settings.get("salient_storage") is None:
         settings.pop("quant", None)                      # the integer scheme cannot change an fp32 run
+    settings["_engine"] = ENGINE_VERSION                 # cache code that changes what a run computes
     if hasattr(cls, "signature_files"):                  # e.g. PaFu-KV's head: results depend on its weights
         from ..loading import file_hash
         files = cls(**params).signature_files()

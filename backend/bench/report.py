@@ -145,7 +145,7 @@ def headline_lines(rep: dict, method: str = "pafu", shares=(1 / 8, 1 / 4)) -> li
     return ["", f"Headline: {method} against the best heuristic policy per metric (bounds excluded):", *out] if out else []
 
 
-QUANT_PARAMS = {"storage", "quant", "salient_storage", "salient_share"}
+QUANT_PARAMS = {"storage", "quant", "salient_storage", "salient_share", "residual"}
 
 
 def quantisation_lines(rep: dict) -> list[str]:

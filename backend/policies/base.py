@@ -17,6 +17,10 @@ from .layer_split import LAYER_SPLITS, cake_budgets, prefixkv_budgets
 from .rope_modes import ROPE_MODES, reindex, shift_sink
 
 
+# What an evicting run computes can change with the cache code even when no setting does: the benchmark's
+# resume keys include this, so bump it with such a change (2: the order-free keep_map, session 12).
+ENGINE_VERSION = 2
+
 @dataclass(frozen=True)
 class EvictContext:
     chunk: int               # index of the chunk just committed
