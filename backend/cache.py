@@ -218,13 +218,16 @@ class LayerCache:
         wants "newer" reads `token_id`, never a position."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         n = len(self)
-        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= n):
-            raise IndexError(f"keep index out of range 0..{n - 1}")
-        kept = torch.zeros(n, dtype=torch.bool)
-        kept[idx] = True
-        m = int(kept.sum())
-        evicted = self.meta["token_id"][~kept]
-        holes = (~kept[:m]).nonzero().flatten()                       # evicted slots below the new length
+        if len(idx):
+            lo, hi = torch.aminmax(idx)
+            if int(lo) < 0 or int(hi) >= n:
+                raise IndexError(f"keep index out of range 0..{n - 1}")
+        gone = torch.ones(n, dtype=torch.bool)
+        gone[idx] = False
+        kept = ~gone
+        m = n - int(gone.sum())
+        evicted = self.meta["token_id"][gone]
+        holes = gone[:m].nonzero().flatten()                          # evicted slots below the new length
         movers = kept[m:].nonzero().flatten() + m                     # kept tokens above it (as many)
         source = torch.arange(m)
         if len(holes):

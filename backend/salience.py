@@ -135,8 +135,12 @@ class SalienceHead(nn.Module):
             if only_new:
                 sel &= m["pred"] == 0
             idx = sel.nonzero().flatten()
-            if len(idx):
-                m["pred"][idx] = self(i, self.features(layer.k[:, idx], m["y"][idx], m["x"][idx]))
+            if len(idx):                       # the MLP's layers called directly: this runs after every commit
+                lin1, act, lin2 = self.mlps[i]
+                h = F.linear(self.features(layer.k.index_select(1, idx), m["y"][idx], m["x"][idx]),
+                             lin1.weight, lin1.bias)
+                m["pred"].index_copy_(0, idx, F.linear(F.gelu(h, approximate=act.approximate),
+                                                       lin2.weight, lin2.bias)[:, 0])
 
 
 def student_keys(model: VideoDiT, prompt_tokens: torch.Tensor, latents: torch.Tensor) -> KVCache:

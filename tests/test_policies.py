@@ -161,15 +161,18 @@ def test_packcache_fits_decay_and_water_fills():
 
 
 def test_packcache_rank_within_matches_per_group_topk():
-    """The vectorised per-frame top-b equals a per-frame loop (ranks 0.. by value, later first on ties)."""
+    """The vectorised per-frame top-b equals a per-frame loop (ranks 0.. by value, higher slot first on ties)."""
     from backend.policies.packcache import rank_within
     g = torch.Generator().manual_seed(0)
-    group = torch.randint(0, 5, (200,), generator=g).sort().values
+    group = torch.arange(5).repeat_interleave(40)
+    slot = torch.cat([torch.randperm(64, generator=g)[:40] for _ in range(5)])   # unique cells per group
+    perm = torch.randperm(200, generator=g)                            # cache order is not time order
+    group, slot = group[perm], slot[perm]
     value = torch.randint(0, 6, (200,), generator=g).float()           # many ties
-    rank = rank_within(group, value)
-    for f in group.unique():
+    rank = rank_within(group, slot, value, 64)
+    for f in range(5):
         idx = (group == f).nonzero().flatten()
-        expect = sorted(idx.tolist(), key=lambda i: (-value[i].item(), -i))
+        expect = sorted(idx.tolist(), key=lambda i: (-value[i].item(), -slot[i].item()))
         assert [i for _, i in sorted(zip(rank[idx].tolist(), idx.tolist()))] == expect
 
 

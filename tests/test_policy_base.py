@@ -38,3 +38,63 @@ def test_top_newest_equals_a_stable_sort_with_ties_and_nan():
         newest_first = idx.flip(0)
         ref = newest_first[torch.sort(vals.flip(0), descending=True, stable=True).indices[:k]]
         assert set(top_newest(vals, idx, k).tolist()) == set(ref.tolist()), (vals, k)
+
+
+def test_select_frames_equals_a_per_frame_greedy_loop():
+    """The vectorised frame selection keeps what a plain loop keeps: protected tokens, then whole frames by
+    mean score (newer frame on ties) while they fit, for equal and ragged frames in any cache order."""
+    from backend.policies.base import select_frames
+    g = torch.Generator().manual_seed(1)
+    for trial in range(150):
+        n_frames, per = int(torch.randint(2, 12, (1,), generator=g)), 4
+        frame = torch.arange(n_frames).repeat_interleave(per)
+        if trial % 2:                                                  # ragged: some tokens already evicted
+            frame = frame[torch.rand(len(frame), generator=g) > 0.3]
+        frame = torch.cat([torch.full((3,), -1), frame])               # prompt tokens (frame -1)
+        perm = torch.randperm(len(frame), generator=g)
+        frame = frame[perm]                                            # cache order is not time order
+        scores = torch.randint(0, 4, (len(frame),), generator=g).float()
+        prot = (frame == -1) | (frame == int(frame.max()))
+        budget = int(prot.sum()) + int(torch.randint(0, len(frame), (1,), generator=g))
+        room, keep = budget - int(prot.sum()), prot.clone()
+        free_frames = sorted({int(f) for f in frame[~prot]})
+        means = {f: float(scores[(frame == f) & ~prot].mean()) for f in free_frames}
+        for f in sorted(free_frames, key=lambda f: (-means[f], -f)):
+            size = int(((frame == f) & ~prot).sum())
+            if size <= room:
+                keep |= (frame == f) & ~prot
+                room -= size
+        assert select_frames(scores, prot, frame, budget).tolist() == keep.nonzero().flatten().tolist()
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_frame_pool_equals_pooling_each_frame(kind):
+    """Pooling a per-token signal on the stacked frame grids equals pooling each frame's image on its own
+    (missing cells -inf for max, 0 for the average), prompt tokens untouched, any cache order."""
+    import torch.nn.functional as F
+
+    from backend.cache import LayerCache
+    from backend.policies.flowcache import spatial_max
+    from backend.policies.signals import spatial_pool
+    g, grid = torch.Generator().manual_seed(2), 4
+    frame = torch.cat([torch.full((2,), -1), torch.tensor([1, 4, 5]).repeat_interleave(grid * grid)])
+    cell = torch.cat([torch.zeros(2, dtype=torch.long), torch.arange(grid * grid).repeat(3)])
+    keep = torch.rand(len(frame), generator=g) > 0.25
+    keep[:2] = True
+    frame, cell = frame[keep], cell[keep]
+    perm = torch.randperm(len(frame), generator=g)
+    frame, cell = frame[perm], cell[perm]
+    n = len(frame)
+    layer = LayerCache(torch.zeros(1, n, 2), torch.zeros(1, n, 2),
+                       {"frame": frame, "y": cell // grid, "x": cell % grid, "kind": (frame >= 0).to(torch.int8)})
+    values = torch.rand(n, generator=g)
+    out = spatial_max(values, layer, grid, 3) if kind == "max" else spatial_pool(values, layer, grid, 3)
+    expect = values.clone()
+    for f in (1, 4, 5):
+        sel = (frame == f).nonzero().flatten()
+        img = torch.full((grid * grid,), float("-inf") if kind == "max" else 0.0)
+        img[cell[sel]] = values[sel]
+        img = img.view(1, 1, grid, grid)
+        pooled = (F.max_pool2d(img, 3, 1, 1) if kind == "max" else F.avg_pool2d(img, 3, 1, 1, count_include_pad=False))
+        expect[sel] = pooled.flatten()[cell[sel]]
+    assert torch.equal(out, expect)

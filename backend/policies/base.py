@@ -218,24 +218,37 @@ def top_newest(values: torch.Tensor, idx: torch.Tensor, k: int, age: torch.Tenso
 
 def select_frames(scores: torch.Tensor, protected: torch.Tensor, frame: torch.Tensor, budget: int) -> torch.Tensor:
     """Frame granularity: keep every protected token, then whole frames by mean score (newer on ties)
-    while they fit in the budget. Returns sorted cache indices."""
+    while they fit in the budget. Returns sorted cache indices.
+
+    Frame indices address per-frame sums directly (no unique / searchsorted / isin): this runs on every
+    layer after every commit, where a few dozen small tensor ops are most of the eviction step."""
     n_prot = int(protected.sum())
     if n_prot > budget:
         raise ValueError(f"budget {budget} tokens is below the {n_prot} protected tokens "
                          "(prompt anchors + newest chunk); raise the budget")
     free = ~protected
-    frames = frame[free].unique()                                     # ascending frame index
-    if len(frames) == 0:
+    ff = frame[free]
+    if len(ff) == 0:
         return protected.nonzero().flatten()
-    inv = torch.searchsorted(frames, frame[free])
-    sums = torch.zeros(len(frames)).index_add_(0, inv, scores[free].float())
-    counts = torch.zeros(len(frames)).index_add_(0, inv, torch.ones(len(inv)))
+    lo = int(ff.min())                                                # frames are >= 0; prompt tokens are protected
+    ff = ff - lo
+    counts = torch.bincount(ff)                                       # (F,) tokens per frame index
+    sums = torch.zeros(len(counts)).index_add_(0, ff, scores[free].float())
+    frames = counts.nonzero().flatten()                               # ascending frame index (minus lo)
+    cnt = counts[frames]
     newest_first = torch.arange(len(frames) - 1, -1, -1)
-    order = newest_first[torch.sort((sums / counts)[newest_first], descending=True, stable=True).indices]
-    room, chosen, cnt, fr = budget - n_prot, [], counts.long().tolist(), frames.tolist()
-    for j in order.tolist():                                          # greedy: best frames that still fit
-        if cnt[j] <= room:
-            chosen.append(fr[j])
-            room -= cnt[j]
-    keep = protected | (free & torch.isin(frame, torch.tensor(chosen, dtype=frame.dtype)))
+    order = newest_first[torch.sort((sums[frames] / cnt)[newest_first], descending=True, stable=True).indices]
+    room = budget - n_prot
+    if bool((cnt == cnt[0]).all()):                                   # equal frames: the greedy is a prefix
+        chosen = frames[order[:room // int(cnt[0])]]
+    else:
+        chosen, c, fr = [], cnt.tolist(), frames.tolist()
+        for j in order.tolist():                                      # greedy: best frames that still fit
+            if c[j] <= room:
+                chosen.append(fr[j])
+                room -= c[j]
+        chosen = torch.tensor(chosen, dtype=torch.long)
+    pick = torch.zeros(len(counts) + 1, dtype=torch.bool)             # the extra slot: tokens of no free frame
+    pick[chosen] = True
+    keep = protected | (free & pick[(frame - lo).clamp(0, len(counts))])
     return keep.nonzero().flatten()

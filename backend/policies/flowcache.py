@@ -17,22 +17,12 @@ import torch.nn.functional as F
 
 from ..cache import KIND_FRAME
 from .base import Policy
-from .signals import recent_attention
+from .signals import frame_pool, recent_attention
 
 
 def spatial_max(values: torch.Tensor, layer, grid: int, kernel: int) -> torch.Tensor:
     """Max-pool a per-token signal over kernel x kernel within each frame (prompt tokens unchanged)."""
-    m = layer.meta
-    is_frame = m["kind"] == KIND_FRAME
-    out = values.clone().float()
-    if kernel <= 1 or not bool(is_frame.any()):
-        return out
-    uniq, inv = m["frame"][is_frame].unique(return_inverse=True)
-    img = torch.full((len(uniq), grid, grid), float("-inf"))
-    img[inv, m["y"][is_frame], m["x"][is_frame]] = values[is_frame].float()
-    pooled = F.max_pool2d(img[:, None], kernel, stride=1, padding=kernel // 2)[:, 0]
-    out[is_frame] = pooled[inv, m["y"][is_frame], m["x"][is_frame]]
-    return out
+    return frame_pool(values, layer, grid, kernel, F.max_pool2d, float("-inf"))
 
 
 def redundancy(k: torch.Tensor) -> torch.Tensor:

@@ -26,32 +26,32 @@ from .signals import recent_attention
 
 def fit_rho(dist: torch.Tensor, att: torch.Tensor, lo: float, hi: float) -> float:
     """Least-squares slope of log(mean attention) over distance -> rho = exp(slope), clamped."""
-    d, inv = dist.unique(return_inverse=True)
+    if len(dist) == 0:
+        return hi
+    d0 = int(dist.min())
+    counts = torch.bincount(dist - d0)                                 # distances address the sums directly
+    sums = torch.zeros(len(counts)).index_add_(0, dist - d0, att.float())
+    d = counts.nonzero().flatten()
     if len(d) < 2:
         return hi
-    sums = torch.zeros(len(d)).index_add_(0, inv, att.float())
-    counts = torch.zeros(len(d)).index_add_(0, inv, torch.ones(len(inv)))
-    mean = (sums / counts).clamp_min(1e-12).log()                      # (distances,) log mean attention
-    x = d.float() - d.float().mean()
+    mean = (sums[d] / counts[d]).clamp_min(1e-12).log()               # (distances,) log mean attention
+    x = (d + d0).float()
+    x = x - x.mean()
     slope = float((x * (mean - mean.mean())).sum() / (x * x).sum())
     return min(max(math.exp(slope), lo), hi)
 
 
-def rank_within(group: torch.Tensor, value: torch.Tensor, age: torch.Tensor | None = None) -> torch.Tensor:
-    """Rank of each element inside its group (0 = largest value; ties towards the newer element: higher
-    `age`, a token id, else the later position): (n,)."""
-    rev = torch.arange(len(value) - 1, -1, -1) if age is None else age.argsort(descending=True)
-    order = rev[torch.sort(value.float()[rev], descending=True, stable=True).indices]  # value desc, later first
-    order = order[torch.sort(group[order], stable=True).indices]        # then grouped, that order kept
-    g = group[order]
-    start = torch.zeros(len(g), dtype=torch.long)
-    new = torch.ones(len(g), dtype=torch.bool)
-    new[1:] = g[1:] != g[:-1]
-    start[new] = new.nonzero().flatten()
-    start = torch.cummax(start, 0).values
-    rank = torch.empty(len(g), dtype=torch.long)
-    rank[order] = torch.arange(len(g)) - start
-    return rank
+def rank_within(group: torch.Tensor, slot: torch.Tensor, value: torch.Tensor, width: int) -> torch.Tensor:
+    """Rank of each element inside its group (0 = largest value; ties towards the higher `slot`, which in
+    a frame is the later raster position, i.e. the newer token id): (n,). (group, slot) must be unique,
+    0 <= slot < width, groups 0.. dense. One row-wise sort of a (groups, width) table."""
+    n_groups = int(group.max()) + 1 if len(group) else 0
+    table = torch.full((n_groups, width), float("-inf"))
+    rev = width - 1 - slot                                             # higher slot first on ties
+    table[group, rev] = value.float()
+    order = torch.sort(table, dim=1, descending=True, stable=True).indices     # (G, W) column per rank
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(width).expand(n_groups, width))
+    return rank[group, rev]
 
 
 @dataclass
@@ -91,7 +91,8 @@ class PackCache(Policy):
             ok = j[None, :] < alloc[:, None]
             pick[(start[:, None] + at)[ok]] = True
         else:                           # the frame's top-b tokens by newest-chunk attention
-            pick = rank_within(inv, att[idx], m["token_id"][idx]) < alloc[inv]
+            slot = m["y"][idx] * ctx.grid + m["x"][idx]                   # raster cell: token-id order in a frame
+            pick = rank_within(inv, slot, att[idx], ctx.grid * ctx.grid) < alloc[inv]
         keep = prot.clone()
         keep[idx[pick]] = True
         score = torch.full((n,), float("-inf"))

@@ -33,9 +33,10 @@ from .signals import past_attention
 
 
 def minmax(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    if not bool(mask.any()):
+    sel = x[mask]
+    if len(sel) == 0:
         return torch.zeros_like(x)
-    lo, hi = x[mask].min(), x[mask].max()
+    lo, hi = torch.aminmax(sel)
     return (x - lo) / (hi - lo).clamp_min(1e-12)
 
 

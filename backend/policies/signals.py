@@ -1,6 +1,8 @@
 """Salience signals read from cache metadata (DESIGN §6), shared by the scoring policies."""
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -26,16 +28,27 @@ def recency(layer: LayerCache) -> torch.Tensor:
 
 def spatial_pool(values: torch.Tensor, layer: LayerCache, grid: int, kernel: int) -> torch.Tensor:
     """Average-pool a per-token signal over a kernel x kernel neighbourhood within each frame
-    (SnapKV's pooling, done on the frame grid instead of the 1D sequence). Prompt tokens keep their value."""
+    (SnapKV's pooling, done on the frame grid instead of the 1D sequence). Prompt tokens keep their value;
+    an evicted token's cell counts as 0."""
+    pool = functools.partial(F.avg_pool2d, count_include_pad=False)
+    return frame_pool(values, layer, grid, kernel, pool, 0.0)
+
+
+def frame_pool(values: torch.Tensor, layer: LayerCache, grid: int, kernel: int, pool, empty: float) -> torch.Tensor:
+    """`pool` (an F.*_pool2d) a per-token signal over kernel x kernel cells of each frame's grid, cells with
+    no cached token set to `empty`; prompt tokens keep their value: (n,). Frame indices address the image
+    stack directly (frames no longer cached are empty images): fewer small ops than grouping by frame."""
     m = layer.meta
-    is_frame = m["kind"] == KIND_FRAME
-    if kernel <= 1 or not bool(is_frame.any()):
-        return values.clone()
-    frames = m["frame"][is_frame]
-    uniq, inv = frames.unique(return_inverse=True)
-    img = torch.zeros(len(uniq), grid, grid)
-    img[inv, m["y"][is_frame], m["x"][is_frame]] = values[is_frame].float()
-    pooled = F.avg_pool2d(img[:, None], kernel, stride=1, padding=kernel // 2, count_include_pad=False)[:, 0]
     out = values.clone().float()
-    out[is_frame] = pooled[inv, m["y"][is_frame], m["x"][is_frame]]
+    is_frame = (m["kind"] == KIND_FRAME).nonzero().flatten()
+    if kernel <= 1 or len(is_frame) == 0:
+        return out
+    f = m["frame"].index_select(0, is_frame)
+    lo = int(f.min())
+    n_frames = int(f.max()) - lo + 1
+    cell = ((f - lo) * grid + m["y"].index_select(0, is_frame)) * grid + m["x"].index_select(0, is_frame)
+    img = torch.full((n_frames * grid * grid,), empty)
+    img[cell] = out.index_select(0, is_frame)
+    pooled = pool(img.view(n_frames, 1, grid, grid), kernel, stride=1, padding=kernel // 2)
+    out[is_frame] = pooled.reshape(-1)[cell]
     return out

@@ -39,12 +39,11 @@ class TempCache(Policy):
         if len(new) == 0 or not bool(old.any()):
             return torch.zeros(len(layer), dtype=torch.bool)
         k = layer.rotated_keys(ctx.rotate) if ctx.rotate is not None else layer.k   # (H, n, Dh) as attention sees them
-        k_new = k.index_select(1, new)                                               # (H, c, Dh)
-        dots = torch.bmm(k, k_new.transpose(1, 2)).sum(0)                            # (n, c) over concatenated heads
-        norm = k.pow(2).sum((0, 2)).sqrt().clamp_min(1e-12)                          # (n,)
-        sim = dots / norm[:, None] / norm[new][None, :]                              # cosine similarity
-        best, arg = sim.masked_fill_(~old[:, None], -2.0).max(1)                     # (n,) best new match of old tokens
-        hit = (best >= self.threshold).nonzero().flatten()
+        H, n, Dh = k.shape
+        kf = k.transpose(0, 1).reshape(n, H * Dh)                                    # (n, H*Dh) concatenated heads
+        kf = kf / kf.norm(dim=1, keepdim=True).clamp_min(1e-12)                      # unit keys
+        best, arg = (kf @ kf.index_select(0, new).T).max(1)                          # (n,) best cosine with a new token
+        hit = ((best >= self.threshold) & old).nonzero().flatten()
         return layer.merge_values(hit, new[arg[hit]])
 
     def prepare(self, cache, ctx):
