@@ -143,6 +143,25 @@ class SalienceHead(nn.Module):
                                                        lin2.weight, lin2.bias)[:, 0])
 
 
+    @torch.no_grad()
+    def predict_tail(self, cache: KVCache, n_new: int) -> None:
+        """Fill meta['pred'] of the last `n_new` tokens of every layer (the chunk a commit just appended),
+        the per-layer MLPs batched into one pair of matrix products: this runs after every commit."""
+        if n_new <= 0:
+            return
+        feats = torch.stack([self.features(layer.k[:, -n_new:], layer.meta["y"][-n_new:], layer.meta["x"][-n_new:])
+                             for layer in cache.layers])                                   # (L, c, H*Dh + 2)
+        lin1 = [mlp[0] for mlp in self.mlps]
+        lin2 = [mlp[2] for mlp in self.mlps]
+        h = torch.baddbmm(torch.stack([l.bias for l in lin1])[:, None], feats,
+                          torch.stack([l.weight for l in lin1]).transpose(1, 2))           # (L, c, hidden)
+        h = F.gelu(h, approximate=self.mlps[0][1].approximate)
+        out = torch.baddbmm(torch.stack([l.bias for l in lin2])[:, None], h,
+                            torch.stack([l.weight for l in lin2]).transpose(1, 2))[..., 0]  # (L, c)
+        for layer, o in zip(cache.layers, out):
+            layer.meta["pred"][-n_new:] = o
+
+
 def student_keys(model: VideoDiT, prompt_tokens: torch.Tensor, latents: torch.Tensor) -> KVCache:
     """The student's cache after committing a clip's clean latents chunk by chunk (what SEH sees)."""
     cfg = model.cfg

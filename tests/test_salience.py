@@ -48,6 +48,34 @@ def test_pafu_policy_uses_the_head_and_respects_the_budget(tiny, ae):
     assert ev.scores[0] is not None
 
 
+def test_pafu_batched_tail_scoring_equals_scoring_each_layer(tiny, ae):
+    """After every commit PaFu-KV scores the appended tail of all layers in one batched pass; the
+    predictions equal the per-layer path's (float rounding), and a branched cache takes the full path."""
+    import copy
+
+    tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
+    torch.manual_seed(3)
+    head = SalienceHead(SEHConfig(n_layer=tiny.cfg.n_layer, key_dim=tiny.cfg.dim, grid=tiny.cfg.grid))
+    pol = make_policy("pafu", budget=P + 3 * tpf, head=head)
+    st = Stepper(tiny, ae, "a red circle on blue stripes", 7, seed=1, policy=pol, preview=False)
+    list(st.run())
+    fast = [layer.meta["pred"].clone() for layer in st.cache.layers]
+    slow = st.cache.clone()
+    for layer in slow.layers:
+        layer.meta["pred"].zero_()
+    head.predict_cache(slow, only_new=True)
+    for a, layer in zip(fast, slow.layers):
+        assert torch.allclose(a, layer.meta["pred"], atol=1e-5) and bool((a[layer.meta["kind"] == 1] != 0).all())
+    other = copy.deepcopy(pol)              # a copy evicting a branch: the tail shortcut must not apply
+    branch = st.cache.clone()
+    for layer in branch.layers:
+        layer.meta["pred"].zero_()
+    from backend.policies import EvictContext
+    ctx = EvictContext(st.chunk, (st.chunk, st.chunk), tpf, tiny.cfg.grid, tiny.rotate)
+    other.prepare(branch, ctx)
+    assert all(bool((layer.meta["pred"][layer.meta["kind"] == 1] != 0).all()) for layer in branch.layers)
+
+
 def test_rank_metrics():
     a = np.arange(100.0)
     assert spearman(a, a) > 0.999 and spearman(a, -a) < -0.999

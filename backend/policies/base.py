@@ -18,8 +18,9 @@ from .rope_modes import ROPE_MODES, reindex, shift_sink
 
 
 # What an evicting run computes can change with the cache code even when no setting does: the benchmark's
-# resume keys include this, so bump it with such a change (2: the order-free keep_map, session 12).
-ENGINE_VERSION = 2
+# resume keys include this, so bump it with such a change (2: the order-free keep_map, session 12; 3: PaFu-KV's
+# head batched over layers, predictions equal to float rounding, and the eviction timings re-measured, session 13).
+ENGINE_VERSION = 3
 
 @dataclass(frozen=True)
 class EvictContext:

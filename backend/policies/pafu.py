@@ -21,6 +21,7 @@ against 0.69 (6 validation prompts, 256 frames). `pafu:granularity=token` is the
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -50,6 +51,7 @@ class PaFu(Policy):
     granularity: str = "frame"                          # whole frames by mean score (see the docstring)
     head: object = field(default=None, repr=False)      # a SalienceHead; None loads the shipped one
     head_ms: float = 0.0                                # time spent in the head (overhead reporting)
+    _last: tuple | None = field(default=None, repr=False, compare=False)  # (weakref to cache, chunk) last evicted
 
     def __post_init__(self):
         super().__post_init__()
@@ -80,8 +82,16 @@ class PaFu(Policy):
         return [str(MODELS_DIR / head_file(self.labels))]
 
     def prepare(self, cache, ctx):
+        """Score the tokens the last commit added. When this policy evicted this same cache after the
+        previous chunk, those are exactly each layer's tail (commits append) and one batched pass scores
+        them; otherwise (a first call, a cache branched or built elsewhere) every unscored frame token is."""
         t0 = time.perf_counter()
-        self.salience_head().predict_cache(cache, only_new=True)
+        f0, f1 = ctx.newest_frames
+        if self._last is not None and self._last[0]() is cache and self._last[1] == ctx.chunk - 1:
+            self.salience_head().predict_tail(cache, (f1 - f0 + 1) * ctx.tokens_per_frame)
+        else:
+            self.salience_head().predict_cache(cache, only_new=True)
+        self._last = (weakref.ref(cache), ctx.chunk)
         self.head_ms += (time.perf_counter() - t0) * 1e3
         return super().prepare(cache, ctx)
 
