@@ -1,5 +1,6 @@
 """PaFu-KV pieces: SSE components against brute force, the head, the policy, the training stage."""
 import numpy as np
+import pytest
 import torch
 
 from backend.policies import make_policy
@@ -74,6 +75,24 @@ def test_pafu_batched_tail_scoring_equals_scoring_each_layer(tiny, ae):
     ctx = EvictContext(st.chunk, (st.chunk, st.chunk), tpf, tiny.cfg.grid, tiny.rotate)
     other.prepare(branch, ctx)
     assert all(bool((layer.meta["pred"][layer.meta["kind"] == 1] != 0).all()) for layer in branch.layers)
+
+
+def test_pafu_recent_share_keeps_a_recency_window(tiny, ae):
+    """recent_share reserves that share of the budget's frames for the newest frames (never evicted), the
+    rest goes by salience; a share that leaves no room is rejected before any work."""
+    tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
+    torch.manual_seed(4)
+    head = SalienceHead(SEHConfig(n_layer=tiny.cfg.n_layer, key_dim=tiny.cfg.dim, grid=tiny.cfg.grid))
+    pol = make_policy("pafu", budget=P + 6 * tpf, head=head, recent_share=0.5, sink_frames=0)
+    assert pol.recent_window(tpf) == 3
+    st = Stepper(tiny, ae, "a red circle on blue stripes", 12, seed=1, policy=pol, preview=False)
+    for rec in st.run():
+        if rec.phase == "evict" and rec.chunk >= 6:
+            for kept in rec.kept:
+                frames = set(((kept[kept >= P] - P) // tpf).tolist())
+                assert {rec.chunk - 2, rec.chunk - 1, rec.chunk} <= frames and len(frames) <= 6
+    with pytest.raises(ValueError, match="below"):
+        make_policy("pafu", budget=P + 4 * tpf, head=head, recent_share=0.9, sink_frames=1).check(P + 1, tpf, 1)
 
 
 def test_rank_metrics():

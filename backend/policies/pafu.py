@@ -46,6 +46,7 @@ class PaFu(Policy):
     name = "pafu"
     alpha: float = 0.5
     recent_frames: int = 1
+    recent_share: float = 0.0                           # share of the budget's frames kept as a recency window
     sink_frames: int = 1
     labels: str = "sse"                                 # which head: sse (the paper) | hindsight (our variant)
     granularity: str = "frame"                          # whole frames by mean score (see the docstring)
@@ -58,16 +59,24 @@ class PaFu(Policy):
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         head_file(self.labels)                            # rejects unknown labels
+        if not 0.0 <= self.recent_share < 1.0:
+            raise ValueError(f"recent_share must be in [0, 1), got {self.recent_share}")
         if self.recent_frames < 1 or self.sink_frames < 0:
             raise ValueError(f"recent_frames must be >= 1 and sink_frames >= 0, got {self.recent_frames}, "
                              f"{self.sink_frames}")
 
     def min_budget(self, n_prompt, tokens_per_frame, chunk_frames):
-        return n_prompt + (max(self.recent_frames, chunk_frames) + self.sink_frames) * tokens_per_frame
+        return n_prompt + (max(self.recent_window(tokens_per_frame), chunk_frames) + self.sink_frames) * tokens_per_frame
+
+    def recent_window(self, tokens_per_frame: int) -> int:
+        """Frames of the protected recency window: `recent_frames`, or `recent_share` of the budget's frames
+        if that is more (H2O splits its budget between heavy hitters and recent tokens the same way)."""
+        share = int(self.recent_share * (self.budget // tokens_per_frame)) if self.budget is not None else 0
+        return max(self.recent_frames, share)
 
     def protected(self, layer, ctx):
         f = layer.meta["frame"]
-        recent = f > ctx.newest_frames[1] - self.recent_frames
+        recent = f > ctx.newest_frames[1] - self.recent_window(ctx.tokens_per_frame)
         sink = (layer.meta["kind"] == KIND_FRAME) & (f < self.sink_frames)
         return super().protected(layer, ctx) | recent | sink
 
@@ -102,4 +111,5 @@ class PaFu(Policy):
 
     def describe(self):
         return {**super().describe(), "alpha": self.alpha, "recent_frames": self.recent_frames,
+                "recent_share": self.recent_share,
                 "sink_frames": self.sink_frames, "labels": self.labels}
