@@ -34,10 +34,11 @@ from .signals import past_attention
 
 
 def minmax(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    sel = x[mask]
-    if len(sel) == 0:
+    """Min-max normalise each row of x (r, n) (or x (n,)) over the columns in `mask` (n,)."""
+    sel = x[..., mask]
+    if sel.shape[-1] == 0:
         return torch.zeros_like(x)
-    lo, hi = torch.aminmax(sel)
+    lo, hi = torch.aminmax(sel, dim=-1, keepdim=True)
     return (x - lo) / (hi - lo).clamp_min(1e-12)
 
 
@@ -75,10 +76,13 @@ class PaFu(Policy):
         return max(self.recent_frames, share)
 
     def protected(self, layer, ctx):
+        """Prompt anchors, the sink frames and the recency window (which holds the newest chunk). Prompt
+        tokens sit at frame -1, so one comparison covers them and the sink: this runs on every layer after
+        every commit."""
+        first, last = ctx.newest_frames
+        recent_from = min(first, last + 1 - self.recent_window(ctx.tokens_per_frame))
         f = layer.meta["frame"]
-        recent = f > ctx.newest_frames[1] - self.recent_window(ctx.tokens_per_frame)
-        sink = (layer.meta["kind"] == KIND_FRAME) & (f < self.sink_frames)
-        return super().protected(layer, ctx) | recent | sink
+        return (f < self.sink_frames) | (f >= recent_from)
 
     def salience_head(self):
         """The Salience Estimation Head this policy scores with (loaded on first use)."""
@@ -106,8 +110,8 @@ class PaFu(Policy):
 
     def score(self, layer_idx, layer, ctx):
         m = layer.meta
-        frames = m["kind"] == KIND_FRAME
-        return self.alpha * minmax(past_attention(layer), frames) + (1 - self.alpha) * minmax(m["pred"], frames)
+        both = minmax(torch.stack([past_attention(layer), m["pred"]]), m["kind"] == KIND_FRAME)   # (2, n)
+        return self.alpha * both[0] + (1 - self.alpha) * both[1]
 
     def describe(self):
         return {**super().describe(), "alpha": self.alpha, "recent_frames": self.recent_frames,
