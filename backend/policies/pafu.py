@@ -11,7 +11,10 @@ first `sink_frames` frames and the newest `recent_frames` frames. Defaults (sink
 were chosen on validation prompts, never the held-out set (docs/benchmarks/policies_validation.md); on
 the current student, at frame level: a 2-frame recent window changes nothing (the previous frame is
 always kept), no sink costs 0.2 dB at 1/8, and alpha = 1 (past attention only, no head) loses 2.2 dB at
-1/8 but gains 2.0 dB at 1/4, with lower adherence and identity at 1/8.
+1/8 but gains 2.0 dB at 1/4, with lower adherence and identity at 1/8. `recent_share` (a recency
+window of that share of the budget's frames) stays 0: at 0.25 / 0.5 it moved PSNR by +0.1 / +0.3 dB at
+1/8 and -0.2 / -0.7 dB at 1/4, and adherence at 1/8 by 0.00 / -0.04, all inside the CIs
+(docs/benchmarks/pafu_recent/).
 Granularity (our choice, on the same validation prompts): whole frames by mean score, not single tokens
 as in methods.md's reconstruction. Kept one by one, the salient tokens of a moving sprite survive at
 many old positions, and the student draws them again: at 1/8 token-level PaFu-KV scored 2.3 extra
