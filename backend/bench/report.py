@@ -64,11 +64,22 @@ def plot(rep: dict, results: list[dict], out: Path, name: str = "policies") -> N
     plt.close(fig)
 
 
+# two-sided 95% Student t quantiles by degrees of freedom (1-30); beyond 30 the normal 1.96 is within 4%
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    return T975[df - 1] if 1 <= df <= len(T975) else 1.96
+
+
 def mean_ci(v) -> tuple[float, float]:
+    """Mean and half-width of its 95% confidence interval (Student t: with 6 prompts the normal 1.96 would
+    understate it by a quarter); nan where undefined."""
     v = np.array([x for x in v if x is not None and not (isinstance(x, float) and math.isnan(x))], float)
     if len(v) == 0:
         return float("nan"), float("nan")
-    return float(v.mean()), float(1.96 * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return float(v.mean()), float(t975(len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
 
 
 def diverge_from(share: float, frames: int) -> int:
@@ -90,6 +101,17 @@ def salience_head_quality() -> dict | None:
     return checkpoint.read(path)[2].get("heldout")
 
 
+def run_metrics(r: dict, frames: int) -> dict[str, float | None]:
+    """One run's quality numbers as the tables report them: the world-consistency scores, and PSNR / SSIM
+    against the full cache averaged over the frames that can differ from it (`diverge_from`)."""
+    out = dict(r["scores"])
+    if "psnr" in r:
+        k = diverge_from(r["share"], frames)
+        out["psnr"] = float(np.mean(np.minimum(r["psnr"][k:], 100)))
+        out["ssim"] = float(np.mean(r["ssim"][k:]))
+    return out
+
+
 def summarise(results: list[dict], frames: int) -> dict:
     full = {r["pair"]: r for r in results if r["policy"] == "full"}
     rows = []
@@ -97,11 +119,10 @@ def summarise(results: list[dict], frames: int) -> dict:
     for pol, sh in keys:
         rs = [r for r in results if r["policy"] == pol and r["share"] == sh]
         row = {"policy": pol, "share": sh, "n": len(rs)}
-        for s in SCORES:
-            row[s] = mean_ci([r["scores"][s] for r in rs])
+        ms = [run_metrics(r, frames) for r in rs]
+        for s in SCORES + ("psnr", "ssim"):
+            row[s] = mean_ci([m.get(s) for m in ms])
         k = diverge_from(sh, frames)
-        row["psnr"] = mean_ci([float(np.mean(np.minimum(r["psnr"][k:], 100))) for r in rs if "psnr" in r])
-        row["ssim"] = mean_ci([float(np.mean(r["ssim"][k:])) for r in rs if "ssim" in r])
         row["speedup_vs_full"] = mean_ci([full[r["pair"]]["total_s"] / r["total_s"] for r in rs if r["pair"] in full])
         row["latency_ratio_last_32"] = mean_ci([np.median(r["frame_ms"][-8:]) / np.median(r["frame_ms"][28:36])
                                                 for r in rs])
@@ -113,6 +134,7 @@ def summarise(results: list[dict], frames: int) -> dict:
         rows.append(row)
     ref = [{s: mean_ci([r["scores"][s] for r in full.values()]) for s in SCORES}]
     return {"frames": frames, "rows": rows, "full": ref, "salience_head": salience_head_quality(),
+            "paired": paired(results, frames),
             "full_total_s": mean_ci([r["total_s"] for r in full.values()]),
             "full_peak_kv_mb": mean_ci([r["peak_kv_bytes"] / 2 ** 20 for r in full.values()])}
 
@@ -143,6 +165,61 @@ def headline_lines(rep: dict, method: str = "pafu", shares=(1 / 8, 1 / 4)) -> li
             out.append(f"- 1/{round(1 / sh)}, {key}: {method} {m:.3f} ± {mc:.3f} {verdict} the best heuristic, "
                        f"{best['policy']} {b:.3f} ± {bc:.3f}")
     return ["", f"Headline: {method} against the best heuristic policy per metric (bounds excluded):", *out] if out else []
+
+
+def paired(results: list[dict], frames: int, method: str = "pafu") -> list[dict]:
+    """`method` minus each heuristic on the same prompt, seed and noise (the sweep's design), per budget and
+    headline metric: mean difference ± 95% CI over the prompts where both are defined. Pairing removes the
+    between-prompt spread, which dominates the unpaired CIs of the tables."""
+    by = {}
+    for r in results:
+        if r["policy"] != "full":
+            by.setdefault((r["policy"], r["share"]), {})[r["pair"]] = run_metrics(r, frames)
+    out = []
+    for (pol, sh), mine in sorted(by.items()):
+        if pol != method:
+            continue
+        for (rival, sh2), theirs in sorted(by.items()):
+            if sh2 != sh or rival == method or ":" in rival or rival in BOUNDS:
+                continue
+            row = {"share": sh, "rival": rival}
+            for key in HEADLINE:
+                d = [mine[p][key] - theirs[p][key] for p in mine.keys() & theirs.keys()
+                     if mine[p].get(key) is not None and theirs[p].get(key) is not None
+                     and not math.isnan(mine[p][key]) and not math.isnan(theirs[p][key])]
+                row[key] = (*mean_ci(d), len(d))
+            out.append(row)
+    return out
+
+
+def paired_lines(rep: dict, method: str = "pafu") -> list[str]:
+    """The paired table and, per budget, whether `method` matches or beats every heuristic (no paired
+    difference significantly below zero on any headline metric)."""
+    rows = rep.get("paired") or []
+    if not rows:
+        return []
+
+    def cell(v):
+        m, ci, n = v
+        if math.isnan(m):
+            return "n/a"
+        sign = "" if math.isnan(ci) else " ▲" if m - ci > 0 else " ▼" if m + ci < 0 else ""
+        return f"{m:+.3f} ± {ci:.3f}{sign} (n={n})"
+
+    out = ["", f"Paired differences, {method} minus each heuristic on the same prompts, seeds and noise (mean ± 95% "
+           "CI over prompts; ▲ / ▼: the CI excludes 0):", "",
+           "| budget | heuristic | " + " | ".join(HEADLINE) + " |", "|---" * (len(HEADLINE) + 2) + "|"]
+    for r in rows:
+        out.append(f"| 1/{round(1 / r['share'])} | {r['rival']} | " + " | ".join(cell(r[k]) for k in HEADLINE) + " |")
+    out.append("")
+    for sh in sorted({r["share"] for r in rows}):
+        rs = [r for r in rows if r["share"] == sh]
+        worse = [f"{r['rival']} on {k}" for r in rs for k in HEADLINE if r[k][0] + r[k][1] < 0]
+        better = [f"{r['rival']} on {k}" for r in rs for k in HEADLINE if r[k][0] - r[k][1] > 0]
+        out.append(f"- 1/{round(1 / sh)}: {method} " + ("matches or beats every heuristic (no significant loss)"
+                   if not worse else "is significantly below " + ", ".join(worse))
+                   + ("; significantly above " + ", ".join(better) if better else "") + ".")
+    return out
 
 
 QUANT_PARAMS = {"storage", "quant", "salient_storage", "salient_share", "residual"}
@@ -196,7 +273,7 @@ def markdown(rep: dict, name: str = "policies") -> str:
         "over frames 28-35; latency_ratio_end_fill: the same over 8 frames just after the cache first fills its "
         "budget (share x frames + 4 on), i.e. flatness once bounded; overhead_share: eviction step time over chunk time; head_share: salience-head time "
         f"over total generation time. Plots: {name}_quality.png, {name}_latency.png."]
-    lines += headline_lines(rep) + quantisation_lines(rep)
+    lines += headline_lines(rep) + paired_lines(rep) + quantisation_lines(rep)
     head = rep.get("salience_head")
     if head:
         lines += ["", "PaFu-KV salience head against teacher SSE on held-out clips (per layer): Spearman "

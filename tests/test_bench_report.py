@@ -1,0 +1,57 @@
+"""The policy benchmark's statistics: Student-t intervals and the paired PaFu-KV-minus-heuristic comparison."""
+import math
+
+import numpy as np
+
+from backend.bench.report import HEADLINE, markdown, mean_ci, paired, summarise
+from backend.bench.spec import SCORES
+
+FRAMES = 48
+
+
+def fake_run(policy, pair, share, adherence, psnr, identity=None):
+    scores = {s: 0.5 for s in SCORES}
+    scores.update(adherence=adherence, identity_persistence=identity)
+    return {"pair": pair, "policy": policy, "share": share, "scores": scores, "psnr": [psnr] * FRAMES,
+            "ssim": [0.9] * FRAMES, "frame_ms": [10.0] * FRAMES, "total_s": 1.0, "peak_kv_bytes": 2 ** 20,
+            "evict_ms_mean": 0.1, "chunk_ms_mean": 10.0, "head_ms_total": 0.0}
+
+
+def test_mean_ci_uses_student_t():
+    v = [1.0, 2.0, 4.0, 3.0, 6.0, 5.0]
+    m, ci = mean_ci(v)
+    assert m == 3.5
+    assert math.isclose(ci, 2.571 * np.std(v, ddof=1) / math.sqrt(6), rel_tol=1e-9)
+    assert math.isnan(mean_ci([1.0])[1]) and math.isnan(mean_ci([None, float("nan")])[0])
+
+
+def test_paired_difference_sees_a_consistent_gain_the_unpaired_cis_hide():
+    # prompts differ a lot (0.1 .. 0.9); pafu is 0.05 above tova on every one, and 0.05 below window on psnr
+    base = np.linspace(0.1, 0.9, 8)
+    results = [{"pair": i, "policy": "full", "share": None, "scores": {s: 0.5 for s in SCORES},
+                "total_s": 2.0, "peak_kv_bytes": 2 ** 21} for i in range(8)]
+    for i, b in enumerate(base):
+        results += [fake_run("pafu", i, 0.125, b + 0.05, 20 + 10 * b, identity=None if i % 2 else b),
+                     fake_run("tova", i, 0.125, b, 20 + 10 * b, identity=None if i % 2 else b - 0.01 * i),
+                     fake_run("window", i, 0.125, b + 0.05, 20.05 + 10 * b),
+                     fake_run("random", i, 0.125, 1.0, 40.0)]                 # a bound: never a rival
+    rep = summarise(results, FRAMES)
+    rows = {r["rival"]: r for r in rep["paired"]}
+    assert set(rows) == {"tova", "window"}
+    m, ci, n = rows["tova"]["adherence"]
+    assert math.isclose(m, 0.05, abs_tol=1e-12) and ci < 1e-9 and n == 8
+    assert rows["tova"]["identity_persistence"][2] == 4                       # only prompts where both are defined
+    assert rows["window"]["psnr"][0] < 0 and rows["window"]["psnr"][0] + rows["window"]["psnr"][1] < 0
+    # unpaired, the same gain is inside the overlap of the two CIs
+    by = {(r["policy"], r["share"]): r for r in rep["rows"]}
+    (a, ac), (b, bc) = by["pafu", 0.125]["adherence"], by["tova", 0.125]["adherence"]
+    assert a - b < ac + bc
+    text = markdown(rep)
+    assert "Paired differences" in text and "is significantly below window on psnr" in text
+    assert "significantly above tova on adherence" in text
+    assert all(k in text for k in HEADLINE)
+
+
+def test_paired_is_empty_without_the_method():
+    results = [fake_run("tova", 0, 0.125, 0.5, 20.0), fake_run("window", 0, 0.125, 0.5, 20.0)]
+    assert paired(results, FRAMES) == []
