@@ -67,6 +67,48 @@ def test_select_frames_equals_a_per_frame_greedy_loop():
         assert select_frames(scores, prot, frame, budget).tolist() == keep.nonzero().flatten().tolist()
 
 
+def test_select_frames_strata_keeps_the_best_frame_of_each_span_first():
+    """Strata: with room for k equal frames, the best frame (newer on ties) of each of k equal spans of
+    frame index is kept first, then the best of the rest; a plain loop over spans is the reference."""
+    from backend.policies.base import select_frames
+    g = torch.Generator().manual_seed(3)
+    for trial in range(150):
+        n_frames, per = int(torch.randint(3, 30, (1,), generator=g)), 2
+        present = torch.randperm(n_frames, generator=g)[:int(torch.randint(2, n_frames + 1, (1,), generator=g))]
+        present = present.sort().values
+        frame = torch.cat([torch.full((3,), -1), present.repeat_interleave(per)])
+        frame = frame[torch.randperm(len(frame), generator=g)]
+        scores = torch.randint(0, 5, (len(frame),), generator=g).float()
+        prot = (frame == -1) | (frame == int(frame.max()))
+        budget = int(prot.sum()) + per * int(torch.randint(0, len(present) + 1, (1,), generator=g))
+        free = sorted({int(f) for f in frame[~prot]})
+        means = {f: float(scores[frame == f].mean()) for f in free}
+        best_first = sorted(free, key=lambda f: (-means[f], -f))
+        k = (budget - int(prot.sum())) // per
+        if 0 < k < len(free):
+            lo, span = free[0], free[-1] - free[0] + 1
+            winners = {min((f for f in best_first if (f - lo) * k // span == s), key=best_first.index)
+                       for s in range(k) if any((f - lo) * k // span == s for f in free)}
+            chosen = [f for f in best_first if f in winners] + [f for f in best_first if f not in winners]
+        else:
+            chosen = best_first
+        keep = prot | torch.isin(frame, torch.tensor(chosen[:k], dtype=torch.long))
+        got = select_frames(scores, prot, frame, budget, strata=True)
+        assert got.tolist() == keep.nonzero().flatten().tolist(), (trial, free, k)
+
+
+def test_strata_spreads_the_kept_frames_over_time():
+    """Salience rising with recency: frame granularity keeps the newest frames, strata one per span."""
+    from backend.policies.base import select_frames
+    frame = torch.cat([torch.full((2,), -1), torch.arange(20)])        # one token per frame
+    scores = torch.cat([torch.zeros(2), torch.arange(20).float()])
+    prot = frame < 0
+    top = frame[select_frames(scores, prot, frame, 6)][2:].tolist()
+    spread = frame[select_frames(scores, prot, frame, 6, strata=True)][2:].tolist()
+    assert top == [16, 17, 18, 19]
+    assert spread == [4, 9, 14, 19]                                   # the newest (best) frame of each quarter
+
+
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_frame_pool_equals_pooling_each_frame(kind):
     """Pooling a per-token signal on the stacked frame grids equals pooling each frame's image on its own

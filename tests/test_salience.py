@@ -95,6 +95,28 @@ def test_pafu_recent_share_keeps_a_recency_window(tiny, ae):
         make_policy("pafu", budget=P + 4 * tpf, head=head, recent_share=0.9, sink_frames=1).check(P + 1, tpf, 1)
 
 
+def test_pafu_strata_spreads_the_kept_frames_over_time(tiny, ae):
+    """granularity=strata through the stepper: whole frames within the budget, and the kept history
+    spreads over the video even when the score favours the oldest frames (heavy hitters that frame
+    granularity would keep for ever: frames 1-3 of 14)."""
+    tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
+    torch.manual_seed(5)
+    head = SalienceHead(SEHConfig(n_layer=tiny.cfg.n_layer, key_dim=tiny.cfg.dim, grid=tiny.cfg.grid))
+    kept_free = {}
+    for gran in ("frame", "strata"):
+        pol = make_policy("pafu", budget=P + 5 * tpf, head=head, granularity=gran)
+        pol.score = lambda li, layer, ctx: -layer.meta["frame"].float()   # older = more salient
+        st = Stepper(tiny, ae, "a red circle on blue stripes", 14, seed=1, policy=pol, preview=False)
+        for rec in st.run():
+            if rec.phase == "evict":
+                for kept in rec.kept:
+                    fr = (kept[kept >= P] - P) // tpf
+                    assert all((fr == f).sum() == tpf for f in np.unique(fr)) and len(np.unique(fr)) <= 5
+        kept_free[gran] = sorted(set(((rec.kept[0][rec.kept[0] >= P] - P) // tpf).tolist()) - {0, 13})
+    assert kept_free["frame"] == [1, 2, 3]
+    assert len(kept_free["strata"]) == 3 and max(kept_free["strata"]) >= 7, kept_free
+
+
 def test_rank_metrics():
     a = np.arange(100.0)
     assert spearman(a, a) > 0.999 and spearman(a, -a) < -0.999

@@ -33,7 +33,7 @@ POLICIES: dict[str, tuple[Callable[..., Policy], str]] = {
     "tempcache": (TempCache, "TempCache: merge near-duplicate keys into the newest (+log count), then FIFO"),
     "oracle": (Oracle, "upper bound: hindsight attention from a full-cache reference run of the same seed"),
     "pafu": (PaFu, "PaFu-KV: learned salience head (distilled from teacher SSE) + past attention, whole frames, "
-                   "first-frame sink; granularity=token: single tokens; labels=hindsight: a head trained on the "
+                   "first-frame sink; granularity=token: single tokens; granularity=strata: frames spread over time; labels=hindsight: a head trained on the "
                    "student's own future attention"),
     "random": (Random, "random subset of the evictable tokens (lower bound)"),
 }

@@ -109,8 +109,8 @@ class Policy:
             return torch.arange(n), None
         scores = self.score(layer_idx, layer, ctx)
         prot = self.protected(layer, ctx)
-        if self.granularity == "frame":
-            return select_frames(scores, prot, layer.meta["frame"], budget), scores
+        if self.granularity in ("frame", "strata"):
+            return select_frames(scores, prot, layer.meta["frame"], budget, self.granularity == "strata"), scores
         return select(scores, prot, budget, layer.meta["token_id"]), scores
 
     def layer_budgets(self, cache: KVCache, ctx: EvictContext) -> list[int | None]:
@@ -217,9 +217,14 @@ def top_newest(values: torch.Tensor, idx: torch.Tensor, k: int, age: torch.Tenso
     return idx[chosen]
 
 
-def select_frames(scores: torch.Tensor, protected: torch.Tensor, frame: torch.Tensor, budget: int) -> torch.Tensor:
+def select_frames(scores: torch.Tensor, protected: torch.Tensor, frame: torch.Tensor, budget: int,
+                  strata: bool = False) -> torch.Tensor:
     """Frame granularity: keep every protected token, then whole frames by mean score (newer on ties)
     while they fit in the budget. Returns sorted cache indices.
+
+    strata: first the best frame of each of K equal spans of frame index over the evictable frames (K =
+    the frames that fit), then the rest by score: the kept history stays spread over time, as a uniform
+    subsample's is, and salience picks within each span (see `strata_first`).
 
     Frame indices address per-frame sums directly (no unique / searchsorted / isin): this runs on every
     layer after every commit, where a few dozen small tensor ops are most of the eviction step."""
@@ -240,6 +245,8 @@ def select_frames(scores: torch.Tensor, protected: torch.Tensor, frame: torch.Te
     newest_first = torch.arange(len(frames) - 1, -1, -1)
     order = newest_first[torch.sort((sums[frames] / cnt)[newest_first], descending=True, stable=True).indices]
     room = budget - n_prot
+    if strata:
+        order = strata_first(order, frames, room // max(int(cnt.max()), 1))
     if bool((cnt == cnt[0]).all()):                                   # equal frames: the greedy is a prefix
         chosen = frames[order[:room // int(cnt[0])]]
     else:
@@ -253,3 +260,19 @@ def select_frames(scores: torch.Tensor, protected: torch.Tensor, frame: torch.Te
     pick[chosen] = True
     keep = protected | (free & pick[(frame - lo).clamp(0, len(counts))])
     return keep.nonzero().flatten()
+
+
+def strata_first(order: torch.Tensor, frames: torch.Tensor, k: int) -> torch.Tensor:
+    """Reorder `order` (positions into `frames`, best first) so that the best frame of each of k equal
+    spans of frame index [frames[0], frames[-1]] comes first (in `order`'s order), then the rest (ditto).
+    Spans with no frame leave their slot to the best of the rest."""
+    n = len(frames)
+    if k <= 0 or k >= n:
+        return order
+    lo, span = int(frames[0]), int(frames[-1]) - int(frames[0]) + 1
+    stratum = ((frames[order] - lo) * k) // span                      # (n,) stratum of each frame, in order
+    rank = torch.arange(n)
+    best = torch.full((k,), n).scatter_reduce(0, stratum, rank, "amin")   # (k,) first rank in each stratum
+    first = torch.zeros(n, dtype=torch.bool)
+    first[best[best < n]] = True
+    return torch.cat([order[first], order[~first]])

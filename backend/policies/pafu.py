@@ -20,6 +20,10 @@ as in methods.md's reconstruction. Kept one by one, the salient tokens of a movi
 many old positions, and the student draws them again: at 1/8 token-level PaFu-KV scored 2.3 extra
 objects per frame and 20.4 dB against the full cache; frame-level 0.3 and 28.2 dB, with landmarks 0.89
 against 0.69 (6 validation prompts, 256 frames). `pafu:granularity=token` is the paper-closer variant.
+`pafu:granularity=strata` (our variant) keeps the best-scored frame of each of K equal spans of time
+first (K = frames that fit), then the rest by score: the history stays spread over time as a uniform
+subsample's does (random, which keeps such a subsample, is closest to the full cache on PSNR), and the
+head picks within each span.
 """
 from __future__ import annotations
 
@@ -48,12 +52,13 @@ def minmax(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @dataclass
 class PaFu(Policy):
     name = "pafu"
+    granularities = ("token", "frame", "strata")
     alpha: float = 0.5
     recent_frames: int = 1
     recent_share: float = 0.0                           # share of the budget's frames kept as a recency window
     sink_frames: int = 1
     labels: str = "sse"                                 # which head: sse (the paper) | hindsight (our variant)
-    granularity: str = "frame"                          # whole frames by mean score (see the docstring)
+    granularity: str = "frame"                          # whole frames by mean score; strata: spread over time
     head: object = field(default=None, repr=False)      # a SalienceHead; None loads the shipped one
     head_ms: float = 0.0                                # time spent in the head (overhead reporting)
     _last: tuple | None = field(default=None, repr=False, compare=False)  # (weakref to cache, chunk) last evicted
