@@ -27,7 +27,8 @@ prompt at 1/8: accumulated attention makes heavy hitters of them); strata keeps 
 over the video, as random's uniform subsample does (random is closest to the full cache on PSNR), and
 the scores pick within each span. On the 6 validation prompts, paired against frame level: +3.0 ± 1.1
 dB PSNR at 1/8 and +3.5 ± 2.6 dB at 1/4, adherence -0.02 ± 0.02 / +0.01 ± 0.01, identity +0.02 / -0.04
-(inside the CIs), extra objects -0.09 / -0.03 (docs/benchmarks/pafu_strata/).
+(inside the CIs), extra objects -0.09 / -0.03; at 1/16 and 1/2 +0.6 ± 0.6 and +1.2 ± 1.0 dB, with 0.26 ±
+0.26 more extra objects per frame at 1/16 (docs/benchmarks/pafu_strata/).
 """
 from __future__ import annotations
 
