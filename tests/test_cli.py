@@ -71,6 +71,8 @@ def test_policies_listing(capsys):
     out = capsys.readouterr().out
     assert "full" in out and "window" in out
     assert "alpha=0.5" in out and "labels=sse" in out and "storage=fp32|bf16|int8|int4|int2" in out  # parameters
+    pafu = next(line for line in out.splitlines() if line.startswith("pafu"))
+    assert "granularity=strata" in pafu and "_last" not in pafu       # a changed shared default, no private state
     assert DEFAULT_AE.is_file()
 
 

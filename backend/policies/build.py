@@ -89,12 +89,14 @@ _INTERNAL = {"budget", "head", "head_ms", "reference", "last_rho"}   # set by th
 
 
 def policy_parameters(name: str) -> dict[str, object]:
-    """A policy's own user-settable parameters and their defaults (beyond the shared ones of `Policy`)."""
+    """A policy's own user-settable parameters and their defaults: its own fields, and the shared ones of
+    `Policy` whose default it changes (PaFu-KV's granularity); private state (`_last`) is not a parameter."""
     import dataclasses
     from . import POLICIES, Policy
-    shared = {f.name for f in dataclasses.fields(Policy)}
+    shared = {f.name: f.default for f in dataclasses.fields(Policy)}
     return {f.name: f.default for f in dataclasses.fields(POLICIES[name][0])
-            if f.init and f.name not in shared | _INTERNAL and f.default is not dataclasses.MISSING}
+            if f.init and not f.name.startswith("_") and f.name not in _INTERNAL
+            and f.default is not dataclasses.MISSING and (f.name not in shared or f.default != shared[f.name])}
 
 
 def shared_parameters() -> str:
