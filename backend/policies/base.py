@@ -246,7 +246,7 @@ def select_frames(scores: torch.Tensor, protected: torch.Tensor, frame: torch.Te
     order = newest_first[torch.sort((sums[frames] / cnt)[newest_first], descending=True, stable=True).indices]
     room = budget - n_prot
     if strata:
-        order = strata_first(order, frames, room // max(int(cnt.max()), 1))
+        order = strata_first(order, frames, room // int(cnt.max()))   # cnt >= 1: frames holding tokens
     if bool((cnt == cnt[0]).all()):                                   # equal frames: the greedy is a prefix
         chosen = frames[order[:room // int(cnt[0])]]
     else:
