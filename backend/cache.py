@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 # storage dtype codes: name -> (code, bits); int formats carry an fp16 scale + zero per token per tensor
@@ -216,27 +217,26 @@ class LayerCache:
         layer (the copy was most of the eviction step on this small model). Cache order is therefore not
         time order: attention is order-invariant (up to float summation order) and every tie-break that
         wants "newer" reads `token_id`, never a position."""
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        n = len(self)
-        if len(idx):
-            lo, hi = torch.aminmax(idx)
-            if int(lo) < 0 or int(hi) >= n:
-                raise IndexError(f"keep index out of range 0..{n - 1}")
-        gone = torch.ones(n, dtype=torch.bool)
+        idx = torch.as_tensor(idx, dtype=torch.long).numpy()          # index bookkeeping in numpy: a few
+        n = len(self)                                                 # microseconds less per op, ~20 ops
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise IndexError(f"keep index out of range 0..{n - 1}")
+        gone = np.ones(n, dtype=bool)
         gone[idx] = False
-        kept = ~gone
         m = n - int(gone.sum())
-        evicted = self.meta["token_id"][gone]
-        holes = gone[:m].nonzero().flatten()                          # evicted slots below the new length
-        movers = kept[m:].nonzero().flatten() + m                     # kept tokens above it (as many)
-        source = torch.arange(m)
+        evicted = torch.from_numpy(self.meta["token_id"].numpy()[gone])
+        holes = np.flatnonzero(gone[:m])                              # evicted slots below the new length
+        movers = np.flatnonzero(~gone[m:]) + m                        # kept tokens above it (as many)
+        src = np.arange(m)
         if len(holes):
-            source[holes] = movers
+            src[holes] = movers
+            holes_t, movers_t = torch.from_numpy(holes), torch.from_numpy(movers)
             tensors = [self.k, self.v] + ([self._krot] if self._krot is not None else [])
             for x in tensors:                                         # (H, n, Dh): in place, |holes| tokens
-                x.index_copy_(1, holes, x.index_select(1, movers))
+                x.index_copy_(1, holes_t, x.index_select(1, movers_t))
             for p in self.meta.packs.values():
-                p.index_copy_(0, holes, p.index_select(0, movers))
+                p.index_copy_(0, holes_t, p.index_select(0, movers_t))
+        source = torch.from_numpy(src)
         self.k, self.v = self.k[:, :m], self.v[:, :m]
         self.meta = Meta({dt: p[:m] for dt, p in self.meta.packs.items()})
         if self._krot is not None:                                    # positions unchanged: the memo stays valid

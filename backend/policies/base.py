@@ -19,8 +19,9 @@ from .rope_modes import ROPE_MODES, reindex, shift_sink
 
 # What an evicting run computes can change with the cache code even when no setting does: the benchmark's
 # resume keys include this, so bump it with such a change (2: the order-free keep_map, session 12; 3: PaFu-KV's
-# head batched over layers, predictions equal to float rounding, and the eviction timings re-measured, session 13).
-ENGINE_VERSION = 3
+# head batched over layers, predictions equal to float rounding, and the eviction timings re-measured, session 13;
+# 4: selection and keep bookkeeping in numpy, every decision the same, the eviction timings re-measured).
+ENGINE_VERSION = 4
 
 @dataclass(frozen=True)
 class EvictContext:
@@ -182,37 +183,55 @@ class Policy:
                 "layer_split": self.layer_split}
 
 
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A CPU tensor as a numpy array (shared memory, no copy)."""
+    return t.detach().numpy()
+
+
 def select(scores: torch.Tensor, protected: torch.Tensor, budget: int, token_id: torch.Tensor | None = None) -> torch.Tensor:
     """Keep every protected token plus the highest-scored others, `budget` tokens in all (ties broken
-    towards newer tokens: higher `token_id`, else later positions). Returns sorted cache indices."""
-    n_prot = int(protected.sum())
+    towards newer tokens: higher `token_id`, else later positions). Returns sorted cache indices.
+
+    The index bookkeeping of selection runs in numpy on views of the tensors: it runs on every layer after
+    every commit, on a few thousand tokens, where a torch op's fixed cost (several microseconds) is most of
+    the work; numpy's is a fraction of it, and every decision is the same (tests against plain loops)."""
+    prot = _np(protected)
+    n_prot = int(prot.sum())
     if n_prot > budget:
         raise ValueError(f"budget {budget} tokens is below the {n_prot} protected tokens "
                          "(prompt anchors + newest chunk); raise the budget")
-    free = (~protected).nonzero().flatten()
+    free = np.flatnonzero(~prot)
     k = budget - n_prot
-    keep = protected.clone()
+    keep = prot.copy()
     if k > 0 and len(free):
-        keep[top_newest(scores[free].float(), free, k, token_id[free] if token_id is not None else None)] = True
-    return keep.nonzero().flatten()
+        values = _np(scores.float())[free]
+        age = None if token_id is None else _np(token_id)[free]
+        keep[_top_newest(values, free, k, age)] = True
+    return torch.from_numpy(np.flatnonzero(keep))
 
 
 def top_newest(values: torch.Tensor, idx: torch.Tensor, k: int, age: torch.Tensor | None = None) -> torch.Tensor:
     """The k entries of idx with the highest values, ties going to the newest (highest `age`, a token id;
     by default the position in idx): what a stable descending sort of the newest-first order keeps, done in
     O(n) with the k-th value as a threshold (the eviction runs every chunk on a few thousand tokens)."""
+    return torch.from_numpy(np.asarray(_top_newest(_np(values), _np(idx), k, None if age is None else _np(age))))
+
+
+def _top_newest(values: np.ndarray, idx: np.ndarray, k: int, age: np.ndarray | None = None) -> np.ndarray:
+    """`top_newest` on numpy arrays (ages distinct, as token ids and positions are)."""
     if k >= len(idx) or k <= 0:
         return idx if k > 0 else idx[:0]
-    age = torch.arange(len(idx)) if age is None else age
-    if bool(values.isnan().any()):                                    # NaN has no rank: sort as torch does
-        newest_first = age.argsort(descending=True)
-        return idx[newest_first[torch.sort(values[newest_first], descending=True, stable=True).indices[:k]]]
-    thr = values.kthvalue(len(values) - k + 1).values                 # the k-th largest
+    age = np.arange(len(idx)) if age is None else age
+    if np.isnan(values).any():                                        # NaN has no rank: sort as torch does
+        newest_first = torch.from_numpy(np.argsort(-age, kind="stable"))
+        v = torch.from_numpy(values)[newest_first]
+        return idx[newest_first[torch.sort(v, descending=True, stable=True).indices[:k]].numpy()]
+    thr = np.partition(values, len(values) - k)[len(values) - k]      # the k-th largest
     chosen = values > thr
-    ties = (values == thr).nonzero().flatten()
+    ties = np.flatnonzero(values == thr)
     need = k - int(chosen.sum())
     if need < len(ties):                                              # the newest of the tied
-        ties = ties[age[ties].topk(need).indices]
+        ties = ties[np.argpartition(-age[ties], need - 1)[:need]] if need > 0 else ties[:0]
     chosen[ties] = True
     return idx[chosen]
 
@@ -226,53 +245,65 @@ def select_frames(scores: torch.Tensor, protected: torch.Tensor, frame: torch.Te
     the frames that fit), then the rest by score: the kept history stays spread over time, as a uniform
     subsample's is, and salience picks within each span (see `strata_first`).
 
-    Frame indices address per-frame sums directly (no unique / searchsorted / isin): this runs on every
-    layer after every commit, where a few dozen small tensor ops are most of the eviction step."""
-    n_prot = int(protected.sum())
+    Frame indices address per-frame sums directly (no unique / searchsorted / isin), and the bookkeeping
+    runs in numpy (see `select`); the per-frame sums stay a torch float32 index_add, as before."""
+    prot = _np(protected)
+    n_prot = int(prot.sum())
     if n_prot > budget:
         raise ValueError(f"budget {budget} tokens is below the {n_prot} protected tokens "
                          "(prompt anchors + newest chunk); raise the budget")
-    free = ~protected
-    ff = frame[free]
+    free = ~prot
+    fr = _np(frame)
+    ff = fr[free]
     if len(ff) == 0:
-        return protected.nonzero().flatten()
+        return torch.from_numpy(np.flatnonzero(prot))
     lo = int(ff.min())                                                # frames are >= 0; prompt tokens are protected
     ff = ff - lo
-    counts = torch.bincount(ff)                                       # (F,) tokens per frame index
-    sums = torch.zeros(len(counts)).index_add_(0, ff, scores[free].float())
-    frames = counts.nonzero().flatten()                               # ascending frame index (minus lo)
+    counts = np.bincount(ff)                                          # (F,) tokens per frame index
+    ff_t = torch.from_numpy(ff)
+    sums = torch.zeros(len(counts)).index_add_(0, ff_t, scores[torch.from_numpy(free)].float())
+    frames = np.flatnonzero(counts)                                   # ascending frame index (minus lo)
     cnt = counts[frames]
-    newest_first = torch.arange(len(frames) - 1, -1, -1)
-    order = newest_first[torch.sort((sums[frames] / cnt)[newest_first], descending=True, stable=True).indices]
+    means = _np(sums)[frames] / cnt.astype(np.float32)                # float32, as torch divided them
+    newest_first = np.arange(len(frames) - 1, -1, -1)
+    if np.isnan(means).any():                                         # NaN first, as torch's descending sort
+        order = newest_first[torch.sort(torch.from_numpy(means[newest_first]), descending=True,
+                                        stable=True).indices.numpy()]
+    else:
+        order = newest_first[np.argsort(-means[newest_first], kind="stable")]
     room = budget - n_prot
     if strata:
-        order = strata_first(order, frames, room // int(cnt.max()))   # cnt >= 1: frames holding tokens
+        order = _strata_first(order, frames, room // int(cnt.max()))  # cnt >= 1: frames holding tokens
     if bool((cnt == cnt[0]).all()):                                   # equal frames: the greedy is a prefix
         chosen = frames[order[:room // int(cnt[0])]]
     else:
-        chosen, c, fr = [], cnt.tolist(), frames.tolist()
+        chosen, c, fl = [], cnt.tolist(), frames.tolist()
         for j in order.tolist():                                      # greedy: best frames that still fit
             if c[j] <= room:
-                chosen.append(fr[j])
+                chosen.append(fl[j])
                 room -= c[j]
-        chosen = torch.tensor(chosen, dtype=torch.long)
-    pick = torch.zeros(len(counts) + 1, dtype=torch.bool)             # the extra slot: tokens of no free frame
+        chosen = np.asarray(chosen, dtype=np.int64)
+    pick = np.zeros(len(counts) + 1, dtype=bool)                      # the extra slot: tokens of no free frame
     pick[chosen] = True
-    keep = protected | (free & pick[(frame - lo).clamp(0, len(counts))])
-    return keep.nonzero().flatten()
+    keep = prot | (free & pick[np.clip(fr - lo, 0, len(counts))])
+    return torch.from_numpy(np.flatnonzero(keep))
 
 
 def strata_first(order: torch.Tensor, frames: torch.Tensor, k: int) -> torch.Tensor:
     """Reorder `order` (positions into `frames`, best first) so that the best frame of each of k equal
     spans of frame index [frames[0], frames[-1]] comes first (in `order`'s order), then the rest (ditto).
     Spans with no frame leave their slot to the best of the rest."""
+    return torch.from_numpy(_strata_first(_np(order), _np(frames), k))
+
+
+def _strata_first(order: np.ndarray, frames: np.ndarray, k: int) -> np.ndarray:
     n = len(frames)
     if k <= 0 or k >= n:
         return order
     lo, span = int(frames[0]), int(frames[-1]) - int(frames[0]) + 1
     stratum = ((frames[order] - lo) * k) // span                      # (n,) stratum of each frame, in order
-    rank = torch.arange(n)
-    best = torch.full((k,), n).scatter_reduce(0, stratum, rank, "amin")   # (k,) first rank in each stratum
-    first = torch.zeros(n, dtype=torch.bool)
-    first[best[best < n]] = True
-    return torch.cat([order[first], order[~first]])
+    first_rank = np.full(k, n)
+    np.minimum.at(first_rank, stratum, np.arange(n))                  # (k,) first rank in each stratum
+    first = np.zeros(n, dtype=bool)
+    first[first_rank[first_rank < n]] = True
+    return np.concatenate([order[first], order[~first]])
