@@ -75,8 +75,9 @@ class Meta(dict):
         self.packs = packs
         for dt, cols in LAYOUT.items():
             p = packs[dt]
+            col = p.unbind(1)                                # every column view in one call
             for name, start, shape in cols:
-                dict.__setitem__(self, name, p[:, start] if not shape else p[:, start:start + shape[0]])
+                dict.__setitem__(self, name, col[start] if not shape else p[:, start:start + shape[0]])
 
     @classmethod
     def zeros(cls, n: int = 0) -> "Meta":

@@ -12,6 +12,7 @@ Every layer keeps at least its protected tokens; the total is L x the per-layer 
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .signals import past_attention, recent_attention
@@ -20,22 +21,28 @@ LAYER_SPLITS = ("uniform", "cake", "prefixkv")
 
 
 def water_fill(weights: torch.Tensor, caps: torch.Tensor, total: int) -> torch.Tensor:
-    """Integer allocation proportional to weights, each at most its cap, summing to min(total, caps.sum())."""
-    alloc = torch.zeros_like(caps)
-    free = torch.ones_like(caps, dtype=torch.bool)
-    left = min(total, int(caps.sum()))
-    while left > 0 and bool(free.any()):
-        share = weights * free / (weights * free).sum() * left
-        add = torch.minimum(share.floor().long(), caps - alloc)
+    """Integer allocation proportional to weights, each at most its cap, summing to min(total, caps.sum()).
+    The loop runs in numpy on float32 views (the float sum stays torch's, so every share rounds as it did
+    in torch): PackCache calls this on every layer after every commit."""
+    w = weights.detach().float().numpy()
+    cap = caps.numpy()
+    alloc = np.zeros_like(cap)
+    free = np.ones(len(cap), dtype=bool)
+    left = min(total, int(cap.sum()))
+    while left > 0 and free.any():
+        wf = w * free                                                 # float32, as torch's weights * free
+        share = wf / np.float32(torch.from_numpy(wf).sum().item()) * left
+        add = np.minimum(np.floor(share).astype(cap.dtype), cap - alloc)
         if int(add.sum()) == 0:          # the remainder: one each to the heaviest entries with room
-            order = torch.argsort(torch.where(free, weights, torch.tensor(-1.0)), descending=True)
-            room = order[(free & (alloc < caps))[order]]
+            free_t = torch.from_numpy(free)
+            order = torch.argsort(torch.where(free_t, weights.float(), torch.tensor(-1.0)), descending=True)
+            room = order[(free_t & torch.from_numpy(alloc < cap))[order]].numpy()
             alloc[room[:left]] += 1
             break
         alloc += add
         left -= int(add.sum())
-        free &= alloc < caps
-    return alloc
+        free &= alloc < cap
+    return torch.from_numpy(alloc)
 
 
 def cake_budgets(cache, budget: int, protected: list[int], sizes: list[int], tau1: float = 1.6,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -40,15 +41,16 @@ def frame_pool(values: torch.Tensor, layer: LayerCache, grid: int, kernel: int, 
     stack directly (frames no longer cached are empty images): fewer small ops than grouping by frame."""
     m = layer.meta
     out = values.clone().float()
-    is_frame = (m["kind"] == KIND_FRAME).nonzero().flatten()
+    is_frame = np.flatnonzero(m["kind"].numpy() == KIND_FRAME)        # index bookkeeping in numpy (views)
     if kernel <= 1 or len(is_frame) == 0:
         return out
-    f = m["frame"].index_select(0, is_frame)
+    f = m["frame"].numpy()[is_frame]
     lo = int(f.min())
     n_frames = int(f.max()) - lo + 1
-    cell = ((f - lo) * grid + m["y"].index_select(0, is_frame)) * grid + m["x"].index_select(0, is_frame)
-    img = torch.full((n_frames * grid * grid,), empty)
-    img[cell] = out.index_select(0, is_frame)
-    pooled = pool(img.view(n_frames, 1, grid, grid), kernel, stride=1, padding=kernel // 2)
-    out[is_frame] = pooled.reshape(-1)[cell]
+    cell = ((f - lo) * grid + m["y"].numpy()[is_frame]) * grid + m["x"].numpy()[is_frame]
+    o = out.numpy()
+    img = np.full(n_frames * grid * grid, empty, dtype=np.float32)
+    img[cell] = o[is_frame]
+    pooled = pool(torch.from_numpy(img).view(n_frames, 1, grid, grid), kernel, stride=1, padding=kernel // 2)
+    o[is_frame] = pooled.reshape(-1).numpy()[cell]
     return out
