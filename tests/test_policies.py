@@ -160,6 +160,24 @@ def test_packcache_fits_decay_and_water_fills():
     assert int(alloc.sum()) == 12 and (alloc <= 5).all() and alloc[0] >= alloc[1] >= alloc[2] >= alloc[3]
 
 
+def test_water_fill_spends_the_total_within_caps_and_favours_heavier_entries():
+    """Random weights (many ties), caps and totals: the allocation sums to min(total, caps), stays within
+    the caps, and an entry with room never gets two or more fewer tokens than a lighter one."""
+    from backend.policies.layer_split import water_fill
+    g = torch.Generator().manual_seed(5)
+    for trial in range(400):
+        n = int(torch.randint(1, 30, (1,), generator=g))
+        w = torch.rand(n, generator=g) if trial % 2 else torch.randint(1, 4, (n,), generator=g).float()
+        caps = torch.randint(0, 50, (n,), generator=g)
+        total = int(torch.randint(0, int(caps.sum()) + 20, (1,), generator=g))
+        a = water_fill(w, caps, total)
+        assert a.dtype == caps.dtype and int(a.sum()) == min(total, int(caps.sum()))
+        assert bool((a >= 0).all()) and bool((a <= caps).all())
+        room = a < caps
+        heavier = w[:, None] >= w[None, :]                             # (i, j): w_i >= w_j
+        assert not bool((room[:, None] & heavier & (a[:, None] < a[None, :] - 1)).any()), (w, caps, total, a)
+
+
 def test_packcache_rank_within_matches_per_group_topk():
     """The vectorised per-frame top-b equals a per-frame loop (ranks 0.. by value, higher slot first on ties)."""
     from backend.policies.packcache import rank_within
