@@ -6,7 +6,7 @@ storage dtype). Every mutation (append / keep / set_positions / quantize) keeps 
 
 Quantised tokens (int8 / int4 / int2, asymmetric min-max with fp16 scales and zero points) are held
 dequantised in fp32 for compute, as most KV-quantisation studies simulate them; ``nbytes`` reports the
-packed size, and ``pack_layer`` builds the packed buffers to prove it. Two schemes (``QUANT_SCHEMES``):
+packed size, and ``pack_layer`` builds the packed buffers to prove it. Three schemes (``QUANT_SCHEMES``):
 
 - ``channel`` (default): keys per channel over the group of tokens stored together (one commit's older
   tokens), values per token and head. KIVI (arXiv 2402.02750) found key outliers along channels and
@@ -15,6 +15,13 @@ packed size, and ``pack_layer`` builds the packed buffers to prove it. Two schem
   (a frame at chunk size 1) instead of KIVI's fixed 32-128 tokens; its per-channel scales live as long as
   any of its tokens does and are counted once.
 - ``token``: one scale and zero point per token over all heads and dims, for K and for V alike.
+- ``hadamard``: ``channel`` after an orthonormal Walsh-Hadamard rotation of each head's dims, undone on
+  dequantisation (QuaRot, arXiv 2404.00456, rotates activations and KV so that outliers spread over all
+  dims before low-bit rounding). The rotation is a fixed matrix, so the bytes are those of ``channel``.
+  Our use: the rotation is per head over the head dim (a power of two), applied to the un-rotated keys
+  (before RoPE) and to the values. Measured (H2O, int4, 256 frames): a 20% smaller attention-output
+  error, but no reliable PSNR gain (better on validation prompts, worse on held-out ones), so ``channel``
+  stays the default (docs/benchmarks/int4_hadamard/).
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ import torch
 # storage dtype codes: name -> (code, bits); int formats carry an fp16 scale + zero per token per tensor
 DTYPES = {"fp32": (0, 32), "bf16": (1, 16), "int8": (2, 8), "int4": (3, 4), "int2": (4, 2)}
 SCALE_BYTES = 4  # fp16 scale + fp16 zero point, per quantisation group
-QUANT_SCHEMES = ("channel", "token")
+QUANT_SCHEMES = ("channel", "token", "hadamard")
 
 META_FIELDS = {  # name -> (dtype, trailing shape)
     "frame": (torch.int64, ()), "y": (torch.int64, ()), "x": (torch.int64, ()),
@@ -143,6 +150,17 @@ def quantize_channels(x: torch.Tensor, bits: int) -> torch.Tensor:
     return _minmax_roundtrip(x, bits, 1).contiguous()
 
 
+@functools.lru_cache(maxsize=None)
+def hadamard(n: int) -> torch.Tensor:
+    """Orthonormal Walsh-Hadamard matrix (n, n) by Sylvester's construction; n a power of two."""
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"the hadamard quantisation scheme needs a power-of-two head dim, got {n}")
+    h = torch.ones(1, 1)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)])
+    return h / h.shape[0] ** 0.5
+
+
 def quant_error_bound(x: torch.Tensor, bits: int, dim=(0, 2)) -> torch.Tensor:
     """Worst-case abs error of a min-max round trip reduced over `dim` (broadcast to x): half a step plus
     the fp16 rounding of the range ends."""
@@ -165,7 +183,7 @@ def bytes_per_token(n_head: int, head_dim: int, name: str, scheme: str = "channe
 
 @functools.lru_cache(maxsize=None)
 def _own_bytes_table(n_head: int, head_dim: int) -> torch.Tensor:
-    """(dtype code, 0 token scheme / 1 channel scheme) -> a token's own bytes (`bytes_per_token`, no group share)."""
+    """(dtype code, 0 token scheme / 1 channel or hadamard scheme) -> a token's own bytes (`bytes_per_token`, no group share)."""
     return torch.tensor([[int(bytes_per_token(n_head, head_dim, name, scheme)) for scheme in ("token", "channel")]
                          for name in DTYPES])
 
@@ -284,9 +302,16 @@ class LayerCache:
         if len(idx) == 0:
             return
         if name in ("int8", "int4", "int2"):
-            if scheme == "channel":
-                self.k.index_copy_(1, idx, quantize_channels(self.k.index_select(1, idx), bits))
-                self.v.index_copy_(1, idx, quantize(self.v.index_select(1, idx), bits, per_head=True))
+            if scheme in ("channel", "hadamard"):
+                k, v = self.k.index_select(1, idx), self.v.index_select(1, idx)      # (H, m, Dh)
+                rot = hadamard(k.shape[2]) if scheme == "hadamard" else None
+                if rot is not None:
+                    k, v = k @ rot, v @ rot
+                k, v = quantize_channels(k, bits), quantize(v, bits, per_head=True)
+                if rot is not None:                                                # H orthonormal: H^-1 = H^T
+                    k, v = k @ rot.T, v @ rot.T
+                self.k.index_copy_(1, idx, k)
+                self.v.index_copy_(1, idx, v)
                 self.meta["qgroup"][idx] = self.next_group
                 self.next_group += 1
             else:
@@ -363,7 +388,8 @@ def _pack_rows(q: torch.Tensor, bits: int) -> torch.Tensor:
 def pack_layer(layer: LayerCache) -> list[torch.Tensor]:
     """Packed storage of a layer as real byte buffers (for verifying `nbytes`): fp32 / bf16 values, int codes
     packed 8 / 2 / 4 per byte, and fp16 scale + zero point per token (`token` scheme), per token and head
-    (`channel` values) or per channel and group (`channel` keys)."""
+    (`channel` values) or per channel and group (`channel` keys). `hadamard` groups pack like `channel` ones:
+    the same codes and scales, taken in the rotated basis, which a fixed matrix maps back."""
     bufs = []
     H, _, Dh = layer.k.shape
     group = layer.meta["qgroup"]

@@ -122,6 +122,34 @@ def test_quantized_roundtrip_error_within_bound(bits):
     assert err(quantize_channels(x, bits)) < err(quantize(x, bits))   # the outlier channel no longer sets every step
 
 
+def test_hadamard_scheme_costs_channel_bytes_and_spreads_outliers():
+    """`hadamard`: the same bytes as `channel` (a fixed orthonormal rotation needs no storage); on values
+    whose head vectors each carry one large coordinate it rounds with less error than `channel`, whose
+    per-token range that coordinate sets; a head dim that is no power of two is refused clearly."""
+    from backend.cache import hadamard
+    h = hadamard(16)
+    assert torch.allclose(h @ h.T, torch.eye(16), atol=1e-6) and set(h.abs().unique().tolist()) == {0.25}
+    with pytest.raises(ValueError, match="power-of-two"):
+        hadamard(12)
+    H, Dh = 2, 16
+    g = torch.Generator().manual_seed(7)
+    errs, nbytes = {}, {}
+    for scheme in ("channel", "hadamard"):
+        layer = filled(20, H=H, Dh=Dh)
+        layer.v[:, :10, 5] += 40 * torch.rand(H, 10, generator=g)   # one outlier dim in each head vector
+        ref_k, ref_v = layer.k.clone(), layer.v.clone()
+        layer.set_dtype(torch.arange(10), "int4", scheme)
+        assert layer.meta["qgroup"][:10].tolist() == [0] * 10
+        assert torch.equal(layer.k[:, 10:], ref_k[:, 10:]) and torch.equal(layer.v[:, 10:], ref_v[:, 10:])
+        errs[scheme] = float(((layer.v - ref_v) ** 2).mean())
+        nbytes[scheme] = layer.nbytes()
+        g = torch.Generator().manual_seed(7)
+    assert nbytes["hadamard"] == nbytes["channel"]
+    assert errs["hadamard"] < 0.5 * errs["channel"], errs
+    with pytest.raises(ValueError, match="power-of-two"):
+        filled(10, H=2, Dh=12).set_dtype(torch.arange(3), "int4", "hadamard")
+
+
 def test_bad_quant_scheme_rejected():
     with pytest.raises(ValueError, match="scheme"):
         filled(10).set_dtype(torch.arange(3), "int4", "blockwise")

@@ -107,6 +107,6 @@ def shared_parameters() -> str:
     return (f"granularity=token|frame; rope={'|'.join(ROPE_MODES)}; storage={'|'.join(DTYPES)} (KV quantization "
             f"of older tokens, counted exactly in the byte budget); salient_storage=DTYPE with salient_share=0.25 "
             f"(mixed precision: the most salient tokens stay at the higher precision); "
-            f"quant={'|'.join(QUANT_SCHEMES)} (integer storage: keys per channel and values per head, KIVI style, or "
-            f"one range per token); residual=N (the newest N frames before the newest chunk stay fp32, KIVI's "
+            f"quant={'|'.join(QUANT_SCHEMES)} (integer storage: keys per channel and values per head, KIVI style; "
+            f"one range per token; or KIVI style after a Hadamard rotation of each head, QuaRot style); residual=N (the newest N frames before the newest chunk stay fp32, KIVI's "
             f"full-precision residual); layer_split={'|'.join(LAYER_SPLITS)}")
