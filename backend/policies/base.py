@@ -188,6 +188,14 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
+def _order_desc(values: np.ndarray) -> np.ndarray:
+    """Positions of `values` best first, ties in their given order, NaN first: torch's stable descending
+    sort (numpy's argsort would put NaN last; NaN has no rank, so that rare case goes through torch)."""
+    if np.isnan(values).any():
+        return torch.sort(torch.from_numpy(values), descending=True, stable=True).indices.numpy()
+    return np.argsort(-values, kind="stable")
+
+
 def select(scores: torch.Tensor, protected: torch.Tensor, budget: int, token_id: torch.Tensor | None = None) -> torch.Tensor:
     """Keep every protected token plus the highest-scored others, `budget` tokens in all (ties broken
     towards newer tokens: higher `token_id`, else later positions). Returns sorted cache indices.
@@ -214,7 +222,7 @@ def top_newest(values: torch.Tensor, idx: torch.Tensor, k: int, age: torch.Tenso
     """The k entries of idx with the highest values, ties going to the newest (highest `age`, a token id;
     by default the position in idx): what a stable descending sort of the newest-first order keeps, done in
     O(n) with the k-th value as a threshold (the eviction runs every chunk on a few thousand tokens)."""
-    return torch.from_numpy(np.asarray(_top_newest(_np(values), _np(idx), k, None if age is None else _np(age))))
+    return torch.from_numpy(_top_newest(_np(values), _np(idx), k, None if age is None else _np(age)))
 
 
 def _top_newest(values: np.ndarray, idx: np.ndarray, k: int, age: np.ndarray | None = None) -> np.ndarray:
@@ -222,16 +230,15 @@ def _top_newest(values: np.ndarray, idx: np.ndarray, k: int, age: np.ndarray | N
     if k >= len(idx) or k <= 0:
         return idx if k > 0 else idx[:0]
     age = np.arange(len(idx)) if age is None else age
-    if np.isnan(values).any():                                        # NaN has no rank: sort as torch does
-        newest_first = torch.from_numpy(np.argsort(-age, kind="stable"))
-        v = torch.from_numpy(values)[newest_first]
-        return idx[newest_first[torch.sort(v, descending=True, stable=True).indices[:k]].numpy()]
+    if np.isnan(values).any():                                        # NaN has no rank: a full sort
+        newest_first = np.argsort(-age, kind="stable")
+        return idx[newest_first[_order_desc(values[newest_first])[:k]]]
     thr = np.partition(values, len(values) - k)[len(values) - k]      # the k-th largest
     chosen = values > thr
     ties = np.flatnonzero(values == thr)
-    need = k - int(chosen.sum())
+    need = k - int(chosen.sum())                                      # >= 1: thr itself is among the top k
     if need < len(ties):                                              # the newest of the tied
-        ties = ties[np.argpartition(-age[ties], need - 1)[:need]] if need > 0 else ties[:0]
+        ties = ties[np.argpartition(-age[ties], need - 1)[:need]]
     chosen[ties] = True
     return idx[chosen]
 
@@ -260,17 +267,12 @@ def select_frames(scores: torch.Tensor, protected: torch.Tensor, frame: torch.Te
     lo = int(ff.min())                                                # frames are >= 0; prompt tokens are protected
     ff = ff - lo
     counts = np.bincount(ff)                                          # (F,) tokens per frame index
-    ff_t = torch.from_numpy(ff)
-    sums = torch.zeros(len(counts)).index_add_(0, ff_t, scores[torch.from_numpy(free)].float())
+    sums = torch.zeros(len(counts)).index_add_(0, torch.from_numpy(ff), scores[torch.from_numpy(free)].float())
     frames = np.flatnonzero(counts)                                   # ascending frame index (minus lo)
     cnt = counts[frames]
     means = _np(sums)[frames] / cnt.astype(np.float32)                # float32, as torch divided them
     newest_first = np.arange(len(frames) - 1, -1, -1)
-    if np.isnan(means).any():                                         # NaN first, as torch's descending sort
-        order = newest_first[torch.sort(torch.from_numpy(means[newest_first]), descending=True,
-                                        stable=True).indices.numpy()]
-    else:
-        order = newest_first[np.argsort(-means[newest_first], kind="stable")]
+    order = newest_first[_order_desc(means[newest_first])]
     room = budget - n_prot
     if strata:
         order = _strata_first(order, frames, room // int(cnt.max()))  # cnt >= 1: frames holding tokens

@@ -108,5 +108,6 @@ def shared_parameters() -> str:
             f"of older tokens, counted exactly in the byte budget); salient_storage=DTYPE with salient_share=0.25 "
             f"(mixed precision: the most salient tokens stay at the higher precision); "
             f"quant={'|'.join(QUANT_SCHEMES)} (integer storage: keys per channel and values per head, KIVI style; "
-            f"one range per token; or KIVI style after a Hadamard rotation of each head, QuaRot style); residual=N (the newest N frames before the newest chunk stay fp32, KIVI's "
+            f"one range per token; or KIVI style after a Hadamard rotation of each head, QuaRot style); "
+            f"residual=N (the newest N frames before the newest chunk stay fp32, KIVI's "
             f"full-precision residual); layer_split={'|'.join(LAYER_SPLITS)}")

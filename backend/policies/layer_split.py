@@ -35,7 +35,7 @@ def water_fill(weights: torch.Tensor, caps: torch.Tensor, total: int) -> torch.T
         add = np.minimum(np.floor(share).astype(cap.dtype), cap - alloc)
         if int(add.sum()) == 0:          # the remainder: one each to the heaviest entries with room
             free_t = torch.from_numpy(free)
-            order = torch.argsort(torch.where(free_t, weights.float(), torch.tensor(-1.0)), descending=True)
+            order = torch.argsort(torch.where(free_t, torch.from_numpy(w), torch.tensor(-1.0)), descending=True)
             room = order[(free_t & torch.from_numpy(alloc < cap))[order]].numpy()
             alloc[room[:left]] += 1
             break
