@@ -18,7 +18,7 @@ def run(tiny, ae, policy, n=N_FRAMES, seed=4):
 
 @pytest.mark.parametrize("name", BOUNDED)
 @pytest.mark.parametrize("frames_budget", [2, 3.5])
-@pytest.mark.parametrize("granularity", ["token", "frame", "strata"])
+@pytest.mark.parametrize("granularity", ["token", "frame"])
 def test_matrix_budget_protection_alignment_determinism(tiny, ae, name, frames_budget, granularity):
     tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
     if granularity not in POLICIES[name][0].granularities:
@@ -39,7 +39,7 @@ def test_matrix_budget_protection_alignment_determinism(tiny, ae, name, frames_b
             assert newest <= set(kept)                                  # nor is the newest chunk
             if name in ("sink", "deep_forcing") and r.chunk >= 1:
                 assert set(range(P, P + tpf)) <= set(kept)              # nor the sink frame
-            if granularity in ("frame", "strata"):
+            if granularity == "frame":
                 fr = (kept[kept >= P] - P) // tpf
                 assert all((fr == f).sum() == tpf for f in np.unique(fr))   # whole frames only
     for layer in st.cache.layers:
