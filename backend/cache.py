@@ -271,21 +271,26 @@ class LayerCache:
     def merge_values(self, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
         """The value and count half of `merge`, in place; the src tokens stay until the caller's next `keep`.
         Returns a (n,) mask of the src tokens."""
-        src, dst = torch.as_tensor(src, dtype=torch.long), torch.as_tensor(dst, dtype=torch.long)
-        gone = torch.zeros(len(self), dtype=torch.bool)
+        src = torch.as_tensor(src, dtype=torch.long).numpy()                  # index bookkeeping in numpy
+        dst = torch.as_tensor(dst, dtype=torch.long).numpy()
+        gone = np.zeros(len(self), dtype=bool)
         if len(src) == 0:
-            return gone
+            return torch.from_numpy(gone)
         gone[src] = True
-        if bool(gone[dst].any()) or int(gone.sum()) != len(src):
+        if gone[dst].any() or int(gone.sum()) != len(src):
             raise ValueError("merge: a token cannot be both merged away and a target, or merged twice")
         cnt = self.meta["count"]
-        tgt, slot = dst.unique(return_inverse=True)                           # only the targets change
+        is_tgt = np.zeros(len(self), dtype=bool)                              # only the targets change
+        is_tgt[dst] = True
+        tgt = torch.from_numpy(np.flatnonzero(is_tgt))                        # (m,) ascending
+        slot = torch.from_numpy((np.cumsum(is_tgt) - 1)[dst])                 # each src's target slot
+        src = torch.from_numpy(src)
         vsum = self.v.index_select(1, tgt) * cnt[tgt][None, :, None]          # (H, m, Dh) count-weighted
         vsum.index_add_(1, slot, self.v.index_select(1, src) * cnt[src][None, :, None])
         tgt_cnt = cnt[tgt].index_add(0, slot, cnt[src])
         self.v.index_copy_(1, tgt, vsum / tgt_cnt[None, :, None])
         cnt.index_copy_(0, tgt, tgt_cnt)                                      # the packed column, in place
-        return gone
+        return torch.from_numpy(gone)
 
     def set_positions(self, pos: torch.Tensor) -> None:
         """Replace the RoPE positions (n, 3) the keys are rotated with (shift / re-index modes)."""

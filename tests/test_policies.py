@@ -114,6 +114,10 @@ def test_budget_below_protected_is_rejected_before_work(tiny, ae):
         make_policy("nope")
     with pytest.raises(ValueError, match="parameter"):
         make_policy("tova", frames=3)
+    for name in ("snapkv", "flowcache"):             # pooling kernels are odd cell counts
+        for bad in (0, 2, -1, 1.5):
+            with pytest.raises(ValueError, match="kernel"):
+                make_policy(name, kernel=bad)
 
 
 def test_tempcache_merge_is_exact_on_identical_keys(tiny):
@@ -144,18 +148,41 @@ def test_tempcache_merge_is_exact_on_identical_keys(tiny):
 
 
 def test_flowcache_redundancy_prefers_distinct_keys():
+    import torch.nn.functional as F
+
     from backend.policies.flowcache import redundancy
     k = torch.randn(2, 6, 8)
     k[:, 1] = k[:, 0]
     k[:, 2] = k[:, 0] * 2                          # three copies of one direction
     r = redundancy(k)
     assert r[:3].min() > r[3:].max() and torch.isclose(r.sum(), torch.tensor(1.0))
+    k = torch.randn(4, 300, 16)                    # the O(n d) form equals the mean of the cosine matrix
+    u = F.normalize(k.transpose(0, 1).reshape(300, -1), dim=1)
+    cos = u @ u.T
+    expect = ((cos.sum(1) - cos.diagonal()) / 299).softmax(0)
+    assert torch.allclose(redundancy(k), expect, rtol=1e-4, atol=1e-9)
+
+
+def test_tempcache_nearest_equals_a_brute_force_cosine_search():
+    import torch.nn.functional as F
+
+    from backend.policies.tempcache import nearest
+    g = torch.Generator().manual_seed(3)
+    k = torch.randn(4, 200, 8, generator=g) * torch.rand(1, 200, 1, generator=g) * 5   # rows of many norms
+    targets = torch.arange(150, 200)
+    best, arg = nearest(k, targets.numpy())
+    u = F.normalize(k.transpose(0, 1).reshape(200, -1), dim=1)
+    cos = u @ u[targets].T                         # (n, m)
+    assert torch.equal(torch.from_numpy(arg), cos.argmax(1))
+    assert torch.allclose(torch.from_numpy(best), cos.max(1).values, atol=1e-5)
+    assert torch.allclose(torch.from_numpy(best[150:]), torch.ones(50), atol=1e-5)   # each target finds itself
 
 
 def test_packcache_fits_decay_and_water_fills():
     from backend.policies.packcache import fit_rho, water_fill
-    d = torch.arange(1, 9).repeat_interleave(4)
-    assert abs(fit_rho(d, 0.7 ** d.float(), 0.1, 0.999) - 0.7) < 1e-4
+    d = np.arange(1, 9)
+    assert abs(fit_rho(d, 0.7 ** d, 0.1, 0.999) - 0.7) < 1e-6
+    assert fit_rho(d, 0.2 ** d, 0.5, 0.99) == 0.5 and fit_rho(d[:1], d[:1], 0.5, 0.99) == 0.99   # clamped; one frame
     alloc = water_fill(torch.tensor([8.0, 4.0, 2.0, 1.0]), torch.tensor([5, 5, 5, 5]), 12)
     assert int(alloc.sum()) == 12 and (alloc <= 5).all() and alloc[0] >= alloc[1] >= alloc[2] >= alloc[3]
 
@@ -170,7 +197,7 @@ def test_water_fill_spends_the_total_within_caps_and_favours_heavier_entries():
         w = torch.rand(n, generator=g) if trial % 2 else torch.randint(1, 4, (n,), generator=g).float()
         caps = torch.randint(0, 50, (n,), generator=g)
         total = int(torch.randint(0, int(caps.sum()) + 20, (1,), generator=g))
-        a = water_fill(w, caps, total)
+        a = torch.from_numpy(water_fill(w, caps, total))
         assert a.dtype == caps.dtype and int(a.sum()) == min(total, int(caps.sum()))
         assert bool((a >= 0).all()) and bool((a <= caps).all())
         room = a < caps
@@ -187,7 +214,7 @@ def test_packcache_rank_within_matches_per_group_topk():
     perm = torch.randperm(200, generator=g)                            # cache order is not time order
     group, slot = group[perm], slot[perm]
     value = torch.randint(0, 6, (200,), generator=g).float()           # many ties
-    rank = rank_within(group, slot, value, 64)
+    rank = torch.from_numpy(rank_within(group.numpy(), slot.numpy(), value.numpy(), 64))
     for f in range(5):
         idx = (group == f).nonzero().flatten()
         expect = sorted(idx.tolist(), key=lambda i: (-value[i].item(), -slot[i].item()))

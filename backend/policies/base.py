@@ -20,8 +20,10 @@ from .rope_modes import ROPE_MODES, reindex, shift_sink
 # What an evicting run computes can change with the cache code even when no setting does: the benchmark's
 # resume keys include this, so bump it with such a change (2: the order-free keep_map, session 12; 3: PaFu-KV's
 # head batched over layers, predictions equal to float rounding, and the eviction timings re-measured, session 13;
-# 4: selection and keep bookkeeping in numpy, every decision the same, the eviction timings re-measured).
-ENGINE_VERSION = 4
+# 4: selection and keep bookkeeping in numpy, every decision the same, the eviction timings re-measured;
+# 5: FlowCache's, PackCache's and TempCache's scoring in numpy (float64 decay fit and water-fill; FlowCache's
+# redundancy summed in another order: rare near-ties can flip), `protected` in numpy).
+ENGINE_VERSION = 5
 
 @dataclass(frozen=True)
 class EvictContext:
@@ -96,8 +98,8 @@ class Policy:
 
     def protected(self, layer: LayerCache, ctx: EvictContext) -> torch.Tensor:
         """Boolean (n,) of tokens never evicted: prompt anchors and the newest chunk."""
-        m = layer.meta
-        return (m["kind"] == KIND_PROMPT) | (m["frame"] >= ctx.newest_frames[0])
+        m = layer.meta                                   # numpy on views: this runs on every layer, every commit
+        return torch.from_numpy((m["kind"].numpy() == KIND_PROMPT) | (m["frame"].numpy() >= ctx.newest_frames[0]))
 
     def score(self, layer_idx: int, layer: LayerCache, ctx: EvictContext) -> torch.Tensor | None:
         return None

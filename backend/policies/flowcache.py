@@ -6,33 +6,38 @@ queries of the attention probabilities) - (1 - lambda) * redundancy, redundancy_
 cos(k_i, k_j)) with the diagonal zeroed; lambda = 0.07; top-`budget`.
 Our reconstruction: head-averaged attention (from the commit pass), the 1D max-pool of 7 becomes a 3x3
 spatial max-pool within each frame, and the mean cosine similarity is computed in O(n d) as
-k_hat_j . (sum_i k_hat_i - k_hat_j) / (n - 1) on the concatenated heads.
+k_hat_j . (sum_i k_hat_i - k_hat_j) / (n - 1) on the concatenated heads (in numpy, on a view of the keys:
+the scoring runs on every layer after every commit).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..cache import KIND_FRAME
 from .base import Policy
-from .signals import frame_pool, recent_attention
+from .signals import check_kernel, frame_pool, max_pool, recent_attention
 
 
 def spatial_max(values: torch.Tensor, layer, grid: int, kernel: int) -> torch.Tensor:
     """Max-pool a per-token signal over kernel x kernel within each frame (prompt tokens unchanged)."""
-    return frame_pool(values, layer, grid, kernel, F.max_pool2d, float("-inf"))
+    return frame_pool(values, layer, grid, kernel, max_pool, float("-inf"))
 
 
 def redundancy(k: torch.Tensor) -> torch.Tensor:
-    """softmax over tokens of each key's mean cosine similarity to the others: k (H, n, Dh) -> (n,)."""
+    """softmax over tokens of each key's mean cosine similarity to the others: k (H, n, Dh) -> (n,).
+    With unit keys u_i = k_i / |k_i| over the concatenated heads, mean_cos_j = (u_j . sum_i u_i - 1) / (n - 1);
+    the sum is one weighted pass over the keys and no normalised copy is made."""
     n = k.shape[1]
     if n < 2:
         return torch.zeros(n)
-    kh = F.normalize(k.transpose(0, 1).reshape(n, -1), dim=1)                # (n, H*Dh)
-    mean_cos = (kh @ kh.sum(0) - 1.0) / (n - 1)                              # diagonal removed
-    return mean_cos.softmax(0)
+    kn = k.detach().float().numpy()                                          # (H, n, Dh), a view
+    inv = 1.0 / np.maximum(np.sqrt(np.einsum("hnd,hnd->n", kn, kn)), 1e-12)  # (n,) 1 / |k_j|
+    total = np.einsum("hnd,n->hd", kn, inv)                                  # (H, Dh) sum of unit keys
+    mean_cos = (np.einsum("hnd,hd->n", kn, total) * inv - 1.0) / (n - 1)     # diagonal removed
+    e = np.exp(mean_cos - mean_cos.max())
+    return torch.from_numpy(e / e.sum())
 
 
 @dataclass
@@ -40,6 +45,10 @@ class FlowCache(Policy):
     name = "flowcache"
     lam: float = 0.07
     kernel: int = 3
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_kernel(self.kernel)
 
     def score(self, layer_idx, layer, ctx):
         att = spatial_max(recent_attention(layer), layer, ctx.grid, self.kernel)

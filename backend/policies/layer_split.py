@@ -20,29 +20,31 @@ from .signals import past_attention, recent_attention
 LAYER_SPLITS = ("uniform", "cake", "prefixkv")
 
 
-def water_fill(weights: torch.Tensor, caps: torch.Tensor, total: int) -> torch.Tensor:
-    """Integer allocation proportional to weights, each at most its cap, summing to min(total, caps.sum()).
-    The loop runs in numpy on float32 views (the float sum stays torch's, so every share rounds as it did
-    in torch): PackCache calls this on every layer after every commit."""
-    w = weights.detach().float().numpy()
-    cap = caps.numpy()
+def water_fill(weights, caps, total: int) -> np.ndarray:
+    """Integer allocation proportional to weights, each at most its cap, summing to min(total, caps.sum()):
+    weights (F,) >= 0 and caps (F,) integers (numpy arrays or CPU tensors) -> (F,) caps.dtype.
+    In numpy, float64 (PackCache calls this on every layer after every commit). What flooring leaves goes
+    one each to the heaviest entries with room (lower index first on equal weights); entries whose weights
+    are all zero share equally."""
+    w = np.asarray(weights, dtype=np.float64)
+    cap = np.asarray(caps)
     alloc = np.zeros_like(cap)
     free = np.ones(len(cap), dtype=bool)
     left = min(total, int(cap.sum()))
     while left > 0 and free.any():
-        wf = w * free                                                 # float32, as torch's weights * free
-        share = wf / np.float32(torch.from_numpy(wf).sum().item()) * left
+        wf = w * free
+        mass = wf.sum()
+        share = (wf / mass if mass > 0 else free / free.sum()) * left
         add = np.minimum(np.floor(share).astype(cap.dtype), cap - alloc)
         if int(add.sum()) == 0:          # the remainder: one each to the heaviest entries with room
-            free_t = torch.from_numpy(free)
-            order = torch.argsort(torch.where(free_t, torch.from_numpy(w), torch.tensor(-1.0)), descending=True)
-            room = order[(free_t & torch.from_numpy(alloc < cap))[order]].numpy()
+            order = np.argsort(-np.where(free, w, -1.0), kind="stable")
+            room = order[(free & (alloc < cap))[order]]
             alloc[room[:left]] += 1
             break
         alloc += add
         left -= int(add.sum())
         free &= alloc < cap
-    return torch.from_numpy(alloc)
+    return alloc
 
 
 def cake_budgets(cache, budget: int, protected: list[int], sizes: list[int], tau1: float = 1.6,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..cache import KIND_FRAME
@@ -24,33 +25,30 @@ from .layer_split import water_fill
 from .signals import recent_attention
 
 
-def fit_rho(dist: torch.Tensor, att: torch.Tensor, lo: float, hi: float) -> float:
-    """Least-squares slope of log(mean attention) over distance -> rho = exp(slope), clamped."""
-    if len(dist) == 0:
+def fit_rho(dist: np.ndarray, mean_att: np.ndarray, lo: float, hi: float) -> float:
+    """Least-squares slope of log(mean attention) over frame distance -> rho = exp(slope), clamped.
+    dist (F,) the distances that hold candidates, mean_att (F,) their mean attention; in float64."""
+    if len(dist) < 2:
         return hi
-    d0 = int(dist.min())
-    counts = torch.bincount(dist - d0)                                 # distances address the sums directly
-    sums = torch.zeros(len(counts)).index_add_(0, dist - d0, att.float())
-    d = counts.nonzero().flatten()
-    if len(d) < 2:
-        return hi
-    mean = (sums[d] / counts[d]).clamp_min(1e-12).log()               # (distances,) log mean attention
-    x = (d + d0).float()
+    y = np.log(np.maximum(np.asarray(mean_att, dtype=np.float64), 1e-12))
+    x = np.asarray(dist, dtype=np.float64)
     x = x - x.mean()
-    slope = float((x * (mean - mean.mean())).sum() / (x * x).sum())
+    slope = float((x * (y - y.mean())).sum() / (x * x).sum())
     return min(max(math.exp(slope), lo), hi)
 
 
-def rank_within(group: torch.Tensor, slot: torch.Tensor, value: torch.Tensor, width: int) -> torch.Tensor:
+def rank_within(group: np.ndarray, slot: np.ndarray, value: np.ndarray, width: int) -> np.ndarray:
     """Rank of each element inside its group (0 = largest value; ties towards the higher `slot`, which in
     a frame is the later raster position, i.e. the newer token id): (n,). (group, slot) must be unique,
-    0 <= slot < width, groups 0.. dense. One row-wise sort of a (groups, width) table."""
+    0 <= slot < width, groups 0.. dense. One row-wise stable sort of a (groups, width) table."""
+    group, slot = np.asarray(group), np.asarray(slot)
     n_groups = int(group.max()) + 1 if len(group) else 0
-    table = torch.full((n_groups, width), float("-inf"))
+    table = np.full((n_groups, width), np.inf, dtype=np.float32)       # negated values: ascending = best first
     rev = width - 1 - slot                                             # higher slot first on ties
-    table[group, rev] = value.float()
-    order = torch.sort(table, dim=1, descending=True, stable=True).indices     # (G, W) column per rank
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(width).expand(n_groups, width))
+    table[group, rev] = -np.asarray(value, dtype=np.float32)
+    order = np.argsort(table, axis=1, kind="stable")                   # (G, W) column per rank
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(width), order.shape), axis=1)
     return rank[group, rev]
 
 
@@ -63,41 +61,50 @@ class PackCache(Policy):
     last_rho: dict | None = None
 
     def keep_indices(self, layer_idx, layer, ctx, budget):
+        """Index bookkeeping and the decay fit in numpy on views of the metadata (this runs on every layer
+        after every commit; a torch op's fixed cost was most of it)."""
         n = len(layer)
         if budget is None or n <= budget:
             return torch.arange(n), None
         m = layer.meta
-        prot = self.protected(layer, ctx)
-        att = recent_attention(layer)
-        cand = (~prot) & (m["kind"] == KIND_FRAME)
-        dist = ctx.newest_frames[1] - m["frame"]
-        rho = fit_rho(dist[cand], att[cand], self.rho_min, self.rho_max)
+        prot_t = self.protected(layer, ctx)
+        prot, att, frame = prot_t.numpy(), m["recent"].numpy(), m["frame"].numpy()
+        cand = ~prot & (m["kind"].numpy() == KIND_FRAME)
+        dist = ctx.newest_frames[1] - frame                                          # (n,) frames back
+        idx = np.flatnonzero(cand)                                                   # (c,) candidates
+        if len(idx) == 0:
+            return torch.from_numpy(np.flatnonzero(prot)), None
+        f_lo = int(frame[idx].min())
+        slot_f = frame[idx] - f_lo                          # frame indices address per-frame sums directly
+        counts = np.bincount(slot_f)
+        frames = np.flatnonzero(counts)                                              # (F,) ascending, - f_lo
+        caps = counts[frames]
+        mean = np.bincount(slot_f, weights=att[idx])[frames] / caps                  # (F,) mean attention
+        d_frames = ctx.newest_frames[1] - f_lo - frames                              # (F,) distance
+        rho = fit_rho(d_frames, mean, self.rho_min, self.rho_max)
         self.last_rho = {**(self.last_rho or {}), layer_idx: rho}
         if self.granularity == "frame":          # whole frames, ranked by decayed mean attention
-            score = att * rho ** dist.clamp_min(0).float()
-            return select_frames(score, prot, m["frame"], budget), score
-        frame_c = m["frame"][cand]
-        frames, inv, caps = frame_c.unique(return_inverse=True, return_counts=True)   # (F,) ascending
-        weights = (rho ** (ctx.newest_frames[1] - frames).double()).float()                 # (F,) cross-frame decay
+            score = torch.from_numpy(att * (rho ** np.maximum(dist, 0)).astype(np.float32))
+            return select_frames(score, prot_t, m["frame"], budget), score
+        inv = (np.cumsum(counts > 0) - 1)[slot_f]                                    # (c,) frame slot 0..F-1
+        weights = rho ** d_frames.astype(np.float64)                                 # (F,) cross-frame decay
         alloc = water_fill(weights, caps, budget - int(prot.sum()))                  # (F,) tokens per frame
-        idx = cand.nonzero().flatten()                                               # (c,) candidates
         if self.within == "grid":       # a regular spatial subsample of b tokens among the frame's c tokens
-            idx = idx[m["token_id"][idx].argsort()]                      # time then raster order (cache order is neither)
-            pick = torch.zeros(len(idx), dtype=torch.bool)
-            start = caps.cumsum(0) - caps                                # a frame's candidates are now contiguous
-            j = torch.arange(int(alloc.max()))                           # (J,) the b positions of linspace(0, c-1, b)
-            step = ((caps - 1).float() / (alloc - 1).clamp_min(1).float())[:, None]
-            at = (j[None, :].float() * step).round().long()              # (F, J)
-            ok = j[None, :] < alloc[:, None]
-            pick[(start[:, None] + at)[ok]] = True
+            idx = idx[np.argsort(m["token_id"].numpy()[idx], kind="stable")]   # time then raster order (cache order is neither)
+            start = np.cumsum(caps) - caps                               # a frame's candidates are now contiguous
+            j = np.arange(int(alloc.max()))                              # (J,) the b positions of linspace(0, c-1, b)
+            step = ((caps - 1).astype(np.float32) / np.maximum(alloc - 1, 1).astype(np.float32))[:, None]
+            at = np.rint(j[None, :].astype(np.float32) * step).astype(np.int64)   # (F, J)
+            pick = np.zeros(len(idx), dtype=bool)
+            pick[(start[:, None] + at)[j[None, :] < alloc[:, None]]] = True
         else:                           # the frame's top-b tokens by newest-chunk attention
-            slot = m["y"][idx] * ctx.grid + m["x"][idx]                   # raster cell: token-id order in a frame
+            slot = m["y"].numpy()[idx] * ctx.grid + m["x"].numpy()[idx]   # raster cell: token-id order in a frame
             pick = rank_within(inv, slot, att[idx], ctx.grid * ctx.grid) < alloc[inv]
-        keep = prot.clone()
+        keep = prot.copy()
         keep[idx[pick]] = True
-        score = torch.full((n,), float("-inf"))
-        score[idx] = att[idx] * (rho ** dist[idx].double()).float()
-        return keep.nonzero().flatten(), score
+        score = np.full(n, -np.inf, dtype=np.float32)
+        score[idx] = att[idx] * (rho ** dist[idx].astype(np.float64)).astype(np.float32)
+        return torch.from_numpy(np.flatnonzero(keep)), torch.from_numpy(score)
 
     def describe(self):
         return {**super().describe(), "within": self.within, "rho": self.last_rho}

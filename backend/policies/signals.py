@@ -1,8 +1,6 @@
 """Salience signals read from cache metadata (DESIGN §6), shared by the scoring policies."""
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -31,12 +29,42 @@ def spatial_pool(values: torch.Tensor, layer: LayerCache, grid: int, kernel: int
     """Average-pool a per-token signal over a kernel x kernel neighbourhood within each frame
     (SnapKV's pooling, done on the frame grid instead of the 1D sequence). Prompt tokens keep their value;
     an evicted token's cell counts as 0."""
-    pool = functools.partial(F.avg_pool2d, count_include_pad=False)
-    return frame_pool(values, layer, grid, kernel, pool, 0.0)
+    return frame_pool(values, layer, grid, kernel, avg_pool, 0.0)
+
+
+def check_kernel(kernel) -> None:
+    """Pooling kernels are odd sizes >= 1, centred on the token."""
+    if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"kernel must be an odd whole number >= 1 (cells a side), got {kernel!r}")
+
+
+def avg_pool(img: np.ndarray, kernel: int) -> np.ndarray:
+    """Mean over kernel x kernel cells of each (F, g, g) image, padding not counted (torch's avg_pool2d,
+    count_include_pad=False, stride 1)."""
+    pooled = F.avg_pool2d(torch.from_numpy(img)[:, None], kernel, stride=1, padding=kernel // 2,
+                          count_include_pad=False)
+    return pooled[:, 0].numpy()
+
+
+def max_pool(img: np.ndarray, kernel: int) -> np.ndarray:
+    """Max over kernel x kernel cells of each (F, g, g) image (stride 1, -inf padding), separably: a max
+    over kernel shifted rows, then over kernel shifted columns (2 kernel numpy ops, not kernel^2; equal to
+    torch's max_pool2d, which costs a few times more on these small images)."""
+    r, (n, h, w) = kernel // 2, img.shape
+    pad = np.full((n, h + 2 * r, w + 2 * r), -np.inf, dtype=img.dtype)
+    pad[:, r:r + h, r:r + w] = img
+    rows = pad[:, :h].copy()                                          # (F, h, w + 2r)
+    for dy in range(1, kernel):
+        np.maximum(rows, pad[:, dy:dy + h], out=rows)
+    out = rows[:, :, :w].copy()
+    for dx in range(1, kernel):
+        np.maximum(out, rows[:, :, dx:dx + w], out=out)
+    return out
 
 
 def frame_pool(values: torch.Tensor, layer: LayerCache, grid: int, kernel: int, pool, empty: float) -> torch.Tensor:
-    """`pool` (an F.*_pool2d) a per-token signal over kernel x kernel cells of each frame's grid, cells with
+    """`pool` (`max_pool` or `avg_pool`: (F, g, g) images, kernel -> same shape) a per-token signal over
+    kernel x kernel cells of each frame's grid, cells with
     no cached token set to `empty`; prompt tokens keep their value: (n,). Frame indices address the image
     stack directly (frames no longer cached are empty images): fewer small ops than grouping by frame."""
     m = layer.meta
@@ -51,6 +79,5 @@ def frame_pool(values: torch.Tensor, layer: LayerCache, grid: int, kernel: int, 
     o = out.numpy()
     img = np.full(n_frames * grid * grid, empty, dtype=np.float32)
     img[cell] = o[is_frame]
-    pooled = pool(torch.from_numpy(img).view(n_frames, 1, grid, grid), kernel, stride=1, padding=kernel // 2)
-    o[is_frame] = pooled.reshape(-1).numpy()[cell]
+    o[is_frame] = pool(img.reshape(n_frames, grid, grid), kernel).reshape(-1)[cell]
     return out

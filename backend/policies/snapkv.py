@@ -10,13 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import Policy
-from .signals import recent_attention, spatial_pool
+from .signals import check_kernel, recent_attention, spatial_pool
 
 
 @dataclass
 class SnapKV(Policy):
     name = "snapkv"
     kernel: int = 3
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_kernel(self.kernel)
 
     def score(self, layer_idx, layer, ctx):
         return spatial_pool(recent_attention(layer), layer, ctx.grid, self.kernel)

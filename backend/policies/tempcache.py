@@ -7,19 +7,32 @@ Our reconstruction: at each commit, every older frame token whose rotated key (w
 cosine similarity >= `threshold` with a token of the newest chunk is merged into the most similar one
 (count-weighted mean value, counts add, +log(count) applied at attention time by the model); if the
 cache is still over budget the oldest frames go (FIFO). The paper finds groups with ANN/LSH; we search
-exactly (one matrix product of unit keys per layer, about 0.35 ms per layer at 1/8 of a 256-frame cache on
-one CPU thread, a quarter of TempCache's eviction step, whose 8% overhead is the largest of the library:
-docs/backend.md).
+exactly: one batched numpy matrix product per layer of the keys against the newest chunk's unit keys,
+summed over heads, the rows scaled to cosines after the argmax (a row's scale does not change its
+argmax), so no normalised or transposed copy of the cache is made.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..cache import KIND_FRAME
 from .base import Policy, select
 from .signals import recency
+
+
+def nearest(k: torch.Tensor, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each token's best cosine similarity with the tokens at positions `targets`, and which one, over the
+    concatenated heads: k (H, n, Dh), targets (m,) -> best (n,) float32, arg (n,) indices into targets."""
+    kn = k.detach().numpy()                                                     # (H, n, Dh), a view
+    n = kn.shape[1]
+    inv = 1.0 / np.maximum(np.sqrt(np.einsum("hnd,hnd->n", kn, kn)), 1e-12)    # (n,) 1 / |k_i|
+    unit = kn[:, targets] * inv[targets][None, :, None]                         # (H, m, Dh) unit targets
+    sim = np.matmul(kn, unit.transpose(0, 2, 1)).sum(0)                         # (n, m) |k_i| cos(i, j)
+    arg = sim.argmax(1)
+    return sim[np.arange(n), arg] * inv, arg
 
 
 @dataclass
@@ -35,18 +48,16 @@ class TempCache(Policy):
         """Merge older near-duplicates into the newest chunk's tokens (values and counts, in place); returns
         the (n,) mask of the tokens merged away, which the eviction then drops with the rest."""
         m = layer.meta
-        newest = m["frame"] >= ctx.newest_frames[0]
-        old = (m["kind"] == KIND_FRAME) & ~newest
-        new = newest.nonzero().flatten()
-        if len(new) == 0 or not bool(old.any()):
+        kind, frame = m["kind"].numpy(), m["frame"].numpy()                   # views: bookkeeping in numpy
+        newest = frame >= ctx.newest_frames[0]
+        old = (kind == KIND_FRAME) & ~newest
+        new = np.flatnonzero(newest)
+        if len(new) == 0 or not old.any():
             return torch.zeros(len(layer), dtype=torch.bool)
         k = layer.rotated_keys(ctx.rotate) if ctx.rotate is not None else layer.k   # (H, n, Dh) as attention sees them
-        H, n, Dh = k.shape
-        kf = k.transpose(0, 1).reshape(n, H * Dh)                                    # (n, H*Dh) concatenated heads
-        kf = kf / kf.norm(dim=1, keepdim=True).clamp_min(1e-12)                      # unit keys
-        best, arg = (kf @ kf.index_select(0, new).T).max(1)                          # (n,) best cosine with a new token
-        hit = ((best >= self.threshold) & old).nonzero().flatten()
-        return layer.merge_values(hit, new[arg[hit]])
+        best, arg = nearest(k, new)
+        hit = np.flatnonzero((best >= self.threshold) & old)
+        return layer.merge_values(torch.from_numpy(hit), torch.from_numpy(new[arg[hit]]))
 
     def prepare(self, cache, ctx):
         self._gone = [self.merge_step(layer, ctx) for layer in cache.layers]
@@ -54,13 +65,16 @@ class TempCache(Policy):
 
     def keep_indices(self, layer_idx, layer, ctx, budget):
         """The survivors of the merge, then the newest of them up to the budget (one copy of the cache)."""
-        gone = self._gone[layer_idx] if getattr(self, "_gone", None) else torch.zeros(len(layer), dtype=torch.bool)
-        alive = (~gone).nonzero().flatten()
+        gone = (self._gone[layer_idx] if getattr(self, "_gone", None)
+                else torch.zeros(len(layer), dtype=torch.bool)).numpy()              # bookkeeping in numpy
+        alive = np.flatnonzero(~gone)
         if budget is None or len(alive) <= budget:
-            return alive, None
+            return torch.from_numpy(alive), None
         scores = self.score(layer_idx, layer, ctx)
-        return (select(scores.masked_fill(gone, float("-inf")), self.protected(layer, ctx) & ~gone, budget,
-                       layer.meta["token_id"]), scores)
+        live = scores.numpy().copy()
+        live[gone] = -np.inf
+        prot = self.protected(layer, ctx).numpy() & ~gone
+        return select(torch.from_numpy(live), torch.from_numpy(prot), budget, layer.meta["token_id"]), scores
 
     def describe(self):
         return {**super().describe(), "threshold": self.threshold}
