@@ -340,20 +340,17 @@ class LayerCache:
             self._krot = rotate(self.k, self.meta["pos"])
         return self._krot
 
-    def token_bytes(self) -> torch.Tensor:
-        """Bytes each token occupies on its own, K and V together (codes and per-token scales): (n,) int64.
-        The per-channel key scales of `channel` groups are shared and counted by `group_bytes`."""
-        H, _, Dh = self.k.shape
-        return _own_bytes_table(H, Dh)[self.meta["dtype"].long(), (self.meta["qgroup"] >= 0).long()]
-
-    def group_bytes(self) -> int:
-        """Bytes of the per-channel key scales of every `channel` group that still has a quantised token."""
-        H, _, Dh = self.k.shape
-        g = self.meta["qgroup"][self.meta["dtype"] >= DTYPES["int8"][0]]
-        return len(g[g >= 0].unique()) * H * Dh * SCALE_BYTES
-
     def nbytes(self) -> int:
-        return int(self.token_bytes().sum()) + self.group_bytes()
+        """Exact bytes of the layer: each token's own bytes, K and V together (codes and per-token scales;
+        counted per (dtype, grouped) class), plus the fp16 per-channel key scales of every `channel` group
+        that still has a quantised token (shared by the group, counted once). In numpy: every StepRecord
+        reads it."""
+        H, _, Dh = self.k.shape
+        dt, qg = self.meta["dtype"].numpy().astype(np.int64), self.meta["qgroup"].numpy()
+        classes = np.bincount(dt * 2 + (qg >= 0), minlength=2 * len(DTYPES))     # (dtype, grouped) counts
+        own = int(classes @ _own_bytes_table(H, Dh).numpy().reshape(-1))
+        groups = np.unique(qg[(dt >= DTYPES["int8"][0]) & (qg >= 0)])
+        return own + len(groups) * H * Dh * SCALE_BYTES
 
     def clone(self) -> "LayerCache":
         return LayerCache(self.k.clone(), self.v.clone(), self.meta.clone(), next_group=self.next_group)

@@ -7,9 +7,9 @@ Our reconstruction: at each commit, every older frame token whose rotated key (w
 cosine similarity >= `threshold` with a token of the newest chunk is merged into the most similar one
 (count-weighted mean value, counts add, +log(count) applied at attention time by the model); if the
 cache is still over budget the oldest frames go (FIFO). The paper finds groups with ANN/LSH; we search
-exactly: one batched numpy matrix product per layer of the keys against the newest chunk's unit keys,
-summed over heads, the rows scaled to cosines after the argmax (a row's scale does not change its
-argmax), so no normalised or transposed copy of the cache is made.
+exactly: one batched matrix product per layer of the keys against the newest chunk's unit keys, summed
+over heads, the rows scaled to cosines after the argmax (a row's scale does not change its argmax), so no
+normalised or transposed copy of the cache is made.
 """
 from __future__ import annotations
 
@@ -25,14 +25,16 @@ from .signals import recency
 
 def nearest(k: torch.Tensor, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each token's best cosine similarity with the tokens at positions `targets`, and which one, over the
-    concatenated heads: k (H, n, Dh), targets (m,) -> best (n,) float32, arg (n,) indices into targets."""
-    kn = k.detach().numpy()                                                     # (H, n, Dh), a view
-    n = kn.shape[1]
-    inv = 1.0 / np.maximum(np.sqrt(np.einsum("hnd,hnd->n", kn, kn)), 1e-12)    # (n,) 1 / |k_i|
-    unit = kn[:, targets] * inv[targets][None, :, None]                         # (H, m, Dh) unit targets
-    sim = np.matmul(kn, unit.transpose(0, 2, 1)).sum(0)                         # (n, m) |k_i| cos(i, j)
+    concatenated heads: k (H, n, Dh), targets (m,) -> best (n,) float32, arg (n,) indices into targets.
+    The product is torch's (it honours torch's thread count; numpy's BLAS starts its own threads, which
+    oversubscribe the cores when the benchmark runs one 1-thread worker per core), the rest numpy's."""
+    n = k.shape[1]
+    tg = torch.from_numpy(np.asarray(targets, dtype=np.int64))
+    inv = (k * k).sum((0, 2)).sqrt_().clamp_min_(1e-12).reciprocal_()            # (n,) 1 / |k_i|
+    unit = k.index_select(1, tg) * inv[tg][None, :, None]                       # (H, m, Dh) unit targets
+    sim = torch.addbmm(k.new_empty(n, len(tg)), k, unit.transpose(1, 2), beta=0).numpy()   # (n, m) |k_i| cos(i, j), heads summed
     arg = sim.argmax(1)
-    return sim[np.arange(n), arg] * inv, arg
+    return sim[np.arange(n), arg] * inv.numpy(), arg
 
 
 @dataclass
