@@ -22,7 +22,6 @@ import torch
 from ..cache import KIND_FRAME
 from .base import Policy, select_frames
 from .layer_split import water_fill
-from .signals import recent_attention
 
 
 def fit_rho(dist: np.ndarray, mean_att: np.ndarray, lo: float, hi: float) -> float:
@@ -68,7 +67,7 @@ class PackCache(Policy):
             return torch.arange(n), None
         m = layer.meta
         prot_t = self.protected(layer, ctx)
-        prot, att, frame = prot_t.numpy(), m["recent"].numpy(), m["frame"].numpy()
+        prot, att, frame = prot_t.numpy(), m["recent"].numpy(), m["frame"].numpy()   # att: newest-chunk attention
         cand = ~prot & (m["kind"].numpy() == KIND_FRAME)
         dist = ctx.newest_frames[1] - frame                                          # (n,) frames back
         idx = np.flatnonzero(cand)                                                   # (c,) candidates

@@ -64,9 +64,9 @@ def max_pool(img: np.ndarray, kernel: int) -> np.ndarray:
 
 def frame_pool(values: torch.Tensor, layer: LayerCache, grid: int, kernel: int, pool, empty: float) -> torch.Tensor:
     """`pool` (`max_pool` or `avg_pool`: (F, g, g) images, kernel -> same shape) a per-token signal over
-    kernel x kernel cells of each frame's grid, cells with
-    no cached token set to `empty`; prompt tokens keep their value: (n,). Frame indices address the image
-    stack directly (frames no longer cached are empty images): fewer small ops than grouping by frame."""
+    kernel x kernel cells of each frame's grid, cells with no cached token set to `empty`; prompt tokens
+    keep their value: (n,). Frame indices address the image stack directly (frames no longer cached are
+    empty images): fewer small ops than grouping by frame."""
     m = layer.meta
     out = values.clone().float()
     is_frame = np.flatnonzero(m["kind"].numpy() == KIND_FRAME)        # index bookkeeping in numpy (views)
