@@ -112,6 +112,14 @@ def run_metrics(r: dict, frames: int) -> dict[str, float | None]:
     return out
 
 
+def latency_ratio(frame_ms, start: int) -> float | None:
+    """Median ms over the last 8 frames over the median over frames start .. start + 7; None where the run
+    is too short for the two spans to be distinct (no numpy warning for an empty span)."""
+    if start + 8 > len(frame_ms) - 8:
+        return None
+    return float(np.median(frame_ms[-8:]) / np.median(frame_ms[start:start + 8]))
+
+
 def summarise(results: list[dict], frames: int) -> dict:
     full = {r["pair"]: r for r in results if r["policy"] == "full"}
     rows = []
@@ -124,10 +132,8 @@ def summarise(results: list[dict], frames: int) -> dict:
             row[s] = mean_ci([m.get(s) for m in ms])
         k = diverge_from(sh, frames)
         row["speedup_vs_full"] = mean_ci([full[r["pair"]]["total_s"] / r["total_s"] for r in rs if r["pair"] in full])
-        row["latency_ratio_last_32"] = mean_ci([np.median(r["frame_ms"][-8:]) / np.median(r["frame_ms"][28:36])
-                                                for r in rs])
-        row["latency_ratio_end_fill"] = mean_ci([np.median(r["frame_ms"][-8:]) / np.median(r["frame_ms"][k + 4:k + 12])
-                                                  for r in rs if k + 12 < len(r["frame_ms"]) - 8])
+        row["latency_ratio_last_32"] = mean_ci([latency_ratio(r["frame_ms"], 28) for r in rs])
+        row["latency_ratio_end_fill"] = mean_ci([latency_ratio(r["frame_ms"], k + 4) for r in rs])
         row["overhead_share"] = mean_ci([r["evict_ms_mean"] / r["chunk_ms_mean"] for r in rs])
         row["head_share"] = mean_ci([r.get("head_ms_total", 0.0) / max(sum(r["frame_ms"]), 1e-9) for r in rs])
         row["peak_kv_mb"] = mean_ci([r["peak_kv_bytes"] / 2 ** 20 for r in rs])
