@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .base import Policy
-from .signals import check_kernel, frame_pool, max_pool, recent_attention
+from .signals import check_kernel, frame_pool, inverse_key_norms, max_pool, recent_attention
 
 
 def spatial_max(values: torch.Tensor, layer, grid: int, kernel: int) -> torch.Tensor:
@@ -33,7 +33,7 @@ def redundancy(k: torch.Tensor) -> torch.Tensor:
     if n < 2:
         return torch.zeros(n)
     kn = k.detach().float().numpy()                                          # (H, n, Dh), a view
-    inv = 1.0 / np.maximum(np.sqrt(np.einsum("hnd,hnd->n", kn, kn)), 1e-12)  # (n,) 1 / |k_j|
+    inv = inverse_key_norms(k)                                               # (n,) 1 / |k_j|
     total = np.einsum("hnd,n->hd", kn, inv)                                  # (H, Dh) sum of unit keys
     mean_cos = (np.einsum("hnd,hd->n", kn, total) * inv - 1.0) / (n - 1)     # diagonal removed
     e = np.exp(mean_cos - mean_cos.max())

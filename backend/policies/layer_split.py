@@ -36,13 +36,14 @@ def water_fill(weights, caps, total: int) -> np.ndarray:
         mass = wf.sum()
         share = (wf / mass if mass > 0 else free / free.sum()) * left
         add = np.minimum(np.floor(share).astype(cap.dtype), cap - alloc)
-        if int(add.sum()) == 0:          # the remainder: one each to the heaviest entries with room
+        added = int(add.sum())
+        if added == 0:                   # the remainder: one each to the heaviest entries with room
             order = np.argsort(-np.where(free, w, -1.0), kind="stable")
             room = order[(free & (alloc < cap))[order]]
             alloc[room[:left]] += 1
             break
         alloc += add
-        left -= int(add.sum())
+        left -= added
         free &= alloc < cap
     return alloc
 

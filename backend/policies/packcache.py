@@ -22,6 +22,7 @@ import torch
 from ..cache import KIND_FRAME
 from .base import Policy, select_frames
 from .layer_split import water_fill
+from .signals import recent_attention
 
 
 def fit_rho(dist: np.ndarray, mean_att: np.ndarray, lo: float, hi: float) -> float:
@@ -67,7 +68,7 @@ class PackCache(Policy):
             return torch.arange(n), None
         m = layer.meta
         prot_t = self.protected(layer, ctx)
-        prot, att, frame = prot_t.numpy(), m["recent"].numpy(), m["frame"].numpy()   # att: newest-chunk attention
+        prot, att, frame = prot_t.numpy(), recent_attention(layer).numpy(), m["frame"].numpy()
         cand = ~prot & (m["kind"].numpy() == KIND_FRAME)
         dist = ctx.newest_frames[1] - frame                                          # (n,) frames back
         idx = np.flatnonzero(cand)                                                   # (c,) candidates

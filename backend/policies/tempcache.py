@@ -20,7 +20,7 @@ import torch
 
 from ..cache import KIND_FRAME
 from .base import Policy, select
-from .signals import recency
+from .signals import inverse_key_norms, recency
 
 
 def nearest(k: torch.Tensor, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -30,11 +30,11 @@ def nearest(k: torch.Tensor, targets: np.ndarray) -> tuple[np.ndarray, np.ndarra
     oversubscribe the cores when the benchmark runs one 1-thread worker per core), the rest numpy's."""
     n = k.shape[1]
     tg = torch.from_numpy(np.asarray(targets, dtype=np.int64))
-    inv = (k * k).sum((0, 2)).sqrt_().clamp_min_(1e-12).reciprocal_()            # (n,) 1 / |k_i|
-    unit = k.index_select(1, tg) * inv[tg][None, :, None]                       # (H, m, Dh) unit targets
+    inv = inverse_key_norms(k)                                                  # (n,) 1 / |k_i|
+    unit = k.index_select(1, tg) * torch.from_numpy(inv[targets])[None, :, None]   # (H, m, Dh) unit targets
     sim = torch.addbmm(k.new_empty(n, len(tg)), k, unit.transpose(1, 2), beta=0).numpy()   # (n, m) |k_i| cos(i, j), heads summed
     arg = sim.argmax(1)
-    return sim[np.arange(n), arg] * inv.numpy(), arg
+    return sim[np.arange(n), arg] * inv, arg
 
 
 @dataclass
