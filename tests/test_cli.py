@@ -89,3 +89,15 @@ def test_sampler_settings_reach_the_stepper():
     assert weights_tag(sampler=off) != weights_tag()
     with pytest.raises(ValueError, match="unknown sampler setting"):
         sampler_config(["guidence=2"])
+
+
+def test_sampler_bench_settings_parse_or_explain():
+    from backend.bench.sampler import _differences, parse_setting
+    from backend.config import SamplerConfig
+    label, cfg = parse_setting("six steps: steps=6 guidance=2")
+    assert label == "six steps" and (cfg.steps, cfg.guidance, cfg.first_guidance) == (6, 2.0, SamplerConfig().first_guidance)
+    assert _differences(cfg) == "steps=6 guidance=2.0"
+    assert parse_setting("shipped:") == ("shipped", SamplerConfig()) and _differences(SamplerConfig()) == "shipped sampler"
+    for bad, msg in (("no colon", "LABEL: KEY=VALUE"), (": steps=6", "LABEL: KEY=VALUE"), ("x: stepz=6", "unknown sampler setting")):
+        with pytest.raises(ValueError, match=msg):
+            parse_setting(bad)

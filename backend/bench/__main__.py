@@ -19,6 +19,11 @@ def main(argv=None) -> None:
     sm.add_argument("--prompts", type=int, default=24)
     sm.add_argument("--frames", type=int, default=96)
     sm.add_argument("--workers", type=int, default=2)
+    sm.add_argument("--setting", action="append", metavar="'LABEL: KEY=VALUE ...'",
+                    help="a sampler setting to compare (repeat; fields of backend.config.SamplerConfig, the rest "
+                    "as shipped), e.g. --setting 'no guidance: guidance=1 first_guidance=1'; default: the sweep "
+                    "that chose the shipped sampler")
+    sm.add_argument("--out", default="docs/benchmarks")
     wp = sub.add_parser("weights", help="compare student weights files on validation prompts (which weights ship)")
     wp.add_argument("paths", nargs="+", help="student .safetensors files (e.g. the shipped one and a candidate)")
     wp.add_argument("--prompts", type=int, default=24)
@@ -52,8 +57,9 @@ def main(argv=None) -> None:
         from .weights import run as run_weights
         run_weights(a.paths, a.prompts, a.frames, a.workers, a.out)
     elif a.what == "sampler":
-        from .sampler import run as run_sampler
-        run_sampler(a.prompts, a.frames, a.workers)
+        from .sampler import parse_setting, run as run_sampler
+        settings = dict(parse_setting(t) for t in a.setting) if a.setting else None
+        run_sampler(a.prompts, a.frames, a.workers, a.out, settings)
 
 
 if __name__ == "__main__":
