@@ -55,3 +55,21 @@ def test_paired_difference_sees_a_consistent_gain_the_unpaired_cis_hide():
 def test_paired_is_empty_without_the_method():
     results = [fake_run("tova", 0, 0.125, 0.5, 20.0), fake_run("window", 0, 0.125, 0.5, 20.0)]
     assert paired(results, FRAMES) == []
+
+
+def test_validation_sweep_pairs_each_variant_with_the_first():
+    from backend.bench.validation import RUNS, paired, paired_lines, table
+
+    def res(adh, ident):
+        return [{k: {"adherence": a, "identity_persistence": i, "landmark_revisit": 0.5, "extra_objects": 0.0}
+                 for k in RUNS} | {"ms": 10.0} for a, i in zip(adh, ident)]
+    # the candidate is 0.05 better on every pair: hidden by the between-pair spread, found by pairing
+    base = res([0.1, 0.5, 0.9, 0.3], [None, 0.2, 0.4, 0.6])
+    cand = res([0.15, 0.55, 0.95, 0.35], [0.9, 0.3, 0.5, float("nan")])
+    tab = table({"base": base, "cand": cand}, ("adherence",))
+    m, ci = tab["cand"]["full_2x"]["adherence"]
+    assert ci > 0.05                                                   # unpaired: the CI spans the gain
+    d = paired({"base": base, "cand": cand})["cand"]["full_2x"]
+    assert math.isclose(d["adherence"][0], 0.05) and d["adherence"][1] < 1e-9 and d["adherence"][2] == 4
+    assert math.isclose(d["identity_persistence"][0], 0.1) and d["identity_persistence"][2] == 2   # undefined pairs skipped
+    assert "▲" in "\n".join(paired_lines({"cand": {k: d for k in RUNS}}, "base", 96))

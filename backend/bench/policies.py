@@ -163,7 +163,7 @@ def split_pairs(split: str, prompts: int) -> list[tuple[str, int]]:
     if split == "heldout":
         return EVAL_PAIRS[:prompts]
     if split == "validation":
-        from .sampler import validation_pairs
+        from .validation import validation_pairs
         return validation_pairs(prompts)
     raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
 
