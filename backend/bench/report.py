@@ -198,25 +198,26 @@ def paired(results: list[dict], frames: int, method: str = "pafu") -> list[dict]
     return out
 
 
+def paired_cell(v: tuple[float, float, int]) -> str:
+    """A paired difference (mean, CI half-width, pairs) as a table cell; ▲ / ▼ where the CI excludes 0."""
+    m, ci, n = v
+    if math.isnan(m):
+        return "n/a"
+    sign = "" if math.isnan(ci) else " ▲" if m - ci > 0 else " ▼" if m + ci < 0 else ""
+    return f"{m:+.3f} ± {ci:.3f}{sign} (n={n})"
+
+
 def paired_lines(rep: dict, method: str = "pafu") -> list[str]:
     """The paired table and, per budget, whether `method` matches or beats every heuristic (no paired
     difference significantly below zero on any headline metric)."""
     rows = rep.get("paired") or []
     if not rows:
         return []
-
-    def cell(v):
-        m, ci, n = v
-        if math.isnan(m):
-            return "n/a"
-        sign = "" if math.isnan(ci) else " ▲" if m - ci > 0 else " ▼" if m + ci < 0 else ""
-        return f"{m:+.3f} ± {ci:.3f}{sign} (n={n})"
-
     out = ["", f"Paired differences, {method} minus each heuristic on the same prompts, seeds and noise (mean ± 95% "
            "CI over prompts; ▲ / ▼: the CI excludes 0):", "",
            "| budget | heuristic | " + " | ".join(HEADLINE) + " |", "|---" * (len(HEADLINE) + 2) + "|"]
     for r in rows:
-        out.append(f"| 1/{round(1 / r['share'])} | {r['rival']} | " + " | ".join(cell(r[k]) for k in HEADLINE) + " |")
+        out.append(f"| 1/{round(1 / r['share'])} | {r['rival']} | " + " | ".join(paired_cell(r[k]) for k in HEADLINE) + " |")
     out.append("")
     for sh in sorted({r["share"] for r in rows}):
         rs = [r for r in rows if r["share"] == sh]

@@ -25,7 +25,7 @@ from ..config import SamplerConfig
 from ..consistency import EVALUATOR_VERSION
 from ..loading import DEFAULT_AE, DEFAULT_MODEL, file_hash
 from .model import SCORES, TRAIN_CLIP
-from .report import mean_ci
+from .report import mean_ci, paired_cell
 
 CACHE = Path("runs/bench/validation")
 RUNS = ("full_2x", "full_all", "window")           # see model.validation_scores
@@ -124,20 +124,12 @@ def paired_lines(pair: dict, base: str, frames: int, metrics=PAIRED) -> list[str
     if not pair:
         return []
     labels = run_labels(frames)
-
-    def cell(v):
-        m, ci, n = v
-        if math.isnan(m):
-            return "n/a"
-        sign = "" if math.isnan(ci) else " ▲" if m - ci > 0 else " ▼" if m + ci < 0 else ""
-        return f"{m:+.3f} ± {ci:.3f}{sign} (n={n})"
-
     lines = ["", f"Paired differences, each variant minus **{base}** on the same pairs and noise (mean ± 95% CI "
              "over pairs; ▲ / ▼: the CI excludes 0; for extra_objects lower is better):", "",
              "| variant | run | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 2) + "|"]
     for name, runs in pair.items():
         for k in RUNS:
-            lines.append(f"| {name} | {labels[k]} | " + " | ".join(cell(runs[k][s]) for s in metrics) + " |")
+            lines.append(f"| {name} | {labels[k]} | " + " | ".join(paired_cell(runs[k][s]) for s in metrics) + " |")
     return lines
 
 
