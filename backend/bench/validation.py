@@ -38,11 +38,12 @@ class Variant:
     sampler: SamplerConfig = SamplerConfig()
     weights: str | None = None                      # a student .safetensors; None = the shipped one
 
-    def key(self, prompt: str, seed: int, frames: int) -> str:
-        """What a result depends on: weights and autoencoder bytes, sampler, pair, frames, evaluator."""
-        what = (file_hash(self.weights or DEFAULT_MODEL), file_hash(DEFAULT_AE), repr(self.sampler), prompt, seed,
-                frames, EVALUATOR_VERSION)
-        return hashlib.sha256(repr(what).encode()).hexdigest()[:16]
+    def keys(self, pairs: list[tuple[str, int]], frames: int) -> list[str]:
+        """Per pair, what its result depends on: weights and autoencoder bytes (hashed once), sampler, pair,
+        frames, evaluator."""
+        files = (file_hash(self.weights or DEFAULT_MODEL), file_hash(DEFAULT_AE))
+        return [hashlib.sha256(repr((*files, repr(self.sampler), p, s, frames, EVALUATOR_VERSION)).encode()).hexdigest()[:16]
+                for p, s in pairs]
 
 
 def validation_pairs(n: int = 12) -> list[tuple[str, int]]:
@@ -70,8 +71,8 @@ def sweep(variants: list[Variant], n: int, frames: int, workers: int = 2) -> dic
     if len({v.label for v in variants}) != len(variants):
         raise ValueError("variant labels must be distinct")
     pairs = validation_pairs(n)
-    jobs = [(i, v, p, s, frames, str(CACHE / f"{v.key(p, s, frames)}.json"))
-            for i, (v, (p, s)) in enumerate((v, ps) for v in variants for ps in pairs)]
+    jobs = [(i, v, p, s, frames, str(CACHE / f"{key}.json"))
+            for i, (v, (p, s), key) in enumerate((v, ps, key) for v in variants for ps, key in zip(pairs, v.keys(pairs, frames)))]
     out: list[dict | None] = [None] * len(jobs)
     todo = []
     for job in jobs:
