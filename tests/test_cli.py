@@ -101,3 +101,21 @@ def test_sampler_bench_settings_parse_or_explain():
     for bad, msg in (("no colon", "LABEL: KEY=VALUE"), (": steps=6", "LABEL: KEY=VALUE"), ("x: stepz=6", "unknown sampler setting")):
         with pytest.raises(ValueError, match=msg):
             parse_setting(bad)
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["policies", "--policies", "window,nosuch"], "unknown policy 'nosuch'; known:"),
+    (["policies", "--policies", "h2o:alpah=3"], "bad parameter for policy 'h2o'"),
+    (["policies", "--shares", "0.125,2"], "shares must be in (0, 1]"),
+    (["policies", "--shares", "1/8"], "--shares expects comma-separated numbers"),
+    (["policies", "--sampler", "guidence=2"], "unknown sampler setting"),
+    (["weights", "nope.safetensors"], "no weights file nope.safetensors"),
+    (["sampler", "--setting", "no colon"], "LABEL: KEY=VALUE"),
+])
+def test_bench_cli_rejects_bad_input_before_any_work(argv, msg, capsys, tmp_path):
+    from backend.bench.__main__ import main
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--out", str(tmp_path)] if argv[0] != "weights" else argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and msg in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())                                    # nothing written

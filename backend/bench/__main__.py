@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def main(argv=None) -> None:
@@ -45,21 +46,39 @@ def main(argv=None) -> None:
     pp.add_argument("--ray", metavar="ADDRESS", help="run on Ray: 'local' (a single-node cluster here), 'auto' or "
                     "ray://host:port (needs `pip install ray`)")
     a = ap.parse_args(argv)
+    try:                                   # bad input is reported in one line before any work starts
+        job = _prepare(a)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        ap.exit(2, f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}\n")
+    job()
+
+
+def _prepare(a):
+    """Parse and check the arguments of `a.what`; -> the benchmark to run, as a zero-argument callable."""
+    from functools import partial
     from ..flow import sampler_config
     if a.what == "model":
         from .model import run
-        run(a.prompts, a.workers, a.full_frames, a.window_frames, a.out, a.skip_speed, a.skip_quality)
-    elif a.what == "policies":
-        from .policies import run as run_policies
-        run_policies(a.prompts, a.frames, tuple(a.policies.split(",")), tuple(float(x) for x in a.shares.split(",")),
-                     a.workers, a.out, ray_address=a.ray, split=a.split, sampler=sampler_config(a.sampler))
-    elif a.what == "weights":
+        return partial(run, a.prompts, a.workers, a.full_frames, a.window_frames, a.out, a.skip_speed, a.skip_quality)
+    if a.what == "policies":
+        from .policies import check_specs, run as run_policies
+        policies = tuple(a.policies.split(","))
+        try:
+            shares = tuple(float(x) for x in a.shares.split(","))
+        except ValueError:
+            raise ValueError(f"--shares expects comma-separated numbers, got {a.shares!r}") from None
+        check_specs(policies, shares)
+        return partial(run_policies, a.prompts, a.frames, policies, shares, a.workers, a.out, ray_address=a.ray,
+                       split=a.split, sampler=sampler_config(a.sampler))
+    if a.what == "weights":
         from .weights import run as run_weights
-        run_weights(a.paths, a.prompts, a.frames, a.workers, a.out)
-    elif a.what == "sampler":
-        from .sampler import parse_setting, run as run_sampler
-        settings = dict(parse_setting(t) for t in a.setting) if a.setting else None
-        run_sampler(a.prompts, a.frames, a.workers, a.out, settings)
+        for p in a.paths:
+            if not Path(p).is_file():
+                raise FileNotFoundError(f"no weights file {p}")
+        return partial(run_weights, a.paths, a.prompts, a.frames, a.workers, a.out)
+    from .sampler import parse_setting, run as run_sampler
+    settings = dict(parse_setting(t) for t in a.setting) if a.setting else None
+    return partial(run_sampler, a.prompts, a.frames, a.workers, a.out, settings)
 
 
 if __name__ == "__main__":

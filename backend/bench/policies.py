@@ -168,6 +168,17 @@ def split_pairs(split: str, prompts: int) -> list[tuple[str, int]]:
     raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
 
 
+def check_specs(policies, shares) -> None:
+    """Unknown policy names, bad parameters and shares outside (0, 1] fail before any work is spawned."""
+    from ..policies import make_policy
+    for spec in policies:
+        name, params = split_spec(spec)
+        make_policy(name, **params)
+    bad = [sh for sh in shares if not 0 < sh <= 1]
+    if bad:
+        raise ValueError(f"budget shares must be in (0, 1] (a share of the full cache), got {bad}")
+
+
 def runs_dir(root, split: str = "heldout", sampler=None) -> Path:
     """Where the sweep keeps its per-run results: keyed by model weights, sampler settings and split, so
     resumed runs never mix them. A policy's own weights (PaFu-KV's head) are in its run's signature
@@ -186,6 +197,7 @@ def run(prompts: int = 8, frames: int = 256, policies=DEFAULT_POLICIES, shares=S
     from ..config import SamplerConfig
     from ..loading import MODELS_DIR, file_hash
     sampler = sampler or SamplerConfig()
+    check_specs(policies, shares)
     pairs = split_pairs(split, prompts)
     root = str(runs_dir(root, split, sampler))
     refs = [(i, p, s, "full", None, frames, root, sampler) for i, (p, s) in enumerate(pairs)]
