@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def main(argv=None) -> None:
@@ -71,10 +70,8 @@ def _prepare(a):
         return partial(run_policies, a.prompts, a.frames, policies, shares, a.workers, a.out, ray_address=a.ray,
                        split=a.split, sampler=sampler_config(a.sampler))
     if a.what == "weights":
-        from .weights import run as run_weights
-        for p in a.paths:
-            if not Path(p).is_file():
-                raise FileNotFoundError(f"no weights file {p}")
+        from .weights import check_paths, run as run_weights
+        check_paths(a.paths)
         return partial(run_weights, a.paths, a.prompts, a.frames, a.workers, a.out)
     from .sampler import parse_setting, run as run_sampler
     settings = dict(parse_setting(t) for t in a.setting) if a.setting else None

@@ -71,16 +71,14 @@ def sweep(variants: list[Variant], n: int, frames: int, workers: int = 2) -> dic
     if len({v.label for v in variants}) != len(variants):
         raise ValueError("variant labels must be distinct")
     pairs = validation_pairs(n)
-    jobs = [(i, v, p, s, frames, str(CACHE / f"{key}.json"))
-            for i, (v, (p, s), key) in enumerate((v, ps, key) for v in variants for ps, key in zip(pairs, v.keys(pairs, frames)))]
-    out: list[dict | None] = [None] * len(jobs)
+    out: list[dict | None] = []                         # variant-major, pair order
     todo = []
-    for job in jobs:
-        path = Path(job[-1])
-        if path.is_file():
-            out[job[0]] = json.loads(path.read_text())
-        else:
-            todo.append(job)
+    for v in variants:
+        for (prompt, seed), key in zip(pairs, v.keys(pairs, frames)):
+            path = CACHE / f"{key}.json"
+            out.append(json.loads(path.read_text()) if path.is_file() else None)
+            if out[-1] is None:
+                todo.append((len(out) - 1, v, prompt, seed, frames, str(path)))
     if todo:
         with mp.get_context("spawn").Pool(workers) as pool:
             for i, r in tqdm(pool.imap_unordered(_one, todo), total=len(todo), desc="validation rollouts"):

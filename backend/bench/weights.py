@@ -20,14 +20,19 @@ from .model import SCORES
 from .validation import Variant, paired, paired_lines, sweep, table, table_lines
 
 
-def run(paths: list[str], n: int = 24, frames: int = 96, workers: int = 2, out: str = "docs/benchmarks") -> dict:
+def check_paths(paths: list[str]) -> None:
+    """Every candidate is an existing file, each given once (the sweep compares them pair by pair)."""
     for p in paths:
         if not Path(p).is_file():
             raise FileNotFoundError(f"no weights file {p}")
+    if len(set(paths)) != len(paths):
+        raise ValueError("the same weights file was given twice")
+
+
+def run(paths: list[str], n: int = 24, frames: int = 96, workers: int = 2, out: str = "docs/benchmarks") -> dict:
+    check_paths(paths)
     sha = {p: file_hash(p) for p in paths}
     labels = {p: f"`{p}` ({sha[p][:8]})" for p in paths}
-    if len(set(labels.values())) != len(paths):
-        raise ValueError("the same weights file was given twice")
     res = sweep([Variant(labels[p], weights=p) for p in paths], n, frames, workers)
     tab = table(res, SCORES)
     lines = ["# Student weights on validation prompts (training distribution, not the held-out set)", "",
