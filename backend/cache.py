@@ -361,6 +361,7 @@ class KVCache:
 
     def __init__(self, n_layer: int, n_head: int, head_dim: int):
         self.layers = [LayerCache.empty(n_head, head_dim) for _ in range(n_layer)]
+        self.attn_ms = 0.0       # wall time of the model's attention calls on this cache (the stepper resets it)
 
     def occupancy(self) -> list[int]:
         return [len(layer) for layer in self.layers]
@@ -371,6 +372,7 @@ class KVCache:
     def clone(self) -> "KVCache":
         new = KVCache.__new__(KVCache)
         new.layers = [layer.clone() for layer in self.layers]
+        new.attn_ms = 0.0
         return new
 
 

@@ -5,13 +5,18 @@ One module, three ways to run it:
 - ``forward_seq``: a whole token sequence with a boolean mask (bidirectional teacher, block-causal
   student training in the teacher-forcing layout, and the full-recompute reference of the exactness test);
 - ``prefill`` + ``forward_chunk``: autoregressive inference against a ``KVCache``; denoise steps read the
-  cache, the clean commit pass (t = 0) appends the chunk's un-rotated K/V and updates attention statistics.
+  cache, the clean commit pass (t = 0) appends the chunk's un-rotated K/V and records the attention
+  statistics asked for (`stats`, what the policy reads): "probs" takes the explicit path (column sums and
+  maxima of the probabilities), "logits" keeps the fused kernel and adds raw q.k sums, "none" neither.
+  Every attention call's wall time is added to ``cache.attn_ms`` (the stepper splits a commit's cost of
+  materialising attention from the attention itself with it).
 Flow matching: x_t = (1 - t) x0 + t eps, the network predicts v = eps - x0.
 """
 from __future__ import annotations
 
 import functools
 import math
+import time
 
 import torch
 import torch.nn as nn
@@ -20,6 +25,8 @@ import torch.nn.functional as F
 from .cache import KIND_FRAME, KIND_PROMPT, QK_HISTORY, KVCache, LayerCache
 from .config import ModelConfig
 from .rope import apply_rope, rope_angles
+
+STATS = ("none", "logits", "probs")     # attention statistics a commit pass records, cheapest first
 
 
 def modulate(x, shift, scale):
@@ -61,18 +68,23 @@ def attention_with_stats(q, k, v, bias=None, block: int = 256):
     out = torch.empty_like(q)
     colsum = q.new_zeros(H, k.shape[1])
     colmax = q.new_zeros(H, k.shape[1])
-    logitsum = q.new_zeros(H, k.shape[1])
     kt = k.transpose(1, 2) / math.sqrt(Dh)
     for s in range(0, nq, block):
         logits = q[:, s:s + block] @ kt                                  # (H, b, nk)
-        logitsum += logits.sum(1)
         if bias is not None:
             logits = logits + bias
         p = logits.softmax(-1)
         out[:, s:s + block] = p @ v
         colsum += p.sum(1)
         colmax = torch.maximum(colmax, p.amax(1))
-    return out, colsum, colmax, logitsum
+    return out, colsum, colmax, logit_sums(q, k)
+
+
+def logit_sums(q, k):
+    """Column sums of the raw scaled logits q.k / sqrt(Dh) over the queries, without forming them:
+    q (H, nq, Dh), k (H, nk, Dh) -> (H, nk) = (sum_i q_i) . k_j / sqrt(Dh). One matrix-vector product per
+    head, so a policy that reads only these (Deep Forcing) needs no materialised attention."""
+    return (q.sum(1, keepdim=True) @ k.transpose(1, 2))[:, 0] / math.sqrt(q.shape[-1])
 
 
 class Attention(nn.Module):
@@ -215,7 +227,7 @@ class VideoDiT(nn.Module):
 
     # ---------------------------------------------------------------- cached inference path (batch 1)
     @torch.no_grad()
-    def prefill(self, prompt_tokens: torch.Tensor, cache: KVCache) -> None:
+    def prefill(self, prompt_tokens: torch.Tensor, cache: KVCache, stats: str = "probs") -> None:
         """Run the prompt prefix (P,) once and store its K/V in every layer (the condition anchors)."""
         P = prompt_tokens.shape[0]
         pos = torch.zeros(P, 3, dtype=torch.long)
@@ -224,13 +236,16 @@ class VideoDiT(nn.Module):
                 "token_id": torch.arange(P)}
         h = self.prompt_emb(prompt_tokens)[None]                          # (1, P, D)
         c = self.prompt_c[None, None]                                     # (1, 1, D)
-        self._layers(h, c, P, pos, cache, meta, commit=True, stats=True)
+        self._layers(h, c, P, pos, cache, meta, commit=True, stats=stats)
 
     @torch.no_grad()
     def forward_chunk(self, x: torch.Tensor, t: torch.Tensor, frame0: int, cache: KVCache,
-                      commit: bool = False, chunk: int = 0, prompt_kv: KVCache | None = None) -> torch.Tensor:
+                      commit: bool = False, chunk: int = 0, prompt_kv: KVCache | None = None,
+                      stats: str = "probs") -> torch.Tensor:
         """One chunk x (F, C, g, g) at noise levels t (F,), starting at frame index frame0.
-        Attends over the cache + itself; commit=True appends the chunk's K/V -> velocity (F, C, g, g).
+        Attends over the cache + itself; commit=True appends the chunk's K/V and folds the attention
+        statistics `stats` asks for into the cache metadata (STATS: "probs" computes attention explicitly;
+        "logits" only the raw q.k sums beside the fused kernel; "none") -> velocity (F, C, g, g).
         `prompt_kv` (a cache holding only another prompt's prefill) stands in for the cached prompt tokens,
         slot by slot, in a read-only pass: the reference branch of prompt guidance (see SamplerConfig)."""
         Fr, g = x.shape[0], self.cfg.grid
@@ -249,10 +264,13 @@ class VideoDiT(nn.Module):
                     "token_id": self.cfg.n_prompt + fr * g * g + yy * g + xx}
         if commit and prompt_kv is not None:
             raise ValueError("a prompt substitute is for read-only denoise passes, not commits")
-        h = self._layers(h, c, 0, pos, cache, meta, commit=commit, stats=commit, chunk=chunk, prompt_kv=prompt_kv)
+        if stats not in STATS:
+            raise ValueError(f"stats must be one of {', '.join(STATS)}, got {stats!r}")
+        h = self._layers(h, c, 0, pos, cache, meta, commit=commit, stats=stats if commit else "none", chunk=chunk,
+                         prompt_kv=prompt_kv)
         return self.unembed(h, c, Fr)[0]
 
-    def _layers(self, h, c, n_prefix: int, pos, cache: KVCache, meta, commit: bool, stats: bool, chunk: int = -1,
+    def _layers(self, h, c, n_prefix: int, pos, cache: KVCache, meta, commit: bool, stats: str, chunk: int = -1,
                 prompt_kv: KVCache | None = None):
         cos, sin = rope_angles(pos, self.cfg)
         subs = prompt_kv.layers if prompt_kv is not None else [None] * len(cache.layers)
@@ -266,14 +284,22 @@ class VideoDiT(nn.Module):
                 if len(layer) and bool((layer.meta["count"] != 1).any()):
                     # TempCache merged tokens stand for `count` identical keys: +log(count) on their logit
                     bias = torch.cat([layer.meta["count"].log(), k.new_zeros(k.shape[1])])
-                if stats:
+                t0 = time.perf_counter()
+                colsum = colmax = None
+                if stats == "probs":
                     a, colsum, colmax, logitsum = attention_with_stats(qr, k_all, v_all, bias, self.cfg.attn_block)
                 else:
                     mask = None if bias is None else bias[None, None, None]
                     a = F.scaled_dot_product_attention(qr[None], k_all[None], v_all[None], attn_mask=mask)[0]
+                    if stats == "logits":
+                        logitsum = logit_sums(qr, k_all)
+                cache.attn_ms += (time.perf_counter() - t0) * 1e3
                 if commit:
                     layer.append(k, v, meta, k_rot=kr)
+                if stats != "none":                        # over the cached tokens and the chunk's own
+                    t0 = time.perf_counter()
                     _update_stats(layer, colsum, colmax, logitsum, n_queries=q.shape[1], chunk=chunk)
+                    cache.attn_ms += (time.perf_counter() - t0) * 1e3
                 return a[None]
             h = blk(h, c, n_prefix, attend)
         return h
@@ -299,14 +325,17 @@ def _cached_kv(layer: LayerCache, sub: LayerCache | None, rotate) -> tuple[list[
 def _update_stats(layer: LayerCache, colsum, colmax, logitsum, n_queries: int, chunk: int) -> None:
     """Fold one commit pass's attention (colsum/colmax/logitsum (H, n) over all cached tokens) into the
     metadata; qk_hist keeps the mean raw logit of each of the last QK_HISTORY commits (a ring).
-    Past attention is normalised later by attn_count (H2O / ZipCache normalisation)."""
+    Past attention is normalised later by attn_count (H2O / ZipCache normalisation). colsum/colmax None (the
+    "logits" level): only qk_hist."""
     m = layer.meta
+    m["qk_hist"][:, chunk % QK_HISTORY] = logitsum.mean(0) / n_queries
+    if colsum is None:
+        return
     s, mx = colsum.mean(0), colmax.mean(0)                                # head mean, (n,)
     m["attn_sum"] += s
     m["attn_max"] = torch.maximum(m["attn_max"], mx)
     m["attn_count"] += n_queries
     m["recent"] = s / n_queries
-    m["qk_hist"][:, chunk % QK_HISTORY] = logitsum.mean(0) / n_queries
 
 
 # ---------------------------------------------------------------------- sequence layouts and masks

@@ -32,9 +32,11 @@ class StepRecord:
     evicted: tuple[np.ndarray, ...] | None   # evict: token ids evicted, per layer
     scores: tuple[np.ndarray | None, ...] | None  # evict: policy score of each token before eviction
     ms: float                        # wall time of the step
+    stats_ms: float = 0.0            # commit: time materialising attention for the policy's statistics, beyond
+                                     # the fused attention the same chunk's denoise passes took (0: not computed)
 
     @classmethod
-    def make(cls, *, index, phase, chunk, step, t, frames, preview, occupancy, nbytes, eviction, ms):
+    def make(cls, *, index, phase, chunk, step, t, frames, preview, occupancy, nbytes, eviction, ms, stats_ms=0.0):
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
         kept = evicted = scores = None
@@ -44,4 +46,5 @@ class StepRecord:
             scores = tuple(_frozen(e.scores, np.float32) for e in eviction)
         return cls(int(index), phase, int(chunk), int(step), None if t is None else float(t),
                    (int(frames[0]), int(frames[1])), _frozen(preview, np.uint8),
-                   _frozen(occupancy, np.int64), _frozen(nbytes, np.int64), kept, evicted, scores, float(ms))
+                   _frozen(occupancy, np.int64), _frozen(nbytes, np.int64), kept, evicted, scores, float(ms),
+                   float(stats_ms))

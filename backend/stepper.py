@@ -1,7 +1,9 @@
 """Stepper: drives generation one observable step at a time and emits immutable StepRecords.
 
 Per chunk: ``steps`` denoise steps (read the cache, write nothing), one clean commit pass at t = 0 (writes
-the chunk's K/V), then the policy evicts. Before the first chunk a prefill step stores the prompt anchors.
+the chunk's K/V; materialises attention for its statistics only when the policy reads them, or when asked
+with ``attention=True``, as the explorer does for its heatmaps), then the policy evicts. Before the first
+chunk a prefill step stores the prompt anchors.
 Noise is derived from (seed, chunk, step) only, so runs with different policies share it and differ only
 by what their caches kept.
 """
@@ -20,7 +22,7 @@ from .cache import KVCache
 from .config import SamplerConfig
 from .flow import step as flow_step
 from .flow import timesteps
-from .model import VideoDiT
+from .model import STATS, VideoDiT
 from .policies import EvictContext, Full, Policy
 from .prompt import parse
 from .records import StepRecord
@@ -65,6 +67,8 @@ class Stepper:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     preview: bool = True            # decode the x0 estimate at every denoise step
     trace_inputs: bool = False      # keep (chunk, step, t, x_in, v) of every denoise step (exactness test)
+    attention: bool | str | None = None   # commit statistics (model.STATS): None = what the policy reads,
+                                          # True = all ("probs", the explorer's heatmaps), False = "none"
 
     def __post_init__(self):
         self.spec = parse(self.prompt)                                     # raises PromptError
@@ -74,6 +78,15 @@ class Stepper:
             self.policy.check(cfg.n_prompt, cfg.tokens_per_frame, cfg.chunk_frames)
         except ValueError as e:
             raise GenerationError(str(e)) from e
+        need = self.policy.attention_stats
+        level = {None: need, True: "probs", False: "none"}.get(self.attention, self.attention)
+        if level not in STATS:
+            raise GenerationError(f"attention must be None, True, False or one of {', '.join(STATS)}, got "
+                                  f"{self.attention!r}")
+        if STATS.index(level) < STATS.index(need):
+            raise GenerationError(f"policy {self.policy.name!r} reads the {need!r} attention statistics; "
+                                  f"attention={self.attention!r} does not record them")
+        self.attention = level
         self._check_memory()
         self.cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
         self.tokens = torch.tensor(self.spec.tokens())
@@ -90,6 +103,7 @@ class Stepper:
         self.done = self.cancelled = False
         self.frame_ms = np.zeros(self.n_frames)                            # all steps of a frame's chunk
         self.inputs: list[tuple[int, int, float, torch.Tensor, torch.Tensor]] = []
+        self._pass_attn_ms: list[float] = []
 
     def _check_memory(self) -> None:
         cfg = self.model.cfg
@@ -124,12 +138,13 @@ class Stepper:
             raise StopIteration("generation is finished")
         t0 = time.perf_counter()
         cfg = self.model.cfg
+        self.cache.attn_ms = 0.0
         if self.k == -1:
-            self.model.prefill(self.tokens, self.cache)
+            self.model.prefill(self.tokens, self.cache, stats=self.attention)
             open_tokens = self.spec.open_colours().tokens()
             if (self.sampler.first_guidance, self.sampler.guidance) != (1.0, 1.0) and open_tokens != self.tokens.tolist():
                 self._guide = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
-                self.model.prefill(torch.tensor(open_tokens), self._guide)
+                self.model.prefill(torch.tensor(open_tokens), self._guide, stats="none")
             self.k = 0
             return self._record("prefill", -1, None, None, t0, chunk=-1)
         f0 = self.chunk * cfg.chunk_frames
@@ -141,12 +156,16 @@ class Stepper:
             t = self.ts[self.k]
             t_next = self.ts[self.k + 1] if self.k + 1 < len(self.ts) else 0.0
             tt = torch.full((nf,), t)
+            if self.k == 0:
+                self._pass_attn_ms = []                                    # fused attention per pass, this chunk
             v = self.model.forward_chunk(self.x, tt, f0, self.cache, chunk=self.chunk)
+            passes = 1
             if self.trace_inputs:                                          # the model's own (unguided) output
                 self.inputs.append((self.chunk, self.k, t, self.x.clone(), v.clone()))
             scale = self.sampler.first_guidance if self.chunk == 0 else self.sampler.guidance
             if self._guide is not None and scale != 1.0:
                 v_open = self.model.forward_chunk(self.x, tt, f0, self.cache, chunk=self.chunk, prompt_kv=self._guide)
+                passes = 2
                 v = v_open + scale * (v - v_open)
             renoise = self.sampler.renoise
             if self.chunk == 0 and self.sampler.first_renoise is not None:
@@ -155,6 +174,7 @@ class Stepper:
             if t_next > 0 and renoise:
                 g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, self.k))
                 noise = torch.randn(self.x.shape, generator=g)
+            self._pass_attn_ms.append(self.cache.attn_ms / passes)
             self.x, self.x0 = flow_step(self.x, v, t, t_next, noise, renoise)
             step_k = self.k
             self.k += 1
@@ -166,14 +186,18 @@ class Stepper:
             if s > 0:          # the context the student was trained with: (1 - s) x0 + s eps (CausVid)
                 g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, -2))
                 x_ctx = (1 - s) * self.x0 + s * torch.randn(self.x0.shape, generator=g)
-            self.model.forward_chunk(x_ctx, torch.full((nf,), s), f0, self.cache, commit=True, chunk=self.chunk)
+            self.model.forward_chunk(x_ctx, torch.full((nf,), s), f0, self.cache, commit=True, chunk=self.chunk,
+                                     stats=self.attention)
             self.latents[f0:f0 + nf] = self.x0
             if self.sampler.guidance == 1.0:
                 self._guide = None                                         # only the first chunk was guided
             frames = self._decode(self.x0)
             self.frames[f0:f0 + nf] = frames
             self.k += 1
-            return self._record("commit", -1, s, frames, t0)
+            # the commit's attention has the denoise passes' shapes (same cache, same chunk): what it took
+            # beyond their fused attention is the cost of materialising it for the policy's statistics
+            stats_ms = self.cache.attn_ms - float(np.mean(self._pass_attn_ms)) if self.attention != "none" else 0.0
+            return self._record("commit", -1, s, frames, t0, stats_ms=stats_ms)
         ctx = EvictContext(self.chunk, (f0, f0 + nf - 1), cfg.tokens_per_frame, cfg.grid, self.model.rotate)
         ev = self.policy.evict(self.cache, ctx)
         rec = self._record("evict", -1, None, None, t0, ev)
@@ -186,7 +210,7 @@ class Stepper:
     def _decode(self, z: torch.Tensor) -> np.ndarray:
         return tensor_to_frames(self.ae.decode(z))
 
-    def _record(self, phase, step, t, preview, t0, ev=None, chunk=None) -> StepRecord:
+    def _record(self, phase, step, t, preview, t0, ev=None, chunk=None, stats_ms=0.0) -> StepRecord:
         ms = (time.perf_counter() - t0) * 1e3
         cf = self.model.cfg.chunk_frames
         chunk = self.chunk if chunk is None else chunk
@@ -196,6 +220,6 @@ class Stepper:
         rec = StepRecord.make(
             index=self.counter, phase=phase, chunk=chunk, step=step, t=t, frames=frames,
             preview=preview, occupancy=self.cache.occupancy(), nbytes=self.cache.nbytes(),
-            eviction=ev, ms=ms)
+            eviction=ev, ms=ms, stats_ms=stats_ms)
         self.counter += 1
         return rec

@@ -98,7 +98,10 @@ class Run:
         params = parse_params(config.params)
         policy = build_policy(config.policy, config.budget or None, config.frames, model, ae, config.prompt,
                               config.seed, params, progress, sampler=config.sampler())
-        st = Stepper(model, ae, config.prompt, config.frames, seed=config.seed, policy=policy, sampler=config.sampler())
+        # attention statistics for every policy: the `attention` heatmap paints them for all (so the explorer's
+        # timings include materialising attention; `python -m backend.bench policies` measures without it)
+        st = Stepper(model, ae, config.prompt, config.frames, seed=config.seed, policy=policy,
+                     sampler=config.sampler(), attention=True)
         cfg = model.cfg
         hist = RunHistory(cfg.n_layer, cfg.n_prompt, cfg.tokens_per_frame, cfg.grid, cfg.chunk_frames, config.frames,
                           budget=policy.budget if policy.budget is not None else -1)

@@ -108,3 +108,55 @@ def test_colour_guidance_steers_the_chunks_it_is_set_for_and_only_prompted_colou
     for st in (a, b):
         list(st.run())
     np.testing.assert_array_equal(a.frames, b.frames)
+
+
+def test_commits_record_only_the_attention_statistics_the_policy_reads(tiny, ae):
+    """Window and Full read no statistics (their commits run the fused kernel and leave the counters at 0),
+    H2O reads probabilities, Deep Forcing only raw q.k sums; asking for more changes no decision and no
+    frame beyond float rounding."""
+    from backend.policies import make_policy
+    budget = tiny.cfg.n_prompt + 6 * tiny.cfg.tokens_per_frame       # Deep Forcing protects 5 frames
+    levels = {}
+    for name in ("full", "window", "h2o", "deep_forcing", "pafu"):
+        pol = make_policy(name, budget=None if name == "full" else budget)
+        levels[name] = pol.attention_stats
+    assert levels == {"full": "none", "window": "none", "h2o": "probs", "deep_forcing": "logits", "pafu": "probs"}
+    assert make_policy("pafu", budget=budget, alpha=0.0).attention_stats == "none"       # the head alone
+    assert make_policy("window", budget=budget, layer_split="cake").attention_stats == "probs"
+
+    def go(name, attention=None):
+        extra = {"sink_frames": 1} if name == "deep_forcing" else {}       # (its default sink is half the budget)
+        st = Stepper(tiny, ae, PROMPT, 10, seed=3, policy=make_policy(name, budget=budget, **extra),
+                     attention=attention, preview=False)
+        recs = list(st.run())
+        kept = [r.kept for r in recs if r.phase == "evict"]
+        return st, recs, kept
+
+    st, recs, kept_plain = go("window")
+    assert st.attention == "none"
+    assert all(r.stats_ms == 0.0 for r in recs)
+    assert all(float(layer.meta["attn_count"].abs().sum()) == 0 for layer in st.cache.layers)
+    st_all, _, kept_all = go("window", attention=True)
+    assert st_all.attention == "probs" and all(float(layer.meta["attn_count"].min()) > 0 for layer in st_all.cache.layers)
+    assert all(all(np.array_equal(a, b) for a, b in zip(x, y)) for x, y in zip(kept_plain, kept_all))
+    np.testing.assert_allclose(st.latents.numpy(), st_all.latents.numpy(), atol=1e-4)
+
+    st, _, kept_logits = go("deep_forcing")
+    assert st.attention == "logits"
+    assert all(float(layer.meta["attn_count"].abs().sum()) == 0 for layer in st.cache.layers)
+    assert all(float(layer.meta["qk_hist"].abs().sum()) > 0 for layer in st.cache.layers)
+    st_p, _, kept_probs = go("deep_forcing", attention="probs")
+    assert all(all(np.array_equal(a, b) for a, b in zip(x, y)) for x, y in zip(kept_logits, kept_probs))
+    for a, b in zip(st.cache.layers, st_p.cache.layers):      # the same q.k sums whichever path computed them
+        np.testing.assert_allclose(a.meta["qk_hist"].numpy(), b.meta["qk_hist"].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_attention_statistics_a_policy_reads_cannot_be_switched_off(tiny, ae):
+    from backend.policies import make_policy
+    budget = tiny.cfg.n_prompt + 6 * tiny.cfg.tokens_per_frame
+    with pytest.raises(GenerationError, match="reads the 'probs' attention statistics"):
+        Stepper(tiny, ae, PROMPT, 4, policy=make_policy("h2o", budget=budget), attention=False)
+    with pytest.raises(GenerationError, match="'logits'"):
+        Stepper(tiny, ae, PROMPT, 4, policy=make_policy("deep_forcing", budget=budget), attention="none")
+    with pytest.raises(GenerationError, match="attention must be"):
+        Stepper(tiny, ae, PROMPT, 4, attention="maybe")

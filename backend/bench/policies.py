@@ -54,7 +54,7 @@ def policy_signature(spec: str) -> str:
 
 def _job_path(root: Path, i: int, policy: str, share: float | None, frames: int) -> Path:
     safe = policy.replace(":", "-").replace("=", "").replace(";", "-")
-    tag = "full" if share is None else f"{safe}_{share:.4f}_{policy_signature(policy)}"
+    tag = f"full_e{ENGINE_VERSION}" if share is None else f"{safe}_{share:.4f}_{policy_signature(policy)}"
     return root / f"pair{i:02d}_{frames}_{tag}.json"
 
 
@@ -71,7 +71,7 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     i, prompt, seed, policy, share, frames, root, sampler = job
     root = Path(root)
     path = _job_path(root, i, policy, share, frames)
-    ref_file = root / f"pair{i:02d}_{frames}_reference.npy"
+    ref_file = root / f"pair{i:02d}_{frames}_reference_e{ENGINE_VERSION}.npy"
     if path.is_file():                                   # resumed
         out = json.loads(path.read_text())
         if out.get("evaluator") != EVALUATOR_VERSION:    # scored by an older evaluator: rescore its frames
@@ -83,28 +83,28 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     model, ae = shipped()
     cfg = model.cfg
     name, params = split_spec(policy)
-    hind_file = root / f"pair{i:02d}_{frames}_hindsight.npz"       # the oracle's reference, from the full run
+    hind_file = root / f"pair{i:02d}_{frames}_hindsight.npz"       # the oracle's reference (attention of a full run)
     reference = None
     if name == "oracle" and hind_file.is_file():
         with np.load(hind_file) as z:
             reference = [z[f"layer{j}"] for j in range(len(z.files))]
     pol = Full() if share is None else build_policy(name, f"{share * 100:.4f}%", frames, model, ae, prompt, seed,
                                                     params, reference=reference, sampler=sampler)
-    if name == "oracle" and reference is None:   # no full run saved it (Ray, or an older run): the builder ran it
+    if name == "oracle" and reference is None:   # the first oracle run of this pair: the builder ran the reference
         _save_hindsight(hind_file, pol.reference)
     st = Stepper(model, ae, prompt, frames, seed=seed, policy=pol, preview=False, sampler=sampler)
     t0 = time.perf_counter()
-    peak, evict_ms = 0, []
+    peak, evict_ms, stats_ms = 0, [], []
     for rec in st.run():
         peak = max(peak, int(rec.nbytes.sum()))
         if rec.phase == "evict":
             evict_ms.append(rec.ms)
+        elif rec.phase == "commit":
+            stats_ms.append(rec.stats_ms)
     total = time.perf_counter() - t0
-    if share is None:
-        from ..policies.oracle import hindsight_scores
+    if share is None:                    # timed as deployed: no attention statistics (the oracle runs its own)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(ref_file, st.frames)
-        _save_hindsight(hind_file, hindsight_scores(st.cache))
     scores = score(st.frames, prompt)
     if share is not None:                                # kept so a new evaluator can rescore without a rerun
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +112,7 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     out = {"pair": i, "prompt": prompt, "seed": seed, "policy": "full" if share is None else policy, "share": share,
            "evaluator": EVALUATOR_VERSION, "budget_tokens": pol.budget, "scores": scores, "frame_ms": st.frame_ms.tolist(),
            "total_s": total, "peak_kv_bytes": peak, "evict_ms_mean": float(np.mean(evict_ms)),
+           "stats_ms_mean": float(np.mean(stats_ms)), "attention_stats": st.attention,
            "chunk_ms_mean": float(st.frame_ms.mean() * cfg.chunk_frames),
            "head_ms_total": getattr(pol, "head_ms", 0.0)}
     if share is not None and ref is None and ref_file.is_file():

@@ -134,7 +134,10 @@ def summarise(results: list[dict], frames: int) -> dict:
         row["speedup_vs_full"] = mean_ci([full[r["pair"]]["total_s"] / r["total_s"] for r in rs if r["pair"] in full])
         row["latency_ratio_last_32"] = mean_ci([latency_ratio(r["frame_ms"], 28) for r in rs])
         row["latency_ratio_end_fill"] = mean_ci([latency_ratio(r["frame_ms"], k + 4) for r in rs])
-        row["overhead_share"] = mean_ci([r["evict_ms_mean"] / r["chunk_ms_mean"] for r in rs])
+        row["overhead_share"] = mean_ci([(r["evict_ms_mean"] + r.get("stats_ms_mean", 0.0)) / r["chunk_ms_mean"]
+                                         for r in rs])
+        row["stats_share"] = mean_ci([r["stats_ms_mean"] / r["chunk_ms_mean"] if "stats_ms_mean" in r else None
+                                      for r in rs])
         row["head_share"] = mean_ci([r.get("head_ms_total", 0.0) / max(sum(r["frame_ms"]), 1e-9) for r in rs])
         row["peak_kv_mb"] = mean_ci([r["peak_kv_bytes"] / 2 ** 20 for r in rs])
         rows.append(row)
@@ -251,7 +254,7 @@ def quantisation_lines(rep: dict) -> list[str]:
 def markdown(rep: dict, name: str = "policies") -> str:
     quality = ("psnr", "ssim") + SCORES
     efficiency = ("speedup_vs_full", "latency_ratio_last_32", "latency_ratio_end_fill", "overhead_share",
-                  "head_share", "peak_kv_mb")
+                  "stats_share", "head_share", "peak_kv_mb")
     over = "validation prompts (drawn like training scenes)" if rep.get("split") == "validation" else "held-out prompts"
     lines = [f"# Policy benchmark: {rep['frames']}-frame rollouts, mean ± 95% CI over {over}", "",
              f"Weights {rep.get('weights', '?')} (student-autoencoder hashes, then the sampler's)"
@@ -278,7 +281,11 @@ def markdown(rep: dict, name: str = "policies") -> str:
         "(adherence, identity, landmark revisit) are the primary quality measure. speedup_vs_full: end-to-end "
         "time of the full cache over the policy's; latency_ratio_last_32: median ms/frame over the last 8 frames (frame 256 in the issue) "
         "over frames 28-35; latency_ratio_end_fill: the same over 8 frames just after the cache first fills its "
-        "budget (share x frames + 4 on), i.e. flatness once bounded; overhead_share: eviction step time over chunk time; head_share: salience-head time "
+        "budget (share x frames + 4 on), i.e. flatness once bounded; overhead_share: scoring and eviction over chunk "
+        "time, i.e. the eviction step plus stats_share; stats_share: what a policy that reads attention statistics adds "
+        "to its commit pass by materialising attention (explicit softmax and statistics, timed against the fused "
+        "SDPA attention of the same chunk's denoise passes, which have the same shapes; 0 for policies that read "
+        "none, whose commits run the fused kernel); head_share: salience-head time "
         f"over total generation time. Plots: {name}_quality.png, {name}_latency.png."]
     lines += headline_lines(rep) + paired_lines(rep) + quantisation_lines(rep)
     head = rep.get("salience_head")

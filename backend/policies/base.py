@@ -22,8 +22,10 @@ from .rope_modes import ROPE_MODES, reindex, shift_sink
 # head batched over layers, predictions equal to float rounding, and the eviction timings re-measured, session 13;
 # 4: selection and keep bookkeeping in numpy, every decision the same, the eviction timings re-measured;
 # 5: FlowCache's, PackCache's and TempCache's scoring in numpy (float64 decay fit and water-fill; FlowCache's
-# redundancy summed in another order: rare near-ties can flip), `protected` in numpy).
-ENGINE_VERSION = 5
+# redundancy summed in another order: rare near-ties can flip), `protected` in numpy;
+# 6: commits materialise attention only for policies that read its statistics (the others, and the full-cache
+# reference, run the fused kernel: outputs equal to float rounding, timings changed), its cost measured).
+ENGINE_VERSION = 6
 
 @dataclass(frozen=True)
 class EvictContext:
@@ -50,6 +52,7 @@ class Policy:
 
     name: ClassVar[str] = "base"
     granularities: ClassVar[tuple[str, ...]] = ("token", "frame")
+    reads: ClassVar[str] = "none"      # commit statistics `score` reads: none | logits (raw q.k) | probs (attention)
     budget: int | None = None
     granularity: str = "token"
     rope: str = "absolute"             # absolute | shift_sink | reindex (see rope_modes.py)
@@ -80,6 +83,18 @@ class Policy:
             raise ValueError(f"salient_share must be in [0, 1], got {self.salient_share}")
         if isinstance(self.residual, bool) or int(self.residual) != self.residual or self.residual < 0:
             raise ValueError(f"residual must be a whole number of frames >= 0, got {self.residual!r}")
+
+    @property
+    def attention_stats(self) -> str:
+        """The attention statistics commit passes must record for this policy (model.STATS): "probs" when its
+        score reads attention probabilities, or the CAKE layer split or mixed precision (salient tokens by
+        past attention) does; "logits" for raw q.k sums only; else "none". Only "probs" materialises
+        attention: FlashAttention-style fused kernels never form the probabilities, so reading them is part
+        of a policy's cost (the benchmark counts it in the overhead); "none" and "logits" commits run the
+        same fused kernel as the denoise steps."""
+        if self.layer_split == "cake" or self.salient_storage is not None:
+            return "probs"
+        return self.reads
 
     def max_tokens(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> int | None:
         """Most tokens per layer the cache can hold right after a commit (None = unbounded)."""

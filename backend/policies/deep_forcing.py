@@ -20,6 +20,7 @@ from .base import Policy
 @dataclass
 class DeepForcing(Policy):
     name = "deep_forcing"
+    reads = "logits"                   # raw q.k sums: no materialised attention
     sink_frames: int = 0            # 0 = half the budget (in frames)
     recent_frames: int = 4
     rope: str = "reindex"

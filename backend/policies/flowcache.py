@@ -43,6 +43,7 @@ def redundancy(k: torch.Tensor) -> torch.Tensor:
 @dataclass
 class FlowCache(Policy):
     name = "flowcache"
+    reads = "probs"
     lam: float = 0.07
     kernel: int = 3
 

@@ -16,6 +16,7 @@ from .signals import past_attention
 @dataclass
 class H2O(Policy):
     name = "h2o"
+    reads = "probs"
     recent_frames: int = 2
 
     def min_budget(self, n_prompt, tokens_per_frame, chunk_frames):

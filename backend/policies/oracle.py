@@ -23,7 +23,7 @@ def reference_scores(model, ae, prompt: str, n_frames: int, seed: int, sampler=N
     """Per layer, a dense array over token ids of the hindsight attention in a full-cache run."""
     from ..stepper import Stepper
     kw = {} if sampler is None else {"sampler": sampler}
-    st = Stepper(model, ae, prompt, n_frames, seed=seed, policy=Full(), preview=False, **kw)
+    st = Stepper(model, ae, prompt, n_frames, seed=seed, policy=Full(), preview=False, attention=True, **kw)
     for _ in st.run():
         pass
     return hindsight_scores(st.cache)

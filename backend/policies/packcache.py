@@ -55,6 +55,7 @@ def rank_within(group: np.ndarray, slot: np.ndarray, value: np.ndarray, width: i
 @dataclass
 class PackCache(Policy):
     name = "packcache"
+    reads = "probs"
     within: str = "attention"      # attention | grid
     rho_min: float = 0.5
     rho_max: float = 0.99

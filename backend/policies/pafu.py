@@ -121,9 +121,17 @@ class PaFu(Policy):
         self.head_ms += (time.perf_counter() - t0) * 1e3
         return super().prepare(cache, ctx)
 
+    @property
+    def attention_stats(self) -> str:
+        """Past attention is read only with alpha > 0; alpha = 0 (the head alone) runs on fused attention."""
+        return "probs" if self.alpha > 0 else super().attention_stats
+
     def score(self, layer_idx, layer, ctx):
         m = layer.meta
-        both = minmax(torch.stack([past_attention(layer), m["pred"]]), m["kind"] == KIND_FRAME)   # (2, n)
+        frame = m["kind"] == KIND_FRAME
+        if self.alpha == 0:
+            return minmax(m["pred"], frame)
+        both = minmax(torch.stack([past_attention(layer), m["pred"]]), frame)   # (2, n)
         return self.alpha * both[0] + (1 - self.alpha) * both[1]
 
     def describe(self):

@@ -16,6 +16,7 @@ from .signals import check_kernel, recent_attention, spatial_pool
 @dataclass
 class SnapKV(Policy):
     name = "snapkv"
+    reads = "probs"
     kernel: int = 3
 
     def __post_init__(self):

@@ -15,6 +15,7 @@ from .signals import recent_attention
 @dataclass
 class TOVA(Policy):
     name = "tova"
+    reads = "probs"
 
     def score(self, layer_idx, layer, ctx):
         return recent_attention(layer)

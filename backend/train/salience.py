@@ -57,7 +57,7 @@ RECIPES = {"quick": SalienceTrainConfig(clips=16, heldout=4, steps=300),
 def clip_latents(ae, student, spec, seed: int, frames: int, generated: bool) -> torch.Tensor:
     if generated:
         from ..stepper import Stepper
-        st = Stepper(student, ae, spec.text(), frames, seed=seed, preview=False)
+        st = Stepper(student, ae, spec.text(), frames, seed=seed, preview=False, attention=True)
         for _ in st.run():
             pass
         return st.latents
