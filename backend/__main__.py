@@ -69,10 +69,16 @@ def cmd_policies(a) -> int:
     from .policies import POLICIES
     from .policies.build import policy_parameters, shared_parameters
     w = max(map(len, POLICIES))
-    for name, (_, desc) in sorted(POLICIES.items()):
+    reads = {"none": "-", "logits": "q.k", "probs": "attn"}
+    print(f"{'policy':<{w}}  reads  description  [own parameters]")
+    for name, (cls, desc) in sorted(POLICIES.items()):
         own = ", ".join(f"{k}={v}" for k, v in policy_parameters(name).items())
-        print(f"{name:<{w}}  {desc}" + (f"  [{own}]" if own else ""))
-    print(f"\nevery policy (--policy-arg KEY=VALUE, repeatable): {shared_parameters()}")
+        print(f"{name:<{w}}  {reads[cls().attention_stats]:<5}  {desc}" + (f"  [{own}]" if own else ""))
+    print("\nreads: the attention statistics the policy's commits record. attn = materialised attention "
+          "probabilities (fused FlashAttention-style kernels never form them: the explicit pass is part of the "
+          "policy's cost, counted in `python -m backend.bench policies`' overhead); q.k = raw logit sums (one "
+          "matrix-vector product beside the fused kernel); - = none (pafu with alpha=0, its head alone, reads none)."
+          f"\n\nevery policy (--policy-arg KEY=VALUE, repeatable): {shared_parameters()}")
     return 0
 
 

@@ -73,3 +73,22 @@ def test_validation_sweep_pairs_each_variant_with_the_first():
     assert math.isclose(d["adherence"][0], 0.05) and d["adherence"][1] < 1e-9 and d["adherence"][2] == 4
     assert math.isclose(d["identity_persistence"][0], 0.1) and d["identity_persistence"][2] == 2   # undefined pairs skipped
     assert "▲" in "\n".join(paired_lines({"cand": {k: d for k in RUNS}}, "base", 96))
+
+
+def test_model_bench_keeps_a_skipped_section_only_for_the_same_weights(tmp_path):
+    import json
+    from backend.bench.model import kept_sections, markdown as model_markdown
+    old = {"model_hash": "aa", "ae_hash": "bb", "date": "2026-11-01 10:00", "quality": {"q": 1},
+           "per_prompt": [1], "speed": {"s": 2}}
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(old))
+    new = {"model_hash": "aa", "ae_hash": "bb", "date": "2026-11-24 05:00"}
+    kept = kept_sections(path, new, {"quality"})
+    assert kept == {"quality": {"q": 1}, "quality_date": "2026-11-01 10:00", "per_prompt": [1]}
+    assert kept_sections(path, {**new, "model_hash": "other"}, {"quality"}) == {}      # other weights: dropped
+    assert kept_sections(path, new, set()) == {}
+    path.write_text("{not json")
+    assert kept_sections(path, new, {"quality", "speed"}) == {}                        # corrupt: ignored
+    head = model_markdown({**new, "quality_date": "2026-11-01 10:00", "dataset_contrast": [1.0, 2.0],
+                           "model": "student.safetensors"}).splitlines()[0]
+    assert head == "# Model benchmark (2026-11-24 05:00; quality measured 2026-11-01 10:00)"

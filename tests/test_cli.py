@@ -70,9 +70,12 @@ def test_policies_listing(capsys):
     assert main(["policies"]) == 0
     out = capsys.readouterr().out
     assert "full" in out and "window" in out
-    assert "alpha=0.5" in out and "labels=sse" in out and "storage=fp32|bf16|int8|int4|int2" in out  # parameters
+    assert "alpha=0.0" in out and "labels=sse" in out and "storage=fp32|bf16|int8|int4|int2" in out  # parameters
     pafu = next(line for line in out.splitlines() if line.startswith("pafu"))
     assert "granularity=strata" in pafu and "_last" not in pafu       # a changed shared default, no private state
+    reads = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:] if line and not line.startswith(" ")
+             and line.split()[0] in ("full", "window", "h2o", "deep_forcing", "pafu", "tempcache")}
+    assert reads == {"full": "-", "window": "-", "h2o": "attn", "deep_forcing": "q.k", "pafu": "-", "tempcache": "-"}
     assert DEFAULT_AE.is_file()
 
 

@@ -120,8 +120,8 @@ def test_commits_record_only_the_attention_statistics_the_policy_reads(tiny, ae)
     for name in ("full", "window", "h2o", "deep_forcing", "pafu"):
         pol = make_policy(name, budget=None if name == "full" else budget)
         levels[name] = pol.attention_stats
-    assert levels == {"full": "none", "window": "none", "h2o": "probs", "deep_forcing": "logits", "pafu": "probs"}
-    assert make_policy("pafu", budget=budget, alpha=0.0).attention_stats == "none"       # the head alone
+    assert levels == {"full": "none", "window": "none", "h2o": "probs", "deep_forcing": "logits", "pafu": "none"}
+    assert make_policy("pafu", budget=budget, alpha=0.5).attention_stats == "probs"      # mixed with past attention
     assert make_policy("window", budget=budget, layer_split="cake").attention_stats == "probs"
 
     def go(name, attention=None):

@@ -13,8 +13,10 @@ def main(argv=None) -> None:
     m.add_argument("--full-frames", type=int, default=256)
     m.add_argument("--window-frames", type=int, default=128)
     m.add_argument("--out", default="docs/benchmarks")
-    m.add_argument("--skip-speed", action="store_true")
-    m.add_argument("--skip-quality", action="store_true")
+    m.add_argument("--skip-speed", action="store_true",
+                   help="keep the speed section of an existing model.json in --out if it measured the same weights")
+    m.add_argument("--skip-quality", action="store_true",
+                   help="keep the quality section of an existing model.json in --out if it measured the same weights")
     sm = sub.add_parser("sampler", help="compare sampler settings on validation prompts (not the held-out set)")
     sm.add_argument("--prompts", type=int, default=24)
     sm.add_argument("--frames", type=int, default=96)

@@ -193,6 +193,9 @@ def run(prompts: int = 32, workers: int = 2, full_frames: int = 256, window_fram
         report["per_prompt"] = [{k: r[k] for k in ("prompt", "seed", "full_2x", "window")} for r in results]
     if not skip_speed:
         report["speed"] = speed(full_frames)
+        report["speed_date"] = report["date"]
+    keep = {k for k, skipped in (("quality", skip_quality), ("speed", skip_speed)) if skipped}
+    report.update(kept_sections(out_dir / "model.json", report, keep))
     (out_dir / "model.json").write_text(json.dumps(report, indent=1))
     plots(report, out_dir)
     (out_dir / "model.md").write_text(markdown(report))
@@ -200,8 +203,32 @@ def run(prompts: int = 32, workers: int = 2, full_frames: int = 256, window_fram
     return report
 
 
+def kept_sections(path: Path, report: dict, sections: set[str]) -> dict:
+    """The skipped `sections` (quality, speed) of an earlier report at `path`, kept when it measured the same
+    weights (model and autoencoder hashes), with their dates; {} otherwise (a skipped section is left out,
+    never carried over from other weights)."""
+    if not sections or not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if (old.get("model_hash"), old.get("ae_hash")) != (report["model_hash"], report["ae_hash"]):
+        return {}
+    out = {}
+    for sec in sections:
+        if sec in old:
+            out[sec] = old[sec]
+            out[f"{sec}_date"] = old.get(f"{sec}_date", old.get("date"))
+            if sec == "quality" and "per_prompt" in old:
+                out["per_prompt"] = old["per_prompt"]
+    return out
+
+
 def markdown(r: dict) -> str:
-    lines = [f"# Model benchmark ({r['date']})", "",
+    dates = "; ".join(f"{sec} measured {r[f'{sec}_date']}" for sec in ("quality", "speed") if f"{sec}_date" in r
+                      and r[f"{sec}_date"] != r["date"])
+    lines = [f"# Model benchmark ({r['date']}" + (f"; {dates}" if dates else "") + ")", "",
              f"Weights `{r['model']}` (sha256 {r['model_hash']}), autoencoder sha256 {r['ae_hash']}. "
              f"Dataset frame contrast range: {r['dataset_contrast'][0]:.1f}-{r['dataset_contrast'][1]:.1f} (grey-level std).", ""]
     if "sampler" in r:

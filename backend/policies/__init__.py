@@ -32,10 +32,10 @@ POLICIES: dict[str, tuple[Callable[..., Policy], str]] = {
     "packcache": (PackCache, "PackCache: prompt anchors + per-frame budget ~ rho^distance, top tokens per frame"),
     "tempcache": (TempCache, "TempCache: merge near-duplicate keys into the newest (+log count), then FIFO"),
     "oracle": (Oracle, "upper bound: hindsight attention from a full-cache reference run of the same seed"),
-    "pafu": (PaFu, "PaFu-KV: learned salience head (distilled from teacher SSE) + past attention, whole frames "
-                   "spread over time (the best of each span), first-frame sink; granularity=frame: the top frames "
-                   "anywhere; granularity=token: single tokens; labels=hindsight: a head trained on the "
-                   "student's own future attention"),
+    "pafu": (PaFu, "PaFu-KV: learned salience head (distilled from teacher SSE), whole frames spread over time "
+                   "(the best of each span), first-frame sink, no attention read; alpha>0: mixed with past "
+                   "attention; granularity=frame: the top frames anywhere; granularity=token: single tokens; "
+                   "labels=hindsight: a head trained on the student's own future attention"),
     "random": (Random, "random subset of the evictable tokens (lower bound)"),
 }
 

@@ -7,11 +7,17 @@ from their un-rotated keys and grid positions (stored in the cache's `pred` fiel
 tokens the policy keeps the top tokens by alpha * past + (1 - alpha) * predicted, both min-max
 normalised over the layer's tokens, past = normalised accumulated attention (H2O / ZipCache).
 Protected, as in methods.md §1 step 4 ("sink chunk + newest chunk + top-C"): the prompt anchors, the
-first `sink_frames` frames and the newest `recent_frames` frames. Defaults (sink 1, recent 1, alpha 0.5)
-were chosen on validation prompts, never the held-out set (docs/benchmarks/policies_validation.md); on
-the current student, at frame level: a 2-frame recent window changes nothing (the previous frame is
-always kept), no sink costs 0.2 dB at 1/8, and alpha = 1 (past attention only, no head) loses 2.2 dB at
-1/8 but gains 2.0 dB at 1/4, with lower adherence and identity at 1/8. `recent_share` (a recency
+first `sink_frames` frames and the newest `recent_frames` frames. Defaults (sink 1, recent 1) were chosen
+on validation prompts, never the held-out set (docs/benchmarks/policies_validation.md); on the current
+student, at frame level: a 2-frame recent window changes nothing (the previous frame is always kept), no
+sink costs 0.2 dB at 1/8, and alpha = 1 (past attention only, no head) loses 2.2 dB at 1/8 but gains 2.0
+dB at 1/4, with lower adherence and identity at 1/8.
+alpha = 0 (the head alone; the default since 2026-11-24, 0.5 before): past attention is the one input
+that needs materialised attention at every commit (3-9% of a chunk here, docs/benchmarks/efficiency_v6/),
+and on 6 validation prompts (docs/benchmarks/pafu_alpha/), paired against alpha = 0.5, the head alone
+was no worse on any score at any budget (PSNR +0.2 / +1.7 / +3.4 / +0.3 dB at 1/16 / 1/8 / 1/4 / 1/2,
+significant at 1/4; adherence -0.01 / +0.02 / -0.01 / -0.00, identity -0.05 / +0.06 / -0.04 / +0.04,
+inside the CIs). So PaFu-KV reads no attention by default and runs on fused kernels. `recent_share` (a recency
 window of that share of the budget's frames) stays 0: at 0.25 / 0.5 it moved PSNR by +0.1 / +0.3 dB at
 1/8 and -0.2 / -0.7 dB at 1/4, and adherence at 1/8 by 0.00 / -0.04, all inside the CIs
 (docs/benchmarks/pafu_recent/).
@@ -58,7 +64,7 @@ def minmax(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class PaFu(Policy):
     name = "pafu"
     granularities = ("token", "frame", "strata")
-    alpha: float = 0.5
+    alpha: float = 0.0                                  # weight of past attention (0: the head alone, no attention read)
     recent_frames: int = 1
     recent_share: float = 0.0                           # share of the budget's frames kept as a recency window
     sink_frames: int = 1
