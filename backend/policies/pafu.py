@@ -15,8 +15,8 @@ dB at 1/4, with lower adherence and identity at 1/8.
 alpha = 0 (the head alone; the default since 2026-11-24, 0.5 before): past attention is the one input
 that needs materialised attention at every commit (3-9% of a chunk here, docs/benchmarks/efficiency_v6/),
 and on 6 validation prompts (docs/benchmarks/pafu_alpha/), paired against alpha = 0.5, the head alone
-was no worse on any score at any budget (PSNR +0.2 / +1.7 / +3.4 / +0.3 dB at 1/16 / 1/8 / 1/4 / 1/2,
-significant at 1/4; adherence -0.01 / +0.02 / -0.01 / -0.00, identity -0.05 / +0.06 / -0.04 / +0.04,
+was no worse on any score at any budget (PSNR +0.2 / -0.0 / +0.8 / +0.3 dB at 1/16 / 1/8 / 1/4 / 1/2,
+significant at 1/4; adherence -0.01 / +0.03 / -0.01 / -0.00, identity -0.05 / +0.07 / -0.02 / +0.04,
 inside the CIs). So PaFu-KV reads no attention by default and runs on fused kernels. `recent_share` (a recency
 window of that share of the budget's frames) stays 0: at 0.25 / 0.5 it moved PSNR by +0.1 / +0.3 dB at
 1/8 and -0.2 / -0.7 dB at 1/4, and adherence at 1/8 by 0.00 / -0.04, all inside the CIs
