@@ -29,3 +29,19 @@ def test_policy_bench_resumes_and_rescores_after_an_evaluator_change(tmp_path):
     run(**kw)
     redone = json.loads(f.read_text())
     assert redone["scores"] == first["scores"] and redone["total_s"] != first["total_s"]   # rerun, same noise
+    f.write_text('{"pair": 0, "scor')                                  # a run killed mid-write (before atomic writes)
+    run(**kw)
+    healed = json.loads(f.read_text())
+    assert healed["scores"] == first["scores"] and healed["total_s"] != redone["total_s"]  # redone, not a crash
+    assert not list(f.parent.glob("*.tmp"))                             # no temporary files left behind
+
+
+def test_result_store_writes_atomically_and_reads_damage_as_missing(tmp_path):
+    from backend.bench.store import read_result, write_result
+    p = tmp_path / "a" / "b.json"
+    assert read_result(p) is None
+    write_result(p, {"x": [1, 2]})
+    assert read_result(p) == {"x": [1, 2]} and [q.name for q in p.parent.iterdir()] == ["b.json"]
+    for bad in ('{"x": ', "[1, 2]", "\x00\x01"):
+        p.write_text(bad)
+        assert read_result(p) is None

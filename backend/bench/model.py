@@ -22,6 +22,7 @@ from ..config import SamplerConfig
 from ..consistency import EVALUATOR_VERSION, contrast, evaluate_video
 from ..evalset import EVAL_PAIRS
 from ..loading import DEFAULT_AE, DEFAULT_MODEL, file_hash, weights_tag
+from .store import read_result, write_result
 
 TRAIN_CLIP = 24      # the CPU recipes' long training clips (frames); the GPU recipes train on 32 and 48
 SEGMENT = 32
@@ -65,8 +66,9 @@ def eval_pair(job) -> dict:
     from ..policies import Full, Window
     i, prompt, seed, full_frames, window_frames, cache_dir = job
     path = Path(cache_dir) / f"pair{i:02d}_{full_frames}_{window_frames}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    cached = read_result(path)
+    if cached is not None:
+        return cached
     full, full_ms = generate(prompt, seed, full_frames, Full())
     win, _ = generate(prompt, seed, window_frames, Window(frames=16))
     out = {"prompt": prompt, "seed": seed,
@@ -75,8 +77,7 @@ def eval_pair(job) -> dict:
            "window": score(win, prompt),
            "full_segments": [score(full[s:s + SEGMENT], prompt) for s in range(0, full_frames, SEGMENT)],
            "contrast_full": contrast(full).tolist(), "contrast_window": contrast(win).tolist()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out))
+    write_result(path, out)
     if i < 4:
         from ..video_io import write_video
         write_video(np.concatenate([full[:window_frames], win], axis=2), Path("out/bench") / f"pair{i:02d}_full_vs_window.mp4")

@@ -22,6 +22,7 @@ from ..policies.base import ENGINE_VERSION
 from ..evalset import EVAL_PAIRS
 from .model import score
 from .report import markdown, plot, summarise
+from .store import read_result, write_result
 from .spec import SCORES, split_spec  # noqa: F401  (re-exported: the sweep's vocabulary)
 
 SHARES = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
@@ -72,8 +73,8 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     root = Path(root)
     path = _job_path(root, i, policy, share, frames)
     ref_file = root / f"pair{i:02d}_{frames}_reference_e{ENGINE_VERSION}.npy"
-    if path.is_file():                                   # resumed
-        out = json.loads(path.read_text())
+    out = read_result(path)
+    if out is not None:                                  # resumed
         if out.get("evaluator") != EVALUATOR_VERSION:    # scored by an older evaluator: rescore its frames
             out = _rescore(out, path, ref_file)
         if out is not None:
@@ -120,8 +121,7 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     if share is not None and ref is not None:
         out["psnr"] = psnr_per_frame(st.frames, ref).tolist()
         out["ssim"] = ssim_per_frame(st.frames, ref).tolist()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out))
+    write_result(path, out)
     if share is None:
         out["_frames"] = st.frames
     return out
@@ -139,7 +139,7 @@ def _rescore(out: dict, path: Path, ref_file: Path) -> dict | None:
         with np.load(frames_file) as z:
             frames = z["frames"]
     out.update(scores=score(frames, out["prompt"]), evaluator=EVALUATOR_VERSION)
-    path.write_text(json.dumps(out))
+    write_result(path, out)
     return out
 
 
@@ -244,9 +244,7 @@ def run_on_ray(refs: list, jobs: list, address: str, root: Path) -> list[dict]:
             ray.shutdown()
     for r in done_refs + results:                     # resumable: the driver keeps one JSON per run
         i, pol, sh = r["pair"], r["policy"], r["share"]
-        path = _job_path(root, i, pol, sh, len(r["frame_ms"]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(r))
+        write_result(_job_path(root, i, pol, sh, len(r["frame_ms"])), r)
     return done_refs + results
 
 

@@ -12,7 +12,6 @@ one variant only computes that one.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import multiprocessing as mp
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from ..consistency import EVALUATOR_VERSION
 from ..loading import DEFAULT_AE, DEFAULT_MODEL, file_hash
 from .model import SCORES, TRAIN_CLIP
 from .report import mean_ci, paired_cell
+from .store import read_result, write_result
 
 CACHE = Path("runs/bench/validation")
 RUNS = ("full_2x", "full_all", "window")           # see model.validation_scores
@@ -61,8 +61,7 @@ def _one(job) -> tuple[int, dict]:
     from .model import validation_scores
     i, variant, prompt, seed, frames, path = job
     r = validation_scores(prompt, seed, frames, weights=variant.weights, sampler=variant.sampler)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(r))
+    write_result(path, r)
     return i, r
 
 
@@ -76,7 +75,7 @@ def sweep(variants: list[Variant], n: int, frames: int, workers: int = 2) -> dic
     for v in variants:
         for (prompt, seed), key in zip(pairs, v.keys(pairs, frames)):
             path = CACHE / f"{key}.json"
-            out.append(json.loads(path.read_text()) if path.is_file() else None)
+            out.append(read_result(path))
             if out[-1] is None:
                 todo.append((len(out) - 1, v, prompt, seed, frames, str(path)))
     if todo:
