@@ -66,14 +66,13 @@ def cmd_generate(a) -> int:
 
 
 def cmd_policies(a) -> int:
-    from .policies import POLICIES
+    from .policies import POLICIES, READS, reads
     from .policies.build import policy_parameters, shared_parameters
     w = max(map(len, POLICIES))
-    reads = {"none": "-", "logits": "q.k", "probs": "attn"}
     print(f"{'policy':<{w}}  reads  description  [own parameters]")
-    for name, (cls, desc) in sorted(POLICIES.items()):
+    for name, (_, desc) in sorted(POLICIES.items()):
         own = ", ".join(f"{k}={v}" for k, v in policy_parameters(name).items())
-        print(f"{name:<{w}}  {reads[cls().attention_stats]:<5}  {desc}" + (f"  [{own}]" if own else ""))
+        print(f"{name:<{w}}  {READS[reads(name)][0]:<5}  {desc}" + (f"  [{own}]" if own else ""))
     print("\nreads: the attention statistics the policy's commits record. attn = materialised attention "
           "probabilities (fused FlashAttention-style kernels never form them: the explicit pass is part of the "
           "policy's cost, counted in `python -m backend.bench policies`' overhead); q.k = raw logit sums (one "

@@ -175,7 +175,9 @@ class Run:
 def describe(rec, data: RunData) -> str:
     """One status line for a step."""
     occ = int(rec.occupancy.max()) if len(rec.occupancy) else 0
-    what = {"prefill": "stored the prompt anchors", "commit": "committed the clean chunk",
+    what = {"prefill": "stored the prompt anchors",
+            "commit": "committed the clean chunk" + (f" (attention statistics {rec.stats_ms:.0f} ms of it)"
+                                                      if rec.stats_ms > 0.5 else ""),
             "evict": f"evicted {sum(len(e) for e in rec.evicted) if rec.evicted else 0} tokens (all layers)",
             "denoise": f"denoise step {rec.step + 1} at t={rec.t:.2f}" if rec.t is not None else "denoise"}[rec.phase]
     frames = f"frame {rec.frames[0]}" if rec.frames[1] - rec.frames[0] <= 1 else f"frames {rec.frames[0]}-{rec.frames[1] - 1}"

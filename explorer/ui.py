@@ -12,7 +12,7 @@ import gradio as gr
 import numpy as np
 
 from backend.config import SamplerConfig
-from backend.policies import POLICIES
+from backend.policies import POLICIES, READS, reads
 from backend.policies.build import policy_parameters, shared_parameters
 from backend.prompt import VOCAB
 
@@ -69,6 +69,13 @@ CSS = """
 #status, #cmp_status {font-size: 0.9em}
 .compact-row {gap: 6px}
 """
+
+
+def policy_help(name: str) -> str:
+    """The policy's one-line description and what attention it reads (its cost at every commit)."""
+    if name not in POLICIES:
+        return ""
+    return f"{POLICIES[name][1]}. With its defaults it {READS[reads(name)][1]}."
 
 
 def _config(prompt, seed, frames, guidance, policy, budget, unit, params) -> RunConfig:
@@ -148,7 +155,7 @@ def _generate_tab(ex: Explorer) -> dict:
         with gr.Column(scale=1, min_width=330):
             g["policy"] = gr.Dropdown([(n, n) for n in sorted(POLICIES)], value="window", label="Cache policy",
                                       elem_id="policy")
-            g["policy_help"] = gr.Markdown(POLICIES["window"][1], elem_id="policy_help")
+            g["policy_help"] = gr.Markdown(policy_help("window"), elem_id="policy_help")
             g["unit"] = gr.Radio(list(BUDGET_UNITS), value="frames", label="Budget unit", elem_id="budget_unit")
             lo, hi, st, v = BUDGET_RANGE["frames"]
             g["budget"] = gr.Slider(lo, hi, value=v, step=st, label="Cache budget per layer", elem_id="budget",
@@ -273,8 +280,7 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
     g["next"].click(None, g["scrub"], g["scrub"], js="(i) => i + 1")
     g["signal"].change(lambda s: SIGNALS[s].definition if s in SIGNALS else "", g["signal"], g["signal_help"],
                        api_visibility="private")
-    g["policy"].change(lambda p: POLICIES[p][1] if p in POLICIES else "", g["policy"], g["policy_help"],
-                       api_visibility="private")
+    g["policy"].change(policy_help, g["policy"], g["policy_help"], api_visibility="private")
 
     def set_unit(unit):
         lo, hi, st, v = BUDGET_RANGE.get(unit, BUDGET_RANGE["frames"])

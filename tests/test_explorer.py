@@ -293,3 +293,21 @@ def test_guidance_reaches_the_sampler_and_compare_shares_it(ex):
     with pytest.raises(ValueError, match="guidance"):
         Comparison.start([configs[0], replace(configs[0], guidance=1.0)], ex.model, ex.ae)
 
+
+
+def test_policy_help_and_commit_status_show_what_reading_attention_costs():
+    from backend.records import StepRecord
+    from explorer.run import describe
+    from explorer.ui import policy_help
+    assert "reads attention probabilities" in policy_help("h2o")
+    assert "reads no attention" in policy_help("pafu") and "reads raw q.k" in policy_help("deep_forcing")
+    assert policy_help("nosuch") == ""
+
+    class Data:                                         # what describe() reads of a RunData
+        frames_done, config = 3, RunConfig(prompt="a red circle on plain blue", frames=8)
+
+    def rec(stats_ms):
+        return StepRecord.make(index=7, phase="commit", chunk=2, step=-1, t=0.0, frames=(2, 3), preview=None,
+                               occupancy=[10, 10], nbytes=[100, 100], eviction=None, ms=30.0, stats_ms=stats_ms)
+    assert "attention statistics 6 ms of it" in describe(rec(6.2), Data())
+    assert "attention statistics" not in describe(rec(0.0), Data())

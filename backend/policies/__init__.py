@@ -40,6 +40,17 @@ POLICIES: dict[str, tuple[Callable[..., Policy], str]] = {
 }
 
 
+# What a policy's commits must record (Policy.attention_stats): a short label and a sentence (CLI, explorer)
+READS = {"none": ("-", "reads no attention: its commits run the fused kernel"),
+         "logits": ("q.k", "reads raw q.k sums (one matrix-vector product beside the fused kernel)"),
+         "probs": ("attn", "reads attention probabilities, materialised at every commit (part of its cost)")}
+
+
+def reads(name: str) -> str:
+    """The attention statistics the named policy reads with its default settings (a key of READS)."""
+    return POLICIES[name][0]().attention_stats
+
+
 def make_policy(name: str, **kwargs) -> Policy:
     if name not in POLICIES:
         raise KeyError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
@@ -49,6 +60,6 @@ def make_policy(name: str, **kwargs) -> Policy:
         raise ValueError(f"bad parameter for policy {name!r}: {e}") from e
 
 
-__all__ = ["POLICIES", "make_policy", "Policy", "EvictContext", "LayerEviction", "select", "select_frames",
+__all__ = ["POLICIES", "READS", "reads", "make_policy", "Policy", "EvictContext", "LayerEviction", "select", "select_frames",
            "Budget", "BudgetError", "parse_budget", "Full", "Window", "Sink", "H2O", "TOVA", "SnapKV", "Random", "FlowCache", "PackCache", "TempCache",
            "DeepForcing", "Oracle", "reference_scores", "PaFu"]
