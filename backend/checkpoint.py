@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_path
 
 
 class CheckpointError(RuntimeError):
@@ -17,14 +18,11 @@ class CheckpointError(RuntimeError):
 
 def save(path: str | Path, module: torch.nn.Module, config, extra: dict | None = None) -> None:
     """Write module weights + config (+ extra JSON, e.g. the training step) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"config": json.dumps(dataclasses.asdict(config)), "class": type(config).__name__,
             "extra": json.dumps(extra or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def read(path: str | Path) -> tuple[dict, dict, dict]:

@@ -1,12 +1,12 @@
 """Browser-playable MP4 (h264, yuv420p, even dimensions) and GIF writing, atomically."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
+
+from .atomic import atomic_path
 
 
 def upscale(frames: np.ndarray, scale: int) -> np.ndarray:
@@ -28,11 +28,8 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 12, scale: int 
     suffix = path.suffix.lower()
     if suffix not in (".mp4", ".gif"):
         raise ValueError(f"output must end in .mp4 or .gif, got {path.name!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     frames = upscale(frames, scale)
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=path.parent, prefix=".partial-")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix) as tmp:
         if suffix == ".mp4":
             w = imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
                                    macro_block_size=2, ffmpeg_log_level="error", output_params=["-crf", "18"])
@@ -41,9 +38,4 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 12, scale: int 
             w.close()
         else:
             imageio.mimsave(tmp, list(frames), format="GIF", duration=1000 / fps, loop=0)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

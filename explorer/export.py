@@ -11,35 +11,15 @@ import dataclasses
 import io
 import json
 import math
-import os
-import tempfile
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import imageio.v3 as iio
 import numpy as np
 
+from backend.atomic import PARTIAL, atomic_path as _atomic
 from explorer.render import colourbar, hstack_bar, label, overlay, tile, upscale
-
-PARTIAL = ".partial-"  # prefix of the temporary files
-
-
-@contextmanager
-def _atomic(path, suffix: str = ""):
-    """Yield a temporary path next to `path`; on success chmod 0o644 and rename it to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=suffix or path.suffix, dir=path.parent, prefix=PARTIAL)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _write_bytes(data: bytes, path) -> Path:

@@ -2,6 +2,7 @@
 evaluator's definitions change; results without saved frames are rerun."""
 import json
 
+from backend.atomic import PARTIAL
 from backend.consistency import EVALUATOR_VERSION
 
 
@@ -33,7 +34,7 @@ def test_policy_bench_resumes_and_rescores_after_an_evaluator_change(tmp_path):
     run(**kw)
     healed = json.loads(f.read_text())
     assert healed["scores"] == first["scores"] and healed["total_s"] != redone["total_s"]  # redone, not a crash
-    assert not list(f.parent.glob("*.tmp"))                             # no temporary files left behind
+    assert not list(f.parent.glob(f"{PARTIAL}*"))                      # no temporary files left behind
 
 
 def test_result_store_writes_atomically_and_reads_damage_as_missing(tmp_path):

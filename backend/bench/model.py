@@ -194,7 +194,6 @@ def run(prompts: int = 32, workers: int = 2, full_frames: int = 256, window_fram
         report["per_prompt"] = [{k: r[k] for k in ("prompt", "seed", "full_2x", "window")} for r in results]
     if not skip_speed:
         report["speed"] = speed(full_frames)
-        report["speed_date"] = report["date"]
     keep = {k for k, skipped in (("quality", skip_quality), ("speed", skip_speed)) if skipped}
     report.update(kept_sections(out_dir / "model.json", report, keep))
     (out_dir / "model.json").write_text(json.dumps(report, indent=1))
@@ -208,13 +207,8 @@ def kept_sections(path: Path, report: dict, sections: set[str]) -> dict:
     """The skipped `sections` (quality, speed) of an earlier report at `path`, kept when it measured the same
     weights (model and autoencoder hashes), with their dates; {} otherwise (a skipped section is left out,
     never carried over from other weights)."""
-    if not sections or not path.is_file():
-        return {}
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    if (old.get("model_hash"), old.get("ae_hash")) != (report["model_hash"], report["ae_hash"]):
+    old = read_result(path) if sections else None
+    if old is None or (old.get("model_hash"), old.get("ae_hash")) != (report["model_hash"], report["ae_hash"]):
         return {}
     out = {}
     for sec in sections:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from ..policies.base import ENGINE_VERSION
 from ..evalset import EVAL_PAIRS
 from .model import score
 from .report import markdown, plot, summarise
+from ..atomic import atomic_path
 from .store import read_result, write_result
 from .spec import SCORES, split_spec  # noqa: F401  (re-exported: the sweep's vocabulary)
 
@@ -145,10 +145,8 @@ def _rescore(out: dict, path: Path, ref_file: Path) -> dict | None:
 
 def _save_hindsight(path: Path, reference: list[np.ndarray]) -> None:
     """Atomic write of the oracle's per-layer reference arrays (a worker may be reading them)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **{f"layer{j}": a for j, a in enumerate(reference)})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **{f"layer{j}": a for j, a in enumerate(reference)})
 
 
 def _strip(r: dict) -> dict:

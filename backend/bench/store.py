@@ -7,20 +7,15 @@ reads as missing, so the run is redone instead of the sweep stopping."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from ..atomic import atomic_path
 
 
 def write_result(path, obj) -> None:
     """JSON-dump `obj` to `path` atomically (parent folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_result(path) -> dict | None:

@@ -17,10 +17,10 @@ that needs materialised attention at every commit (3-9% of a chunk here, docs/be
 and on 6 validation prompts (docs/benchmarks/pafu_alpha/), paired against alpha = 0.5, the head alone
 was no worse on any score at any budget (PSNR +0.2 / -0.0 / +0.8 / +0.3 dB at 1/16 / 1/8 / 1/4 / 1/2,
 significant at 1/4; adherence -0.01 / +0.03 / -0.01 / -0.00, identity -0.05 / +0.07 / -0.02 / +0.04,
-inside the CIs). So PaFu-KV reads no attention by default and runs on fused kernels. `recent_share` (a recency
-window of that share of the budget's frames) stays 0: at 0.25 / 0.5 it moved PSNR by +0.1 / +0.3 dB at
-1/8 and -0.2 / -0.7 dB at 1/4, and adherence at 1/8 by 0.00 / -0.04, all inside the CIs
-(docs/benchmarks/pafu_recent/).
+inside the CIs). So PaFu-KV reads no attention by default and runs on fused kernels.
+`recent_share` (a recency window of that share of the budget's frames) stays 0: at 0.25 / 0.5 it moved
+PSNR by +0.1 / +0.3 dB at 1/8 and -0.2 / -0.7 dB at 1/4, and adherence at 1/8 by 0.00 / -0.04, all inside
+the CIs (docs/benchmarks/pafu_recent/).
 Granularity (our choice, on the same validation prompts): whole frames by mean score, not single tokens
 as in methods.md's reconstruction. Kept one by one, the salient tokens of a moving sprite survive at
 many old positions, and the student draws them again: at 1/8 token-level PaFu-KV scored 2.3 extra

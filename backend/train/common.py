@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import checkpoint
+from ..atomic import atomic_path
 
 RUNS = Path("runs")
 MODELS = Path("assets/models")
@@ -59,10 +60,8 @@ def save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, s
         for k, v in opt.state.get(p, {}).items():
             if torch.is_tensor(v):
                 tensors[f"opt.{i}.{k}"] = v.detach().cpu().contiguous().reshape(v.shape)
-    tmp = path.with_suffix(".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(tmp), metadata={"step": str(step), "config": json.dumps(cfg)})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"step": str(step), "config": json.dumps(cfg)})
 
 
 def load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
