@@ -66,16 +66,19 @@ def cmd_generate(a) -> int:
 
 
 def cmd_policies(a) -> int:
-    from .policies import POLICIES, READS, reads
+    from .policies import POLICIES, describe_reads
     from .policies.build import policy_parameters, shared_parameters
     w = max(map(len, POLICIES))
-    print(f"{'policy':<{w}}  reads  description  [own parameters]")
+    labels = {name: describe_reads(name)[0] for name in POLICIES}
+    r = max(5, *map(len, labels.values()))
+    print(f"{'policy':<{w}}  {'reads':<{r}}  description  [own parameters]")
     for name, (_, desc) in sorted(POLICIES.items()):
         own = ", ".join(f"{k}={v}" for k, v in policy_parameters(name).items())
-        print(f"{name:<{w}}  {READS[reads(name)][0]:<5}  {desc}" + (f"  [{own}]" if own else ""))
+        print(f"{name:<{w}}  {labels[name]:<{r}}  {desc}" + (f"  [{own}]" if own else ""))
     print("\nreads: the attention statistics the policy's commits record. attn = materialised attention "
           "probabilities (fused FlashAttention-style kernels never form them: the explicit pass is part of the "
-          "policy's cost, counted in `python -m backend.bench policies`' overhead); q.k = raw logit sums (one "
+          "policy's cost, counted in `python -m backend.bench policies`' overhead; attn 0.125 = of that share of "
+          "a commit's queries, ZipCache-style probes, set by probe=); q.k = raw logit sums (one "
           "matrix-vector product beside the fused kernel); - = none (pafu with alpha=0, its head alone, reads none)."
           f"\n\nevery policy (--policy-arg KEY=VALUE, repeatable): {shared_parameters()}")
     return 0

@@ -64,8 +64,15 @@ def attention_with_stats(q, k, v, bias=None, block: int = 256):
     q (H, nq, Dh), k/v (H, nk, Dh), bias (nk,) or None -> out (H, nq, Dh), colsum (H, nk), colmax (H, nk),
     logitsum (H, nk): column sums and maxima of the attention probabilities per head, and column sums of
     the raw scaled logits q.k / sqrt(Dh) (Deep Forcing scores tokens by raw q.k, not probabilities)."""
+    out, colsum, colmax = softmax_stats(q, k, v, bias, block)
+    return out, colsum, colmax, logit_sums(q, k)
+
+
+def softmax_stats(q, k, v=None, bias=None, block: int = 256):
+    """The loop of `attention_with_stats`: -> out (H, nq, Dh) (None without v: the statistics of probe
+    queries beside a fused kernel), colsum (H, nk), colmax (H, nk)."""
     H, nq, Dh = q.shape
-    out = torch.empty_like(q)
+    out = None if v is None else torch.empty_like(q)
     colsum = q.new_zeros(H, k.shape[1])
     colmax = q.new_zeros(H, k.shape[1])
     kt = k.transpose(1, 2) / math.sqrt(Dh)
@@ -74,10 +81,11 @@ def attention_with_stats(q, k, v, bias=None, block: int = 256):
         if bias is not None:
             logits = logits + bias
         p = logits.softmax(-1)
-        out[:, s:s + block] = p @ v
+        if v is not None:
+            out[:, s:s + block] = p @ v
         colsum += p.sum(1)
         colmax = torch.maximum(colmax, p.amax(1))
-    return out, colsum, colmax, logit_sums(q, k)
+    return out, colsum, colmax
 
 
 def logit_sums(q, k):
@@ -85,6 +93,27 @@ def logit_sums(q, k):
     q (H, nq, Dh), k (H, nk, Dh) -> (H, nk) = (sum_i q_i) . k_j / sqrt(Dh). One matrix-vector product per
     head, so a policy that reads only these (Deep Forcing) needs no materialised attention."""
     return (q.sum(1, keepdim=True) @ k.transpose(1, 2))[:, 0] / math.sqrt(q.shape[-1])
+
+
+def fused_attention(q, k, v, bias=None):
+    """Softmax attention by torch's fused kernel (never forms the probabilities): q (H, nq, Dh), k/v (H, nk,
+    Dh), bias (nk,) or None -> (H, nq, Dh)."""
+    mask = None if bias is None else bias[None, None, None]
+    return F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask)[0]
+
+
+def probe_queries(n: int, share: float, seed: int) -> torch.Tensor | None:
+    """The probe queries of a commit pass: round(share * n) of its n queries (at least one), drawn at random
+    with a fixed seed (the chunk index), sorted -> (m,) indices; None when share >= 1 (every query).
+    ZipCache (He et al. 2024) estimates token saliency from the attention of a few probe tokens (recent +
+    random) instead of all queries, so the probabilities are formed for those rows only; here all of a
+    chunk's tokens arrive together, so the probes are a uniform random subset (our reconstruction), the
+    same in every layer."""
+    if share >= 1:
+        return None
+    m = max(1, round(share * n))
+    gen = torch.Generator().manual_seed(1_000_003 + seed)
+    return torch.randperm(n, generator=gen)[:m].sort().values
 
 
 class Attention(nn.Module):
@@ -228,7 +257,8 @@ class VideoDiT(nn.Module):
     # ---------------------------------------------------------------- cached inference path (batch 1)
     @torch.no_grad()
     def prefill(self, prompt_tokens: torch.Tensor, cache: KVCache, stats: str = "probs") -> None:
-        """Run the prompt prefix (P,) once and store its K/V in every layer (the condition anchors)."""
+        """Run the prompt prefix (P,) once and store its K/V in every layer (the condition anchors); its
+        statistics, if any, come from every prompt query (a few tokens, once)."""
         P = prompt_tokens.shape[0]
         pos = torch.zeros(P, 3, dtype=torch.long)
         meta = {"frame": torch.full((P,), -1), "y": torch.full((P,), -1), "x": torch.arange(P),
@@ -241,11 +271,13 @@ class VideoDiT(nn.Module):
     @torch.no_grad()
     def forward_chunk(self, x: torch.Tensor, t: torch.Tensor, frame0: int, cache: KVCache,
                       commit: bool = False, chunk: int = 0, prompt_kv: KVCache | None = None,
-                      stats: str = "probs") -> torch.Tensor:
+                      stats: str = "probs", probe: float = 1.0) -> torch.Tensor:
         """One chunk x (F, C, g, g) at noise levels t (F,), starting at frame index frame0.
         Attends over the cache + itself; commit=True appends the chunk's K/V and folds the attention
         statistics `stats` asks for into the cache metadata (STATS: "probs" computes attention explicitly;
         "logits" only the raw q.k sums beside the fused kernel; "none") -> velocity (F, C, g, g).
+        `probe` < 1 forms the probabilities of that share of the chunk's queries only (`probe_queries`),
+        beside the fused kernel; the raw q.k sums still cover every query.
         `prompt_kv` (a cache holding only another prompt's prefill) stands in for the cached prompt tokens,
         slot by slot, in a read-only pass: the reference branch of prompt guidance (see SamplerConfig)."""
         Fr, g = x.shape[0], self.cfg.grid
@@ -266,12 +298,15 @@ class VideoDiT(nn.Module):
             raise ValueError("a prompt substitute is for read-only denoise passes, not commits")
         if stats not in STATS:
             raise ValueError(f"stats must be one of {', '.join(STATS)}, got {stats!r}")
+        if not 0.0 < probe <= 1.0:
+            raise ValueError(f"probe must be a share of the chunk's queries in (0, 1], got {probe!r}")
+        probes = probe_queries(n, probe, chunk) if commit and stats == "probs" else None
         h = self._layers(h, c, 0, pos, cache, meta, commit=commit, stats=stats if commit else "none", chunk=chunk,
-                         prompt_kv=prompt_kv)
+                         prompt_kv=prompt_kv, probes=probes)
         return self.unembed(h, c, Fr)[0]
 
     def _layers(self, h, c, n_prefix: int, pos, cache: KVCache, meta, commit: bool, stats: str, chunk: int = -1,
-                prompt_kv: KVCache | None = None):
+                prompt_kv: KVCache | None = None, probes: torch.Tensor | None = None):
         cos, sin = rope_angles(pos, self.cfg)
         subs = prompt_kv.layers if prompt_kv is not None else [None] * len(cache.layers)
         for blk, layer, sub in zip(self.blocks, cache.layers, subs):
@@ -286,19 +321,23 @@ class VideoDiT(nn.Module):
                     bias = torch.cat([layer.meta["count"].log(), k.new_zeros(k.shape[1])])
                 t0 = time.perf_counter()
                 colsum = colmax = None
-                if stats == "probs":
+                n_probes = q.shape[1]
+                if stats == "probs" and probes is None:
                     a, colsum, colmax, logitsum = attention_with_stats(qr, k_all, v_all, bias, self.cfg.attn_block)
                 else:
-                    mask = None if bias is None else bias[None, None, None]
-                    a = F.scaled_dot_product_attention(qr[None], k_all[None], v_all[None], attn_mask=mask)[0]
-                    if stats == "logits":
+                    a = fused_attention(qr, k_all, v_all, bias)
+                    if stats != "none":
                         logitsum = logit_sums(qr, k_all)
+                    if stats == "probs":                   # the probe queries' probabilities only
+                        _, colsum, colmax = softmax_stats(qr[:, probes], k_all, None, bias, self.cfg.attn_block)
+                        n_probes = len(probes)
                 cache.attn_ms += (time.perf_counter() - t0) * 1e3
                 if commit:
                     layer.append(k, v, meta, k_rot=kr)
                 if stats != "none":                        # over the cached tokens and the chunk's own
                     t0 = time.perf_counter()
-                    _update_stats(layer, colsum, colmax, logitsum, n_queries=q.shape[1], chunk=chunk)
+                    _update_stats(layer, colsum, colmax, logitsum, n_queries=q.shape[1], n_probes=n_probes,
+                                  chunk=chunk)
                     cache.attn_ms += (time.perf_counter() - t0) * 1e3
                 return a[None]
             h = blk(h, c, n_prefix, attend)
@@ -322,11 +361,12 @@ def _cached_kv(layer: LayerCache, sub: LayerCache | None, rotate) -> tuple[list[
     return ([sub.rotated_keys(rotate).index_select(1, slots), k_rest], [sub.v.index_select(1, slots), v_rest])
 
 
-def _update_stats(layer: LayerCache, colsum, colmax, logitsum, n_queries: int, chunk: int) -> None:
+def _update_stats(layer: LayerCache, colsum, colmax, logitsum, n_queries: int, n_probes: int, chunk: int) -> None:
     """Fold one commit pass's attention (colsum/colmax/logitsum (H, n) over all cached tokens) into the
     metadata; qk_hist keeps the mean raw logit of each of the last QK_HISTORY commits (a ring).
-    Past attention is normalised later by attn_count (H2O / ZipCache normalisation). colsum/colmax None (the
-    "logits" level): only qk_hist."""
+    logitsum sums n_queries queries, colsum/colmax the n_probes whose probabilities were formed (all, or the
+    probes). Past attention is normalised later by attn_count (H2O / ZipCache normalisation). colsum/colmax
+    None (the "logits" level): only qk_hist."""
     m = layer.meta
     m["qk_hist"][:, chunk % QK_HISTORY] = logitsum.mean(0) / n_queries
     if colsum is None:
@@ -334,8 +374,8 @@ def _update_stats(layer: LayerCache, colsum, colmax, logitsum, n_queries: int, c
     s, mx = colsum.mean(0), colmax.mean(0)                                # head mean, (n,)
     m["attn_sum"] += s
     m["attn_max"] = torch.maximum(m["attn_max"], mx)
-    m["attn_count"] += n_queries
-    m["recent"] = s / n_queries
+    m["attn_count"] += n_probes
+    m["recent"] = s / n_probes
 
 
 # ---------------------------------------------------------------------- sequence layouts and masks

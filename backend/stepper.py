@@ -187,7 +187,7 @@ class Stepper:
                 g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, -2))
                 x_ctx = (1 - s) * self.x0 + s * torch.randn(self.x0.shape, generator=g)
             self.model.forward_chunk(x_ctx, torch.full((nf,), s), f0, self.cache, commit=True, chunk=self.chunk,
-                                     stats=self.attention)
+                                     stats=self.attention, probe=self.policy.probe)
             self.latents[f0:f0 + nf] = self.x0
             if self.sampler.guidance == 1.0:
                 self._guide = None                                         # only the first chunk was guided

@@ -12,7 +12,7 @@ import gradio as gr
 import numpy as np
 
 from backend.config import SamplerConfig
-from backend.policies import POLICIES, READS, reads
+from backend.policies import POLICIES, describe_reads
 from backend.policies.build import policy_parameters, shared_parameters
 from backend.prompt import VOCAB
 
@@ -75,7 +75,7 @@ def policy_help(name: str) -> str:
     """The policy's one-line description and what attention it reads (its cost at every commit)."""
     if name not in POLICIES:
         return ""
-    return f"{POLICIES[name][1]}. With its defaults it {READS[reads(name)][1]}."
+    return f"{POLICIES[name][1]}. With its defaults it {describe_reads(name)[1]}."
 
 
 def _config(prompt, seed, frames, guidance, policy, budget, unit, params) -> RunConfig:

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from backend.bench.report import HEADLINE, markdown, mean_ci, paired, summarise
+from backend.bench.report import HEADLINE, markdown, mean_ci, paired, summarise, variants
 from backend.bench.spec import SCORES
 
 FRAMES = 48
@@ -55,6 +55,22 @@ def test_paired_difference_sees_a_consistent_gain_the_unpaired_cis_hide():
 def test_paired_is_empty_without_the_method():
     results = [fake_run("tova", 0, 0.125, 0.5, 20.0), fake_run("window", 0, 0.125, 0.5, 20.0)]
     assert paired(results, FRAMES) == []
+
+
+def test_variants_are_paired_with_their_policy_at_default_settings():
+    """'h2o:probe=0.125' minus 'h2o' on the same prompts, per budget; a variant whose base did not run at that
+    budget, and a policy's default run, get no row."""
+    base = np.linspace(0.1, 0.9, 6)
+    results = []
+    for i, b in enumerate(base):
+        results += [fake_run("h2o", i, 0.125, b, 20 + 10 * b), fake_run("h2o:probe=0.125", i, 0.125, b - 0.02, 19 + 10 * b),
+                    fake_run("h2o:probe=0.125", i, 0.25, b, 20.0), fake_run("pafu", i, 0.125, b, 20.0)]
+    rows = variants(results, FRAMES)
+    assert [(r["variant"], r["base"], r["share"]) for r in rows] == [("h2o:probe=0.125", "h2o", 0.125)]
+    assert math.isclose(rows[0]["adherence"][0], -0.02, abs_tol=1e-12) and rows[0]["adherence"][2] == 6
+    assert math.isclose(rows[0]["psnr"][0], -1.0, abs_tol=1e-9)
+    text = markdown(summarise(results, FRAMES))
+    assert "Variants minus the same policy" in text and "| 1/8 | h2o:probe=0.125 | -1.000 ± 0.000 ▼ (n=6)" in text
 
 
 def test_validation_sweep_pairs_each_variant_with_the_first():

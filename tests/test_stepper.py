@@ -160,3 +160,57 @@ def test_attention_statistics_a_policy_reads_cannot_be_switched_off(tiny, ae):
         Stepper(tiny, ae, PROMPT, 4, policy=make_policy("deep_forcing", budget=budget), attention="none")
     with pytest.raises(GenerationError, match="attention must be"):
         Stepper(tiny, ae, PROMPT, 4, attention="maybe")
+
+
+def test_probe_queries_are_a_fixed_random_share_of_the_commit():
+    from backend.model import probe_queries
+    assert probe_queries(64, 1.0, 3) is None
+    idx = probe_queries(64, 0.125, 3)
+    assert len(idx) == 8 and bool((idx[1:] > idx[:-1]).all()) and 0 <= int(idx.min()) and int(idx.max()) < 64
+    assert np.array_equal(idx, probe_queries(64, 0.125, 3))                 # seeded by the chunk
+    assert not np.array_equal(idx, probe_queries(64, 0.125, 4))
+    assert len(probe_queries(64, 0.001, 0)) == 1                            # at least one query
+    assert np.array_equal(probe_queries(64, 0.999, 5), np.arange(64))       # rounds to every query
+
+
+def test_probe_statistics_count_only_the_probes_and_equal_the_full_path_on_every_query(tiny, ae):
+    """With probe < 1 a commit forms the probabilities of that share of its queries (beside the fused
+    kernel): each commit adds that many queries to attn_count, the raw q.k sums still cover every query,
+    and a probe set that rounds to every query gives the explicit path's statistics to float rounding."""
+    from backend.policies import make_policy
+    cfg = tiny.cfg
+    big = cfg.n_prompt + 40 * cfg.tokens_per_frame                          # never evicts in 6 frames
+
+    def go(**kw):
+        st = Stepper(tiny, ae, PROMPT, 6, seed=2, policy=make_policy("h2o", budget=big, **kw), preview=False)
+        recs = list(st.run())
+        return st, recs
+
+    full, _ = go()
+    probed, recs = go(probe=0.125)
+    m = round(0.125 * cfg.tokens_per_frame)
+    for layer in probed.cache.layers:
+        prompt = layer.meta["kind"] == KIND_PROMPT
+        # the prompt prefill counts all its queries, then every commit m probes
+        np.testing.assert_array_equal(layer.meta["attn_count"][prompt].numpy(), cfg.n_prompt + 6 * m)
+    for a, b in zip(full.cache.layers, probed.cache.layers):
+        np.testing.assert_allclose(a.meta["qk_hist"].numpy(), b.meta["qk_hist"].numpy(), rtol=1e-5, atol=1e-5)
+        assert not np.allclose(a.meta["attn_sum"].numpy(), b.meta["attn_sum"].numpy())
+    np.testing.assert_allclose(full.latents.numpy(), probed.latents.numpy(), atol=1e-4)  # outputs: fused kernel
+    every, _ = go(probe=0.999)
+    for a, b in zip(full.cache.layers, every.cache.layers):
+        for key in ("attn_sum", "attn_max", "attn_count", "recent"):
+            np.testing.assert_allclose(a.meta[key].numpy(), b.meta[key].numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("probe", [0, -0.5, 1.5, True, "half"])
+def test_bad_probe_shares(probe):
+    from backend.policies import make_policy
+    with pytest.raises(ValueError, match="probe must be"):
+        make_policy("h2o", budget=1000, probe=probe)
+
+
+def test_probe_of_one_keeps_the_bench_signature():
+    """Results computed before probes existed (every query) stay valid: probe = 1 hashes as before."""
+    from backend.bench.policies import policy_signature
+    assert policy_signature("h2o:probe=1") == policy_signature("h2o") != policy_signature("h2o:probe=0.125")

@@ -45,6 +45,8 @@ def policy_signature(spec: str) -> str:
     settings.update(params)
     if settings.get("storage") == "fp32" and settings.get("salient_storage") is None:
         settings.pop("quant", None)                      # the integer scheme cannot change an fp32 run
+    if float(settings.get("probe", 1.0)) == 1.0:         # every query: what every run computed before probes
+        settings.pop("probe", None)
     settings["_engine"] = ENGINE_VERSION                 # cache code that changes what a run computes
     if hasattr(cls, "signature_files"):                  # e.g. PaFu-KV's head: results depend on its weights
         from ..loading import file_hash

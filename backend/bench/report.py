@@ -143,7 +143,7 @@ def summarise(results: list[dict], frames: int) -> dict:
         rows.append(row)
     ref = [{s: mean_ci([r["scores"][s] for r in full.values()]) for s in SCORES}]
     return {"frames": frames, "rows": rows, "full": ref, "salience_head": salience_head_quality(),
-            "paired": paired(results, frames),
+            "paired": paired(results, frames), "variants": variants(results, frames),
             "full_total_s": mean_ci([r["total_s"] for r in full.values()]),
             "full_peak_kv_mb": mean_ci([r["peak_kv_bytes"] / 2 ** 20 for r in full.values()])}
 
@@ -176,29 +176,44 @@ def headline_lines(rep: dict, method: str = "pafu", shares=(1 / 8, 1 / 4)) -> li
     return ["", f"Headline: {method} against the best heuristic policy per metric (bounds excluded):", *out] if out else []
 
 
-def paired(results: list[dict], frames: int, method: str = "pafu") -> list[dict]:
-    """`method` minus each heuristic on the same prompt, seed and noise (the sweep's design), per budget and
-    headline metric: mean difference ± 95% CI over the prompts where both are defined. Pairing removes the
-    between-prompt spread, which dominates the unpaired CIs of the tables."""
+def _by_policy(results: list[dict], frames: int) -> dict:
+    """{(policy spec, share): {pair: run_metrics}} of the evicting runs."""
     by = {}
     for r in results:
         if r["policy"] != "full":
             by.setdefault((r["policy"], r["share"]), {})[r["pair"]] = run_metrics(r, frames)
-    out = []
-    for (pol, sh), mine in sorted(by.items()):
-        if pol != method:
-            continue
-        for (rival, sh2), theirs in sorted(by.items()):
-            if sh2 != sh or rival == method or ":" in rival or rival in BOUNDS:
-                continue
-            row = {"share": sh, "rival": rival}
-            for key in HEADLINE:
-                d = [mine[p][key] - theirs[p][key] for p in mine.keys() & theirs.keys()
-                     if mine[p].get(key) is not None and theirs[p].get(key) is not None
-                     and not math.isnan(mine[p][key]) and not math.isnan(theirs[p][key])]
-                row[key] = (*mean_ci(d), len(d))
-            out.append(row)
-    return out
+    return by
+
+
+def _paired_row(mine: dict, theirs: dict) -> dict:
+    """Per headline metric, (mean, CI half-width, pairs) of mine - theirs over the pairs where both are
+    defined (the same prompt, seed and noise)."""
+    row = {}
+    for key in HEADLINE:
+        d = [mine[p][key] - theirs[p][key] for p in mine.keys() & theirs.keys()
+             if mine[p].get(key) is not None and theirs[p].get(key) is not None
+             and not math.isnan(mine[p][key]) and not math.isnan(theirs[p][key])]
+        row[key] = (*mean_ci(d), len(d))
+    return row
+
+
+def paired(results: list[dict], frames: int, method: str = "pafu") -> list[dict]:
+    """`method` minus each heuristic on the same prompt, seed and noise (the sweep's design), per budget and
+    headline metric: mean difference ± 95% CI over the prompts where both are defined. Pairing removes the
+    between-prompt spread, which dominates the unpaired CIs of the tables."""
+    by = _by_policy(results, frames)
+    return [{"share": sh, "rival": rival, **_paired_row(by[(method, sh)], theirs)}
+            for (rival, sh), theirs in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+            if (method, sh) in by and rival != method and ":" not in rival and rival not in BOUNDS]
+
+
+def variants(results: list[dict], frames: int) -> list[dict]:
+    """Every variant spec ('h2o:probe=0.125') minus its policy with default settings ('h2o'), paired as in
+    `paired`, where both ran at the same budget: what a setting changes, with the prompts' spread removed."""
+    by = _by_policy(results, frames)
+    return [{"share": sh, "variant": pol, "base": split_spec(pol)[0], **_paired_row(mine, by[(split_spec(pol)[0], sh)])}
+            for (pol, sh), mine in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+            if ":" in pol and (split_spec(pol)[0], sh) in by]
 
 
 def paired_cell(v: tuple[float, float, int]) -> str:
@@ -229,6 +244,19 @@ def paired_lines(rep: dict, method: str = "pafu") -> list[str]:
         out.append(f"- 1/{round(1 / sh)}: {method} " + ("matches or beats every heuristic (no significant loss)"
                    if not worse else "is significantly below " + ", ".join(worse))
                    + ("; significantly above " + ", ".join(better) if better else "") + ".")
+    return out
+
+
+def variant_lines(rep: dict) -> list[str]:
+    """The paired table of `variants` (absent from reports written before it)."""
+    rows = rep.get("variants") or []
+    if not rows:
+        return []
+    out = ["", "Variants minus the same policy with its default settings, paired over the same prompts, seeds and "
+           "noise (mean ± 95% CI; ▲ / ▼: the CI excludes 0):", "",
+           "| budget | variant | " + " | ".join(HEADLINE) + " |", "|---" * (len(HEADLINE) + 2) + "|"]
+    out += [f"| 1/{round(1 / r['share'])} | {r['variant']} | " + " | ".join(paired_cell(r[k]) for k in HEADLINE) + " |"
+            for r in rows]
     return out
 
 
@@ -287,7 +315,7 @@ def markdown(rep: dict, name: str = "policies") -> str:
         "SDPA attention of the same chunk's denoise passes, which have the same shapes; 0 for policies that read "
         "none, whose commits run the fused kernel); head_share: salience-head time "
         f"over total generation time. Plots: {name}_quality.png, {name}_latency.png."]
-    lines += headline_lines(rep) + paired_lines(rep) + quantisation_lines(rep)
+    lines += headline_lines(rep) + paired_lines(rep) + variant_lines(rep) + quantisation_lines(rep)
     head = rep.get("salience_head")
     if head:
         lines += ["", "PaFu-KV salience head against teacher SSE on held-out clips (per layer): Spearman "

@@ -51,6 +51,18 @@ def reads(name: str) -> str:
     return POLICIES[name][0]().attention_stats
 
 
+def describe_reads(name: str) -> tuple[str, str]:
+    """(short label, sentence) of what the named policy reads with its defaults, with its probe share when
+    it forms the probabilities of only some of a commit's queries (CLI listing, explorer help)."""
+    level, probe = reads(name), POLICIES[name][0]().probe
+    short, sentence = READS[level]
+    if level == "probs" and probe < 1:
+        short = f"attn {probe:g}"
+        sentence = (f"reads attention probabilities of {probe:.1%} of each commit's queries (ZipCache-style probes), "
+                    "formed beside the fused kernel at every commit (part of its cost)")
+    return short, sentence
+
+
 def make_policy(name: str, **kwargs) -> Policy:
     if name not in POLICIES:
         raise KeyError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
@@ -60,6 +72,6 @@ def make_policy(name: str, **kwargs) -> Policy:
         raise ValueError(f"bad parameter for policy {name!r}: {e}") from e
 
 
-__all__ = ["POLICIES", "READS", "reads", "make_policy", "Policy", "EvictContext", "LayerEviction", "select", "select_frames",
+__all__ = ["POLICIES", "READS", "reads", "describe_reads", "make_policy", "Policy", "EvictContext", "LayerEviction", "select", "select_frames",
            "Budget", "BudgetError", "parse_budget", "Full", "Window", "Sink", "H2O", "TOVA", "SnapKV", "Random", "FlowCache", "PackCache", "TempCache",
            "DeepForcing", "Oracle", "reference_scores", "PaFu"]

@@ -62,6 +62,8 @@ class Policy:
     quant: str = "channel"             # integer storage scheme: channel (KIVI keys / per-head values) | token
     residual: int = 0                  # KIVI's full-precision residual: the newest frames before the newest chunk kept fp32
     layer_split: str = "uniform"       # uniform | cake | prefixkv: how the total budget is split over layers
+    probe: float = 1.0                 # share of a commit's queries whose attention probabilities are formed
+                                       # (ZipCache probe tokens; 1 = all); only read when attention_stats is probs
 
     def __post_init__(self):
         if self.budget is not None and (isinstance(self.budget, bool) or int(self.budget) != self.budget
@@ -81,6 +83,8 @@ class Policy:
             raise ValueError(f"layer_split must be one of {', '.join(LAYER_SPLITS)}, got {self.layer_split!r}")
         if not 0.0 <= self.salient_share <= 1.0:
             raise ValueError(f"salient_share must be in [0, 1], got {self.salient_share}")
+        if isinstance(self.probe, bool) or not isinstance(self.probe, (int, float)) or not 0.0 < self.probe <= 1.0:
+            raise ValueError(f"probe must be a share of a commit's queries in (0, 1], got {self.probe!r}")
         if isinstance(self.residual, bool) or int(self.residual) != self.residual or self.residual < 0:
             raise ValueError(f"residual must be a whole number of frames >= 0, got {self.residual!r}")
 

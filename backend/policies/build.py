@@ -110,4 +110,6 @@ def shared_parameters() -> str:
             f"quant={'|'.join(QUANT_SCHEMES)} (integer storage: keys per channel and values per head, KIVI style; "
             f"one range per token; or KIVI style after a Hadamard rotation of each head, QuaRot style); "
             f"residual=N (the newest N frames before the newest chunk stay fp32, KIVI's "
-            f"full-precision residual); layer_split={'|'.join(LAYER_SPLITS)}")
+            f"full-precision residual); layer_split={'|'.join(LAYER_SPLITS)}; probe=SHARE in (0, 1] (a policy "
+            f"that reads attention probabilities forms them for that share of each commit's queries, "
+            f"ZipCache-style probes; 1 = all)")
