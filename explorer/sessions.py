@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.atomic import atomic_path
+
 FORMAT, KINDS = 1, ("run", "compare")
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "sessions"
 _ARRAY_NAME = re.compile(r"(?!file$|allow_pickle$)[A-Za-z0-9_][A-Za-z0-9_.-]*")  # not savez's parameters
@@ -93,15 +95,9 @@ def _summary(doc: dict) -> str:
 
 
 def _atomic_write(dest: Path, data: bytes) -> None:
-    """Writes ``data`` to a hidden temporary file beside ``dest``, then renames it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Writes ``data`` to a hidden temporary file beside ``dest`` (mode 0o644), then renames it into place."""
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
 
 
 class SessionStore:

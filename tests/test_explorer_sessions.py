@@ -192,6 +192,7 @@ def test_add_file_and_zip(tmp_path):
         assert {"session.json", "arrays.npz", "exports/my-video-1.mp4"} <= names
         assert json.loads(z.read("session.json"))["id"] == sid
     assert [p.name for p in dest.parent.iterdir()] == ["s.zip"]  # no temporary file left beside it
+    assert out.stat().st_mode & 0o777 == dest.stat().st_mode & 0o777 == 0o644   # readable by whoever it is shared with
     assert store.zip(sid, tmp_path / "out") == tmp_path / "out" / f"{sid}.zip"
 
 
