@@ -186,8 +186,9 @@ def test_probe_statistics_count_only_the_probes_and_equal_the_full_path_on_every
         recs = list(st.run())
         return st, recs
 
-    full, _ = go()
-    probed, recs = go(probe=0.125)
+    full, _ = go(probe=1.0)
+    probed, recs = go()                                                     # H2O's default: 1/8 of the queries
+    assert probed.policy.probe == 0.125
     m = round(0.125 * cfg.tokens_per_frame)
     for layer in probed.cache.layers:
         prompt = layer.meta["kind"] == KIND_PROMPT
@@ -211,6 +212,9 @@ def test_bad_probe_shares(probe):
 
 
 def test_probe_of_one_keeps_the_bench_signature():
-    """Results computed before probes existed (every query) stay valid: probe = 1 hashes as before."""
+    """Results computed before probes existed (every query) stay valid: probe = 1 hashes as before; a policy
+    whose default is a probe share hashes apart from its every-query runs."""
     from backend.bench.policies import policy_signature
-    assert policy_signature("h2o:probe=1") == policy_signature("h2o") != policy_signature("h2o:probe=0.125")
+    assert policy_signature("pafu:alpha=0.5;probe=1") == policy_signature("pafu:alpha=0.5")
+    assert policy_signature("pafu:alpha=0.5;probe=0.125") != policy_signature("pafu:alpha=0.5")
+    assert policy_signature("h2o") == policy_signature("h2o:probe=0.125") != policy_signature("h2o:probe=1")

@@ -27,6 +27,12 @@ from .rope_modes import ROPE_MODES, reindex, shift_sink
 # reference, run the fused kernel: outputs equal to float rounding, timings changed), its cost measured).
 ENGINE_VERSION = 6
 
+# The probe share of the policies whose score reads attention probabilities (H2O, TOVA, SnapKV, FlowCache,
+# PackCache): 8 of a frame's 64 queries (ZipCache-style probes, `model.probe_queries`). Chosen on 6
+# validation prompts by a rule fixed in advance: no mean PSNR loss beyond 0.5 dB and no significant loss of a
+# world-consistency score against every query, at 1/8 and 1/4 (docs/benchmarks/probe_validation/).
+PROBE_SHARE = 0.125
+
 @dataclass(frozen=True)
 class EvictContext:
     chunk: int               # index of the chunk just committed

@@ -8,6 +8,8 @@ Our reconstruction: head-averaged attention (from the commit pass), the 1D max-p
 spatial max-pool within each frame, and the mean cosine similarity is computed in O(n d) as
 k_hat_j . (sum_i k_hat_i - k_hat_j) / (n - 1) on the concatenated heads (in numpy, on a view of the keys:
 the scoring runs on every layer after every commit).
+The attention is that of a commit's probe queries, 1/8 of them (`probe`, ZipCache-style; `probe=1` for all:
+docs/benchmarks/probe_validation/).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .base import Policy
+from .base import PROBE_SHARE, Policy
 from .signals import check_kernel, frame_pool, inverse_key_norms, max_pool, recent_attention
 
 
@@ -44,6 +46,7 @@ def redundancy(k: torch.Tensor) -> torch.Tensor:
 class FlowCache(Policy):
     name = "flowcache"
     reads = "probs"
+    probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
     lam: float = 0.07
     kernel: int = 3
 

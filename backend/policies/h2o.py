@@ -4,12 +4,14 @@ Score = attention accumulated over every commit pass so far, normalised by how m
 the token (kvpress `ObservedAttentionPress`); the newest `recent_frames` frames are protected (H2O's
 recent window). Our reconstruction for video: scores are head-averaged and refreshed once per chunk at the
 clean commit pass, not at every decoding step.
+The attention is that of a commit's probe queries, 1/8 of them (`probe`, ZipCache-style; `probe=1` for all:
+docs/benchmarks/probe_validation/).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Policy
+from .base import PROBE_SHARE, Policy
 from .signals import past_attention
 
 
@@ -17,6 +19,7 @@ from .signals import past_attention
 class H2O(Policy):
     name = "h2o"
     reads = "probs"
+    probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
     recent_frames: int = 2
 
     def min_budget(self, n_prompt, tokens_per_frame, chunk_frames):

@@ -10,6 +10,8 @@ distance (clamped to [`rho_min`, `rho_max`]); the free budget is water-filled ov
 B_d proportional to rho^d (at most a whole frame each); inside a frame the `B_d` tokens with the highest
 attention are kept (``within="attention"``) or a regular spatial subsample (``within="grid"``); positions
 are never re-indexed (absolute RoPE).
+The attention is that of a commit's probe queries, 1/8 of them (`probe`, ZipCache-style; `probe=1` for all:
+docs/benchmarks/probe_validation/).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from ..cache import KIND_FRAME
-from .base import Policy, select_frames
+from .base import PROBE_SHARE, Policy, select_frames
 from .layer_split import water_fill
 from .signals import recent_attention
 
@@ -56,6 +58,7 @@ def rank_within(group: np.ndarray, slot: np.ndarray, value: np.ndarray, width: i
 class PackCache(Policy):
     name = "packcache"
     reads = "probs"
+    probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
     within: str = "attention"      # attention | grid
     rho_min: float = 0.5
     rho_max: float = 0.99

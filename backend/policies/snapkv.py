@@ -4,12 +4,14 @@ Score = attention from the observation window (here: the newest chunk's queries 
 average pooling. SnapKV pools with a 1D kernel of 5 over the sequence; we pool over a `kernel` x `kernel`
 spatial neighbourhood within each frame, which is what a 1D pool over a raster-ordered frame approximates
 (our reconstruction for 2D token grids).
+The attention is that of a commit's probe queries, 1/8 of them (`probe`, ZipCache-style; `probe=1` for all:
+docs/benchmarks/probe_validation/).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Policy
+from .base import PROBE_SHARE, Policy
 from .signals import check_kernel, recent_attention, spatial_pool
 
 
@@ -17,6 +19,7 @@ from .signals import check_kernel, recent_attention, spatial_pool
 class SnapKV(Policy):
     name = "snapkv"
     reads = "probs"
+    probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
     kernel: int = 3
 
     def __post_init__(self):

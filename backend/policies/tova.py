@@ -3,12 +3,14 @@
 Score = the attention the newest queries give each cached token, averaged over heads; the lowest are
 dropped whenever the cache is over budget. For video the "newest queries" are the newest chunk's tokens
 at its clean commit pass (our reconstruction: TOVA uses the last generated token).
+The attention is that of a commit's probe queries, 1/8 of them (`probe`, ZipCache-style; `probe=1` for all:
+docs/benchmarks/probe_validation/).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Policy
+from .base import PROBE_SHARE, Policy
 from .signals import recent_attention
 
 
@@ -16,6 +18,7 @@ from .signals import recent_attention
 class TOVA(Policy):
     name = "tova"
     reads = "probs"
+    probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
 
     def score(self, layer_idx, layer, ctx):
         return recent_attention(layer)
