@@ -42,10 +42,11 @@ META_FIELDS = {  # name -> (dtype, trailing shape)
     "pos": (torch.int64, (3,)),           # RoPE position (t, y, x) used at attention time
     "birth": (torch.int64, ()),           # chunk index at which the token was committed
     "token_id": (torch.int64, ()),        # stable id: prompt slot, or n_prompt + frame * T + y * g + x
-    "attn_sum": (torch.float32, ()),      # accumulated attention (head mean, sum over queries)
-    "attn_max": (torch.float32, ()),      # max attention received from any query (head mean)
-    "attn_count": (torch.float32, ()),    # number of queries that could attend to the token
-    "recent": (torch.float32, ()),        # mean attention from the newest committed chunk's queries
+    "attn_sum": (torch.float32, ()),      # accumulated attention (head mean, sum over recorded queries)
+    "attn_max": (torch.float32, ()),      # max attention received from any recorded query (head mean)
+    "attn_count": (torch.float32, ()),    # number of recorded queries that could attend to the token (all of
+                                          # a commit's, or its probes: Policy.probe)
+    "recent": (torch.float32, ()),        # mean attention from the newest committed chunk's recorded queries
     "pred": (torch.float32, ()),          # predicted salience (PaFu-KV head), if any
     "count": (torch.float32, ()),         # merge count (TempCache); 1 for plain tokens
     "qk_hist": (torch.float32, (4,)),     # mean raw logit q.k/sqrt(d) from each of the last 4 commits (ring)

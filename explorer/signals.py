@@ -4,7 +4,8 @@
   (0 = the first to be evicted, 1 = the last). A rank, not the raw score, so that policies with scores on
   different scales share one colour bar.
 - attention: past attention (accumulated attention / queries that could see the token, H2O / ZipCache),
-  times the number of cached tokens, on log2: 0 = the attention a token would get if all were equal.
+  times the number of cached tokens, on log2: 0 = the attention a token would get if all were equal. For
+  a policy with probe queries (`probe` < 1) only the probes are recorded: the estimate the policy ranks by.
 - predicted: the PaFu-KV Salience Estimation Head's prediction from the un-rotated key and position
   (computed for every policy, so a researcher can see what PaFu-KV would keep).
 - teacher: the bidirectional teacher's SSE salience (max attention from later, same and earlier chunks,
@@ -37,7 +38,8 @@ SIGNALS: dict[str, Signal] = {s.key: s for s in (
     Signal("score", "policy score", "rank: 0 evicted first", 0.0, 1.0,
            "the policy's own score at its last eviction, as a rank among the layer's cached tokens"),
     Signal("attention", "past attention", "log2 attn / uniform", -3.0, 3.0,
-           "mean attention the token received from the queries that could see it, relative to uniform"),
+           "mean attention the token received from the queries that could see it (the policy's probe queries, "
+           "if it has them), relative to uniform"),
     Signal("predicted", "predicted salience", "SEH output", 0.0, 2.0,
            "PaFu-KV's Salience Estimation Head: how much future frames will need this token"),
     Signal("teacher", "teacher salience", "SSE label", 0.0, 2.5,
