@@ -68,11 +68,10 @@ def attention_with_stats(q, k, v, bias=None, block: int = 256):
     return out, colsum, colmax, logit_sums(q, k)
 
 
-def softmax_stats(q, k, v=None, bias=None, block: int = 256):
-    """The loop of `attention_with_stats`: -> out (H, nq, Dh) (None without v: the statistics of probe
-    queries beside a fused kernel), colsum (H, nk), colmax (H, nk)."""
+def softmax_stats(q, k, v, bias=None, block: int = 256):
+    """The loop of `attention_with_stats`: -> out (H, nq, Dh), colsum (H, nk), colmax (H, nk)."""
     H, nq, Dh = q.shape
-    out = None if v is None else torch.empty_like(q)
+    out = torch.empty_like(q)
     colsum = q.new_zeros(H, k.shape[1])
     colmax = q.new_zeros(H, k.shape[1])
     kt = k.transpose(1, 2) / math.sqrt(Dh)
@@ -81,8 +80,7 @@ def softmax_stats(q, k, v=None, bias=None, block: int = 256):
         if bias is not None:
             logits = logits + bias
         p = logits.softmax(-1)
-        if v is not None:
-            out[:, s:s + block] = p @ v
+        out[:, s:s + block] = p @ v
         colsum += p.sum(1)
         colmax = torch.maximum(colmax, p.amax(1))
     return out, colsum, colmax
@@ -93,6 +91,18 @@ def logit_sums(q, k):
     q (H, nq, Dh), k (H, nk, Dh) -> (H, nk) = (sum_i q_i) . k_j / sqrt(Dh). One matrix-vector product per
     head, so a policy that reads only these (Deep Forcing) needs no materialised attention."""
     return (q.sum(1, keepdim=True) @ k.transpose(1, 2))[:, 0] / math.sqrt(q.shape[-1])
+
+
+def probe_stats(q, k, bias=None):
+    """The statistics of a few probe queries q (H, m, Dh) over keys k (H, nk, Dh), bias (nk,) or None ->
+    colsum, colmax (H, nk) of their attention probabilities and logitsum (H, nk) of their raw scaled logits.
+    One (H, m, nk) block, the queries scaled rather than the keys (no copy of the cache's keys)."""
+    logits = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(1, 2)       # (H, m, nk)
+    logitsum = logits.sum(1)
+    if bias is not None:
+        logits = logits + bias
+    p = logits.softmax(-1)
+    return p.sum(1), p.amax(1), logitsum
 
 
 def fused_attention(q, k, v, bias=None):
@@ -276,8 +286,8 @@ class VideoDiT(nn.Module):
         Attends over the cache + itself; commit=True appends the chunk's K/V and folds the attention
         statistics `stats` asks for into the cache metadata (STATS: "probs" computes attention explicitly;
         "logits" only the raw q.k sums beside the fused kernel; "none") -> velocity (F, C, g, g).
-        `probe` < 1 forms the probabilities of that share of the chunk's queries only (`probe_queries`),
-        beside the fused kernel; the raw q.k sums still cover every query.
+        `probe` < 1 with "probs" records the statistics (probabilities and raw q.k sums) of that share of the
+        chunk's queries only (`probe_queries`), beside the fused kernel.
         `prompt_kv` (a cache holding only another prompt's prefill) stands in for the cached prompt tokens,
         slot by slot, in a read-only pass: the reference branch of prompt guidance (see SamplerConfig)."""
         Fr, g = x.shape[0], self.cfg.grid
@@ -326,18 +336,17 @@ class VideoDiT(nn.Module):
                     a, colsum, colmax, logitsum = attention_with_stats(qr, k_all, v_all, bias, self.cfg.attn_block)
                 else:
                     a = fused_attention(qr, k_all, v_all, bias)
-                    if stats != "none":
+                    if stats == "logits":
                         logitsum = logit_sums(qr, k_all)
-                    if stats == "probs":                   # the probe queries' probabilities only
-                        _, colsum, colmax = softmax_stats(qr[:, probes], k_all, None, bias, self.cfg.attn_block)
+                    elif stats == "probs":                 # everything from the probe queries only
+                        colsum, colmax, logitsum = probe_stats(qr[:, probes], k_all, bias)
                         n_probes = len(probes)
                 cache.attn_ms += (time.perf_counter() - t0) * 1e3
                 if commit:
                     layer.append(k, v, meta, k_rot=kr)
                 if stats != "none":                        # over the cached tokens and the chunk's own
                     t0 = time.perf_counter()
-                    _update_stats(layer, colsum, colmax, logitsum, n_queries=q.shape[1], n_probes=n_probes,
-                                  chunk=chunk)
+                    _update_stats(layer, colsum, colmax, logitsum, n_queries=n_probes, chunk=chunk)
                     cache.attn_ms += (time.perf_counter() - t0) * 1e3
                 return a[None]
             h = blk(h, c, n_prefix, attend)
@@ -361,12 +370,11 @@ def _cached_kv(layer: LayerCache, sub: LayerCache | None, rotate) -> tuple[list[
     return ([sub.rotated_keys(rotate).index_select(1, slots), k_rest], [sub.v.index_select(1, slots), v_rest])
 
 
-def _update_stats(layer: LayerCache, colsum, colmax, logitsum, n_queries: int, n_probes: int, chunk: int) -> None:
-    """Fold one commit pass's attention (colsum/colmax/logitsum (H, n) over all cached tokens) into the
-    metadata; qk_hist keeps the mean raw logit of each of the last QK_HISTORY commits (a ring).
-    logitsum sums n_queries queries, colsum/colmax the n_probes whose probabilities were formed (all, or the
-    probes). Past attention is normalised later by attn_count (H2O / ZipCache normalisation). colsum/colmax
-    None (the "logits" level): only qk_hist."""
+def _update_stats(layer: LayerCache, colsum, colmax, logitsum, n_queries: int, chunk: int) -> None:
+    """Fold one commit pass's attention (colsum/colmax/logitsum (H, n) over all cached tokens, summed over
+    the n_queries recorded queries: all of the chunk's, or its probes) into the metadata; qk_hist keeps the
+    mean raw logit of each of the last QK_HISTORY commits (a ring). Past attention is normalised later by
+    attn_count (H2O / ZipCache normalisation). colsum/colmax None (the "logits" level): only qk_hist."""
     m = layer.meta
     m["qk_hist"][:, chunk % QK_HISTORY] = logitsum.mean(0) / n_queries
     if colsum is None:
@@ -374,8 +382,8 @@ def _update_stats(layer: LayerCache, colsum, colmax, logitsum, n_queries: int, n
     s, mx = colsum.mean(0), colmax.mean(0)                                # head mean, (n,)
     m["attn_sum"] += s
     m["attn_max"] = torch.maximum(m["attn_max"], mx)
-    m["attn_count"] += n_probes
-    m["recent"] = s / n_probes
+    m["attn_count"] += n_queries
+    m["recent"] = s / n_queries
 
 
 # ---------------------------------------------------------------------- sequence layouts and masks

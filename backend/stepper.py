@@ -87,6 +87,9 @@ class Stepper:
             raise GenerationError(f"policy {self.policy.name!r} reads the {need!r} attention statistics; "
                                   f"attention={self.attention!r} does not record them")
         self.attention = level
+        # probe queries stand in for every query only where the policy itself reads probabilities, so
+        # recording more for a policy that reads less (the explorer's heatmaps) changes none of its inputs
+        self._probe = self.policy.probe if need == "probs" else 1.0
         self._check_memory()
         self.cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
         self.tokens = torch.tensor(self.spec.tokens())
@@ -187,7 +190,7 @@ class Stepper:
                 g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, -2))
                 x_ctx = (1 - s) * self.x0 + s * torch.randn(self.x0.shape, generator=g)
             self.model.forward_chunk(x_ctx, torch.full((nf,), s), f0, self.cache, commit=True, chunk=self.chunk,
-                                     stats=self.attention, probe=self.policy.probe)
+                                     stats=self.attention, probe=self._probe)
             self.latents[f0:f0 + nf] = self.x0
             if self.sampler.guidance == 1.0:
                 self._guide = None                                         # only the first chunk was guided

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..consistency import EVALUATOR_VERSION
-from ..policies.base import ENGINE_VERSION
+from ..policies.base import ENGINE_VERSION, PROBE_PATH
 from ..evalset import EVAL_PAIRS
 from .model import score
 from .report import markdown, plot, summarise
@@ -47,6 +47,8 @@ def policy_signature(spec: str) -> str:
         settings.pop("quant", None)                      # the integer scheme cannot change an fp32 run
     if float(settings.get("probe", 1.0)) == 1.0:         # every query: what every run computed before probes
         settings.pop("probe", None)
+    else:
+        settings["_probe_path"] = PROBE_PATH
     settings["_engine"] = ENGINE_VERSION                 # cache code that changes what a run computes
     if hasattr(cls, "signature_files"):                  # e.g. PaFu-KV's head: results depend on its weights
         from ..loading import file_hash

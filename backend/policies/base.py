@@ -32,6 +32,11 @@ ENGINE_VERSION = 6
 # validation prompts by a rule fixed in advance: no mean PSNR loss beyond 0.5 dB and no significant loss of a
 # world-consistency score against every query, at 1/8 and 1/4 (docs/benchmarks/probe_validation/).
 PROBE_SHARE = 0.125
+# What a probe commit computes, versioned apart from ENGINE_VERSION because only runs with probe < 1 change:
+# 2: the probes' raw q.k sums come from the probes too and their logits are formed from scaled queries (no
+# copy of the keys), equal to float rounding to version 1 (runs of docs/benchmarks/probe_validation/ and
+# guided6_probe/); part of the benchmark's resume key of those runs.
+PROBE_PATH = 2
 
 @dataclass(frozen=True)
 class EvictContext:
