@@ -64,12 +64,6 @@ def attention_with_stats(q, k, v, bias=None, block: int = 256):
     q (H, nq, Dh), k/v (H, nk, Dh), bias (nk,) or None -> out (H, nq, Dh), colsum (H, nk), colmax (H, nk),
     logitsum (H, nk): column sums and maxima of the attention probabilities per head, and column sums of
     the raw scaled logits q.k / sqrt(Dh) (Deep Forcing scores tokens by raw q.k, not probabilities)."""
-    out, colsum, colmax = softmax_stats(q, k, v, bias, block)
-    return out, colsum, colmax, logit_sums(q, k)
-
-
-def softmax_stats(q, k, v, bias=None, block: int = 256):
-    """The loop of `attention_with_stats`: -> out (H, nq, Dh), colsum (H, nk), colmax (H, nk)."""
     H, nq, Dh = q.shape
     out = torch.empty_like(q)
     colsum = q.new_zeros(H, k.shape[1])
@@ -83,7 +77,7 @@ def softmax_stats(q, k, v, bias=None, block: int = 256):
         out[:, s:s + block] = p @ v
         colsum += p.sum(1)
         colmax = torch.maximum(colmax, p.amax(1))
-    return out, colsum, colmax
+    return out, colsum, colmax, logit_sums(q, k)
 
 
 def logit_sums(q, k):

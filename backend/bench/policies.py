@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..atomic import atomic_path
 from ..consistency import EVALUATOR_VERSION
-from ..policies.base import ENGINE_VERSION, PROBE_PATH
 from ..evalset import EVAL_PAIRS
+from ..policies.base import ENGINE_VERSION, PROBE_PATH
 from .model import score
 from .report import markdown, plot, summarise
-from ..atomic import atomic_path
 from .store import read_result, write_result
 from .spec import SCORES, split_spec  # noqa: F401  (re-exported: the sweep's vocabulary)
 

@@ -122,6 +122,7 @@ def latency_ratio(frame_ms, start: int) -> float | None:
 
 def summarise(results: list[dict], frames: int) -> dict:
     full = {r["pair"]: r for r in results if r["policy"] == "full"}
+    by = _by_policy(results, frames)                     # per-run metrics, shared by the paired tables
     rows = []
     keys = sorted({(r["policy"], r["share"]) for r in results if r["policy"] != "full"}, key=lambda k: (k[0], k[1]))
     for pol, sh in keys:
@@ -143,7 +144,7 @@ def summarise(results: list[dict], frames: int) -> dict:
         rows.append(row)
     ref = [{s: mean_ci([r["scores"][s] for r in full.values()]) for s in SCORES}]
     return {"frames": frames, "rows": rows, "full": ref, "salience_head": salience_head_quality(),
-            "paired": paired(results, frames), "variants": variants(results, frames),
+            "paired": paired(results, frames, by=by), "variants": variants(results, frames, by=by),
             "full_total_s": mean_ci([r["total_s"] for r in full.values()]),
             "full_peak_kv_mb": mean_ci([r["peak_kv_bytes"] / 2 ** 20 for r in full.values()])}
 
@@ -197,23 +198,32 @@ def _paired_row(mine: dict, theirs: dict) -> dict:
     return row
 
 
-def paired(results: list[dict], frames: int, method: str = "pafu") -> list[dict]:
+def paired(results: list[dict], frames: int, method: str = "pafu", by: dict | None = None) -> list[dict]:
     """`method` minus each heuristic on the same prompt, seed and noise (the sweep's design), per budget and
     headline metric: mean difference ± 95% CI over the prompts where both are defined. Pairing removes the
-    between-prompt spread, which dominates the unpaired CIs of the tables."""
-    by = _by_policy(results, frames)
+    between-prompt spread, which dominates the unpaired CIs of the tables. `by`: `_by_policy` of the results,
+    if already built."""
+    by = _by_policy(results, frames) if by is None else by
     return [{"share": sh, "rival": rival, **_paired_row(by[(method, sh)], theirs)}
-            for (rival, sh), theirs in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+            for (rival, sh), theirs in _budget_order(by)
             if (method, sh) in by and rival != method and ":" not in rival and rival not in BOUNDS]
 
 
-def variants(results: list[dict], frames: int) -> list[dict]:
+def variants(results: list[dict], frames: int, by: dict | None = None) -> list[dict]:
     """Every variant spec ('h2o:probe=0.125') minus its policy with default settings ('h2o'), paired as in
     `paired`, where both ran at the same budget: what a setting changes, with the prompts' spread removed."""
-    by = _by_policy(results, frames)
-    return [{"share": sh, "variant": pol, "base": split_spec(pol)[0], **_paired_row(mine, by[(split_spec(pol)[0], sh)])}
-            for (pol, sh), mine in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0]))
-            if ":" in pol and (split_spec(pol)[0], sh) in by]
+    by = _by_policy(results, frames) if by is None else by
+    out = []
+    for (pol, sh), mine in _budget_order(by):
+        base = split_spec(pol)[0]
+        if ":" in pol and (base, sh) in by:
+            out.append({"share": sh, "variant": pol, "base": base, **_paired_row(mine, by[(base, sh)])})
+    return out
+
+
+def _budget_order(by: dict) -> list:
+    """The items of a `_by_policy` dict by budget, then policy spec (the tables' row order)."""
+    return sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0]))
 
 
 def paired_cell(v: tuple[float, float, int]) -> str:

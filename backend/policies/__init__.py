@@ -54,7 +54,8 @@ def reads(name: str) -> str:
 def describe_reads(name: str) -> tuple[str, str]:
     """(short label, sentence) of what the named policy reads with its defaults, with its probe share when
     it forms the probabilities of only some of a commit's queries (CLI listing, explorer help)."""
-    level, probe = reads(name), POLICIES[name][0]().probe
+    policy = POLICIES[name][0]()
+    level, probe = policy.attention_stats, policy.probe
     short, sentence = READS[level]
     if level == "probs" and probe < 1:
         short = f"attn {probe:g}"
