@@ -79,6 +79,7 @@ class Stepper:
         except ValueError as e:
             raise GenerationError(str(e)) from e
         need = self.policy.attention_stats
+        own = self.attention is None                                       # recording only what the policy reads
         level = {None: need, True: "probs", False: "none"}.get(self.attention, self.attention)
         if level not in STATS:
             raise GenerationError(f"attention must be None, True, False or one of {', '.join(STATS)}, got "
@@ -90,6 +91,10 @@ class Stepper:
         # probe queries stand in for every query only where the policy itself reads probabilities, so
         # recording more for a policy that reads less (the explorer's heatmaps) changes none of its inputs
         self._probe = self.policy.probe if need == "probs" else 1.0
+        # a policy that reads only the newest commit's statistics needs none from a commit after which it keeps
+        # everything (the cache filling, or between the evictions of period > 1); recording asked for beyond
+        # the policy's needs (the explorer's heatmaps) is recorded at every commit
+        self._lazy = self.policy.lazy_stats and own
         self._check_memory()
         self.cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
         self.tokens = torch.tensor(self.spec.tokens())
@@ -189,8 +194,11 @@ class Stepper:
             if s > 0:          # the context the student was trained with: (1 - s) x0 + s eps (CausVid)
                 g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, -2))
                 x_ctx = (1 - s) * self.x0 + s * torch.randn(self.x0.shape, generator=g)
+            stats = self.attention
+            if self._lazy and not self.policy.evicts_after(self.cache, nf * cfg.tokens_per_frame):
+                stats = "none"                 # no layer evicts after this commit: nothing reads its statistics
             self.model.forward_chunk(x_ctx, torch.full((nf,), s), f0, self.cache, commit=True, chunk=self.chunk,
-                                     stats=self.attention, probe=self._probe)
+                                     stats=stats, probe=self._probe)
             self.latents[f0:f0 + nf] = self.x0
             if self.sampler.guidance == 1.0:
                 self._guide = None                                         # only the first chunk was guided
@@ -199,7 +207,7 @@ class Stepper:
             self.k += 1
             # the commit's attention has the denoise passes' shapes (same cache, same chunk): what it took
             # beyond their fused attention is the cost of materialising it for the policy's statistics
-            stats_ms = self.cache.attn_ms - float(np.mean(self._pass_attn_ms)) if self.attention != "none" else 0.0
+            stats_ms = self.cache.attn_ms - float(np.mean(self._pass_attn_ms)) if stats != "none" else 0.0
             return self._record("commit", -1, s, frames, t0, stats_ms=stats_ms)
         ctx = EvictContext(self.chunk, (f0, f0 + nf - 1), cfg.tokens_per_frame, cfg.grid, self.model.rotate)
         ev = self.policy.evict(self.cache, ctx)

@@ -49,6 +49,8 @@ def policy_signature(spec: str) -> str:
         settings.pop("probe", None)
     else:
         settings["_probe_path"] = PROBE_PATH
+    if settings.get("period", 1) == 1:                   # per-chunk eviction: what every run did before periods
+        settings.pop("period", None)
     settings["_engine"] = ENGINE_VERSION                 # cache code that changes what a run computes
     if hasattr(cls, "signature_files"):                  # e.g. PaFu-KV's head: results depend on its weights
         from ..loading import file_hash

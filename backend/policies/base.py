@@ -64,6 +64,8 @@ class Policy:
     name: ClassVar[str] = "base"
     granularities: ClassVar[tuple[str, ...]] = ("token", "frame")
     reads: ClassVar[str] = "none"      # commit statistics `score` reads: none | logits (raw q.k) | probs (attention)
+    reads_newest: ClassVar[bool] = False  # the score reads only the newest commit's statistics (`recent`), so a
+                                          # commit after which no layer evicts need not record them (`lazy_stats`)
     budget: int | None = None
     granularity: str = "token"
     rope: str = "absolute"             # absolute | shift_sink | reindex (see rope_modes.py)
@@ -75,6 +77,8 @@ class Policy:
     layer_split: str = "uniform"       # uniform | cake | prefixkv: how the total budget is split over layers
     probe: float = 1.0                 # share of a commit's queries whose attention probabilities are formed
                                        # (ZipCache probe tokens; 1 = all); only read when attention_stats is probs
+    period: int = 1                    # evict once the cache is over budget, down to budget - (period - 1) chunks,
+                                       # so the keep runs about once every `period` chunks (see `targets`)
 
     def __post_init__(self):
         if self.budget is not None and (isinstance(self.budget, bool) or int(self.budget) != self.budget
@@ -96,6 +100,8 @@ class Policy:
             raise ValueError(f"salient_share must be in [0, 1], got {self.salient_share}")
         if isinstance(self.probe, bool) or not isinstance(self.probe, (int, float)) or not 0.0 < self.probe <= 1.0:
             raise ValueError(f"probe must be a share of a commit's queries in (0, 1], got {self.probe!r}")
+        if isinstance(self.period, bool) or not isinstance(self.period, int) or self.period < 1:
+            raise ValueError(f"period must be a whole number of chunks >= 1, got {self.period!r}")
         if isinstance(self.residual, bool) or int(self.residual) != self.residual or self.residual < 0:
             raise ValueError(f"residual must be a whole number of frames >= 0, got {self.residual!r}")
 
@@ -120,11 +126,14 @@ class Policy:
         return n_prompt + chunk_frames * tokens_per_frame
 
     def check(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> None:
-        """Reject a budget below the protected size, before any work is done."""
+        """Reject a budget below the protected size (plus the period's slack), before any work is done."""
         need = self.min_budget(n_prompt, tokens_per_frame, chunk_frames)
-        if self.budget is not None and self.budget < need:
+        slack = (self.period - 1) * chunk_frames * tokens_per_frame
+        if self.budget is not None and self.budget < need + slack:
+            extra = f" plus {slack} tokens of slack for period={self.period}" if slack else ""
             raise ValueError(f"budget {self.budget} tokens is below the {need} tokens policy {self.name!r} always "
-                             f"keeps (prompt anchors, newest chunk and its protected frames); use at least {need}")
+                             f"keeps (prompt anchors, newest chunk and its protected frames){extra}; use at least "
+                             f"{need + slack}")
 
     def protected(self, layer: LayerCache, ctx: EvictContext) -> torch.Tensor:
         """Boolean (n,) of tokens never evicted: prompt anchors and the newest chunk."""
@@ -158,6 +167,32 @@ class Policy:
         free = [~self.protected(layer, ctx) for layer in cache.layers]
         return prefixkv_budgets([s[f] for s, f in zip(scores, free)], self.budget, prot, sizes)
 
+    def targets(self, cache: KVCache, ctx: EvictContext, budgets: list[int | None]) -> list[int | None]:
+        """What each layer keeps this time: its budget, or with `period` > 1 and the layer over budget,
+        `period` - 1 chunks less, so that the next `period` - 1 commits fit without an eviction and the keep
+        (and, for `reads_newest` policies, the commit's attention statistics) runs once every `period` chunks.
+        Occupancy never exceeds the budget after an eviction step. Deep Forcing compresses only when its
+        window reaches its maximum (arXiv 2512.05081) and R-KV / FlowCache when a buffer of new tokens fills;
+        a period counted in chunks is our reconstruction of that batching, and period = 1 is per-chunk eviction."""
+        if self.period == 1:
+            return budgets
+        chunk = (ctx.newest_frames[1] - ctx.newest_frames[0] + 1) * ctx.tokens_per_frame
+        return [b if b is None or len(layer) <= b else b - (self.period - 1) * chunk
+                for layer, b in zip(cache.layers, budgets)]
+
+    def evicts_after(self, cache: KVCache, n_new: int) -> bool:
+        """Whether the eviction after a commit of n_new tokens keeps fewer tokens than the cache will hold
+        (conservative: True unless the budget is uniform over layers and every layer will fit)."""
+        if self.budget is None or self.layer_split != "uniform":
+            return self.budget is not None
+        return any(len(layer) + n_new > self.budget for layer in cache.layers)
+
+    @property
+    def lazy_stats(self) -> bool:
+        """Commits after which no layer evicts may skip the attention statistics: the score reads only the
+        newest commit's (`reads_newest`), and neither the CAKE split nor mixed precision reads them."""
+        return self.reads_newest and self.layer_split == "uniform" and self.salient_storage is None
+
     def prepare(self, cache: KVCache, ctx: EvictContext) -> list[torch.Tensor]:
         """Work before selection (merging, scoring new tokens); returns token ids removed per layer."""
         return [torch.zeros(0, dtype=torch.long) for _ in cache.layers]
@@ -165,7 +200,7 @@ class Policy:
     def evict(self, cache: KVCache, ctx: EvictContext) -> list[LayerEviction]:
         out = []
         removed = self.prepare(cache, ctx)
-        for i, (layer, budget) in enumerate(zip(cache.layers, self.layer_budgets(cache, ctx))):
+        for i, (layer, budget) in enumerate(zip(cache.layers, self.targets(cache, ctx, self.layer_budgets(cache, ctx)))):
             idx, scores = self.keep_indices(i, layer, ctx, budget)
             sc = None if scores is None else scores.detach().float().numpy().copy()
             if len(idx) < len(layer):
@@ -212,7 +247,7 @@ class Policy:
     def describe(self) -> dict:
         return {"name": self.name, "budget": self.budget, "granularity": self.granularity, "rope": self.rope,
                 "storage": self.storage, "salient_storage": self.salient_storage, "quant": self.quant, "residual": self.residual,
-                "layer_split": self.layer_split}
+                "layer_split": self.layer_split, "period": self.period}
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

@@ -112,4 +112,6 @@ def shared_parameters() -> str:
             f"residual=N (the newest N frames before the newest chunk stay fp32, KIVI's "
             f"full-precision residual); layer_split={'|'.join(LAYER_SPLITS)}; probe=SHARE in (0, 1] (a policy "
             f"that reads attention probabilities forms them for that share of each commit's queries, "
-            f"ZipCache-style probes; 1 = all)")
+            f"ZipCache-style probes; 1 = all); period=N (evict only once over budget, then down to N - 1 chunks "
+            f"below it: the keep, and the newest-chunk attention TOVA / SnapKV / FlowCache / PackCache read, "
+            f"once every N chunks; 1 = every chunk)")

@@ -46,6 +46,7 @@ def redundancy(k: torch.Tensor) -> torch.Tensor:
 class FlowCache(Policy):
     name = "flowcache"
     reads = "probs"
+    reads_newest = True             # only the newest commit's attention (`recent`)
     probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
     lam: float = 0.07
     kernel: int = 3

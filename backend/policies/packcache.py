@@ -58,6 +58,7 @@ def rank_within(group: np.ndarray, slot: np.ndarray, value: np.ndarray, width: i
 class PackCache(Policy):
     name = "packcache"
     reads = "probs"
+    reads_newest = True             # only the newest commit's attention (`recent`)
     probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
     within: str = "attention"      # attention | grid
     rho_min: float = 0.5

@@ -19,6 +19,7 @@ from .signals import check_kernel, recent_attention, spatial_pool
 class SnapKV(Policy):
     name = "snapkv"
     reads = "probs"
+    reads_newest = True             # only the newest commit's attention (`recent`)
     probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
     kernel: int = 3
 

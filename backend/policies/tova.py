@@ -18,6 +18,7 @@ from .signals import recent_attention
 class TOVA(Policy):
     name = "tova"
     reads = "probs"
+    reads_newest = True             # only the newest commit's attention (`recent`)
     probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
 
     def score(self, layer_idx, layer, ctx):
