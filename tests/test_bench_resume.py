@@ -46,3 +46,9 @@ def test_result_store_writes_atomically_and_reads_damage_as_missing(tmp_path):
     for bad in ('{"x": ', "[1, 2]", "\x00\x01"):
         p.write_text(bad)
         assert read_result(p) is None
+
+
+def test_period_one_keeps_the_signature_of_runs_from_before_periods():
+    from backend.bench.policies import policy_signature
+    assert policy_signature("flowcache:period=1") == policy_signature("flowcache")
+    assert policy_signature("flowcache:period=2") != policy_signature("flowcache")

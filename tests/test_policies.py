@@ -352,3 +352,51 @@ def test_layer_split_spends_the_total_budget(tiny, ae, split):
         assert (r.occupancy >= min_layer).all()
     with pytest.raises(ValueError, match="layer_split"):
         make_policy("h2o", budget=budget, layer_split="nope")
+
+
+@pytest.mark.parametrize("name", ["tova", "flowcache", "h2o", "deep_forcing"])
+def test_period_evicts_every_other_chunk_and_never_exceeds_the_budget(tiny, ae, name):
+    """period=2: once over budget the keep goes one chunk below it, so it runs on alternate chunks in the
+    steady state and occupancy after every eviction step stays within the budget."""
+    tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
+    kw = {"sink_frames": 1, "recent_frames": 1} if name == "deep_forcing" else {}
+    budget = P + 4 * tpf
+    st, recs = run(tiny, ae, make_policy(name, budget=budget, period=2, **kw), n=12)
+    evicts = [r for r in recs if r.phase == "evict"]
+    assert all((r.occupancy <= budget).all() for r in evicts)
+    fired = [bool(len(r.evicted[0])) for r in evicts]
+    first = fired.index(True)
+    assert fired[first:] == [True, False] * ((len(fired) - first) // 2) + [True] * ((len(fired) - first) % 2)
+    assert [int(r.occupancy[0]) for r in evicts[first:first + 2]] == [budget - tpf, budget]
+    _, every = run(tiny, ae, make_policy(name, budget=budget, **kw), n=12)
+    assert sum(bool(len(r.evicted[0])) for r in every if r.phase == "evict") > sum(fired)
+
+
+def test_period_is_validated_and_needs_its_slack_in_the_budget(tiny, ae):
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="period"):
+            make_policy("tova", period=bad)
+    tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
+    Stepper(tiny, ae, PROMPT, 5, policy=make_policy("tova", budget=P + tpf, period=1))
+    with pytest.raises(GenerationError, match="period=3"):        # the protected chunk plus two of slack
+        Stepper(tiny, ae, PROMPT, 5, policy=make_policy("tova", budget=P + 2 * tpf, period=3))
+
+
+@pytest.mark.parametrize("period", [1, 2])
+def test_newest_chunk_readers_record_statistics_only_before_an_eviction(tiny, ae, period):
+    """TOVA reads only the newest commit's attention: skipping the statistics of commits after which it keeps
+    everything (cache filling, between periodic evictions) changes no frame, and only evicting commits pay."""
+    tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
+    pol = lambda: make_policy("tova", budget=P + 3 * tpf, period=period, probe=0.5)
+    lazy = Stepper(tiny, ae, PROMPT, 10, seed=2, policy=pol(), preview=False)
+    eager = Stepper(tiny, ae, PROMPT, 10, seed=2, policy=pol(), preview=False, attention="probs")
+    lazy_recs, eager_recs = list(lazy.run()), list(eager.run())
+    np.testing.assert_array_equal(lazy.frames, eager.frames)
+    commits = [r for r in lazy_recs if r.phase == "commit"]
+    evicts = [r for r in lazy_recs if r.phase == "evict"]
+    recorded = [r.stats_ms != 0 for r in commits]
+    assert recorded == [bool(len(r.evicted[0])) for r in evicts]   # statistics exactly where the keep runs
+    assert not all(recorded) and any(recorded)
+    assert all(r.stats_ms != 0 for r in eager_recs if r.phase == "commit")
+    assert not make_policy("h2o").lazy_stats                        # H2O accumulates every commit's attention
+    assert not make_policy("tova", layer_split="cake").lazy_stats
