@@ -352,6 +352,10 @@ def test_layer_split_spends_the_total_budget(tiny, ae, split):
         assert (r.occupancy >= min_layer).all()
     with pytest.raises(ValueError, match="layer_split"):
         make_policy("h2o", budget=budget, layer_split="nope")
+    st, recs = run(tiny, ae, make_policy("h2o", budget=budget, layer_split=split, period=2), n=8)
+    for r in recs:                                 # a tight layer's periodic target stops at its protected size
+        if r.phase == "evict" and r.chunk >= 4:
+            assert r.occupancy.sum() <= L * budget and (r.occupancy >= min_layer).all()
 
 
 @pytest.mark.parametrize("name", ["tova", "flowcache", "h2o", "deep_forcing"])

@@ -177,8 +177,12 @@ class Policy:
         if self.period == 1:
             return budgets
         chunk = (ctx.newest_frames[1] - ctx.newest_frames[0] + 1) * ctx.tokens_per_frame
-        return [b if b is None or len(layer) <= b else b - (self.period - 1) * chunk
-                for layer, b in zip(cache.layers, budgets)]
+        out = []
+        for layer, b in zip(cache.layers, budgets):
+            if b is not None and len(layer) > b:       # never below what the layer must keep (a split's budget
+                b = max(b - (self.period - 1) * chunk, int(self.protected(layer, ctx).sum()))   # may be tight)
+            out.append(b)
+        return out
 
     def evicts_after(self, cache: KVCache, n_new: int) -> bool:
         """Whether the eviction after a commit of n_new tokens keeps fewer tokens than the cache will hold
