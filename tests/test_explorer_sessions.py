@@ -40,7 +40,12 @@ def test_save_load_round_trip(tmp_path):
     assert doc["created"].endswith("+00:00")
 
 
-def test_same_name_gets_unique_ids(tmp_path):
+def test_same_name_gets_unique_ids(tmp_path, monkeypatch):
+    """Three saves within one second share the timestamp stem and get -2, -3 suffixes (the clock is frozen so
+    that a save straddling a second boundary cannot give a fresh stem instead)."""
+    frozen = sessions.datetime(2026, 1, 2, 3, 4, 5, tzinfo=sessions.timezone.utc)
+    monkeypatch.setattr(sessions, "datetime", type("Frozen", (sessions.datetime,), {
+        "now": classmethod(lambda cls, tz=None: frozen)}))
     store = SessionStore(tmp_path)
     ids = [store.save("same", "run", {}, _arrays()) for _ in range(3)]
     assert len(set(ids)) == 3
