@@ -228,6 +228,10 @@ class Explorer:
             lines.append(f"*{SIGNALS[signal].label}: no values for this run* "
                          + ("(this policy keeps tokens by position, so it has no score)" if signal == "score" else
                             "(press **Teacher salience** to compute it)" if signal == "teacher" else ""))
+        src, h = d.history.signal_snapshot(signal), d.history
+        if signal == "score" and src is not None and h.snapshots and src.chunk < h.snapshots[-1].chunk:
+            lines.append(f"*{SIGNALS[signal].label}: from the eviction after chunk {src.chunk}* (nothing was "
+                         "evicted since; newer tokens are not scored yet)")
         if d.frames_done:
             ms = d.frame_ms[: d.frames_done]
             lines.append(f"per-frame time: median {np.median(ms):.0f} ms, newest {ms[-1]:.0f} ms")

@@ -94,8 +94,7 @@ class RunHistory:
         self.snapshots.append(snap)
         if len(self.snapshots) > self.max_snapshots:
             self.stride *= 2
-            keep = [s for s in self.snapshots[:-1] if s.chunk % self.stride == 0]
-            self.snapshots = keep + [self.snapshots[-1]]
+            self.snapshots = _thin(self.snapshots[:-1], self.stride) + [self.snapshots[-1]]
 
     # ------------------------------------------------------------------ queries
     @property
@@ -128,9 +127,21 @@ class RunHistory:
                 best = s
         return best
 
+    def signal_snapshot(self, signal: str, chunk: int | None = None) -> Snapshot | None:
+        """The newest snapshot at or before `chunk` that holds `signal`: the policy's score exists only at
+        commits after which it evicted (every second chunk with `period=2`), so a view between evictions
+        shows the scores that decided the last one."""
+        best = None
+        for s in self.snapshots:
+            if (chunk is None or s.chunk <= chunk) and s.values.get(signal) is not None:
+                best = s
+        return best
+
     def frame_values(self, signal: str, frame: int, layer: int | None = None, chunk: int | None = None) -> np.ndarray:
         """(g, g) float32 values of one frame's tokens under a signal; NaN where the token has no value
-        (not cached at that time, or a signal this run does not have). layer None = mean over layers."""
+        (not cached at that time, or a signal this run does not have). layer None = mean over layers.
+        A signal missing at `chunk` comes from the newest earlier snapshot that has it (`signal_snapshot`),
+        for the tokens still cached at `chunk`."""
         g, T = self.grid, self.tokens_per_frame
         base = self.n_prompt + frame * T
         layers = range(self.n_layer) if layer is None else [layer]
@@ -139,13 +150,15 @@ class RunHistory:
             for i, l in enumerate(layers):
                 out[i] = self.static[signal][l, frame * T:(frame + 1) * T]
         else:
-            snap = self.snapshot_at(chunk)
-            if snap is not None and snap.values.get(signal) is not None:
+            snap, src = self.snapshot_at(chunk), self.signal_snapshot(signal, chunk)
+            if src is not None:
                 for i, l in enumerate(layers):
-                    ids, vals = snap.ids[l], snap.values[signal][l]
+                    ids, vals = src.ids[l], src.values[signal][l]
                     if vals is None:
                         continue
                     sel = (ids >= base) & (ids < base + T)
+                    if src is not snap:                         # only the tokens cached at `chunk`
+                        sel &= np.isin(ids, snap.ids[l])
                     out[i, ids[sel] - base] = vals[sel]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)             # all-NaN columns stay NaN
@@ -240,3 +253,15 @@ class RunHistory:
                                                       for s, v in vals.items()}))
         h.static = {k[7:]: v for k, v in a.items() if k.startswith("static_")}
         return h
+
+
+def _thin(snapshots: list[Snapshot], stride: int) -> list[Snapshot]:
+    """One snapshot per `stride` chunks, preferring one that holds the policy's score (recorded only at
+    commits after which it evicted, which a chunk-parity rule could otherwise drop every time)."""
+    out: dict[int, Snapshot] = {}
+    for s in snapshots:
+        b = s.chunk // stride
+        if b not in out or (out[b].values.get("score") is None and s.values.get("score") is not None):
+            out[b] = s
+    return list(out.values())
+

@@ -343,7 +343,7 @@ def test_byte_budget_counts_the_full_precision_residual(tiny, ae):
 def test_layer_split_spends_the_total_budget(tiny, ae, split):
     tpf, P, L = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt, tiny.cfg.n_layer
     budget = P + 3 * tpf
-    st, recs = run(tiny, ae, make_policy("h2o", budget=budget, layer_split=split), n=8)
+    st, recs = run(tiny, ae, make_policy("h2o", budget=budget, layer_split=split, period=1), n=8)
     ev = [r for r in recs if r.phase == "evict" and r.chunk >= 4]
     min_layer = P + 2 * tpf                                    # prompt + the 2 protected recent frames
     for r in ev:
@@ -372,18 +372,26 @@ def test_period_evicts_every_other_chunk_and_never_exceeds_the_budget(tiny, ae, 
     first = fired.index(True)
     assert fired[first:] == [True, False] * ((len(fired) - first) // 2) + [True] * ((len(fired) - first) % 2)
     assert [int(r.occupancy[0]) for r in evicts[first:first + 2]] == [budget - tpf, budget]
-    _, every = run(tiny, ae, make_policy(name, budget=budget, **kw), n=12)
+    _, every = run(tiny, ae, make_policy(name, budget=budget, period=1, **kw), n=12)
     assert sum(bool(len(r.evicted[0])) for r in every if r.phase == "evict") > sum(fired)
 
 
-def test_period_is_validated_and_needs_its_slack_in_the_budget(tiny, ae):
+def test_period_is_validated_and_a_tight_budget_caps_it(tiny, ae):
+    """A budget with room for fewer than period - 1 chunks above the protected size is accepted: the keep
+    stops at the protected size, so period=3 with one chunk of room evicts every second chunk."""
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="period"):
             make_policy("tova", period=bad)
     tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
-    Stepper(tiny, ae, PROMPT, 5, policy=make_policy("tova", budget=P + tpf, period=1))
-    with pytest.raises(GenerationError, match="period=3"):        # the protected chunk plus two of slack
-        Stepper(tiny, ae, PROMPT, 5, policy=make_policy("tova", budget=P + 2 * tpf, period=3))
+    with pytest.raises(GenerationError, match=f"use at least {P + tpf}"):
+        Stepper(tiny, ae, PROMPT, 5, policy=make_policy("tova", budget=P + tpf - 1, period=3))
+    budget = P + 2 * tpf
+    _, recs = run(tiny, ae, make_policy("tova", budget=budget, period=3), n=10)
+    evicts = [r for r in recs if r.phase == "evict"]
+    assert all((r.occupancy <= budget).all() for r in evicts)
+    assert all((r.occupancy >= P + tpf).all() for r in evicts)           # never below the protected size
+    fired = [bool(len(r.evicted[0])) for r in evicts]
+    assert fired[2:] == [True, False] * 4                                # capped at one chunk of room
 
 
 @pytest.mark.parametrize("period", [1, 2])

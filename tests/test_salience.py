@@ -104,7 +104,7 @@ def test_pafu_strata_spreads_the_kept_frames_over_time(tiny, ae):
     head = SalienceHead(SEHConfig(n_layer=tiny.cfg.n_layer, key_dim=tiny.cfg.dim, grid=tiny.cfg.grid))
     kept_free = {}
     for gran in ("frame", "strata"):
-        pol = make_policy("pafu", budget=P + 5 * tpf, head=head, granularity=gran)
+        pol = make_policy("pafu", budget=P + 5 * tpf, head=head, granularity=gran, period=1)
         pol.score = lambda li, layer, ctx: -layer.meta["frame"].float()   # older = more salient
         st = Stepper(tiny, ae, "a red circle on blue stripes", 14, seed=1, policy=pol, preview=False)
         for rec in st.run():

@@ -6,12 +6,14 @@ recent window). Our reconstruction for video: scores are head-averaged and refre
 clean commit pass, not at every decoding step.
 The attention is that of a commit's probe queries, 1/8 of them (`probe`, ZipCache-style; `probe=1` for all:
 docs/benchmarks/probe_validation/).
+Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/benchmarks/period_validation/;
+`period=1` evicts after every chunk).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import PROBE_SHARE, Policy
+from .base import EVICT_PERIOD, PROBE_SHARE, Policy
 from .signals import past_attention
 
 
@@ -21,6 +23,7 @@ class H2O(Policy):
     reads = "probs"
     probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
     recent_frames: int = 2
+    period: int = EVICT_PERIOD        # evict every second chunk (docs/benchmarks/period_validation/)
 
     def min_budget(self, n_prompt, tokens_per_frame, chunk_frames):
         return n_prompt + max(self.recent_frames, chunk_frames) * tokens_per_frame

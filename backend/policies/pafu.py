@@ -35,6 +35,8 @@ the scores pick within each span. On the 6 validation prompts, paired against fr
 dB PSNR at 1/8 and +3.5 ± 2.6 dB at 1/4, adherence -0.02 ± 0.02 / +0.01 ± 0.01, identity +0.02 / -0.04
 (inside the CIs), extra objects -0.09 / -0.03; at 1/16 and 1/2 +0.6 ± 0.6 and +1.2 ± 1.0 dB, with 0.26 ±
 0.26 more extra objects per frame at 1/16 (docs/benchmarks/pafu_strata/).
+Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/benchmarks/period_validation/;
+`period=1` evicts after every chunk).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ import torch
 from ..cache import KIND_FRAME
 from ..loading import MODELS_DIR, load_head
 from ..salience import head_file
-from .base import Policy
+from .base import EVICT_PERIOD, Policy
 from .signals import past_attention
 
 
@@ -70,6 +72,7 @@ class PaFu(Policy):
     sink_frames: int = 1
     labels: str = "sse"                                 # which head: sse (the paper) | hindsight (our variant)
     granularity: str = "strata"                         # whole frames, spread over time (see the docstring)
+    period: int = EVICT_PERIOD        # evict every second chunk (docs/benchmarks/period_validation/)
     head: object = field(default=None, repr=False)      # a SalienceHead; None loads the shipped one
     head_ms: float = 0.0                                # time spent in the head (overhead reporting)
     _last: tuple | None = field(default=None, repr=False, compare=False)  # (weakref to cache, chunk) last evicted

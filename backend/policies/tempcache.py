@@ -10,6 +10,8 @@ cache is still over budget the oldest frames go (FIFO). The paper finds groups w
 exactly: one batched matrix product per layer of the keys against the newest chunk's unit keys, summed
 over heads, the rows scaled to cosines after the argmax (a row's scale does not change its argmax), so no
 normalised or transposed copy of the cache is made.
+Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/benchmarks/period_validation/;
+`period=1` evicts after every chunk).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from ..cache import KIND_FRAME
-from .base import Policy, select
+from .base import EVICT_PERIOD, Policy, select
 from .signals import inverse_key_norms, recency
 
 
@@ -42,6 +44,7 @@ class TempCache(Policy):
     name = "tempcache"
     granularities = ("token",)            # merging works on single tokens
     threshold: float = 0.95
+    period: int = EVICT_PERIOD        # evict every second chunk (docs/benchmarks/period_validation/)
 
     def score(self, layer_idx, layer, ctx):
         return recency(layer)

@@ -5,12 +5,14 @@ dropped whenever the cache is over budget. For video the "newest queries" are th
 at its clean commit pass (our reconstruction: TOVA uses the last generated token).
 The attention is that of a commit's probe queries, 1/8 of them (`probe`, ZipCache-style; `probe=1` for all:
 docs/benchmarks/probe_validation/).
+Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/benchmarks/period_validation/;
+`period=1` evicts after every chunk).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import PROBE_SHARE, Policy
+from .base import EVICT_PERIOD, PROBE_SHARE, Policy
 from .signals import recent_attention
 
 
@@ -20,6 +22,7 @@ class TOVA(Policy):
     reads = "probs"
     reads_newest = True             # only the newest commit's attention (`recent`)
     probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
+    period: int = EVICT_PERIOD        # evict every second chunk (docs/benchmarks/period_validation/)
 
     def score(self, layer_idx, layer, ctx):
         return recent_attention(layer)
