@@ -224,11 +224,11 @@ class Explorer:
                  f"{d.frames_done}/{d.config.frames} frames", d.status]
         if ws.run_saved:
             lines.append(f"saved as session `{ws.run_saved[0]}`")
-        if d.frames_done and not np.isfinite(d.history.frame_values(signal, d.frames_done - 1)).any():
+        src, h = d.history.signal_snapshot(signal), d.history
+        if d.frames_done and src is None and not np.isfinite(h.frame_values(signal, d.frames_done - 1)).any():
             lines.append(f"*{SIGNALS[signal].label}: no values for this run* "
                          + ("(this policy keeps tokens by position, so it has no score)" if signal == "score" else
                             "(press **Teacher salience** to compute it)" if signal == "teacher" else ""))
-        src, h = d.history.signal_snapshot(signal), d.history
         if signal == "score" and src is not None and h.snapshots and src.chunk < h.snapshots[-1].chunk:
             lines.append(f"*{SIGNALS[signal].label}: from the eviction after chunk {src.chunk}* (nothing was "
                          "evicted since; newer tokens are not scored yet)")

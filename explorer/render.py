@@ -183,14 +183,14 @@ def _wrap(text: str, max_w: int, scale: float, max_lines: int = 3) -> list[str]:
     return lines or [""]
 
 
-def label(img: np.ndarray, text: str, scale: float = 0.45, bottom: bool = False) -> np.ndarray:
+def label(img: np.ndarray, text: str, scale: float = 0.45, bottom: bool = False, line: int = 0) -> np.ndarray:
     """Copy of img with white text on a black backing box, top-left (or bottom-left, clear of the UI's own
-    component label that sits top-left); text longer than the image is clipped."""
+    component label that sits top-left), `line` boxes in from that edge; text longer than the image is clipped."""
     out = img.copy()
     (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
     pad = 3
     h = min(th + base + 2 * pad, out.shape[0])
-    y0 = out.shape[0] - h if bottom else 0
+    y0 = int(np.clip(out.shape[0] - h * (line + 1) if bottom else h * line, 0, out.shape[0] - h))
     out[y0:y0 + h, :min(tw + 2 * pad, out.shape[1])] = 0
     _text(out, text, pad, y0 + pad + th, scale, (255, 255, 255))
     return out

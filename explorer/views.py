@@ -52,8 +52,9 @@ def heatmap_view(data: RunData, signal: str, layer: int | None, frame: int, cmap
     if mark is not None:
         img = render.mark_token(img, g, *mark)
     where = "mean of layers" if layer is None else f"layer {layer}"
-    note = "" if np.isfinite(vals).any() else " (no values: see the note)"
-    img = render.label(img, f"{sig.label} | {where} | frame {frame}{note}", bottom=True)
+    img = render.label(img, f"{sig.label} | {where} | frame {frame}", bottom=True)
+    if not np.isfinite(vals).any():
+        img = render.label(img, "no values here: see the note", bottom=True, line=1)
     bar = render.colourbar(img.shape[0], sig.vmin, sig.vmax, sig.unit, cmap, width=90, gamma=gamma, pad_top=UI_PAD)
     return render.hstack_bar(img, bar)
 

@@ -107,6 +107,9 @@ def test_bounded_run_evicts_and_records_it(ex):
     last = h.signal_snapshot("score")
     cached = set(np.concatenate(h.snapshot_at().ids).tolist())
     assert set(np.concatenate(last.ids).tolist()) >= cached - set(range(h.token_id(last.chunk + 1, 0, 0), h.n_tokens))
+    text = ex._status(ws, ws.run.data, "score")
+    assert "no values" not in text                               # the newest frame may be unscored, the run is not
+    assert (f"from the eviction after chunk {last.chunk}" in text) == (last.chunk < h.snapshots[-1].chunk)
     # drill-down on an evicted token names the chunk
     L, tid = np.argwhere(h.evicted_at >= 0)[0]
     ws.token = int(tid)

@@ -219,3 +219,15 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         export.write_gif(_video(2), tmp_path / "keep.gif")
     assert [p.name for p in tmp_path.iterdir()] == ["keep.gif"] and (tmp_path / "keep.gif").read_bytes() == old
+
+
+def test_labels_stack_from_the_bottom_without_overlap():
+    img = np.full((100, 200, 3), 200, np.uint8)
+    one = render.label(img, "first", bottom=True)
+    two = render.label(one, "second", bottom=True, line=1)
+    dark = lambda im: np.flatnonzero((im[:, 2] == 0).all(1))     # rows of the black backing box at x = 2
+    r1, r2 = dark(one), dark(two)
+    assert r1.max() == 99 and set(r1) <= set(r2)                 # the first box untouched, at the bottom edge
+    assert r2.min() < r1.min() and r2.max() == 99                # the second sits right above it
+    assert len(r2) == 2 * len(r1)
+    assert (render.label(img, "x", bottom=True, line=50)[0, 2] == 0).all()   # clamped inside the image
