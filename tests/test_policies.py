@@ -147,6 +147,41 @@ def test_tempcache_merge_is_exact_on_identical_keys(tiny):
     assert not torch.allclose(before, tiny.forward_chunk(x, torch.tensor([0.5]), 3, cache), atol=1e-3)
 
 
+def _duplicate_frames(tiny, n=4):
+    """A cache of the prompt plus n one-token frames that all carry the same key (every layer)."""
+    from backend.cache import KVCache
+    cfg = tiny.cfg
+    cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
+    tiny.prefill(torch.arange(cfg.n_prompt), cache)
+    for layer in cache.layers:
+        k = torch.randn(cfg.n_head, 1, cfg.head_dim).repeat(1, n, 1)
+        layer.append(k, torch.randn(cfg.n_head, n, cfg.head_dim),
+                     {"frame": torch.arange(n), "kind": torch.ones(n), "pos": torch.tensor([[5, 1, 2]] * n),
+                      "token_id": 100 + torch.arange(n)})
+    return cache
+
+
+@pytest.mark.parametrize("merge_at", ["commit", "evict"])
+def test_tempcache_merges_at_every_commit_or_only_when_the_keep_runs(tiny, merge_at):
+    """merge_at=commit merges every older duplicate into the newest chunk at each commit; merge_at=evict
+    merges nothing while the cache fits its budget, and once over it merges into the `period` newest chunks."""
+    from backend.policies import EvictContext
+    torch.manual_seed(0)
+    P = tiny.cfg.n_prompt
+    ctx = EvictContext(chunk=3, newest_frames=(3, 3), tokens_per_frame=1)
+    for budget, expect in ((P + 10, {"commit": [100, 101, 102], "evict": []}),
+                           (P + 3, {"commit": [100, 101, 102], "evict": [100, 101]})):
+        cache = _duplicate_frames(tiny)
+        pol = make_policy("tempcache", budget=budget, merge_at=merge_at, period=2)
+        out = pol.evict(cache, ctx)
+        assert all(sorted(e.evicted.tolist()) == expect[merge_at] for e in out)
+        counts = cache.layers[0].meta["count"][P:]
+        assert counts.sum() == 4 and counts.max() == 1 + len(expect[merge_at])
+        assert all(len(layer) <= budget for layer in cache.layers)
+    with pytest.raises(ValueError, match="merge_at"):
+        make_policy("tempcache", merge_at="never")
+
+
 def test_flowcache_redundancy_prefers_distinct_keys():
     import torch.nn.functional as F
 

@@ -51,6 +51,8 @@ def policy_signature(spec: str) -> str:
         settings["_probe_path"] = PROBE_PATH
     if settings.get("period", 1) == 1:                   # per-chunk eviction: what every run did before periods
         settings.pop("period", None)
+    if settings.get("merge_at") == "commit":              # TempCache merging at every commit: what it did before
+        settings.pop("merge_at")                          # merge_at existed
     settings["_engine"] = ENGINE_VERSION                 # cache code that changes what a run computes
     if hasattr(cls, "signature_files"):                  # e.g. PaFu-KV's head: results depend on its weights
         from ..loading import file_hash

@@ -30,7 +30,8 @@ POLICIES: dict[str, tuple[Callable[..., Policy], str]] = {
     "snapkv": (SnapKV, "SnapKV: newest-chunk attention, 3x3 spatially pooled"),
     "flowcache": (FlowCache, "FlowCache: 0.07 x pooled attention - 0.93 x key redundancy"),
     "packcache": (PackCache, "PackCache: prompt anchors + per-frame budget ~ rho^distance, top tokens per frame"),
-    "tempcache": (TempCache, "TempCache: merge near-duplicate keys into the newest (+log count), then FIFO"),
+    "tempcache": (TempCache, "TempCache: when over budget, merge near-duplicate keys into the newest chunks (+log count), "
+                                  "then FIFO"),
     "oracle": (Oracle, "upper bound: hindsight attention from a full-cache reference run of the same seed"),
     "pafu": (PaFu, "PaFu-KV: learned salience head (distilled from teacher SSE), whole frames spread over time "
                    "(the best of each span), first-frame sink, no attention read; alpha>0: mixed with past "

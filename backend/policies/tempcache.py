@@ -6,7 +6,11 @@ attention over the representative with logit bias +log|group| and the group's me
 Our reconstruction: at each commit, every older frame token whose rotated key (what attention sees) has
 cosine similarity >= `threshold` with a token of the newest chunk is merged into the most similar one
 (count-weighted mean value, counts add, +log(count) applied at attention time by the model); if the
-cache is still over budget the oldest frames go (FIFO). The paper finds groups with ANN/LSH; we search
+cache is still over budget the oldest frames go (FIFO). By default the merge runs only when the keep does
+(`merge_at="evict"`: with `period=2`, every second chunk once the budget is full), into the chunks committed
+since the last keep; chosen on validation prompts (docs/benchmarks/tempcache_merge_validation/), where it
+merged about 4x fewer tokens per chunk and none before the budget filled. `merge_at="commit"` merges into
+the newest chunk at every cache write, the per-write reading of the paper. The paper finds groups with ANN/LSH; we search
 exactly: one batched matrix product per layer of the keys against the newest chunk's unit keys, summed
 over heads, the rows scaled to cosines after the argmax (a row's scale does not change its argmax), so no
 normalised or transposed copy of the cache is made.
@@ -44,17 +48,29 @@ class TempCache(Policy):
     name = "tempcache"
     granularities = ("token",)            # merging works on single tokens
     threshold: float = 0.95
+    merge_at: str = "evict"           # evict: merge only when the keep runs (over budget), into the chunks
+                                      # committed since the last one; commit: into the newest chunk at every
+                                      # commit (docs/benchmarks/tempcache_merge_validation/)
     period: int = EVICT_PERIOD        # evict every second chunk (docs/benchmarks/period_validation/)
 
     def score(self, layer_idx, layer, ctx):
         return recency(layer)
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.merge_at not in ("commit", "evict"):
+            raise ValueError(f"merge_at must be 'commit' or 'evict', got {self.merge_at!r}")
+
     def merge_step(self, layer, ctx) -> torch.Tensor:
-        """Merge older near-duplicates into the newest chunk's tokens (values and counts, in place); returns
-        the (n,) mask of the tokens merged away, which the eviction then drops with the rest."""
+        """Merge older near-duplicates into the newest tokens (values and counts, in place): the newest chunk's,
+        or with `merge_at="evict"` the `period` newest chunks' (those since the last keep); returns the (n,)
+        mask of the tokens merged away, which the eviction then drops with the rest."""
         m = layer.meta
         kind, frame = m["kind"].numpy(), m["frame"].numpy()                   # views: bookkeeping in numpy
-        newest = frame >= ctx.newest_frames[0]
+        first = ctx.newest_frames[0]
+        if self.merge_at == "evict":
+            first -= (self.period - 1) * (ctx.newest_frames[1] - ctx.newest_frames[0] + 1)
+        newest = frame >= first
         old = (kind == KIND_FRAME) & ~newest
         new = np.flatnonzero(newest)
         if len(new) == 0 or not old.any():
@@ -65,7 +81,10 @@ class TempCache(Policy):
         return layer.merge_values(torch.from_numpy(hit), torch.from_numpy(new[arg[hit]]))
 
     def prepare(self, cache, ctx):
-        self._gone = [self.merge_step(layer, ctx) for layer in cache.layers]
+        if self.merge_at == "evict" and self.budget is not None and all(len(l) <= self.budget for l in cache.layers):
+            self._gone = None                                               # the keep will not run: nor the merge
+        else:
+            self._gone = [self.merge_step(layer, ctx) for layer in cache.layers]
         return [torch.zeros(0, dtype=torch.long) for _ in cache.layers]    # the keep reports the merged ids
 
     def keep_indices(self, layer_idx, layer, ctx, budget):
@@ -82,4 +101,4 @@ class TempCache(Policy):
         return select(torch.from_numpy(live), torch.from_numpy(prot), budget, layer.meta["token_id"]), scores
 
     def describe(self):
-        return {**super().describe(), "threshold": self.threshold}
+        return {**super().describe(), "threshold": self.threshold, "merge_at": self.merge_at}
