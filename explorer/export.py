@@ -18,13 +18,13 @@ import cv2
 import imageio.v3 as iio
 import numpy as np
 
-from backend.atomic import PARTIAL, atomic_path as _atomic
+from backend.atomic import PARTIAL, atomic_path
 from explorer.render import colourbar, hstack_bar, label, overlay, tile, upscale
 
 
 def _write_bytes(data: bytes, path) -> Path:
     """Atomically write bytes to path."""
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
@@ -53,7 +53,7 @@ def write_mp4(frames: np.ndarray, path, fps: int = 12) -> Path:
     """Frames uint8 (T, H, W, 3), already at final size -> browser-playable MP4 (h264, yuv420p, crf 18,
     faststart); odd H or W are padded by one edge pixel."""
     frames = _even(_check_frames(frames))
-    with _atomic(path, ".mp4") as tmp:
+    with atomic_path(path, ".mp4") as tmp:
         iio.imwrite(tmp, frames, plugin="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
                     macro_block_size=2, ffmpeg_params=["-crf", "18", "-movflags", "+faststart"],
                     ffmpeg_log_level="error")
@@ -64,7 +64,7 @@ def write_gif(frames: np.ndarray, path, fps: int = 12) -> Path:
     """Frames uint8 (T, H, W, 3) -> looping GIF, 1000/fps ms per frame (GIF stores 10 ms units; Pillow
     merges identical consecutive frames into one longer frame)."""
     frames = _check_frames(frames)
-    with _atomic(path, ".gif") as tmp:
+    with atomic_path(path, ".gif") as tmp:
         iio.imwrite(tmp, frames, plugin="pillow", duration=1000 / fps, loop=0)
     return Path(path)
 
@@ -176,7 +176,7 @@ def zip_folder(folder, path) -> Path:
     folder, path = Path(folder), Path(path)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(PARTIAL)
                    and p.resolve() != path.resolve())
-    with _atomic(path, ".zip") as tmp:
+    with atomic_path(path, ".zip") as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for p in files:
                 zf.write(p, p.relative_to(folder).as_posix())
