@@ -224,7 +224,8 @@ class Explorer:
                  f"{d.frames_done}/{d.config.frames} frames", d.status]
         if ws.run_saved:
             lines.append(f"saved as session `{ws.run_saved[0]}`")
-        src, h = d.history.signal_snapshot(signal), d.history
+        h = d.history
+        src = h.snapshot_at(signal=signal)
         if d.frames_done and src is None and not np.isfinite(h.frame_values(signal, d.frames_done - 1)).any():
             lines.append(f"*{SIGNALS[signal].label}: no values for this run* "
                          + ("(this policy keeps tokens by position, so it has no score)" if signal == "score" else

@@ -119,28 +119,20 @@ class RunHistory:
                 "step": np.array(self.step, np.int64), "occupancy": stack(self.occupancy),
                 "nbytes": stack(self.nbytes), "n_evicted": stack(self.n_evicted), "ms": np.array(self.ms)}
 
-    def snapshot_at(self, chunk: int | None = None) -> Snapshot | None:
-        """The newest snapshot taken at or before `chunk` (None = the newest of all)."""
+    def snapshot_at(self, chunk: int | None = None, signal: str | None = None) -> Snapshot | None:
+        """The newest snapshot taken at or before `chunk` (None = the newest of all), or the newest of those
+        that holds `signal`: the policy's score exists only at commits after which it evicted (every second
+        chunk with `period=2`), so a view between evictions shows the scores that decided the last one."""
         best = None
         for s in self.snapshots:
-            if chunk is None or s.chunk <= chunk:
-                best = s
-        return best
-
-    def signal_snapshot(self, signal: str, chunk: int | None = None) -> Snapshot | None:
-        """The newest snapshot at or before `chunk` that holds `signal`: the policy's score exists only at
-        commits after which it evicted (every second chunk with `period=2`), so a view between evictions
-        shows the scores that decided the last one."""
-        best = None
-        for s in self.snapshots:
-            if (chunk is None or s.chunk <= chunk) and s.values.get(signal) is not None:
+            if (chunk is None or s.chunk <= chunk) and (signal is None or s.values.get(signal) is not None):
                 best = s
         return best
 
     def frame_values(self, signal: str, frame: int, layer: int | None = None, chunk: int | None = None) -> np.ndarray:
         """(g, g) float32 values of one frame's tokens under a signal; NaN where the token has no value
         (not cached at that time, or a signal this run does not have). layer None = mean over layers.
-        A signal missing at `chunk` comes from the newest earlier snapshot that has it (`signal_snapshot`),
+        A signal missing at `chunk` comes from the newest earlier snapshot that has it (`snapshot_at`),
         for the tokens still cached at `chunk`."""
         g, T = self.grid, self.tokens_per_frame
         base = self.n_prompt + frame * T
@@ -150,7 +142,7 @@ class RunHistory:
             for i, l in enumerate(layers):
                 out[i] = self.static[signal][l, frame * T:(frame + 1) * T]
         else:
-            snap, src = self.snapshot_at(chunk), self.signal_snapshot(signal, chunk)
+            snap, src = self.snapshot_at(chunk), self.snapshot_at(chunk, signal)
             if src is not None:
                 for i, l in enumerate(layers):
                     ids, vals = src.ids[l], src.values[signal][l]

@@ -104,7 +104,7 @@ def test_bounded_run_evicts_and_records_it(ex):
     # every second chunk) it is the last eviction's, for the tokens still cached
     vals = np.stack([h.frame_values("score", f) for f in range(12)])
     assert np.isfinite(vals).any() and np.nanmin(vals) >= 0 and np.nanmax(vals) <= 1
-    last = h.signal_snapshot("score")
+    last = h.snapshot_at(signal="score")
     cached = set(np.concatenate(h.snapshot_at().ids).tolist())
     assert set(np.concatenate(last.ids).tolist()) >= cached - set(range(h.token_id(last.chunk + 1, 0, 0), h.n_tokens))
     text = ex._status(ws, ws.run.data, "score")

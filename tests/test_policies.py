@@ -120,19 +120,26 @@ def test_budget_below_protected_is_rejected_before_work(tiny, ae):
                 make_policy(name, kernel=bad)
 
 
-def test_tempcache_merge_is_exact_on_identical_keys(tiny):
-    """TempCache Lemma 5.1: identical keys -> one representative with +log(count) and the mean value."""
+def _duplicate_frames(tiny, n=4):
+    """A cache of the prompt plus n one-token frames that all carry the same key and position (every layer),
+    with different values."""
     from backend.cache import KVCache
-    torch.manual_seed(0)
     cfg = tiny.cfg
     cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
     tiny.prefill(torch.arange(cfg.n_prompt), cache)
-    for layer in cache.layers:                       # 3 duplicates of one key (same key and position), 3 values
-        k = torch.randn(cfg.n_head, 1, cfg.head_dim).repeat(1, 3, 1)
-        v = torch.randn(cfg.n_head, 3, cfg.head_dim)
-        pos = torch.tensor([[5, 1, 2]] * 3)
-        layer.append(k, v, {"frame": torch.tensor([0, 1, 2]), "kind": torch.ones(3), "pos": pos,
-                            "token_id": torch.tensor([100, 101, 102])})
+    for layer in cache.layers:
+        k = torch.randn(cfg.n_head, 1, cfg.head_dim).repeat(1, n, 1)
+        layer.append(k, torch.randn(cfg.n_head, n, cfg.head_dim),
+                     {"frame": torch.arange(n), "kind": torch.ones(n), "pos": torch.tensor([[5, 1, 2]] * n),
+                      "token_id": 100 + torch.arange(n)})
+    return cache
+
+
+def test_tempcache_merge_is_exact_on_identical_keys(tiny):
+    """TempCache Lemma 5.1: identical keys -> one representative with +log(count) and the mean value."""
+    torch.manual_seed(0)
+    cfg = tiny.cfg
+    cache = _duplicate_frames(tiny, 3)               # 3 duplicates of one key (same key and position), 3 values
     x = torch.randn(1, cfg.latent_ch, cfg.grid, cfg.grid)
     before = tiny.forward_chunk(x, torch.tensor([0.5]), 3, cache)
     for layer in cache.layers:
@@ -145,20 +152,6 @@ def test_tempcache_merge_is_exact_on_identical_keys(tiny):
         layer.k[:, -1] += 3.0
         layer._krot = None                           # direct mutation: drop the rotated-key memo
     assert not torch.allclose(before, tiny.forward_chunk(x, torch.tensor([0.5]), 3, cache), atol=1e-3)
-
-
-def _duplicate_frames(tiny, n=4):
-    """A cache of the prompt plus n one-token frames that all carry the same key (every layer)."""
-    from backend.cache import KVCache
-    cfg = tiny.cfg
-    cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
-    tiny.prefill(torch.arange(cfg.n_prompt), cache)
-    for layer in cache.layers:
-        k = torch.randn(cfg.n_head, 1, cfg.head_dim).repeat(1, n, 1)
-        layer.append(k, torch.randn(cfg.n_head, n, cfg.head_dim),
-                     {"frame": torch.arange(n), "kind": torch.ones(n), "pos": torch.tensor([[5, 1, 2]] * n),
-                      "token_id": 100 + torch.arange(n)})
-    return cache
 
 
 @pytest.mark.parametrize("merge_at", ["commit", "evict"])

@@ -32,6 +32,11 @@ DEFAULT_POLICIES = ("window", "sink", "deep_forcing", "h2o", "tova", "snapkv", "
                     "window:storage=int4")  # name[:k=v;...]
 
 
+# Parameters added after results were stored, with the value every earlier run had: every query (probes),
+# per-chunk eviction (periods), TempCache merging at every commit (merge_at).
+ADDED_PARAMETERS = {"probe": 1.0, "period": 1, "merge_at": "commit"}
+
+
 def policy_signature(spec: str) -> str:
     """Short hash of the policy's resolved settings (class defaults + the spec's parameters), so resumed
     results never outlive a change of a policy's defaults."""
@@ -45,14 +50,11 @@ def policy_signature(spec: str) -> str:
     settings.update(params)
     if settings.get("storage") == "fp32" and settings.get("salient_storage") is None:
         settings.pop("quant", None)                      # the integer scheme cannot change an fp32 run
-    if float(settings.get("probe", 1.0)) == 1.0:         # every query: what every run computed before probes
-        settings.pop("probe", None)
-    else:
+    for key, before in ADDED_PARAMETERS.items():         # at the value runs had before the parameter existed,
+        if key in settings and settings[key] == before:  # it leaves their signature as it was
+            settings.pop(key)
+    if "probe" in settings:
         settings["_probe_path"] = PROBE_PATH
-    if settings.get("period", 1) == 1:                   # per-chunk eviction: what every run did before periods
-        settings.pop("period", None)
-    if settings.get("merge_at") == "commit":              # TempCache merging at every commit: what it did before
-        settings.pop("merge_at")                          # merge_at existed
     settings["_engine"] = ENGINE_VERSION                 # cache code that changes what a run computes
     if hasattr(cls, "signature_files"):                  # e.g. PaFu-KV's head: results depend on its weights
         from ..loading import file_hash

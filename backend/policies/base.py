@@ -53,6 +53,11 @@ class EvictContext:
     grid: int = 8            # tokens per side of a frame
     rotate: Callable | None = None   # (k (H, n, Dh), pos (n, 3)) -> rotated keys, as attention sees them
 
+    @property
+    def chunk_frames(self) -> int:
+        """Frames in the chunk just committed."""
+        return self.newest_frames[1] - self.newest_frames[0] + 1
+
 
 @dataclass(frozen=True)
 class LayerEviction:
@@ -182,7 +187,7 @@ class Policy:
         a period counted in chunks is our reconstruction of that batching, and period = 1 is per-chunk eviction."""
         if self.period == 1:
             return budgets
-        chunk = (ctx.newest_frames[1] - ctx.newest_frames[0] + 1) * ctx.tokens_per_frame
+        chunk = ctx.chunk_frames * ctx.tokens_per_frame
         out = []
         for layer, b in zip(cache.layers, budgets):
             if b is not None and len(layer) > b:       # never below what the layer must keep (a split's budget

@@ -53,13 +53,13 @@ class TempCache(Policy):
                                       # commit (docs/benchmarks/tempcache_merge_validation/)
     period: int = EVICT_PERIOD        # evict every second chunk (docs/benchmarks/period_validation/)
 
-    def score(self, layer_idx, layer, ctx):
-        return recency(layer)
-
     def __post_init__(self):
         super().__post_init__()
         if self.merge_at not in ("commit", "evict"):
             raise ValueError(f"merge_at must be 'commit' or 'evict', got {self.merge_at!r}")
+
+    def score(self, layer_idx, layer, ctx):
+        return recency(layer)
 
     def merge_step(self, layer, ctx) -> torch.Tensor:
         """Merge older near-duplicates into the newest tokens (values and counts, in place): the newest chunk's,
@@ -69,7 +69,7 @@ class TempCache(Policy):
         kind, frame = m["kind"].numpy(), m["frame"].numpy()                   # views: bookkeeping in numpy
         first = ctx.newest_frames[0]
         if self.merge_at == "evict":
-            first -= (self.period - 1) * (ctx.newest_frames[1] - ctx.newest_frames[0] + 1)
+            first -= (self.period - 1) * ctx.chunk_frames
         newest = frame >= first
         old = (kind == KIND_FRAME) & ~newest
         new = np.flatnonzero(newest)
@@ -81,7 +81,7 @@ class TempCache(Policy):
         return layer.merge_values(torch.from_numpy(hit), torch.from_numpy(new[arg[hit]]))
 
     def prepare(self, cache, ctx):
-        if self.merge_at == "evict" and self.budget is not None and all(len(l) <= self.budget for l in cache.layers):
+        if self.merge_at == "evict" and self.budget is not None and not self.evicts_after(cache, 0):
             self._gone = None                                               # the keep will not run: nor the merge
         else:
             self._gone = [self.merge_step(layer, ctx) for layer in cache.layers]
