@@ -189,6 +189,13 @@ def _own_bytes_table(n_head: int, head_dim: int) -> torch.Tensor:
                          for name in DTYPES])
 
 
+def inverse_norms(k: torch.Tensor) -> torch.Tensor:
+    """1 / |k_i| over the concatenated heads: k (H, n, Dh) -> (n,) float32 (numpy's einsum on a view: no
+    squared copy of the keys)."""
+    kn = k.detach().float().numpy()
+    return torch.from_numpy(1.0 / np.maximum(np.sqrt(np.einsum("hnd,hnd->n", kn, kn)), 1e-12))
+
+
 @dataclass
 class LayerCache:
     k: torch.Tensor                     # (H, n, Dh), un-rotated keys
@@ -196,6 +203,9 @@ class LayerCache:
     meta: Meta                          # each field (n, ...); a plain dict of every field is packed
     _krot: torch.Tensor | None = None   # memo of rotated keys (H, n, Dh): kept through append / keep,
                                         # dropped when keys or positions change
+    _rotate: object = None              # the rotation the memo was made with ((k, pos) -> rotated k)
+    _inv: torch.Tensor | None = None    # memo of 1 / |k_i| over the concatenated heads (n,): kept through
+                                        # append / keep, dropped when keys change (RoPE leaves norms alone)
     next_group: int = 0                 # id of the next `channel` quantisation group
 
     def __post_init__(self):
@@ -223,6 +233,8 @@ class LayerCache:
         self.v = torch.cat([self.v, v.detach()], dim=1)
         self.meta = self.meta.cat(full)
         self._krot = None if self._krot is None or k_rot is None else torch.cat([self._krot, k_rot.detach()], 1)
+        if self._inv is not None:
+            self._inv = torch.cat([self._inv, inverse_norms(k.detach())])
 
     def keep(self, idx: torch.Tensor) -> torch.Tensor:
         """Keep the tokens at positions idx, evict the rest; returns the token ids evicted. See `keep_map`."""
@@ -254,6 +266,8 @@ class LayerCache:
             tensors = [self.k, self.v] + ([self._krot] if self._krot is not None else [])
             for x in tensors:                                         # (H, n, Dh): in place, |holes| tokens
                 x.index_copy_(1, holes_t, x.index_select(1, movers_t))
+            if self._inv is not None:
+                self._inv.index_copy_(0, holes_t, self._inv.index_select(0, movers_t))
             for p in self.meta.packs.values():
                 p.index_copy_(0, holes_t, p.index_select(0, movers_t))
         source = torch.from_numpy(src)
@@ -261,6 +275,8 @@ class LayerCache:
         self.meta = Meta({dt: p[:m] for dt, p in self.meta.packs.items()})
         if self._krot is not None:                                    # positions unchanged: the memo stays valid
             self._krot = self._krot[:, :m]
+        if self._inv is not None:
+            self._inv = self._inv[:m]
         return evicted, source
 
     def merge(self, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -294,9 +310,18 @@ class LayerCache:
         return torch.from_numpy(gone)
 
     def set_positions(self, pos: torch.Tensor) -> None:
-        """Replace the RoPE positions (n, 3) the keys are rotated with (shift / re-index modes)."""
-        self.meta["pos"] = pos.to(torch.int64).reshape(len(self), 3)
-        self._krot = None
+        """Replace the RoPE positions (n, 3) the keys are rotated with (shift / re-index modes). The
+        rotated-key memo is updated for the tokens whose position changed (rotation is per token, so this
+        equals re-rotating every key), at once: the policy that moved them pays for it in its eviction step."""
+        new = pos.to(torch.int64).reshape(len(self), 3)
+        if self._krot is not None and self._rotate is not None:
+            changed = np.flatnonzero((new.numpy() != self.meta["pos"].numpy()).any(1))
+            if len(changed):
+                ch = torch.from_numpy(changed)
+                self._krot.index_copy_(1, ch, self._rotate(self.k.index_select(1, ch), new.index_select(0, ch)))
+        else:
+            self._krot = None
+        self.meta["pos"] = new
 
     def set_dtype(self, idx: torch.Tensor, name: str, scheme: str = "channel") -> None:
         """Store tokens idx at dtype `name` (a round trip from their current values); integer formats use the
@@ -328,7 +353,7 @@ class LayerCache:
             for x in (self.k, self.v):
                 x.index_copy_(1, idx, x.index_select(1, idx).bfloat16().float())
         self.meta["dtype"][idx] = code
-        self._krot = None
+        self._krot = self._inv = None
 
     # --- reads ---
     def view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -338,8 +363,16 @@ class LayerCache:
     def rotated_keys(self, rotate) -> torch.Tensor:
         """Keys rotated by their stored positions (memoised until the next change)."""
         if self._krot is None:
-            self._krot = rotate(self.k, self.meta["pos"])
+            self._krot, self._rotate = rotate(self.k, self.meta["pos"]), rotate
         return self._krot
+
+    def inverse_key_norms(self) -> torch.Tensor:
+        """1 / |k_i| of each token's key over the concatenated heads (n,) float32 (memoised until the keys
+        change; rotated keys have the same norms up to float rounding). FlowCache's redundancy and
+        TempCache's cosine search read it after every commit."""
+        if self._inv is None:
+            self._inv = inverse_norms(self.k)
+        return self._inv
 
     def nbytes(self) -> int:
         """Exact bytes of the layer: each token's own bytes, K and V together (codes and per-token scales;

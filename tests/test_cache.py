@@ -45,19 +45,37 @@ def test_metadata_stays_aligned_through_append_keep_clone():
         layer.keep(torch.tensor([99]))
 
 
-def test_rotated_key_memo_is_invalidated():
+def test_rotated_key_memo_follows_new_positions():
+    """set_positions re-rotates the moved tokens only, at once, with the rotation the memo was made with;
+    the memo then equals rotating every key afresh. Quantising keys drops it."""
     layer = filled(20)
     calls = []
 
     def rot(k, pos):
-        calls.append(1)
-        return k * pos[:, 0, None].float()
-    a = layer.rotated_keys(rot)
+        calls.append(k.shape[1])
+        return k * pos[:, 0, None].float() + pos[:, 1, None].float()
+    a = layer.rotated_keys(rot).clone()
     layer.rotated_keys(rot)
-    assert len(calls) == 1
-    layer.set_positions(layer.meta["pos"] + torch.tensor([5, 0, 0]))
-    b = layer.rotated_keys(rot)
-    assert len(calls) == 2 and not torch.equal(a, b)
+    assert calls == [20]
+    pos = layer.meta["pos"].clone()
+    pos[3:7, 0] += 5                                              # four tokens move in time
+    layer.set_positions(pos)
+    assert calls == [20, 4]
+    b = layer.rotated_keys(lambda *x: pytest.fail("memo recomputed"))
+    assert torch.equal(b, rot(layer.k, pos)) and not torch.equal(a, b)
+    assert torch.equal(b[:, :3], a[:, :3]) and torch.equal(b[:, 7:], a[:, 7:])
+    layer.set_dtype(torch.arange(5), "int8")
+    assert layer._krot is None and layer._inv is None
+
+
+def test_inverse_key_norm_memo_follows_append_and_keep():
+    layer = filled(30)
+    fresh = lambda: 1 / layer.k.permute(1, 0, 2).reshape(len(layer), -1).norm(dim=1)   # noqa: E731
+    assert torch.allclose(layer.inverse_key_norms(), fresh())
+    layer.keep(torch.tensor([0, 4, 11, 12, 29]))
+    assert layer._inv is not None and torch.allclose(layer.inverse_key_norms(), fresh())
+    layer.append(torch.randn(2, 3, 8), torch.randn(2, 3, 8), {"token_id": torch.arange(100, 103)})
+    assert len(layer._inv) == 8 and torch.allclose(layer.inverse_key_norms(), fresh())
 
 
 def test_rotated_key_memo_follows_append_and_keep():

@@ -87,3 +87,25 @@ def test_prompt_substitute_swaps_exactly_the_cached_prompt_slots():
     assert (model.forward_chunk(x, t, 3, main, chunk=3, prompt_kv=alt) - plain).abs().max() > 1e-4
     with pytest.raises(ValueError, match="read-only"):
         model.forward_chunk(x, torch.zeros(1), 3, main, commit=True, chunk=3, prompt_kv=alt)
+
+
+def test_rope_tables_and_complex_rotation_equal_the_direct_formula():
+    """rope_angles' per-axis tables (grown on demand) and apply_rope's complex product give the very bits of
+    evaluating cos/sin per token and rotating the pairs apart; negative positions take the direct path."""
+    from backend.rope import apply_rope, rope_angles
+    cfg = MODEL_PRESETS["default"]
+
+    def direct(pos):
+        ang = torch.cat([pos[:, a, None].double() * (th ** (-torch.arange(0, d, 2, dtype=torch.float64) / d))[None]
+                         for a, (d, th) in enumerate(zip(cfg.rope_split, cfg.rope_theta))], dim=1)
+        return ang.cos().float(), ang.sin().float()
+    g = torch.Generator().manual_seed(0)
+    for lo, hi in ((0, 8), (0, 3000), (-20, 50)):                    # in the first table, past it, negative
+        pos = torch.randint(lo, hi, (500, 3), generator=g)
+        (c, s), (c0, s0) = rope_angles(pos, cfg), direct(pos)
+        assert torch.equal(c, c0) and torch.equal(s, s0)
+        x = torch.randn(2, cfg.n_head, 500, cfg.head_dim, generator=g)
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        pairwise = torch.stack((x1 * c0 - x2 * s0, x1 * s0 + x2 * c0), dim=-1).flatten(-2)
+        assert torch.equal(apply_rope(x, c, s), pairwise)
+        assert torch.equal(apply_rope(x.transpose(-1, -2).contiguous().transpose(-1, -2), c, s), pairwise)

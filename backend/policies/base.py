@@ -24,8 +24,12 @@ from .rope_modes import ROPE_MODES, reindex, shift_sink
 # 5: FlowCache's, PackCache's and TempCache's scoring in numpy (float64 decay fit and water-fill; FlowCache's
 # redundancy summed in another order: rare near-ties can flip), `protected` in numpy;
 # 6: commits materialise attention only for policies that read its statistics (the others, and the full-cache
-# reference, run the fused kernel: outputs equal to float rounding, timings changed), its cost measured).
-ENGINE_VERSION = 6
+# reference, run the fused kernel: outputs equal to float rounding, timings changed), its cost measured);
+# 7: RoPE from per-axis tables and one complex product (the same bits), a re-indexing eviction re-rotates
+# only the moved keys and at once (the cost moves from the next pass into the eviction step), FlowCache's and
+# TempCache's key norms memoised and FlowCache's sums as matrix-vector products (float rounding), timings
+# re-measured.
+ENGINE_VERSION = 7
 
 # The probe share of the policies whose score reads attention probabilities (H2O, TOVA, SnapKV, FlowCache,
 # PackCache): 8 of a frame's 64 queries (ZipCache-style probes, `model.probe_queries`). Chosen on 6

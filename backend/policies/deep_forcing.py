@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from ..cache import KIND_PROMPT, QK_HISTORY
 from .base import Policy
 
@@ -40,11 +42,12 @@ class DeepForcing(Policy):
         return n_prompt + (sink + max(self.recent_frames, chunk_frames)) * tokens_per_frame
 
     def protected(self, layer, ctx):
-        m = layer.meta
-        s = self.sink(int((m["kind"] == KIND_PROMPT).sum()), ctx.tokens_per_frame)
-        sink = (m["frame"] >= 0) & (m["frame"] < s)
-        recent = m["frame"] > ctx.newest_frames[1] - self.recent_frames
-        return super().protected(layer, ctx) | sink | recent
+        m = layer.meta                                   # numpy on views: every layer, every commit
+        kind, frame = m["kind"].numpy(), m["frame"].numpy()
+        s = self.sink(int((kind == KIND_PROMPT).sum()), ctx.tokens_per_frame)
+        return torch.from_numpy(super().protected(layer, ctx).numpy()                      # anchors, newest
+                                | ((frame >= 0) & (frame < s))                              # deep sink
+                                | (frame > ctx.newest_frames[1] - self.recent_frames))      # recent frames
 
     def score(self, layer_idx, layer, ctx):
         cols = [(ctx.chunk - r) % QK_HISTORY for r in range(self.recent_frames)]   # the last R commits

@@ -11,7 +11,7 @@ Spatial (y, x) positions are never touched.
 """
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 from ..cache import KIND_FRAME, LayerCache
 
@@ -19,30 +19,36 @@ ROPE_MODES = ("absolute", "shift_sink", "reindex")
 
 
 def shift_sink(layer: LayerCache, sink_frames: int) -> None:
-    """Move the sink (frames < sink_frames) so its last frame's t is one below the first kept tail frame."""
+    """Move the sink (frames < sink_frames) so its last frame's t is one below the first kept tail frame.
+    Bookkeeping in numpy on views of the metadata (this runs on every layer after every commit)."""
     m = layer.meta
-    is_frame = m["kind"] == KIND_FRAME
-    sink = is_frame & (m["frame"] < sink_frames)
+    is_frame = m["kind"].numpy() == KIND_FRAME
+    sink = is_frame & (m["frame"].numpy() < sink_frames)
     tail = is_frame & ~sink
-    if not bool(sink.any()) or not bool(tail.any()):
+    if not sink.any() or not tail.any():
         return
-    pos = m["pos"].clone()
-    delta = int(pos[tail, 0].min()) - 1 - int(pos[sink, 0].max())
+    t = m["pos"].numpy()[:, 0]
+    delta = int(t[tail].min()) - 1 - int(t[sink].max())
     if delta:
-        pos[sink, 0] += delta
+        pos = m["pos"].clone()
+        pos.numpy()[sink, 0] += delta
         layer.set_positions(pos)
 
 
 def reindex(layer: LayerCache) -> None:
-    """Give the kept frames contiguous temporal positions (in frame order) ending at the newest frame's."""
+    """Give the kept frames contiguous temporal positions (in frame order) ending at the newest frame's.
+    Frame indices address a presence table directly (no unique / searchsorted), in numpy on views."""
     m = layer.meta
-    is_frame = m["kind"] == KIND_FRAME
-    if not bool(is_frame.any()):
+    is_frame = np.flatnonzero(m["kind"].numpy() == KIND_FRAME)
+    if len(is_frame) == 0:
         return
-    frames = m["frame"][is_frame].unique()                          # ascending
-    newest_t = int(m["frame"][is_frame].max()) + 1                  # the newest frame keeps its absolute t
-    rank = torch.searchsorted(frames, m["frame"][is_frame])
-    pos = m["pos"].clone()
-    pos[is_frame, 0] = newest_t - (len(frames) - 1 - rank)
-    if not torch.equal(pos, m["pos"]):
+    fr = m["frame"].numpy()[is_frame]
+    lo, hi = int(fr.min()), int(fr.max())
+    present = np.zeros(hi - lo + 1, dtype=bool)
+    present[fr - lo] = True
+    rank = (np.cumsum(present) - 1)[fr - lo]                         # rank of each token's frame, ascending
+    t = (hi + 1) - (int(present.sum()) - 1 - rank)                   # the newest frame keeps its absolute t
+    if not np.array_equal(t, m["pos"].numpy()[is_frame, 0]):
+        pos = m["pos"].clone()
+        pos.numpy()[is_frame, 0] = t
         layer.set_positions(pos)

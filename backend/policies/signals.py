@@ -20,13 +20,6 @@ def recent_attention(layer: LayerCache) -> torch.Tensor:
     return layer.meta["recent"].clone()
 
 
-def inverse_key_norms(k: torch.Tensor) -> np.ndarray:
-    """1 / |k_i| of each token's key over the concatenated heads: k (H, n, Dh) -> (n,) float32 (numpy on a
-    view, no copy of the keys; shared by FlowCache's redundancy and TempCache's cosine search)."""
-    kn = k.detach().float().numpy()
-    return 1.0 / np.maximum(np.sqrt(np.einsum("hnd,hnd->n", kn, kn)), 1e-12)
-
-
 def recency(layer: LayerCache) -> torch.Tensor:
     """Frame index as a score (newer = higher); prompt tokens get -1: (n,)."""
     return layer.meta["frame"].float()

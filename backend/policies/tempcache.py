@@ -24,19 +24,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..cache import KIND_FRAME
+from ..cache import KIND_FRAME, inverse_norms
 from .base import EVICT_PERIOD, Policy, select
-from .signals import inverse_key_norms, recency
+from .signals import recency
 
 
-def nearest(k: torch.Tensor, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nearest(k: torch.Tensor, targets: np.ndarray, inv: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each token's best cosine similarity with the tokens at positions `targets`, and which one, over the
-    concatenated heads: k (H, n, Dh), targets (m,) -> best (n,) float32, arg (n,) indices into targets.
+    concatenated heads: k (H, n, Dh), targets (m,), inv (n,) the keys' inverse norms (computed when None)
+    -> best (n,) float32, arg (n,) indices into targets.
     The product is torch's (it honours torch's thread count; numpy's BLAS starts its own threads, which
     oversubscribe the cores when the benchmark runs one 1-thread worker per core), the rest numpy's."""
     n = k.shape[1]
     tg = torch.from_numpy(np.asarray(targets, dtype=np.int64))
-    inv = inverse_key_norms(k)                                                  # (n,) 1 / |k_i|
+    inv = (inverse_norms(k) if inv is None else inv).numpy()                    # (n,) 1 / |k_i|
     unit = k.index_select(1, tg) * torch.from_numpy(inv[targets])[None, :, None]   # (H, m, Dh) unit targets
     sim = torch.addbmm(k.new_empty(n, len(tg)), k, unit.transpose(1, 2), beta=0).numpy()   # (n, m) |k_i| cos(i, j), heads summed
     arg = sim.argmax(1)
@@ -76,7 +77,7 @@ class TempCache(Policy):
         if len(new) == 0 or not old.any():
             return torch.zeros(len(layer), dtype=torch.bool)
         k = layer.rotated_keys(ctx.rotate) if ctx.rotate is not None else layer.k   # (H, n, Dh) as attention sees them
-        best, arg = nearest(k, new)
+        best, arg = nearest(k, new, layer.inverse_key_norms())   # RoPE keeps norms: the layer's memo
         hit = np.flatnonzero((best >= self.threshold) & old)
         return layer.merge_values(torch.from_numpy(hit), torch.from_numpy(new[arg[hit]]))
 
