@@ -286,8 +286,8 @@ class LayerCache:
         return self.keep((~gone).nonzero().flatten()) if bool(gone.any()) else torch.zeros(0, dtype=torch.long)
 
     def merge_values(self, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-        """The value and count half of `merge`, in place; the src tokens stay until the caller's next `keep`.
-        Returns a (n,) mask of the src tokens."""
+        """The value and count half of `merge`, in place; the src tokens stay, with count 0 (merged away), until
+        the caller's next `keep`. Returns a (n,) mask of the src tokens."""
         src = torch.as_tensor(src, dtype=torch.long).numpy()                  # index bookkeeping in numpy
         dst = torch.as_tensor(dst, dtype=torch.long).numpy()
         gone = np.zeros(len(self), dtype=bool)
@@ -307,6 +307,7 @@ class LayerCache:
         tgt_cnt = cnt[tgt].index_add(0, slot, cnt[src])
         self.v.index_copy_(1, tgt, vsum / tgt_cnt[None, :, None])
         cnt.index_copy_(0, tgt, tgt_cnt)                                      # the packed column, in place
+        cnt.index_fill_(0, src, 0.0)                                          # merged away: nothing left to count
         return torch.from_numpy(gone)
 
     def set_positions(self, pos: torch.Tensor) -> None:

@@ -197,3 +197,7 @@ def test_merge_weights_values_by_count_and_leaves_others_untouched():
     assert layer.meta["count"][at[5]] == 4 and layer.meta["count"][at[7]] == 2
     others = [i for i in range(3, 30) if i not in (5, 7)]
     assert torch.equal(layer.v[:, [at[int(ids[i])] for i in others]], v[:, others])   # bit-identical
+    half = filled(30)                                # merge_values alone: the merged-away stay, marked count 0
+    mask = half.merge_values(torch.tensor([0, 1]), torch.tensor([5, 5]))
+    assert len(half) == 30 and torch.equal(mask.nonzero().flatten(), torch.tensor([0, 1]))
+    assert torch.equal((half.meta["count"] == 0).nonzero().flatten(), torch.tensor([0, 1]))

@@ -82,16 +82,16 @@ class TempCache(Policy):
         return layer.merge_values(torch.from_numpy(hit), torch.from_numpy(new[arg[hit]]))
 
     def prepare(self, cache, ctx):
-        if self.merge_at == "evict" and self.budget is not None and not self.evicts_after(cache, 0):
-            self._gone = None                                               # the keep will not run: nor the merge
-        else:
-            self._gone = [self.merge_step(layer, ctx) for layer in cache.layers]
+        """Merge before the keep (not when `merge_at="evict"` and the keep will not run); merged-away tokens
+        are marked in the cache itself (count 0), so the keep reads them from there."""
+        if self.merge_at == "commit" or self.budget is None or self.evicts_after(cache, 0):
+            for layer in cache.layers:
+                self.merge_step(layer, ctx)
         return [torch.zeros(0, dtype=torch.long) for _ in cache.layers]    # the keep reports the merged ids
 
     def keep_indices(self, layer_idx, layer, ctx, budget):
         """The survivors of the merge, then the newest of them up to the budget (one copy of the cache)."""
-        gone = (self._gone[layer_idx] if getattr(self, "_gone", None)
-                else torch.zeros(len(layer), dtype=torch.bool)).numpy()              # bookkeeping in numpy
+        gone = layer.meta["count"].numpy() == 0                                    # merged away (prepare)
         alive = np.flatnonzero(~gone)
         if budget is None or len(alive) <= budget:
             return torch.from_numpy(alive), None
