@@ -16,7 +16,7 @@ from backend.policies import POLICIES, describe_reads
 from backend.policies.build import policy_parameters, shared_parameters
 from backend.prompt import VOCAB
 
-from .compare import MAX_CONFIGS
+from .compare import MAX_CONFIGS, METRIC_WIDTHS
 from .controller import BUDGET_UNITS, SHARES, Explorer, budget_text
 from .run import MAX_FRAMES, MAX_GUIDANCE, RunConfig
 from .signals import SIGNALS
@@ -371,7 +371,7 @@ def _compare_tab(ex: Explorer) -> dict:
             c["psnr"] = gr.Plot(label="Per-frame PSNR", elem_id="cmp_psnr")
             c["table"] = gr.Dataframe(label="Metrics (frames so far; PSNR/SSIM from the first frame that differs from the "
                                       "full cache, 100 dB = identical)", elem_id="cmp_table", interactive=False,
-                                      wrap=True)
+                                      wrap=True, pinned_columns=1, column_widths=list(METRIC_WIDTHS.values()))
     return c
 
 

@@ -155,6 +155,8 @@ def test_compare_lockstep_metrics_and_exports(ex, tmp_path):
     assert cmp.datas[cmp.reference].config.policy == "full"
     rows = cmp.metrics()
     assert [r["config"] for r in rows] == ["full", "window @ 25%", "pafu @ 25%"]
+    from explorer.compare import METRIC_WIDTHS
+    assert all(list(r) == list(METRIC_WIDTHS) for r in rows)        # the app's column widths fit the columns
     assert all(np.isfinite(r["PSNR vs full (dB)"]) for r in rows[1:])
     v = ex.compare_view(ws, 4, "pafu @ 25%")
     assert v.wipe[0].shape == v.wipe[1].shape and v.diff.ndim == 3
