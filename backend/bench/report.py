@@ -29,6 +29,8 @@ def plot(rep: dict, results: list[dict], out: Path, name: str = "policies") -> N
         for ax, key in zip(axes, ("psnr", "adherence", "identity_persistence")):
             y = np.array([r[key][0] for r in rows])
             e = np.array([0 if math.isnan(r[key][1]) else r[key][1] for r in rows])
+            if key != "psnr":            # scores are shares in [0, 1]: a t-interval past them is drawn to the bound
+                e = np.stack([np.clip(np.minimum(e, y), 0, None), np.clip(np.minimum(e, 1 - y), 0, None)])
             ax.errorbar(x, y, yerr=e, **style)
     shares = sorted({r["share"] for r in rep["rows"]})
     for ax, (title, unit) in zip(axes, (("PSNR vs full cache", "dB"), ("prompt adherence", "share of frames"),
@@ -38,7 +40,8 @@ def plot(rep: dict, results: list[dict], out: Path, name: str = "policies") -> N
         ax.minorticks_off()
         ax.set_xlabel("budget (share of the full cache at %d frames)" % rep["frames"])
         ax.set_ylabel(f"{title} [{unit}]")
-        ax.set_title(f"{title} (mean ± 95% CI, n={rep['rows'][0]['n']} prompts)")
+        ax.set_title(f"{title} (mean ± 95% CI, n={rep['rows'][0]['n']} prompts)" + ("" if unit == "dB" else "\n(CI cut at 0 and 1)"),
+                     fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, ncol=2, title="bold: PaFu-KV, PackCache; dashed: bounds", title_fontsize=7)
     fig.tight_layout()
