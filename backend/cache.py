@@ -234,7 +234,7 @@ class LayerCache:
         self.meta = self.meta.cat(full)
         self._krot = None if self._krot is None or k_rot is None else torch.cat([self._krot, k_rot.detach()], 1)
         if self._inv is not None:
-            self._inv = torch.cat([self._inv, inverse_norms(k.detach())])
+            self._inv = torch.cat([self._inv, inverse_norms(k)])
 
     def keep(self, idx: torch.Tensor) -> torch.Tensor:
         """Keep the tokens at positions idx, evict the rest; returns the token ids evicted. See `keep_map`."""

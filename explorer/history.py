@@ -256,4 +256,3 @@ def _thin(snapshots: list[Snapshot], stride: int) -> list[Snapshot]:
         if b not in out or (out[b].values.get("score") is None and s.values.get("score") is not None):
             out[b] = s
     return list(out.values())
-

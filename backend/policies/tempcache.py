@@ -62,10 +62,10 @@ class TempCache(Policy):
     def score(self, layer_idx, layer, ctx):
         return recency(layer)
 
-    def merge_step(self, layer, ctx) -> torch.Tensor:
+    def merge_step(self, layer, ctx) -> None:
         """Merge older near-duplicates into the newest tokens (values and counts, in place): the newest chunk's,
-        or with `merge_at="evict"` the `period` newest chunks' (those since the last keep); returns the (n,)
-        mask of the tokens merged away, which the eviction then drops with the rest."""
+        or with `merge_at="evict"` the `period` newest chunks' (those since the last keep). The tokens merged
+        away are left with count 0, and the keep drops them with the rest."""
         m = layer.meta
         kind, frame = m["kind"].numpy(), m["frame"].numpy()                   # views: bookkeeping in numpy
         first = ctx.newest_frames[0]
@@ -75,11 +75,11 @@ class TempCache(Policy):
         old = (kind == KIND_FRAME) & ~newest
         new = np.flatnonzero(newest)
         if len(new) == 0 or not old.any():
-            return torch.zeros(len(layer), dtype=torch.bool)
+            return
         k = layer.rotated_keys(ctx.rotate) if ctx.rotate is not None else layer.k   # (H, n, Dh) as attention sees them
         best, arg = nearest(k, new, layer.inverse_key_norms())   # RoPE keeps norms: the layer's memo
         hit = np.flatnonzero((best >= self.threshold) & old)
-        return layer.merge_values(torch.from_numpy(hit), torch.from_numpy(new[arg[hit]]))
+        layer.merge_values(torch.from_numpy(hit), torch.from_numpy(new[arg[hit]]))
 
     def prepare(self, cache, ctx):
         """Merge before the keep (not when `merge_at="evict"` and the keep will not run); merged-away tokens
