@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -69,16 +70,32 @@ def write_gif(frames: np.ndarray, path, fps: int = 12) -> Path:
     return Path(path)
 
 
-def write_png(img: np.ndarray, path) -> Path:
-    """RGB (H, W, 3) or grey (H, W) uint8 -> PNG."""
+def _png_bytes(img: np.ndarray) -> bytes:
+    """RGB (H, W, 3) or grey (H, W) uint8 -> PNG bytes."""
     img = np.asarray(img)
     if img.dtype != np.uint8 or img.ndim not in (2, 3):
         raise ValueError(f"expected a uint8 image (H, W[, 3]), got {img.dtype} {img.shape}")
-    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
-    ok, buf = cv2.imencode(".png", bgr)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img)
     if not ok:
-        raise RuntimeError(f"PNG encoding failed for {path}")
-    return _write_bytes(buf.tobytes(), path)
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write_png(img: np.ndarray, path) -> Path:
+    """RGB (H, W, 3) or grey (H, W) uint8 -> PNG."""
+    return _write_bytes(_png_bytes(img), path)
+
+
+def cached_png(img: np.ndarray, folder) -> str:
+    """A served image as a content-addressed PNG: folder/<sha256 of the PNG>/image.png, written atomically and
+    only if absent, so a reader never sees it half-written. Gradio's own numpy path rewrites the same
+    hash-named file in place on every use, and a concurrent request for an identical image (two browser
+    sessions at the same step, or a repeated preview) can then be served a truncated file."""
+    data = _png_bytes(img)
+    path = Path(folder) / hashlib.sha256(data).hexdigest() / "image.png"
+    if not path.is_file():
+        _write_bytes(data, path)
+    return str(path)
 
 
 def comparison_frames(videos: list[np.ndarray], labels: list[str], scale: int = 4,

@@ -18,6 +18,7 @@ from backend.prompt import VOCAB
 
 from .compare import MAX_CONFIGS, METRIC_WIDTHS
 from .controller import BUDGET_UNITS, SHARES, Explorer, budget_text
+from .export import cached_png
 from .run import MAX_FRAMES, MAX_GUIDANCE, RunConfig
 from .signals import SIGNALS
 from .views import CACHE_MAP_LEGEND
@@ -219,7 +220,8 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
 
     def outputs(ws, frame, signal, layer, cmap, follow=False):
         v = ex.view(ws, None if follow else frame, signal, layer, cmap)
-        return (v.frame_img, v.preview_img, v.heat_img, v.cache_img, v.occupancy, v.status,
+        img = functools.partial(_served, folder=g["frame_img"].GRADIO_CACHE)
+        return (img(v.frame_img), img(v.preview_img), img(v.heat_img), img(v.cache_img), v.occupancy, v.status,
                 gr.Slider(minimum=0, maximum=max(v.frames_done - 1, 1), value=v.frame))
 
     @_errors
@@ -375,10 +377,21 @@ def _compare_tab(ex: Explorer) -> dict:
     return c
 
 
-def _cmp_outputs(v, labels):
+def _served(img, folder: str):
+    """A numpy image (or a pair, for the wipe slider; or None) -> path(s) of atomically written PNGs in Gradio's
+    cache (see export.cached_png: Gradio's own numpy path can serve a half-rewritten file under concurrency)."""
+    if img is None:
+        return None
+    if isinstance(img, tuple):
+        return tuple(_served(i, folder) for i in img)
+    return cached_png(img, folder)
+
+
+def _cmp_outputs(v, labels, folder: str):
     import pandas as pd
     table = pd.DataFrame(v.table).round(3) if v.table else pd.DataFrame({"config": []})
-    return (v.grid, v.wipe, v.diff, v.psnr, table, v.status,
+    img = functools.partial(_served, folder=folder)
+    return (img(v.grid), img(v.wipe), img(v.diff), v.psnr, table, v.status,
             gr.Slider(minimum=0, maximum=max(v.frames_done - 1, 1), value=v.frame),
             gr.Dropdown(choices=labels, value=labels[0] if labels else None))
 
@@ -397,17 +410,17 @@ def _wire_compare(ex: Explorer, shared: list, c: dict) -> None:
         base = _config(prompt, seed, frames, guidance, "full", 1, "frames", "")
         configs = ex.compare_configs(base, list(policies or []), list(shares or []), custom)
         for cmp in ex.compare_iter(ws, configs, progress=progress):
-            yield _cmp_outputs(ex.compare_view(ws, None, a), labels(ws))
+            yield _cmp_outputs(ex.compare_view(ws, None, a), labels(ws), c["grid"].GRADIO_CACHE)
 
     @_errors
     def do_view(frame, a, request: gr.Request):
         ws = ex.ws(request.session_hash)
-        return _cmp_outputs(ex.compare_view(ws, frame, a), labels(ws))[:-2]
+        return _cmp_outputs(ex.compare_view(ws, frame, a), labels(ws), c["grid"].GRADIO_CACHE)[:-2]
 
     @_errors
     def do_reload(frame, a, request: gr.Request):
         ws = ex.ws(request.session_hash)
-        return _cmp_outputs(ex.compare_view(ws, None, a), labels(ws))
+        return _cmp_outputs(ex.compare_view(ws, None, a), labels(ws), c["grid"].GRADIO_CACHE)
 
     c["go"].click(do_compare, [*shared, c["policies"], c["shares"], c["custom"], c["a"]], out,
                   api_name="compare", show_progress="minimal", concurrency_id="model", concurrency_limit=2)

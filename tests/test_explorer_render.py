@@ -1,6 +1,7 @@
 """explorer.render (image functions) and explorer.export (file writers): fast, no model."""
 import csv
 import json
+import os
 import zipfile
 
 import imageio.v3 as iio
@@ -176,6 +177,16 @@ def test_write_png(tmp_path):
     img = _video(1)[0]
     p = export.write_png(img, tmp_path / "a.png")
     assert (iio.imread(p) == img).all() and _no_partials(tmp_path)
+
+
+def test_cached_png_is_content_addressed_and_never_rewritten(tmp_path):
+    a, b = _video(2)
+    pa = export.cached_png(a, tmp_path)
+    assert (iio.imread(pa) == a).all() and _no_partials(tmp_path)
+    ino = os.stat(pa).st_ino
+    assert export.cached_png(a.copy(), tmp_path) == pa and os.stat(pa).st_ino == ino    # same bytes: not rewritten
+    pb = export.cached_png(b, tmp_path)
+    assert pb != pa and (iio.imread(pb) == b).all()
 
 
 def test_write_csv_and_json(tmp_path):
