@@ -100,6 +100,12 @@ def first_identities(dets: list[list[Detection]], spec: SceneSpec, n: int = 4) -
     return out
 
 
+def whole_match(d: Detection, colour: str | None, shape: str, fixed: set[str]) -> bool:
+    """Whether d is a whole (uncut) sprite of a prompted object: its shape, and its colour, or, when the prompt
+    leaves the colour open, any colour the prompt does not name (`fixed`)."""
+    return d.shape == shape and (d.colour == colour if colour else d.colour not in fixed)
+
+
 def prompt_adherence(dets, spec: SceneSpec, walls, idents) -> tuple[np.ndarray, np.ndarray]:
     """Per frame: (found, expected) counts of prompted objects. A prompted object is found as a full
     detection of its shape and colour (any colour not fixed by the prompt when it is open) or as a partial
@@ -114,9 +120,7 @@ def prompt_adherence(dets, spec: SceneSpec, walls, idents) -> tuple[np.ndarray, 
     last = {}
     for t in range(T):
         for j, ((colour, shape), (icol, _)) in enumerate(zip(spec.objects, idents)):
-            ok = [d for d in dets[t] if
-                  (d.shape == shape and (d.colour == colour if colour else d.colour not in fixed))
-                  or (d.shape is None and d.colour == icol)]
+            ok = [d for d in dets[t] if whole_match(d, colour, shape, fixed) or (d.shape is None and d.colour == icol)]
             if ok:
                 found[t] += 1
                 expected[t] += 1
@@ -218,4 +222,4 @@ def evaluate_video(frames: np.ndarray, prompt: str | SceneSpec, world: WorldConf
     }
 
 
-__all__ = ["Detection", "detect", "evaluate_video", "contrast", "SHAPES"]
+__all__ = ["Detection", "detect", "evaluate_video", "contrast", "whole_match", "SHAPES"]

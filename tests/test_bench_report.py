@@ -108,3 +108,60 @@ def test_model_bench_keeps_a_skipped_section_only_for_the_same_weights(tmp_path)
     head = model_markdown({**new, "quality_date": "2026-11-01 10:00", "dataset_contrast": [1.0, 2.0],
                            "model": "student.safetensors"}).splitlines()[0]
     assert head == "# Model benchmark (2026-11-24 05:00; quality measured 2026-11-01 10:00)"
+
+
+def test_model_bench_scores_the_first_frame_when_every_pair_has_it():
+    """The held-out report's frame-0 row (prompt-only generation) aggregates only pair results that scored it;
+    results cached before it existed leave the row out instead of failing, and undefined scores read n/a."""
+    from backend.bench.model import SCORES, markdown as model_markdown, summarise
+
+    def pair(i, first=True):
+        s = {k: float(i) / 10 for k in SCORES} | {"identity_persistence": float("nan")}
+        r = {"prompt": "a red circle on plain blue", "seed": i, "full_2x": s, "full_all": s, "window": s,
+             "full_segments": [s], "contrast_full": [10.0], "contrast_window": [11.0]}
+        return r | ({"full_first": s} if first else {})
+    q = summarise([pair(1), pair(3)])
+    assert math.isclose(q["full_first"]["adherence"]["mean"], 0.2) and q["full_first"]["identity_persistence"]["n"] == 0
+    assert "full_first" not in summarise([pair(1), pair(3, first=False)])
+    text = model_markdown({"model": "s", "model_hash": "a", "ae_hash": "b", "date": "d", "dataset_contrast": [1.0, 2.0],
+                           "quality": q})
+    row = next(line for line in text.splitlines() if line.startswith("| full cache, frame 0"))
+    assert "0.200 ± " in row and "n/a" in row
+
+
+def test_first_frame_bench_scores_references_and_the_shipped_student(tmp_path):
+    """`bench first`: a ground-truth frame scores whole and clean, a blank one finds nothing; every start level
+    is one of the first chunk's own levels at or below the asked one; a run writes the references once, as
+    their own group, and one row per start level for each weights file."""
+    import json
+
+    from backend.bench.first import LEVELS, REFERENCES, frame_scores, run, start_levels
+    from backend.flow import timesteps
+    from backend.prompt import parse
+    from backend.world import make_clip
+
+    spec = parse("a red circle and a blue square on plain green")
+    gt = make_clip(spec, 3, 1).frames[0]
+    assert frame_scores(gt, spec) == {"whole": 1.0, "adherence": 1.0, "extra_objects": 0.0}
+    blank = np.zeros_like(gt)
+    assert frame_scores(blank, spec) == {"whole": 0.0, "adherence": 0.0, "extra_objects": 0.0}
+    ts = timesteps(__import__("backend.config", fromlist=["x"]).SamplerConfig(), first_chunk=True).tolist()
+    assert start_levels(1.0) == ts and start_levels(0.0) == ts[-1:]
+    for t0 in LEVELS:
+        lv = start_levels(t0)
+        assert lv[0] <= t0 + 1e-9 and lv == ts[ts.index(lv[0]):]
+    import shutil
+
+    from backend.loading import DEFAULT_MODEL
+    copy = tmp_path / "copy.safetensors"                  # the same weights under another name: no difference
+    shutil.copy(DEFAULT_MODEL, copy)
+    tab = run([str(DEFAULT_MODEL), str(copy)], n=2, workers=1, out=str(tmp_path / "out"))
+    (ref, rows), (name, model_rows), (_, copy_rows) = list(tab.items())
+    assert ref == "(no model)" and list(rows) == list(REFERENCES) and "student.safetensors" in name
+    assert len(model_rows) == 1 + len(LEVELS) and rows["ground truth"]["extra_objects"][0] >= 0
+    assert copy_rows == model_rows
+    data = json.loads((tmp_path / "out" / "first_frame.json").read_text())
+    assert len(data["references"]) == 2 and not any(k in REFERENCES for r in
+                                                   next(iter(data["results"].values()))["per_pair"] for k in r)
+    text = (tmp_path / "out" / "first_frame.md").read_text()
+    assert text.count("| (no model) |") == 2 and text.count("+0.000 ± 0.000 (n=2)") == 3 * (1 + len(LEVELS))

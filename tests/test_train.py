@@ -145,3 +145,42 @@ def test_windowed_context_draws_only_windows_that_fit():
     assert all(context_window(cfg, 8, rng)[0] in (0, 4, 5, 6) for _ in range(100))   # at most T - 2
     assert all(context_window(cfg, 5, rng) == (0, 0) for _ in range(50))             # no window fits
     assert all(context_window(RECIPES["student"]["gpu"], 32, rng) == (0, 0) for _ in range(50))
+
+
+def test_first_chunk_loss_is_the_students_first_chunk(tmp_path):
+    """`first_batch` (the `first` recipe) trains the first chunk alone through the bidirectional path: for one
+    chunk that is exactly what the student's teacher-forcing layout computes for its first chunk (it sees
+    only the prompt and itself), at chunk sizes 1 and 2; the recipe's stream carries the first chunks beside
+    the clips, and a run with it trains and exports."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from backend.loading import random_model
+    from backend.train.video import RECIPES, ClipStream, first_chunk_loss
+
+    for chunk in (1, 2):
+        model = random_model("tiny")
+        model.cfg = dataclasses.replace(model.cfg, chunk_frames=chunk)
+        g, C = model.cfg.grid, model.cfg.latent_ch
+        tokens = torch.randint(1, 10, (2, model.cfg.n_prompt))
+        clean, noisy = torch.randn(2, 4, C, g, g), torch.randn(2, 4, C, g, g)
+        t = torch.rand(2, 4)
+        with torch.no_grad():
+            ref = model.teacher_forcing(tokens, clean, torch.zeros(2, 4), noisy, t)[:, :chunk]
+            alone = model.bidirectional(tokens, noisy[:, :chunk], t[:, :chunk])
+        assert torch.allclose(alone, ref, atol=1e-5)
+    model = random_model("tiny")
+    x0 = torch.randn(3, 1, model.cfg.latent_ch, model.cfg.grid, model.cfg.grid)
+    loss = first_chunk_loss(model, torch.randint(1, 10, (3, model.cfg.n_prompt)), x0, RECIPES["student"]["first"])
+    loss.backward()
+    assert torch.isfinite(loss) and model.out.weight.grad is not None
+    cfg = dataclasses.replace(RECIPES["student"]["first"], batch=1, first_batch=3)
+    frames, _, _, f_frames, f_tokens, f_mask = next(iter(ClipStream(cfg, 8, start=0)))
+    assert frames.shape[1] == cfg.frames and f_frames.shape[:2] == (3, 1) and f_mask.shape == (3, 1, 8, 8)
+    assert len(f_tokens) == 3 and not np.array_equal(f_frames[0].numpy(), f_frames[1].numpy())
+    runs, models = tmp_path / "runs", tmp_path / "models"
+    main(["student", "--recipe", "first", "--steps", "2", "--preset", "tiny", "--batch", "1",
+          "--runs-dir", str(runs), "--models-dir", str(models)])
+    assert checkpoint.read(models / "student.safetensors")[2]["recipe"] == "first"

@@ -1,4 +1,5 @@
-"""`python -m backend.bench model`: the project's benchmark scripts (numbers in docs/benchmarks/)."""
+"""`python -m backend.bench model|sampler|weights|first|policies`: the project's benchmark scripts (numbers in
+docs/benchmarks/)."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,12 @@ def main(argv=None) -> None:
     wp.add_argument("--frames", type=int, default=96)
     wp.add_argument("--workers", type=int, default=2)
     wp.add_argument("--out", default="docs/benchmarks")
+    fp = sub.add_parser("first", help="the first frame: generated, and denoised from the re-noised ground truth "
+                        "(validation prompts)")
+    fp.add_argument("paths", nargs="*", help="student .safetensors files (default: the shipped one)")
+    fp.add_argument("--prompts", type=int, default=48)
+    fp.add_argument("--workers", type=int, default=2)
+    fp.add_argument("--out", default="docs/benchmarks")
     pp = sub.add_parser("policies", help="policies x budgets against the full-cache reference (held-out prompts)")
     pp.add_argument("--prompts", type=int, default=8, help="held-out pairs (default 8 of 32; all 32 takes hours on CPU)")
     pp.add_argument("--frames", type=int, default=256)
@@ -75,6 +82,11 @@ def _prepare(a):
         from .weights import check_paths, run as run_weights
         check_paths(a.paths)
         return partial(run_weights, a.paths, a.prompts, a.frames, a.workers, a.out)
+    if a.what == "first":
+        from .first import run as run_first
+        from .weights import check_paths
+        check_paths(a.paths)
+        return partial(run_first, a.paths, a.prompts, a.workers, a.out)
     from .sampler import parse_setting, run as run_sampler
     settings = dict(parse_setting(t) for t in a.setting) if a.setting else None
     return partial(run_sampler, a.prompts, a.frames, a.workers, a.out, settings)

@@ -52,13 +52,14 @@ def score(frames, prompt) -> dict:
 
 
 def validation_scores(prompt, seed, frames, weights: str | None = None, sampler=None) -> dict:
-    """The validation benches' unit (weights, sampler): full cache to `frames` (scored on frames 0-47 and on
-    all) and window(16), same noise; plus the full cache's median ms per frame."""
+    """The validation benches' unit (weights, sampler): full cache to `frames` (scored on frame 0 alone, the
+    prompt-only generation, on frames 0-47 and on all) and window(16), same noise; plus the full cache's
+    median ms per frame."""
     from ..policies import Full, Window
     full, ms = generate(prompt, seed, frames, Full(), weights=weights, sampler=sampler)
     win, _ = generate(prompt, seed, frames, Window(frames=16), weights=weights, sampler=sampler)
-    return {"full_2x": score(full[:2 * TRAIN_CLIP], prompt), "full_all": score(full, prompt),
-            "window": score(win, prompt), "ms": float(np.median(ms))}
+    return {"full_first": score(full[:1], prompt), "full_2x": score(full[:2 * TRAIN_CLIP], prompt),
+            "full_all": score(full, prompt), "window": score(win, prompt), "ms": float(np.median(ms))}
 
 
 def eval_pair(job) -> dict:
@@ -72,6 +73,7 @@ def eval_pair(job) -> dict:
     full, full_ms = generate(prompt, seed, full_frames, Full())
     win, _ = generate(prompt, seed, window_frames, Window(frames=16))
     out = {"prompt": prompt, "seed": seed,
+           "full_first": score(full[:1], prompt),
            "full_2x": score(full[:2 * TRAIN_CLIP], prompt),
            "full_all": score(full, prompt),
            "window": score(win, prompt),
@@ -125,7 +127,9 @@ def summarise(results: list[dict]) -> dict:
                     "ci95": float(1.96 * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan"), "n": int(len(v))}
         return d
     segs = [[r["full_segments"][j]["adherence"] for r in results] for j in range(len(results[0]["full_segments"]))]
-    return {"full_2x_train": agg("full_2x"), "full_256": agg("full_all"), "window16_128": agg("window"),
+    # the first frame alone (prompt-only generation); pair results cached before it was scored lack it
+    first = {"full_first": agg("full_first")} if all("full_first" in r for r in results) else {}
+    return first | {"full_2x_train": agg("full_2x"), "full_256": agg("full_all"), "window16_128": agg("window"),
             "full_segment_adherence": [float(np.mean(s)) for s in segs],
             "open_colour_identity": agg_open(results),
             "contrast_full": [float(np.min([min(r["contrast_full"]) for r in results])),
@@ -234,9 +238,13 @@ def markdown(r: dict) -> str:
     if q:
         lines += ["## Quality on the 32 held-out prompt/seed pairs (mean ± 95% CI over prompts)", "",
                   "| setting | " + " | ".join(SCORES) + " |", "|---" * (len(SCORES) + 1) + "|"]
-        for name, key in (("full cache, frames 0-47 (2x training clip)", "full_2x_train"),
+        for name, key in (("full cache, frame 0 (from the prompt alone)", "full_first"),
+                          ("full cache, frames 0-47 (2x training clip)", "full_2x_train"),
                           ("full cache, frames 0-255", "full_256"), ("window 16, frames 0-127", "window16_128")):
-            cells = [f"{q[key][s]['mean']:.3f} ± {q[key][s]['ci95']:.3f} (n={q[key][s]['n']})" for s in SCORES]
+            if key not in q:
+                continue
+            cells = [f"{q[key][s]['mean']:.3f} ± {q[key][s]['ci95']:.3f} (n={q[key][s]['n']})" if q[key][s]["n"]
+                     else "n/a" for s in SCORES]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines += ["", "Full-cache prompt adherence per 32-frame segment: " +
                   ", ".join(f"{v:.2f}" for v in q["full_segment_adherence"]),

@@ -28,7 +28,8 @@ from .report import mean_ci, paired_cell
 from .store import read_result, write_result
 
 CACHE = Path("runs/bench/validation")
-RUNS = ("full_2x", "full_all", "window")           # see model.validation_scores
+RUNS = ("full_first", "full_2x", "full_all", "window")   # see model.validation_scores
+RESULT_VERSION = 2          # bumped when a pair's result gains a run (2: the first frame scored on its own)
 PAIRED = ("adherence", "identity_persistence", "landmark_revisit", "extra_objects")
 
 
@@ -42,7 +43,8 @@ class Variant:
         """Per pair, what its result depends on: weights and autoencoder bytes (hashed once), sampler, pair,
         frames, evaluator."""
         files = (file_hash(self.weights or DEFAULT_MODEL), file_hash(DEFAULT_AE))
-        return [hashlib.sha256(repr((*files, repr(self.sampler), p, s, frames, EVALUATOR_VERSION)).encode()).hexdigest()[:16]
+        return [hashlib.sha256(repr((*files, repr(self.sampler), p, s, frames, EVALUATOR_VERSION, RESULT_VERSION))
+                               .encode()).hexdigest()[:16]
                 for p, s in pairs]
 
 
@@ -53,7 +55,7 @@ def validation_pairs(n: int = 12) -> list[tuple[str, int]]:
 
 
 def run_labels(frames: int) -> dict[str, str]:
-    return {"full_2x": f"full, 0-{min(2 * TRAIN_CLIP, frames) - 1}", "full_all": f"full, 0-{frames - 1}",
+    return {"full_first": "full, frame 0", "full_2x": f"full, 0-{min(2 * TRAIN_CLIP, frames) - 1}", "full_all": f"full, 0-{frames - 1}",
             "window": f"window 16, 0-{frames - 1}"}
 
 
