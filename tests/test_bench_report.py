@@ -135,7 +135,7 @@ def test_first_frame_bench_scores_references_and_the_shipped_student(tmp_path):
     their own group, and one row per start level for each weights file."""
     import json
 
-    from backend.bench.first import LEVELS, REFERENCES, frame_scores, run, start_levels
+    from backend.bench.first import LEVELS, REFERENCES, frame_scores, rerender, run, start_levels
     from backend.flow import timesteps
     from backend.prompt import parse
     from backend.world import make_clip
@@ -155,13 +155,15 @@ def test_first_frame_bench_scores_references_and_the_shipped_student(tmp_path):
     from backend.loading import DEFAULT_MODEL
     copy = tmp_path / "copy.safetensors"                  # the same weights under another name: no difference
     shutil.copy(DEFAULT_MODEL, copy)
-    tab = run([str(DEFAULT_MODEL), str(copy)], n=2, workers=1, out=str(tmp_path / "out"))
-    (ref, rows), (name, model_rows), (_, copy_rows) = list(tab.items())
-    assert ref == "(no model)" and list(rows) == list(REFERENCES) and "student.safetensors" in name
-    assert len(model_rows) == 1 + len(LEVELS) and rows["ground truth"]["extra_objects"][0] >= 0
-    assert copy_rows == model_rows
-    data = json.loads((tmp_path / "out" / "first_frame.json").read_text())
-    assert len(data["references"]) == 2 and not any(k in REFERENCES for r in
-                                                   next(iter(data["results"].values()))["per_pair"] for k in r)
+    doc = run([str(DEFAULT_MODEL), str(copy)], n=2, workers=1, out=str(tmp_path / "out"))
+    (model, mine), (_, theirs) = doc["results"].items()
+    assert "student.safetensors" in model and len(mine["per_pair"]) == 2 and theirs["per_pair"] == mine["per_pair"]
+    assert len(mine["per_pair"][0]) == 1 + len(LEVELS) and not any(k in REFERENCES for k in mine["per_pair"][0])
+    assert [list(r) for r in doc["references"]] == [list(REFERENCES)] * 2
+    assert doc["references"][0]["ground truth"]["extra_objects"] >= 0
+    stored = tmp_path / "out" / "first_frame.json"
+    assert json.loads(stored.read_text()) == doc
     text = (tmp_path / "out" / "first_frame.md").read_text()
+    stored.with_suffix(".md").unlink()
+    assert rerender(stored) == text                                     # the markdown from stored scores alone
     assert text.count("| (no model) |") == 2 and text.count("+0.000 ± 0.000 (n=2)") == 3 * (1 + len(LEVELS))

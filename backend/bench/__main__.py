@@ -3,6 +3,7 @@ docs/benchmarks/)."""
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def main(argv=None) -> None:
@@ -39,6 +40,8 @@ def main(argv=None) -> None:
     fp.add_argument("--prompts", type=int, default=48)
     fp.add_argument("--workers", type=int, default=2)
     fp.add_argument("--out", default="docs/benchmarks")
+    fp.add_argument("--rerender", metavar="FILE.json", help="only redraw the markdown beside a stored first_frame.json "
+                    "(no weights needed)")
     pp = sub.add_parser("policies", help="policies x budgets against the full-cache reference (held-out prompts)")
     pp.add_argument("--prompts", type=int, default=8, help="held-out pairs (default 8 of 32; all 32 takes hours on CPU)")
     pp.add_argument("--frames", type=int, default=256)
@@ -83,8 +86,12 @@ def _prepare(a):
         check_paths(a.paths)
         return partial(run_weights, a.paths, a.prompts, a.frames, a.workers, a.out)
     if a.what == "first":
-        from .first import run as run_first
+        from .first import rerender, run as run_first
         from .weights import check_paths
+        if a.rerender:
+            if not os.path.isfile(a.rerender):
+                raise FileNotFoundError(f"no stored first-frame results at {a.rerender}")
+            return partial(rerender, a.rerender)
         check_paths(a.paths)
         return partial(run_first, a.paths, a.prompts, a.workers, a.out)
     from .sampler import parse_setting, run as run_sampler

@@ -15,7 +15,7 @@ Scores, per frame (mean ± 95% CI over pairs): `whole`, the share of prompted ob
 sprite of their shape and colour (an open colour: any colour the prompt does not name); `adherence`, the
 evaluator's (it also accepts a sprite of the right colour cut by the wall or the frame edge, and excuses an
 object that may be behind the wall); `extra_objects`, sprite-coloured components beyond the prompted count.
-Writes docs/benchmarks/first_frame.{md,json}.
+Writes docs/benchmarks/first_frame.{md,json}; `--rerender FILE.json` redraws the markdown from stored scores.
 """
 from __future__ import annotations
 
@@ -103,6 +103,7 @@ def _pair(job) -> dict:
 
 
 def run(paths: list[str] | None = None, n: int = 48, workers: int = 2, out: str = "docs/benchmarks") -> dict:
+    """Score every (weights file, validation pair) and write first_frame.{json,md} to out; -> the stored doc."""
     paths = [str(p) for p in (paths or [DEFAULT_MODEL])]
     pairs = validation_pairs(n)
     jobs = [(p, prompt, seed, i == 0) for i, p in enumerate(paths) for prompt, seed in pairs]
@@ -110,17 +111,40 @@ def run(paths: list[str] | None = None, n: int = 48, workers: int = 2, out: str 
         res = list(tqdm(pool.imap(_pair, jobs), total=len(jobs), desc="first frames"))
     per = {p: res[i * n:(i + 1) * n] for i, p in enumerate(paths)}
     refs = [{k: r.pop(k) for k in REFERENCES} for r in per[paths[0]]]          # no model in them
-    label = {p: f"`{p}` ({file_hash(p)[:8]})" for p in paths}
-    groups = {"(no model)": refs} | {label[p]: rs for p, rs in per.items()}
-    tab = {g: {row: {s: mean_ci([r[row][s] for r in rs]) for s in SCORES} for row in rs[0]} for g, rs in groups.items()}
+    doc = {"date": time.strftime("%Y-%m-%d %H:%M"), "pairs": n, "evaluator": EVALUATOR_VERSION, "references": refs,
+           "results": {p: {"sha256": file_hash(p), "per_pair": per[p]} for p in paths}}
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "first_frame.json").write_text(json.dumps(doc, indent=1))
+    rerender(Path(out) / "first_frame.json")
+    return doc
+
+
+def rerender(json_path) -> str:
+    """first_frame.md beside a stored first_frame.json, from the stored scores alone (no weights needed);
+    -> the markdown, also printed."""
+    json_path = Path(json_path)
+    md = "\n".join(report(json.loads(json_path.read_text()))) + "\n"
+    json_path.with_suffix(".md").write_text(md)
+    print(md)
+    return md
+
+
+def report(doc: dict) -> list[str]:
+    """The markdown lines of a stored doc: mean ± CI per (weights, row), then paired differences of every further
+    weights file against the first one."""
+    n, per = doc["pairs"], {p: r["per_pair"] for p, r in doc["results"].items()}
+    paths = list(per)
+    label = {p: f"`{p}` ({r['sha256'][:8]})" for p, r in doc["results"].items()}
+    groups = {"(no model)": doc["references"]} | {label[p]: rs for p, rs in per.items()}
     lines = ["# The first frame: generated, and denoised from the re-noised ground truth", "",
-             f"{time.strftime('%Y-%m-%d %H:%M')}: {n} validation pairs (training distribution, not the held-out set), "
-             f"evaluator version {EVALUATOR_VERSION}; mean ± 95% CI over pairs. How the rows are made and what the "
+             f"{doc.get('date', 'undated')}: {n} validation pairs (training distribution, not the held-out set), "
+             f"evaluator version {doc['evaluator']}; mean ± 95% CI over pairs. How the rows are made and what the "
              "scores mean: `backend/bench/first.py`.", "",
              "| weights | frame 0 | " + " | ".join(SCORES) + " |", "|---" * (len(SCORES) + 2) + "|"]
-    for name, rows in tab.items():
-        for row, cells in rows.items():
-            lines.append(f"| {name} | {row} | " + " | ".join(f"{m:.3f} ± {c:.3f}" for m, c in cells.values()) + " |")
+    for name, rs in groups.items():
+        for row in rs[0]:
+            cells = (mean_ci([r[row][s] for r in rs]) for s in SCORES)
+            lines.append(f"| {name} | {row} | " + " | ".join(f"{m:.3f} ± {c:.3f}" for m, c in cells) + " |")
     if len(paths) > 1:
         lines += ["", f"Paired differences, each file minus {label[paths[0]]} on the same pairs and noise (mean ± 95% CI "
                   "over pairs; ▲ / ▼: the CI excludes 0; for extra_objects lower is better):", "",
@@ -130,10 +154,4 @@ def run(paths: list[str] | None = None, n: int = 48, workers: int = 2, out: str 
                 cells = [paired_cell((*mean_ci([a[row][s] - b[row][s] for a, b in zip(per[p], per[paths[0]])]), n))
                          for s in SCORES]
                 lines.append(f"| {label[p]} | {row} | " + " | ".join(cells) + " |")
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "first_frame.md").write_text("\n".join(lines) + "\n")
-    (Path(out) / "first_frame.json").write_text(json.dumps(
-        {"pairs": n, "evaluator": EVALUATOR_VERSION, "references": refs,
-         "results": {p: {"sha256": file_hash(p), "per_pair": per[p]} for p in paths}}, indent=1))
-    print("\n".join(lines))
-    return tab
+    return lines
