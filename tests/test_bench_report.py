@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from backend.bench.report import HEADLINE, markdown, mean_ci, paired, summarise, variants
 from backend.bench.spec import SCORES
@@ -167,3 +168,30 @@ def test_first_frame_bench_scores_references_and_the_shipped_student(tmp_path):
     stored.with_suffix(".md").unlink()
     assert rerender(stored) == text                                     # the markdown from stored scores alone
     assert text.count("| (no model) |") == 2 and text.count("+0.000 ± 0.000 (n=2)") == 3 * (1 + len(LEVELS))
+
+
+def test_decoder_bench_pairs_decoders_on_the_same_latents(tmp_path):
+    """`bench decoder`: two files with the same weights score the same on every row (+0.000 ± 0.000 paired,
+    since they decode the same latents); a file with another encoder is refused before any work."""
+    import json
+
+    import torch
+
+    from backend import checkpoint
+    from backend.bench.decoder import PAIRED, ROWS, check_autoencoders, run
+    from backend.loading import DEFAULT_AE, load_autoencoder
+
+    same, other = tmp_path / "same.safetensors", tmp_path / "other.safetensors"
+    ae = load_autoencoder(DEFAULT_AE)
+    checkpoint.save(same, ae, ae.cfg, {"note": "copy"})
+    with torch.no_grad():
+        next(ae.encoder.parameters()).add_(0.01)
+    checkpoint.save(other, ae, ae.cfg, {"note": "another encoder"})
+    with pytest.raises(ValueError, match="another encoder"):
+        check_autoencoders([str(DEFAULT_AE), str(other)])
+    doc = run([str(DEFAULT_AE), str(same)], n=2, frames=4, workers=1, out=str(tmp_path / "out"))
+    a, b = (r["per_pair"][0] for r in doc["results"].values())
+    assert json.dumps(a) == json.dumps(b) and set(ROWS) < set(a) and a["psnr_db"] > 20     # (NaN-safe equality)
+    text = (tmp_path / "out" / "decoder_validation.md").read_text().split("Paired differences")[1]
+    assert text.count("| +0.000 ± 0.000 (n=2) ") + text.count("| n/a ") == len(ROWS) * len(PAIRED)
+    assert text.count("+0.000 ± 0.000") >= len(ROWS)                  # adherence is defined on every row

@@ -115,6 +115,8 @@ def test_sampler_bench_settings_parse_or_explain():
     (["weights", "nope.safetensors"], "no weights file nope.safetensors"),
     (["first", "nope.safetensors"], "no weights file nope.safetensors"),
     (["first", "--rerender", "nope.json"], "no stored first-frame results at nope.json"),
+    (["decoder", "nope.safetensors"], "no weights file nope.safetensors"),
+    (["decoder", "assets/models/autoencoder.safetensors", "assets/models/student.safetensors"], "another encoder"),
     (["sampler", "--setting", "no colon"], "LABEL: KEY=VALUE"),
 ])
 def test_bench_cli_rejects_bad_input_before_any_work(argv, msg, capsys, tmp_path):

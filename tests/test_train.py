@@ -32,7 +32,7 @@ def test_stages_run_export_and_resume(tmp_path):
     _, _, extra = checkpoint.read(models / "salience_head_hindsight.safetensors")
     assert extra["labels"] == "hindsight" and len(extra["heldout"]["recall_top25_per_layer"]) == 2
     enc_before = checkpoint.read(models / "autoencoder.safetensors")[0]
-    main(["decoder", "--steps", "2", *common])
+    main(["decoder", "--steps", "2", "--recipe", "sharp", "--runs-dir", str(runs), "--models-dir", str(models)])
     enc_after = checkpoint.read(models / "autoencoder.safetensors")[0]
     changed = {k for k in enc_before if not (enc_before[k] == enc_after[k]).all()}
     assert changed and all(k.startswith("decoder.") for k in changed)     # the latent space is untouched
@@ -184,3 +184,24 @@ def test_first_chunk_loss_is_the_students_first_chunk(tmp_path):
     main(["student", "--recipe", "first", "--steps", "2", "--preset", "tiny", "--batch", "1",
           "--runs-dir", str(runs), "--models-dir", str(models)])
     assert checkpoint.read(models / "student.safetensors")[2]["recipe"] == "first"
+
+
+def test_decoder_sprite_pixels_mark_sprites_and_their_edge_only():
+    """The sharp decoder recipe's loss weights: a world frame's sprite pixels and their one-pixel rim, never
+    the background away from them; the evaluator's own detector agrees on where the sprites are."""
+    import numpy as np
+    import torch
+
+    from backend.autoencoder import frames_to_tensor
+    from backend.consistency import colour_masks
+    from backend.prompt import parse
+    from backend.train.decoder import sprite_pixels
+    from backend.world import make_clip
+
+    frame = make_clip(parse("a red circle and a blue square on plain green"), 3, 1).frames[0]    # (S, S, 3) uint8
+    w = sprite_pixels(frames_to_tensor(frame[None]))[0, 0].numpy()                            # (S, S)
+    sprites = np.any(list(colour_masks(frame).values()), axis=0)
+    assert set(np.unique(w)) == {0.0, 1.0} and sprites.sum() > 50
+    assert (w[sprites] == 1).all() and w.sum() > sprites.sum()                # the sprites and a rim
+    rim = torch.nn.functional.max_pool2d(torch.tensor(sprites, dtype=torch.float)[None, None], 3, 1, 1)[0, 0].numpy()
+    assert (w <= rim).all()                                                   # nothing beyond one pixel

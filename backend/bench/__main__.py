@@ -1,4 +1,4 @@
-"""`python -m backend.bench model|sampler|weights|first|policies`: the project's benchmark scripts (numbers in
+"""`python -m backend.bench model|sampler|weights|first|decoder|policies`: the project's benchmark scripts (numbers in
 docs/benchmarks/)."""
 from __future__ import annotations
 
@@ -42,6 +42,13 @@ def main(argv=None) -> None:
     fp.add_argument("--out", default="docs/benchmarks")
     fp.add_argument("--rerender", metavar="FILE.json", help="only redraw the markdown beside a stored first_frame.json "
                     "(no weights needed)")
+    dp = sub.add_parser("decoder", help="compare autoencoder decoders on the same latents (validation prompts)")
+    dp.add_argument("paths", nargs="+", help="autoencoder .safetensors files with the same encoder (e.g. the "
+                    "shipped one and a decoder fine-tune)")
+    dp.add_argument("--prompts", type=int, default=24)
+    dp.add_argument("--frames", type=int, default=96)
+    dp.add_argument("--workers", type=int, default=2)
+    dp.add_argument("--out", default="docs/benchmarks")
     pp = sub.add_parser("policies", help="policies x budgets against the full-cache reference (held-out prompts)")
     pp.add_argument("--prompts", type=int, default=8, help="held-out pairs (default 8 of 32; all 32 takes hours on CPU)")
     pp.add_argument("--frames", type=int, default=256)
@@ -94,6 +101,10 @@ def _prepare(a):
             return partial(rerender, a.rerender)
         check_paths(a.paths)
         return partial(run_first, a.paths, a.prompts, a.workers, a.out)
+    if a.what == "decoder":
+        from .decoder import check_autoencoders, run as run_decoder
+        check_autoencoders(a.paths)
+        return partial(run_decoder, a.paths, a.prompts, a.frames, a.workers, a.out)
     from .sampler import parse_setting, run as run_sampler
     settings = dict(parse_setting(t) for t in a.setting) if a.setting else None
     return partial(run_sampler, a.prompts, a.frames, a.workers, a.out, settings)

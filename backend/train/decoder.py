@@ -3,6 +3,11 @@
 The latent space (and so every video model trained on it) stays valid: only the pixels a latent decodes
 to get sharper. Light noise on the latents (sigma 0.05, latent units) makes the decoder robust to the
 imperfect latents a video model generates.
+
+Sprites are a few percent of the pixels and their shapes live in a few of them (a square's corners, a
+triangle's apex): with `sprite_weight` > 0 the loss weights pixels near a sprite colour in the target frame,
+dilated by one pixel so the sprite's edge counts too, by 1 + sprite_weight (the same idea as the video
+models' sprite-weighted token loss; the weight and the dilation are ours).
 """
 from __future__ import annotations
 
@@ -15,9 +20,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..loading import load_autoencoder
+from ..consistency import COLOUR_TOL
+from ..world import SPRITE_RGB
 from .ae import evaluate
-from .common import MODELS, RUNS, Log, export, frame_batch, load_state, optimise, recipe_config, save_state
+from .common import (MODELS, RUNS, Log, export, frame_batch, load_state, optimise, recipe_config, save_state,
+                     stage_autoencoder)
 
 
 @dataclass(frozen=True)
@@ -27,18 +34,29 @@ class DecoderTrainConfig:
     frames: int = 8
     lr: float = 5e-4
     latent_noise: float = 0.05
+    sprite_weight: float = 0.0     # extra loss weight of pixels near a sprite colour (0: plain loss)
     seed: int = 1
     ckpt_every: int = 250
 
 
-RECIPES = {"quick": DecoderTrainConfig(steps=300), "default": DecoderTrainConfig(steps=1500)}
+RECIPES = {"quick": DecoderTrainConfig(steps=300), "default": DecoderTrainConfig(steps=1500),
+           "sharp": DecoderTrainConfig(steps=3000, lr=3e-4, sprite_weight=4.0)}
+
+
+def sprite_pixels(x: torch.Tensor, tol: int = COLOUR_TOL) -> torch.Tensor:
+    """Frames x (N, 3, S, S) in [-1, 1] -> float (N, 1, S, S): 1 where a pixel, or one of its 8 neighbours, is
+    within `tol` (L-inf, 0-255) of a sprite colour (the evaluator's colour test), else 0."""
+    rgb = (x + 1) * 127.5                                                        # (N, 3, S, S) in 0-255
+    cols = torch.tensor(list(SPRITE_RGB.values()), dtype=x.dtype, device=x.device)  # (K, 3)
+    near = ((rgb[:, None] - cols[None, :, :, None, None]).abs().amax(2) < tol).any(1, keepdim=True)
+    return F.max_pool2d(near.to(x.dtype), 3, stride=1, padding=1)
 
 
 def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
         runs: Path = RUNS, models: Path = MODELS) -> dict:
     cfg = recipe_config(RECIPES, recipe, steps=steps)
     runs, models = Path(runs), Path(models)
-    ae = load_autoencoder(models / "autoencoder.safetensors")
+    ae = stage_autoencoder(models)
     ae.requires_grad_(False)
     ae.decoder.requires_grad_(True)
     opt = torch.optim.AdamW(ae.decoder.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -57,7 +75,8 @@ def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
             z = ae.encode(x)
             z = z + cfg.latent_noise * torch.randn_like(z)
         rec = ae.decode(z)
-        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+        w = 1 + cfg.sprite_weight * sprite_pixels(x)                             # (N, 1, S, S)
+        loss = ((w * ((rec - x) ** 2 + 0.5 * (rec - x).abs())).mean() / w.mean())
         optimise(loss, opt, ae.decoder.parameters())
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 50 == 0:
