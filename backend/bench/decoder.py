@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..consistency import EVALUATOR_VERSION
 from ..loading import file_hash
 from .model import SCORES, TRAIN_CLIP, score
-from .report import mean_ci, paired_cell
+from .report import file_labels, file_lines, mean_ci, paired_file_lines, table_head
 from .validation import validation_pairs
 
 ROWS = ("ground truth, encoded and decoded", "full cache, frames 0-47", "full cache, all frames", "window 16, all frames")
@@ -99,28 +99,20 @@ def report(doc: dict) -> list[str]:
     """Markdown: mean ± 95% CI per (candidate, row), then each further candidate minus the first, per pair."""
     res = {p: r["per_pair"] for p, r in doc["results"].items()}
     paths = list(res)
-    label = {p: f"`{p}` ({r['sha256'][:8]})" for p, r in doc["results"].items()}
+    label = file_labels(doc)
     lines = ["# Autoencoder decoders on the same latents (validation prompts, not the held-out set)", "",
              f"{doc['date']}: {doc['pairs']} pairs x {doc['frames']} frames, generated once by the shipped student "
              f"(shipped sampler) and decoded by each candidate; evaluator version {doc['evaluator']}; mean ± 95% CI "
              "over pairs. How the rows are made: `backend/bench/decoder.py`.", "",
-             "| decoder | row | " + " | ".join(SCORES) + " |", "|---" * (len(SCORES) + 2) + "|"]
+             *table_head("decoder", "row", SCORES)]
     for p, rs in res.items():
-        for row in ROWS:
-            cells = (mean_ci([r[row][s] for r in rs]) for s in SCORES)
-            lines.append(f"| {label[p]} | {row} | " + " | ".join(f"{m:.3f} ± {c:.3f}" for m, c in cells) + " |")
+        lines += file_lines(label[p], rs, ROWS, SCORES)
         m, c = mean_ci([r["psnr_db"] for r in rs])
         lines.append(f"| {label[p]} | ground truth reconstruction PSNR | {m:.2f} ± {c:.2f} dB |" + " |" * (len(SCORES) - 1))
     if len(paths) > 1:
         lines += ["", f"Paired differences, each decoder minus {label[paths[0]]} on the same latents (mean ± 95% CI "
                   "over pairs where both are defined; ▲ / ▼: the CI excludes 0; for extra_objects lower is better):",
-                  "", "| decoder | row | " + " | ".join(PAIRED) + " |", "|---" * (len(PAIRED) + 2) + "|"]
+                  "", *table_head("decoder", "row", PAIRED)]
         for p in paths[1:]:
-            for row in ROWS:
-                cells = []
-                for s in PAIRED:
-                    d = [a[row][s] - b[row][s] for a, b in zip(res[p], res[paths[0]])
-                         if a[row][s] is not None and b[row][s] is not None]
-                    cells.append(paired_cell((*mean_ci(d), len([x for x in d if x == x]))))
-                lines.append(f"| {label[p]} | {row} | " + " | ".join(cells) + " |")
+            lines += paired_file_lines(label[p], res[p], res[paths[0]], ROWS, PAIRED)
     return lines

@@ -31,7 +31,7 @@ from ..config import SamplerConfig
 from ..consistency import EVALUATOR_VERSION, detect, evaluate_video, whole_match
 from ..loading import DEFAULT_MODEL, file_hash
 from ..prompt import SceneSpec, parse
-from .report import mean_ci, paired_cell
+from .report import file_labels, file_lines, paired_file_lines, table_head
 from .validation import validation_pairs
 
 LEVELS = (1.0, 0.9, 0.7, 0.5, 0.3, 0.2)      # asked-for start levels; each runs from the schedule's next level down
@@ -134,24 +134,19 @@ def report(doc: dict) -> list[str]:
     weights file against the first one."""
     n, per = doc["pairs"], {p: r["per_pair"] for p, r in doc["results"].items()}
     paths = list(per)
-    label = {p: f"`{p}` ({r['sha256'][:8]})" for p, r in doc["results"].items()}
+    label = file_labels(doc)
     groups = {"(no model)": doc["references"]} | {label[p]: rs for p, rs in per.items()}
     lines = ["# The first frame: generated, and denoised from the re-noised ground truth", "",
              f"{doc.get('date', 'undated')}: {n} validation pairs (training distribution, not the held-out set), "
              f"evaluator version {doc['evaluator']}; mean ± 95% CI over pairs. How the rows are made and what the "
              "scores mean: `backend/bench/first.py`.", "",
-             "| weights | frame 0 | " + " | ".join(SCORES) + " |", "|---" * (len(SCORES) + 2) + "|"]
+             *table_head("weights", "frame 0", SCORES)]
     for name, rs in groups.items():
-        for row in rs[0]:
-            cells = (mean_ci([r[row][s] for r in rs]) for s in SCORES)
-            lines.append(f"| {name} | {row} | " + " | ".join(f"{m:.3f} ± {c:.3f}" for m, c in cells) + " |")
+        lines += file_lines(name, rs, list(rs[0]), SCORES)
     if len(paths) > 1:
         lines += ["", f"Paired differences, each file minus {label[paths[0]]} on the same pairs and noise (mean ± 95% CI "
                   "over pairs; ▲ / ▼: the CI excludes 0; for extra_objects lower is better):", "",
-                  "| weights | frame 0 | " + " | ".join(SCORES) + " |", "|---" * (len(SCORES) + 2) + "|"]
+                  *table_head("weights", "frame 0", SCORES)]
         for p in paths[1:]:
-            for row in per[p][0]:
-                cells = [paired_cell((*mean_ci([a[row][s] - b[row][s] for a, b in zip(per[p], per[paths[0]])]), n))
-                         for s in SCORES]
-                lines.append(f"| {label[p]} | {row} | " + " | ".join(cells) + " |")
+            lines += paired_file_lines(label[p], per[p], per[paths[0]], list(per[p][0]), SCORES)
     return lines

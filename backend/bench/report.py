@@ -238,6 +238,40 @@ def paired_cell(v: tuple[float, float, int]) -> str:
     return f"{m:+.3f} ± {ci:.3f}{sign} (n={n})"
 
 
+def file_labels(doc: dict) -> dict[str, str]:
+    """A stored per-file doc's labels: path -> "`path` (first 8 hex digits of its sha256)"."""
+    return {p: f"`{p}` ({r['sha256'][:8]})" for p, r in doc["results"].items()}
+
+
+def table_head(first: str, second: str, scores) -> list[str]:
+    """The two header lines of a markdown table with columns first | second | scores..."""
+    return [f"| {first} | {second} | " + " | ".join(scores) + " |", "|---" * (len(scores) + 2) + "|"]
+
+
+def file_lines(name: str, rs: list[dict], rows, scores) -> list[str]:
+    """Markdown rows "| name | row | mean ± CI ... |" of per-pair results rs ({row: {score: value}}) over pairs."""
+    out = []
+    for row in rows:
+        cells = (mean_ci([r[row][s] for r in rs]) for s in scores)
+        out.append(f"| {name} | {row} | " + " | ".join(f"{m:.3f} ± {c:.3f}" for m, c in cells) + " |")
+    return out
+
+
+def paired_file_lines(name: str, rs: list[dict], base: list[dict], rows, scores) -> list[str]:
+    """Markdown rows of rs minus base, pair by pair (same pairs, same order), over the pairs where both are
+    defined: "| name | row | +d ± CI (n) ... |", with ▲ / ▼ where the CI excludes 0."""
+    def defined(x):
+        return x is not None and not (isinstance(x, float) and math.isnan(x))
+    out = []
+    for row in rows:
+        cells = []
+        for s in scores:
+            d = [a[row][s] - b[row][s] for a, b in zip(rs, base) if defined(a[row][s]) and defined(b[row][s])]
+            cells.append(paired_cell((*mean_ci(d), len(d))))
+        out.append(f"| {name} | {row} | " + " | ".join(cells) + " |")
+    return out
+
+
 def paired_lines(rep: dict, method: str = "pafu") -> list[str]:
     """The paired table and, per budget, whether `method` matches or beats every heuristic (no paired
     difference significantly below zero on any headline metric)."""
