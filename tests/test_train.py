@@ -184,6 +184,11 @@ def test_first_chunk_loss_is_the_students_first_chunk(tmp_path):
     main(["student", "--recipe", "first", "--steps", "2", "--preset", "tiny", "--batch", "1",
           "--runs-dir", str(runs), "--models-dir", str(models)])
     assert checkpoint.read(models / "student.safetensors")[2]["recipe"] == "first"
+    # the GPU-sized drill is gpuwin plus first chunks, and its loader workers carry them too
+    assert RECIPES["student"]["gpufirst"] == dataclasses.replace(RECIPES["student"]["gpuwin"], first_batch=192)
+    main(["student", "--recipe", "gpufirst", "--steps", "1", "--preset", "tiny", "--batch", "1", "--long-batch", "1",
+          "--workers", "1", "--runs-dir", str(tmp_path / "gf"), "--models-dir", str(models)])
+    assert checkpoint.read(models / "student.safetensors")[2]["recipe"] == "gpufirst"
 
 
 def test_decoder_sprite_pixels_mark_sprites_and_their_edge_only():

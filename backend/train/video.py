@@ -99,6 +99,9 @@ RECIPES = {
                                           long_batch=3, sprite_weight=5.0, first_weight=2.0, p_rollout=0.25,
                                           max_t_offset=224, p_window=0.33, first_batch=48)},
 }
+# gpuwin plus 192 first chunks per step: the `first` drill sized for a GPU (not yet run; the next GPU session's
+# first candidate, see docs/backend.md "Where the student fails")
+RECIPES["student"]["gpufirst"] = dataclasses.replace(RECIPES["student"]["gpuwin"], first_batch=192)
 
 
 def encode_clips(ae, frames) -> torch.Tensor:
