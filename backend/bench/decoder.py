@@ -55,7 +55,7 @@ def _pair(job) -> dict:
         for _ in st.run():
             pass
         latents[name] = st.latents.clone()                                  # (T, C, g, g)
-    gt = make_clip(parse(prompt), seed, frames).frames                              # (T, S, S, 3) uint8
+    gt = make_clip(parse(prompt), seed, frames).frames                      # (T, S, S, 3) uint8
     out = {}
     with torch.no_grad():
         latents["truth"] = ae.encode(frames_to_tensor(gt))                  # the encoder is shared by all
