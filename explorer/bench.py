@@ -28,6 +28,15 @@ PROMPT = "a red circle and a square on blue stripes behind a wall"
 VIEW = (0, "score", "mean", "inferno")
 
 
+def run_args(seed: int, frames: int, policy: str, budget: int, guidance: float | None = None) -> tuple:
+    """The inputs of the app's /step_frame and /generate, in the app's order: prompt, seed, frames, colour
+    guidance (default: the shipped sampler's, what a user gets), policy, budget in frames, unit, policy
+    parameters, then the view (frame, signal, layer, colour map)."""
+    from backend.config import SamplerConfig
+    g = SamplerConfig().guidance if guidance is None else guidance
+    return (PROMPT, seed, frames, g, policy, budget, "frames", "", *VIEW)
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,7 +70,7 @@ def start_app(sessions: str) -> tuple[subprocess.Popen, str, float]:
 def step_frame_round_trips(url: str, n: int, budget: int) -> list[float]:
     from gradio_client import Client
     c = Client(url, verbose=False)
-    args = (PROMPT, 0, n + 32, "window", budget, "frames", "", *VIEW)
+    args = run_args(0, n + 32, "window", budget)
     out = []
     for _ in tqdm(range(n), desc="step frame round trips"):
         t = time.perf_counter()
@@ -82,8 +91,8 @@ def memory_run(url: str, pid: int, frames: int, budget: int) -> dict:
     th = threading.Thread(target=poll, daemon=True)
     th.start()
     t0 = time.perf_counter()
-    job = c.submit(PROMPT, 1, frames, "window", budget, "frames", "", *VIEW, api_name="/generate")
-    job.result()
+    job = c.submit(*run_args(1, frames, "window", budget), api_name="/generate")
+    last = job.result()
     total = time.perf_counter() - t0
     stop.set()
     th.join()
@@ -91,7 +100,7 @@ def memory_run(url: str, pid: int, frames: int, budget: int) -> dict:
     q = len(rss) // 4
     return {"frames": frames, "policy": f"window {budget}f", "seconds": total, "rss_start_mb": float(rss[0]),
             "rss_peak_mb": float(rss.max()), "rss_second_quarter_mb": float(rss[q:2 * q].mean()),
-            "rss_last_quarter_mb": float(rss[-q:].mean()), "status": job.outputs()[-1][5].splitlines()[0]}
+            "rss_last_quarter_mb": float(rss[-q:].mean()), "status": last[5].splitlines()[0]}
 
 
 def concurrent_clients(url: str, n: int = 4, frames: int = 16) -> dict:
@@ -102,7 +111,7 @@ def concurrent_clients(url: str, n: int = 4, frames: int = 16) -> dict:
         try:
             c = Client(url, verbose=False)
             t = time.perf_counter()
-            job = c.submit(PROMPT, seed, frames, "h2o", 4, "frames", "", *VIEW, api_name="/generate")
+            job = c.submit(*run_args(seed, frames, "h2o", 4), api_name="/generate")
             job.result()
             done.append(time.perf_counter() - t)
         except Exception as e:          # reported, not raised
@@ -140,7 +149,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "explorer.json").write_text(json.dumps(res, indent=2))
     md = ["# Explorer benchmark (`python -m explorer.bench`)", "",
-          f"Machine: {os.cpu_count()} CPU cores, shipped model. Targets from issue 4.", "",
+          f"{time.strftime('%Y-%m-%d %H:%M')}. Machine: {os.cpu_count()} CPU cores, shipped model, the app's default "
+          f"sampler (colour guidance {run_args(0, 1, '', 0)[3]:g}: two passes per denoise step). Targets from issue 4.", "",
           "| measure | value | target |", "|---|---|---|",
           f"| startup (`python app.py` until it serves) | {startup:.1f} s | ≤ 20 s |",
           f"| step-frame round trip through the API, median / p90 / max ({len(rt)} frames, window {a.budget}f) | "

@@ -127,3 +127,12 @@ def test_four_concurrent_clients_all_complete(url):
     assert not errors, errors
     assert len(results) == 4 and all("6/6 frames" in r for r in results)
     assert len(set(np.array([r.split("seed ")[1][:1] for r in results]))) == 4
+
+
+def test_the_explorer_benchmark_speaks_the_apps_api(url):
+    """`python -m explorer.bench` builds its calls with run_args: they must match the app's inputs (the bench
+    went stale once when the colour-guidance input was added)."""
+    from explorer.bench import run_args
+    c = Client(url, verbose=False)
+    out = c.predict(*run_args(0, 3, "window", 2), api_name="/step_frame")
+    assert "1/3 frames" in out[5]
