@@ -23,3 +23,10 @@ def tiny():
 def ae():
     torch.manual_seed(0)
     return AutoEncoder().eval()
+
+
+@pytest.fixture(scope="session")
+def readme_python():
+    """The README's ```python blocks, in order (tests run them so that the README stays true)."""
+    import re
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)

@@ -136,3 +136,13 @@ def test_the_explorer_benchmark_speaks_the_apps_api(url):
     c = Client(url, verbose=False)
     out = c.predict(*run_args(0, 3, "window", 2), api_name="/step_frame")
     assert "1/3 frames" in out[5]
+
+
+def test_the_readmes_api_example_runs(url, readme_python):
+    """The README's gradio_client example, verbatim but for the URL and 24 frames instead of 64 (12.5% of
+    fewer frames would be below what PaFu-KV always keeps)."""
+    code = readme_python[0]
+    assert code.count('Client("http://127.0.0.1:7860")') == 1 and code.count(", 0, 64, 4,") == 2
+    ns = {}
+    exec(code.replace("http://127.0.0.1:7860", url).replace(", 0, 64, 4,", ", 0, 24, 4,"), ns)
+    assert str(ns["mp4"]).endswith(".mp4") and str(ns["grid"]).endswith(".mp4")

@@ -235,3 +235,13 @@ def test_probes_apply_only_to_a_policy_that_reads_probabilities(tiny, ae):
     assert all(all(np.array_equal(x, y) for x, y in zip(p, q)) for p, q in zip(a, b))
     for la, lb in zip(st_a.cache.layers, st_b.cache.layers):
         np.testing.assert_allclose(la.meta["qk_hist"].numpy(), lb.meta["qk_hist"].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_readmes_stepper_example_runs(readme_python, capsys):
+    """The README's Stepper example, verbatim but for 3 frames instead of 32."""
+    code = readme_python[1]
+    assert code.count("n_frames=32") == 1
+    ns = {}
+    exec(code.replace("n_frames=32", "n_frames=3"), ns)
+    printed = capsys.readouterr().out
+    assert ns["frames"].shape == (3, 64, 64, 3) and printed.count("commit") == 3 and "denoise" in printed
