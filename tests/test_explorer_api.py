@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from gradio_client import Client
 
+from explorer.bench import run_args
 from explorer.controller import Explorer
 from explorer.sessions import SessionStore
 from explorer.ui import build
@@ -31,7 +32,7 @@ def url(tmp_path_factory):
 
 
 def gen_args(frames=8, policy="window", budget=4, unit="frames", params="", prompt=PROMPT, seed=0, guidance=1.0):
-    return (prompt, seed, frames, guidance, policy, budget, unit, params, *VIEW)
+    return run_args(seed, frames, policy, budget, guidance, unit, params, prompt, VIEW)
 
 
 def test_generate_streams_then_exports_and_reloads(url):
@@ -130,9 +131,8 @@ def test_four_concurrent_clients_all_complete(url):
 
 
 def test_the_explorer_benchmark_speaks_the_apps_api(url):
-    """`python -m explorer.bench` builds its calls with run_args: they must match the app's inputs (the bench
-    went stale once when the colour-guidance input was added)."""
-    from explorer.bench import run_args
+    """`python -m explorer.bench` builds its calls with run_args (so do these tests): with its defaults they must
+    match the app's inputs (the bench went stale once when the colour-guidance input was added)."""
     c = Client(url, verbose=False)
     out = c.predict(*run_args(0, 3, "window", 2), api_name="/step_frame")
     assert "1/3 frames" in out[5]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..consistency import EVALUATOR_VERSION
 from ..loading import file_hash
-from .model import SCORES, TRAIN_CLIP, score
+from .model import SCORES, TRAIN_CLIP, rollout, score
 from .report import file_labels, file_lines, mean_ci, paired_file_lines, table_head
 from .validation import validation_pairs
 
@@ -44,26 +44,22 @@ def _pair(job) -> dict:
     from ..metrics import psnr
     from ..policies import Full, Window
     from ..prompt import parse
-    from ..stepper import Stepper
     from ..world import make_clip
     torch.set_num_threads(1)
     paths, prompt, seed, frames = job
-    model, ae = shipped()
-    latents = {}
-    for name, policy in (("full", Full()), ("window", Window(frames=16))):
-        st = Stepper(model, ae, prompt, frames, seed=seed, policy=policy, preview=False)
-        for _ in st.run():
-            pass
-        latents[name] = st.latents.clone()                                  # (T, C, g, g)
+    _, ae = shipped()
+    latents = {name: rollout(prompt, seed, frames, policy).latents      # (T, C, g, g)
+               for name, policy in (("full", Full()), ("window", Window(frames=16)))}
     gt = make_clip(parse(prompt), seed, frames).frames                      # (T, S, S, 3) uint8
     out = {}
     with torch.no_grad():
-        latents["truth"] = ae.encode(frames_to_tensor(gt))                  # the encoder is shared by all
+        x = frames_to_tensor(gt)                                            # (T, 3, S, S) in [-1, 1]
+        latents["truth"] = ae.encode(x)                                     # the encoder is shared by all
         for p in paths:
             dec = {k: tensor_to_frames(_autoencoder(p).decode(z)) for k, z in latents.items()}
             out[p] = dict(zip(ROWS, (score(dec["truth"], prompt), score(dec["full"][:2 * TRAIN_CLIP], prompt),
                                      score(dec["full"], prompt), score(dec["window"], prompt))))
-            out[p]["psnr_db"] = float(psnr(frames_to_tensor(dec["truth"]), frames_to_tensor(gt), data_range=2.0))
+            out[p]["psnr_db"] = float(psnr(frames_to_tensor(dec["truth"]), x, data_range=2.0))
     return out
 
 

@@ -31,6 +31,7 @@ from ..config import SamplerConfig
 from ..consistency import EVALUATOR_VERSION, detect, evaluate_video, whole_match
 from ..loading import DEFAULT_MODEL, file_hash
 from ..prompt import SceneSpec, parse
+from .model import rollout
 from .report import file_labels, file_lines, paired_file_lines, table_head
 from .validation import validation_pairs
 
@@ -80,7 +81,6 @@ def _pair(job) -> dict:
     import torch
     from ..autoencoder import frames_to_tensor, tensor_to_frames
     from ..loading import student_and_ae
-    from ..stepper import Stepper
     from ..world import make_clip
     torch.set_num_threads(1)
     weights, prompt, seed, refs = job
@@ -90,10 +90,7 @@ def _pair(job) -> dict:
     with torch.no_grad():
         z = ae.encode(frames_to_tensor(gt[None]))
         recon = tensor_to_frames(ae.decode(z))[0]
-    st = Stepper(model, ae, prompt, 1, seed=seed, preview=False)
-    for _ in st.run():
-        pass
-    out = {"generated (shipped sampler)": frame_scores(st.frames[0], spec)}
+    out = {"generated (shipped sampler)": frame_scores(rollout(prompt, seed, 1, weights=weights).frames[0], spec)}
     for t0 in LEVELS:
         out[f"from ground truth, t0 = {start_levels(t0)[0]:.2f}"] = frame_scores(
             from_ground_truth(model, ae, spec, z, seed % 2**31, t0), spec)

@@ -30,18 +30,23 @@ SCORES = ("adherence", "frames_all_found", "identity_persistence", "background_r
           "extra_objects")
 
 
-def generate(prompt, seed, frames, policy, weights: str | None = None, sampler=None):
-    """Frames and per-frame ms of one rollout of the shipped student (or the student file `weights`), with
-    the default sampler (or the SamplerConfig `sampler`)."""
+def rollout(prompt, seed, frames, policy=None, weights: str | None = None, sampler=None):
+    """A Stepper run to the end: the shipped student (or the student file `weights`) with the default
+    sampler (or the SamplerConfig `sampler`) and the full cache (or `policy`), no previews, one thread."""
     import torch
     from ..loading import DEFAULT_MODEL, student_and_ae
     from ..stepper import Stepper
     torch.set_num_threads(1)
-    kw = {} if sampler is None else {"sampler": sampler}
-    st = Stepper(*student_and_ae(str(weights or DEFAULT_MODEL)), prompt, frames, seed=seed, policy=policy,
-                 preview=False, **kw)
+    kw = {k: v for k, v in (("sampler", sampler), ("policy", policy)) if v is not None}
+    st = Stepper(*student_and_ae(str(weights or DEFAULT_MODEL)), prompt, frames, seed=seed, preview=False, **kw)
     for _ in st.run():
         pass
+    return st
+
+
+def generate(prompt, seed, frames, policy, weights: str | None = None, sampler=None):
+    """Frames and per-frame ms of one rollout (see `rollout`)."""
+    st = rollout(prompt, seed, frames, policy, weights, sampler)
     return st.frames, st.frame_ms
 
 

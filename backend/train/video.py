@@ -112,6 +112,18 @@ def encode_clips(ae, frames) -> torch.Tensor:
     return z.view(B, T, *z.shape[1:])
 
 
+def noised(x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rectified-flow interpolation of x0 (B, T, C, g, g) at levels t (B, T) with fresh noise -> (x_t, eps);
+    the velocity target is eps - x0."""
+    eps = torch.randn_like(x0)
+    return (1 - t)[..., None, None, None] * x0 + t[..., None, None, None] * eps, eps
+
+
+def weighted_mse(v: torch.Tensor, target: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Mean squared error with per-token weights w (B, T, 1, g, g), normalised by the mean weight."""
+    return (((v - target) ** 2) * w).mean() / w.mean()
+
+
 def teacher_loss(model, tokens, x0, cfg, rng, mask=None):
     B, T = x0.shape[:2]
     dev = x0.device
@@ -121,8 +133,7 @@ def teacher_loss(model, tokens, x0, cfg, rng, mask=None):
         if rng.random() < cfg.p_clean_prefix:
             clean[b, : int(rng.integers(1, T))] = True
     t = torch.where(clean, torch.zeros_like(t), t)
-    eps = torch.randn_like(x0)
-    xt = (1 - t)[..., None, None, None] * x0 + t[..., None, None, None] * eps
+    xt, eps = noised(x0, t)
     off = int(rng.integers(0, cfg.max_t_offset + 1)) if rng.random() < cfg.p_t_offset else 0
     v = model.bidirectional(tokens, xt, t, t_offset=off)
     w = (~clean).float()[..., None, None, None]                                  # (B, T, 1, 1, 1)
@@ -178,8 +189,7 @@ def student_loss(model, tokens, x0, cfg, rng, mask=None):
     B, T = x0.shape[:2]
     dev = x0.device
     t = shift_t(torch.rand(B, T, device=dev), cfg.shift)          # independent level per chunk frame
-    eps = torch.randn_like(x0)
-    xt = (1 - t)[..., None, None, None] * x0 + t[..., None, None, None] * eps
+    xt, eps = noised(x0, t)
     off = int(rng.integers(0, cfg.max_t_offset + 1)) if rng.random() < cfg.p_t_offset else 0
     if cfg.p_rollout and rng.random() < cfg.p_rollout:
         s = torch.zeros(B, T, device=dev)
@@ -187,13 +197,13 @@ def student_loss(model, tokens, x0, cfg, rng, mask=None):
     else:
         s = torch.rand(B, 1, device=dev) * cfg.ctx_noise * (torch.rand(B, 1, device=dev) < cfg.p_ctx_noise)
         s = s.expand(B, T)
-        ctx = (1 - s)[..., None, None, None] * x0 + s[..., None, None, None] * torch.randn_like(x0)
+        ctx, _ = noised(x0, s)
     window, sink = context_window(cfg, T, rng)
     v = model.teacher_forcing(tokens, ctx, s, xt, t, t_offset=off, window=window, sink=sink)
     if mask is None:
         return F.mse_loss(v, eps - x0)
     w = token_weights(mask, cfg)                                          # (B, T, 1, g, g)
-    return (((v - (eps - x0)) ** 2) * w).mean() / w.mean()
+    return weighted_mse(v, eps - x0, w)
 
 
 def first_chunk_loss(model, tokens, x0, cfg, mask=None):
@@ -207,11 +217,10 @@ def first_chunk_loss(model, tokens, x0, cfg, mask=None):
     chunk and no position offset: what inference computes."""
     B, Fr = x0.shape[:2]
     t = shift_t(torch.rand(B, 1, device=x0.device), cfg.shift).expand(B, Fr)
-    eps = torch.randn_like(x0)
-    xt = (1 - t)[..., None, None, None] * x0 + t[..., None, None, None] * eps
+    xt, eps = noised(x0, t)
     v = model.bidirectional(tokens, xt, t)
     w = torch.ones_like(x0[:, :, :1]) if mask is None else token_weights(mask, cfg)     # (B, F, 1, g, g)
-    return (((v - (eps - x0)) ** 2) * w).mean() / w.mean()
+    return weighted_mse(v, eps - x0, w)
 
 
 @torch.no_grad()
