@@ -75,6 +75,15 @@ def img_src(page, sel: str) -> str:
     return page.locator(f"{sel} img").first.get_attribute("src") or ""
 
 
+def click_image(page, sel: str, x: int, y: int) -> None:
+    """Click pixel (x, y) of the image in `sel` once it has loaded: Gradio's Image maps the click through the
+    img's natural size and drops it while the new src is still loading (naturalWidth 0), which is what a
+    click on a just-redrawn image under load met."""
+    page.wait_for_function(f"() => {{ const i = document.querySelector('{sel} img'); "
+                           "return i && i.complete && i.naturalWidth > 0; }", timeout=20_000)
+    page.locator(f"{sel} img").click(position={"x": x, "y": y})
+
+
 def step_back(page, press, scrubber: str, image: str, newest: int) -> None:
     """`press` (the previous-frame key or button) moves the scrubber from the newest frame to the one before
     and redraws `image`. A run's completion message can land just after its last streamed update (which the
@@ -114,7 +123,7 @@ def test_generate_heatmap_timeline_scrubber(page):
     page.evaluate("() => document.activeElement && document.activeElement.blur()")   # keys go to the page
     step_back(page, lambda: page.keyboard.press("ArrowLeft"), "#scrubber", "#frame", 9)
     # drill-down: click a token on the heatmap
-    page.locator("#heatmap img").click(position={"x": 100, "y": 120})
+    click_image(page, "#heatmap", 100, 120)
     expect(page.locator("#token_info")).to_contain_text("frame 8", timeout=20_000)
     expect(page.locator("#token_plot .js-plotly-plot")).to_be_visible(timeout=20_000)
     page.wait_for_timeout(500)
