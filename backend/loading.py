@@ -44,10 +44,19 @@ def load_head(path: str | Path | None = None, labels: str = "sse") -> SalienceHe
     return head.eval()
 
 
+def folder_autoencoder(folder: str | Path) -> Path:
+    """The autoencoder of a models folder, else the shipped one. Training stages encode with it (a run's
+    `--models-dir` holds its own when it trained one, e.g. the quick recipe end to end), so a student is
+    evaluated with the autoencoder of its own folder."""
+    path = Path(folder) / "autoencoder.safetensors"
+    return path if path.is_file() else DEFAULT_AE
+
+
 @functools.lru_cache(maxsize=2)
 def student_and_ae(path: str) -> tuple[VideoDiT, AutoEncoder]:
-    """A student weights file and the shipped autoencoder, loaded once per process (benchmark workers)."""
-    return load_model(path), load_autoencoder()
+    """A student weights file and the autoencoder it was trained on (`folder_autoencoder` of its folder),
+    loaded once per process (benchmark workers)."""
+    return load_model(path), load_autoencoder(folder_autoencoder(Path(path).parent))
 
 
 def shipped() -> tuple[VideoDiT, AutoEncoder]:

@@ -29,10 +29,10 @@ from tqdm import tqdm
 
 from ..config import SamplerConfig
 from ..consistency import EVALUATOR_VERSION, detect, evaluate_video, whole_match
-from ..loading import DEFAULT_MODEL, file_hash
+from ..loading import DEFAULT_MODEL
 from ..prompt import SceneSpec, parse
 from .model import rollout
-from .report import file_labels, file_lines, paired_file_lines, table_head
+from .report import file_labels, weights_record, file_lines, paired_file_lines, table_head
 from .validation import validation_pairs
 
 LEVELS = (1.0, 0.9, 0.7, 0.5, 0.3, 0.2)      # asked-for start levels; each runs from the schedule's next level down
@@ -109,7 +109,7 @@ def run(paths: list[str] | None = None, n: int = 48, workers: int = 2, out: str 
     per = {p: res[i * n:(i + 1) * n] for i, p in enumerate(paths)}
     refs = [{k: r.pop(k) for k in REFERENCES} for r in per[paths[0]]]          # no model in them
     doc = {"date": time.strftime("%Y-%m-%d %H:%M"), "pairs": n, "evaluator": EVALUATOR_VERSION, "references": refs,
-           "results": {p: {"sha256": file_hash(p), "per_pair": per[p]} for p in paths}}
+           "results": {p: {**weights_record(p), "per_pair": per[p]} for p in paths}}
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "first_frame.json").write_text(json.dumps(doc, indent=1))
     rerender(Path(out) / "first_frame.json")

@@ -238,9 +238,24 @@ def paired_cell(v: tuple[float, float, int]) -> str:
     return f"{m:+.3f} ± {ci:.3f}{sign} (n={n})"
 
 
+def weights_record(path: str) -> dict:
+    """What a per-file doc stores about a student file: its sha256 and the autoencoder it is evaluated with
+    (its folder's, else the shipped one: `loading.folder_autoencoder`)."""
+    from ..loading import file_hash, folder_autoencoder
+    return {"sha256": file_hash(path), "autoencoder": str(folder_autoencoder(Path(path).parent))}
+
+
+def weights_label(path: str, record: dict) -> str:
+    """"`path` (first 8 hex digits of its sha256)", naming the autoencoder when it is not the shipped one."""
+    from ..loading import DEFAULT_AE
+    ae = record.get("autoencoder")
+    own = f" with `{ae}`" if ae and Path(ae).resolve() != DEFAULT_AE.resolve() else ""
+    return f"`{path}` ({record['sha256'][:8]}){own}"
+
+
 def file_labels(doc: dict) -> dict[str, str]:
-    """A stored per-file doc's labels: path -> "`path` (first 8 hex digits of its sha256)"."""
-    return {p: f"`{p}` ({r['sha256'][:8]})" for p, r in doc["results"].items()}
+    """A stored per-file doc's labels: path -> `weights_label`."""
+    return {p: weights_label(p, r) for p, r in doc["results"].items()}
 
 
 def table_head(first: str, second: str, scores) -> list[str]:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..config import SamplerConfig
 from ..consistency import EVALUATOR_VERSION
-from ..loading import file_hash
 from .model import SCORES
+from .report import weights_label, weights_record
 from .validation import Variant, paired, paired_lines, sweep, table, table_lines
 
 
@@ -31,8 +31,8 @@ def check_paths(paths: list[str]) -> None:
 
 def run(paths: list[str], n: int = 24, frames: int = 96, workers: int = 2, out: str = "docs/benchmarks") -> dict:
     check_paths(paths)
-    sha = {p: file_hash(p) for p in paths}
-    labels = {p: f"`{p}` ({sha[p][:8]})" for p in paths}
+    rec = {p: weights_record(p) for p in paths}
+    labels = {p: weights_label(p, rec[p]) for p in paths}
     res = sweep([Variant(labels[p], weights=p) for p in paths], n, frames, workers)
     tab = table(res, SCORES)
     lines = ["# Student weights on validation prompts (training distribution, not the held-out set)", "",
@@ -43,6 +43,6 @@ def run(paths: list[str], n: int = 24, frames: int = 96, workers: int = 2, out: 
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "weights_validation.md").write_text("\n".join(lines) + "\n")
     (Path(out) / "weights_validation.json").write_text(json.dumps(
-        {"frames": frames, "results": {p: {"sha256": sha[p], "per_pair": res[labels[p]]} for p in paths}}, indent=1))
+        {"frames": frames, "results": {p: {**rec[p], "per_pair": res[labels[p]]} for p in paths}}, indent=1))
     print("\n".join(lines))
     return tab

@@ -25,9 +25,8 @@ def recipe_config(recipes: dict, recipe: str, **overrides):
 
 def stage_autoencoder(models: Path):
     """The autoencoder in a models folder, else the shipped one."""
-    from ..loading import DEFAULT_AE, load_autoencoder
-    path = Path(models) / "autoencoder.safetensors"
-    return load_autoencoder(path if path.is_file() else DEFAULT_AE)
+    from ..loading import folder_autoencoder, load_autoencoder
+    return load_autoencoder(folder_autoencoder(models))
 
 
 def optimise(loss: torch.Tensor, opt: torch.optim.Optimizer, params, clip: float = 1.0) -> None:
