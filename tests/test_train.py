@@ -210,3 +210,26 @@ def test_decoder_sprite_pixels_mark_sprites_and_their_edge_only():
     assert (w[sprites] == 1).all() and w.sum() > sprites.sum()                # the sprites and a rim
     rim = torch.nn.functional.max_pool2d(torch.tensor(sprites, dtype=torch.float)[None, None], 3, 1, 1)[0, 0].numpy()
     assert (w <= rim).all()                                                   # nothing beyond one pixel
+
+
+def test_amp_runs_the_student_in_bf16_and_keeps_fp32_weights(tmp_path):
+    """`--amp`: the same run in bfloat16 autocast stores fp32 weights, and its loss is the fp32 loss up to
+    bf16 rounding: close, yet not equal (the autocast took effect). From a random model with non-zero output
+    layers, so the prediction, not only the target, is in the loss."""
+    import json
+
+    import torch
+
+    from backend.loading import random_model
+    init = tmp_path / "init.safetensors"
+    model = random_model("tiny", seed=3)
+    checkpoint.save(init, model, model.cfg, {"note": "random"})
+    losses = {}
+    for amp in (False, True):
+        runs, models = tmp_path / f"runs{amp}", tmp_path / f"models{amp}"
+        main(["student", "--steps", "25", "--preset", "tiny", "--batch", "1", "--long-batch", "1", "--init", str(init),
+              "--runs-dir", str(runs), "--models-dir", str(models), *(["--amp"] if amp else [])])
+        losses[amp] = json.loads((runs / "student" / "log.jsonl").read_text().splitlines()[0])["loss"]
+        tensors, _, _ = checkpoint.read(models / "student.safetensors")
+        assert all(t.dtype == torch.float32 for t in tensors.values())
+    assert 1e-5 < abs(losses[True] / losses[False] - 1) < 0.05, losses

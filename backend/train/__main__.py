@@ -37,6 +37,8 @@ def main(argv=None) -> None:
                     help="teacher/student: wall-time cap; the cosine schedule anneals by time as well as steps")
     ap.add_argument("--batch", type=int, default=None, help="teacher/student: override the recipe's batch")
     ap.add_argument("--long-batch", type=int, default=None, help="teacher/student: override the long-clip batch")
+    ap.add_argument("--amp", action="store_true", help="teacher/student: bfloat16 autocast for the model's passes "
+                    "(weights and targets stay fp32; for GPUs)")
     a = ap.parse_args(argv)
     mod = importlib.import_module(STAGES[a.stage])
     kw = {"recipe": a.recipe, "resume": not a.fresh, "runs": a.runs_dir, "models": a.models_dir}
@@ -48,7 +50,8 @@ def main(argv=None) -> None:
         kw["stage"] = a.stage
         kw["preset"] = a.preset
         kw["init"] = a.init
-        kw.update(device=a.device, workers=a.workers, minutes=a.minutes, batch=a.batch, long_batch=a.long_batch)
+        kw.update(device=a.device, workers=a.workers, minutes=a.minutes, batch=a.batch, long_batch=a.long_batch,
+                  amp=a.amp)
     mod.run(**kw)
 
 

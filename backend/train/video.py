@@ -277,10 +277,12 @@ class ClipStream(torch.utils.data.IterableDataset):
 def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, steps: int | None = None,
         preset: str | None = None, runs: Path = RUNS, models: Path = MODELS, init: str | None = None,
         device: str = "cpu", workers: int = 0, minutes: float | None = None, batch: int | None = None,
-        long_batch: int | None = None) -> dict:
+        long_batch: int | None = None, amp: bool = False) -> dict:
     """Train `stage`. On a GPU (`device="cuda"`), `workers` loader processes draw the clips and `batch` /
     `long_batch` override the recipe's; `minutes` caps the wall time: the cosine schedule then runs on
-    max(step / steps, elapsed / minutes), so a time-boxed run still anneals to zero."""
+    max(step / steps, elapsed / minutes), so a time-boxed run still anneals to zero. `amp` computes the
+    model's forward and backward passes in bfloat16 autocast (weights, optimiser and the autoencoder's
+    latent targets stay fp32); it is for GPUs, whose tensor cores run bf16 at many times the fp32 rate."""
     cfg = recipe_config(RECIPES[stage], recipe, steps=steps, preset=preset, batch=batch, long_batch=long_batch)
     runs, models, dev = Path(runs), Path(models), torch.device(device)
     torch.manual_seed(cfg.seed)
@@ -310,7 +312,7 @@ def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, step
                                               num_workers=workers, prefetch_factor=4 if workers else None,
                                               persistent_workers=bool(workers)))
     bar = tqdm(range(step, cfg.steps), desc=stage, initial=step, total=cfg.steps)
-    ema, t0, done = None, time.time(), step
+    ema, t0, done, start = None, time.time(), step, step
     for step in bar:
         frac = step / cfg.steps if minutes is None else max(step / cfg.steps, (time.time() - t0) / (60 * minutes))
         if frac >= 1.0:
@@ -320,12 +322,12 @@ def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, step
             g["lr"] = lr
         frames, tokens, mask, *first = next(stream)
         T = frames.shape[1]
-        x0 = encode_clips(ae, frames.to(dev))
-        loss = loss_fn(model, tokens.to(dev), x0, cfg, rng, mask.to(dev))
-        if first:                                                   # student with first_batch > 0
-            f_frames, f_tokens, f_mask = first
-            loss = loss + first_chunk_loss(model, f_tokens.to(dev), encode_clips(ae, f_frames.to(dev)), cfg,
-                                           f_mask.to(dev))
+        x0 = encode_clips(ae, frames.to(dev))                      # fp32 targets, also under amp
+        x0_first = encode_clips(ae, first[0].to(dev)) if first else None
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(model, tokens.to(dev), x0, cfg, rng, mask.to(dev))
+            if first:                                               # student with first_batch > 0
+                loss = loss + first_chunk_loss(model, first[1].to(dev), x0_first, cfg, first[2].to(dev))
         optimise(loss, opt, model.parameters())
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema:.4f}")
@@ -336,7 +338,9 @@ def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, step
             checkpoint_run(stage, recipe, model, opt, ae, mcfg, cfg, state, log, models, done)
     if done % cfg.ckpt_every and done != cfg.steps:                # a time-boxed run stopped between saves
         checkpoint_run(stage, recipe, model, opt, ae, mcfg, cfg, state, log, models, done)
-    print(f"{stage}: {done} steps in {time.time() - t0:.0f} s -> {models / f'{stage}.safetensors'}")
+    secs = time.time() - t0
+    print(f"{stage}: {done} steps in {secs:.0f} s ({(done - start) / max(secs, 1e-9):.2f} steps/s this run) "
+          f"-> {models / f'{stage}.safetensors'}")
     return {"steps": done}
 
 
