@@ -14,6 +14,9 @@ def main(argv=None) -> int:
     ap.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     ap.add_argument("--sessions", default=None, help="folder of saved sessions (default: sessions/)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--models", default=None, help="weights folder: a training run's --models-dir (its student, "
+                    "and its autoencoder, teacher and salience heads where it has them; a missing autoencoder "
+                    "falls back to the shipped one); default: the shipped assets/models/")
     a = ap.parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     t0 = time.perf_counter()
@@ -25,7 +28,10 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     root = a.sessions or DEFAULT_ROOT
-    ex = Explorer(store=SessionStore(root))
+    try:
+        ex = Explorer(store=SessionStore(root), **({"models": a.models} if a.models else {}))
+    except FileNotFoundError as e:
+        ap.error(str(e))
     demo = build(ex)
     demo.queue(default_concurrency_limit=2, max_size=64)
     kw = launch_kwargs()

@@ -36,8 +36,9 @@ def load_head(path: str | Path | None = None, labels: str = "sse") -> SalienceHe
     """A PaFu-KV Salience Estimation Head: `path`, else the shipped head trained on `labels`."""
     path = Path(path) if path is not None else MODELS_DIR / head_file(labels)
     if not path.is_file():
+        folder = "" if path.parent.resolve() == MODELS_DIR else f" --models-dir {path.parent}"
         raise FileNotFoundError(f"no salience head at {path}; train it with `python -m backend.train salience "
-                                f"--labels {labels}`")
+                                f"--labels {labels}{folder}`")
     tensors, cfg, _ = checkpoint.read(path)
     head = SalienceHead(checkpoint.config_from(SEHConfig, cfg))
     checkpoint.load_into(head, tensors, path)
@@ -57,6 +58,15 @@ def student_and_ae(path: str) -> tuple[VideoDiT, AutoEncoder]:
     """A student weights file and the autoencoder it was trained on (`folder_autoencoder` of its folder),
     loaded once per process (benchmark workers)."""
     return load_model(path), load_autoencoder(folder_autoencoder(Path(path).parent))
+
+
+def folder_student(folder: str | Path) -> Path:
+    """The student weights of a models folder (the shipped one, or a training run's `--models-dir`)."""
+    path = Path(folder) / "student.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"no student.safetensors in {folder}: a models folder holds the weights a training "
+                                "run writes with `python -m backend.train student --models-dir FOLDER`")
+    return path
 
 
 def shipped() -> tuple[VideoDiT, AutoEncoder]:

@@ -3,6 +3,7 @@ full-cache reference run with the same noise (added automatically when not among
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +31,8 @@ class Comparison:
     metrics_cache: dict = field(default_factory=dict)
 
     @classmethod
-    def start(cls, configs: list[RunConfig], model, ae, head=None, progress=None) -> "Comparison":
+    def start(cls, configs: list[RunConfig], model, ae, head=None, progress=None,
+              models: Path | None = None) -> "Comparison":
         if not 1 <= len(configs) <= MAX_CONFIGS:
             raise ValueError(f"compare takes 1 to {MAX_CONFIGS} configurations besides the full-cache reference, "
                              f"got {len(configs)}")
@@ -43,7 +45,7 @@ class Comparison:
         if ref is None:
             configs = [reference_config(base)] + configs
             ref = 0
-        runs = [Run.start(c, model, ae, head, progress) for c in configs]
+        runs = [Run.start(c, model, ae, head, progress, models) for c in configs]
         return cls(runs, ref)
 
     @property

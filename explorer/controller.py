@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.loading import DEFAULT_MODEL, file_hash, shipped
+from backend.loading import MODELS_DIR, file_hash, folder_student, load_head, load_model, student_and_ae
+from backend.salience import head_file
 
 from . import export, figures, views
 from .compare import MAX_CONFIGS, Comparison
@@ -72,17 +73,24 @@ class Explorer:
     head: object = None
     teacher: object = None
     model_hash: str = ""
+    models: Path = MODELS_DIR          # the weights folder: the shipped one, or a training run's --models-dir
 
     def __post_init__(self):
+        self.models = Path(self.models)
         if self.model is None:
-            self.model, self.ae = shipped()
-            self.model_hash = file_hash(DEFAULT_MODEL)
+            student = folder_student(self.models)
+            self.model, self.ae = student_and_ae(str(student))     # the folder's autoencoder, else the shipped
+            self.model_hash = file_hash(student)
         if self.head is None:
             try:
-                from backend.loading import load_head
-                self.head = load_head()
-            except Exception:          # no shipped head: the `predicted` signal is simply absent
+                self.head = load_head(self.models / head_file("sse"))
+            except FileNotFoundError:  # no head in the folder: the `predicted` signal is simply absent
                 self.head = None
+
+    @property
+    def custom_models(self) -> Path | None:
+        """The weights folder when it is not the shipped one (its heads then score PaFu-KV), else None."""
+        return None if self.models.resolve() == MODELS_DIR else self.models
 
     def ws(self, key: str | None) -> Workspace:
         return self.registry.get(key)
@@ -91,7 +99,7 @@ class Explorer:
     def _new_run(self, ws: Workspace, config: RunConfig, progress=None) -> Run:
         config.validate()
         self.autosave(ws)
-        run = Run.start(config, self.model, self.ae, self.head, progress)
+        run = Run.start(config, self.model, self.ae, self.head, progress, self.custom_models)
         ws.run, ws.run_saved, ws.token = run, None, None
         return run
 
@@ -177,15 +185,19 @@ class Explorer:
         return sid
 
     def _meta(self) -> dict:
-        return {"model_hash": self.model_hash, "model": str(Path(DEFAULT_MODEL).name)}
+        meta = {"model_hash": self.model_hash, "model": "student.safetensors"}
+        return meta | ({"models": str(self.custom_models)} if self.custom_models else {})
 
     def teacher_salience(self, ws: Workspace, frame: int) -> str:
         with ws.lock:
             if ws.run is None or ws.run.data.frames_done == 0:
                 raise ValueError("generate some frames first")
             if self.teacher is None:
-                from backend.loading import MODELS_DIR, load_model
-                self.teacher = load_model(MODELS_DIR / "teacher.safetensors")
+                path = self.models / "teacher.safetensors"
+                if not path.is_file():
+                    raise ValueError(f"no teacher.safetensors in {self.models}: train one with `python -m "
+                                     f"backend.train teacher --models-dir {self.models}`")
+                self.teacher = load_model(path)
             first, end = ws.run.teacher_salience(self.teacher, frame)
             return ws.run.data.status
 
@@ -300,7 +312,7 @@ class Explorer:
             self.autosave_compare(ws)
             for c in configs:                                  # validates budgets against the model and length
                 c.validate()
-            cmp = Comparison.start(configs, self.model, self.ae, self.head, progress)
+            cmp = Comparison.start(configs, self.model, self.ae, self.head, progress, self.custom_models)
             ws.compare, ws.compare_saved = cmp, None
         yield from self._stream(ws, cmp, lambda: ws.compare is cmp, lambda: self.autosave_compare(ws), every_s, progress)
 

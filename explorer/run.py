@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from backend.config import SamplerConfig
+from backend.loading import load_head
 from backend.policies import POLICIES
 from backend.policies.build import build_policy, parse_params
 from backend.prompt import parse
+from backend.salience import head_file
 from backend.stepper import GenerationError, Stepper, validate_frames
 
 from .history import RunHistory
@@ -93,7 +96,9 @@ class Run:
     _ids_before_evict: list = field(default_factory=list)
 
     @classmethod
-    def start(cls, config: RunConfig, model, ae, head=None, progress=None) -> "Run":
+    def start(cls, config: RunConfig, model, ae, head=None, progress=None, models: Path | None = None) -> "Run":
+        """A run at its first step. `models`: the folder whose salience heads PaFu-KV scores with (None: the
+        shipped ones), so a student from a training run is scored by the heads distilled for it."""
         config.validate()
         params = parse_params(config.params)
         policy = build_policy(config.policy, config.budget or None, config.frames, model, ae, config.prompt,
@@ -107,6 +112,8 @@ class Run:
                           budget=policy.budget if policy.budget is not None else -1)
         data = RunData(config, st.frames, hist, st.frame_ms, st.latents.numpy())
         if hasattr(policy, "salience_head"):         # PaFu-KV: show the head the policy itself uses
+            if models is not None and policy.head is None:
+                policy.head = load_head(Path(models) / head_file(policy.labels), policy.labels)
             head = policy.salience_head()
         return cls(data, st, head)
 

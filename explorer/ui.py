@@ -121,7 +121,8 @@ def build(ex: Explorer) -> gr.Blocks:
     with gr.Blocks(title="KV-cache explorer", fill_width=True, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("## KV-cache explorer · autoregressive video diffusion\n"
                     "Generate a video chunk by chunk with a KV-cache policy and watch what the cache keeps. "
-                    "Model: the shipped student (see `assets/models/MODEL_CARD.md`).")
+                    + (f"Model: the student in `{ex.custom_models}` ({ex.model_hash[:8]})." if ex.custom_models else
+                       "Model: the shipped student (see `assets/models/MODEL_CARD.md`)."))
         with gr.Row(elem_classes="compact-row"):
             prompt = gr.Textbox(EXAMPLES[0], label="Prompt", elem_id="prompt", scale=4,
                                 info="words of the world's grammar: " + ", ".join(VOCAB))

@@ -270,6 +270,48 @@ def test_pafu_runs_show_the_head_their_policy_uses(shipped_models):
         assert torch.allclose(m["pred"][k], expect, atol=1e-6)
 
 
+def test_a_models_folder_serves_its_own_weights(tmp_path):
+    """`python app.py --models DIR`: a training run's folder serves its student with the shipped autoencoder
+    when it has none; PaFu-KV and the `predicted` signal use the folder's heads only (a student from another
+    run is not scored by heads distilled for the shipped one), and the teacher too; each missing file is
+    named with the command that writes it. A folder without a student is refused."""
+    import shutil
+
+    import torch
+
+    from backend.loading import DEFAULT_AE, MODELS_DIR, load_autoencoder, load_head
+    from explorer.run import Run
+    with pytest.raises(FileNotFoundError, match="no student.safetensors"):
+        Explorer(store=SessionStore(tmp_path / "s0"), models=tmp_path / "empty")
+    folder = tmp_path / "run_models"
+    folder.mkdir()
+    shutil.copy(MODELS_DIR / "student.safetensors", folder / "student.safetensors")
+    ex = Explorer(store=SessionStore(tmp_path / "s1"), models=folder)
+    assert ex.custom_models == folder and ex.head is None and ex._meta()["models"] == str(folder)
+    shipped_ae = load_autoencoder(DEFAULT_AE)
+    assert all(torch.equal(p, q) for p, q in zip(ex.ae.parameters(), shipped_ae.parameters()))
+    with pytest.raises(FileNotFoundError, match="--models-dir"):
+        Run.start(cfg(policy="pafu", budget="4f"), ex.model, ex.ae, ex.head, models=ex.custom_models)
+    ws = ex.ws("m")
+    ex.step_frame(ws, cfg(policy="window", budget="4f"))
+    with pytest.raises(ValueError, match="no teacher.safetensors"):
+        ex.teacher_salience(ws, 0)
+    shutil.copy(MODELS_DIR / "salience_head_hindsight.safetensors", folder / "salience_head.safetensors")
+    run = Run.start(cfg(policy="pafu", budget="4f"), ex.model, ex.ae, ex.head, models=ex.custom_models)
+    hind = dict(load_head(labels="hindsight").named_parameters())
+    assert all(torch.equal(p, hind[k]) for k, p in run.head.named_parameters())   # the folder's "sse" file
+    assert Explorer(store=SessionStore(tmp_path / "s2"), models=MODELS_DIR).custom_models is None
+
+
+def test_app_refuses_a_models_folder_without_a_student(tmp_path, capsys):
+    """`python app.py --models DIR` with no student in DIR stops with a usage error naming the file, before
+    anything is served."""
+    import app
+    with pytest.raises(SystemExit) as e:
+        app.main(["--models", str(tmp_path), "--sessions", str(tmp_path / "s")])
+    assert e.value.code == 2 and "no student.safetensors" in capsys.readouterr().err
+
+
 def test_old_scratch_exports_are_cleaned(tmp_path):
     """Exported zips live in a scratch folder; files older than the limit go, newer ones stay."""
     import os
