@@ -227,3 +227,21 @@ def test_a_student_is_evaluated_with_the_autoencoder_of_its_folder(tmp_path):
     assert rec[alone]["sha256"] == rec[own]["sha256"]
     assert " with " not in weights_label("alone", rec[alone])
     assert weights_label("own", rec[own]).endswith(f"with `{own / 'autoencoder.safetensors'}`")
+
+
+def test_model_bench_names_the_near_blank_frames():
+    """`bench model` lists, per held-out video, the runs of frames whose contrast fell below the dataset's
+    range (the 'no collapse' target), so the finding can be traced to a prompt and a frame."""
+    from backend.bench.model import collapse_lines, low_frames, spans
+
+    assert low_frames([1.0, 20.0, 3.0, 12.7], 12.7) == [0, 2]
+    assert spans([3, 4, 5, 9]) == "3-5, 9" and spans([7]) == "7" and spans([]) == ""
+    r = {"per_prompt": [{"prompt": "a red circle on plain", "seed": 4, "full_low_contrast_frames": [200, 201, 250],
+                         "window_low_contrast_frames": []},
+                        {"prompt": "a square on stripes", "seed": 5, "full_low_contrast_frames": [],
+                         "window_low_contrast_frames": []}]}
+    full, window = collapse_lines(r)
+    assert full == ("Frames below the dataset's contrast range, full cache: 3 in 1 of 2 videos "
+                    "(\"a red circle on plain\" (seed 4): 200-201, 250).")
+    assert window.endswith("window 16: 0 in 0 of 2 videos.")
+    assert collapse_lines({"per_prompt": [{"prompt": "x", "seed": 0}]}) == []     # reports from before: no line

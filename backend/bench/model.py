@@ -91,6 +91,37 @@ def eval_pair(job) -> dict:
     return out
 
 
+def low_frames(contrast_per_frame: list[float], lo: float) -> list[int]:
+    """Indices of the frames whose contrast is below `lo` (the dataset's minimum): near-blank frames."""
+    return [i for i, c in enumerate(contrast_per_frame) if c < lo]
+
+
+def collapse_lines(r: dict) -> list[str]:
+    """Where generated frames fell below the dataset's contrast range, per held-out video (the runs of frames)."""
+    out = []
+    for key, name in (("full_low_contrast_frames", "full cache"), ("window_low_contrast_frames", "window 16")):
+        hits = [(p, p[key]) for p in r.get("per_prompt", []) if p.get(key)]
+        if not any(key in p for p in r.get("per_prompt", [])):
+            continue
+        n = sum(len(f) for _, f in hits)
+        text = "; ".join(f"\"{p['prompt']}\" (seed {p['seed']}): {spans(f)}" for p, f in hits)
+        out.append(f"Frames below the dataset's contrast range, {name}: {n} in {len(hits)} of "
+                   f"{len(r['per_prompt'])} videos" + (f" ({text})." if hits else "."))
+    return out
+
+
+def spans(frames: list[int]) -> str:
+    """[3, 4, 5, 9] -> "3-5, 9"."""
+    parts, start = [], None
+    for i, f in enumerate(frames):
+        if start is None:
+            start = f
+        if i + 1 == len(frames) or frames[i + 1] != f + 1:
+            parts.append(f"{start}" if start == f else f"{start}-{f}")
+            start = None
+    return ", ".join(parts)
+
+
 def dataset_contrast(n: int = 64) -> tuple[float, float]:
     """Range (1st-99th percentile and min/max) of per-frame contrast in world clips."""
     from ..data import clip_batch
@@ -200,7 +231,10 @@ def run(prompts: int = 32, workers: int = 2, full_frames: int = 256, window_fram
         with mp.get_context("spawn").Pool(workers) as pool:
             results = list(tqdm(pool.imap(eval_pair, jobs), total=len(jobs), desc="held-out prompts"))
         report["quality"] = summarise(results)
-        report["per_prompt"] = [{k: r[k] for k in ("prompt", "seed", "full_2x", "window")} for r in results]
+        lo = report["dataset_contrast"][0]
+        report["per_prompt"] = [{**{k: r[k] for k in ("prompt", "seed", "full_first", "full_2x", "full_all", "window")},
+                                 "full_low_contrast_frames": low_frames(r["contrast_full"], lo),
+                                 "window_low_contrast_frames": low_frames(r["contrast_window"], lo)} for r in results]
     if not skip_speed:
         report["speed"] = speed(full_frames)
     keep = {k for k, skipped in (("quality", skip_quality), ("speed", skip_speed)) if skipped}
@@ -255,7 +289,7 @@ def markdown(r: dict) -> str:
                   ", ".join(f"{v:.2f}" for v in q["full_segment_adherence"]),
                   f"Identity persistence on prompts with open colours (full, 0-47): {q['open_colour_identity']:.3f}.",
                   f"Contrast range, full cache: {q['contrast_full'][0]:.1f}-{q['contrast_full'][1]:.1f}; "
-                  f"window: {q['contrast_window'][0]:.1f}-{q['contrast_window'][1]:.1f}.", ""]
+                  f"window: {q['contrast_window'][0]:.1f}-{q['contrast_window'][1]:.1f}.", *collapse_lines(r), ""]
     s = r.get("speed")
     if s:
         fc = s["full_curve_ms"]
