@@ -28,9 +28,10 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     root = a.sessions or DEFAULT_ROOT
+    from backend.checkpoint import CheckpointError
     try:
         ex = Explorer(store=SessionStore(root), **({"models": a.models} if a.models else {}))
-    except FileNotFoundError as e:
+    except (FileNotFoundError, CheckpointError) as e:        # no student there, or a damaged weights file
         ap.error(str(e))
     demo = build(ex)
     demo.queue(default_concurrency_limit=2, max_size=64)

@@ -304,12 +304,16 @@ def test_a_models_folder_serves_its_own_weights(tmp_path):
 
 
 def test_app_refuses_a_models_folder_without_a_student(tmp_path, capsys):
-    """`python app.py --models DIR` with no student in DIR stops with a usage error naming the file, before
-    anything is served."""
+    """`python app.py --models DIR` with no student in DIR, or a damaged one, stops with a usage error naming
+    the file, before anything is served."""
     import app
     with pytest.raises(SystemExit) as e:
         app.main(["--models", str(tmp_path), "--sessions", str(tmp_path / "s")])
     assert e.value.code == 2 and "no student.safetensors" in capsys.readouterr().err
+    (tmp_path / "student.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit):
+        app.main(["--models", str(tmp_path), "--sessions", str(tmp_path / "s")])
+    assert "corrupt" in capsys.readouterr().err
 
 
 def test_old_scratch_exports_are_cleaned(tmp_path):
