@@ -127,6 +127,29 @@ def test_time_boxed_run_stops_saves_and_streams_in_order(tmp_path):
     assert lengths == [cfg.frames, cfg.long_frames] * 3
 
 
+def test_a_resumed_time_boxed_run_goes_on_with_the_time_it_has_left(tmp_path):
+    """The state records the training seconds spent, so a time-boxed run resumed after an interruption (a
+    GPU machine taken back, a command's time limit) continues its cosine schedule: resumed with its time
+    spent it trains no further (it used to start the time box, and the learning rate, over); given more
+    minutes it goes on from the saved step."""
+    from backend.train.common import trained_seconds
+    runs, models = tmp_path / "runs", tmp_path / "models"
+    args = ["student", "--steps", "500", "--preset", "tiny", "--batch", "1", "--long-batch", "1",
+            "--runs-dir", str(runs), "--models-dir", str(models)]
+    state = runs / "student" / "state.safetensors"
+
+    def step() -> int:
+        with safe_open(str(state), "pt") as f:
+            return int(f.metadata()["step"])
+    main([*args, "--minutes", "0.0001"])
+    first, spent = step(), trained_seconds(state)
+    assert 1 <= first < 500 and spent >= 0.006
+    main([*args, "--minutes", "0.0001"])
+    assert step() == first and trained_seconds(state) == spent       # nothing trained, nothing rewritten
+    main([*args, "--minutes", str((spent + 1.0) / 60)])             # one more second of training
+    assert first < step() < 500 and trained_seconds(state) > spent
+
+
 def test_windowed_context_draws_only_windows_that_fit():
     """`p_window` (the `gpuwin` recipe): a step trains on a sink + window context only when a window
     shorter than the clip fits; drawn windows and sinks stay within the recipe's bounds; p_window = 0 never

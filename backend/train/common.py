@@ -51,8 +51,10 @@ def set_threads() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
 
-def save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, cfg) -> None:
-    """Resumable training state (weights + Adam moments + step), as safetensors; never pickles."""
+def save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, cfg,
+               elapsed_s: float = 0.0) -> None:
+    """Resumable training state (weights + Adam moments + step + training seconds so far), as safetensors;
+    never pickles."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     params = [p for g in opt.param_groups for p in g["params"]]
     for i, p in enumerate(params):
@@ -60,7 +62,8 @@ def save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, s
             if torch.is_tensor(v):
                 tensors[f"opt.{i}.{k}"] = v.detach().cpu().contiguous().reshape(v.shape)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"step": str(step), "config": json.dumps(cfg)})
+        save_file(tensors, str(tmp), metadata={"step": str(step), "config": json.dumps(cfg),
+                                               "elapsed_s": f"{elapsed_s:.3f}"})
 
 
 def load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
@@ -79,6 +82,17 @@ def load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -
             p = params[int(i)]
             opt.state[p][name] = v.to(p.device) if v.dim() else v      # Adam's step count stays a CPU scalar
     return step
+
+
+def trained_seconds(path: Path) -> float:
+    """Training seconds a save_state file records (0 if there is none, or it predates the field): a
+    time-boxed run (`--minutes`) resumed after an interruption goes on with the time it has left, so its
+    cosine schedule continues instead of starting over."""
+    if not path.is_file():
+        return 0.0
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        return float((f.metadata() or {}).get("elapsed_s", 0.0))
 
 
 class Log:

@@ -29,7 +29,8 @@ from ..config import MODEL_PRESETS
 from ..data import clip_batch
 from ..flow import shift_t
 from ..model import VideoDiT
-from .common import MODELS, RUNS, Log, export, load_state, optimise, recipe_config, save_state, stage_autoencoder
+from .common import (MODELS, RUNS, Log, export, load_state, optimise, recipe_config, save_state, stage_autoencoder,
+                     trained_seconds)
 
 
 @dataclass(frozen=True)
@@ -313,8 +314,12 @@ def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, step
                                               persistent_workers=bool(workers)))
     bar = tqdm(range(step, cfg.steps), desc=stage, initial=step, total=cfg.steps)
     ema, t0, done, start = None, time.time(), step, step
+    spent = trained_seconds(state) if step else 0.0                 # training seconds before this call
+
+    def clock() -> float:
+        return spent + time.time() - t0
     for step in bar:
-        frac = step / cfg.steps if minutes is None else max(step / cfg.steps, (time.time() - t0) / (60 * minutes))
+        frac = step / cfg.steps if minutes is None else max(step / cfg.steps, clock() / (60 * minutes))
         if frac >= 1.0:
             break
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.5 + 0.5 * np.cos(np.pi * frac))
@@ -335,18 +340,18 @@ def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, step
         if done % 25 == 0:
             log.write(step=done, loss=loss.item(), loss_ema=ema, lr=lr, T=T)
         if done % cfg.ckpt_every == 0 or done == cfg.steps:
-            checkpoint_run(stage, recipe, model, opt, ae, mcfg, cfg, state, log, models, done)
-    if done % cfg.ckpt_every and done != cfg.steps:                # a time-boxed run stopped between saves
-        checkpoint_run(stage, recipe, model, opt, ae, mcfg, cfg, state, log, models, done)
+            checkpoint_run(stage, recipe, model, opt, ae, mcfg, cfg, state, log, models, done, clock())
+    if done > start and done % cfg.ckpt_every and done != cfg.steps:   # a time-boxed run stopped between saves
+        checkpoint_run(stage, recipe, model, opt, ae, mcfg, cfg, state, log, models, done, clock())
     secs = time.time() - t0
     print(f"{stage}: {done} steps in {secs:.0f} s ({(done - start) / max(secs, 1e-9):.2f} steps/s this run) "
           f"-> {models / f'{stage}.safetensors'}")
     return {"steps": done}
 
 
-def checkpoint_run(stage, recipe, model, opt, ae, mcfg, cfg, state, log, models, done: int) -> None:
+def checkpoint_run(stage, recipe, model, opt, ae, mcfg, cfg, state, log, models, done: int, elapsed_s: float) -> None:
     """Resumable state, the health check and the exported weights (always written from CPU tensors)."""
-    save_state(state, model, opt, done, dataclasses.asdict(cfg))
+    save_state(state, model, opt, done, dataclasses.asdict(cfg), elapsed_s)
     model.eval()
     health = next_frame_error(model, ae, stage)
     model.train()
