@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -24,7 +25,7 @@ def _policy_kwargs(items: list[str]) -> dict:
 
 def cmd_generate(a) -> int:
     import torch
-    from .loading import DEFAULT_AE, DEFAULT_MODEL, load_autoencoder, load_model, random_model
+    from .loading import DEFAULT_AE, DEFAULT_MODEL, folder_autoencoder, load_autoencoder, load_model, random_model
     from .policies import make_policy, parse_budget
     from .policies.build import build_policy
     from .prompt import parse
@@ -43,7 +44,7 @@ def cmd_generate(a) -> int:
     make_policy(a.policy, **kwargs)                        # unknown names / parameters fail before loading
     sampler = sampler_config(a.sampler)
     model = random_model(a.preset, a.seed) if a.preset else load_model(a.model or DEFAULT_MODEL)
-    ae = load_autoencoder(a.ae or DEFAULT_AE)
+    ae = load_autoencoder(a.ae or (folder_autoencoder(Path(a.model).parent) if a.model else DEFAULT_AE))
     policy = build_policy(a.policy, a.budget, a.frames, model, ae, a.prompt, a.seed, kwargs, sampler=sampler)
     st = Stepper(model, ae, a.prompt, a.frames, seed=a.seed, policy=policy, preview=False, sampler=sampler)
     t0 = time.perf_counter()
@@ -105,7 +106,8 @@ def main(argv=None) -> int:
     g.add_argument("--fps", type=int, default=12, help="frames per second of the video (default 12)")
     g.add_argument("--scale", type=int, default=4, help="integer upscale of the 64x64 frames (default 4)")
     g.add_argument("--model", help="student weights (.safetensors); default: the shipped model")
-    g.add_argument("--ae", help="autoencoder weights (.safetensors); default: the shipped autoencoder")
+    g.add_argument("--ae", help="autoencoder weights (.safetensors); default: the one beside --model (a training "
+                   "run's --models-dir), else the shipped autoencoder")
     g.add_argument("--preset", help="use a seeded random model of this preset instead of weights (testing)")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--timings", action=argparse.BooleanOptionalAction, default=True,
