@@ -90,6 +90,11 @@ def _summary(doc: dict) -> str:
     config, arrays = doc["config"], doc["arrays"]
     parts = [str(doc["kind"])] + ([f"{config['frames']} frames"] if "frames" in config else [])
     parts += [f"{k}={str(config[k])[:60]}" for k in ("prompt", "policy", "policies") if k in config]
+    meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+    if meta.get("model_hash"):                        # which weights made it (the folder when not the shipped)
+        folder = str(meta.get("models") or "")
+        folder = folder if len(folder) <= 60 else "…" + folder[-59:]          # a path's end says the most
+        parts.append(f"model {str(meta['model_hash'])[:8]}" + (f" from {folder}" if folder else ""))
     mb = sum(np.prod(a["shape"]) * np.dtype(a["dtype"]).itemsize for a in arrays.values()) / 2**20
     return " · ".join(parts + [f"{len(arrays)} arrays ({mb:.1f} MB)"])
 

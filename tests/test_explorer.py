@@ -296,6 +296,9 @@ def test_a_models_folder_serves_its_own_weights(tmp_path):
     ex.step_frame(ws, cfg(policy="window", budget="4f"))
     with pytest.raises(ValueError, match="no teacher.safetensors"):
         ex.teacher_salience(ws, 0)
+    ex.autosave(ws)                                           # the session names the weights that made it
+    (info,) = ex.store.list()
+    assert f"model {ex.model_hash[:8]} from " in info.summary and info.summary.split(" · ")[-2].endswith("/run_models")
     shutil.copy(MODELS_DIR / "salience_head_hindsight.safetensors", folder / "salience_head.safetensors")
     run = Run.start(cfg(policy="pafu", budget="4f"), ex.model, ex.ae, ex.head, models=ex.custom_models)
     hind = dict(load_head(labels="hindsight").named_parameters())
