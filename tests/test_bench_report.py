@@ -197,27 +197,17 @@ def test_decoder_bench_pairs_decoders_on_the_same_latents(tmp_path):
     assert text.count("+0.000 ± 0.000") >= len(ROWS)                  # adherence is defined on every row
 
 
-def test_a_student_is_evaluated_with_the_autoencoder_of_its_folder(tmp_path):
+def test_a_student_is_evaluated_with_the_autoencoder_of_its_folder(models_folder):
     """A training run that trained its own autoencoder (the quick recipe end to end) leaves it beside the
     student: benchmarks decode that student with it, as training encoded with it, and name it in the label;
     a student alone in its folder gets the shipped one, unnamed."""
-    import shutil
-
     import torch
 
-    from backend import checkpoint
     from backend.bench.report import weights_label, weights_record
-    from backend.loading import DEFAULT_AE, DEFAULT_MODEL, folder_autoencoder, load_autoencoder, student_and_ae
+    from backend.loading import DEFAULT_AE, folder_autoencoder, student_and_ae
     from backend.train.common import stage_autoencoder
 
-    alone, own = tmp_path / "alone", tmp_path / "own"
-    for d in (alone, own):
-        d.mkdir()
-        shutil.copy(DEFAULT_MODEL, d / "student.safetensors")
-    ae = load_autoencoder(DEFAULT_AE)
-    with torch.no_grad():
-        next(ae.decoder.parameters()).add_(0.5)
-    checkpoint.save(own / "autoencoder.safetensors", ae, ae.cfg, {"note": "its own"})
+    (alone, _), (own, ae) = models_folder("alone"), models_folder("own", own_autoencoder=True)
     assert folder_autoencoder(alone) == DEFAULT_AE and folder_autoencoder(own) == own / "autoencoder.safetensors"
     mine = next(student_and_ae(str(own / "student.safetensors"))[1].decoder.parameters())
     shipped = next(student_and_ae(str(alone / "student.safetensors"))[1].decoder.parameters())

@@ -30,23 +30,12 @@ def test_bad_input_is_explained_and_writes_nothing(tmp_path, capsys, args, needl
     assert list(tmp_path.iterdir()) == []
 
 
-def test_model_from_a_training_folder_decodes_with_that_folders_autoencoder(tmp_path):
+def test_model_from_a_training_folder_decodes_with_that_folders_autoencoder(tmp_path, models_folder):
     """`--model DIR/student.safetensors` without `--ae` decodes with DIR's autoencoder when it has one (the
     one that student was trained on), as the explorer and the benchmarks do."""
-    import shutil
-
     import imageio.v3 as iio
-    import torch
 
-    from backend import checkpoint
-    from backend.loading import load_autoencoder
-    own = tmp_path / "own"
-    own.mkdir()
-    shutil.copy(DEFAULT_MODEL, own / "student.safetensors")
-    ae = load_autoencoder(DEFAULT_AE)
-    with torch.no_grad():
-        next(ae.decoder.parameters()).mul_(0.5)
-    checkpoint.save(own / "autoencoder.safetensors", ae, ae.cfg, {"note": "another decoder"})
+    own, _ = models_folder("own", own_autoencoder=True)
     common = ["--prompt", "a red circle on stripes", "--frames", "2", "--model", str(own / "student.safetensors")]
     assert gen(tmp_path, *common, out="beside.mp4") == 0
     assert gen(tmp_path, *common, "--ae", str(own / "autoencoder.safetensors"), out="own.mp4") == 0

@@ -270,7 +270,7 @@ def test_pafu_runs_show_the_head_their_policy_uses(shipped_models):
         assert torch.allclose(m["pred"][k], expect, atol=1e-6)
 
 
-def test_a_models_folder_serves_its_own_weights(tmp_path):
+def test_a_models_folder_serves_its_own_weights(tmp_path, models_folder):
     """`python app.py --models DIR`: a training run's folder serves its student with the shipped autoencoder
     when it has none; PaFu-KV and the `predicted` signal use the folder's heads only (a student from another
     run is not scored by heads distilled for the shipped one), and the teacher too; each missing file is
@@ -283,9 +283,7 @@ def test_a_models_folder_serves_its_own_weights(tmp_path):
     from explorer.run import Run
     with pytest.raises(FileNotFoundError, match="no student.safetensors"):
         Explorer(store=SessionStore(tmp_path / "s0"), models=tmp_path / "empty")
-    folder = tmp_path / "run_models"
-    folder.mkdir()
-    shutil.copy(MODELS_DIR / "student.safetensors", folder / "student.safetensors")
+    folder, _ = models_folder()
     ex = Explorer(store=SessionStore(tmp_path / "s1"), models=folder)
     assert ex.custom_models == folder and ex.head is None and ex._meta()["models"] == str(folder)
     shipped_ae = load_autoencoder(DEFAULT_AE)
