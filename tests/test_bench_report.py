@@ -235,3 +235,23 @@ def test_model_bench_names_the_near_blank_frames():
                     "(\"a red circle on plain\" (seed 4): 200-201, 250).")
     assert window.endswith("window 16: 0 in 0 of 2 videos.")
     assert collapse_lines({"per_prompt": [{"prompt": "x", "seed": 0}]}) == []     # reports from before: no line
+
+
+def test_context_probe_scores_each_cache_on_the_same_video(tmp_path):
+    """`bench context`: one row per (pair, cache), windows then the full cache; a window as long as the video
+    is the full cache (same noise), so their rows agree; the table lists near-blank frames per row; a pair
+    must be 'PROMPT@SEED' in the grammar."""
+    import json
+
+    from backend.bench.context import parse_pair, run
+    assert parse_pair("a red circle on plain blue@7") == ("a red circle on plain blue", 7)
+    for bad in ("a red circle on plain blue", "a red circle@x", "a purple circle@3"):
+        with pytest.raises(ValueError):
+            parse_pair(bad)
+    rows = run([("a red circle on plain blue", 7)], frames=4, windows=(2, 4), workers=1, out=str(tmp_path))
+    assert [r["cache"] for r in rows] == ["window 2", "window 4", "full"]
+    assert {k: rows[1][k] for k in rows[1] if k != "cache"} == {k: rows[2][k] for k in rows[2] if k != "cache"}
+    doc = json.loads((tmp_path / "context_probe.json").read_text())
+    assert doc["rows"] == rows and doc["frames"] == 4
+    table = (tmp_path / "context_probe.md").read_text()
+    assert table.count("| a red circle on plain blue (7) |") == 3 and "near-blank frames" in table

@@ -1,4 +1,4 @@
-"""`python -m backend.bench model|sampler|weights|first|decoder|policies`: the project's benchmark scripts (numbers in
+"""`python -m backend.bench model|sampler|weights|first|decoder|context|policies`: the project's benchmark scripts (numbers in
 docs/benchmarks/)."""
 from __future__ import annotations
 
@@ -49,6 +49,17 @@ def main(argv=None) -> None:
     dp.add_argument("--frames", type=int, default=96)
     dp.add_argument("--workers", type=int, default=2)
     dp.add_argument("--out", default="docs/benchmarks")
+    cp = sub.add_parser("context", help="windows of growing length and the full cache on the same videos: "
+                        "where near-blank frames (collapse) start")
+    cp.add_argument("--pair", action="append", default=[], metavar="'PROMPT@SEED'", help="a video (repeat)")
+    cp.add_argument("--validation", type=int, default=0, metavar="N",
+                    help="also the first N validation pairs (training distribution), filtered by --contains")
+    cp.add_argument("--contains", default="", help="keep validation prompts containing every one of these words")
+    cp.add_argument("--frames", type=int, default=256)
+    cp.add_argument("--windows", default=",".join(map(str, __import__("backend.bench.context", fromlist=["x"]).WINDOWS)),
+                    help="window lengths in frames")
+    cp.add_argument("--workers", type=int, default=2)
+    cp.add_argument("--out", default="docs/benchmarks/context_probe")
     pp = sub.add_parser("policies", help="policies x budgets against the full-cache reference (held-out prompts)")
     pp.add_argument("--prompts", type=int, default=8, help="held-out pairs (default 8 of 32; all 32 takes hours on CPU)")
     pp.add_argument("--frames", type=int, default=256)
@@ -105,6 +116,20 @@ def _prepare(a):
         from .decoder import check_autoencoders, run as run_decoder
         check_autoencoders(a.paths)
         return partial(run_decoder, a.paths, a.prompts, a.frames, a.workers, a.out)
+    if a.what == "context":
+        from .context import parse_pair, run as run_context
+        from .validation import validation_pairs
+        from ..stepper import validate_frames
+        validate_frames(a.frames)
+        pairs = [parse_pair(t) for t in a.pair]
+        words = a.contains.split()
+        pairs += [(p, s) for p, s in validation_pairs(a.validation) if all(w in p.split() for w in words)]
+        if not pairs:
+            raise ValueError("no videos: give --pair 'PROMPT@SEED' or --validation N (with --contains matching some)")
+        windows = tuple(int(w) for w in a.windows.split(",") if w.strip())
+        if not windows or min(windows) < 1:
+            raise ValueError(f"--windows expects positive frame counts, got {a.windows!r}")
+        return partial(run_context, pairs, a.frames, windows, a.workers, a.out)
     from .sampler import parse_setting, run as run_sampler
     settings = dict(parse_setting(t) for t in a.setting) if a.setting else None
     return partial(run_sampler, a.prompts, a.frames, a.workers, a.out, settings)
