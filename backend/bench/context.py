@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..consistency import contrast
 from .model import dataset_contrast, generate, low_frames, score, spans
 
 WINDOWS = (16, 32, 48, 64, 96)
@@ -34,7 +35,6 @@ def _one(job) -> dict:
     from ..policies import Full, Window
     prompt, seed, window, frames, lo = job
     video, _ = generate(prompt, seed, frames, Full() if window is None else Window(frames=window))
-    from ..consistency import contrast
     c = contrast(video)
     r = score(video, prompt)
     return {"prompt": prompt, "seed": seed, "cache": "full" if window is None else f"window {window}",
