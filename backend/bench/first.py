@@ -32,7 +32,7 @@ from ..consistency import EVALUATOR_VERSION, detect, evaluate_video, whole_match
 from ..loading import DEFAULT_MODEL
 from ..prompt import SceneSpec, parse
 from .model import rollout
-from .report import file_labels, weights_record, file_lines, paired_file_lines, table_head
+from .report import file_labels, file_lines, paired_file_lines, table_head, weights_record
 from .validation import validation_pairs
 
 LEVELS = (1.0, 0.9, 0.7, 0.5, 0.3, 0.2)      # asked-for start levels; each runs from the schedule's next level down
