@@ -6,6 +6,15 @@ import argparse
 import os
 
 
+def sweep_args(p: argparse.ArgumentParser, prompts: int, frames: int | None = 96) -> None:
+    """--prompts, --frames (unless None), --workers and --out: the arguments every validation sweep takes."""
+    p.add_argument("--prompts", type=int, default=prompts)
+    if frames is not None:
+        p.add_argument("--frames", type=int, default=frames)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", default="docs/benchmarks")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m backend.bench", description=__doc__)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -20,35 +29,24 @@ def main(argv=None) -> None:
     m.add_argument("--skip-quality", action="store_true",
                    help="keep the quality section of an existing model.json in --out if it measured the same weights")
     sm = sub.add_parser("sampler", help="compare sampler settings on validation prompts (not the held-out set)")
-    sm.add_argument("--prompts", type=int, default=24)
-    sm.add_argument("--frames", type=int, default=96)
-    sm.add_argument("--workers", type=int, default=2)
+    sweep_args(sm, prompts=24)
     sm.add_argument("--setting", action="append", metavar="'LABEL: KEY=VALUE ...'",
                     help="a sampler setting to compare (repeat; fields of backend.config.SamplerConfig, the rest "
                     "as shipped), e.g. --setting 'no guidance: guidance=1 first_guidance=1'; default: the sweep "
                     "that chose the shipped sampler")
-    sm.add_argument("--out", default="docs/benchmarks")
     wp = sub.add_parser("weights", help="compare student weights files on validation prompts (which weights ship)")
     wp.add_argument("paths", nargs="+", help="student .safetensors files (e.g. the shipped one and a candidate)")
-    wp.add_argument("--prompts", type=int, default=24)
-    wp.add_argument("--frames", type=int, default=96)
-    wp.add_argument("--workers", type=int, default=2)
-    wp.add_argument("--out", default="docs/benchmarks")
+    sweep_args(wp, prompts=24)
     fp = sub.add_parser("first", help="the first frame: generated, and denoised from the re-noised ground truth "
                         "(validation prompts)")
     fp.add_argument("paths", nargs="*", help="student .safetensors files (default: the shipped one)")
-    fp.add_argument("--prompts", type=int, default=48)
-    fp.add_argument("--workers", type=int, default=2)
-    fp.add_argument("--out", default="docs/benchmarks")
+    sweep_args(fp, prompts=48, frames=None)
     fp.add_argument("--rerender", metavar="FILE.json", help="only redraw the markdown beside a stored first_frame.json "
                     "(no weights needed)")
     dp = sub.add_parser("decoder", help="compare autoencoder decoders on the same latents (validation prompts)")
     dp.add_argument("paths", nargs="+", help="autoencoder .safetensors files with the same encoder (e.g. the "
                     "shipped one and a decoder fine-tune)")
-    dp.add_argument("--prompts", type=int, default=24)
-    dp.add_argument("--frames", type=int, default=96)
-    dp.add_argument("--workers", type=int, default=2)
-    dp.add_argument("--out", default="docs/benchmarks")
+    sweep_args(dp, prompts=24)
     cp = sub.add_parser("context", help="windows of growing length and the full cache on the same videos: "
                         "where near-blank frames (collapse) start")
     cp.add_argument("--pair", action="append", default=[], metavar="'PROMPT@SEED'", help="a video (repeat)")

@@ -98,15 +98,15 @@ def low_frames(contrast_per_frame: list[float], lo: float) -> list[int]:
 
 def collapse_lines(r: dict) -> list[str]:
     """Where generated frames fell below the dataset's contrast range, per held-out video (the runs of frames)."""
-    out = []
+    out, per = [], r.get("per_prompt", [])
     for key, name in (("full_low_contrast_frames", "full cache"), ("window_low_contrast_frames", "window 16")):
-        hits = [(p, p[key]) for p in r.get("per_prompt", []) if p.get(key)]
-        if not any(key in p for p in r.get("per_prompt", [])):
+        if not any(key in p for p in per):                 # reports from before the field: no line
             continue
+        hits = [(p, p[key]) for p in per if p[key]]
         n = sum(len(f) for _, f in hits)
         text = "; ".join(f"\"{p['prompt']}\" (seed {p['seed']}): {spans(f)}" for p, f in hits)
-        out.append(f"Frames below the dataset's contrast range, {name}: {n} in {len(hits)} of "
-                   f"{len(r['per_prompt'])} videos" + (f" ({text})." if hits else "."))
+        out.append(f"Frames below the dataset's contrast range, {name}: {n} in {len(hits)} of {len(per)} videos"
+                   + (f" ({text})." if hits else "."))
     return out
 
 

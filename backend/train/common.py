@@ -70,9 +70,7 @@ def load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -
     """Restore a save_state file; returns the step to resume from (0 if there is none)."""
     if not path.is_file():
         return 0
-    from safetensors import safe_open
-    with safe_open(str(path), "pt") as f:
-        step = int((f.metadata() or {}).get("step", 0))
+    step = int(state_meta(path).get("step", 0))
     t = load_file(str(path))
     model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -84,15 +82,20 @@ def load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -
     return step
 
 
+def state_meta(path: Path) -> dict:
+    """The metadata of a save_state file (step, config, elapsed_s), {} if there is none."""
+    if not Path(path).is_file():
+        return {}
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
+
+
 def trained_seconds(path: Path) -> float:
     """Training seconds a save_state file records (0 if there is none, or it predates the field): a
     time-boxed run (`--minutes`) resumed after an interruption goes on with the time it has left, so its
     cosine schedule continues instead of starting over."""
-    if not path.is_file():
-        return 0.0
-    from safetensors import safe_open
-    with safe_open(str(path), "pt") as f:
-        return float((f.metadata() or {}).get("elapsed_s", 0.0))
+    return float(state_meta(path).get("elapsed_s", 0.0))
 
 
 class Log:
