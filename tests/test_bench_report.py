@@ -217,6 +217,10 @@ def test_a_student_is_evaluated_with_the_autoencoder_of_its_folder(models_folder
     assert rec[alone]["sha256"] == rec[own]["sha256"]
     assert " with " not in weights_label("alone", rec[alone])
     assert weights_label("own", rec[own]).endswith(f"with `{own / 'autoencoder.safetensors'}`")
+    from backend.bench.validation import Variant                   # resumed validation results: keyed by both
+    pair = [("a red circle on plain", 1)]
+    keys = {d: Variant("x", weights=str(d / "student.safetensors")).keys(pair, 8) for d in (alone, own)}
+    assert keys[alone] == Variant("x").keys(pair, 8) and keys[own] != keys[alone]
 
 
 def test_model_bench_names_the_near_blank_frames():

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..config import SamplerConfig
 from ..consistency import EVALUATOR_VERSION
-from ..loading import DEFAULT_AE, DEFAULT_MODEL, file_hash
+from ..loading import DEFAULT_MODEL, file_hash, folder_autoencoder
 from .model import SCORES, TRAIN_CLIP
 from .report import mean_ci, paired_cell
 from .store import read_result, write_result
@@ -42,7 +42,8 @@ class Variant:
     def keys(self, pairs: list[tuple[str, int]], frames: int) -> list[str]:
         """Per pair, what its result depends on: weights and autoencoder bytes (hashed once), sampler, pair,
         frames, evaluator."""
-        files = (file_hash(self.weights or DEFAULT_MODEL), file_hash(DEFAULT_AE))
+        student = Path(self.weights or DEFAULT_MODEL)
+        files = (file_hash(student), file_hash(folder_autoencoder(student.parent)))   # the pair it is decoded with
         return [hashlib.sha256(repr((*files, repr(self.sampler), p, s, frames, EVALUATOR_VERSION, RESULT_VERSION))
                                .encode()).hexdigest()[:16]
                 for p, s in pairs]
