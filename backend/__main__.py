@@ -25,7 +25,7 @@ def _policy_kwargs(items: list[str]) -> dict:
 
 def cmd_generate(a) -> int:
     import torch
-    from .loading import DEFAULT_AE, DEFAULT_MODEL, folder_autoencoder, load_autoencoder, load_model, random_model
+    from .loading import DEFAULT_MODEL, folder_autoencoder, load_autoencoder, load_model, random_model
     from .policies import make_policy, parse_budget
     from .policies.build import build_policy
     from .prompt import parse
@@ -44,7 +44,7 @@ def cmd_generate(a) -> int:
     make_policy(a.policy, **kwargs)                        # unknown names / parameters fail before loading
     sampler = sampler_config(a.sampler)
     model = random_model(a.preset, a.seed) if a.preset else load_model(a.model or DEFAULT_MODEL)
-    ae = load_autoencoder(a.ae or (folder_autoencoder(Path(a.model).parent) if a.model else DEFAULT_AE))
+    ae = load_autoencoder(a.ae or folder_autoencoder(Path(a.model or DEFAULT_MODEL).parent))
     policy = build_policy(a.policy, a.budget, a.frames, model, ae, a.prompt, a.seed, kwargs, sampler=sampler)
     st = Stepper(model, ae, a.prompt, a.frames, seed=a.seed, policy=policy, preview=False, sampler=sampler)
     t0 = time.perf_counter()
