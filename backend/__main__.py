@@ -85,7 +85,8 @@ def cmd_policies(a) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser (the explorer's "as a command line" is tested against it)."""
     ap = argparse.ArgumentParser(prog="python -m backend", description="Autoregressive video diffusion with an "
                                  "inspectable KV cache: generate videos, list cache policies.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -116,7 +117,11 @@ def main(argv=None) -> int:
     g.set_defaults(fn=cmd_generate)
     p = sub.add_parser("policies", help="list the cache policies with one-line descriptions")
     p.set_defaults(fn=cmd_policies)
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
     try:
         return a.fn(a)
     except (PromptError, CheckpointError, ValueError, KeyError, TypeError) as e:

@@ -25,14 +25,14 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a red circle and a square on blue stripes behind a wall"
-VIEW = (0, "score", "mean", "inferno")
+VIEW = ("score", "mean", "inferno")
 
 
 def run_args(seed: int, frames: int, policy: str, budget: float, guidance: float | None = None, unit: str = "frames",
              params: str = "", prompt: str = PROMPT, view: tuple = VIEW) -> tuple:
     """The inputs of the app's /step_frame and /generate, in the app's order: prompt, seed, frames, colour
     guidance (default: the shipped sampler's, what a user gets), policy, budget, budget unit, policy
-    parameters, then the view (frame, signal, layer, colour map)."""
+    parameters, then the view (signal, layer, colour map)."""
     from backend.config import SamplerConfig
     g = SamplerConfig().guidance if guidance is None else guidance
     return (prompt, seed, frames, g, policy, budget, unit, params, *view)

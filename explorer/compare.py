@@ -29,6 +29,7 @@ class Comparison:
     runs: list[Run]
     reference: int = 0                       # index of the full-cache run
     metrics_cache: dict = field(default_factory=dict)
+    requested: list = field(default_factory=list)   # the configurations asked for (the reference may be added)
 
     @classmethod
     def start(cls, configs: list[RunConfig], model, ae, head=None, progress=None,
@@ -41,12 +42,13 @@ class Comparison:
             if (c.prompt, c.seed, c.frames, c.guidance) != (base.prompt, base.seed, base.frames, base.guidance):
                 raise ValueError("all compared configurations share one prompt, seed, length and guidance")
         configs = [c.validate() for c in configs]
+        requested = list(configs)
         ref = next((i for i, c in enumerate(configs) if c.policy == "full"), None)
         if ref is None:
             configs = [reference_config(base)] + configs
             ref = 0
         runs = [Run.start(c, model, ae, head, progress, models) for c in configs]
-        return cls(runs, ref)
+        return cls(runs, ref, requested=requested)
 
     @property
     def datas(self) -> list[RunData]:
@@ -66,6 +68,19 @@ class Comparison:
     def stop(self) -> None:
         for r in self.runs:
             r.stop()
+
+    def abort(self) -> None:
+        for r in self.runs:
+            r.abort()
+
+    @property
+    def pause_requested(self) -> bool:
+        return any(r.pause_requested for r in self.runs)
+
+    @pause_requested.setter
+    def pause_requested(self, value: bool) -> None:
+        for r in self.runs:
+            r.pause_requested = value
 
     @property
     def frames_done(self) -> int:

@@ -50,6 +50,7 @@ class View:
     status: str
     frame: int
     frames_done: int
+    hover: dict = field(default_factory=dict)    # per-token facts of the shown frame, for hover tooltips
 
 
 @dataclass
@@ -97,78 +98,99 @@ class Explorer:
 
     # ------------------------------------------------------------------ generate
     def _new_run(self, ws: Workspace, config: RunConfig, progress=None) -> Run:
+        """A new run replaces the workspace's; a run that was neither finished, stopped nor saved is dropped
+        (runs are saved on completion, on Stop and on demand, never on abandon) and the status says so."""
         config.validate()
-        self.autosave(ws)
+        old = ws.run
         run = Run.start(config, self.model, self.ae, self.head, progress, self.custom_models)
+        if old is not None and old.frames_done and not ws.run_saved:
+            run.data.notice = f"the previous run ({old.frames_done} frames, not saved) was replaced"
         ws.run, ws.run_saved, ws.token = run, None, None
+        ws.scrub["run"].follow = True
         return run
 
-    def ensure_run(self, ws: Workspace, config: RunConfig) -> Run:
-        """The workspace's live run, or a new one with this config when there is none (or it is finished)."""
+    def ensure_run(self, ws: Workspace, config: RunConfig, progress=None) -> Run:
+        """The workspace's run when it can go on with this config (also after Stop: Stop pauses), else a new
+        one (none yet, finished, or the config changed)."""
         config.validate()
-        if ws.run is None or ws.run.finished:
-            return self._new_run(ws, config)
+        if ws.run is None or ws.run.finished or ws.run.data.config != config:
+            return self._new_run(ws, config, progress)
+        ws.run.pause_requested = False
         return ws.run
 
     def step(self, ws: Workspace, config: RunConfig) -> None:
         with ws.lock:
             self.ensure_run(ws, config).step()
+            ws.scrub["run"].follow = True
             self._autosave_if_done(ws)
 
     def step_frame(self, ws: Workspace, config: RunConfig) -> None:
         with ws.lock:
             self.ensure_run(ws, config).step_frame()
+            ws.scrub["run"].follow = True
             self._autosave_if_done(ws)
 
     def run_iter(self, ws: Workspace, config: RunConfig, every_s: float = 0.25, progress=None):
-        """Generate to the end (continuing a live run with the same config), yielding at most every `every_s`."""
+        """Generate to the end, continuing the live run when the config is the same (a paused one too),
+        yielding at most every `every_s`; Stop pauses it between frames and it is saved then."""
         with ws.lock:
-            if ws.run is None or ws.run.finished or ws.run.data.config != config:
-                self._new_run(ws, config, progress)
-            run = ws.run
-        yield from self._stream(ws, run, lambda: ws.run is run, lambda: self._autosave_if_done(ws, force=True),
-                                every_s, progress)
+            run = self.ensure_run(ws, config, progress)
+            ws.scrub["run"].follow = True
+        yield from self._stream(ws, "run", run, lambda: ws.run is run, lambda: self.autosave(ws), every_s,
+                                progress)
 
     @staticmethod
-    def _stream(ws: Workspace, target, is_current, save, every_s: float, progress=None):
+    def _stream(ws: Workspace, what: str, target, is_current, save, every_s: float, progress=None):
         """Step `target` (a Run or a Comparison) a frame at a time to the end, yielding it at most every
-        `every_s`; stops early when it is cancelled or replaced; saves at the end; always yields last."""
+        `every_s`; ends early when Stop pauses it or it is replaced; saves at the end or the pause; always
+        yields last."""
         last = 0.0
-        while True:
+        ws.streaming.add(what)
+        try:
+            while True:
+                with ws.lock:
+                    if target.finished or target.pause_requested or not is_current():
+                        break
+                    target.step_frame()
+                    if progress is not None:
+                        progress((target.frames_done, target.n_frames), desc="frames")
+                if time.perf_counter() - last >= every_s:
+                    last = time.perf_counter()
+                    yield target
             with ws.lock:
-                if target.finished or not is_current():
-                    break
-                target.step_frame()
-                if progress is not None:
-                    progress((target.frames_done, target.n_frames), desc="frames")
-            if time.perf_counter() - last >= every_s:
-                last = time.perf_counter()
-                yield target
-        with ws.lock:
-            if is_current():
-                save()
+                if is_current():
+                    save()
+        finally:
+            ws.streaming.discard(what)
         yield target
 
-    def stop(self, ws: Workspace) -> str:
-        """Stop the run (and comparison) between steps; what was generated is saved."""
-        for r in ([ws.run] if ws.run else []) + (ws.compare.runs if ws.compare else []):
-            r.stop()                                   # a flag the stepper reads between steps: no lock
+    def stop(self, ws: Workspace, what: str = "run") -> bool:
+        """Stop = pause, between frames: Run (or Step) continues the same run. A streaming run is saved by its
+        stream when it pauses; one driven by Step is saved here. Returns whether a stream will report it."""
+        target = ws.run if what == "run" else ws.compare
+        if target is None:
+            return False
+        target.stop()                                  # a flag read between frames: no lock
+        if what in ws.streaming:
+            return True
         with ws.lock:
-            sid = self.autosave(ws)
-            self.autosave_compare(ws)
-        return f"stopped; saved as session {sid}" if sid else "stopped"
+            self.autosave(ws) if what == "run" else self.autosave_compare(ws)
+        return False
 
     def reset(self, ws: Workspace) -> None:
+        """Drop the run (not saved unless it finished, was stopped or saved) and the drill-down."""
         with ws.lock:
-            self.autosave(ws)
+            if ws.run is not None:
+                ws.run.abort()
             ws.run, ws.run_saved, ws.token = None, None, None
+            ws.scrub["run"].follow = True
 
-    def _autosave_if_done(self, ws: Workspace, force: bool = False) -> None:
-        if ws.run is not None and (ws.run.finished or force):
+    def _autosave_if_done(self, ws: Workspace) -> None:
+        if ws.run is not None and ws.run.finished:
             self.autosave(ws)
 
     def autosave(self, ws: Workspace) -> str | None:
-        """Save the run if it has frames not yet saved; returns its session id."""
+        """Save the run if it has frames not yet saved (replacing this run's older save); its session id."""
         run = ws.run
         if run is None or run.data.frames_done == 0:
             return ws.run_saved[0] if ws.run_saved else None
@@ -204,6 +226,9 @@ class Explorer:
     # ------------------------------------------------------------------ views
     def view(self, ws: Workspace, frame: int | None, signal: str, layer: str, cmap: str = "inferno",
              alpha: float = 0.6, gamma: float = 1.0) -> View:
+        """Every Generate view at one time: frame `frame` (clamped to the frames made; None = the newest),
+        just after its chunk was committed and evicted: the frame, its tokens' salience then, the cache map
+        then, the timeline's marker at that eviction, the drill-down's cyan line."""
         if signal not in SIGNALS:
             raise ValueError(f"unknown signal {signal!r}; known: {', '.join(SIGNALS)}")
         with ws.lock:
@@ -211,44 +236,60 @@ class Explorer:
             if run is None:
                 return self._empty_view()
             d = run.data
+            h = d.history
             n = d.frames_done
             f = n - 1 if frame is None else int(np.clip(int(frame), 0, max(n - 1, 0)))
-            lay = parse_layer(layer, d.history.n_layer)
+            f = max(f, 0)
+            chunk = h.chunk_of(f) if n else None
+            lay = parse_layer(layer, h.n_layer)
             mark = None
             if ws.token is not None:
-                tf, ty, tx = d.history.token_pos(ws.token)
+                tf, ty, tx = h.token_pos(ws.token)
                 mark = (ty, tx) if tf == f else None
-            step = d.history.commit_step(f) if n else None
-            budget = d.history.budget if d.history.budget > 0 else None
+            step = h.evict_step(chunk) if n else None
+            budget = h.budget if h.budget > 0 else None
+            note = views.no_values_note(d, signal, f) if n else ""
             return View(views.frame_view(d, f), views.frame_view(d, f, preview=True),
-                        views.heatmap_view(d, signal, lay, f, cmap, alpha, gamma, mark),
-                        views.cache_map(d.history, frame=f if n else None),
-                        figures.occupancy_figure(d.history, budget, step, f"KV cache occupancy: {d.config.label}"),
-                        self._status(ws, d, signal), f, n)
+                        views.heatmap_view(d, signal, lay, f, cmap, alpha, gamma, mark, note),
+                        views.cache_map(h, chunk=chunk, frame=f if n else None, token=ws.token),
+                        figures.occupancy_figure(h, budget, step, f"KV cache occupancy: {d.config.label}"),
+                        self._status(ws, d, signal, f, note), f, n, views.hover_data(d, signal, f) if n else {})
 
     def _empty_view(self) -> View:
         blank = np.full((256, 256, 3), 245, np.uint8)
         return View(blank, blank, blank, blank, figures.occupancy_figure(_empty_history()),
                     "No run yet: set a prompt, a policy and a budget, then **Step**, **Step frame** or **Run**.", 0, 0)
 
-    def _status(self, ws: Workspace, d: RunData, signal: str) -> str:
-        lines = [f"**{d.config.label}** · prompt “{d.config.prompt}” · seed {d.config.seed} · "
-                 f"{d.frames_done}/{d.config.frames} frames", d.status]
+    def _status(self, ws: Workspace, d: RunData, signal: str, frame: int | None = None, note: str = "") -> str:
+        run = ws.run
+        frame = max(d.frames_done - 1, 0) if frame is None else frame
+        head = (f"**{d.config.label}** · prompt “{d.config.prompt}” · seed {d.config.seed} · "
+                f"{d.frames_done}/{d.config.frames} frames")
+        if run is not None and run.paused:
+            head += " · **paused**: Run continues this run"
+        lines = [head, d.notice, d.status]
         if ws.run_saved:
             lines.append(f"saved as session `{ws.run_saved[0]}`")
-        h = d.history
-        src = h.snapshot_at(signal=signal)
-        if d.frames_done and src is None and not np.isfinite(h.frame_values(signal, d.frames_done - 1)).any():
-            lines.append(f"*{SIGNALS[signal].label}: no values for this run* "
-                         + ("(this policy keeps tokens by position, so it has no score)" if signal == "score" else
-                            "(press **Teacher salience** to compute it)" if signal == "teacher" else ""))
-        if signal == "score" and src is not None and h.snapshots and src.chunk < h.snapshots[-1].chunk:
-            lines.append(f"*{SIGNALS[signal].label}: from the eviction after chunk {src.chunk}* (nothing was "
-                         "evicted since; newer tokens are not scored yet)")
+        elif d.frames_done and run is not None and not run.finished:
+            lines.append("not saved yet: a run is saved when it finishes, on Stop, or with Save (Sessions tab)")
         if d.frames_done:
+            s = ws.scrub["run"]
+            lines.append(f"showing frame {frame} as it was after its chunk's eviction · "
+                         + ("following the newest frame" if s.follow else "scrubbed (tick *Follow live* to follow)"))
+            if note:
+                lines.append(f"*{SIGNALS[signal].label}: {note}*")
             ms = d.frame_ms[: d.frames_done]
             lines.append(f"per-frame time: median {np.median(ms):.0f} ms, newest {ms[-1]:.0f} ms")
         return "  \n".join(x for x in lines if x)
+
+    @staticmethod
+    def shown_frame(ws: Workspace, what: str = "run") -> int:
+        """The frame the tab's views show: the newest while following live, else the scrubbed one."""
+        with ws.lock:
+            target = ws.run if what == "run" else ws.compare
+            n = 0 if target is None else target.frames_done
+            s = ws.scrub[what]
+            return max(n - 1, 0) if s.follow else int(np.clip(s.frame, 0, max(n - 1, 0)))
 
     def pick_heatmap(self, ws: Workspace, frame: int, x: int, y: int) -> int | None:
         """Heatmap pixel -> token id of the shown frame (None outside the frame)."""
@@ -277,6 +318,7 @@ class Explorer:
             return ws.token, f
 
     def drill_down(self, ws: Workspace, signal: str) -> tuple[object, str]:
+        """The picked token's signal over time per layer, when each layer evicted it, the scrubbed time."""
         with ws.lock:
             if ws.run is None or ws.token is None:
                 return figures.token_figure(_empty_history(), "attention", 0), \
@@ -284,10 +326,15 @@ class Explorer:
             h = ws.run.data.history
             tid = ws.token
             f, y, x = h.token_pos(tid)
+            now = h.chunk_of(self.shown_frame(ws))
             ev = [f"layer {layer}: evicted at chunk {int(c)}" if c >= 0 else f"layer {layer}: still cached"
                   for layer, c in enumerate(h.evicted_at[:, tid])]
-            info = f"**token {tid}** = frame {f}, row {y}, column {x}  \n" + " · ".join(ev)
-            return figures.token_figure(h, signal, tid), info
+            held = [layer for layer, c in enumerate(h.evicted_at[:, tid]) if c < 0 or c > now]
+            at = (f"at the scrubbed time (chunk {now}): " + (f"cached in layers {', '.join(map(str, held))}"
+                                                              if held else "evicted from every layer")
+                  if h.chunk_of(f) <= now else f"not generated yet at the scrubbed time (chunk {now})")
+            info = f"**token {tid}** = frame {f}, row {y}, column {x}  \n" + " · ".join(ev) + "  \n" + at
+            return figures.token_figure(h, signal, tid, now), info
 
     # ------------------------------------------------------------------ compare
     def compare_configs(self, base: RunConfig, policies: list[str], shares: list[str], custom: str) -> list[RunConfig]:
@@ -308,13 +355,18 @@ class Explorer:
         return configs
 
     def compare_iter(self, ws: Workspace, configs: list[RunConfig], every_s: float = 0.4, progress=None):
+        """Run a comparison in lockstep; the same configurations after Stop continue the paused one."""
         with ws.lock:
-            self.autosave_compare(ws)
             for c in configs:                                  # validates budgets against the model and length
                 c.validate()
-            cmp = Comparison.start(configs, self.model, self.ae, self.head, progress, self.custom_models)
-            ws.compare, ws.compare_saved = cmp, None
-        yield from self._stream(ws, cmp, lambda: ws.compare is cmp, lambda: self.autosave_compare(ws), every_s, progress)
+            cmp = ws.compare
+            if cmp is None or cmp.finished or cmp.requested != configs:
+                cmp = Comparison.start(configs, self.model, self.ae, self.head, progress, self.custom_models)
+                ws.compare, ws.compare_saved = cmp, None
+            cmp.pause_requested = False
+            ws.scrub["compare"].follow = True
+        yield from self._stream(ws, "compare", cmp, lambda: ws.compare is cmp, lambda: self.autosave_compare(ws),
+                                every_s, progress)
 
     def autosave_compare(self, ws: Workspace) -> str | None:
         cmp = ws.compare
@@ -382,7 +434,7 @@ class Explorer:
             overlays = None
             sig = SIGNALS.get(signal) if signal else None
             if sig is not None:
-                overlays = [np.stack([d.history.frame_values(signal, t, lay) for t in range(n)]) for d in datas]
+                overlays = [np.stack([views.heatmap_values(d, signal, lay, t) for t in range(n)]) for d in datas]
             vids = [d.frames[:n] for d in datas]
             labels = [d.config.label for d in datas]
             kw = dict(overlays=overlays, vmin=sig.vmin if sig else 0, vmax=sig.vmax if sig else 1,
@@ -422,12 +474,11 @@ class Explorer:
         doc, datas = load_runs(self.store, sid)
         with ws.lock:
             if doc["kind"] == "compare":
-                self.autosave_compare(ws)
                 cmp = Comparison([Run(d) for d in datas], doc["config"].get("reference") or 0)
                 ws.compare, ws.compare_saved = cmp, (sid, cmp.frames_done)
             else:
-                self.autosave(ws)
                 ws.run, ws.run_saved, ws.token = Run(datas[0], None, self.head), (sid, datas[0].frames_done), None
+            ws.scrub[doc["kind"] if doc["kind"] == "compare" else "run"].follow = True
         return doc["kind"]
 
     def delete_session(self, ws: Workspace, sid: str) -> None:

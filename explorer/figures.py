@@ -38,7 +38,9 @@ def _template() -> dict:
 
 def occupancy_figure(h: RunHistory, budget: int | None = None, current_step: int | None = None,
                      title: str = "KV cache occupancy") -> go.Figure:
-    """Tokens per layer (top) and KV megabytes, all layers (bottom) over steps; budget line; eviction markers.
+    """Tokens per layer (top) and KV megabytes, all layers (bottom) over steps; eviction markers; the budget,
+    which holds after each eviction, and the budget plus one chunk, which the cache reaches between a commit
+    and its eviction; `current_step` (the scrubbed time) as a cyan line.
 
     Built from plain dicts without plotly's per-property validation: it is redrawn on every streamed step."""
     a = h.arrays()
@@ -68,10 +70,17 @@ def occupancy_figure(h: RunHistory, budget: int | None = None, current_step: int
                              hovertemplate="evicted %{customdata} tokens (all layers)<extra></extra>"))
     shapes, notes = [], []
     if budget is not None:
+        chunk = h.chunk_frames * h.tokens_per_frame
+        shapes.append(dict(type="rect", xref="x domain", x0=0, x1=1, yref="y", y0=budget, y1=budget + chunk,
+                           fillcolor="rgba(214, 39, 40, 0.07)", line=dict(width=0), layer="below"))
         shapes.append(dict(type="line", xref="x domain", x0=0, x1=1, yref="y", y0=budget, y1=budget,
                            line=dict(dash="dash", color="#d62728")))
-        notes.append(dict(xref="x domain", x=0, yref="y", y=budget, text=f"budget {budget} tokens/layer",
-                          showarrow=False, xanchor="left", yanchor="bottom", font=dict(color="#d62728")))
+        notes.append(dict(xref="x domain", x=0, yref="y", y=budget, text=f"budget {budget} tokens/layer (after "
+                          "each eviction)", showarrow=False, xanchor="left", yanchor="top",
+                          font=dict(color="#d62728", size=11)))
+        notes.append(dict(xref="x domain", x=0, yref="y", y=budget + chunk, text="+ the newest chunk, from its "
+                          "commit to its eviction", showarrow=False, xanchor="left", yanchor="bottom",
+                          font=dict(color="#d62728", size=11)))
     if current_step is not None and n:
         for yref in ("y domain", "y2 domain"):
             shapes.append(dict(type="line", xref="x", x0=current_step, x1=current_step, yref=yref, y0=0, y1=1,
@@ -84,8 +93,9 @@ def occupancy_figure(h: RunHistory, budget: int | None = None, current_step: int
     return go.Figure(data=data, layout=layout, _validate=False)
 
 
-def token_figure(h: RunHistory, signal: str, tid: int) -> go.Figure:
-    """One token's salience over time per layer, with the chunk at which each layer evicted it."""
+def token_figure(h: RunHistory, signal: str, tid: int, current_chunk: int | None = None) -> go.Figure:
+    """One token's salience over time per layer, the chunk at which each layer evicted it (one label per
+    chunk, naming every layer that evicted it then) and the scrubbed time as a cyan line."""
     sig = SIGNALS[signal]
     frame, y, x = h.token_pos(tid)
     fig = go.Figure()
@@ -96,14 +106,22 @@ def token_figure(h: RunHistory, signal: str, tid: int) -> go.Figure:
         fig.update_xaxes(title_text="layer")
     else:
         chunks, vals = h.token_series(signal, tid)
+        by_chunk: dict[int, list[int]] = {}
         for layer in range(h.n_layer):
             fig.add_trace(go.Scatter(x=chunks, y=vals[:, layer], mode="lines+markers", name=f"layer {layer}",
                                      line=dict(color=LAYER_COLOURS[layer % 8])))
             ev = int(h.evicted_at[layer, tid])
             if ev >= 0:
-                fig.add_vline(x=ev, line_dash="dot", line_color=LAYER_COLOURS[layer % 8],
-                              annotation_text=f"L{layer} evicted", annotation_position="top")
-        fig.update_xaxes(title_text="chunk (= frame at chunk size 1)")
+                by_chunk.setdefault(ev, []).append(layer)
+        for i, (ev, layers) in enumerate(sorted(by_chunk.items())):
+            colour = LAYER_COLOURS[layers[0] % 8] if len(layers) == 1 else "#555"
+            fig.add_vline(x=ev, line_dash="dot", line_color=colour)
+            fig.add_annotation(x=ev, yref="paper", y=1.0 - 0.1 * (i % 3), showarrow=False, xanchor="left",
+                               text=("L" + ",".join(map(str, layers)) + " evicted"), font=dict(size=10, color=colour),
+                               bgcolor="rgba(255,255,255,0.8)")
+        if current_chunk is not None:
+            fig.add_vline(x=current_chunk, line_color="#17becf", line_width=2)
+        fig.update_xaxes(title_text="chunk (= frame at chunk size 1); cyan = the scrubbed time")
     fig.update_yaxes(title_text=f"{sig.label} [{sig.unit}]")
     return _layout(fig, f"token (frame {frame}, y {y}, x {x}): {sig.label} over time", 300)
 

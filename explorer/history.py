@@ -6,6 +6,8 @@ Filled step by step from the backend's StepRecords plus snapshots of the cache a
 - salience snapshots: per layer, the ids of the cached tokens and their value under each signal
   (policy score, past attention, predicted salience), thinned to at most `max_snapshots` so memory stays
   bounded over any length (the newest snapshot is always exact),
+- per token, its values under each signal at the time its own chunk was committed and evicted (`birth`):
+  what the views show for a scrubbed frame, exact for every frame however much the snapshots are thinned,
 - an optional static signal per token (teacher salience), computed on demand.
 
 Token ids follow the cache (backend/cache.py): prompt slot p -> p, frame token -> n_prompt + frame * T + y * g + x.
@@ -51,6 +53,8 @@ class RunHistory:
     stride: int = 1                                                # chunks between kept older snapshots
     evicted_at: np.ndarray = None                                  # (L, N) chunk of eviction, -1 = never
     static: dict[str, np.ndarray] = field(default_factory=dict)    # signal -> (L, n_frames * T) float32
+    birth: dict[str, np.ndarray] = field(default_factory=dict)     # signal -> (L, n_frames * T) float32, NaN =
+                                                                   # no value when the token's chunk was made
 
     def __post_init__(self):
         if self.evicted_at is None:
@@ -85,7 +89,9 @@ class RunHistory:
         self.n_evicted.append(ev)
 
     def add_snapshot(self, snap: Snapshot) -> None:
-        """Append the newest snapshot; older ones are thinned to every `stride`-th chunk when too many."""
+        """Append the newest snapshot; older ones are thinned to every `stride`-th chunk when too many.
+        The values of the snapshot's own chunk's tokens are kept for good in `birth`."""
+        self._record_birth(snap)
         if self.snapshots and self.snapshots[-1].chunk == snap.chunk:
             old = self.snapshots.pop()              # same chunk (score arrives at evict): merge
             for k, v in old.values.items():
@@ -95,6 +101,26 @@ class RunHistory:
         if len(self.snapshots) > self.max_snapshots:
             self.stride *= 2
             self.snapshots = _thin(self.snapshots[:-1], self.stride) + [self.snapshots[-1]]
+
+    def _record_birth(self, snap: Snapshot) -> None:
+        T, cf = self.tokens_per_frame, self.chunk_frames
+        lo = self.n_prompt + snap.chunk * cf * T                       # first token id of the chunk
+        hi = min(lo + cf * T, self.n_tokens)
+        for sig, per_layer in snap.values.items():
+            if per_layer is None:
+                continue
+            arr = self.birth.get(sig)
+            if arr is None:
+                arr = self.birth[sig] = np.full((self.n_layer, self.n_frames * T), np.nan, np.float32)
+            for layer, vals in enumerate(per_layer):
+                if vals is None:
+                    continue
+                ids = snap.ids[layer]
+                sel = (ids >= lo) & (ids < hi)
+                arr[layer, ids[sel] - self.n_prompt] = vals[sel]
+
+    def chunk_of(self, frame: int) -> int:
+        return int(frame) // self.chunk_frames
 
     # ------------------------------------------------------------------ queries
     @property
@@ -132,8 +158,9 @@ class RunHistory:
     def frame_values(self, signal: str, frame: int, layer: int | None = None, chunk: int | None = None) -> np.ndarray:
         """(g, g) float32 values of one frame's tokens under a signal; NaN where the token has no value
         (not cached at that time, or a signal this run does not have). layer None = mean over layers.
-        A signal missing at `chunk` comes from the newest earlier snapshot that has it (`snapshot_at`),
-        for the tokens still cached at `chunk`."""
+        `chunk` None = now; the frame's own chunk = the values its tokens had when that chunk was committed and
+        evicted (`birth`, exact at any length). A signal missing at another `chunk` comes from the newest
+        earlier snapshot that has it (`snapshot_at`), for the tokens still cached at `chunk`."""
         g, T = self.grid, self.tokens_per_frame
         base = self.n_prompt + frame * T
         layers = range(self.n_layer) if layer is None else [layer]
@@ -141,6 +168,10 @@ class RunHistory:
         if signal in self.static:
             for i, l in enumerate(layers):
                 out[i] = self.static[signal][l, frame * T:(frame + 1) * T]
+        elif chunk is not None and chunk == self.chunk_of(frame):
+            if signal in self.birth:
+                for i, l in enumerate(layers):
+                    out[i] = self.birth[signal][l, frame * T:(frame + 1) * T]
         else:
             snap, src = self.snapshot_at(chunk), self.snapshot_at(chunk, signal)
             if src is not None:
@@ -193,10 +224,17 @@ class RunHistory:
 
     def commit_step(self, frame: int) -> int | None:
         """Index of the step that committed `frame` (None if not yet)."""
-        commit = PHASES.index("commit")
-        c = frame // self.chunk_frames
+        return self._step_of("commit", frame // self.chunk_frames)
+
+    def evict_step(self, chunk: int) -> int | None:
+        """Index of the eviction step after `chunk` was committed (None if not yet): the time a scrubbed
+        frame of that chunk shows."""
+        return self._step_of("evict", chunk)
+
+    def _step_of(self, phase: str, chunk: int) -> int | None:
+        p_idx = PHASES.index(phase)
         for i, (p, ch) in enumerate(zip(self.phase, self.chunk)):
-            if p == commit and ch == c:
+            if p == p_idx and ch == chunk:
                 return i
         return None
 
@@ -222,6 +260,8 @@ class RunHistory:
             out[f"snap_{sig}"] = np.concatenate(vals).astype(np.float32) if vals else np.zeros(0, np.float32)
         for k, v in self.static.items():
             out[f"static_{k}"] = v
+        for k, v in self.birth.items():
+            out[f"birth_{k}"] = v
         return out
 
     @classmethod
@@ -244,6 +284,10 @@ class RunHistory:
             h.snapshots.append(Snapshot(int(c), ids, {s: (v if any(x is not None for x in v) else None)
                                                       for s, v in vals.items()}))
         h.static = {k[7:]: v for k, v in a.items() if k.startswith("static_")}
+        h.birth = {k[6:]: np.array(v, np.float32) for k, v in a.items() if k.startswith("birth_")}
+        if not h.birth:                          # a session saved before `birth`: rebuilt from its snapshots
+            for snap in h.snapshots:
+                h._record_birth(snap)
         return h
 
 

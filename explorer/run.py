@@ -68,6 +68,20 @@ class RunConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def cli(self, models: Path | None = None) -> str:
+        """The command line that generates this run with `python -m backend generate` (same noise, same frames)."""
+        import shlex
+        parts = ["python -m backend generate", f"--prompt {shlex.quote(self.prompt)}", f"--frames {self.frames}",
+                 f"--seed {self.seed}", f"--policy {self.policy}"]
+        if self.budget:
+            parts.append(f"--budget {shlex.quote(self.budget)}")
+        parts += [f"--policy-arg {shlex.quote(f'{k}={v}')}" for k, v in parse_params(self.params).items()]
+        if self.guidance is not None:
+            parts += [f"--sampler guidance={self.guidance:g}", f"--sampler first_guidance={self.guidance:g}"]
+        if models is not None:
+            parts.append(f"--model {shlex.quote(str(Path(models) / 'student.safetensors'))}")
+        return " ".join(parts + [f"--out {self.policy}-seed{self.seed}.mp4"])
+
 
 @dataclass
 class RunData:
@@ -79,6 +93,7 @@ class RunData:
     latents: np.ndarray | None = None      # (n_frames, C, g, g) float32, for teacher salience
     preview: np.ndarray | None = None      # (S, S, 3) newest denoise x0 preview
     status: str = ""
+    notice: str = ""                       # a one-off note for the status (e.g. an unsaved run was replaced)
 
     @property
     def frames_done(self) -> int:
@@ -93,6 +108,7 @@ class Run:
     data: RunData
     stepper: Stepper | None = None
     head: object = None                    # SalienceHead for the `predicted` signal
+    pause_requested: bool = False          # set by Stop (any thread), read between frames by the stream
     _ids_before_evict: list = field(default_factory=list)
 
     @classmethod
@@ -119,7 +135,13 @@ class Run:
 
     @property
     def finished(self) -> bool:
+        """Nothing more to generate: the last frame is done, the run was aborted, or it is a replayed session.
+        A paused run (Stop) is not finished: Run, Step and Step frame continue it."""
         return self.stepper is None or self.stepper.done or self.stepper.cancelled
+
+    @property
+    def paused(self) -> bool:
+        return self.pause_requested and not self.finished
 
     @property
     def frames_done(self) -> int:
@@ -158,6 +180,11 @@ class Run:
         return rec
 
     def stop(self) -> None:
+        """Pause between frames (Stop): the stepper and its cache stay, so the run can continue."""
+        self.pause_requested = True
+
+    def abort(self) -> None:
+        """End the run for good (its workspace is dropped)."""
         if self.stepper is not None:
             self.stepper.cancel()
 

@@ -7,12 +7,14 @@ run outside it. Errors are shown as `gr.Error` messages; the app keeps serving.
 from __future__ import annotations
 
 import functools
+import json
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
 from backend.config import SamplerConfig
-from backend.policies import POLICIES, describe_reads
+from backend.policies import POLICIES, TITLES, describe_reads, title
 from backend.policies.build import policy_parameters, shared_parameters
 from backend.prompt import VOCAB
 
@@ -20,6 +22,8 @@ from .compare import MAX_CONFIGS, METRIC_WIDTHS
 from .controller import BUDGET_UNITS, SHARES, Explorer, budget_text
 from .export import cached_png
 from .run import MAX_FRAMES, MAX_GUIDANCE, RunConfig
+from .forms import param_form
+from .scrubber import pushes, scrubbed, scrubber_row
 from .signals import SIGNALS
 from .views import CACHE_MAP_LEGEND
 
@@ -31,17 +35,9 @@ EXAMPLES = [
 ]
 LAYERS = ["mean", "layer 0", "layer 1", "layer 2", "layer 3"]
 CMAPS = ["inferno", "viridis", "magma", "turbo"]
-BUDGET_RANGE = {"frames": (0, 64, 1, 8), "tokens": (0, 8192, 64, 576), "% of full": (0, 100, 0.5, 12.5),
-                "KB": (0, 8192, 16, 512)}
+BUDGET_DEFAULT = {"frames": (1, 8), "tokens": (64, 576), "% of full": (0.5, 12.5), "KB": (16, 512)}  # step, value
 
-HOTKEYS = """() => { document.addEventListener('keydown', (e) => {
-  const tag = (e.target && e.target.tagName) || '';
-  if (['INPUT', 'TEXTAREA', 'SELECT'].includes(tag) && e.target.type !== 'range') return;
-  const ids = {ArrowRight: ['next_frame', 'cmp_next'], ArrowLeft: ['prev_frame', 'cmp_prev']}[e.key];
-  if (!ids) return;
-  for (const id of ids) { const b = document.getElementById(id);
-    if (b && b.offsetParent !== null) { b.click(); e.preventDefault(); return; } }
-}); }"""
+PAGE_JS = (Path(__file__).parent / "assets" / "page.js").read_text()    # hotkeys and hover tooltips
 
 DEFINITIONS = """
 **Budget**: how many KV tokens each layer may keep after a chunk is committed: in frames (8f = the prompt
@@ -68,6 +64,7 @@ policy: """ + shared_parameters() + """.
 
 CSS = """
 #status, #cmp_status {font-size: 0.9em}
+.hidden-data {display: none !important}
 .compact-row {gap: 6px}
 """
 
@@ -134,7 +131,7 @@ def build(ex: Explorer) -> gr.Blocks:
         gr.Examples(EXAMPLES, [prompt], label="Example prompts")
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("Generate", id="generate"):
-                g = _generate_tab(ex)
+                g = _generate_tab(ex, demo)
             with gr.Tab("Compare", id="compare"):
                 c = _compare_tab(ex)
             with gr.Tab("Sessions", id="sessions"):
@@ -151,19 +148,23 @@ def build(ex: Explorer) -> gr.Blocks:
 
 
 # ============================================================================ Generate
-def _generate_tab(ex: Explorer) -> dict:
+def _generate_tab(ex: Explorer, demo: gr.Blocks) -> dict:
     g = {}
     with gr.Row():
         with gr.Column(scale=1, min_width=330):
-            g["policy"] = gr.Dropdown([(n, n) for n in sorted(POLICIES)], value="window", label="Cache policy",
+            g["policy"] = gr.Dropdown([(title(n), n) for n in sorted(POLICIES, key=lambda n: TITLES.get(n, n).lower())],
+                                      value="window", label="Cache policy",
                                       elem_id="policy")
             g["policy_help"] = gr.Markdown(policy_help("window"), elem_id="policy_help")
             g["unit"] = gr.Radio(list(BUDGET_UNITS), value="frames", label="Budget unit", elem_id="budget_unit")
-            lo, hi, st, v = BUDGET_RANGE["frames"]
-            g["budget"] = gr.Slider(lo, hi, value=v, step=st, label="Cache budget per layer", elem_id="budget",
-                                    info="after each commit; 0 and above the full cache are rejected")
+            st, v = BUDGET_DEFAULT["frames"]
+            g["budget"] = gr.Number(v, step=st, label="Cache budget per layer (frames)", elem_id="budget",
+                                    info="holds after each eviction; 0 and above the full cache are rejected, as "
+                                         "on the command line")
             g["params"] = gr.Textbox("", label="Policy parameters", placeholder="e.g. alpha=0.3, storage=int4",
-                                     elem_id="params", info="KEY=VALUE pairs (see Definitions)")
+                                     elem_id="params", info="KEY=VALUE pairs; the form below writes them")
+            with gr.Accordion("Parameter form", open=False, elem_id="param_form"):
+                param_form(g["policy"], g["params"], demo)
             with gr.Row(elem_classes="compact-row"):
                 g["step"] = gr.Button("Step", elem_id="step_btn", size="sm")
                 g["step_frame"] = gr.Button("Step frame", elem_id="step_frame_btn", size="sm")
@@ -171,6 +172,8 @@ def _generate_tab(ex: Explorer) -> dict:
                 g["stop"] = gr.Button("Stop", variant="stop", elem_id="stop_btn", size="sm")
                 g["reset"] = gr.Button("Reset", elem_id="reset_btn", size="sm")
             g["status"] = gr.Markdown("No run yet.", elem_id="status")
+            g["cli"] = gr.Textbox("", label="This run from the command line", elem_id="cli_command", lines=2,
+                                  interactive=False, buttons=["copy"], max_lines=4)
             with gr.Accordion("Export", open=False):
                 g["overlay"] = gr.Checkbox(False, label="with heatmap overlay", elem_id="export_overlay")
                 with gr.Row(elem_classes="compact-row"):
@@ -190,15 +193,14 @@ def _generate_tab(ex: Explorer) -> dict:
                 g["heat_img"] = gr.Image(label="Salience heatmap (click a token)", type="numpy", format="png",
                                          elem_id="heatmap", interactive=False, buttons=["download", "fullscreen"],
                                          height=280)
+            g["row"] = scrubber_row("", "Frame: the time every view shows (← / → keys)")
             with gr.Row(elem_classes="compact-row"):
-                g["prev"] = gr.Button("◀", size="sm", elem_id="prev_frame", scale=0, min_width=40)
-                g["scrub"] = gr.Slider(0, 1, value=0, step=1, label="Frame (← / → keys)", elem_id="scrubber", scale=6)
-                g["next"] = gr.Button("▶", size="sm", elem_id="next_frame", scale=0, min_width=40)
                 g["signal"] = gr.Dropdown([(s.label, k) for k, s in SIGNALS.items()], value="score",
                                           label="Salience signal", elem_id="signal", scale=2)
                 g["layer"] = gr.Dropdown(LAYERS, value="mean", label="Layer", elem_id="layer", scale=1)
                 g["cmap"] = gr.Dropdown(CMAPS, value="inferno", label="Colour map", elem_id="cmap", scale=1)
                 g["teacher"] = gr.Button("Teacher salience", size="sm", elem_id="teacher_btn", scale=1)
+            g["hover"] = gr.Textbox("{}", elem_id="hover_data", elem_classes="hidden-data", container=False)
             g["signal_help"] = gr.Markdown(SIGNALS["score"].definition, elem_id="signal_help")
             with gr.Row():
                 g["occupancy"] = gr.Plot(label="Occupancy timeline", elem_id="occupancy", scale=3)
@@ -215,106 +217,152 @@ def _generate_tab(ex: Explorer) -> dict:
 
 
 def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
+    row = g["row"]
     cfg_in = [*shared, g["policy"], g["budget"], g["unit"], g["params"]]
-    view_in = [g["scrub"], g["signal"], g["layer"], g["cmap"]]
-    view_out = [g["frame_img"], g["preview_img"], g["heat_img"], g["cache_img"], g["occupancy"], g["status"], g["scrub"]]
+    view_in = [g["signal"], g["layer"], g["cmap"]]
+    view_out = [g["frame_img"], g["preview_img"], g["heat_img"], g["cache_img"], g["occupancy"], g["status"],
+                g["hover"], row.scrub, row.live, row.follow]
+    action_out = view_out + [g["cli"]]
+    served = functools.partial(_served, folder=g["frame_img"].GRADIO_CACHE)
 
-    def outputs(ws, frame, signal, layer, cmap, follow=False):
-        v = ex.view(ws, None if follow else frame, signal, layer, cmap)
-        img = functools.partial(_served, folder=g["frame_img"].GRADIO_CACHE)
-        return (img(v.frame_img), img(v.preview_img), img(v.heat_img), img(v.cache_img), v.occupancy, v.status,
-                gr.Slider(minimum=0, maximum=max(v.frames_done - 1, 1), value=v.frame))
+    def outputs(ws, signal, layer, cmap, set_follow=True, force=False):
+        """Every Generate view at the workspace's time: the scrubbed frame, or the newest while following."""
+        s = ws.scrub["run"]
+        v = ex.view(ws, None if s.follow else s.frame, signal, layer, cmap)
+        return (served(v.frame_img), served(v.preview_img), served(v.heat_img), served(v.cache_img), v.occupancy,
+                v.status, json.dumps(v.hover), *pushes(s, v.frames_done, v.frame, set_follow, force))
 
-    @_errors
-    def do_step(prompt, seed, frames, guidance, policy, budget, unit, params, frame, signal, layer, cmap, request: gr.Request):
-        ws = ex.ws(request.session_hash)
-        ex.step(ws, _config(prompt, seed, frames, guidance, policy, budget, unit, params))
-        return outputs(ws, frame, signal, layer, cmap, follow=True)
+    def cli(ws):
+        return ws.run.data.config.cli(ex.custom_models) if ws.run is not None else ""
 
-    @_errors
-    def do_step_frame(prompt, seed, frames, guidance, policy, budget, unit, params, frame, signal, layer, cmap, request: gr.Request):
-        ws = ex.ws(request.session_hash)
-        ex.step_frame(ws, _config(prompt, seed, frames, guidance, policy, budget, unit, params))
-        return outputs(ws, frame, signal, layer, cmap, follow=True)
+    def action(fn):
+        @_errors
+        def inner(prompt, seed, frames, guidance, policy, budget, unit, params, signal, layer, cmap,
+                  request: gr.Request):
+            ws = ex.ws(request.session_hash)
+            before = ws.run
+            fn(ws, _config(prompt, seed, frames, guidance, policy, budget, unit, params))
+            return outputs(ws, signal, layer, cmap, force=ws.run is not before) + (cli(ws),)
+        return inner
 
     @_errors_gen
-    def do_run(prompt, seed, frames, guidance, policy, budget, unit, params, frame, signal, layer, cmap, request: gr.Request, progress=gr.Progress()):
+    def do_run(prompt, seed, frames, guidance, policy, budget, unit, params, signal, layer, cmap,
+               request: gr.Request, progress=gr.Progress()):
         ws = ex.ws(request.session_hash)
-        for _ in ex.run_iter(ws, _config(prompt, seed, frames, guidance, policy, budget, unit, params), progress=progress):
-            yield outputs(ws, frame, signal, layer, cmap, follow=True)
+        before, first = ws.run, True
+        for _ in ex.run_iter(ws, _config(prompt, seed, frames, guidance, policy, budget, unit, params),
+                             progress=progress):
+            yield outputs(ws, signal, layer, cmap, set_follow=first, force=first and ws.run is not before) + (cli(ws),)
+            first = False
 
     @_errors
-    def do_view(frame, signal, layer, cmap, request: gr.Request):
-        """Redraw for the scrubber / signal / layer: never writes the scrubber back (no feedback loop)."""
-        return outputs(ex.ws(request.session_hash), frame, signal, layer, cmap)[:-1]
-
-    def do_stop(request: gr.Request):
-        return ex.stop(ex.ws(request.session_hash))
+    def do_view(frame, follow, signal, layer, cmap, request: gr.Request):
+        """The user moved the scrubber: draw that time (an echo of a pushed value draws nothing)."""
+        ws = ex.ws(request.session_hash)
+        s = ws.scrub["run"]
+        if not scrubbed(s, frame, follow):
+            return (gr.skip(),) * len(view_out)
+        out = outputs(ws, signal, layer, cmap)
+        clamped = ws.run is not None and int(frame or 0) > max(ws.run.data.frames_done - 1, 0)
+        return out[:-3] + (gr.Slider(value=s.frame) if clamped else out[-3], gr.skip(), gr.Checkbox(value=False))
 
     @_errors
-    def do_reset(frame, signal, layer, cmap, request: gr.Request):
+    def do_redraw(signal, layer, cmap, request: gr.Request):
+        """Signal, layer or colour map changed, or Follow live was ticked: draw the workspace's time."""
+        return outputs(ex.ws(request.session_hash), signal, layer, cmap)
+
+    def do_follow(follow, signal, layer, cmap, request: gr.Request):
+        ws = ex.ws(request.session_hash)
+        if bool(follow) == ws.scrub["run"].follow:
+            return (gr.skip(),) * len(view_out)
+        ws.scrub["run"].follow = bool(follow)
+        return do_redraw(signal, layer, cmap, request) if follow else (gr.skip(),) * len(view_out)
+
+    def do_stop(signal, layer, cmap, request: gr.Request):
+        """Pause between frames. A streaming Run reports the pause itself; otherwise the views say so here."""
+        ws = ex.ws(request.session_hash)
+        if ex.stop(ws, "run"):
+            return (gr.skip(),) * len(view_out)
+        return outputs(ws, signal, layer, cmap, set_follow=False)
+
+    @_errors
+    def do_reset(signal, layer, cmap, request: gr.Request):
         ws = ex.ws(request.session_hash)
         ex.reset(ws)
-        return outputs(ws, frame, signal, layer, cmap)
+        fig, info = ex.drill_down(ws, signal)
+        return outputs(ws, signal, layer, cmap, force=True) + ("", fig, info, None)
 
     @_errors
-    def do_reset_view(frame, signal, layer, cmap, request: gr.Request):
-        return outputs(ex.ws(request.session_hash), frame, signal, layer, cmap, follow=True)
-
-    @_errors
-    def do_teacher(frame, signal, layer, cmap, request: gr.Request):
+    def do_reset_view(signal, layer, cmap, request: gr.Request):
+        """A reloaded session: draw its newest frame."""
         ws = ex.ws(request.session_hash)
-        ex.teacher_salience(ws, int(frame or 0))
-        return outputs(ws, frame, "teacher", layer, cmap) + (gr.Dropdown(value="teacher"),)
+        ws.scrub["run"].follow = True
+        return outputs(ws, signal, layer, cmap, force=True)
+
+    @_errors
+    def do_teacher(signal, layer, cmap, request: gr.Request):
+        ws = ex.ws(request.session_hash)
+        ex.teacher_salience(ws, ws.scrub["run"].frame)
+        return outputs(ws, "teacher", layer, cmap, set_follow=False) + (gr.Dropdown(value="teacher"),)
 
     model = dict(concurrency_id="model", concurrency_limit=2)
-    g["step"].click(do_step, cfg_in + view_in, view_out, api_name="step", **model)
-    g["step_frame"].click(do_step_frame, cfg_in + view_in, view_out, api_name="step_frame", **model)
-    run_ev = g["run"].click(do_run, cfg_in + view_in, view_out, api_name="generate", show_progress="minimal", **model)
-    g["stop"].click(do_stop, None, g["status"], api_name="stop", concurrency_limit=None)
-    g["reset"].click(do_reset, view_in, view_out, api_name="reset", **model)
+    g["step"].click(action(ex.step), cfg_in + view_in, action_out, api_name="step", **model)
+    g["step_frame"].click(action(ex.step_frame), cfg_in + view_in, action_out, api_name="step_frame", **model)
+    run_ev = g["run"].click(do_run, cfg_in + view_in, action_out, api_name="generate", show_progress="minimal",
+                            **model)
+    g["stop"].click(do_stop, view_in, view_out, api_name="stop", concurrency_limit=None)
+    g["reset"].click(do_reset, view_in, view_out + [g["cli"], g["token_plot"], g["token_info"], g["file"]],
+                     api_name="reset", **model)
     g["teacher"].click(do_teacher, view_in, view_out + [g["signal"]], api_name="teacher_salience", **model)
-    g["scrub"].change(do_view, view_in, view_out[:-1], api_name="view", trigger_mode="always_last",
-                      show_progress="hidden")
+    row.wire()
+    row.scrub.change(do_view, [row.scrub, row.follow, *view_in], view_out, api_name="view",
+                     trigger_mode="always_last", show_progress="hidden", concurrency_limit=None)
+    row.follow.change(do_follow, [row.follow, *view_in], view_out, api_visibility="private",
+                      show_progress="hidden", concurrency_limit=None)
     for comp in (g["signal"], g["layer"], g["cmap"]):
-        comp.change(do_view, view_in, view_out[:-1], api_visibility="private", trigger_mode="always_last",
+        comp.change(do_redraw, view_in, view_out, api_visibility="private", trigger_mode="always_last",
                     show_progress="hidden")
-    g["prev"].click(None, g["scrub"], g["scrub"], js="(i) => Math.max(0, i - 1)")
-    g["next"].click(None, g["scrub"], g["scrub"], js="(i) => i + 1")
     g["signal"].change(lambda s: SIGNALS[s].definition if s in SIGNALS else "", g["signal"], g["signal_help"],
                        api_visibility="private")
     g["policy"].change(policy_help, g["policy"], g["policy_help"], api_visibility="private")
 
     def set_unit(unit):
-        lo, hi, st, v = BUDGET_RANGE.get(unit, BUDGET_RANGE["frames"])
-        return gr.Slider(minimum=lo, maximum=hi, step=st, value=v, label=f"Cache budget per layer ({unit})")
+        st, v = BUDGET_DEFAULT.get(unit, BUDGET_DEFAULT["frames"])
+        return gr.Number(step=st, value=v, label=f"Cache budget per layer ({unit})")
     g["unit"].change(set_unit, g["unit"], g["budget"], api_visibility="private")
 
-    # drill-down: click the heatmap or the cache map
+    # drill-down: click the heatmap or the cache map (linked: the picked token is boxed in both)
     @_errors
-    def pick_heat(frame, signal, layer, cmap, evt: gr.SelectData, request: gr.Request):
+    def pick_heat(signal, layer, cmap, evt: gr.SelectData, request: gr.Request):
         ws = ex.ws(request.session_hash)
         x, y = evt.index
-        ex.pick_heatmap(ws, int(frame or 0), int(x), int(y))
+        ex.pick_heatmap(ws, ex.shown_frame(ws), int(x), int(y))
         fig, info = ex.drill_down(ws, signal)
-        return outputs(ws, frame, signal, layer, cmap) + (fig, info)
+        return outputs(ws, signal, layer, cmap, set_follow=False) + (fig, info)
 
     @_errors
-    def pick_map(frame, signal, layer, cmap, evt: gr.SelectData, request: gr.Request):
+    def pick_map(signal, layer, cmap, evt: gr.SelectData, request: gr.Request):
         ws = ex.ws(request.session_hash)
         x, y = evt.index
         hit = ex.pick_cache_map(ws, int(x), int(y))
-        if hit is not None:
-            frame = hit[1]
+        force = hit is not None
+        if force:                                  # go to the token's frame: the heatmap shows it boxed
+            ws.scrub["run"].follow, ws.scrub["run"].frame = False, hit[1]
         fig, info = ex.drill_down(ws, signal)
-        return outputs(ws, frame, signal, layer, cmap) + (fig, info)
+        out = outputs(ws, signal, layer, cmap, set_follow=force)
+        if force:
+            out = out[:-3] + (gr.Slider(value=hit[1]), gr.skip(), out[-1])
+        return out + (fig, info)
 
     drill_out = view_out + [g["token_plot"], g["token_info"]]
     g["heat_img"].select(pick_heat, view_in, drill_out, api_visibility="private", show_progress="hidden")
     g["cache_img"].select(pick_map, view_in, drill_out, api_visibility="private", show_progress="hidden")
+
     def redrill(signal, request: gr.Request):
         return ex.drill_down(ex.ws(request.session_hash), signal)
     g["signal"].change(redrill, g["signal"], [g["token_plot"], g["token_info"]], api_visibility="private")
+    row.scrub.change(redrill, g["signal"], [g["token_plot"], g["token_info"]], api_visibility="private",
+                     trigger_mode="always_last", show_progress="hidden")
 
     # export
     def exporter(kind):
@@ -323,9 +371,9 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
             return str(ex.export(ex.ws(request.session_hash), "run", kind, signal if overlay else None, layer, frame))
         return fn
     for kind in ("mp4", "gif", "png", "csv", "json", "zip"):
-        g[f"exp_{kind}"].click(exporter(kind), [g["overlay"], g["signal"], g["layer"], g["scrub"]], g["file"],
+        g[f"exp_{kind}"].click(exporter(kind), [g["overlay"], g["signal"], g["layer"], row.scrub], g["file"],
                                api_name=f"export_run_{kind}", **model)
-    demo.load(do_view, view_in, view_out[:-1], api_visibility="private")
+    demo.load(do_redraw, view_in, view_out, api_visibility="private")
     g["run_event"], g["refresh"], g["view_out"] = run_ev, do_reset_view, view_out
 
 
@@ -334,7 +382,8 @@ def _compare_tab(ex: Explorer) -> dict:
     c = {}
     with gr.Row():
         with gr.Column(scale=1, min_width=330):
-            c["policies"] = gr.CheckboxGroup([n for n in sorted(POLICIES) if n != "full"], value=["window", "pafu"],
+            c["policies"] = gr.CheckboxGroup([(title(n), n) for n in sorted(POLICIES, key=lambda n: TITLES.get(n, n).lower())
+                                              if n != "full"], value=["window", "pafu"],
                                              label="Policies", elem_id="cmp_policies",
                                              info="each is run against the full cache with the same noise")
             c["shares"] = gr.CheckboxGroup(list(SHARES), value=["1/8"], label="Budgets (share of the full cache)",
@@ -359,13 +408,8 @@ def _compare_tab(ex: Explorer) -> dict:
         with gr.Column(scale=3):
             c["grid"] = gr.Image(label="Side by side (same seed, same noise)", type="numpy", format="png",
                                  elem_id="cmp_grid", interactive=False, buttons=["download", "fullscreen"])
-            with gr.Row(elem_classes="compact-row"):
-                c["prev"] = gr.Button("◀", size="sm", elem_id="cmp_prev", scale=0, min_width=40)
-                c["scrub"] = gr.Slider(0, 1, value=0, step=1, label="Frame, all panels (← / → keys)",
-                                       elem_id="cmp_scrubber", scale=6)
-                c["next"] = gr.Button("▶", size="sm", elem_id="cmp_next", scale=0, min_width=40)
-                c["a"] = gr.Dropdown([], label="Wipe / difference: configuration A (B = full cache)",
-                                     elem_id="cmp_a", scale=3)
+            c["row"] = scrubber_row("cmp_", "Frame, all panels (← / → keys)")
+            c["a"] = gr.Dropdown([], label="Wipe / difference: configuration A (B = full cache)", elem_id="cmp_a")
             with gr.Row():
                 c["wipe"] = gr.ImageSlider(label="Wipe: A | full cache", type="numpy", elem_id="cmp_wipe",
                                            slider_position=50, max_height=300)
@@ -388,52 +432,80 @@ def _served(img, folder: str):
     return cached_png(img, folder)
 
 
-def _cmp_outputs(v, labels, folder: str):
-    import pandas as pd
-    table = pd.DataFrame(v.table).round(3) if v.table else pd.DataFrame({"config": []})
-    img = functools.partial(_served, folder=folder)
-    return (img(v.grid), img(v.wipe), img(v.diff), v.psnr, table, v.status,
-            gr.Slider(minimum=0, maximum=max(v.frames_done - 1, 1), value=v.frame),
-            gr.Dropdown(choices=labels, value=labels[0] if labels else None))
-
-
 def _wire_compare(ex: Explorer, shared: list, c: dict) -> None:
-    out = [c["grid"], c["wipe"], c["diff"], c["psnr"], c["table"], c["status"], c["scrub"], c["a"]]
+    row = c["row"]
+    out = [c["grid"], c["wipe"], c["diff"], c["psnr"], c["table"], c["status"], c["a"], row.scrub, row.live,
+           row.follow]
+    served = functools.partial(_served, folder=c["grid"].GRADIO_CACHE)
 
-    def labels(ws):
-        if ws.compare is None:
-            return []
-        return [d.config.label for i, d in enumerate(ws.compare.datas) if i != ws.compare.reference]
+    def outputs(ws, a, set_follow=True, force=False, labels=False):
+        import pandas as pd
+        s = ws.scrub["compare"]
+        v = ex.compare_view(ws, None if s.follow else s.frame, a)
+        table = pd.DataFrame(v.table).round(3) if v.table else pd.DataFrame({"config": []})
+        names = _labels(ws)
+        a_out = gr.Dropdown(choices=names, value=names[0] if names else None) if labels else gr.skip()
+        return (served(v.grid), served(v.wipe), served(v.diff), v.psnr, table, v.status, a_out,
+                *pushes(s, v.frames_done, v.frame, set_follow, force))
 
     @_errors_gen
-    def do_compare(prompt, seed, frames, guidance, policies, shares, custom, a, request: gr.Request, progress=gr.Progress()):
+    def do_compare(prompt, seed, frames, guidance, policies, shares, custom, a, request: gr.Request,
+                   progress=gr.Progress()):
         ws = ex.ws(request.session_hash)
         base = _config(prompt, seed, frames, guidance, "full", 1, "frames", "")
         configs = ex.compare_configs(base, list(policies or []), list(shares or []), custom)
-        for cmp in ex.compare_iter(ws, configs, progress=progress):
-            yield _cmp_outputs(ex.compare_view(ws, None, a), labels(ws), c["grid"].GRADIO_CACHE)
+        before, first = ws.compare, True
+        for _ in ex.compare_iter(ws, configs, progress=progress):
+            new = first and ws.compare is not before
+            yield outputs(ws, None if new else a, set_follow=first, force=new, labels=new)
+            first = False
 
     @_errors
-    def do_view(frame, a, request: gr.Request):
+    def do_view(frame, follow, a, request: gr.Request):
         ws = ex.ws(request.session_hash)
-        return _cmp_outputs(ex.compare_view(ws, frame, a), labels(ws), c["grid"].GRADIO_CACHE)[:-2]
+        s = ws.scrub["compare"]
+        if not scrubbed(s, frame, follow):
+            return (gr.skip(),) * len(out)
+        o = outputs(ws, a)
+        n = ws.compare.frames_done if ws.compare is not None else 0
+        clamped = int(frame or 0) > max(n - 1, 0)
+        return o[:-3] + (gr.Slider(value=s.frame) if clamped else o[-3], gr.skip(), gr.Checkbox(value=False))
 
     @_errors
-    def do_reload(frame, a, request: gr.Request):
-        ws = ex.ws(request.session_hash)
-        return _cmp_outputs(ex.compare_view(ws, None, a), labels(ws), c["grid"].GRADIO_CACHE)
+    def do_redraw(a, request: gr.Request):
+        return outputs(ex.ws(request.session_hash), a)
 
+    def do_follow(follow, a, request: gr.Request):
+        ws = ex.ws(request.session_hash)
+        if bool(follow) == ws.scrub["compare"].follow:
+            return (gr.skip(),) * len(out)
+        ws.scrub["compare"].follow = bool(follow)
+        return do_redraw(a, request) if follow else (gr.skip(),) * len(out)
+
+    @_errors
+    def do_reload(a, request: gr.Request):
+        ws = ex.ws(request.session_hash)
+        ws.scrub["compare"].follow = True
+        return outputs(ws, None, force=True, labels=True)
+
+    def do_stop(a, request: gr.Request):
+        ws = ex.ws(request.session_hash)
+        if ex.stop(ws, "compare"):
+            return (gr.skip(),) * len(out)
+        return outputs(ws, a, set_follow=False)
+
+    model = dict(concurrency_id="model", concurrency_limit=2)
     c["go"].click(do_compare, [*shared, c["policies"], c["shares"], c["custom"], c["a"]], out,
-                  api_name="compare", show_progress="minimal", concurrency_id="model", concurrency_limit=2)
-    def do_stop(request: gr.Request):
-        return ex.stop(ex.ws(request.session_hash))
-    c["stop"].click(do_stop, None, c["status"], api_name="stop_compare", concurrency_limit=None)
-    for comp in (c["scrub"], c["a"]):
-        comp.change(do_view, [c["scrub"], c["a"]], out[:-2], api_visibility="private", trigger_mode="always_last",
-                    show_progress="hidden")
+                  api_name="compare", show_progress="minimal", **model)
+    c["stop"].click(do_stop, c["a"], out, api_name="stop_compare", concurrency_limit=None)
+    row.wire()
+    row.scrub.change(do_view, [row.scrub, row.follow, c["a"]], out, api_visibility="private",
+                     trigger_mode="always_last", show_progress="hidden", concurrency_limit=None)
+    row.follow.change(do_follow, [row.follow, c["a"]], out, api_visibility="private", show_progress="hidden",
+                      concurrency_limit=None)
+    c["a"].change(do_redraw, c["a"], out, api_visibility="private", trigger_mode="always_last",
+                  show_progress="hidden")
     c["refresh"], c["out"] = do_reload, out
-    c["prev"].click(None, c["scrub"], c["scrub"], js="(i) => Math.max(0, i - 1)")
-    c["next"].click(None, c["scrub"], c["scrub"], js="(i) => i + 1")
 
     def exporter(kind):
         @_errors
@@ -442,8 +514,15 @@ def _wire_compare(ex: Explorer, shared: list, c: dict) -> None:
                                  frame))
         return fn
     for kind in ("mp4", "gif", "png", "csv", "json", "zip"):
-        c[f"exp_{kind}"].click(exporter(kind), [c["overlay"], c["signal"], c["scrub"]], c["file"],
-                               api_name=f"export_compare_{kind}", concurrency_id="model", concurrency_limit=2)
+        c[f"exp_{kind}"].click(exporter(kind), [c["overlay"], c["signal"], row.scrub], c["file"],
+                               api_name=f"export_compare_{kind}", **model)
+
+
+def _labels(ws) -> list[str]:
+    """The compared configurations other than the full-cache reference (choices for the wipe's A)."""
+    if ws.compare is None:
+        return []
+    return [d.config.label for i, d in enumerate(ws.compare.datas) if i != ws.compare.reference]
 
 
 # ============================================================================ Sessions
@@ -502,8 +581,8 @@ def _wire_sessions(ex: Explorer, demo, s: dict, g: dict, c: dict, tabs) -> None:
     ev = s["load"].click(do_load, [s["id"], g["signal"], g["layer"], g["cmap"]], [s["msg"], tabs],
                          api_name="load_session")
     ev.success(listing, None, table_out, api_visibility="private")
-    ev.success(g["refresh"], [g["scrub"], g["signal"], g["layer"], g["cmap"]], g["view_out"], api_visibility="private")
-    ev.success(c["refresh"], [c["scrub"], c["a"]], c["out"], api_visibility="private")
+    ev.success(g["refresh"], [g["signal"], g["layer"], g["cmap"]], g["view_out"], api_visibility="private")
+    ev.success(c["refresh"], [c["a"]], c["out"], api_visibility="private")
     s["delete"].click(do_delete, s["id"], s["msg"], api_name="delete_session").success(
         listing, None, table_out, api_visibility="private")
     s["save"].click(do_save, s["name"], s["msg"], api_name="save_session").success(
@@ -513,7 +592,7 @@ def _wire_sessions(ex: Explorer, demo, s: dict, g: dict, c: dict, tabs) -> None:
 
 def launch_kwargs() -> dict:
     from .sessions import DEFAULT_ROOT
-    return dict(css=CSS, js=HOTKEYS, allowed_paths=[str(DEFAULT_ROOT)], footer_links=["gradio", "settings"])
+    return dict(css=CSS, js=PAGE_JS, allowed_paths=[str(DEFAULT_ROOT)], footer_links=["gradio", "settings"])
 
 
 __all__ = ["build", "launch_kwargs", "EXAMPLES", "np"]

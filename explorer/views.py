@@ -32,12 +32,15 @@ def frame_view(data: RunData, frame: int, preview: bool = False) -> np.ndarray:
 
 
 def heatmap_values(data: RunData, signal: str, layer: int | None, frame: int) -> np.ndarray:
-    return data.history.frame_values(signal, frame, layer)
+    """(g, g) values of the frame's tokens at the frame's own time: when its chunk was committed and evicted."""
+    return data.history.frame_values(signal, frame, layer, chunk=data.history.chunk_of(frame))
 
 
 def heatmap_view(data: RunData, signal: str, layer: int | None, frame: int, cmap: str = "inferno",
-                 alpha: float = 0.6, gamma: float = 1.0, mark: tuple[int, int] | None = None) -> np.ndarray:
-    """Frame with the signal's per-token map on its fixed scale, token grid, optional marked token, colour bar."""
+                 alpha: float = 0.6, gamma: float = 1.0, mark: tuple[int, int] | None = None,
+                 note: str = "") -> np.ndarray:
+    """Frame with the signal's per-token map at the frame's own time, on the signal's fixed scale, token grid,
+    optional marked token, colour bar; `note` says why a map without values has none."""
     sig = SIGNALS[signal]
     S = data.frames.shape[1]
     g = data.history.grid
@@ -53,8 +56,8 @@ def heatmap_view(data: RunData, signal: str, layer: int | None, frame: int, cmap
         img = render.mark_token(img, g, *mark)
     where = "mean of layers" if layer is None else f"layer {layer}"
     img = render.label(img, f"{sig.label} | {where} | frame {frame}", bottom=True)
-    if not np.isfinite(vals).any():
-        img = render.label(img, "no values here: see the note", bottom=True, line=1)
+    if data.frames_done and not np.isfinite(vals).any():
+        img = render.label(img, note or "no values for this frame", bottom=True, line=1)
     bar = render.colourbar(img.shape[0], sig.vmin, sig.vmax, sig.unit, cmap, width=90, gamma=gamma, pad_top=UI_PAD)
     return render.hstack_bar(img, bar)
 
@@ -92,8 +95,10 @@ class CacheMapGeometry:
         return layer, row - 1, bx // self.cell_w
 
 
-def cache_map(h: RunHistory, chunk: int | None = None, frame: int | None = None) -> np.ndarray:
-    """Every token of every generated frame per layer, coloured by status at the end of `chunk`."""
+def cache_map(h: RunHistory, chunk: int | None = None, frame: int | None = None,
+              token: int | None = None) -> np.ndarray:
+    """Every token of every generated frame per layer, coloured by status at the end of `chunk`; the scrubbed
+    frame's row between cyan lines; the picked token (id) boxed in every layer."""
     geo = CacheMapGeometry.for_history(h)
     H, W = geo.size
     img = np.full((H, W, 3), 255, np.uint8)
@@ -112,6 +117,15 @@ def cache_map(h: RunHistory, chunk: int | None = None, frame: int | None = None)
         y = geo.top + (frame + 1) * geo.row_h
         img[max(y - 1, 0)] = (23, 190, 207)
         img[min(y + geo.row_h, H - 1)] = (23, 190, 207)
+    if token is not None and h.n_prompt <= token < h.n_tokens:
+        f, r = divmod(token - h.n_prompt, h.tokens_per_frame)
+        y0 = geo.top + (f + 1) * geo.row_h
+        for layer in range(h.n_layer):
+            x0 = layer * (geo.block_w + geo.gap) + r * geo.cell_w
+            ya, yb = max(y0 - 2, 0), min(y0 + geo.row_h + 2, H)
+            xa, xb = max(x0 - 2, 0), min(x0 + geo.cell_w + 2, W)
+            img[ya:yb, xa:xb][[0, -1], :] = (0, 0, 0)
+            img[ya:yb, xa:xb][:, [0, -1]] = (0, 0, 0)
     return img
 
 
@@ -124,7 +138,8 @@ CACHE_MAP_LEGEND = ("**Cache map**: one block per layer (L0, L1, ...); top row =
                     "frame, one column per token (row-major over the 8x8 latent grid). "
                     "<span style='color:#2ea043'>■ cached</span> · <span style='color:#d62728'>■ evicted</span> · "
                     "<span style='color:#1f77b4'>■ prompt anchor</span> · <span style='color:#aaa'>■ not generated"
-                    "</span> · cyan = the frame on the scrubber. Click a token to drill down.")
+                    "</span> · status at the scrubbed time; cyan = the scrubbed frame; black box = the picked token. "
+                    "Hover for the token, click it to drill down.")
 
 
 def compare_grid(datas: list[RunData], frame: int, cols: int | None = None) -> np.ndarray:
@@ -148,3 +163,46 @@ def diff_view(a: RunData, b: RunData, frame: int, vmax: float = 96.0) -> np.ndar
     d = render.label(d, f"|{a.config.label} - {b.config.label}| | frame {frame}", bottom=True)
     return render.hstack_bar(d, render.colourbar(d.shape[0], 0, vmax, "|A-B| (0-255)", "magma", width=90,
                                                      pad_top=UI_PAD))
+
+
+def no_values_note(data: RunData, signal: str, frame: int) -> str:
+    """Why the heatmap of `frame` under `signal` has no values at the frame's own time ('' when it has)."""
+    h = data.history
+    if np.isfinite(h.frame_values(signal, frame, chunk=h.chunk_of(frame))).any():
+        return ""
+    if signal == "teacher":
+        return ("not computed for this frame: press Teacher salience (a window of frames around the scrubbed one)"
+                if "teacher" in h.static else "press Teacher salience to compute it")
+    if signal == "predicted":
+        return "no salience head is loaded, so nothing predicts salience"
+    if signal == "score":
+        if not any(s.values.get("score") is not None for s in h.snapshots):
+            return ("no scores in this run: the policy keeps tokens by position (or nothing was evicted yet)"
+                    if data.config.policy not in ("full",) else "the full cache never evicts, so nothing is scored")
+        return ("not scored at this frame's time: no eviction followed its chunk (the cache was under budget, "
+                "or the policy evicts every few chunks: see `period`)")
+    return "no values recorded for this frame"
+
+
+def hover_data(data: RunData, signal: str, frame: int) -> dict:
+    """What the hover tooltips of the heatmap and the cache map say, as plain JSON: for each token of `frame`
+    (row-major) its value per layer and the mean at the frame's time, and per layer the chunk that evicted
+    it (-1 = still cached); the pixel layout of both images."""
+    h = data.history
+    sig = SIGNALS[signal]
+    T, L = h.tokens_per_frame, h.n_layer
+    per_layer = np.stack([h.frame_values(signal, frame, layer, chunk=h.chunk_of(frame)).ravel()
+                          for layer in range(L)])                                          # (L, T)
+    mean = h.frame_values(signal, frame, None, chunk=h.chunk_of(frame)).ravel()           # (T,)
+    vals = np.concatenate([mean[None], per_layer]).T                                       # (T, L + 1)
+    base = h.n_prompt + frame * T
+    geo = CacheMapGeometry.for_history(h)
+    return {
+        "frame": int(frame), "chunk": h.chunk_of(frame), "now": max(h.chunks_done - 1, 0), "grid": h.grid,
+        "cell": SCALE * data.frames.shape[1] // h.grid, "signal": sig.label, "unit": sig.unit,
+        "values": [[None if not np.isfinite(v) else round(float(v), 3) for v in row] for row in vals],
+        "evicted": h.evicted_at[:, base:base + T].T.tolist(),                             # (T, L)
+        "map": {"top": geo.top, "row_h": geo.row_h, "cell_w": geo.cell_w, "gap": geo.gap, "block_w": geo.block_w,
+                "n_layer": L, "n_frames": h.n_frames, "tokens": T, "grid": h.grid,
+                "frames_done": data.frames_done, "chunk_frames": h.chunk_frames},
+    }

@@ -107,9 +107,15 @@ def test_bounded_run_evicts_and_records_it(ex):
     last = h.snapshot_at(signal="score")
     cached = set(np.concatenate(h.snapshot_at().ids).tolist())
     assert set(np.concatenate(last.ids).tolist()) >= cached - set(range(h.token_id(last.chunk + 1, 0, 0), h.n_tokens))
-    text = ex._status(ws, ws.run.data, "score")
-    assert "no values" not in text                               # the newest frame may be unscored, the run is not
-    assert (f"from the eviction after chunk {last.chunk}" in text) == (last.chunk < h.snapshots[-1].chunk)
+    # at each frame's own time: a frame whose chunk an eviction followed has ranks; one between evictions
+    # has none, and the view says why
+    scored = {s.chunk for s in h.snapshots if s.values.get("score") is not None}
+    assert scored and len(scored) < 12                                   # h2o evicts every second chunk
+    for f in range(12):
+        has = np.isfinite(h.frame_values("score", f, chunk=f)).any()
+        assert has == (f in scored), f
+        text = ex.view(ws, f, "score", "mean").status
+        assert ("not scored at this frame's time" in text) == (f not in scored)
     # drill-down on an evicted token names the chunk
     L, tid = np.argwhere(h.evicted_at >= 0)[0]
     ws.token = int(tid)
@@ -119,17 +125,18 @@ def test_bounded_run_evicts_and_records_it(ex):
     assert ws.run_saved is not None                               # finished runs are saved
 
 
-def test_stop_mid_run_leaves_a_saved_session_that_reloads_identically(ex):
+def test_stop_pauses_saves_and_run_continues_the_same_run(ex):
     ws = ex.ws("c")
-    it = ex.run_iter(ws, cfg(frames=20, policy="sink"), every_s=0)
+    config = cfg(frames=20, policy="sink")
+    it = ex.run_iter(ws, config, every_s=0)
     for _ in range(5):
         next(it)
-    msg = ex.stop(ws)
+    assert ex.stop(ws) is True                           # the stream reports the pause and saves
     list(it)                                             # the generator ends on its own
-    assert "saved as session" in msg
-    sid = ws.run_saved[0]
-    done = ws.run.data.frames_done
-    assert 0 < done < 20
+    run, sid = ws.run, ws.run_saved[0]
+    done = run.data.frames_done
+    assert 0 < done < 20 and run.paused and not run.finished
+    assert "paused" in ex.view(ws, None, "attention", "mean").status
     live = ex.view(ws, 3, "attention", "layer 1")
     other = ex.ws("c2")
     assert ex.load_session(other, sid) == "run"
@@ -137,6 +144,91 @@ def test_stop_mid_run_leaves_a_saved_session_that_reloads_identically(ex):
     assert np.array_equal(live.heat_img, again.heat_img)
     assert np.array_equal(live.cache_img, again.cache_img)
     assert other.run.data.frames_done == done
+    # Run again: the same run goes on from where it paused, and ends with the frames of an unpaused run
+    for _ in ex.run_iter(ws, config, every_s=0):
+        pass
+    assert ws.run is run and run.data.frames_done == 20 and run.finished
+    assert ws.run_saved[0] != sid and ws.run_saved[1] == 20           # the pause's save replaced by the whole run
+    whole = ex.ws("c3")
+    for _ in ex.run_iter(whole, config, every_s=0):
+        pass
+    assert np.array_equal(whole.run.data.frames, run.data.frames)
+
+
+def test_runs_are_saved_on_completion_stop_or_demand_never_on_abandon(ex):
+    ws = ex.ws("save")
+    ex.step_frame(ws, cfg(frames=6))
+    ex.step_frame(ws, cfg(frames=6))
+    assert ws.run_saved is None and ex.store.list() == []
+    assert "not saved yet" in ex.view(ws, None, "score", "mean").status
+    ex.step_frame(ws, cfg(frames=6, seed=3))                           # another config: a new run
+    assert ex.store.list() == [] and "was replaced" in ex.view(ws, None, "score", "mean").status
+    ex.reset(ws)
+    assert ex.store.list() == []
+    ex.step_frame(ws, cfg(frames=6))
+    assert ex.stop(ws) is False and ws.run_saved is not None          # Stop without a stream saves here
+    assert len(ex.store.list()) == 1
+    ex.step_frame(ws, cfg(frames=6))                                   # Step continues the paused run
+    assert ws.run.data.frames_done == 2 and not ws.run.paused
+
+
+def test_every_view_shows_the_scrubbed_time(ex):
+    """Heatmap, cache map, timeline marker and drill-down at a scrubbed frame show the cache as it was
+    then, from the history's per-chunk snapshots, also after older snapshots were thinned."""
+    ws = ex.ws("time")
+    config = cfg(frames=12, policy="h2o", budget="3f", params="period=1")
+    for _ in ex.run_iter(ws, config, every_s=0):
+        pass
+    h = ws.run.data.history
+    thin = ex.ws("time-thin")
+    ex.step(thin, config)
+    thin.run.data.history.max_snapshots = 3                             # thinned from the 4th chunk on
+    for _ in ex.run_iter(thin, config, every_s=0):
+        pass
+    ht = thin.run.data.history
+    assert len(ht.snapshots) < 12
+    for f in (5, 9):
+        snap = next(s for s in h.snapshots if s.chunk == f)
+        for sig in ("score", "attention", "predicted"):
+            for layer in range(h.n_layer):
+                want = np.full(h.tokens_per_frame, np.nan, np.float32)
+                ids, vals = snap.ids[layer], snap.values[sig][layer]
+                sel = (ids >= h.token_id(f, 0, 0)) & (ids < h.token_id(f + 1, 0, 0))
+                want[ids[sel] - h.token_id(f, 0, 0)] = vals[sel]
+                got = h.frame_values(sig, f, layer, chunk=f).ravel()
+                assert np.array_equal(got, want, equal_nan=True) and np.isfinite(got).all()
+                assert np.array_equal(ht.frame_values(sig, f, layer, chunk=f), got.reshape(8, 8), equal_nan=True)
+        v = ex.view(ws, f, "score", "layer 0")
+        assert np.array_equal(v.cache_img, views.cache_map(h, chunk=f, frame=f))
+        assert not np.array_equal(v.cache_img, views.cache_map(h, frame=f))     # not the end of the run
+        assert v.hover["values"][0][1] == pytest.approx(float(h.frame_values("score", f, 0, chunk=f)[0, 0]), abs=1e-3)
+        marker = [s for s in v.occupancy.layout.shapes if s["line"]["color"] == "#17becf"]
+        assert marker and marker[0]["x0"] == h.evict_step(f)
+    # by the end of the run most of frame 5 is evicted: its heatmap then is mostly empty, at its own time full
+    assert np.isnan(h.frame_values("score", 5)).mean() > 0.5 and np.isfinite(h.frame_values("score", 5, chunk=5)).all()
+    ws.scrub["run"].follow, ws.scrub["run"].frame = False, 5
+    ws.token = h.token_id(5, 0, 0)
+    fig, info = ex.drill_down(ws, "attention")
+    assert "at the scrubbed time (chunk 5): cached in layers 0, 1, 2, 3" in info
+    assert any(getattr(s, "x0", None) == 5 and s.line.color == "#17becf" for s in fig.layout.shapes)
+
+
+def test_the_run_as_a_command_line_parses_to_the_same_run():
+    import shlex
+    from backend.__main__ import build_parser
+    c = cfg(params="alpha=0.5, storage=int4", policy="pafu", budget="12.5%", guidance=2.0)
+    argv = shlex.split(c.cli())
+    assert argv[:3] == ["python", "-m", "backend"]
+    a = build_parser().parse_args(argv[3:])
+    assert (a.prompt, a.frames, a.seed, a.policy, a.budget) == (c.prompt, c.frames, c.seed, c.policy, c.budget)
+    assert a.policy_arg == ["alpha=0.5", "storage=int4"]
+    assert a.sampler == ["guidance=2", "first_guidance=2"]
+
+
+def test_the_scrubber_clamps_instead_of_failing():
+    from explorer.scrubber import FrameSlider
+    s = FrameSlider(0, 63, value=0, step=1)
+    assert s.preprocess(-1) == 0 and s.preprocess(65) == 63 and s.preprocess(7) == 7
 
 
 def test_sessions_are_private_to_each_workspace(ex):

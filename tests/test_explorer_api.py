@@ -12,7 +12,7 @@ from explorer.sessions import SessionStore
 from explorer.ui import build
 
 PROMPT = "a red circle and a square on blue stripes behind a wall"
-VIEW = (0, "attention", "mean", "inferno")
+VIEW = ("attention", "mean", "inferno")
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_two_clients_do_not_see_each_others_runs(url):
     a, b = Client(url, verbose=False), Client(url, verbose=False)
     a.predict(*gen_args(frames=5), api_name="/step_frame")
     a.predict(*gen_args(frames=5), api_name="/step_frame")
-    out = b.predict(*VIEW, api_name="/view")
+    out = b.predict(0, False, *VIEW, api_name="/view")
     assert "No run yet" in out[5]
 
 

@@ -41,6 +41,17 @@ POLICIES: dict[str, tuple[Callable[..., Policy], str]] = {
 }
 
 
+# Display names (the registry keys are what the CLI and the API take)
+TITLES = {"full": "Full cache", "window": "Sliding window", "sink": "Attention sink", "deep_forcing": "Deep Forcing",
+          "h2o": "H2O", "tova": "TOVA", "snapkv": "SnapKV", "flowcache": "FlowCache", "packcache": "PackCache",
+          "tempcache": "TempCache", "oracle": "Oracle (hindsight bound)", "pafu": "PaFu-KV", "random": "Random"}
+
+
+def title(name: str) -> str:
+    """'pafu' -> 'PaFu-KV (pafu)': the display name with the id a command line takes."""
+    return f"{TITLES.get(name, name)} ({name})"
+
+
 # What a policy's commits must record (Policy.attention_stats): a short label and a sentence (CLI, explorer)
 READS = {"none": ("-", "reads no attention: its commits run the fused kernel"),
          "logits": ("q.k", "reads raw q.k sums (one matrix-vector product beside the fused kernel)"),
@@ -66,14 +77,19 @@ def describe_reads(name: str) -> tuple[str, str]:
 
 
 def make_policy(name: str, **kwargs) -> Policy:
+    """The named policy with these parameters; user parameters are checked first (params.check_params), so a
+    bad one is a message naming it, never a Python internal. Builder-set fields (budget, head, reference)
+    pass unchecked."""
+    from .params import INTERNAL, check_params
     if name not in POLICIES:
         raise KeyError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
+    user = check_params(name, {k: v for k, v in kwargs.items() if k not in INTERNAL})
     try:
-        return POLICIES[name][0](**kwargs)
+        return POLICIES[name][0](**{**kwargs, **user})
     except TypeError as e:
-        raise ValueError(f"bad parameter for policy {name!r}: {e}") from e
+        raise ValueError(f"bad parameter for {title(name)}: {e}") from e
 
 
-__all__ = ["POLICIES", "READS", "reads", "describe_reads", "make_policy", "Policy", "EvictContext", "LayerEviction", "select", "select_frames",
+__all__ = ["POLICIES", "TITLES", "title", "READS", "reads", "describe_reads", "make_policy", "Policy", "EvictContext", "LayerEviction", "select", "select_frames",
            "Budget", "BudgetError", "parse_budget", "Full", "Window", "Sink", "H2O", "TOVA", "SnapKV", "Random", "FlowCache", "PackCache", "TempCache",
            "DeepForcing", "Oracle", "reference_scores", "PaFu"]

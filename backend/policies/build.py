@@ -85,18 +85,14 @@ def build_policy(name: str, budget: str | int | None, n_frames: int, model, ae=N
 __all__ = ["budget_tokens", "parse_params", "build_policy", "BudgetError"]
 
 
-_INTERNAL = {"budget", "head", "head_ms", "reference", "last_rho"}   # set by the builder, not by users
-
-
 def policy_parameters(name: str) -> dict[str, object]:
     """A policy's own user-settable parameters and their defaults: its own fields, and the shared ones of
     `Policy` whose default it changes (PaFu-KV's granularity); private state (`_last`) is not a parameter."""
     import dataclasses
-    from . import POLICIES, Policy
+    from . import Policy
+    from .params import parameters
     shared = {f.name: f.default for f in dataclasses.fields(Policy)}
-    return {f.name: f.default for f in dataclasses.fields(POLICIES[name][0])
-            if f.init and not f.name.startswith("_") and f.name not in _INTERNAL
-            and f.default is not dataclasses.MISSING and (f.name not in shared or f.default != shared[f.name])}
+    return {k: p.default for k, p in parameters(name).items() if k not in shared or p.default != shared[k]}
 
 
 def shared_parameters() -> str:
