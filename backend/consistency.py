@@ -107,30 +107,38 @@ def whole_match(d: Detection, colour: str | None, shape: str, fixed: set[str]) -
 
 
 def prompt_adherence(dets, spec: SceneSpec, walls, idents) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame: (found, expected) counts of prompted objects. A prompted object is found as a full
+    """Per frame: (found, expected) counts of prompted objects (`object_adherence` summed over objects)."""
+    found, expected, _ = object_adherence(dets, spec, walls, idents)
+    return found.sum(1), expected.sum(1)
+
+
+def object_adherence(dets, spec: SceneSpec, walls, idents) -> tuple[np.ndarray, np.ndarray, list]:
+    """Per frame and prompted object: found (T, J) and expected (T, J) as 0/1, and the matching detection
+    per frame (a list of T dicts j -> Detection). A prompted object is found as a full
     detection of its shape and colour (any colour not fixed by the prompt when it is open) or as a partial
     one of its colour (resolved from the first frames when open). An object missing next to the wall where
     it was last seen, at most MAX_HIDDEN frames ago, is taken as hidden; so is one never seen yet, but only
     in the first MAX_HIDDEN frames (a sprite may start behind the wall; one that never shows up is missing,
     not hidden: before, a prompt with a wall scored full adherence on a video that drew one of its three
     objects)."""
-    T = len(dets)
-    found, expected = np.zeros(T), np.zeros(T)
+    T, J = len(dets), len(spec.objects)
+    found, expected = np.zeros((T, J)), np.zeros((T, J))
+    matches: list[dict] = [{} for _ in range(T)]
     fixed = {c for c, _ in spec.objects if c is not None}
     last = {}
     for t in range(T):
         for j, ((colour, shape), (icol, _)) in enumerate(zip(spec.objects, idents)):
             ok = [d for d in dets[t] if whole_match(d, colour, shape, fixed) or (d.shape is None and d.colour == icol)]
             if ok:
-                found[t] += 1
-                expected[t] += 1
+                found[t, j] = expected[t, j] = 1
                 last[j] = (ok[0].x, t)
+                matches[t][j] = ok[0]
             else:
                 cols = np.nonzero(walls[t])[0]
                 hidden = spec.wall and len(cols) and ((j not in last and t <= MAX_HIDDEN) or (j in last and
                     cols.min() - 12 <= last[j][0] <= cols.max() + 12 and t - last[j][1] <= MAX_HIDDEN))
-                expected[t] += 0 if hidden else 1
-    return found, expected
+                expected[t, j] = 0 if hidden else 1
+    return found, expected, matches
 
 
 def identity_persistence(dets, idents) -> tuple[int, int]:
@@ -222,4 +230,21 @@ def evaluate_video(frames: np.ndarray, prompt: str | SceneSpec, world: WorldConf
     }
 
 
-__all__ = ["Detection", "detect", "evaluate_video", "contrast", "whole_match", "SHAPES"]
+def object_tracks(frames: np.ndarray, prompt: str | SceneSpec) -> list[dict]:
+    """Per prompted object: its label, the share of the frames where it should be visible in which it is
+    found, and per frame where it is found its detection (centroid x, y and area, pixels)."""
+    spec = parse(prompt) if isinstance(prompt, str) else prompt
+    walls = [wall_columns(f) for f in frames]
+    dets = [detect(f, w) for f, w in zip(frames, walls)]
+    idents = first_identities(dets, spec)
+    found, expected, matches = object_adherence(dets, spec, walls, idents)
+    out = []
+    for j, ((colour, shape), (icol, _)) in enumerate(zip(spec.objects, idents)):
+        label = f"{colour or icol or 'open-colour'} {shape}" + (" (colour open)" if colour is None else "")
+        exp = expected[:, j].sum()
+        out.append({"label": label, "found_share": float(found[:, j].sum() / exp) if exp else float("nan"),
+                    "frames": {t: m[j] for t, m in enumerate(matches) if j in m}})
+    return out
+
+
+__all__ = ["Detection", "detect", "evaluate_video", "object_tracks", "contrast", "whole_match", "SHAPES"]

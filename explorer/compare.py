@@ -13,6 +13,7 @@ from backend.metrics import psnr_per_frame, ssim_per_frame
 from .run import Run, RunConfig, RunData
 
 MAX_CONFIGS = 6
+SWEEP_MAX = 12            # a budget sweep: up to 3 policies x the 4 shares
 # The metrics table's columns (Comparison.metrics' keys, in order) and their widths in the app, so that no
 # header breaks mid-word on a laptop screen.
 METRIC_WIDTHS = {"config": "14%", "frames": "6%", "PSNR vs full (dB)": "9%", "SSIM vs full": "8%", "adherence": "9%",
@@ -33,9 +34,9 @@ class Comparison:
 
     @classmethod
     def start(cls, configs: list[RunConfig], model, ae, head=None, progress=None,
-              models: Path | None = None) -> "Comparison":
-        if not 1 <= len(configs) <= MAX_CONFIGS:
-            raise ValueError(f"compare takes 1 to {MAX_CONFIGS} configurations besides the full-cache reference, "
+              models: Path | None = None, limit: int = MAX_CONFIGS) -> "Comparison":
+        if not 1 <= len(configs) <= limit:
+            raise ValueError(f"compare takes 1 to {limit} configurations besides the full-cache reference, "
                              f"got {len(configs)}")
         base = configs[0]
         for c in configs:
@@ -96,11 +97,42 @@ class Comparison:
         return {d.config.label: psnr_per_frame(d.frames[:n], ref) for i, d in enumerate(self.datas)
                 if i != self.reference}
 
+    def sweep_points(self) -> dict[str, list[tuple[float, float, float]]]:
+        """Per policy with 2+ budgets: (budget as % of the full cache at this length, mean PSNR vs full in dB,
+        adherence) per budget, by budget."""
+        rows = {r["config"]: r for r in self.metrics()}
+        out: dict[str, list] = {}
+        for i, d in enumerate(self.datas):
+            h = d.history
+            if i == self.reference or h.budget <= 0:
+                continue
+            r = rows[d.config.label]
+            out.setdefault(d.config.policy, []).append((100.0 * h.budget / h.n_tokens, r["PSNR vs full (dB)"],
+                                                        r["adherence"]))
+        return {p: sorted(v) for p, v in out.items() if len(v) >= 2}
+
+    def reference_warning(self) -> str:
+        """A warning when the full-cache reference itself loses a prompted object (found in under half of the
+        frames where it should be visible): PSNR against it then rewards copying a wrong video."""
+        n = self.frames_done
+        key = ("ref", n)
+        if key not in self.metrics_cache:
+            from backend.consistency import object_tracks
+            ref = self.datas[self.reference]
+            lost = [t for t in object_tracks(ref.frames[:n], ref.config.prompt) if n
+                    and np.isfinite(t["found_share"]) and t["found_share"] < 0.5]
+            self.metrics_cache[key] = ("⚠ **The full-cache reference itself loses " + ", ".join(
+                f"the {t['label']} (found in {t['found_share']:.0%} of the frames where it should be visible)"
+                for t in lost) + "**: PSNR/SSIM against it then reward copying a wrong video; read adherence "
+                "instead.") if lost else ""
+        return self.metrics_cache[key]
+
     def metrics(self) -> list[dict]:
         """One row per configuration: fidelity against the reference, world consistency, speed, memory."""
         n = self.frames_done
         if n in self.metrics_cache:
             return self.metrics_cache[n]
+        self.metrics_cache = {k: v for k, v in self.metrics_cache.items() if k == ("ref", n)}
         ref = self.datas[self.reference].frames[:n]
         rows = []
         for i, d in enumerate(self.datas):
@@ -126,5 +158,5 @@ class Comparison:
                 "median ms/frame": float(np.median(d.frame_ms[:n])) if n else float("nan"),
                 "peak KV MB": float(h["nbytes"].sum(1).max() / 1e6) if len(h["nbytes"]) else 0.0,
             })
-        self.metrics_cache = {n: rows}
+        self.metrics_cache[n] = rows
         return rows

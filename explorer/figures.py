@@ -142,3 +142,23 @@ def quality_figure(curves: dict[str, np.ndarray], metric: str = "PSNR", unit: st
                        f"100 dB = identical)", 320)
     fig.update_layout(showlegend=True)                 # name the line even when only one configuration
     return fig
+
+
+def budget_figure(points: dict[str, list[tuple[float, float, float]]]) -> go.Figure:
+    """Quality against budget per policy: mean PSNR vs the full cache (solid, left axis, dB) and adherence
+    (dotted, right axis, 0-1) over the budget as a share of the full cache (log axis, %)."""
+    fig = go.Figure()
+    for i, (policy, pts) in enumerate(points.items()):
+        x = [p[0] for p in pts]
+        colour = LAYER_COLOURS[i % 8]
+        fig.add_trace(go.Scatter(x=x, y=[p[1] for p in pts], mode="lines+markers", name=f"{policy}: PSNR",
+                                 line=dict(color=colour)))
+        fig.add_trace(go.Scatter(x=x, y=[p[2] for p in pts], mode="lines+markers", name=f"{policy}: adherence",
+                                 line=dict(color=colour, dash="dot"), yaxis="y2"))
+    fig.update_xaxes(title_text="cache budget [% of the full cache at this length]", type="log")
+    fig.update_yaxes(title_text="PSNR vs full cache [dB]")
+    fig.update_layout(yaxis2=dict(title=dict(text="adherence [0-1]"), overlaying="y", side="right", range=[0, 1.05]))
+    fig = _layout(fig, "quality against budget (a budget sweep; same seed and noise)" if points else
+                  "quality against budget: run a budget sweep (two or more budgets per policy)", 320)
+    fig.update_layout(showlegend=True, legend=dict(x=1.08))
+    return fig

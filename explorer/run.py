@@ -94,6 +94,7 @@ class RunData:
     preview: np.ndarray | None = None      # (S, S, 3) newest denoise x0 preview
     status: str = ""
     notice: str = ""                       # a one-off note for the status (e.g. an unsaved run was replaced)
+    oracle: tuple | None = None            # (frames, hindsight scores per layer) of a full-cache reference run
 
     @property
     def frames_done(self) -> int:
@@ -188,15 +189,19 @@ class Run:
         if self.stepper is not None:
             self.stepper.cancel()
 
-    def teacher_salience(self, teacher, frame: int, window: int = 48) -> tuple[int, int]:
-        """Compute the teacher signal over a window of generated frames ending just after `frame`."""
+    def teacher_salience(self, teacher, frame: int, window: int = 48, first: int | None = None,
+                         end: int | None = None) -> tuple[int, int]:
+        """Compute the teacher signal over a window of generated frames ending just after `frame` (or over
+        [first, end) when given)."""
         import torch
         d = self.data
         n = d.frames_done
         if n == 0:
             raise GenerationError("generate some frames first")
-        end = min(n, max(frame + 1 + window // 6, min(window, n)))
-        first = max(0, end - window)
+        if end is None:
+            end = min(n, max(frame + 1 + window // 6, min(window, n)))
+        if first is None:
+            first = max(0, end - window)
         tokens = torch.tensor(parse(d.config.prompt).tokens())
         h = d.history
         t0 = time.perf_counter()

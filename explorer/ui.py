@@ -18,7 +18,7 @@ from backend.policies import POLICIES, TITLES, describe_reads, title
 from backend.policies.build import policy_parameters, shared_parameters
 from backend.prompt import VOCAB
 
-from .compare import MAX_CONFIGS, METRIC_WIDTHS
+from .compare import MAX_CONFIGS, METRIC_WIDTHS, SWEEP_MAX
 from .controller import BUDGET_UNITS, SHARES, Explorer, budget_text
 from .export import cached_png
 from .run import MAX_FRAMES, MAX_GUIDANCE, RunConfig
@@ -213,6 +213,16 @@ def _generate_tab(ex: Explorer, demo: gr.Blocks) -> dict:
                 g["token_plot"] = gr.Plot(label="Token drill-down", elem_id="token_plot", scale=3)
                 g["token_info"] = gr.Markdown("Click a token on the heatmap or the cache map to follow it over time.",
                                               elem_id="token_info")
+            with gr.Accordion("Numbers: the policy's score against the teacher and the oracle; when each object left "
+                              "the cache", open=False, elem_id="numbers"):
+                g["numbers_btn"] = gr.Button("Compute (the teacher over every frame + a full-cache run of the same "
+                                             "noise)", size="sm", elem_id="numbers_btn")
+                g["numbers_note"] = gr.Markdown("", elem_id="numbers_note")
+                with gr.Row():
+                    g["agreement"] = gr.Dataframe(label="Agreement per layer (Spearman in [-1, 1]; recall in [0, 1])",
+                                                  elem_id="agreement_table", interactive=False, scale=3)
+                    g["objects"] = gr.Dataframe(label="Prompted objects: when their tokens left each layer's cache",
+                                                elem_id="objects_table", interactive=False, scale=3)
     return g
 
 
@@ -290,7 +300,7 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
         ws = ex.ws(request.session_hash)
         ex.reset(ws)
         fig, info = ex.drill_down(ws, signal)
-        return outputs(ws, signal, layer, cmap, force=True) + ("", fig, info, None)
+        return outputs(ws, signal, layer, cmap, force=True) + ("", fig, info, None, None, None, "")
 
     @_errors
     def do_reset_view(signal, layer, cmap, request: gr.Request):
@@ -311,7 +321,8 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
     run_ev = g["run"].click(do_run, cfg_in + view_in, action_out, api_name="generate", show_progress="minimal",
                             **model)
     g["stop"].click(do_stop, view_in, view_out, api_name="stop", concurrency_limit=None)
-    g["reset"].click(do_reset, view_in, view_out + [g["cli"], g["token_plot"], g["token_info"], g["file"]],
+    g["reset"].click(do_reset, view_in, view_out + [g["cli"], g["token_plot"], g["token_info"], g["file"],
+                                                    g["agreement"], g["objects"], g["numbers_note"]],
                      api_name="reset", **model)
     g["teacher"].click(do_teacher, view_in, view_out + [g["signal"]], api_name="teacher_salience", **model)
     row.wire()
@@ -364,6 +375,14 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
     row.scrub.change(redrill, g["signal"], [g["token_plot"], g["token_info"]], api_visibility="private",
                      trigger_mode="always_last", show_progress="hidden")
 
+    @_errors
+    def do_numbers(request: gr.Request, progress=gr.Progress()):
+        import pandas as pd
+        rows, objects, note = ex.salience_numbers(ex.ws(request.session_hash), progress)
+        return pd.DataFrame(rows).round(3), pd.DataFrame(objects), note
+    g["numbers_btn"].click(do_numbers, None, [g["agreement"], g["objects"], g["numbers_note"]],
+                           api_name="salience_numbers", **model)
+
     # export
     def exporter(kind):
         @_errors
@@ -390,10 +409,11 @@ def _compare_tab(ex: Explorer) -> dict:
                                            elem_id="cmp_shares")
             c["custom"] = gr.Textbox("", label="Other budgets", placeholder="e.g. 8f, 2048, 512KB",
                                      elem_id="cmp_custom")
-            gr.Markdown(f"At most {MAX_CONFIGS} policy x budget configurations; the full cache is added as the "
-                        "reference.")
+            gr.Markdown(f"At most {MAX_CONFIGS} policy x budget configurations (a budget sweep: up to "
+                        f"{SWEEP_MAX}, the chosen policies at every share); the full cache is added as the reference.")
             with gr.Row(elem_classes="compact-row"):
                 c["go"] = gr.Button("Compare", variant="primary", elem_id="compare_btn", size="sm")
+                c["sweep_btn"] = gr.Button("Budget sweep (all four shares)", elem_id="sweep_btn", size="sm")
                 c["stop"] = gr.Button("Stop", variant="stop", elem_id="cmp_stop", size="sm")
             c["status"] = gr.Markdown("No comparison yet.", elem_id="cmp_status")
             with gr.Accordion("Export", open=False):
@@ -415,7 +435,9 @@ def _compare_tab(ex: Explorer) -> dict:
                                            slider_position=50, max_height=300)
                 c["diff"] = gr.Image(label="|A - full cache|", type="numpy", format="png", elem_id="cmp_diff",
                                      interactive=False)
-            c["psnr"] = gr.Plot(label="Per-frame PSNR", elem_id="cmp_psnr")
+            with gr.Row():
+                c["psnr"] = gr.Plot(label="Per-frame PSNR", elem_id="cmp_psnr")
+                c["sweep"] = gr.Plot(label="Quality against budget", elem_id="cmp_sweep")
             c["table"] = gr.Dataframe(label="Metrics (frames so far; PSNR/SSIM from the first frame that differs from the "
                                       "full cache, 100 dB = identical)", elem_id="cmp_table", interactive=False,
                                       wrap=True, pinned_columns=1, column_widths=list(METRIC_WIDTHS.values()))
@@ -434,8 +456,8 @@ def _served(img, folder: str):
 
 def _wire_compare(ex: Explorer, shared: list, c: dict) -> None:
     row = c["row"]
-    out = [c["grid"], c["wipe"], c["diff"], c["psnr"], c["table"], c["status"], c["a"], row.scrub, row.live,
-           row.follow]
+    out = [c["grid"], c["wipe"], c["diff"], c["psnr"], c["sweep"], c["table"], c["status"], c["a"], row.scrub,
+           row.live, row.follow]
     served = functools.partial(_served, folder=c["grid"].GRADIO_CACHE)
 
     def outputs(ws, a, set_follow=True, force=False, labels=False):
@@ -445,20 +467,28 @@ def _wire_compare(ex: Explorer, shared: list, c: dict) -> None:
         table = pd.DataFrame(v.table).round(3) if v.table else pd.DataFrame({"config": []})
         names = _labels(ws)
         a_out = gr.Dropdown(choices=names, value=names[0] if names else None) if labels else gr.skip()
-        return (served(v.grid), served(v.wipe), served(v.diff), v.psnr, table, v.status, a_out,
+        return (served(v.grid), served(v.wipe), served(v.diff), v.psnr, v.sweep, table, v.status, a_out,
                 *pushes(s, v.frames_done, v.frame, set_follow, force))
+
+    def stream(ws, configs, a, progress):
+        before, first = ws.compare, True
+        for _ in ex.compare_iter(ws, configs, progress=progress):
+            new = first and ws.compare is not before
+            yield outputs(ws, None if new else a, set_follow=first, force=new, labels=new)
+            first = False
 
     @_errors_gen
     def do_compare(prompt, seed, frames, guidance, policies, shares, custom, a, request: gr.Request,
                    progress=gr.Progress()):
         ws = ex.ws(request.session_hash)
         base = _config(prompt, seed, frames, guidance, "full", 1, "frames", "")
-        configs = ex.compare_configs(base, list(policies or []), list(shares or []), custom)
-        before, first = ws.compare, True
-        for _ in ex.compare_iter(ws, configs, progress=progress):
-            new = first and ws.compare is not before
-            yield outputs(ws, None if new else a, set_follow=first, force=new, labels=new)
-            first = False
+        yield from stream(ws, ex.compare_configs(base, list(policies or []), list(shares or []), custom), a, progress)
+
+    @_errors_gen
+    def do_sweep(prompt, seed, frames, guidance, policies, a, request: gr.Request, progress=gr.Progress()):
+        ws = ex.ws(request.session_hash)
+        base = _config(prompt, seed, frames, guidance, "full", 1, "frames", "")
+        yield from stream(ws, ex.sweep_configs(base, list(policies or [])), a, progress)
 
     @_errors
     def do_view(frame, follow, a, request: gr.Request):
@@ -497,6 +527,8 @@ def _wire_compare(ex: Explorer, shared: list, c: dict) -> None:
     model = dict(concurrency_id="model", concurrency_limit=2)
     c["go"].click(do_compare, [*shared, c["policies"], c["shares"], c["custom"], c["a"]], out,
                   api_name="compare", show_progress="minimal", **model)
+    c["sweep_btn"].click(do_sweep, [*shared, c["policies"], c["a"]], out, api_name="budget_sweep",
+                         show_progress="minimal", **model)
     c["stop"].click(do_stop, c["a"], out, api_name="stop_compare", concurrency_limit=None)
     row.wire()
     row.scrub.change(do_view, [row.scrub, row.follow, c["a"]], out, api_visibility="private",

@@ -122,7 +122,7 @@ def test_sampler_bench_settings_parse_or_explain():
 
 @pytest.mark.parametrize("argv,msg", [
     (["policies", "--policies", "window,nosuch"], "unknown policy 'nosuch'; known:"),
-    (["policies", "--policies", "h2o:alpah=3"], "bad parameter for policy 'h2o'"),
+    (["policies", "--policies", "h2o:alpah=3"], "unknown parameter 'alpah' for H2O (h2o)"),
     (["policies", "--shares", "0.125,2"], "shares must be in (0, 1]"),
     (["policies", "--shares", "1/8"], "--shares expects comma-separated numbers"),
     (["policies", "--sampler", "guidence=2"], "unknown sampler setting"),

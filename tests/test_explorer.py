@@ -459,3 +459,69 @@ def test_policy_help_and_commit_status_show_what_reading_attention_costs():
                                occupancy=[10, 10], nbytes=[100, 100], eviction=None, ms=30.0, stats_ms=stats_ms)
     assert "attention statistics 6 ms of it" in describe(rec(6.2), Data())
     assert "attention statistics" not in describe(rec(0.0), Data())
+
+
+def test_salience_numbers_agreement_and_object_departures(ex):
+    from explorer.numbers import spearman, top_recall
+    assert spearman(np.arange(10.0), np.arange(10.0) ** 2) == pytest.approx(1.0)
+    assert spearman(np.arange(10.0), -np.arange(10.0)) == pytest.approx(-1.0)
+    assert top_recall(np.arange(8.0), np.arange(8.0)) == 1.0 and top_recall(np.arange(8.0), -np.arange(8.0)) == 0.0
+    ws = ex.ws("numbers")
+    for _ in ex.run_iter(ws, cfg(frames=12, policy="h2o", budget="3f", params="period=1"), every_s=0):
+        pass
+    rows, objects, note = ex.salience_numbers(ws)
+    assert len(rows) == 4 and all(r["evictions"] > 0 for r in rows)
+    for r in rows:
+        for k in ("teacher spearman", "oracle spearman"):
+            assert -1 <= r[k] <= 1
+        for k in ("teacher top-25% recall", "oracle top-25% recall"):
+            assert 0 <= r[k] <= 1
+    # the oracle is a full-cache run of the same noise: its first frames before any eviction equal the run's
+    assert ws.run.data.oracle[0] == 12
+    assert len(objects) == 2 and objects[0]["object"] == "red circle" and objects[0]["frames seen"] > 0
+    h = ws.run.data.history
+    for o in objects:
+        for layer in range(h.n_layer):
+            assert o[f"L{layer}"].startswith(("left at chunk", "never seen")) or "tokens cached" in o[f"L{layer}"]
+    # a run that never evicts has nothing to compare, and says so
+    ws2 = ex.ws("numbers-full")
+    for _ in ex.run_iter(ws2, cfg(frames=6, policy="full", budget=""), every_s=0):
+        pass
+    rows2, _, note2 = ex.salience_numbers(ws2)
+    assert all(r["evictions"] == 0 for r in rows2) and "No policy scores" in note2
+
+
+def test_compare_warns_when_the_reference_loses_an_object_and_explains_blank_cells(ex):
+    from explorer.controller import blank_cells_note
+    ws = ex.ws("refwarn")
+    base = cfg(frames=6, policy="full", budget="", prompt="a red circle on blue stripes")
+    for _ in ex.compare_iter(ws, ex.compare_configs(base, ["window"], ["1/2"], ""), every_s=0):
+        pass
+    cmp = ws.compare
+    status = ex.compare_view(ws, None).status
+    assert "loses" not in status                         # the shipped model draws the red circle here
+    cmp.datas[cmp.reference].frames[:] = 128               # a reference that shows nothing at all
+    cmp.metrics_cache.clear()
+    assert "The full-cache reference itself loses the red circle" in ex.compare_view(ws, None).status
+    note = blank_cells_note([{"identity": float("nan"), "landmark revisit": float("nan")}], base.prompt)
+    assert "identity" in note and "no camera pan" in note
+    assert blank_cells_note([{"identity": 1.0}], base.prompt) == ""
+
+
+def test_budget_sweep_draws_quality_against_budget(ex):
+    ws = ex.ws("sweep")
+    base = cfg(frames=24, policy="full", budget="")
+    configs = ex.sweep_configs(base, ["window", "random"])
+    assert len(configs) == 8 and {c.budget for c in configs} == {"6.25%", "12.5%", "25%", "50%"}
+    with pytest.raises(ValueError, match="at most 6"):
+        ex.compare_configs(base, ["window", "random"], ["1/16", "1/8", "1/4", "1/2"], "")
+    for _ in ex.compare_iter(ws, configs, every_s=0):
+        pass
+    pts = ws.compare.sweep_points()
+    assert set(pts) == {"window", "random"}
+    for policy, p in pts.items():
+        shares = [x[0] for x in p]
+        assert len(p) == 4 and shares == sorted(shares) and 5 < shares[0] < shares[-1] < 51
+        assert p[-1][1] >= p[0][1] - 1.0                    # more budget is not clearly worse against the full cache
+    fig = ex.compare_view(ws, None).sweep
+    assert len(fig.data) == 4 and fig.layout.xaxis.type == "log" and "dB" in fig.layout.yaxis.title.text

@@ -71,8 +71,8 @@ def test_compare_via_api(url):
     job = c.submit(PROMPT, 0, 10, 3.0, ["window", "sink"], ["1/2"], "", None, api_name="/compare")
     job.result()
     last = job.outputs()[-1]
-    assert "10/10 frames" in last[5]
-    table = last[4]
+    assert "10/10 frames" in last[6]
+    table = last[5]
     headers = table["headers"]
     assert "PSNR vs full (dB)" in headers and len(table["data"]) == 3
     path = c.predict(False, "score", 2, api_name="/export_compare_png")
@@ -80,6 +80,8 @@ def test_compare_via_api(url):
 
 
 @pytest.mark.parametrize("args, match", [
+    (gen_args(budget=150, unit="% of full"), "at most 100%"),           # rejected, as on the command line
+    (gen_args(policy="pafu", params="alpha=banana", frames=24, budget=50, unit="% of full"), "alpha must be a number"),
     (gen_args(budget=0), "positive"),
     (gen_args(budget=40, frames=8), "above the full cache"),
     (gen_args(frames=100000), "limit"),
