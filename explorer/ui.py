@@ -40,7 +40,8 @@ BUDGET_DEFAULT = {"frames": (1, 8), "tokens": (64, 576), "% of full": (0.5, 12.5
 PAGE_JS = (Path(__file__).parent / "assets" / "page.js").read_text()    # hotkeys and hover tooltips
 
 DEFINITIONS = """
-**Budget**: how many KV tokens each layer may keep after a chunk is committed: in frames (8f = the prompt
+**Budget**: how many KV tokens each layer keeps after each eviction (between a chunk's commit and its eviction
+the cache holds up to one chunk more): in frames (8f = the prompt
 anchors + 8 frames' worth of tokens), tokens, a share of the full cache at this video length, or KB of K/V over
 all layers. A budget of 0 or above the full cache is rejected.
 **Eviction**: after every committed chunk the policy keeps the protected tokens (prompt anchors, the newest
