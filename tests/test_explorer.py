@@ -148,7 +148,8 @@ def test_stop_pauses_saves_and_run_continues_the_same_run(ex):
     for _ in ex.run_iter(ws, config, every_s=0):
         pass
     assert ws.run is run and run.data.frames_done == 20 and run.finished
-    assert ws.run_saved[0] != sid and ws.run_saved[1] == 20           # the pause's save replaced by the whole run
+    saved = [x for x in ex.store.list() if hasattr(x, "n_frames")]
+    assert ws.run_saved[1] == 20 and len(saved) == 1 and saved[0].n_frames == 20   # the pause's save replaced
     whole = ex.ws("c3")
     for _ in ex.run_iter(whole, config, every_s=0):
         pass
