@@ -230,6 +230,15 @@ def evaluate_video(frames: np.ndarray, prompt: str | SceneSpec, world: WorldConf
     }
 
 
+LOST_SHARE = 0.5          # an object found in fewer of the frames where it should be visible is lost
+
+
+def lost_objects(tracks: list[dict]) -> list[dict]:
+    """The tracks (`object_tracks`) of objects found in under LOST_SHARE of the frames where they should be
+    visible (objects never expected, e.g. behind the wall from the start, are not counted)."""
+    return [t for t in tracks if np.isfinite(t["found_share"]) and t["found_share"] < LOST_SHARE]
+
+
 def object_tracks(frames: np.ndarray, prompt: str | SceneSpec) -> list[dict]:
     """Per prompted object: its label, the share of the frames where it should be visible in which it is
     found, and per frame where it is found its detection (centroid x, y and area, pixels)."""
@@ -247,4 +256,4 @@ def object_tracks(frames: np.ndarray, prompt: str | SceneSpec) -> list[dict]:
     return out
 
 
-__all__ = ["Detection", "detect", "evaluate_video", "object_tracks", "contrast", "whole_match", "SHAPES"]
+__all__ = ["Detection", "detect", "evaluate_video", "object_tracks", "lost_objects", "contrast", "whole_match", "SHAPES"]

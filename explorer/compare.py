@@ -117,10 +117,9 @@ class Comparison:
         n = self.frames_done
         key = ("ref", n)
         if key not in self.metrics_cache:
-            from backend.consistency import object_tracks
+            from backend.consistency import lost_objects, object_tracks
             ref = self.datas[self.reference]
-            lost = [t for t in object_tracks(ref.frames[:n], ref.config.prompt) if n
-                    and np.isfinite(t["found_share"]) and t["found_share"] < 0.5]
+            lost = lost_objects(object_tracks(ref.frames[:n], ref.config.prompt)) if n else []
             self.metrics_cache[key] = ("⚠ **The full-cache reference itself loses " + ", ".join(
                 f"the {t['label']} (found in {t['found_share']:.0%} of the frames where it should be visible)"
                 for t in lost) + "**: PSNR/SSIM against it then reward copying a wrong video; read adherence "
@@ -132,7 +131,6 @@ class Comparison:
         n = self.frames_done
         if n in self.metrics_cache:
             return self.metrics_cache[n]
-        self.metrics_cache = {k: v for k, v in self.metrics_cache.items() if k == ("ref", n)}
         ref = self.datas[self.reference].frames[:n]
         rows = []
         for i, d in enumerate(self.datas):

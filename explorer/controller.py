@@ -102,7 +102,6 @@ class Explorer:
     def _new_run(self, ws: Workspace, config: RunConfig, progress=None) -> Run:
         """A new run replaces the workspace's; a run that was neither finished, stopped nor saved is dropped
         (runs are saved on completion, on Stop and on demand, never on abandon) and the status says so."""
-        config.validate()
         old = ws.run
         run = Run.start(config, self.model, self.ae, self.head, progress, self.custom_models)
         if old is not None and old.frames_done and not ws.run_saved:
@@ -232,7 +231,7 @@ class Explorer:
         """Agreement of the policy's score with the teacher and the oracle per layer, and when each prompted
         object's tokens left the cache (explorer.numbers). Computes the teacher over every generated frame and
         the oracle's full-cache reference run of the same noise and length (kept with the run)."""
-        from backend.consistency import object_tracks
+        from backend.consistency import lost_objects, object_tracks
         from backend.policies.oracle import reference_scores
 
         from .numbers import agreement, dense_reference, departures
@@ -243,12 +242,7 @@ class Explorer:
             h, n = d.history, d.frames_done
             if progress:
                 progress(0.1, desc="teacher salience over every frame")
-            merged = None
-            for first in range(0, n, TEACHER_WINDOW):       # windows of frames: attention is quadratic in them
-                run.teacher_salience(self._teacher(), 0, first=first, end=min(first + TEACHER_WINDOW, n))
-                cur = h.static["teacher"]
-                merged = cur if merged is None else np.where(np.isfinite(cur), cur, merged)
-            h.static["teacher"] = merged
+            run.teacher_everywhere(self._teacher(), TEACHER_WINDOW)
             if d.oracle is None or d.oracle[0] != n:
                 if progress:
                     progress(0.4, desc=f"oracle: a full-cache run of {n} frames (same noise)")
@@ -263,7 +257,8 @@ class Explorer:
                                                 for m in ("spearman", "top-25% recall")},
                              "evictions": per["teacher"][layer]["evictions"]})
             now = h.chunk_of(self.shown_frame(ws))
-            objects = departures(h, object_tracks(d.done_frames(), d.config.prompt), d.frames.shape[1], now)
+            tracks = object_tracks(d.done_frames(), d.config.prompt)
+            objects = departures(h, tracks, d.frames.shape[1], now)
             scored = any(r["evictions"] for r in rows)
             note = ("Agreement over the tokens cached at each eviction, averaged over evictions (Spearman: rank "
                     "correlation; top-25% recall: share of the reference's top quarter the policy also ranks "
@@ -271,7 +266,7 @@ class Explorer:
             if not scored:
                 note = ("**No policy scores to compare**: nothing was evicted yet (or this policy never "
                         "evicts). " + note)
-            weak = [o["object"] for o in objects if o["found in"] not in ("-",) and int(o["found in"][:-1]) < 50]
+            weak = [t["label"] for t in lost_objects(tracks)]
             if weak:
                 note += (" **This video itself loses " + ", ".join(weak) + "** (found in under half the frames "
                          "where it should be visible): what the cache keeps of it matters little.")
@@ -544,7 +539,7 @@ class Explorer:
                 ws.compare, ws.compare_saved = cmp, (sid, cmp.frames_done)
             else:
                 ws.run, ws.run_saved, ws.token = Run(datas[0], None, self.head), (sid, datas[0].frames_done), None
-            ws.scrub[doc["kind"] if doc["kind"] == "compare" else "run"].follow = True
+            ws.scrub["compare" if doc["kind"] == "compare" else "run"].follow = True
         return doc["kind"]
 
     def delete_session(self, ws: Workspace, sid: str) -> None:

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.policies import Policy
 from backend.policies.build import parse_params
-from backend.policies.params import Param, parameters
-
-SHARED = {f for f in Policy.__dataclass_fields__}
+from backend.policies.params import Param, is_own, parameters
 
 
 def _input(p: Param, value):
@@ -55,8 +52,8 @@ def param_form(policy: gr.Dropdown, text: gr.Textbox, demo: gr.Blocks) -> None:
         except ValueError:
             cur = {}
         ps = list(parameters(name).values())
-        own = [p for p in ps if p.name not in SHARED or p.default != Policy.__dataclass_fields__[p.name].default]
-        shared = [p for p in ps if p not in own]
+        own = [p for p in ps if is_own(p)]
+        shared = [p for p in ps if not is_own(p)]
         comps = []
         with gr.Row(elem_classes="compact-row"):
             for p in own:

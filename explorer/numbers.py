@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .history import RunHistory
+from .signals import rank01
 
 TOP = 0.25
 
@@ -22,21 +23,10 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rank correlation of two equally long vectors (average ranks for ties); NaN below 3 values."""
     if len(a) < 3:
         return float("nan")
-    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = rank01(np.asarray(a, np.float64)).astype(np.float64), rank01(np.asarray(b, np.float64)).astype(np.float64)
     ra, rb = ra - ra.mean(), rb - rb.mean()
     den = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())
     return float((ra * rb).sum() / den) if den > 0 else float("nan")
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="stable")
-    r = np.empty(len(x), np.float64)
-    r[order] = np.arange(len(x))
-    xs = x[order]
-    starts = np.r_[0, np.nonzero(np.diff(xs))[0] + 1]
-    for s, e in zip(starts, np.r_[starts[1:], len(x)]):
-        r[order[s:e]] = (s + e - 1) / 2
-    return r
 
 
 def top_recall(score: np.ndarray, ref: np.ndarray, share: float = TOP) -> float:

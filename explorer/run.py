@@ -189,6 +189,20 @@ class Run:
         if self.stepper is not None:
             self.stepper.cancel()
 
+    def teacher_everywhere(self, teacher, window: int) -> None:
+        """The teacher signal over every generated frame, in windows of `window` frames (attention is quadratic
+        in the frames); kept while it covers them all."""
+        h, n = self.data.history, self.data.frames_done
+        have = h.static.get("teacher")
+        if have is not None and np.isfinite(have[:, : n * h.tokens_per_frame]).all():
+            return
+        merged = None
+        for first in range(0, n, window):
+            self.teacher_salience(teacher, 0, first=first, end=min(first + window, n))
+            cur = h.static["teacher"]
+            merged = cur if merged is None else np.where(np.isfinite(cur), cur, merged)
+        h.static["teacher"] = merged
+
     def teacher_salience(self, teacher, frame: int, window: int = 48, first: int | None = None,
                          end: int | None = None) -> tuple[int, int]:
         """Compute the teacher signal over a window of generated frames ending just after `frame` (or over

@@ -78,6 +78,14 @@ def pushes(state, frames_done: int, frame: int, set_follow: bool = True, force: 
     return slider, live, gr.Checkbox(value=state.follow) if set_follow else gr.skip()
 
 
+def follow_toggled(state, follow) -> bool:
+    """Record the Follow live box; True when the views must redraw (it was just ticked: go to the newest)."""
+    if bool(follow) == state.follow:
+        return False
+    state.follow = bool(follow)
+    return state.follow
+
+
 def scrubbed(state, frame, follow_in_browser) -> bool:
     """Record a change of the slider; False when it only echoes a value the server pushed while following
     (nothing to redraw). A user's move stops following."""

@@ -23,7 +23,7 @@ from .controller import BUDGET_UNITS, SHARES, Explorer, budget_text
 from .export import cached_png
 from .run import MAX_FRAMES, MAX_GUIDANCE, RunConfig
 from .forms import param_form
-from .scrubber import pushes, scrubbed, scrubber_row
+from .scrubber import follow_toggled, pushes, scrubbed, scrubber_row
 from .signals import SIGNALS
 from .views import CACHE_MAP_LEGEND
 
@@ -68,6 +68,11 @@ CSS = """
 .hidden-data {display: none !important}
 .compact-row {gap: 6px}
 """
+
+
+def policy_choices(exclude: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(display name, registry id) of every policy, by display name."""
+    return [(title(n), n) for n in sorted(POLICIES, key=lambda n: TITLES.get(n, n).lower()) if n not in exclude]
 
 
 def policy_help(name: str) -> str:
@@ -153,8 +158,7 @@ def _generate_tab(ex: Explorer, demo: gr.Blocks) -> dict:
     g = {}
     with gr.Row():
         with gr.Column(scale=1, min_width=330):
-            g["policy"] = gr.Dropdown([(title(n), n) for n in sorted(POLICIES, key=lambda n: TITLES.get(n, n).lower())],
-                                      value="window", label="Cache policy",
+            g["policy"] = gr.Dropdown(policy_choices(), value="window", label="Cache policy",
                                       elem_id="policy")
             g["policy_help"] = gr.Markdown(policy_help("window"), elem_id="policy_help")
             g["unit"] = gr.Radio(list(BUDGET_UNITS), value="frames", label="Budget unit", elem_id="budget_unit")
@@ -273,9 +277,8 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
         s = ws.scrub["run"]
         if not scrubbed(s, frame, follow):
             return (gr.skip(),) * len(view_out)
-        out = outputs(ws, signal, layer, cmap)
         clamped = ws.run is not None and int(frame or 0) > max(ws.run.data.frames_done - 1, 0)
-        return out[:-3] + (gr.Slider(value=s.frame) if clamped else out[-3], gr.skip(), gr.Checkbox(value=False))
+        return outputs(ws, signal, layer, cmap, force=clamped)
 
     @_errors
     def do_redraw(signal, layer, cmap, request: gr.Request):
@@ -283,11 +286,9 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
         return outputs(ex.ws(request.session_hash), signal, layer, cmap)
 
     def do_follow(follow, signal, layer, cmap, request: gr.Request):
-        ws = ex.ws(request.session_hash)
-        if bool(follow) == ws.scrub["run"].follow:
-            return (gr.skip(),) * len(view_out)
-        ws.scrub["run"].follow = bool(follow)
-        return do_redraw(signal, layer, cmap, request) if follow else (gr.skip(),) * len(view_out)
+        if follow_toggled(ex.ws(request.session_hash).scrub["run"], follow):
+            return do_redraw(signal, layer, cmap, request)
+        return (gr.skip(),) * len(view_out)
 
     def do_stop(signal, layer, cmap, request: gr.Request):
         """Pause between frames. A streaming Run reports the pause itself; otherwise the views say so here."""
@@ -313,7 +314,7 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
     @_errors
     def do_teacher(signal, layer, cmap, request: gr.Request):
         ws = ex.ws(request.session_hash)
-        ex.teacher_salience(ws, ws.scrub["run"].frame)
+        ex.teacher_salience(ws, ex.shown_frame(ws))
         return outputs(ws, "teacher", layer, cmap, set_follow=False) + (gr.Dropdown(value="teacher"),)
 
     model = dict(concurrency_id="model", concurrency_limit=2)
@@ -357,14 +358,10 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
         ws = ex.ws(request.session_hash)
         x, y = evt.index
         hit = ex.pick_cache_map(ws, int(x), int(y))
-        force = hit is not None
-        if force:                                  # go to the token's frame: the heatmap shows it boxed
+        if hit is not None:                        # go to the token's frame: the heatmap shows it boxed
             ws.scrub["run"].follow, ws.scrub["run"].frame = False, hit[1]
         fig, info = ex.drill_down(ws, signal)
-        out = outputs(ws, signal, layer, cmap, set_follow=force)
-        if force:
-            out = out[:-3] + (gr.Slider(value=hit[1]), gr.skip(), out[-1])
-        return out + (fig, info)
+        return outputs(ws, signal, layer, cmap, set_follow=hit is not None, force=hit is not None) + (fig, info)
 
     drill_out = view_out + [g["token_plot"], g["token_info"]]
     g["heat_img"].select(pick_heat, view_in, drill_out, api_visibility="private", show_progress="hidden")
@@ -402,8 +399,7 @@ def _compare_tab(ex: Explorer) -> dict:
     c = {}
     with gr.Row():
         with gr.Column(scale=1, min_width=330):
-            c["policies"] = gr.CheckboxGroup([(title(n), n) for n in sorted(POLICIES, key=lambda n: TITLES.get(n, n).lower())
-                                              if n != "full"], value=["window", "pafu"],
+            c["policies"] = gr.CheckboxGroup(policy_choices(exclude=("full",)), value=["window", "pafu"],
                                              label="Policies", elem_id="cmp_policies",
                                              info="each is run against the full cache with the same noise")
             c["shares"] = gr.CheckboxGroup(list(SHARES), value=["1/8"], label="Budgets (share of the full cache)",
@@ -497,21 +493,17 @@ def _wire_compare(ex: Explorer, shared: list, c: dict) -> None:
         s = ws.scrub["compare"]
         if not scrubbed(s, frame, follow):
             return (gr.skip(),) * len(out)
-        o = outputs(ws, a)
         n = ws.compare.frames_done if ws.compare is not None else 0
-        clamped = int(frame or 0) > max(n - 1, 0)
-        return o[:-3] + (gr.Slider(value=s.frame) if clamped else o[-3], gr.skip(), gr.Checkbox(value=False))
+        return outputs(ws, a, force=int(frame or 0) > max(n - 1, 0))
 
     @_errors
     def do_redraw(a, request: gr.Request):
         return outputs(ex.ws(request.session_hash), a)
 
     def do_follow(follow, a, request: gr.Request):
-        ws = ex.ws(request.session_hash)
-        if bool(follow) == ws.scrub["compare"].follow:
-            return (gr.skip(),) * len(out)
-        ws.scrub["compare"].follow = bool(follow)
-        return do_redraw(a, request) if follow else (gr.skip(),) * len(out)
+        if follow_toggled(ex.ws(request.session_hash).scrub["compare"], follow):
+            return do_redraw(a, request)
+        return (gr.skip(),) * len(out)
 
     @_errors
     def do_reload(a, request: gr.Request):

@@ -2,6 +2,7 @@
 cache map (every generated token per layer: cached / evicted / anchor) and the comparison grid."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,8 +178,8 @@ def no_values_note(data: RunData, signal: str, frame: int) -> str:
         return "no salience head is loaded, so nothing predicts salience"
     if signal == "score":
         if not any(s.values.get("score") is not None for s in h.snapshots):
-            return ("no scores in this run: the policy keeps tokens by position (or nothing was evicted yet)"
-                    if data.config.policy not in ("full",) else "the full cache never evicts, so nothing is scored")
+            return ("the full cache never evicts, so nothing is scored" if data.config.policy == "full" else
+                    "no scores in this run: the policy keeps tokens by position (or nothing was evicted yet)")
         return ("not scored at this frame's time: no eviction followed its chunk (the cache was under budget, "
                 "or the policy evicts every few chunks: see `period`)")
     return "no values recorded for this frame"
@@ -193,7 +194,9 @@ def hover_data(data: RunData, signal: str, frame: int) -> dict:
     T, L = h.tokens_per_frame, h.n_layer
     per_layer = np.stack([h.frame_values(signal, frame, layer, chunk=h.chunk_of(frame)).ravel()
                           for layer in range(L)])                                          # (L, T)
-    mean = h.frame_values(signal, frame, None, chunk=h.chunk_of(frame)).ravel()           # (T,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)                                   # all-NaN tokens stay NaN
+        mean = np.nanmean(per_layer, 0)                                                   # (T,)
     vals = np.concatenate([mean[None], per_layer]).T                                       # (T, L + 1)
     base = h.n_prompt + frame * T
     geo = CacheMapGeometry.for_history(h)
@@ -204,5 +207,6 @@ def hover_data(data: RunData, signal: str, frame: int) -> dict:
         "evicted": h.evicted_at[:, base:base + T].T.tolist(),                             # (T, L)
         "map": {"top": geo.top, "row_h": geo.row_h, "cell_w": geo.cell_w, "gap": geo.gap, "block_w": geo.block_w,
                 "n_layer": L, "n_frames": h.n_frames, "tokens": T, "grid": h.grid,
-                "frames_done": data.frames_done, "chunk_frames": h.chunk_frames},
+                "frames_done": data.frames_done, "chunk_frames": h.chunk_frames,
+                "status_rgb": STATUS_RGB.tolist()},                  # not generated, cached, evicted, anchor
     }

@@ -88,11 +88,8 @@ __all__ = ["budget_tokens", "parse_params", "build_policy", "BudgetError"]
 def policy_parameters(name: str) -> dict[str, object]:
     """A policy's own user-settable parameters and their defaults: its own fields, and the shared ones of
     `Policy` whose default it changes (PaFu-KV's granularity); private state (`_last`) is not a parameter."""
-    import dataclasses
-    from . import Policy
-    from .params import parameters
-    shared = {f.name: f.default for f in dataclasses.fields(Policy)}
-    return {k: p.default for k, p in parameters(name).items() if k not in shared or p.default != shared[k]}
+    from .params import is_own, parameters
+    return {k: p.default for k, p in parameters(name).items() if is_own(p)}
 
 
 def shared_parameters() -> str:

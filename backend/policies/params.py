@@ -101,6 +101,14 @@ def parameters(name: str) -> dict[str, Param]:
     return out
 
 
+def is_own(p: Param) -> bool:
+    """A policy's own parameter: one of its fields, or a shared field of `Policy` whose default it changes
+    (PaFu-KV's granularity)."""
+    from .base import Policy
+    shared = Policy.__dataclass_fields__.get(p.name)
+    return shared is None or shared.default != p.default
+
+
 def check_params(name: str, params: dict) -> dict:
     """The parameters as the policy takes them ('none' -> None where allowed); raises ValueError naming the
     parameter, what it takes and what it got, for any key the policy does not take or any value of the wrong

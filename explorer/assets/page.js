@@ -30,11 +30,10 @@
     }
     return c.getContext('2d').getImageData(x, y, 1, 1).data;
   };
-  const STATUS = [[[46, 160, 67], 'cached'], [[214, 39, 40], 'evicted'], [[31, 119, 180], 'prompt anchor (cached)'],
-                  [[235, 235, 235], 'not generated yet']];
-  const statusOf = (p) => {
+  const STATUS_NAMES = ['not generated yet', 'cached', 'evicted', 'prompt anchor (cached)'];   // views.STATUS_RGB order
+  const statusOf = (p, colours) => {
     let best = null, dist = 1e9;
-    for (const [rgb, name] of STATUS) {
+    for (const [rgb, name] of (colours || []).map((c, i) => [c, STATUS_NAMES[i]])) {
       const d = Math.abs(rgb[0] - p[0]) + Math.abs(rgb[1] - p[1]) + Math.abs(rgb[2] - p[2]);
       if (d < dist) { dist = d; best = name; }
     }
@@ -56,7 +55,7 @@
     const row = Math.floor((y - m.top) / m.row_h);
     if (layer < 0 || layer >= m.n_layer || bx >= m.block_w || y < m.top || row < 0 || row > m.n_frames) return null;
     const t = Math.floor(bx / m.cell_w);
-    const st = statusOf(pixel(img, x, y)) || 'scrubbed-frame marker';
+    const st = statusOf(pixel(img, x, y), m.status_rgb) || 'scrubbed-frame marker';
     if (row === 0) return `layer ${layer} · prompt slot ${t}: ${st}`;
     const f = row - 1;
     return `layer ${layer} · frame ${f} · row ${Math.floor(t / m.grid)}, column ${t % m.grid}\n` +
