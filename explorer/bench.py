@@ -3,7 +3,9 @@
 - startup: `python app.py` until the server answers (target: ready within 20 s),
 - "step frame" round trip through the API with the shipped model (target: at most 500 ms),
 - server memory (RSS) over a 512-frame run with a bounded policy (target: bounded; reports the peak),
-- 4 concurrent API clients generating at once (all must complete).
+- 4 concurrent API clients generating at once (all must complete),
+- Stop during a streamed run: seconds from the Stop call until the stream has paused, and frames generated
+  after the newest streamed update the client had seen (what a user sees happen after clicking Stop).
 Writes docs/benchmarks/explorer.json and .md. Run it on an otherwise idle machine.
 """
 from __future__ import annotations
@@ -104,6 +106,35 @@ def memory_run(url: str, pid: int, frames: int, budget: int) -> dict:
             "rss_last_quarter_mb": float(rss[-q:].mean()), "status": last[5].splitlines()[0]}
 
 
+def _frames_done(status: str) -> int:
+    import re
+    m = re.search(r"(\d+)/\d+ frames", status)
+    return int(m.group(1)) if m else -1
+
+
+def stop_latency(url: str, tries: int = 5, after: int = 16, frames: int = 400) -> dict:
+    """Stop during streamed runs: seconds from the Stop call until the stream ends paused, and the frames made
+    after the newest update the client had received by then."""
+    from gradio_client import Client
+    c = Client(url, verbose=False)
+    secs, extra = [], []
+    for k in tqdm(range(tries), desc="stop latency"):
+        job = c.submit(*run_args(100 + k, frames, "window", 16), api_name="/generate")
+        seen = -1
+        while seen < after:
+            outs = job.outputs()
+            seen = _frames_done(outs[-1][5]) if outs else -1
+            time.sleep(0.02)
+        t = time.perf_counter()
+        c.predict(*VIEW, api_name="/stop")
+        last = job.result()
+        secs.append(time.perf_counter() - t)
+        assert "paused" in last[5], last[5]
+        extra.append(_frames_done(last[5]) - seen)
+    return {"tries": tries, "seconds_median": float(np.median(secs)), "seconds_max": float(np.max(secs)),
+            "frames_after_median": float(np.median(extra)), "frames_after_max": int(np.max(extra))}
+
+
 def concurrent_clients(url: str, n: int = 4, frames: int = 16) -> dict:
     from gradio_client import Client
     done, errors = [], []
@@ -140,12 +171,13 @@ def main(argv=None) -> int:
             rt = step_frame_round_trips(url, a.round_trips, a.budget)
             mem = memory_run(url, proc.pid, a.frames, a.budget)
             conc = concurrent_clients(url)
+            stop = stop_latency(url)
         finally:
             proc.terminate()
             proc.wait(10)
     res = {"startup_s": startup, "step_frame_ms": {"median": float(np.median(rt)), "p90": float(np.percentile(rt, 90)),
                                                    "max": float(np.max(rt)), "n": len(rt)},
-           "memory": mem, "concurrent": conc, "cpu_count": os.cpu_count()}
+           "memory": mem, "concurrent": conc, "stop": stop, "cpu_count": os.cpu_count()}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "explorer.json").write_text(json.dumps(res, indent=2))
@@ -161,7 +193,10 @@ def main(argv=None) -> int:
           f"{mem['rss_peak_mb']:.0f} MB | bounded |",
           f"| {a.frames}-frame streamed run, end to end | {mem['seconds']:.1f} s | |",
           f"| 4 concurrent API clients, 16 frames each | {conc['completed']}/4 completed in {conc['wall_s']:.1f} s | all "
-          "complete |", ""]
+          "complete |",
+          f"| Stop during a streamed run ({stop['tries']} runs): seconds until paused, median / max; frames made after "
+          f"the newest update the client had, median / max | {stop['seconds_median']:.2f} / {stop['seconds_max']:.2f} s;"
+          f" {stop['frames_after_median']:.0f} / {stop['frames_after_max']} frames | pauses, not aborts |", ""]
     (out / "explorer.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0

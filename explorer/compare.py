@@ -132,29 +132,33 @@ class Comparison:
         if n in self.metrics_cache:
             return self.metrics_cache[n]
         ref = self.datas[self.reference].frames[:n]
-        rows = []
-        for i, d in enumerate(self.datas):
-            frames = d.frames[:n]
-            ev = evaluate_video(frames, d.config.prompt) if n else {}
-            ps = psnr_per_frame(frames, ref) if n and i != self.reference else np.array([100.0])
-            ss = ssim_per_frame(frames, ref) if n and i != self.reference else np.array([1.0])
-            # frames generated before the first eviction are identical to the reference (same noise, same
-            # cache): average fidelity from the first frame that differs, not over the identical prefix
-            k = int(np.argmax(ps < 100.0)) if (ps < 100.0).any() else 0
-            ps, ss = ps[k:], ss[k:]
-            h = d.history.arrays()
-            rows.append({
-                "config": d.config.label,
-                "frames": n,
-                "PSNR vs full (dB)": float(np.mean(ps)) if len(ps) else float("nan"),
-                "SSIM vs full": float(np.mean(ss)) if len(ss) else float("nan"),
-                "adherence": ev.get("adherence", float("nan")),
-                "identity": ev.get("identity_persistence", float("nan")),
-                "landmark revisit": ev.get("landmark_revisit", float("nan")),
-                "drift": ev.get("drift", float("nan")),
-                "extra objects / frame": ev.get("extra_objects", float("nan")),
-                "median ms/frame": float(np.median(d.frame_ms[:n])) if n else float("nan"),
-                "peak KV MB": float(h["nbytes"].sum(1).max() / 1e6) if len(h["nbytes"]) else 0.0,
-            })
+        rows = [run_metrics(d, None if i == self.reference else ref, n) for i, d in enumerate(self.datas)]
         self.metrics_cache[n] = rows
         return rows
+
+
+def run_metrics(d: RunData, ref: np.ndarray | None, n: int) -> dict:
+    """One metrics row for the first `n` frames of a run: fidelity against the reference frames `ref` (None:
+    it is the reference, or there is none), world consistency, speed, memory."""
+    frames = d.frames[:n]
+    ev = evaluate_video(frames, d.config.prompt) if n else {}
+    ps = psnr_per_frame(frames, ref[:n]) if n and ref is not None else np.array([100.0])
+    ss = ssim_per_frame(frames, ref[:n]) if n and ref is not None else np.array([1.0])
+    # frames generated before the first eviction are identical to the reference (same noise, same cache):
+    # average fidelity from the first frame that differs, not over the identical prefix
+    k = int(np.argmax(ps < 100.0)) if (ps < 100.0).any() else 0
+    ps, ss = ps[k:], ss[k:]
+    h = d.history.arrays()
+    return {
+        "config": d.config.label,
+        "frames": n,
+        "PSNR vs full (dB)": float(np.mean(ps)) if len(ps) else float("nan"),
+        "SSIM vs full": float(np.mean(ss)) if len(ss) else float("nan"),
+        "adherence": ev.get("adherence", float("nan")),
+        "identity": ev.get("identity_persistence", float("nan")),
+        "landmark revisit": ev.get("landmark_revisit", float("nan")),
+        "drift": ev.get("drift", float("nan")),
+        "extra objects / frame": ev.get("extra_objects", float("nan")),
+        "median ms/frame": float(np.median(d.frame_ms[:n])) if n else float("nan"),
+        "peak KV MB": float(h["nbytes"].sum(1).max() / 1e6) if len(h["nbytes"]) else 0.0,
+    }

@@ -12,10 +12,11 @@ import numpy as np
 from backend.loading import MODELS_DIR, file_hash, folder_student, load_head, load_model, student_and_ae
 from backend.salience import head_file
 
-from . import export, figures, views
+from . import export, figures, runs, views
 from .compare import MAX_CONFIGS, SWEEP_MAX, Comparison
 from .persist import load_runs, save_runs
 from .run import Run, RunConfig, RunData
+from .runs import RunsIndex
 from .sessions import SessionInfo, SessionProblem, SessionStore, sanitize_name
 from .signals import SIGNALS
 from .state import Registry, Workspace
@@ -79,6 +80,7 @@ class Explorer:
     models: Path = MODELS_DIR          # the weights folder: the shipped one, or a training run's --models-dir
 
     def __post_init__(self):
+        self.runs_index = RunsIndex(self.store)
         self.models = Path(self.models)
         if self.model is None:
             student = folder_student(self.models)
@@ -386,9 +388,22 @@ class Explorer:
             return figures.token_figure(h, signal, tid, now), info
 
     # ------------------------------------------------------------------ compare
-    def sweep_configs(self, base: RunConfig, policies: list[str]) -> list[RunConfig]:
-        """A budget sweep: the chosen policies at every share (1/16 ... 1/2) of the full cache."""
-        return self.compare_configs(base, policies, list(SHARES), "", limit=SWEEP_MAX)
+    def sweep_configs(self, base: RunConfig, policies: list[str]) -> tuple[list[RunConfig], str]:
+        """A budget sweep: the chosen policies at every share (1/16 ... 1/2) of the full cache, leaving out the
+        shares below what a policy always keeps at this length (said in the returned note)."""
+        from backend.policies import make_policy
+        from backend.policies.build import budget_tokens
+        cfg = self.model.cfg
+        fits, skipped = [], []
+        for c in self.compare_configs(base, policies, list(SHARES), "", limit=SWEEP_MAX):
+            need = make_policy(c.policy).min_budget(cfg.n_prompt, cfg.tokens_per_frame, cfg.chunk_frames)
+            (fits if budget_tokens(c.budget, cfg, c.frames) >= need else skipped).append(c)
+        if not fits:
+            raise ValueError(f"every share of {base.frames} frames is below what these policies always keep: "
+                             "sweep a longer video")
+        note = ("left out, below what the policy always keeps at this length: "
+                + ", ".join(c.label for c in skipped)) if skipped else ""
+        return fits, note
 
     def compare_configs(self, base: RunConfig, policies: list[str], shares: list[str], custom: str,
                         limit: int = MAX_CONFIGS) -> list[RunConfig]:
@@ -549,6 +564,21 @@ class Explorer:
                 ws.run_saved = None
             if ws.compare_saved and ws.compare_saved[0] == sid:
                 ws.compare_saved = None
+
+    def runs_table(self, progress=None) -> tuple[list[dict], list[str]]:
+        """Every run of every saved session, one row each (explorer.runs), and their keys."""
+        entries = self.runs_index.entries(progress)
+        return runs.table(entries), [e.key for e in entries]
+
+    def runs_overlay(self, keys: list[str]):
+        """(PSNR figure, occupancy figure) of the chosen runs (keys 'session#index'), drawn over each other."""
+        entries = self.runs_index.entries()
+        unknown = sorted(set(keys) - {e.key for e in entries})
+        if unknown:
+            raise ValueError(f"no saved run {unknown[0]!r}: build the runs table first (Refresh) and pick from it")
+        if not keys:
+            raise ValueError("pick one or more runs to overlay")
+        return runs.overlay_figures(entries, keys)
 
     def save_as(self, ws: Workspace, name: str) -> str:
         sanitize_name(name)

@@ -155,7 +155,9 @@ def budget_figure(points: dict[str, list[tuple[float, float, float]]]) -> go.Fig
                                  line=dict(color=colour)))
         fig.add_trace(go.Scatter(x=x, y=[p[2] for p in pts], mode="lines+markers", name=f"{policy}: adherence",
                                  line=dict(color=colour, dash="dot"), yaxis="y2"))
-    fig.update_xaxes(title_text="cache budget [% of the full cache at this length]", type="log")
+    ticks = sorted({round(p[0], 2) for pts in points.values() for p in pts})
+    fig.update_xaxes(title_text="cache budget [% of the full cache at this length]", type="log",
+                     tickvals=ticks, ticktext=[f"{t:g}%" for t in ticks])
     fig.update_yaxes(title_text="PSNR vs full cache [dB]")
     fig.update_layout(yaxis2=dict(title=dict(text="adherence [0-1]"), overlaying="y", side="right", range=[0, 1.05]))
     fig = _layout(fig, "quality against budget (a budget sweep; same seed and noise)" if points else

@@ -223,11 +223,10 @@ def _generate_tab(ex: Explorer, demo: gr.Blocks) -> dict:
                 g["numbers_btn"] = gr.Button("Compute (the teacher over every frame + a full-cache run of the same "
                                              "noise)", size="sm", elem_id="numbers_btn")
                 g["numbers_note"] = gr.Markdown("", elem_id="numbers_note")
-                with gr.Row():
-                    g["agreement"] = gr.Dataframe(label="Agreement per layer (Spearman in [-1, 1]; recall in [0, 1])",
-                                                  elem_id="agreement_table", interactive=False, scale=3)
-                    g["objects"] = gr.Dataframe(label="Prompted objects: when their tokens left each layer's cache",
-                                                elem_id="objects_table", interactive=False, scale=3)
+                g["agreement"] = gr.Dataframe(label="Agreement per layer (Spearman in [-1, 1]; recall in [0, 1])",
+                                              elem_id="agreement_table", interactive=False)
+                g["objects"] = gr.Dataframe(label="Prompted objects: when their tokens left each layer's cache",
+                                            elem_id="objects_table", interactive=False)
     return g
 
 
@@ -485,7 +484,10 @@ def _wire_compare(ex: Explorer, shared: list, c: dict) -> None:
     def do_sweep(prompt, seed, frames, guidance, policies, a, request: gr.Request, progress=gr.Progress()):
         ws = ex.ws(request.session_hash)
         base = _config(prompt, seed, frames, guidance, "full", 1, "frames", "")
-        yield from stream(ws, ex.sweep_configs(base, list(policies or [])), a, progress)
+        configs, note = ex.sweep_configs(base, list(policies or []))
+        if note:
+            gr.Info(f"Budget sweep: {note}", duration=10)
+        yield from stream(ws, configs, a, progress)
 
     @_errors
     def do_view(frame, follow, a, request: gr.Request):
@@ -567,6 +569,18 @@ def _sessions_tab(ex: Explorer) -> dict:
     s["table"] = gr.Dataframe(headers=["id", "kind", "created", "frames", "summary"], label="Saved sessions",
                               elem_id="sessions_table", interactive=False, wrap=True)
     s["problems"] = gr.Markdown("", elem_id="session_problems")
+    with gr.Accordion("Runs across sessions: a sortable table; PSNR and occupancy curves over each other",
+                      open=False, elem_id="runs_panel"):
+        s["runs_build"] = gr.Button("Build the runs table (reads every session)", size="sm", elem_id="runs_build")
+        s["runs"] = gr.Dataframe(label="Every saved run (click a header to sort; PSNR/SSIM against its full-cache "
+                                 "run with the same noise, blank when none is saved)", elem_id="runs_table",
+                                 interactive=False, wrap=True)
+        with gr.Row(elem_classes="compact-row"):
+            s["runs_pick"] = gr.Dropdown([], multiselect=True, label="Runs to overlay", elem_id="runs_pick", scale=4)
+            s["runs_overlay"] = gr.Button("Overlay", size="sm", elem_id="runs_overlay_btn", scale=1)
+        with gr.Row():
+            s["runs_psnr"] = gr.Plot(label="Per-frame PSNR", elem_id="runs_psnr")
+            s["runs_occ"] = gr.Plot(label="KV cache after each eviction", elem_id="runs_occ")
     return s
 
 
@@ -613,6 +627,19 @@ def _wire_sessions(ex: Explorer, demo, s: dict, g: dict, c: dict, tabs) -> None:
     s["save"].click(do_save, s["name"], s["msg"], api_name="save_session").success(
         listing, None, table_out, api_visibility="private")
     s["table"].select(select_row, s["table"], s["id"], api_visibility="private")
+
+    @_errors
+    def build_runs(progress=gr.Progress()):
+        import pandas as pd
+        rows, keys = ex.runs_table(progress)
+        table = pd.DataFrame(rows).round(3) if rows else pd.DataFrame({"run": []})
+        return table, gr.Dropdown(choices=keys, value=keys[:4])
+
+    @_errors
+    def overlay(keys):
+        return ex.runs_overlay(list(keys or []))
+    s["runs_build"].click(build_runs, None, [s["runs"], s["runs_pick"]], api_name="runs_table")
+    s["runs_overlay"].click(overlay, s["runs_pick"], [s["runs_psnr"], s["runs_occ"]], api_name="runs_overlay")
 
 
 def launch_kwargs() -> dict:

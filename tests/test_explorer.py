@@ -512,8 +512,8 @@ def test_compare_warns_when_the_reference_loses_an_object_and_explains_blank_cel
 def test_budget_sweep_draws_quality_against_budget(ex):
     ws = ex.ws("sweep")
     base = cfg(frames=24, policy="full", budget="")
-    configs = ex.sweep_configs(base, ["window", "random"])
-    assert len(configs) == 8 and {c.budget for c in configs} == {"6.25%", "12.5%", "25%", "50%"}
+    configs, note = ex.sweep_configs(base, ["window", "random"])
+    assert len(configs) == 8 and note == "" and {c.budget for c in configs} == {"6.25%", "12.5%", "25%", "50%"}
     with pytest.raises(ValueError, match="at most 6"):
         ex.compare_configs(base, ["window", "random"], ["1/16", "1/8", "1/4", "1/2"], "")
     for _ in ex.compare_iter(ws, configs, every_s=0):
@@ -526,3 +526,37 @@ def test_budget_sweep_draws_quality_against_budget(ex):
         assert p[-1][1] >= p[0][1] - 1.0                    # more budget is not clearly worse against the full cache
     fig = ex.compare_view(ws, None).sweep
     assert len(fig.data) == 4 and fig.layout.xaxis.type == "log" and "dB" in fig.layout.yaxis.title.text
+
+
+def test_runs_across_sessions_table_and_overlay(ex, monkeypatch):
+    import explorer.runs as runs_mod
+    ws = ex.ws("runs")
+    base = cfg(frames=8, policy="full", budget="")
+    for _ in ex.compare_iter(ws, ex.compare_configs(base, ["window"], ["1/2"], ""), every_s=0):
+        pass
+    for c in (cfg(frames=8, policy="h2o", budget="4f"), cfg(frames=8, policy="sink", budget="4f", seed=5)):
+        for _ in ex.run_iter(ws, c, every_s=0):
+            pass
+    rows, keys = ex.runs_table()
+    by = {r["config"]: r for r in rows}
+    assert len(rows) == 4 and set(by) == {"full", "window @ 50%", "h2o @ 4f", "sink @ 4f"}
+    want = ws.compare.metrics()[1]
+    assert by["window @ 50%"]["PSNR vs full (dB)"] == pytest.approx(want["PSNR vs full (dB)"])
+    assert np.isfinite(by["h2o @ 4f"]["PSNR vs full (dB)"])          # matched with the compare's full run
+    assert not np.isfinite(by["sink @ 4f"]["PSNR vs full (dB)"])      # seed 5: no full-cache run of its noise
+    calls = []
+    monkeypatch.setattr(runs_mod, "load_runs", lambda *a: calls.append(a) or (_ for _ in ()).throw(AssertionError))
+    psnr, occ = ex.runs_overlay(keys)                                   # sessions are read once, then kept
+    assert not calls
+    assert len(psnr.data) == 2 and len(occ.data) == 4                   # PSNR only where there is a reference
+    assert "dB" in psnr.layout.yaxis.title.text and "MB" in occ.layout.yaxis.title.text
+    with pytest.raises(ValueError, match="no saved run"):
+        ex.runs_overlay(["nope#0"])
+
+
+def test_budget_sweep_leaves_out_shares_a_policy_cannot_hold(ex):
+    configs, note = ex.sweep_configs(cfg(frames=24, policy="full", budget=""), ["pafu", "window"])
+    assert "pafu @ 6.25%" in note and all(c.label != "pafu @ 6.25%" for c in configs)
+    assert {c.label for c in configs if c.policy == "window"} == {f"window @ {s}" for s in ("6.25%", "12.5%", "25%", "50%")}
+    with pytest.raises(ValueError, match="sweep a longer video"):
+        ex.sweep_configs(cfg(frames=2, policy="full", budget=""), ["h2o"])

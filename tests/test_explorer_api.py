@@ -148,3 +148,16 @@ def test_the_readmes_api_example_runs(url, readme_python):
     ns = {}
     exec(code.replace("http://127.0.0.1:7860", url).replace(", 0, 64, 4,", ", 0, 24, 4,"), ns)
     assert str(ns["mp4"]).endswith(".mp4") and str(ns["grid"]).endswith(".mp4")
+
+
+def test_runs_table_and_overlay_via_api(url):
+    c = Client(url, verbose=False)
+    c.predict(*gen_args(frames=4, budget=2), api_name="/step_frame")
+    c.predict("for the runs table", api_name="/save_session")
+    table, pick = c.predict(api_name="/runs_table")
+    assert "PSNR vs full (dB)" in table["headers"] and len(table["data"]) >= 1
+    keys = [row[0] for row in table["data"]]
+    psnr, occ = c.predict(keys[:2], api_name="/runs_overlay")
+    assert occ is not None
+    with pytest.raises(Exception, match="nope#0"):                   # not a run of the table: a clear refusal
+        c.predict(["nope#0"], api_name="/runs_overlay")
