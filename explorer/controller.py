@@ -4,16 +4,18 @@ message; nothing of an existing run is lost when an input is rejected."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from backend.loading import MODELS_DIR, file_hash, folder_student, load_head, load_model, student_and_ae
+from backend.loading import MODELS_DIR, file_hash, folder_student, load_head, student_and_ae
 from backend.salience import head_file
 
-from . import export, figures, runs, views
-from .compare import MAX_CONFIGS, SWEEP_MAX, Comparison
+from . import export, figures, views
+from .analysis import AnalysisActions
+from .compare import Comparison
+from .compare_actions import CompareActions
 from .persist import load_runs, save_runs
 from .run import Run, RunConfig, RunData
 from .runs import RunsIndex
@@ -22,8 +24,6 @@ from .signals import SIGNALS
 from .state import Registry, Workspace
 
 BUDGET_UNITS = {"frames": "f", "tokens": "", "% of full": "%", "KB": "KB"}
-SHARES = {"1/16": 6.25, "1/8": 12.5, "1/4": 25.0, "1/2": 50.0}
-TEACHER_WINDOW = 48       # frames the teacher sees at once for the agreement numbers (the Teacher button's window)
 
 
 def budget_text(value, unit: str, policy: str) -> str:
@@ -56,20 +56,7 @@ class View:
 
 
 @dataclass
-class CompareView:
-    grid: np.ndarray
-    wipe: tuple[np.ndarray, np.ndarray]
-    diff: np.ndarray
-    psnr: object
-    table: list[dict]
-    status: str
-    frame: int
-    frames_done: int
-    sweep: object = None                     # quality against budget (figures.budget_figure)
-
-
-@dataclass
-class Explorer:
+class Explorer(CompareActions, AnalysisActions):
     store: SessionStore = field(default_factory=SessionStore)
     registry: Registry = field(default_factory=Registry)
     model: object = None
@@ -213,67 +200,6 @@ class Explorer:
         meta = {"model_hash": self.model_hash, "model": "student.safetensors"}
         return meta | ({"models": str(self.custom_models)} if self.custom_models else {})
 
-    def _teacher(self):
-        if self.teacher is None:
-            path = self.models / "teacher.safetensors"
-            if not path.is_file():
-                raise ValueError(f"no teacher.safetensors in {self.models}: train one with `python -m "
-                                 f"backend.train teacher --models-dir {self.models}`")
-            self.teacher = load_model(path)
-        return self.teacher
-
-    def teacher_salience(self, ws: Workspace, frame: int) -> str:
-        with ws.lock:
-            if ws.run is None or ws.run.data.frames_done == 0:
-                raise ValueError("generate some frames first")
-            ws.run.teacher_salience(self._teacher(), frame)
-            return ws.run.data.status
-
-    def salience_numbers(self, ws: Workspace, progress=None) -> tuple[list[dict], list[dict], str]:
-        """Agreement of the policy's score with the teacher and the oracle per layer, and when each prompted
-        object's tokens left the cache (explorer.numbers). Computes the teacher over every generated frame and
-        the oracle's full-cache reference run of the same noise and length (kept with the run)."""
-        from backend.consistency import lost_objects, object_tracks
-        from backend.policies.oracle import reference_scores
-
-        from .numbers import agreement, dense_reference, departures
-        with ws.lock:
-            if ws.run is None or ws.run.data.frames_done == 0:
-                raise ValueError("generate some frames first")
-            run, d = ws.run, ws.run.data
-            h, n = d.history, d.frames_done
-            if progress:
-                progress(0.1, desc="teacher salience over every frame")
-            run.teacher_everywhere(self._teacher(), TEACHER_WINDOW)
-            if d.oracle is None or d.oracle[0] != n:
-                if progress:
-                    progress(0.4, desc=f"oracle: a full-cache run of {n} frames (same noise)")
-                cfg = d.config
-                d.oracle = (n, reference_scores(self.model, self.ae, cfg.prompt, n, cfg.seed, cfg.sampler()))
-            refs = {"teacher": dense_reference(h, per_frame_token=h.static["teacher"]),
-                    "oracle": dense_reference(h, per_id=d.oracle[1])}
-            rows = []
-            per = {k: agreement(h, r) for k, r in refs.items()}
-            for layer in range(h.n_layer):
-                rows.append({"layer": layer, **{f"{k} {m}": per[k][layer][m] for k in refs
-                                                for m in ("spearman", "top-25% recall")},
-                             "evictions": per["teacher"][layer]["evictions"]})
-            now = h.chunk_of(self.shown_frame(ws))
-            tracks = object_tracks(d.done_frames(), d.config.prompt)
-            objects = departures(h, tracks, d.frames.shape[1], now)
-            scored = any(r["evictions"] for r in rows)
-            note = ("Agreement over the tokens cached at each eviction, averaged over evictions (Spearman: rank "
-                    "correlation; top-25% recall: share of the reference's top quarter the policy also ranks "
-                    "in its top quarter). Objects: as of the scrubbed time (chunk " + str(now) + ").")
-            if not scored:
-                note = ("**No policy scores to compare**: nothing was evicted yet (or this policy never "
-                        "evicts). " + note)
-            weak = [t["label"] for t in lost_objects(tracks)]
-            if weak:
-                note += (" **This video itself loses " + ", ".join(weak) + "** (found in under half the frames "
-                         "where it should be visible): what the cache keeps of it matters little.")
-            return rows, objects, note
-
     # ------------------------------------------------------------------ views
     def view(self, ws: Workspace, frame: int | None, signal: str, layer: str, cmap: str = "inferno",
              alpha: float = 0.6, gamma: float = 1.0) -> View:
@@ -387,99 +313,6 @@ class Explorer:
             info = f"**token {tid}** = frame {f}, row {y}, column {x}  \n" + " · ".join(ev) + "  \n" + at
             return figures.token_figure(h, signal, tid, now), info
 
-    # ------------------------------------------------------------------ compare
-    def sweep_configs(self, base: RunConfig, policies: list[str]) -> tuple[list[RunConfig], str]:
-        """A budget sweep: the chosen policies at every share (1/16 ... 1/2) of the full cache, leaving out the
-        shares below what a policy always keeps at this length (said in the returned note)."""
-        from backend.policies import make_policy
-        from backend.policies.build import budget_tokens
-        cfg = self.model.cfg
-        fits, skipped = [], []
-        for c in self.compare_configs(base, policies, list(SHARES), "", limit=SWEEP_MAX):
-            need = make_policy(c.policy).min_budget(cfg.n_prompt, cfg.tokens_per_frame, cfg.chunk_frames)
-            (fits if budget_tokens(c.budget, cfg, c.frames) >= need else skipped).append(c)
-        if not fits:
-            raise ValueError(f"every share of {base.frames} frames is below what these policies always keep: "
-                             "sweep a longer video")
-        note = ("left out, below what the policy always keeps at this length: "
-                + ", ".join(c.label for c in skipped)) if skipped else ""
-        return fits, note
-
-    def compare_configs(self, base: RunConfig, policies: list[str], shares: list[str], custom: str,
-                        limit: int = MAX_CONFIGS) -> list[RunConfig]:
-        budgets = [f"{SHARES[s]:g}%" for s in shares if s in SHARES]
-        unknown = [s for s in shares if s not in SHARES]
-        if unknown:
-            raise ValueError(f"unknown budget choice {unknown[0]!r}; use {', '.join(SHARES)} or a custom budget")
-        budgets += [b.strip() for b in (custom or "").split(",") if b.strip()]
-        policies = [p for p in policies if p != "full"]
-        if not policies:
-            raise ValueError("choose at least one policy to compare with the full cache")
-        if not budgets:
-            raise ValueError("choose at least one budget")
-        configs = [replace(base, policy=p, budget=b, params="") for p in policies for b in budgets]
-        if len(configs) > limit:
-            raise ValueError(f"{len(policies)} policies x {len(budgets)} budgets = {len(configs)} configurations; "
-                             f"compare at most {limit} at once")
-        return configs
-
-    def compare_iter(self, ws: Workspace, configs: list[RunConfig], every_s: float = 0.4, progress=None):
-        """Run a comparison in lockstep; the same configurations after Stop continue the paused one."""
-        with ws.lock:
-            for c in configs:                                  # validates budgets against the model and length
-                c.validate()
-            cmp = ws.compare
-            if cmp is None or cmp.finished or cmp.requested != configs:
-                cmp = Comparison.start(configs, self.model, self.ae, self.head, progress, self.custom_models,
-                                       limit=SWEEP_MAX)     # compare_configs / sweep_configs set the user's limits
-                ws.compare, ws.compare_saved = cmp, None
-            cmp.pause_requested = False
-            ws.scrub["compare"].follow = True
-        yield from self._stream(ws, "compare", cmp, lambda: ws.compare is cmp, lambda: self.autosave_compare(ws),
-                                every_s, progress)
-
-    def autosave_compare(self, ws: Workspace) -> str | None:
-        cmp = ws.compare
-        if cmp is None or cmp.frames_done == 0:
-            return None
-        n = cmp.frames_done
-        if ws.compare_saved and ws.compare_saved[1] == n:
-            return ws.compare_saved[0]
-        if ws.compare_saved:
-            try:
-                self.store.delete(ws.compare_saved[0])
-            except ValueError:
-                pass
-        name = "compare-" + "-".join(sorted({d.config.policy for d in cmp.datas}))
-        sid = save_runs(self.store, name, "compare", cmp.datas, cmp.reference, self._meta())
-        ws.compare_saved = (sid, n)
-        return sid
-
-    def compare_view(self, ws: Workspace, frame: int | None, a_label: str | None = None) -> CompareView:
-        with ws.lock:
-            cmp = ws.compare
-            if cmp is None:
-                blank = np.full((256, 256, 3), 245, np.uint8)
-                return CompareView(blank, (blank, blank), blank, figures.quality_figure({}), [],
-                                   "No comparison yet: choose policies and budgets, then **Compare**.", 0, 0,
-                                   figures.budget_figure({}))
-            n = cmp.frames_done
-            f = n - 1 if frame is None else int(np.clip(int(frame), 0, max(n - 1, 0)))
-            ref = cmp.datas[cmp.reference]
-            others = [d for i, d in enumerate(cmp.datas) if i != cmp.reference]
-            a = next((d for d in others if d.config.label == a_label), others[0] if others else ref)
-            cols = min(len(cmp.datas), 4)
-            paused = cmp.pause_requested and not cmp.finished
-            metrics = cmp.metrics()
-            lines = [f"{n}/{cmp.runs[0].data.config.frames} frames in lockstep · reference: full cache, same seed "
-                     "and noise" + (" · **paused**: Compare with the same choices continues it" if paused else ""),
-                     f"saved as session `{ws.compare_saved[0]}`" if ws.compare_saved else "",
-                     cmp.reference_warning(), blank_cells_note(metrics, cmp.datas[0].config.prompt)]
-            return CompareView(views.compare_grid(cmp.datas, f, cols), views.wipe_pair(a, ref, f),
-                               views.diff_view(a, ref, f), figures.quality_figure(cmp.psnr_curves(), current_frame=f),
-                               metrics, "  \n".join(x for x in lines if x), f, n,
-                               figures.budget_figure(cmp.sweep_points()))
-
     # ------------------------------------------------------------------ export
     def export(self, ws: Workspace, what: str, kind: str, signal: str | None = None, layer: str = "mean",
                frame: int | None = None) -> Path:
@@ -565,21 +398,6 @@ class Explorer:
             if ws.compare_saved and ws.compare_saved[0] == sid:
                 ws.compare_saved = None
 
-    def runs_table(self, progress=None) -> tuple[list[dict], list[str]]:
-        """Every run of every saved session, one row each (explorer.runs), and their keys."""
-        entries = self.runs_index.entries(progress)
-        return runs.table(entries), [e.key for e in entries]
-
-    def runs_overlay(self, keys: list[str]):
-        """(PSNR figure, occupancy figure) of the chosen runs (keys 'session#index'), drawn over each other."""
-        entries = self.runs_index.entries()
-        unknown = sorted(set(keys) - {e.key for e in entries})
-        if unknown:
-            raise ValueError(f"no saved run {unknown[0]!r}: build the runs table first (Refresh) and pick from it")
-        if not keys:
-            raise ValueError("pick one or more runs to overlay")
-        return runs.overlay_figures(entries, keys)
-
     def save_as(self, ws: Workspace, name: str) -> str:
         sanitize_name(name)
         with ws.lock:
@@ -595,18 +413,6 @@ def _occupancy_rows(d: RunData) -> list[dict]:
              **{f"tokens_L{layer}": int(a["occupancy"][i, layer]) for layer in range(d.history.n_layer)},
              "kv_bytes": int(a["nbytes"][i].sum()), "evicted": int(a["n_evicted"][i].sum()), "ms": float(a["ms"][i])}
             for i, (p, c) in enumerate(zip(a["phase"], a["chunk"]))]
-
-
-def blank_cells_note(rows: list[dict], prompt: str) -> str:
-    """Why some cells of the metrics table are blank (NaN), for the columns that have blanks."""
-    from backend.world import WorldConfig
-    why = {"identity": "no sprite was hidden for 3+ frames and came back, so there is nothing to score",
-           "landmark revisit": ("the prompt has no camera pan" if "pan" not in prompt else
-                                f"the video is shorter than one pan period ({WorldConfig().pan_period} frames)"),
-           "PSNR vs full (dB)": "no frame differs from the full cache yet",
-           "SSIM vs full": "no frame differs from the full cache yet"}
-    blank = [k for k in why if any(isinstance(r.get(k), float) and not np.isfinite(r[k]) for r in rows)]
-    return ("*Blank cells*: " + "; ".join(f"**{k}**: {why[k]}" for k in blank) + ".") if blank else ""
 
 
 def _clean_old(folder: Path, max_age_s: float) -> None:

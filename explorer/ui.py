@@ -14,17 +14,18 @@ import gradio as gr
 import numpy as np
 
 from backend.config import SamplerConfig
-from backend.policies import POLICIES, TITLES, describe_reads, title
+from backend.policies import POLICIES, describe_reads
 from backend.policies.build import policy_parameters, shared_parameters
 from backend.prompt import VOCAB
 
-from .compare import MAX_CONFIGS, METRIC_WIDTHS, SWEEP_MAX
-from .controller import BUDGET_UNITS, SHARES, Explorer, budget_text
-from .export import cached_png
-from .run import MAX_FRAMES, MAX_GUIDANCE, RunConfig
+from .controller import BUDGET_UNITS, Explorer
+from .run import MAX_FRAMES, MAX_GUIDANCE
 from .forms import param_form
 from .scrubber import follow_toggled, pushes, scrubbed, scrubber_row
 from .signals import SIGNALS
+from .ui_common import config_from, errors, errors_gen, policy_choices, served_png
+from .ui_compare import compare_tab, wire_compare
+from .ui_sessions import sessions_tab, wire_sessions
 from .views import CACHE_MAP_LEGEND
 
 EXAMPLES = [
@@ -70,54 +71,11 @@ CSS = """
 """
 
 
-def policy_choices(exclude: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-    """(display name, registry id) of every policy, by display name."""
-    return [(title(n), n) for n in sorted(POLICIES, key=lambda n: TITLES.get(n, n).lower()) if n not in exclude]
-
-
 def policy_help(name: str) -> str:
     """The policy's one-line description and what attention it reads (its cost at every commit)."""
     if name not in POLICIES:
         return ""
     return f"{POLICIES[name][1]}. With its defaults it {describe_reads(name)[1]}."
-
-
-def _config(prompt, seed, frames, guidance, policy, budget, unit, params) -> RunConfig:
-    try:
-        seed, frames = int(seed), int(frames)
-    except (TypeError, ValueError):
-        raise ValueError(f"seed and frames must be whole numbers, got {seed!r} and {frames!r}") from None
-    try:
-        guidance = None if guidance is None else float(guidance)
-    except (TypeError, ValueError):
-        raise ValueError(f"colour guidance must be a number (1 = off), got {guidance!r}") from None
-    return RunConfig(str(prompt or "").strip(), seed, frames, str(policy), budget_text(budget, unit, policy),
-                     str(params or "").strip(), guidance)
-
-
-def _errors(fn):
-    """Turn the controller's clear ValueErrors (and KeyErrors) into gr.Error messages."""
-    @functools.wraps(fn)
-    def inner(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except gr.Error:
-            raise
-        except (ValueError, KeyError) as e:
-            raise gr.Error(str(e.args[0] if isinstance(e, KeyError) and e.args else e), duration=8) from e
-    return inner
-
-
-def _errors_gen(fn):
-    @functools.wraps(fn)
-    def inner(*a, **kw):
-        try:
-            yield from fn(*a, **kw)
-        except gr.Error:
-            raise
-        except (ValueError, KeyError) as e:
-            raise gr.Error(str(e.args[0] if isinstance(e, KeyError) and e.args else e), duration=8) from e
-    return inner
 
 
 def build(ex: Explorer) -> gr.Blocks:
@@ -139,14 +97,14 @@ def build(ex: Explorer) -> gr.Blocks:
             with gr.Tab("Generate", id="generate"):
                 g = _generate_tab(ex, demo)
             with gr.Tab("Compare", id="compare"):
-                c = _compare_tab(ex)
+                c = compare_tab(ex)
             with gr.Tab("Sessions", id="sessions"):
-                s = _sessions_tab(ex)
+                s = sessions_tab(ex)
             with gr.Tab("Definitions", id="definitions"):
                 gr.Markdown(DEFINITIONS, elem_id="definitions_text")
         _wire_generate(ex, demo, [prompt, seed, frames, guidance], g)
-        _wire_compare(ex, [prompt, seed, frames, guidance], c)
-        _wire_sessions(ex, demo, s, g, c, tabs)
+        wire_compare(ex, [prompt, seed, frames, guidance], c)
+        wire_sessions(ex, demo, s, g, c, tabs)
         def cleanup(request: gr.Request):
             ex.registry.drop(request.session_hash)
         demo.unload(cleanup)
@@ -237,7 +195,7 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
     view_out = [g["frame_img"], g["preview_img"], g["heat_img"], g["cache_img"], g["occupancy"], g["status"],
                 g["hover"], row.scrub, row.live, row.follow]
     action_out = view_out + [g["cli"]]
-    served = functools.partial(_served, folder=g["frame_img"].GRADIO_CACHE)
+    served = functools.partial(served_png, folder=g["frame_img"].GRADIO_CACHE)
 
     def outputs(ws, signal, layer, cmap, set_follow=True, force=False):
         """Every Generate view at the workspace's time: the scrubbed frame, or the newest while following."""
@@ -250,26 +208,26 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
         return ws.run.data.config.cli(ex.custom_models) if ws.run is not None else ""
 
     def action(fn):
-        @_errors
+        @errors
         def inner(prompt, seed, frames, guidance, policy, budget, unit, params, signal, layer, cmap,
                   request: gr.Request):
             ws = ex.ws(request.session_hash)
             before = ws.run
-            fn(ws, _config(prompt, seed, frames, guidance, policy, budget, unit, params))
+            fn(ws, config_from(prompt, seed, frames, guidance, policy, budget, unit, params))
             return outputs(ws, signal, layer, cmap, force=ws.run is not before) + (cli(ws),)
         return inner
 
-    @_errors_gen
+    @errors_gen
     def do_run(prompt, seed, frames, guidance, policy, budget, unit, params, signal, layer, cmap,
                request: gr.Request, progress=gr.Progress()):
         ws = ex.ws(request.session_hash)
         before, first = ws.run, True
-        for _ in ex.run_iter(ws, _config(prompt, seed, frames, guidance, policy, budget, unit, params),
+        for _ in ex.run_iter(ws, config_from(prompt, seed, frames, guidance, policy, budget, unit, params),
                              progress=progress):
             yield outputs(ws, signal, layer, cmap, set_follow=first, force=first and ws.run is not before) + (cli(ws),)
             first = False
 
-    @_errors
+    @errors
     def do_view(frame, follow, signal, layer, cmap, request: gr.Request):
         """The user moved the scrubber: draw that time (an echo of a pushed value draws nothing)."""
         ws = ex.ws(request.session_hash)
@@ -279,7 +237,7 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
         clamped = ws.run is not None and int(frame or 0) > max(ws.run.data.frames_done - 1, 0)
         return outputs(ws, signal, layer, cmap, force=clamped)
 
-    @_errors
+    @errors
     def do_redraw(signal, layer, cmap, request: gr.Request):
         """Signal, layer or colour map changed, or Follow live was ticked: draw the workspace's time."""
         return outputs(ex.ws(request.session_hash), signal, layer, cmap)
@@ -296,21 +254,21 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
             return (gr.skip(),) * len(view_out)
         return outputs(ws, signal, layer, cmap, set_follow=False)
 
-    @_errors
+    @errors
     def do_reset(signal, layer, cmap, request: gr.Request):
         ws = ex.ws(request.session_hash)
         ex.reset(ws)
         fig, info = ex.drill_down(ws, signal)
         return outputs(ws, signal, layer, cmap, force=True) + ("", fig, info, None, None, None, "")
 
-    @_errors
+    @errors
     def do_reset_view(signal, layer, cmap, request: gr.Request):
         """A reloaded session: draw its newest frame."""
         ws = ex.ws(request.session_hash)
         ws.scrub["run"].follow = True
         return outputs(ws, signal, layer, cmap, force=True)
 
-    @_errors
+    @errors
     def do_teacher(signal, layer, cmap, request: gr.Request):
         ws = ex.ws(request.session_hash)
         ex.teacher_salience(ws, ex.shown_frame(ws))
@@ -344,7 +302,7 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
     g["unit"].change(set_unit, g["unit"], g["budget"], api_visibility="private")
 
     # drill-down: click the heatmap or the cache map (linked: the picked token is boxed in both)
-    @_errors
+    @errors
     def pick_heat(signal, layer, cmap, evt: gr.SelectData, request: gr.Request):
         ws = ex.ws(request.session_hash)
         x, y = evt.index
@@ -352,7 +310,7 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
         fig, info = ex.drill_down(ws, signal)
         return outputs(ws, signal, layer, cmap, set_follow=False) + (fig, info)
 
-    @_errors
+    @errors
     def pick_map(signal, layer, cmap, evt: gr.SelectData, request: gr.Request):
         ws = ex.ws(request.session_hash)
         x, y = evt.index
@@ -372,7 +330,7 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
     row.scrub.change(redrill, g["signal"], [g["token_plot"], g["token_info"]], api_visibility="private",
                      trigger_mode="always_last", show_progress="hidden")
 
-    @_errors
+    @errors
     def do_numbers(request: gr.Request, progress=gr.Progress()):
         import pandas as pd
         rows, objects, note = ex.salience_numbers(ex.ws(request.session_hash), progress)
@@ -382,7 +340,7 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
 
     # export
     def exporter(kind):
-        @_errors
+        @errors
         def fn(overlay, signal, layer, frame, request: gr.Request):
             return str(ex.export(ex.ws(request.session_hash), "run", kind, signal if overlay else None, layer, frame))
         return fn
@@ -391,255 +349,6 @@ def _wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
                                api_name=f"export_run_{kind}", **model)
     demo.load(do_redraw, view_in, view_out, api_visibility="private")
     g["run_event"], g["refresh"], g["view_out"] = run_ev, do_reset_view, view_out
-
-
-# ============================================================================ Compare
-def _compare_tab(ex: Explorer) -> dict:
-    c = {}
-    with gr.Row():
-        with gr.Column(scale=1, min_width=330):
-            c["policies"] = gr.CheckboxGroup(policy_choices(exclude=("full",)), value=["window", "pafu"],
-                                             label="Policies", elem_id="cmp_policies",
-                                             info="each is run against the full cache with the same noise")
-            c["shares"] = gr.CheckboxGroup(list(SHARES), value=["1/8"], label="Budgets (share of the full cache)",
-                                           elem_id="cmp_shares")
-            c["custom"] = gr.Textbox("", label="Other budgets", placeholder="e.g. 8f, 2048, 512KB",
-                                     elem_id="cmp_custom")
-            gr.Markdown(f"At most {MAX_CONFIGS} policy x budget configurations (a budget sweep: up to "
-                        f"{SWEEP_MAX}, the chosen policies at every share); the full cache is added as the reference.")
-            with gr.Row(elem_classes="compact-row"):
-                c["go"] = gr.Button("Compare", variant="primary", elem_id="compare_btn", size="sm")
-                c["sweep_btn"] = gr.Button("Budget sweep (all four shares)", elem_id="sweep_btn", size="sm")
-                c["stop"] = gr.Button("Stop", variant="stop", elem_id="cmp_stop", size="sm")
-            c["status"] = gr.Markdown("No comparison yet.", elem_id="cmp_status")
-            with gr.Accordion("Export", open=False):
-                c["overlay"] = gr.Checkbox(False, label="with heatmap overlay", elem_id="cmp_export_overlay")
-                c["signal"] = gr.Dropdown([(s.label, k) for k, s in SIGNALS.items()], value="score",
-                                          label="Overlay signal", elem_id="cmp_signal")
-                with gr.Row(elem_classes="compact-row"):
-                    for kind in ("mp4", "gif", "png", "csv", "json", "zip"):
-                        c[f"exp_{kind}"] = gr.Button(kind.upper() if kind != "zip" else "Session zip", size="sm",
-                                                     elem_id=f"cmp_export_{kind}")
-                c["file"] = gr.File(label="Download", elem_id="cmp_export_file", interactive=False)
-        with gr.Column(scale=3):
-            c["grid"] = gr.Image(label="Side by side (same seed, same noise)", type="numpy", format="png",
-                                 elem_id="cmp_grid", interactive=False, buttons=["download", "fullscreen"])
-            c["row"] = scrubber_row("cmp_", "Frame, all panels (← / → keys)")
-            c["a"] = gr.Dropdown([], label="Wipe / difference: configuration A (B = full cache)", elem_id="cmp_a")
-            with gr.Row():
-                c["wipe"] = gr.ImageSlider(label="Wipe: A | full cache", type="numpy", elem_id="cmp_wipe",
-                                           slider_position=50, max_height=300)
-                c["diff"] = gr.Image(label="|A - full cache|", type="numpy", format="png", elem_id="cmp_diff",
-                                     interactive=False)
-            with gr.Row():
-                c["psnr"] = gr.Plot(label="Per-frame PSNR", elem_id="cmp_psnr")
-                c["sweep"] = gr.Plot(label="Quality against budget", elem_id="cmp_sweep")
-            c["table"] = gr.Dataframe(label="Metrics (frames so far; PSNR/SSIM from the first frame that differs from the "
-                                      "full cache, 100 dB = identical)", elem_id="cmp_table", interactive=False,
-                                      wrap=True, pinned_columns=1, column_widths=list(METRIC_WIDTHS.values()))
-    return c
-
-
-def _served(img, folder: str):
-    """A numpy image (or a pair, for the wipe slider; or None) -> path(s) of atomically written PNGs in Gradio's
-    cache (see export.cached_png: Gradio's own numpy path can serve a half-rewritten file under concurrency)."""
-    if img is None:
-        return None
-    if isinstance(img, tuple):
-        return tuple(_served(i, folder) for i in img)
-    return cached_png(img, folder)
-
-
-def _wire_compare(ex: Explorer, shared: list, c: dict) -> None:
-    row = c["row"]
-    out = [c["grid"], c["wipe"], c["diff"], c["psnr"], c["sweep"], c["table"], c["status"], c["a"], row.scrub,
-           row.live, row.follow]
-    served = functools.partial(_served, folder=c["grid"].GRADIO_CACHE)
-
-    def outputs(ws, a, set_follow=True, force=False, labels=False):
-        import pandas as pd
-        s = ws.scrub["compare"]
-        v = ex.compare_view(ws, None if s.follow else s.frame, a)
-        table = pd.DataFrame(v.table).round(3) if v.table else pd.DataFrame({"config": []})
-        names = _labels(ws)
-        a_out = gr.Dropdown(choices=names, value=names[0] if names else None) if labels else gr.skip()
-        return (served(v.grid), served(v.wipe), served(v.diff), v.psnr, v.sweep, table, v.status, a_out,
-                *pushes(s, v.frames_done, v.frame, set_follow, force))
-
-    def stream(ws, configs, a, progress):
-        before, first = ws.compare, True
-        for _ in ex.compare_iter(ws, configs, progress=progress):
-            new = first and ws.compare is not before
-            yield outputs(ws, None if new else a, set_follow=first, force=new, labels=new)
-            first = False
-
-    @_errors_gen
-    def do_compare(prompt, seed, frames, guidance, policies, shares, custom, a, request: gr.Request,
-                   progress=gr.Progress()):
-        ws = ex.ws(request.session_hash)
-        base = _config(prompt, seed, frames, guidance, "full", 1, "frames", "")
-        yield from stream(ws, ex.compare_configs(base, list(policies or []), list(shares or []), custom), a, progress)
-
-    @_errors_gen
-    def do_sweep(prompt, seed, frames, guidance, policies, a, request: gr.Request, progress=gr.Progress()):
-        ws = ex.ws(request.session_hash)
-        base = _config(prompt, seed, frames, guidance, "full", 1, "frames", "")
-        configs, note = ex.sweep_configs(base, list(policies or []))
-        if note:
-            gr.Info(f"Budget sweep: {note}", duration=10)
-        yield from stream(ws, configs, a, progress)
-
-    @_errors
-    def do_view(frame, follow, a, request: gr.Request):
-        ws = ex.ws(request.session_hash)
-        s = ws.scrub["compare"]
-        if not scrubbed(s, frame, follow):
-            return (gr.skip(),) * len(out)
-        n = ws.compare.frames_done if ws.compare is not None else 0
-        return outputs(ws, a, force=int(frame or 0) > max(n - 1, 0))
-
-    @_errors
-    def do_redraw(a, request: gr.Request):
-        return outputs(ex.ws(request.session_hash), a)
-
-    def do_follow(follow, a, request: gr.Request):
-        if follow_toggled(ex.ws(request.session_hash).scrub["compare"], follow):
-            return do_redraw(a, request)
-        return (gr.skip(),) * len(out)
-
-    @_errors
-    def do_reload(a, request: gr.Request):
-        ws = ex.ws(request.session_hash)
-        ws.scrub["compare"].follow = True
-        return outputs(ws, None, force=True, labels=True)
-
-    def do_stop(a, request: gr.Request):
-        ws = ex.ws(request.session_hash)
-        if ex.stop(ws, "compare"):
-            return (gr.skip(),) * len(out)
-        return outputs(ws, a, set_follow=False)
-
-    model = dict(concurrency_id="model", concurrency_limit=2)
-    c["go"].click(do_compare, [*shared, c["policies"], c["shares"], c["custom"], c["a"]], out,
-                  api_name="compare", show_progress="minimal", **model)
-    c["sweep_btn"].click(do_sweep, [*shared, c["policies"], c["a"]], out, api_name="budget_sweep",
-                         show_progress="minimal", **model)
-    c["stop"].click(do_stop, c["a"], out, api_name="stop_compare", concurrency_limit=None)
-    row.wire()
-    row.scrub.change(do_view, [row.scrub, row.follow, c["a"]], out, api_visibility="private",
-                     trigger_mode="always_last", show_progress="hidden", concurrency_limit=None)
-    row.follow.change(do_follow, [row.follow, c["a"]], out, api_visibility="private", show_progress="hidden",
-                      concurrency_limit=None)
-    c["a"].change(do_redraw, c["a"], out, api_visibility="private", trigger_mode="always_last",
-                  show_progress="hidden")
-    c["refresh"], c["out"] = do_reload, out
-
-    def exporter(kind):
-        @_errors
-        def fn(overlay, signal, frame, request: gr.Request):
-            return str(ex.export(ex.ws(request.session_hash), "compare", kind, signal if overlay else None, "mean",
-                                 frame))
-        return fn
-    for kind in ("mp4", "gif", "png", "csv", "json", "zip"):
-        c[f"exp_{kind}"].click(exporter(kind), [c["overlay"], c["signal"], row.scrub], c["file"],
-                               api_name=f"export_compare_{kind}", **model)
-
-
-def _labels(ws) -> list[str]:
-    """The compared configurations other than the full-cache reference (choices for the wipe's A)."""
-    if ws.compare is None:
-        return []
-    return [d.config.label for i, d in enumerate(ws.compare.datas) if i != ws.compare.reference]
-
-
-# ============================================================================ Sessions
-def _sessions_tab(ex: Explorer) -> dict:
-    s = {}
-    gr.Markdown("Every run and comparison is saved under `sessions/<id>/` (config, model hash, library versions, "
-                "frames, step records). Reloading renders it without recomputing.")
-    with gr.Row(elem_classes="compact-row"):
-        s["refresh"] = gr.Button("Refresh", size="sm", elem_id="sessions_refresh")
-        s["id"] = gr.Textbox("", label="Session id", elem_id="session_id", scale=3)
-        s["load"] = gr.Button("Reload", variant="primary", size="sm", elem_id="session_load")
-        s["delete"] = gr.Button("Delete", variant="stop", size="sm", elem_id="session_delete")
-    with gr.Row(elem_classes="compact-row"):
-        s["name"] = gr.Textbox("", label="Save the current run as", elem_id="session_name", scale=3)
-        s["save"] = gr.Button("Save", size="sm", elem_id="session_save")
-    s["msg"] = gr.Markdown("", elem_id="session_msg")
-    s["table"] = gr.Dataframe(headers=["id", "kind", "created", "frames", "summary"], label="Saved sessions",
-                              elem_id="sessions_table", interactive=False, wrap=True)
-    s["problems"] = gr.Markdown("", elem_id="session_problems")
-    with gr.Accordion("Runs across sessions: a sortable table; PSNR and occupancy curves over each other",
-                      open=False, elem_id="runs_panel"):
-        s["runs_build"] = gr.Button("Build the runs table (reads every session)", size="sm", elem_id="runs_build")
-        s["runs"] = gr.Dataframe(label="Every saved run (click a header to sort; PSNR/SSIM against its full-cache "
-                                 "run with the same noise, blank when none is saved)", elem_id="runs_table",
-                                 interactive=False, wrap=True)
-        with gr.Row(elem_classes="compact-row"):
-            s["runs_pick"] = gr.Dropdown([], multiselect=True, label="Runs to overlay", elem_id="runs_pick", scale=4)
-            s["runs_overlay"] = gr.Button("Overlay", size="sm", elem_id="runs_overlay_btn", scale=1)
-        with gr.Row():
-            s["runs_psnr"] = gr.Plot(label="Per-frame PSNR", elem_id="runs_psnr")
-            s["runs_occ"] = gr.Plot(label="KV cache after each eviction", elem_id="runs_occ")
-    return s
-
-
-def _wire_sessions(ex: Explorer, demo, s: dict, g: dict, c: dict, tabs) -> None:
-    def listing():
-        rows, note = ex.sessions()
-        return rows or [["", "", "", None, "no sessions yet"]], note
-
-    s["refresh"].click(listing, None, [s["table"], s["problems"]], api_name="list_sessions")
-    demo.load(listing, None, [s["table"], s["problems"]], api_visibility="private")
-
-    @_errors
-    def do_load(sid, signal, layer, cmap, request: gr.Request):
-        ws = ex.ws(request.session_hash)
-        kind = ex.load_session(ws, str(sid or "").strip())
-        msg = f"reloaded `{sid}` ({kind})"
-        return msg, gr.Tabs(selected="compare" if kind == "compare" else "generate")
-
-    @_errors
-    def do_delete(sid, request: gr.Request):
-        ex.delete_session(ex.ws(request.session_hash), str(sid or "").strip())
-        return f"deleted `{sid}`"
-
-    @_errors
-    def do_save(name, request: gr.Request):
-        sid = ex.save_as(ex.ws(request.session_hash), str(name or ""))
-        return f"saved as `{sid}`"
-
-    def select_row(evt: gr.SelectData, table):
-        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        try:
-            return str(table.iloc[row, 0]) if hasattr(table, "iloc") else str(table[row][0])
-        except Exception:
-            return ""
-
-    table_out = [s["table"], s["problems"]]
-    ev = s["load"].click(do_load, [s["id"], g["signal"], g["layer"], g["cmap"]], [s["msg"], tabs],
-                         api_name="load_session")
-    ev.success(listing, None, table_out, api_visibility="private")
-    ev.success(g["refresh"], [g["signal"], g["layer"], g["cmap"]], g["view_out"], api_visibility="private")
-    ev.success(c["refresh"], [c["a"]], c["out"], api_visibility="private")
-    s["delete"].click(do_delete, s["id"], s["msg"], api_name="delete_session").success(
-        listing, None, table_out, api_visibility="private")
-    s["save"].click(do_save, s["name"], s["msg"], api_name="save_session").success(
-        listing, None, table_out, api_visibility="private")
-    s["table"].select(select_row, s["table"], s["id"], api_visibility="private")
-
-    @_errors
-    def build_runs(progress=gr.Progress()):
-        import pandas as pd
-        rows, keys = ex.runs_table(progress)
-        table = pd.DataFrame(rows).round(3) if rows else pd.DataFrame({"run": []})
-        return table, gr.Dropdown(choices=keys, value=keys[:4])
-
-    @_errors
-    def overlay(keys):
-        return ex.runs_overlay(list(keys or []))
-    s["runs_build"].click(build_runs, None, [s["runs"], s["runs_pick"]], api_name="runs_table")
-    s["runs_overlay"].click(overlay, s["runs_pick"], [s["runs_psnr"], s["runs_occ"]], api_name="runs_overlay")
 
 
 def launch_kwargs() -> dict:

@@ -493,7 +493,7 @@ def test_salience_numbers_agreement_and_object_departures(ex):
 
 
 def test_compare_warns_when_the_reference_loses_an_object_and_explains_blank_cells(ex):
-    from explorer.controller import blank_cells_note
+    from explorer.compare_actions import blank_cells_note
     ws = ex.ws("refwarn")
     base = cfg(frames=6, policy="full", budget="", prompt="a red circle on blue stripes")
     for _ in ex.compare_iter(ws, ex.compare_configs(base, ["window"], ["1/2"], ""), every_s=0):
