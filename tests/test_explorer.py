@@ -560,3 +560,12 @@ def test_budget_sweep_leaves_out_shares_a_policy_cannot_hold(ex):
     assert {c.label for c in configs if c.policy == "window"} == {f"window @ {s}" for s in ("6.25%", "12.5%", "25%", "50%")}
     with pytest.raises(ValueError, match="sweep a longer video"):
         ex.sweep_configs(cfg(frames=2, policy="full", budget=""), ["h2o"])
+
+
+def test_the_timeline_says_and_draws_that_the_budget_holds_after_each_eviction():
+    h = RunHistory(2, 7, 64, 8, 1, 4)
+    fig = figures.occupancy_figure(h, budget=100, current_step=None)
+    texts = " ".join(a.text or "" for a in fig.layout.annotations)
+    assert "after each eviction" in texts and "after each commit" not in texts
+    band = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert len(band) == 1 and (band[0].y0, band[0].y1) == (100, 100 + 64)     # budget .. budget + one chunk
