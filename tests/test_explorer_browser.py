@@ -238,13 +238,12 @@ def test_stop_pauses_run_continues_and_the_stream_leaves_the_scrubber_alone(page
     pg.locator("#run_btn").click()
     pg.wait_for_function("() => /([5-9]|\\d\\d+)\\/300 frames/.test(document.querySelector('#status').innerText)",
                          timeout=60_000)
-    at_click = frames_in_status(pg)
     pg.locator("#stop_btn").click()
-    expect(pg.locator("#status")).to_contain_text("paused", timeout=20_000)
+    # the pause shows within seconds even with both cores busy (python -m explorer.bench measures it on an idle
+    # machine: 0.5 s, 1 frame after the newest update); a frame count depends on the load, so none is asserted
+    expect(pg.locator("#status")).to_contain_text("paused", timeout=5_000)
     paused_at = frames_in_status(pg)
     assert 5 <= paused_at < 300
-    assert paused_at - at_click <= 20, (at_click, paused_at)          # lands within a streamed update or so
-                                                                       # (0.65 s, 4 frames on an idle machine)
     pg.wait_for_timeout(800)
     assert frames_in_status(pg) == paused_at                           # Stop stopped it
     pg.locator("#run_btn").click()                                     # Run continues the same run
