@@ -1,4 +1,4 @@
-"""`python -m backend.bench model|sampler|weights|first|decoder|context|policies`: the project's benchmark scripts (numbers in
+"""`python -m backend.bench model|sampler|weights|first|decoder|context|policies|behaviour`: the project's benchmark scripts (numbers in
 docs/benchmarks/)."""
 from __future__ import annotations
 
@@ -72,6 +72,10 @@ def main(argv=None) -> None:
                     "shipped sampler), e.g. --sampler guidance=1 --sampler first_guidance=1")
     pp.add_argument("--ray", metavar="ADDRESS", help="run on Ray: 'local' (a single-node cluster here), 'auto' or "
                     "ray://host:port (needs `pip install ray`)")
+    bp = sub.add_parser("behaviour", help="digests of the frames every registered policy draws (1/8 and 1/4, two "
+                        "prompts, 32 frames): record a fixture or check the engine against it")
+    bp.add_argument("--write", metavar="FILE", help="record the fixture (e.g. tests/fixtures/behaviour.json)")
+    bp.add_argument("--check", metavar="FILE", help="re-run and name every run whose frames differ")
     a = ap.parse_args(argv)
     try:                                   # bad input is reported in one line before any work starts
         job = _prepare(a)
@@ -97,6 +101,11 @@ def _prepare(a):
         check_specs(policies, shares)
         return partial(run_policies, a.prompts, a.frames, policies, shares, a.workers, a.out, ray_address=a.ray,
                        split=a.split, sampler=sampler_config(a.sampler))
+    if a.what == "behaviour":
+        from .behaviour import main as behaviour
+        if not (a.write or a.check):
+            raise ValueError("give --write FILE or --check FILE")
+        return lambda: exit(behaviour(a.write, a.check))
     if a.what == "weights":
         from .weights import check_paths, run as run_weights
         check_paths(a.paths)
