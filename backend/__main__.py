@@ -10,7 +10,7 @@ import numpy as np
 
 from .checkpoint import CheckpointError
 from .flow import sampler_config
-from .policies.build import parse_params
+from .settings import parse_params
 from .prompt import PromptError
 
 
@@ -27,7 +27,7 @@ def cmd_generate(a) -> int:
     import torch
     from .loading import DEFAULT_MODEL, folder_autoencoder, load_autoencoder, load_model, random_model
     from .policies import make_policy, parse_budget
-    from .policies.build import build_policy
+    from .build import build_policy
     from .prompt import parse
     from .stepper import Stepper, validate_frames
     from .video_io import write_video
@@ -45,7 +45,9 @@ def cmd_generate(a) -> int:
     sampler = sampler_config(a.sampler)
     model = random_model(a.preset, a.seed) if a.preset else load_model(a.model or DEFAULT_MODEL)
     ae = load_autoencoder(a.ae or folder_autoencoder(Path(a.model or DEFAULT_MODEL).parent))
-    policy = build_policy(a.policy, a.budget, a.frames, model, ae, a.prompt, a.seed, kwargs, sampler=sampler)
+    folder = None if a.preset else Path(a.model or DEFAULT_MODEL).parent      # its salience heads, not the shipped ones
+    policy = build_policy(a.policy, a.budget, a.frames, model, ae, a.prompt, a.seed, kwargs, sampler=sampler,
+                          models=folder)
     st = Stepper(model, ae, a.prompt, a.frames, seed=a.seed, policy=policy, preview=False, sampler=sampler)
     t0 = time.perf_counter()
     with tqdm(total=st.n_frames, desc="frames", unit="frame", disable=a.quiet) as bar:
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     try:
         return a.fn(a)
-    except (PromptError, CheckpointError, ValueError, KeyError, TypeError) as e:
+    except (PromptError, CheckpointError, ValueError, KeyError, TypeError, FileNotFoundError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -6,9 +6,12 @@ Self-Forcing / CausVid few-step loop); ``renoise=False`` gives plain Euler ODE s
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from .config import SamplerConfig
+from .settings import parse_params
 
 
 def shift_t(t: torch.Tensor, shift: float) -> torch.Tensor:
@@ -35,8 +38,6 @@ def step(x_t: torch.Tensor, v: torch.Tensor, t: float, t_next: float, noise: tor
 
 def sampler_config(items: list[str] | None):
     """--sampler KEY=VALUE pairs -> SamplerConfig (unknown keys rejected with the list of known ones)."""
-    import dataclasses
-    from .policies.build import parse_params
     kw = {}
     for item in items or []:
         if "=" not in item:

@@ -10,7 +10,7 @@ import torch
 from . import checkpoint
 from .autoencoder import AEConfig, AutoEncoder
 from .config import MODEL_PRESETS, ModelConfig, SamplerConfig
-from .model import VideoDiT
+from .models.dit import VideoDiT
 from .salience import SalienceHead, SEHConfig, head_file
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"

@@ -34,9 +34,14 @@ class StepRecord:
     ms: float                        # wall time of the step
     stats_ms: float = 0.0            # commit: time materialising attention for the policy's statistics, beyond
                                      # the fused attention the same chunk's denoise passes took (0: not computed)
+    ids: tuple[np.ndarray, ...] | None = None   # commit: token ids cached after it, per layer (cache order);
+                                                # evict: token ids before the eviction, aligned with `scores`
+    signals: dict[str, tuple[np.ndarray, ...]] | None = None   # commit: the signals the stepper was asked to
+                                                # record (`Stepper.signals`), per layer, aligned with `ids`
 
     @classmethod
-    def make(cls, *, index, phase, chunk, step, t, frames, preview, occupancy, nbytes, eviction, ms, stats_ms=0.0):
+    def make(cls, *, index, phase, chunk, step, t, frames, preview, occupancy, nbytes, eviction, ms, stats_ms=0.0,
+             ids=None, signals=None):
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
         kept = evicted = scores = None
@@ -44,7 +49,10 @@ class StepRecord:
             kept = tuple(_frozen(e.kept, np.int64) for e in eviction)
             evicted = tuple(_frozen(e.evicted, np.int64) for e in eviction)
             scores = tuple(_frozen(e.scores, np.float32) for e in eviction)
+            ids = [e.scored for e in eviction] if ids is None else ids
+        ids = None if ids is None else tuple(_frozen(i, np.int64) for i in ids)
+        signals = None if not signals else {k: tuple(_frozen(x, np.float32) for x in v) for k, v in signals.items()}
         return cls(int(index), phase, int(chunk), int(step), None if t is None else float(t),
                    (int(frames[0]), int(frames[1])), _frozen(preview, np.uint8),
                    _frozen(occupancy, np.int64), _frozen(nbytes, np.int64), kept, evicted, scores, float(ms),
-                   float(stats_ms))
+                   float(stats_ms), ids, signals)

@@ -22,7 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .cache import KIND_FRAME, KVCache
-from .model import VideoDiT, teacher_mask
+from .models.dit import VideoDiT, teacher_mask
+from .observe import Observer
 from .rope import apply_rope, rope_angles
 
 
@@ -127,25 +128,26 @@ class SalienceHead(nn.Module):
         return self.mlps[layer](feats)[:, 0]
 
     @torch.no_grad()
-    def predict_cache(self, cache: KVCache, only_new: bool = True) -> None:
-        """Fill meta['pred'] of frame tokens (those still at 0 when only_new) in every layer."""
+    def predict_cache(self, cache: KVCache, out: list[torch.Tensor], only_new: bool = True) -> None:
+        """Fill out[layer] (n,) (aligned with the layer's tokens, e.g. an Observer's extra array) for the frame
+        tokens (those still at 0 when only_new) of every layer."""
         for i, layer in enumerate(cache.layers):
             m = layer.meta
             sel = m["kind"] == KIND_FRAME
             if only_new:
-                sel &= m["pred"] == 0
+                sel &= out[i] == 0
             idx = sel.nonzero().flatten()
             if len(idx):                       # the MLP's layers called directly: this runs after every commit
                 lin1, act, lin2 = self.mlps[i]
                 h = F.linear(self.features(layer.k.index_select(1, idx), m["y"][idx], m["x"][idx]),
                              lin1.weight, lin1.bias)
-                m["pred"].index_copy_(0, idx, F.linear(F.gelu(h, approximate=act.approximate),
+                out[i].index_copy_(0, idx, F.linear(F.gelu(h, approximate=act.approximate),
                                                        lin2.weight, lin2.bias)[:, 0])
 
 
     @torch.no_grad()
-    def predict_tail(self, cache: KVCache, n_new: int) -> None:
-        """Fill meta['pred'] of the last `n_new` tokens of every layer (the chunk a commit just appended),
+    def predict_tail(self, cache: KVCache, n_new: int, out: list[torch.Tensor]) -> None:
+        """Fill the last `n_new` entries of out[layer] (the chunk a commit just appended to every layer),
         the per-layer MLPs batched into one pair of matrix products: this runs after every commit."""
         if n_new <= 0:
             return
@@ -156,21 +158,23 @@ class SalienceHead(nn.Module):
         h = torch.baddbmm(torch.stack([l.bias for l in lin1])[:, None], feats,
                           torch.stack([l.weight for l in lin1]).transpose(1, 2))           # (L, c, hidden)
         h = F.gelu(h, approximate=self.mlps[0][1].approximate)
-        out = torch.baddbmm(torch.stack([l.bias for l in lin2])[:, None], h,
+        pred = torch.baddbmm(torch.stack([l.bias for l in lin2])[:, None], h,
                             torch.stack([l.weight for l in lin2]).transpose(1, 2))[..., 0]  # (L, c)
-        for layer, o in zip(cache.layers, out):
-            layer.meta["pred"][-n_new:] = o
+        for dst, o in zip(out, pred):
+            dst[-n_new:] = o
 
 
-def student_keys(model: VideoDiT, prompt_tokens: torch.Tensor, latents: torch.Tensor) -> KVCache:
-    """The student's cache after committing a clip's clean latents chunk by chunk (what SEH sees)."""
+def student_keys(model: VideoDiT, prompt_tokens: torch.Tensor, latents: torch.Tensor) -> tuple[KVCache, Observer]:
+    """The student's cache after committing a clip's clean latents chunk by chunk (what SEH sees), and the
+    attention every commit observed (probabilities of every query: the hindsight labels)."""
     cfg = model.cfg
     cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
-    model.prefill(prompt_tokens, cache)
-    for c, f0 in enumerate(range(0, latents.shape[0], cfg.chunk_frames)):
+    obs = Observer(cfg.n_layer, "probs", allowed="probs", owner="hindsight labels")
+    model.prefill(prompt_tokens, cache, observe=obs)
+    for f0 in range(0, latents.shape[0], cfg.chunk_frames):
         x = latents[f0:f0 + cfg.chunk_frames]
-        model.forward_chunk(x, torch.zeros(len(x)), f0, cache, commit=True, chunk=c)
-    return cache
+        model.forward_chunk(x, torch.zeros(len(x)), f0, cache, commit=True, observe=obs)
+    return cache, obs
 
 
 def listwise_loss(pred: torch.Tensor, label: torch.Tensor, temp: float = 0.1) -> torch.Tensor:

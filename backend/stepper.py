@@ -22,12 +22,18 @@ from .cache import KVCache
 from .config import SamplerConfig
 from .flow import step as flow_step
 from .flow import timesteps
-from .model import STATS, VideoDiT
+from .models.attention import STATS
+from .models.protocol import CausalVideoModel, Clock
+from .observe import observer_for
 from .policies import EvictContext, Full, Policy
 from .prompt import parse
 from .records import StepRecord
 
 MAX_FRAMES = 100_000
+# What commit records can carry per cached token (`Stepper.signals`): past attention (accumulated attention
+# over the queries that could see the token, H2O / ZipCache; recorded for every policy, so the explorer can
+# paint it for all) and the salience head's prediction (what PaFu-KV would keep).
+RECORDED_SIGNALS = ("attention", "predicted")
 
 
 class GenerationError(ValueError):
@@ -58,7 +64,7 @@ def available_memory() -> int:
 
 @dataclass
 class Stepper:
-    model: VideoDiT
+    model: CausalVideoModel
     ae: AutoEncoder
     prompt: str
     n_frames: int
@@ -67,18 +73,29 @@ class Stepper:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     preview: bool = True            # decode the x0 estimate at every denoise step
     trace_inputs: bool = False      # keep (chunk, step, t, x_in, v) of every denoise step (exactness test)
-    attention: bool | str | None = None   # commit statistics (model.STATS): None = what the policy reads,
+    attention: bool | str | None = None   # commit statistics (STATS): None = what the policy reads,
                                           # True = all ("probs", the explorer's heatmaps), False = "none"
+    signals: tuple[str, ...] = ()   # what commit records carry beside the cached token ids (RECORDED_SIGNALS)
+    signal_head: object = None      # the SalienceHead whose predictions the "predicted" signal records
 
     def __post_init__(self):
         self.spec = parse(self.prompt)                                     # raises PromptError
         validate_frames(self.n_frames)
-        cfg = self.model.cfg
+        unknown = set(self.signals) - set(RECORDED_SIGNALS)
+        if unknown:
+            raise GenerationError(f"unknown recorded signal(s) {', '.join(sorted(unknown))}; known: "
+                                  f"{', '.join(RECORDED_SIGNALS)}")
+        if "predicted" in self.signals and self.signal_head is None:
+            raise GenerationError("the 'predicted' signal needs a salience head (signal_head)")
+        if "attention" in self.signals and self.attention is None:
+            self.attention = True                                          # past attention of every query
+        geo = self.geo = self.model.geometry
         try:
-            self.policy.check(cfg.n_prompt, cfg.tokens_per_frame, cfg.chunk_frames)
+            self.policy.check(geo.n_prompt, geo.tokens_per_frame, geo.chunk_frames)
         except ValueError as e:
             raise GenerationError(str(e)) from e
-        need = self.policy.attention_stats
+        request = self.policy.request()
+        need = request.kind
         own = self.attention is None                                       # recording only what the policy reads
         level = {None: need, True: "probs", False: "none"}.get(self.attention, self.attention)
         if level not in STATS:
@@ -88,22 +105,24 @@ class Stepper:
             raise GenerationError(f"policy {self.policy.name!r} reads the {need!r} attention statistics; "
                                   f"attention={self.attention!r} does not record them")
         self.attention = level
-        # probe queries stand in for every query only where the policy itself reads probabilities, so
-        # recording more for a policy that reads less (the explorer's heatmaps) changes none of its inputs
-        self._probe = self.policy.probe if need == "probs" else 1.0
+        # the policy's observed attention (its own accumulators); probe queries stand in for every query only
+        # where the policy itself reads probabilities, so recording more for a policy that reads less (the
+        # explorer's heatmaps) changes none of its inputs
+        self.observer = observer_for(request, geo.n_layer, record=level, owner=f"policy {self.policy.name!r}")
+        self.policy.bind(self.observer)
         # a policy that reads only the newest commit's statistics needs none from a commit after which it keeps
         # everything (the cache filling, or between the evictions of period > 1); recording asked for beyond
         # the policy's needs (the explorer's heatmaps) is recorded at every commit
-        self._lazy = self.policy.lazy_stats and own
+        self._lazy = request.newest_only and own
         self._check_memory()
-        self.cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
+        self.cache = KVCache(geo.n_layer, geo.n_head, geo.head_dim)
         self.tokens = torch.tensor(self.spec.tokens())
-        self.n_chunks = -(-self.n_frames // cfg.chunk_frames)
+        self.n_chunks = -(-self.n_frames // geo.chunk_frames)
         self.ts_first = timesteps(self.sampler, first_chunk=True).tolist()
         self.ts_rest = timesteps(self.sampler).tolist()
         S = self.ae.cfg.size
         self.frames = np.zeros((self.n_frames, S, S, 3), np.uint8)
-        self.latents = torch.zeros(self.n_frames, cfg.latent_ch, cfg.grid, cfg.grid)
+        self.latents = torch.zeros(self.n_frames, *geo.latent_shape)
         self.chunk, self.k, self.counter = 0, -1, 0                        # k = -1: prefill pending
         self.x: torch.Tensor | None = None
         self._guide: KVCache | None = None                                 # open-colour prompt prefill
@@ -114,13 +133,13 @@ class Stepper:
         self._pass_attn_ms: list[float] = []
 
     def _check_memory(self) -> None:
-        cfg = self.model.cfg
-        per_token = cfg.n_layer * 2 * cfg.dim * 4 + 200                    # K + V fp32 + metadata
-        tokens = cfg.n_prompt + self.n_frames * cfg.tokens_per_frame
-        bound = self.policy.max_tokens(cfg.n_prompt, cfg.tokens_per_frame, cfg.chunk_frames)
+        geo = self.geo
+        per_token = geo.n_layer * (2 * geo.n_head * geo.head_dim * 4 + 200)  # K + V fp32 + metadata + observed
+        tokens = geo.n_prompt + self.n_frames * geo.tokens_per_frame
+        bound = self.policy.max_tokens(geo.n_prompt, geo.tokens_per_frame, geo.chunk_frames)
         if bound is not None:
             tokens = min(tokens, bound)
-        need = tokens * per_token + self.n_frames * (self.ae.cfg.size ** 2 * 3 + cfg.tokens_per_frame * cfg.latent_ch * 4)
+        need = tokens * per_token + self.n_frames * (self.ae.cfg.size ** 2 * 3 + geo.tokens_per_frame * geo.latent_ch * 4)
         have = available_memory()
         if need > 0.8 * have:
             raise GenerationError(f"{self.n_frames} frames would need about {need / 2**30:.1f} GiB (KV cache "
@@ -145,34 +164,33 @@ class Stepper:
         if self.done:
             raise StopIteration("generation is finished")
         t0 = time.perf_counter()
-        cfg = self.model.cfg
-        self.cache.attn_ms = 0.0
+        geo, clock = self.geo, Clock()
         if self.k == -1:
-            self.model.prefill(self.tokens, self.cache, stats=self.attention)
+            self.model.prefill(self.tokens, self.cache, observe=self.observer, clock=clock)
             open_tokens = self.spec.open_colours().tokens()
             if (self.sampler.first_guidance, self.sampler.guidance) != (1.0, 1.0) and open_tokens != self.tokens.tolist():
-                self._guide = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
-                self.model.prefill(torch.tensor(open_tokens), self._guide, stats="none")
+                self._guide = KVCache(geo.n_layer, geo.n_head, geo.head_dim)
+                self.model.prefill(torch.tensor(open_tokens), self._guide)
             self.k = 0
             return self._record("prefill", -1, None, None, t0, chunk=-1)
-        f0 = self.chunk * cfg.chunk_frames
-        nf = min(cfg.chunk_frames, self.n_frames - f0)
+        f0 = self.chunk * geo.chunk_frames
+        nf = min(geo.chunk_frames, self.n_frames - f0)
         if self.k < len(self.ts):                                          # a denoise step
             if self.k == 0:
                 g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk))
-                self.x = torch.randn(nf, cfg.latent_ch, cfg.grid, cfg.grid, generator=g)
+                self.x = torch.randn(nf, *geo.latent_shape, generator=g)
             t = self.ts[self.k]
             t_next = self.ts[self.k + 1] if self.k + 1 < len(self.ts) else 0.0
             tt = torch.full((nf,), t)
             if self.k == 0:
                 self._pass_attn_ms = []                                    # fused attention per pass, this chunk
-            v = self.model.forward_chunk(self.x, tt, f0, self.cache, chunk=self.chunk)
+            v = self.model.forward_chunk(self.x, tt, f0, self.cache, clock=clock)
             passes = 1
             if self.trace_inputs:                                          # the model's own (unguided) output
                 self.inputs.append((self.chunk, self.k, t, self.x.clone(), v.clone()))
             scale = self.sampler.first_guidance if self.chunk == 0 else self.sampler.guidance
             if self._guide is not None and scale != 1.0:
-                v_open = self.model.forward_chunk(self.x, tt, f0, self.cache, chunk=self.chunk, prompt_kv=self._guide)
+                v_open = self.model.forward_chunk(self.x, tt, f0, self.cache, condition_kv=self._guide, clock=clock)
                 passes = 2
                 v = v_open + scale * (v - v_open)
             renoise = self.sampler.renoise
@@ -182,7 +200,7 @@ class Stepper:
             if t_next > 0 and renoise:
                 g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, self.k))
                 noise = torch.randn(self.x.shape, generator=g)
-            self._pass_attn_ms.append(self.cache.attn_ms / passes)
+            self._pass_attn_ms.append(clock.attn_ms / passes)
             self.x, self.x0 = flow_step(self.x, v, t, t_next, noise, renoise)
             step_k = self.k
             self.k += 1
@@ -194,22 +212,25 @@ class Stepper:
             if s > 0:          # the context the student was trained with: (1 - s) x0 + s eps (CausVid)
                 g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, -2))
                 x_ctx = (1 - s) * self.x0 + s * torch.randn(self.x0.shape, generator=g)
-            stats = self.attention
-            if self._lazy and not self.policy.evicts_after(self.cache, nf * cfg.tokens_per_frame):
-                stats = "none"                 # no layer evicts after this commit: nothing reads its statistics
-            self.model.forward_chunk(x_ctx, torch.full((nf,), s), f0, self.cache, commit=True, chunk=self.chunk,
-                                     stats=stats, probe=self._probe)
+            observe = self.observer
+            if self._lazy and not self.policy.evicts_after(self.cache, nf * geo.tokens_per_frame):
+                observe = observe.quiet()      # no layer evicts after this commit: nothing reads its statistics
+            self.model.forward_chunk(x_ctx, torch.full((nf,), s), f0, self.cache, commit=True, observe=observe,
+                                     clock=clock)
             self.latents[f0:f0 + nf] = self.x0
             if self.sampler.guidance == 1.0:
                 self._guide = None                                         # only the first chunk was guided
             frames = self._decode(self.x0)
             self.frames[f0:f0 + nf] = frames
             self.k += 1
+            t_rec = time.perf_counter()
+            ids, signals = self._recorded()
+            t0 += time.perf_counter() - t_rec                              # recording is not the chunk's cost
             # the commit's attention has the denoise passes' shapes (same cache, same chunk): what it took
             # beyond their fused attention is the cost of materialising it for the policy's statistics
-            stats_ms = self.cache.attn_ms - float(np.mean(self._pass_attn_ms)) if stats != "none" else 0.0
-            return self._record("commit", -1, s, frames, t0, stats_ms=stats_ms)
-        ctx = EvictContext(self.chunk, (f0, f0 + nf - 1), cfg.tokens_per_frame, cfg.grid, self.model.rotate)
+            stats_ms = clock.attn_ms - float(np.mean(self._pass_attn_ms)) if observe.kind != "none" else 0.0
+            return self._record("commit", -1, s, frames, t0, stats_ms=stats_ms, ids=ids, signals=signals)
+        ctx = EvictContext(self.chunk, (f0, f0 + nf - 1), geo.tokens_per_frame, geo.grid[1], self.model.rotate)
         ev = self.policy.evict(self.cache, ctx)
         rec = self._record("evict", -1, None, None, t0, ev)
         self.chunk, self.k = self.chunk + 1, 0
@@ -217,13 +238,28 @@ class Stepper:
         return rec
 
     # ------------------------------------------------------------------ helpers
+    def _recorded(self) -> tuple[list | None, dict | None]:
+        """The cached token ids per layer and the signals asked for, aligned with them (commit records)."""
+        if not self.signals:
+            return None, None
+        ids = [layer.meta["token_id"].numpy().copy() for layer in self.cache.layers]
+        out = {}
+        if "attention" in self.signals:
+            out["attention"] = [self.observer.past_attention(i, check=False).numpy().copy()
+                                for i in range(len(ids))]
+        if "predicted" in self.signals:
+            pred = self.observer.add_extra("signal_head")
+            self.signal_head.predict_cache(self.cache, pred, only_new=True)
+            out["predicted"] = [p.numpy().copy() for p in pred]
+        return ids, out
+
     @torch.no_grad()
     def _decode(self, z: torch.Tensor) -> np.ndarray:
         return tensor_to_frames(self.ae.decode(z))
 
-    def _record(self, phase, step, t, preview, t0, ev=None, chunk=None, stats_ms=0.0) -> StepRecord:
+    def _record(self, phase, step, t, preview, t0, ev=None, chunk=None, stats_ms=0.0, ids=None, signals=None) -> StepRecord:
         ms = (time.perf_counter() - t0) * 1e3
-        cf = self.model.cfg.chunk_frames
+        cf = self.geo.chunk_frames
         chunk = self.chunk if chunk is None else chunk
         frames = (0, 0) if chunk < 0 else (chunk * cf, min((chunk + 1) * cf, self.n_frames))
         if chunk >= 0:                                   # every step of a chunk counts towards its frames
@@ -231,6 +267,6 @@ class Stepper:
         rec = StepRecord.make(
             index=self.counter, phase=phase, chunk=chunk, step=step, t=t, frames=frames,
             preview=preview, occupancy=self.cache.occupancy(), nbytes=self.cache.nbytes(),
-            eviction=ev, ms=ms, stats_ms=stats_ms)
+            eviction=ev, ms=ms, stats_ms=stats_ms, ids=ids, signals=signals)
         self.counter += 1
         return rec

@@ -34,7 +34,7 @@ class AnalysisActions:
         object's tokens left the cache (explorer.numbers). Computes the teacher over every generated frame and
         the oracle's full-cache reference run of the same noise and length (kept with the run)."""
         from backend.consistency import lost_objects, object_tracks
-        from backend.policies.oracle import reference_scores
+        from backend.build import reference_scores
 
         from .numbers import agreement, dense_reference, departures
         with ws.lock:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.policies.build import parse_params
+from backend.settings import parse_params
 from backend.policies.params import Param, is_own, parameters
 
 

@@ -74,6 +74,10 @@ class RunHistory:
 
     # ------------------------------------------------------------------ filling
     def add_record(self, rec) -> None:
+        """Fold one StepRecord in: the history is a pure fold over a run's records (live, or replayed)."""
+        snap = commit_snapshot(rec) if rec.phase == "commit" else score_snapshot(rec) if rec.phase == "evict" else None
+        if snap is not None:
+            self.add_snapshot(snap)
         self.phase.append(PHASES.index(rec.phase))
         self.chunk.append(rec.chunk)
         self.step.append(rec.step)
@@ -300,3 +304,30 @@ def _thin(snapshots: list[Snapshot], stride: int) -> list[Snapshot]:
         if b not in out or (out[b].values.get("score") is None and s.values.get("score") is not None):
             out[b] = s
     return list(out.values())
+
+
+def commit_snapshot(rec) -> Snapshot | None:
+    """The recorded signals of every cached token after a commit, per layer (its record's ids and signals):
+    past attention times the number of cached tokens on log2 (0 = what a token would get if all were equal),
+    and the salience head's prediction."""
+    if rec.ids is None:
+        return None
+    sig = rec.signals or {}
+    att = None
+    if "attention" in sig:
+        att = []
+        for ids, a in zip(rec.ids, sig["attention"]):
+            with np.errstate(divide="ignore"):
+                att.append(np.log2(np.maximum(a * max(len(ids), 1), 1e-6)).astype(np.float32))
+    pred = [p.astype(np.float32) for p in sig["predicted"]] if "predicted" in sig else None
+    return Snapshot(rec.chunk, [i.copy() for i in rec.ids], {"attention": att, "predicted": pred})
+
+
+def score_snapshot(rec) -> Snapshot | None:
+    """The policy's scores at an eviction, as ranks, aligned with the ids cached just before it (the record's)."""
+    from .signals import rank01
+    if rec.scores is None or rec.ids is None or all(s is None for s in rec.scores):
+        return None
+    vals = [None if s is None or len(s) != len(ids) else rank01(np.asarray(s, np.float64))
+            for ids, s in zip(rec.ids, rec.scores)]
+    return Snapshot(rec.chunk, [i.copy() for i in rec.ids], {"score": vals})

@@ -12,15 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from backend.config import SamplerConfig
-from backend.loading import load_head
 from backend.policies import POLICIES
-from backend.policies.build import build_policy, parse_params
+from backend.build import build_policy
+from backend.settings import parse_params
 from backend.prompt import parse
-from backend.salience import head_file
 from backend.stepper import GenerationError, Stepper, validate_frames
 
 from .history import RunHistory
-from .signals import cache_snapshot, score_snapshot, teacher_window
+from .signals import teacher_window
 
 MAX_FRAMES = 1024           # the explorer's limit per run (the backend's own is far higher)
 MAX_GUIDANCE = 10.0
@@ -110,7 +109,6 @@ class Run:
     stepper: Stepper | None = None
     head: object = None                    # SalienceHead for the `predicted` signal
     pause_requested: bool = False          # set by Stop (any thread), read between frames by the stream
-    _ids_before_evict: list = field(default_factory=list)
 
     @classmethod
     def start(cls, config: RunConfig, model, ae, head=None, progress=None, models: Path | None = None) -> "Run":
@@ -119,19 +117,17 @@ class Run:
         config.validate()
         params = parse_params(config.params)
         policy = build_policy(config.policy, config.budget or None, config.frames, model, ae, config.prompt,
-                              config.seed, params, progress, sampler=config.sampler())
+                              config.seed, params, progress, sampler=config.sampler(), models=models)
+        head = policy.learned_head() or head         # PaFu-KV: show the head the policy itself uses
         # attention statistics for every policy: the `attention` heatmap paints them for all (so the explorer's
         # timings include materialising attention; `python -m backend.bench policies` measures without it)
         st = Stepper(model, ae, config.prompt, config.frames, seed=config.seed, policy=policy,
-                     sampler=config.sampler(), attention=True)
-        cfg = model.cfg
-        hist = RunHistory(cfg.n_layer, cfg.n_prompt, cfg.tokens_per_frame, cfg.grid, cfg.chunk_frames, config.frames,
-                          budget=policy.budget if policy.budget is not None else -1)
+                     sampler=config.sampler(), attention=True, signal_head=head,
+                     signals=("attention", "predicted") if head is not None else ("attention",))
+        geo = model.geometry
+        hist = RunHistory(geo.n_layer, geo.n_prompt, geo.tokens_per_frame, geo.grid[0], geo.chunk_frames,
+                          config.frames, budget=policy.budget if policy.budget is not None else -1)
         data = RunData(config, st.frames, hist, st.frame_ms, st.latents.numpy())
-        if hasattr(policy, "salience_head"):         # PaFu-KV: show the head the policy itself uses
-            if models is not None and policy.head is None:
-                policy.head = load_head(Path(models) / head_file(policy.labels), policy.labels)
-            head = policy.salience_head()
         return cls(data, st, head)
 
     @property
@@ -156,20 +152,10 @@ class Run:
         """Advance one backend step (a denoise step, a commit or an eviction); returns its StepRecord."""
         if self.finished:
             raise GenerationError("this run is finished; reset or start a new one")
-        st, h = self.stepper, self.data.history
-        rec = st.step()
-        h.add_record(rec)
-        if rec.phase == "denoise" and rec.preview is not None:
+        rec = self.stepper.step()
+        self.data.history.add_record(rec)
+        if rec.phase in ("denoise", "commit") and rec.preview is not None:
             self.data.preview = rec.preview[0]
-        elif rec.phase == "commit":
-            snap = cache_snapshot(st.cache, rec.chunk, self.head)
-            self._ids_before_evict = snap.ids
-            h.add_snapshot(snap)
-            self.data.preview = rec.preview[0]
-        elif rec.phase == "evict":
-            s = score_snapshot(self._ids_before_evict, rec, rec.chunk)
-            if s is not None:
-                h.add_snapshot(s)
         self.data.status = describe(rec, self.data)
         return rec
 

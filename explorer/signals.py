@@ -18,11 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from backend.cache import KVCache
-from backend.policies.signals import past_attention
-
-from .history import Snapshot
-
 
 @dataclass(frozen=True)
 class Signal:
@@ -63,32 +58,6 @@ def rank01(x: np.ndarray) -> np.ndarray:
         if e - s > 1:
             r[order[s:e]] = (s + e - 1) / 2
     return (r / (n - 1)).astype(np.float32)
-
-
-def cache_snapshot(cache: KVCache, chunk: int, head=None) -> Snapshot:
-    """Ids and the cache-held signals (attention, predicted) of every cached token, per layer."""
-    if head is not None:
-        head.predict_cache(cache, only_new=True)
-    ids, att, pred = [], [], []
-    for layer in cache.layers:
-        m = layer.meta
-        n = len(layer)
-        ids.append(m["token_id"].numpy().copy())
-        a = past_attention(layer).numpy() * max(n, 1)
-        with np.errstate(divide="ignore"):
-            att.append(np.log2(np.maximum(a, 1e-6)).astype(np.float32))
-        pred.append(m["pred"].numpy().astype(np.float32).copy() if head is not None else None)
-    return Snapshot(chunk, ids, {"attention": att, "predicted": pred if head is not None else None})
-
-
-def score_snapshot(snap_ids: list[np.ndarray], rec, chunk: int) -> Snapshot | None:
-    """The policy's scores at an eviction, as ranks, aligned with the ids cached just before it."""
-    if rec.scores is None or all(s is None for s in rec.scores):
-        return None
-    vals = []
-    for ids, s in zip(snap_ids, rec.scores):
-        vals.append(None if s is None or len(s) != len(ids) else rank01(np.asarray(s, np.float64)))
-    return Snapshot(chunk, [i.copy() for i in snap_ids], {"score": vals})
 
 
 @torch.no_grad()

@@ -210,3 +210,13 @@ def hover_data(data: RunData, signal: str, frame: int) -> dict:
                 "frames_done": data.frames_done, "chunk_frames": h.chunk_frames,
                 "status_rgb": STATUS_RGB.tolist()},                  # not generated, cached, evicted, anchor
     }
+
+
+def parse_layer(layer: str | int | None, n_layer: int) -> int | None:
+    """'mean' / None -> None (mean over layers); 'layer 2' / '2' / 2 -> 2."""
+    if layer in (None, "", "mean", "mean of layers"):
+        return None
+    s = str(layer).replace("layer", "").strip()
+    if not s.isdigit() or not 0 <= int(s) < n_layer:
+        raise ValueError(f"layer must be 'mean' or 0..{n_layer - 1}, got {layer!r}")
+    return int(s)

@@ -11,7 +11,7 @@ def filled(n=40, H=2, Dh=8, seed=0):
         k, v = torch.randn(H, 10, Dh, generator=g), torch.randn(H, 10, Dh, generator=g)
         ids = torch.arange(f * 10, f * 10 + 10)
         layer.append(k, v, {"frame": torch.full((10,), f), "token_id": ids, "pos": torch.stack([ids // 10 + 1, ids % 3, ids % 5], 1),
-                            "attn_sum": ids.float()})
+                            "birth": ids})
     return layer
 
 
@@ -37,7 +37,7 @@ def test_metadata_stays_aligned_through_append_keep_clone():
     assert torch.equal(layer.k, k_before[:, source])
     assert sorted(evicted.tolist() + layer.meta["token_id"].tolist()) == list(range(40))
     # each token's metadata moved with its K/V
-    assert torch.equal(layer.meta["attn_sum"], layer.meta["token_id"].float())
+    assert torch.equal(layer.meta["birth"], layer.meta["token_id"])
     c = layer.clone()
     c.keep(torch.tensor([1]))
     assert len(layer) == 5 and len(c) == 1

@@ -44,6 +44,29 @@ def test_model_from_a_training_folder_decodes_with_that_folders_autoencoder(tmp_
     assert np.array_equal(beside, mine) and np.abs(beside - shipped).mean() > 1.0
 
 
+def test_pafu_scores_with_the_salience_head_of_the_models_folder(tmp_path, models_folder, capsys):
+    """`--model DIR/student.safetensors --policy pafu` scores with DIR's salience head, never the shipped one
+    (distilled for another student): a folder without one is refused with the command that writes it, and a
+    folder holding another head than the shipped one changes what PaFu-KV keeps."""
+    import shutil
+
+    import torch
+
+    from backend.loading import MODELS_DIR, load_head, load_model
+    from backend.build import build_policy
+    own, _ = models_folder("own")
+    common = ["--prompt", "a red circle on stripes", "--frames", "8", "--policy", "pafu", "--budget", "3f",
+              "--model", str(own / "student.safetensors")]
+    assert gen(tmp_path, *common, out="none.mp4") == 2
+    assert "no salience head" in capsys.readouterr().err and not (tmp_path / "none.mp4").exists()
+    shutil.copy(MODELS_DIR / "salience_head_hindsight.safetensors", own / "salience_head.safetensors")
+    model = load_model(own / "student.safetensors")
+    pol = build_policy("pafu", "3f", 8, model, models=own)
+    hind = dict(load_head(labels="hindsight").named_parameters())
+    assert all(torch.equal(p, hind[k]) for k, p in pol.learned_head().named_parameters())
+    assert gen(tmp_path, *common, out="own.mp4") == 0
+
+
 def test_corrupt_checkpoint(tmp_path, capsys):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(DEFAULT_MODEL.read_bytes()[:5000])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from backend.config import MODEL_PRESETS
-from backend.model import VideoDiT
+from backend.models.dit import VideoDiT
 from backend.policies import Full, Window
 from backend.stepper import Stepper
 
@@ -47,7 +47,7 @@ def test_cached_generation_equals_full_recompute(ae, chunk_frames, n_frames, win
 
 
 def test_stats_path_equals_sdpa_path(tiny):
-    from backend.model import attention_with_stats
+    from backend.models.attention import attention_with_stats
     q, k, v = torch.randn(2, 10, 16), torch.randn(2, 33, 16), torch.randn(2, 33, 16)
     out, colsum, colmax, logitsum = attention_with_stats(q, k, v, block=3)
     ref = torch.nn.functional.scaled_dot_product_attention(q[None], k[None], v[None])[0]
@@ -59,7 +59,7 @@ def test_stats_path_equals_sdpa_path(tiny):
 
 
 def test_prompt_substitute_swaps_exactly_the_cached_prompt_slots():
-    """Guidance's reference pass (forward_chunk prompt_kv): substituting the same prompt changes nothing,
+    """Guidance's reference pass (forward_chunk condition_kv): substituting the same prompt changes nothing,
     even after prompt tokens were evicted; on an empty context it equals a cache prefilled with the other
     prompt; commits refuse it."""
     from backend.cache import KVCache
@@ -76,17 +76,17 @@ def test_prompt_substitute_swaps_exactly_the_cached_prompt_slots():
 
     x, t = torch.randn(1, cfg.latent_ch, cfg.grid, cfg.grid), torch.full((1,), 0.7)
     main, same, alt = prefilled(tok), prefilled(tok), prefilled(other)
-    assert torch.allclose(model.forward_chunk(x, t, 0, main, prompt_kv=alt),
+    assert torch.allclose(model.forward_chunk(x, t, 0, main, condition_kv=alt),
                           model.forward_chunk(x, t, 0, alt), atol=1e-6)
     for f in range(3):
-        model.forward_chunk(torch.randn_like(x), torch.zeros(1), f, main, commit=True, chunk=f)
+        model.forward_chunk(torch.randn_like(x), torch.zeros(1), f, main, commit=True)
     for layer in main.layers:                           # evict two prompt slots and a few frame tokens
         layer.keep(torch.tensor([0, 2, 3] + list(range(cfg.n_prompt + 1, len(layer), 2))))
-    plain = model.forward_chunk(x, t, 3, main, chunk=3)
-    assert torch.allclose(model.forward_chunk(x, t, 3, main, chunk=3, prompt_kv=same), plain, atol=1e-6)
-    assert (model.forward_chunk(x, t, 3, main, chunk=3, prompt_kv=alt) - plain).abs().max() > 1e-4
+    plain = model.forward_chunk(x, t, 3, main)
+    assert torch.allclose(model.forward_chunk(x, t, 3, main, condition_kv=same), plain, atol=1e-6)
+    assert (model.forward_chunk(x, t, 3, main, condition_kv=alt) - plain).abs().max() > 1e-4
     with pytest.raises(ValueError, match="read-only"):
-        model.forward_chunk(x, torch.zeros(1), 3, main, commit=True, chunk=3, prompt_kv=alt)
+        model.forward_chunk(x, torch.zeros(1), 3, main, commit=True, condition_kv=alt)
 
 
 def test_rope_tables_and_complex_rotation_equal_the_direct_formula():

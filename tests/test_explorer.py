@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from explorer import figures, views
-from explorer.controller import Explorer, budget_text, parse_layer
+from explorer.controller import Explorer, budget_text
+from explorer.views import parse_layer
 from explorer.history import RunHistory, Snapshot
 from explorer.persist import load_runs
 from explorer.run import RunConfig
@@ -354,13 +355,17 @@ def test_pafu_runs_show_the_head_their_policy_uses(shipped_models):
         want = load_head(labels=labels)
         got = dict(run.head.named_parameters())
         assert all(torch.equal(p, got[k]) for k, p in want.named_parameters())
+        recs = []
         while run.stepper.chunk < 6:                       # past the first evictions
-            run.step()
-        m = run.stepper.cache.layers[0].meta
-        k = m["kind"] == 1
+            recs.append(run.step())
+        commit = [r for r in recs if r.phase == "commit"][-1]
+        layer = run.stepper.cache.layers[0]                 # the recorded ids are the cache's at that commit
+        k = (layer.meta["kind"] == 1) & torch.from_numpy(np.isin(layer.meta["token_id"].numpy(), commit.ids[0]))
         with torch.no_grad():
-            expect = want(0, want.features(run.stepper.cache.layers[0].k[:, k], m["y"][k], m["x"][k]))
-        assert torch.allclose(m["pred"][k], expect, atol=1e-6)
+            expect = want(0, want.features(layer.k[:, k], layer.meta["y"][k], layer.meta["x"][k])).numpy()
+        by_id = dict(zip(commit.ids[0].tolist(), commit.signals["predicted"][0].tolist()))
+        got = np.array([by_id[i] for i in layer.meta["token_id"][k].tolist()])
+        assert np.allclose(got, expect, atol=1e-5)
 
 
 def test_a_models_folder_serves_its_own_weights(tmp_path, models_folder):
@@ -414,7 +419,7 @@ def test_old_scratch_exports_are_cleaned(tmp_path):
     """Exported zips live in a scratch folder; files older than the limit go, newer ones stay."""
     import os
     import time
-    from explorer.controller import _clean_old
+    from explorer.session_actions import _clean_old
     old, new = tmp_path / "old.zip", tmp_path / "new.zip"
     old.write_bytes(b"x")
     new.write_bytes(b"y")

@@ -90,7 +90,8 @@ def test_budget_conversions():
 def test_byte_budget_counts_the_storage_dtype(tiny, ae):
     """A byte budget buys more tokens at int4 than at fp32, and the cache holds to it: peak bytes after
     every eviction at most the budget (window keeps whole frames, so every key-scale group is full)."""
-    from backend.policies.build import budget_tokens, build_policy
+    from backend.build import build_policy
+    from backend.policies.build import budget_tokens
     n = 10
     fp32 = budget_tokens("60KB", tiny.cfg, n)
     int4 = budget_tokens("60KB", tiny.cfg, n, storage="int4")
@@ -296,7 +297,7 @@ def test_deep_forcing_keeps_sink_and_recent_and_realigns(tiny, ae):
 
 
 def test_oracle_uses_the_reference_and_beats_random_on_its_own_signal(tiny, ae):
-    from backend.policies import reference_scores
+    from backend.build import reference_scores
     tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
     ref = reference_scores(tiny, ae, PROMPT, N_FRAMES, seed=4)
     assert len(ref) == tiny.cfg.n_layer and len(ref[0]) == P + N_FRAMES * tpf
@@ -355,7 +356,8 @@ def codes_of(st):
 
 def test_byte_budget_counts_the_full_precision_residual(tiny, ae):
     """With a residual, a byte budget buys fewer tokens (the residual is fp32) and the cache holds to it."""
-    from backend.policies.build import budget_tokens, build_policy
+    from backend.build import build_policy
+    from backend.policies.build import budget_tokens
     n = 32
     plain = budget_tokens("140KB", tiny.cfg, n, storage="int4")
     res = budget_tokens("140KB", tiny.cfg, n, storage="int4", residual=2)

@@ -24,7 +24,7 @@ def test_top_newest_equals_a_stable_sort_with_ties_and_nan():
     """The O(n) selection keeps exactly what a stable descending sort of the newest-first order keeps."""
     import torch
 
-    from backend.policies.base import top_newest
+    from backend.policies.select import top_newest
     g = torch.Generator().manual_seed(0)
     for trial in range(200):
         n = int(torch.randint(1, 60, (1,), generator=g))
@@ -43,7 +43,7 @@ def test_top_newest_equals_a_stable_sort_with_ties_and_nan():
 def test_select_frames_equals_a_per_frame_greedy_loop():
     """The vectorised frame selection keeps what a plain loop keeps: protected tokens, then whole frames by
     mean score (newer frame on ties) while they fit, for equal and ragged frames in any cache order."""
-    from backend.policies.base import select_frames
+    from backend.policies.select import select_frames
     g = torch.Generator().manual_seed(1)
     for trial in range(150):
         n_frames, per = int(torch.randint(2, 12, (1,), generator=g)), 4
@@ -70,7 +70,7 @@ def test_select_frames_equals_a_per_frame_greedy_loop():
 def test_select_frames_strata_keeps_the_best_frame_of_each_span_first():
     """Strata: with room for k equal frames, the best frame (newer on ties) of each of k equal spans of
     frame index is kept first, then the best of the rest; a plain loop over spans is the reference."""
-    from backend.policies.base import select_frames
+    from backend.policies.select import select_frames
     g = torch.Generator().manual_seed(3)
     for trial in range(150):
         n_frames, per = int(torch.randint(3, 30, (1,), generator=g)), 2
@@ -99,7 +99,7 @@ def test_select_frames_strata_keeps_the_best_frame_of_each_span_first():
 
 def test_strata_spreads_the_kept_frames_over_time():
     """Salience rising with recency: frame granularity keeps the newest frames, strata one per span."""
-    from backend.policies.base import select_frames
+    from backend.policies.select import select_frames
     frame = torch.cat([torch.full((2,), -1), torch.arange(20)])        # one token per frame
     scores = torch.cat([torch.zeros(2), torch.arange(20).float()])
     prot = frame < 0
@@ -140,3 +140,37 @@ def test_frame_pool_equals_pooling_each_frame(kind):
         pooled = (F.max_pool2d(img, 3, 1, 1) if kind == "max" else F.avg_pool2d(img, 3, 1, 1, count_include_pad=False))
         expect[sel] = pooled.flatten()[cell[sel]]
     assert torch.equal(out, expect)
+
+
+def test_reading_an_attention_signal_the_policy_did_not_request_raises(tiny, ae):
+    """A score that reads past attention while the policy requests nothing would see zeros and keep the
+    newest tokens like a FIFO window, silently: the observer refuses the read instead, naming the fix."""
+    from dataclasses import dataclass
+
+    from backend.observe import SignalNotRequested
+    from backend.policies import H2O
+    from backend.policies.signals import past_attention
+    from backend.stepper import Stepper
+
+    @dataclass
+    class Forgetful(H2O):
+        name = "forgetful"
+        reads = "none"                       # the trap: reads past attention, requests none
+
+        def score(self, layer_idx, layer, ctx):
+            return past_attention(self.observed, layer_idx)
+
+    budget = tiny.cfg.n_prompt + 3 * tiny.cfg.tokens_per_frame
+    st = Stepper(tiny, ae, "a red circle on blue stripes", 6, policy=Forgetful(budget=budget, period=1), preview=False)
+    with pytest.raises(SignalNotRequested, match="reads = 'probs'"):
+        list(st.run())
+    # recording more than the policy asks (the explorer's heatmaps) does not lift the check
+    st = Stepper(tiny, ae, "a red circle on blue stripes", 6, policy=Forgetful(budget=budget, period=1),
+                 preview=False, attention=True)
+    with pytest.raises(SignalNotRequested):
+        list(st.run())
+    # the requested signal is read, and the observer follows the cache through every eviction
+    st = Stepper(tiny, ae, "a red circle on blue stripes", 6, policy=H2O(budget=budget, period=1), preview=False)
+    list(st.run())
+    for layer, s in zip(st.cache.layers, st.observer.stats):
+        assert all(len(v) == len(layer) for v in s.values())

@@ -43,7 +43,7 @@ def test_pafu_policy_uses_the_head_and_respects_the_budget(tiny, ae):
     recs = list(st.run())
     assert all((r.occupancy <= P + 3 * tpf).all() for r in recs if r.phase == "evict")
     m = st.cache.layers[0].meta
-    assert (m["pred"][m["kind"] == 1] != 0).all() and pol.head_ms > 0
+    assert (pol.predictions()[0][m["kind"] == 1] != 0).all() and pol.head_ms > 0
     # alpha = 0: the kept old tokens are the head's top picks
     ev = [r for r in recs if r.phase == "evict"][-1]
     assert ev.scores[0] is not None
@@ -51,7 +51,7 @@ def test_pafu_policy_uses_the_head_and_respects_the_budget(tiny, ae):
 
 def test_pafu_batched_tail_scoring_equals_scoring_each_layer(tiny, ae):
     """After every commit PaFu-KV scores the appended tail of all layers in one batched pass; the
-    predictions equal the per-layer path's (float rounding), and a branched cache takes the full path."""
+    predictions equal the per-layer path's (float rounding), and a branched run takes the full path."""
     import copy
 
     tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
@@ -60,21 +60,20 @@ def test_pafu_batched_tail_scoring_equals_scoring_each_layer(tiny, ae):
     pol = make_policy("pafu", budget=P + 3 * tpf, head=head)
     st = Stepper(tiny, ae, "a red circle on blue stripes", 7, seed=1, policy=pol, preview=False)
     list(st.run())
-    fast = [layer.meta["pred"].clone() for layer in st.cache.layers]
-    slow = st.cache.clone()
-    for layer in slow.layers:
-        layer.meta["pred"].zero_()
-    head.predict_cache(slow, only_new=True)
-    for a, layer in zip(fast, slow.layers):
-        assert torch.allclose(a, layer.meta["pred"], atol=1e-5) and bool((a[layer.meta["kind"] == 1] != 0).all())
+    fast = [p.clone() for p in pol.predictions()]
+    slow = [torch.zeros_like(p) for p in fast]
+    head.predict_cache(st.cache, slow, only_new=True)
+    for a, b, layer in zip(fast, slow, st.cache.layers):
+        assert torch.allclose(a, b, atol=1e-5) and bool((a[layer.meta["kind"] == 1] != 0).all())
     other = copy.deepcopy(pol)              # a copy evicting a branch: the tail shortcut must not apply
-    branch = st.cache.clone()
-    for layer in branch.layers:
-        layer.meta["pred"].zero_()
+    branch = st.observer.clone()
+    for p in branch.extra["pred"]:
+        p.zero_()
+    other.bind(branch)
     from backend.policies import EvictContext
     ctx = EvictContext(st.chunk, (st.chunk, st.chunk), tpf, tiny.cfg.grid, tiny.rotate)
-    other.prepare(branch, ctx)
-    assert all(bool((layer.meta["pred"][layer.meta["kind"] == 1] != 0).all()) for layer in branch.layers)
+    other.prepare(st.cache, ctx)
+    assert all(bool((p[layer.meta["kind"] == 1] != 0).all()) for p, layer in zip(other.predictions(), st.cache.layers))
 
 
 def test_pafu_recent_share_keeps_a_recency_window(tiny, ae):
@@ -129,13 +128,13 @@ def test_hindsight_labels_are_the_students_future_attention(tiny):
     from backend.salience import student_keys
     from backend.train.salience import hindsight_labels
     lat = torch.randn(4, tiny.cfg.latent_ch, tiny.cfg.grid, tiny.cfg.grid)
-    cache = student_keys(tiny, torch.arange(tiny.cfg.n_prompt), lat)
-    labels = hindsight_labels(cache)
+    cache, observed = student_keys(tiny, torch.arange(tiny.cfg.n_prompt), lat)
+    labels = hindsight_labels(cache, observed)
     assert len(labels) == tiny.cfg.n_layer
-    for layer, lab in zip(cache.layers, labels):
+    for layer, s, lab in zip(cache.layers, observed.stats, labels):
         m = layer.meta
         assert lab.shape == (4 * tiny.cfg.tokens_per_frame,) and torch.isclose(lab.max(), torch.tensor(1.0))
-        seen = m["attn_count"][m["kind"] == 1].view(4, -1)[:, 0]
+        seen = s["attn_count"][m["kind"] == 1].view(4, -1)[:, 0]
         assert (seen.diff() < 0).all()                     # older tokens were seen by more queries
 
 

@@ -135,20 +135,20 @@ def test_commits_record_only_the_attention_statistics_the_policy_reads(tiny, ae)
     st, recs, kept_plain = go("window")
     assert st.attention == "none"
     assert all(r.stats_ms == 0.0 for r in recs)
-    assert all(float(layer.meta["attn_count"].abs().sum()) == 0 for layer in st.cache.layers)
+    assert all(float(s["attn_count"].abs().sum()) == 0 for s in st.observer.stats)
     st_all, _, kept_all = go("window", attention=True)
-    assert st_all.attention == "probs" and all(float(layer.meta["attn_count"].min()) > 0 for layer in st_all.cache.layers)
+    assert st_all.attention == "probs" and all(float(s["attn_count"].min()) > 0 for s in st_all.observer.stats)
     assert all(all(np.array_equal(a, b) for a, b in zip(x, y)) for x, y in zip(kept_plain, kept_all))
     np.testing.assert_allclose(st.latents.numpy(), st_all.latents.numpy(), atol=1e-4)
 
     st, _, kept_logits = go("deep_forcing")
     assert st.attention == "logits"
-    assert all(float(layer.meta["attn_count"].abs().sum()) == 0 for layer in st.cache.layers)
-    assert all(float(layer.meta["qk_hist"].abs().sum()) > 0 for layer in st.cache.layers)
+    assert all(float(s["attn_count"].abs().sum()) == 0 for s in st.observer.stats)
+    assert all(float(s["qk_hist"].abs().sum()) > 0 for s in st.observer.stats)
     st_p, _, kept_probs = go("deep_forcing", attention="probs")
     assert all(all(np.array_equal(a, b) for a, b in zip(x, y)) for x, y in zip(kept_logits, kept_probs))
-    for a, b in zip(st.cache.layers, st_p.cache.layers):      # the same q.k sums whichever path computed them
-        np.testing.assert_allclose(a.meta["qk_hist"].numpy(), b.meta["qk_hist"].numpy(), rtol=1e-5, atol=1e-5)
+    for a, b in zip(st.observer.stats, st_p.observer.stats):  # the same q.k sums whichever path computed them
+        np.testing.assert_allclose(a["qk_hist"].numpy(), b["qk_hist"].numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_attention_statistics_a_policy_reads_cannot_be_switched_off(tiny, ae):
@@ -163,7 +163,7 @@ def test_attention_statistics_a_policy_reads_cannot_be_switched_off(tiny, ae):
 
 
 def test_probe_queries_are_a_fixed_random_share_of_the_commit():
-    from backend.model import probe_queries
+    from backend.models.attention import probe_queries
     assert probe_queries(64, 1.0, 3) is None
     idx = probe_queries(64, 0.125, 3)
     assert len(idx) == 8 and bool((idx[1:] > idx[:-1]).all()) and 0 <= int(idx.min()) and int(idx.max()) < 64
@@ -190,17 +190,17 @@ def test_probe_statistics_count_only_the_probes_and_equal_the_full_path_on_every
     probed, recs = go()                                                     # H2O's default: 1/8 of the queries
     assert probed.policy.probe == 0.125
     m = round(0.125 * cfg.tokens_per_frame)
-    for layer in probed.cache.layers:
+    for layer, s in zip(probed.cache.layers, probed.observer.stats):
         prompt = layer.meta["kind"] == KIND_PROMPT
         # the prompt prefill counts all its queries, then every commit m probes
-        np.testing.assert_array_equal(layer.meta["attn_count"][prompt].numpy(), cfg.n_prompt + 6 * m)
-    for a, b in zip(full.cache.layers, probed.cache.layers):
-        assert not np.allclose(a.meta["attn_sum"].numpy(), b.meta["attn_sum"].numpy())
+        np.testing.assert_array_equal(s["attn_count"][prompt].numpy(), cfg.n_prompt + 6 * m)
+    for a, b in zip(full.observer.stats, probed.observer.stats):
+        assert not np.allclose(a["attn_sum"].numpy(), b["attn_sum"].numpy())
     np.testing.assert_allclose(full.latents.numpy(), probed.latents.numpy(), atol=1e-4)  # outputs: fused kernel
     every, _ = go(probe=0.999)
-    for a, b in zip(full.cache.layers, every.cache.layers):
+    for a, b in zip(full.observer.stats, every.observer.stats):
         for key in ("attn_sum", "attn_max", "attn_count", "recent", "qk_hist"):
-            np.testing.assert_allclose(a.meta[key].numpy(), b.meta[key].numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("probe", [0, -0.5, 1.5, True, "half"])
@@ -233,8 +233,8 @@ def test_probes_apply_only_to_a_policy_that_reads_probabilities(tiny, ae):
     (st_a, a), (st_b, b) = kept(None), kept(True)
     assert st_b.attention == "probs"
     assert all(all(np.array_equal(x, y) for x, y in zip(p, q)) for p, q in zip(a, b))
-    for la, lb in zip(st_a.cache.layers, st_b.cache.layers):
-        np.testing.assert_allclose(la.meta["qk_hist"].numpy(), lb.meta["qk_hist"].numpy(), rtol=1e-5, atol=1e-5)
+    for la, lb in zip(st_a.observer.stats, st_b.observer.stats):
+        np.testing.assert_allclose(la["qk_hist"].numpy(), lb["qk_hist"].numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_the_readmes_stepper_example_runs(readme_python, capsys):

@@ -36,8 +36,7 @@ def record(policy: str, share: float | str | None, pair: int, model, ae, referen
     """One run -> {"frames": [digest per frame], "latents": digest} or {"error": message}. `share` is a share of
     the full cache, "min" (the policy's minimum budget in tokens) or None (the full cache)."""
     from ..policies import Full, make_policy
-    from ..policies.build import build_policy
-    from ..policies.oracle import reference_scores
+    from ..build import build_policy, reference_scores
     from ..stepper import Stepper
     prompt, seed = PROMPTS[pair]
     try:

@@ -65,12 +65,12 @@ def from_ground_truth(model, ae, spec: SceneSpec, z, seed: int, t0: float) -> np
     from ..flow import step as flow_step
     cfg = model.cfg
     cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
-    model.prefill(torch.tensor(spec.tokens()), cache, stats="none")
+    model.prefill(torch.tensor(spec.tokens()), cache)
     ts = start_levels(t0)
     eps = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed))
     x = (1 - ts[0]) * z + ts[0] * eps
     for k, t in enumerate(ts):
-        v = model.forward_chunk(x, torch.full((1,), t), 0, cache, stats="none")
+        v = model.forward_chunk(x, torch.full((1,), t), 0, cache)
         x, x0 = flow_step(x, v, t, ts[k + 1] if k + 1 < len(ts) else 0.0, None, False)
     with torch.no_grad():
         return tensor_to_frames(ae.decode(x0))[0]

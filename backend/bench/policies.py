@@ -76,7 +76,7 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     from ..loading import shipped
     from ..metrics import psnr_per_frame, ssim_per_frame
     from ..policies import Full
-    from ..policies.build import build_policy
+    from ..build import build_policy
     from ..stepper import Stepper
     torch.set_num_threads(1)
     i, prompt, seed, policy, share, frames, root, sampler = job

@@ -6,6 +6,6 @@ SCORES = ("adherence", "identity_persistence", "background_revisit", "landmark_r
 
 def split_spec(spec: str) -> tuple[str, dict]:
     """'h2o:storage=int4;alpha=0.3' -> ('h2o', {'storage': 'int4', 'alpha': 0.3})."""
-    from ..policies.build import parse_params
+    from ..settings import parse_params
     name, _, params = spec.partition(":")
     return name, parse_params(params)

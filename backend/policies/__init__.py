@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import EvictContext, LayerEviction, Policy, select, select_frames
+from .base import EvictContext, LayerEviction, Policy
+from .select import select, select_frames
 from .budget import Budget, BudgetError, parse_budget
 from .deep_forcing import DeepForcing
 from .flowcache import FlowCache
 from .full import Full
 from .h2o import H2O
-from .oracle import Oracle, reference_scores
+from .oracle import Oracle
 from .packcache import PackCache
 from .pafu import PaFu
 from .random import Random
@@ -92,4 +93,4 @@ def make_policy(name: str, **kwargs) -> Policy:
 
 __all__ = ["POLICIES", "TITLES", "title", "READS", "reads", "describe_reads", "make_policy", "Policy", "EvictContext", "LayerEviction", "select", "select_frames",
            "Budget", "BudgetError", "parse_budget", "Full", "Window", "Sink", "H2O", "TOVA", "SnapKV", "Random", "FlowCache", "PackCache", "TempCache",
-           "DeepForcing", "Oracle", "reference_scores", "PaFu"]
+           "DeepForcing", "Oracle", "PaFu"]

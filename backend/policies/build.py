@@ -1,12 +1,7 @@
-"""One way to turn (policy name, budget text, parameters) into a Policy for a model and a video length.
-
-Used by the CLI, the benchmark and the explorer, so that all three accept and reject the same inputs.
-"""
+"""Budgets in tokens and the parameter listings of the registered policies (CLI, benchmark, explorer)."""
 from __future__ import annotations
 
-from typing import Callable
-
-from . import POLICIES, make_policy
+from ..settings import parse_params
 from .budget import BudgetError, parse_budget
 
 
@@ -31,58 +26,7 @@ def budget_tokens(budget: str | int, cfg, n_frames: int, storage: str = "fp32", 
     return n
 
 
-def parse_params(text: str | None) -> dict:
-    """'alpha=0.5, storage=int4' -> {'alpha': 0.5, 'storage': 'int4'} (ints, floats, booleans, strings)."""
-    out = {}
-    for item in (text or "").replace(";", ",").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        if "=" not in item:
-            raise ValueError(f"policy parameters are KEY=VALUE pairs separated by commas; got {item!r}")
-        k, v = (s.strip() for s in item.split("=", 1))
-        if not k.isidentifier():
-            raise ValueError(f"bad policy parameter name {k!r}")
-        out[k] = _value(v)
-    return out
-
-
-def _value(v: str):
-    if v.lower() in ("true", "false"):
-        return v.lower() == "true"
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return v
-
-
-def build_policy(name: str, budget: str | int | None, n_frames: int, model, ae=None, prompt: str = "",
-                 seed: int = 0, params: dict | None = None, progress: Callable | None = None,
-                 reference: list | None = None, sampler=None):
-    """The named policy with its budget in tokens; `oracle` gets its full-cache reference run (slow, with the
-    SamplerConfig `sampler`, default the shipped one), unless `reference` (``oracle.hindsight_scores`` of a
-    full-cache run with the same prompt, seed, length and sampler) is given."""
-    if name not in POLICIES:
-        raise KeyError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
-    kw = dict(params or {})
-    make_policy(name, **kw)                                   # bad parameters fail before anything runs
-    if budget not in (None, ""):
-        storage = {k: kw[k] for k in ("storage", "salient_storage", "salient_share", "quant", "residual")
-                   if k in kw}
-        kw["budget"] = budget_tokens(budget, model.cfg, n_frames, **storage)
-    if name == "oracle" and reference is not None:
-        kw["reference"] = reference
-    elif name == "oracle":
-        from .oracle import reference_scores
-        if progress:
-            progress("oracle: full-cache reference run")
-        kw["reference"] = reference_scores(model, ae, prompt, n_frames, seed, sampler)
-    return make_policy(name, **kw)
-
-
-__all__ = ["budget_tokens", "parse_params", "build_policy", "BudgetError"]
+__all__ = ["budget_tokens", "parse_params", "BudgetError"]
 
 
 def policy_parameters(name: str) -> dict[str, object]:

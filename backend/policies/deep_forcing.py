@@ -6,7 +6,7 @@ between the sink and the R most recent frames are scored by raw dot products q.k
 frames' queries (no softmax), the top C = budget - sink - recent are kept, and the kept tokens are
 re-rotated to contiguous temporal positions, [sink | top-C | recent] in temporal order.
 Our reconstruction: the recent queries are those of the last R commit passes (the cache keeps each
-token's mean raw logit from the last 4 commits, head-averaged); `sink_frames=0` means half the budget in
+token's mean raw logit from the last 4 commits, head-averaged: `observe.Observer.qk_history`); `sink_frames=0` means half the budget in
 frames; the RoPE mode `reindex` gives the contiguous positions (the sink shift is part of it).
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cache import KIND_PROMPT, QK_HISTORY
+from ..cache import KIND_PROMPT
+from ..observe import QK_HISTORY
 from .base import Policy
 
 
@@ -51,7 +52,7 @@ class DeepForcing(Policy):
 
     def score(self, layer_idx, layer, ctx):
         cols = [(ctx.chunk - r) % QK_HISTORY for r in range(self.recent_frames)]   # the last R commits
-        return layer.meta["qk_hist"][:, cols].sum(1)
+        return self.observed.qk_history(layer_idx)[:, cols].sum(1)
 
     def describe(self):
         return {**super().describe(), "sink_frames": self.sink_frames or "half budget",

@@ -61,7 +61,7 @@ class FlowCache(Policy):
         check_kernel(self.kernel)
 
     def score(self, layer_idx, layer, ctx):
-        att = spatial_max(recent_attention(layer), layer, ctx.grid, self.kernel)
+        att = spatial_max(recent_attention(self.observed, layer_idx), layer, ctx.grid, self.kernel)
         return self.lam * att - (1 - self.lam) * redundancy(layer.k, layer.inverse_key_norms())
 
     def describe(self):

@@ -32,7 +32,7 @@ class H2O(Policy):
         return super().protected(layer, ctx) | (layer.meta["frame"] > ctx.newest_frames[1] - self.recent_frames)
 
     def score(self, layer_idx, layer, ctx):
-        return past_attention(layer)
+        return past_attention(self.observed, layer_idx)
 
     def describe(self):
         return {**super().describe(), "recent_frames": self.recent_frames}

@@ -48,14 +48,14 @@ def water_fill(weights, caps, total: int) -> np.ndarray:
     return alloc
 
 
-def cake_budgets(cache, budget: int, protected: list[int], sizes: list[int], tau1: float = 1.6,
+def cake_budgets(cache, budget: int, protected: list[int], sizes: list[int], observed, tau1: float = 1.6,
                  tau2: float = 0.4) -> list[int]:
     pref = []
-    for layer in cache.layers:
-        a = recent_attention(layer).clamp_min(0)
+    for i, layer in enumerate(cache.layers):
+        a = recent_attention(observed, i).clamp_min(0)
         p = a / a.sum().clamp_min(1e-12)
         H = float(-(p * (p + 1e-12).log()).sum())
-        V = float((a - past_attention(layer)).var()) if len(layer) > 1 else 0.0
+        V = float((a - past_attention(observed, i)).var()) if len(layer) > 1 else 0.0
         pref.append(max(H, 1e-6) ** (1 / tau1) * max(V, 1e-12) ** (1 / tau2))
     return _spread(torch.tensor(pref), budget, protected, sizes)
 

@@ -4,7 +4,7 @@ Scores each cached token by the attention it receives over the *whole* video in 
 run of the same prompt, seed and noise (hindsight: including queries from frames not generated yet),
 normalised by the number of queries that saw it. Token ids (prompt slot, or frame/y/x) are shared across
 runs with equal noise, so the reference's per-token totals can be looked up by id. Build the reference
-with ``reference_scores``; the policy is an upper bound to compare deployable scorers (PaFu-KV's head,
+with ``backend.build.reference_scores``; the policy is an upper bound to compare deployable scorers (PaFu-KV's head,
 H2O, ...) against. (PaFu-KV's teacher SSE is the other future-informed signal; see the salience module.)
 """
 from __future__ import annotations
@@ -15,28 +15,16 @@ import numpy as np
 import torch
 
 from .base import Policy
-from .full import Full
-from .signals import past_attention
 
 
-def reference_scores(model, ae, prompt: str, n_frames: int, seed: int, sampler=None) -> list[np.ndarray]:
-    """Per layer, a dense array over token ids of the hindsight attention in a full-cache run."""
-    from ..stepper import Stepper
-    kw = {} if sampler is None else {"sampler": sampler}
-    st = Stepper(model, ae, prompt, n_frames, seed=seed, policy=Full(), preview=False, attention=True, **kw)
-    for _ in st.run():
-        pass
-    return hindsight_scores(st.cache)
-
-
-def hindsight_scores(cache) -> list[np.ndarray]:
+def hindsight_scores(cache, observed) -> list[np.ndarray]:
     """Per layer, a dense array over token ids of each token's attention normalised by the queries that saw
-    it, read from a full-cache run's cache at its end (the oracle's reference)."""
+    it, read from a full-cache run's cache and observed attention at its end (the oracle's reference)."""
     out = []
-    for layer in cache.layers:
+    for i, layer in enumerate(cache.layers):
         m = layer.meta
         dense = np.zeros(int(m["token_id"].max()) + 1, np.float32)
-        dense[m["token_id"].numpy()] = past_attention(layer).numpy()
+        dense[m["token_id"].numpy()] = observed.past_attention(i, check=False).numpy()
         out.append(dense)
     return out
 
@@ -49,7 +37,7 @@ class Oracle(Policy):
     def score(self, layer_idx, layer, ctx):
         if not self.reference:
             raise ValueError("the oracle policy needs a full-cache reference run: build it with "
-                             "backend.policies.oracle.reference_scores(model, ae, prompt, frames, seed)")
+                             "backend.build.reference_scores(model, ae, prompt, frames, seed)")
         ref = self.reference[layer_idx]
         ids = layer.meta["token_id"].numpy()
         out = np.zeros(len(ids), np.float32)

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from ..cache import KIND_FRAME
-from .base import PROBE_SHARE, Policy, select_frames
+from .base import PROBE_SHARE, Policy
+from .select import select_frames
 from .layer_split import water_fill
 from .signals import recent_attention
 
@@ -73,7 +74,7 @@ class PackCache(Policy):
             return torch.arange(n), None
         m = layer.meta
         prot_t = self.protected(layer, ctx)
-        prot, att, frame = prot_t.numpy(), recent_attention(layer).numpy(), m["frame"].numpy()
+        prot, att, frame = prot_t.numpy(), recent_attention(self.observed, layer_idx).numpy(), m["frame"].numpy()
         cand = ~prot & (m["kind"].numpy() == KIND_FRAME)
         dist = ctx.newest_frames[1] - frame                                          # (n,) frames back
         idx = np.flatnonzero(cand)                                                   # (c,) candidates

@@ -3,7 +3,7 @@
 Confirmed: a lightweight Salience Estimation Head (SEH), distilled from a bidirectional teacher's SSE
 salience, predicts which cached tokens future frames will need; the cache keeps those. Reconstruction
 (see backend/salience.py for the head and labels): after each commit the head scores the new tokens once
-from their un-rotated keys and grid positions (stored in the cache's `pred` field); beyond the protected
+from their un-rotated keys and grid positions (kept by the policy, aligned with the cache); beyond the protected
 tokens the policy keeps the top tokens by alpha * past + (1 - alpha) * predicted, both min-max
 normalised over the layer's tokens, past = normalised accumulated attention (H2O / ZipCache).
 Protected, as in methods.md §1 step 4 ("sink chunk + newest chunk + top-C"): the prompt anchors, the
@@ -43,6 +43,7 @@ from __future__ import annotations
 import time
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -75,7 +76,7 @@ class PaFu(Policy):
     period: int = EVICT_PERIOD        # evict every second chunk (docs/benchmarks/period_validation/)
     head: object = field(default=None, repr=False)      # a SalienceHead; None loads the shipped one
     head_ms: float = 0.0                                # time spent in the head (overhead reporting)
-    _last: tuple | None = field(default=None, repr=False, compare=False)  # (weakref to cache, chunk) last evicted
+    _last: tuple | None = field(default=None, repr=False, compare=False)  # (weakref to observer, chunk) last scored
 
     def __post_init__(self):
         super().__post_init__()
@@ -107,26 +108,42 @@ class PaFu(Policy):
         return (f < self.sink_frames) | (f >= recent_from)
 
     def salience_head(self):
-        """The Salience Estimation Head this policy scores with (loaded on first use)."""
+        """The Salience Estimation Head this policy scores with (the shipped one unless `load_parts` or the
+        caller gave another; loaded on first use)."""
         if self.head is None:
             self.head = load_head(labels=self.labels)
         return self.head
+
+    def learned_head(self):
+        return self.salience_head()
+
+    def load_parts(self, models) -> None:
+        """The head distilled for the model in `models` (a training run's folder holds its own; a missing one
+        is named with the command that writes it, never replaced by the shipped head of another model)."""
+        if self.head is None:
+            self.head = load_head(Path(models) / head_file(self.labels), self.labels)
 
     def signature_files(self) -> list[str]:
         """Weights the policy's results depend on beyond the model (benchmark resume keys)."""
         return [str(MODELS_DIR / head_file(self.labels))]
 
+    def predictions(self) -> list[torch.Tensor]:
+        """The head's prediction for every cached token, per layer (0: not scored yet); the policy's own
+        arrays, kept aligned with the cache by its observer."""
+        return self.observed.add_extra("pred")
+
     def prepare(self, cache, ctx):
-        """Score the tokens the last commit added. When this policy evicted this same cache after the
-        previous chunk, those are exactly each layer's tail (commits append) and one batched pass scores
-        them; otherwise (a first call, a cache branched or built elsewhere) every unscored frame token is."""
+        """Score the tokens the last commit added. When this policy scored this same run after the previous
+        chunk, those are exactly each layer's tail (commits append) and one batched pass scores them;
+        otherwise (a first call, a run branched) every unscored frame token is."""
         t0 = time.perf_counter()
         f0, f1 = ctx.newest_frames
-        if self._last is not None and self._last[0]() is cache and self._last[1] == ctx.chunk - 1:
-            self.salience_head().predict_tail(cache, (f1 - f0 + 1) * ctx.tokens_per_frame)
+        pred = self.predictions()
+        if self._last is not None and self._last[0]() is self.observed and self._last[1] == ctx.chunk - 1:
+            self.salience_head().predict_tail(cache, (f1 - f0 + 1) * ctx.tokens_per_frame, pred)
         else:
-            self.salience_head().predict_cache(cache, only_new=True)
-        self._last = (weakref.ref(cache), ctx.chunk)
+            self.salience_head().predict_cache(cache, pred, only_new=True)
+        self._last = (weakref.ref(self.observed), ctx.chunk)
         self.head_ms += (time.perf_counter() - t0) * 1e3
         return super().prepare(cache, ctx)
 
@@ -136,11 +153,11 @@ class PaFu(Policy):
         return "probs" if self.alpha > 0 else super().attention_stats
 
     def score(self, layer_idx, layer, ctx):
-        m = layer.meta
-        frame = m["kind"] == KIND_FRAME
+        pred = self.predictions()[layer_idx]
+        frame = layer.meta["kind"] == KIND_FRAME
         if self.alpha == 0:
-            return minmax(m["pred"], frame)
-        both = minmax(torch.stack([past_attention(layer), m["pred"]]), frame)   # (2, n)
+            return minmax(pred, frame)
+        both = minmax(torch.stack([past_attention(self.observed, layer_idx), pred]), frame)   # (2, n)
         return self.alpha * both[0] + (1 - self.alpha) * both[1]
 
     def describe(self):

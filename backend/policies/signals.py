@@ -1,4 +1,5 @@
-"""Salience signals read from cache metadata (DESIGN §6), shared by the scoring policies."""
+"""Salience signals (DESIGN §6) shared by the scoring policies: the observed attention (`observe.Observer`,
+the policy's own accumulators) and what the cache itself holds (frame index, grid cells)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,16 +9,22 @@ import torch.nn.functional as F
 from ..cache import KIND_FRAME, LayerCache
 
 
-def past_attention(layer: LayerCache) -> torch.Tensor:
+def past_attention(observed, layer_idx: int) -> torch.Tensor:
     """Accumulated attention normalised by the number of queries that could see each token
     (H2O as implemented in kvpress `ObservedAttentionPress`; ZipCache's normalisation): (n,)."""
-    m = layer.meta
-    return m["attn_sum"] / m["attn_count"].clamp_min(1.0)
+    return _observed(observed).past_attention(layer_idx)
 
 
-def recent_attention(layer: LayerCache) -> torch.Tensor:
+def recent_attention(observed, layer_idx: int) -> torch.Tensor:
     """Mean attention each token received from the newest committed chunk's queries (head mean): (n,)."""
-    return layer.meta["recent"].clone()
+    return _observed(observed).recent(layer_idx)
+
+
+def _observed(observed):
+    if observed is None:
+        raise ValueError("this policy reads observed attention but runs without an observer: drive it through "
+                         "the Stepper (which binds one), or bind an observe.Observer to it")
+    return observed
 
 
 def recency(layer: LayerCache) -> torch.Tensor:

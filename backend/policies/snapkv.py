@@ -31,7 +31,7 @@ class SnapKV(Policy):
         check_kernel(self.kernel)
 
     def score(self, layer_idx, layer, ctx):
-        return spatial_pool(recent_attention(layer), layer, ctx.grid, self.kernel)
+        return spatial_pool(recent_attention(self.observed, layer_idx), layer, ctx.grid, self.kernel)
 
     def describe(self):
         return {**super().describe(), "kernel": self.kernel}

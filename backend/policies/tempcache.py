@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from ..cache import KIND_FRAME, inverse_norms
-from .base import EVICT_PERIOD, Policy, select
+from .base import EVICT_PERIOD, Policy
+from .select import select
 from .signals import recency
 
 

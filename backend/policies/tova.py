@@ -25,4 +25,4 @@ class TOVA(Policy):
     period: int = EVICT_PERIOD        # evict every second chunk (docs/benchmarks/period_validation/)
 
     def score(self, layer_idx, layer, ctx):
-        return recent_attention(layer)
+        return recent_attention(self.observed, layer_idx)

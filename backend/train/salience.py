@@ -65,12 +65,12 @@ def clip_latents(ae, student, spec, seed: int, frames: int, generated: bool) -> 
         return ae.encode(frames_to_tensor(make_clip(spec, seed, frames).frames))
 
 
-def hindsight_labels(cache) -> list[torch.Tensor]:
+def hindsight_labels(cache, observed) -> list[torch.Tensor]:
     """Per layer, the frame tokens' attention from all later queries of the clip (normalised by how many
     saw them), max-normalised: (n_frame_tokens,) each."""
     out = []
-    for layer in cache.layers:
-        a = past_attention(layer)[layer.meta["kind"] == KIND_FRAME]
+    for i, layer in enumerate(cache.layers):
+        a = past_attention(observed, i)[layer.meta["kind"] == KIND_FRAME]
         out.append(a / a.max().clamp_min(1e-12))
     return out
 
@@ -83,8 +83,8 @@ def build(student, teacher, ae, head: SalienceHead, pairs, frames: int, generate
         gen = (i % 2 == 1) if generated_share > 0 else False
         lat = clip_latents(ae, student, spec, seed, frames, gen)
         tokens = torch.tensor(spec.tokens())
-        cache = student_keys(student, tokens, lat)
-        labels_ = teacher_sse(teacher, tokens, lat, seed=seed) if labels == "sse" else hindsight_labels(cache)
+        cache, observed = student_keys(student, tokens, lat)
+        labels_ = teacher_sse(teacher, tokens, lat, seed=seed) if labels == "sse" else hindsight_labels(cache, observed)
         clip = []
         for layer, lab in zip(cache.layers, labels_):
             m = layer.meta

@@ -28,7 +28,7 @@ from ..autoencoder import frames_to_tensor
 from ..config import MODEL_PRESETS
 from ..data import clip_batch
 from ..flow import shift_t
-from ..model import VideoDiT
+from ..models.dit import VideoDiT
 from .common import (MODELS, RUNS, Log, export, load_state, optimise, recipe_config, save_state, stage_autoencoder,
                      trained_seconds)
 

@@ -4,12 +4,12 @@ prefix, 3D RoPE applied at attention time, SDPA and an explicit statistics path.
 One module, three ways to run it:
 - ``forward_seq``: a whole token sequence with a boolean mask (bidirectional teacher, block-causal
   student training in the teacher-forcing layout, and the full-recompute reference of the exactness test);
-- ``prefill`` + ``forward_chunk``: autoregressive inference against a ``KVCache``; denoise steps read the
-  cache, the clean commit pass (t = 0) appends the chunk's un-rotated K/V and records the attention
-  statistics asked for (`stats`, what the policy reads): "probs" takes the explicit path (column sums and
-  maxima of the probabilities), "logits" keeps the fused kernel and adds raw q.k sums, "none" neither.
-  Every attention call's wall time is added to ``cache.attn_ms`` (the stepper splits a commit's cost of
-  materialising attention from the attention itself with it).
+- ``prefill`` + ``forward_chunk`` (the model protocol, `protocol.py`): autoregressive inference against a
+  ``KVCache``; denoise steps read the cache, the clean commit pass (t = 0) appends the chunk's un-rotated K/V
+  and reports the attention statistics its observer asks for (`observe.Observer.kind`, what the policy
+  reads): "probs" takes the explicit path (column sums and maxima of the probabilities), "logits" keeps the
+  fused kernel and adds raw q.k sums, "none" neither. Every attention call's wall time is added to the
+  `Clock` passed (the stepper splits a commit's cost of materialising attention from the attention itself).
 Flow matching: x_t = (1 - t) x0 + t eps, the network predicts v = eps - x0.
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .cache import KIND_FRAME, KIND_PROMPT, QK_HISTORY, KVCache, LayerCache
-from .config import ModelConfig
-from .rope import apply_rope, rope_angles
-
-STATS = ("none", "logits", "probs")     # attention statistics a commit pass records, cheapest first
+from ..cache import KIND_FRAME, KIND_PROMPT, KVCache, LayerCache
+from ..config import ModelConfig
+from ..rope import apply_rope, rope_angles
+from .attention import STATS, attention_with_stats, fused_attention, logit_sums, probe_queries, probe_stats
+from .protocol import Clock, Geometry
 
 
 def modulate(x, shift, scale):
@@ -57,67 +57,6 @@ def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     ang = (t.float() * 1000.0)[..., None] * freqs
     return torch.cat([ang.cos(), ang.sin()], dim=-1)
-
-
-def attention_with_stats(q, k, v, bias=None, block: int = 256):
-    """Explicit softmax attention, computed in query blocks so memory stays bounded.
-    q (H, nq, Dh), k/v (H, nk, Dh), bias (nk,) or None -> out (H, nq, Dh), colsum (H, nk), colmax (H, nk),
-    logitsum (H, nk): column sums and maxima of the attention probabilities per head, and column sums of
-    the raw scaled logits q.k / sqrt(Dh) (Deep Forcing scores tokens by raw q.k, not probabilities)."""
-    H, nq, Dh = q.shape
-    out = torch.empty_like(q)
-    colsum = q.new_zeros(H, k.shape[1])
-    colmax = q.new_zeros(H, k.shape[1])
-    kt = k.transpose(1, 2) / math.sqrt(Dh)
-    for s in range(0, nq, block):
-        logits = q[:, s:s + block] @ kt                                  # (H, b, nk)
-        if bias is not None:
-            logits = logits + bias
-        p = logits.softmax(-1)
-        out[:, s:s + block] = p @ v
-        colsum += p.sum(1)
-        colmax = torch.maximum(colmax, p.amax(1))
-    return out, colsum, colmax, logit_sums(q, k)
-
-
-def logit_sums(q, k):
-    """Column sums of the raw scaled logits q.k / sqrt(Dh) over the queries, without forming them:
-    q (H, nq, Dh), k (H, nk, Dh) -> (H, nk) = (sum_i q_i) . k_j / sqrt(Dh). One matrix-vector product per
-    head, so a policy that reads only these (Deep Forcing) needs no materialised attention."""
-    return (q.sum(1, keepdim=True) @ k.transpose(1, 2))[:, 0] / math.sqrt(q.shape[-1])
-
-
-def probe_stats(q, k, bias=None):
-    """The statistics of a few probe queries q (H, m, Dh) over keys k (H, nk, Dh), bias (nk,) or None ->
-    colsum, colmax (H, nk) of their attention probabilities and logitsum (H, nk) of their raw scaled logits.
-    One (H, m, nk) block, the queries scaled rather than the keys (no copy of the cache's keys)."""
-    logits = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(1, 2)       # (H, m, nk)
-    logitsum = logits.sum(1)
-    if bias is not None:
-        logits = logits + bias
-    p = logits.softmax(-1)
-    return p.sum(1), p.amax(1), logitsum
-
-
-def fused_attention(q, k, v, bias=None):
-    """Softmax attention by torch's fused kernel (never forms the probabilities): q (H, nq, Dh), k/v (H, nk,
-    Dh), bias (nk,) or None -> (H, nq, Dh)."""
-    mask = None if bias is None else bias[None, None, None]
-    return F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask)[0]
-
-
-def probe_queries(n: int, share: float, seed: int) -> torch.Tensor | None:
-    """The probe queries of a commit pass: round(share * n) of its n queries (at least one), drawn at random
-    with a fixed seed (the chunk index), sorted -> (m,) indices; None when share >= 1 (every query).
-    ZipCache (He et al. 2024) estimates token saliency from the attention of a few probe tokens (recent +
-    random) instead of all queries, so the probabilities are formed for those rows only; here all of a
-    chunk's tokens arrive together, so the probes are a uniform random subset (our reconstruction), the
-    same in every layer."""
-    if share >= 1:
-        return None
-    m = max(1, round(share * n))
-    gen = torch.Generator().manual_seed(1_000_003 + seed)
-    return torch.randperm(n, generator=gen)[:m].sort().values
 
 
 class Attention(nn.Module):
@@ -259,10 +198,15 @@ class VideoDiT(nn.Module):
         return self.unembed(h[:, P + T * tpf:], c[:, 1 + T:], T)
 
     # ---------------------------------------------------------------- cached inference path (batch 1)
+    @property
+    def geometry(self) -> Geometry:
+        c = self.cfg
+        return Geometry(c.n_layer, c.n_head, c.head_dim, c.n_prompt, (c.grid, c.grid), c.chunk_frames, c.latent_ch)
+
     @torch.no_grad()
-    def prefill(self, prompt_tokens: torch.Tensor, cache: KVCache, stats: str = "probs") -> None:
+    def prefill(self, prompt_tokens: torch.Tensor, cache: KVCache, observe=None, clock: Clock | None = None) -> None:
         """Run the prompt prefix (P,) once and store its K/V in every layer (the condition anchors); its
-        statistics, if any, come from every prompt query (a few tokens, once)."""
+        statistics, if observed, come from every prompt query (a few tokens, once)."""
         P = prompt_tokens.shape[0]
         pos = torch.zeros(P, 3, dtype=torch.long)
         meta = {"frame": torch.full((P,), -1), "y": torch.full((P,), -1), "x": torch.arange(P),
@@ -270,27 +214,29 @@ class VideoDiT(nn.Module):
                 "token_id": torch.arange(P)}
         h = self.prompt_emb(prompt_tokens)[None]                          # (1, P, D)
         c = self.prompt_c[None, None]                                     # (1, 1, D)
-        self._layers(h, c, P, pos, cache, meta, commit=True, stats=stats)
+        self._layers(h, c, P, pos, cache, meta, commit=True, observe=observe, clock=clock)
 
     @torch.no_grad()
-    def forward_chunk(self, x: torch.Tensor, t: torch.Tensor, frame0: int, cache: KVCache,
-                      commit: bool = False, chunk: int = 0, prompt_kv: KVCache | None = None,
-                      stats: str = "probs", probe: float = 1.0) -> torch.Tensor:
-        """One chunk x (F, C, g, g) at noise levels t (F,), starting at frame index frame0.
-        Attends over the cache + itself; commit=True appends the chunk's K/V and folds the attention
-        statistics `stats` asks for into the cache metadata (STATS: "probs" computes attention explicitly;
-        "logits" only the raw q.k sums beside the fused kernel; "none") -> velocity (F, C, g, g).
-        `probe` < 1 with "probs" records the statistics (probabilities and raw q.k sums) of that share of the
-        chunk's queries only (`probe_queries`), beside the fused kernel.
-        `prompt_kv` (a cache holding only another prompt's prefill) stands in for the cached prompt tokens,
+    def forward_chunk(self, x: torch.Tensor, t: torch.Tensor, first_frame: int, cache: KVCache,
+                      commit: bool = False, observe=None, condition_kv: KVCache | None = None,
+                      clock: Clock | None = None) -> torch.Tensor:
+        """One chunk x (F, C, g, g) at noise levels t (F,), starting at frame index `first_frame` (chunk
+        `first_frame // chunk_frames`). Attends over the cache + itself; commit=True appends the chunk's K/V
+        and reports the attention statistics `observe` asks for (`observe.kind`, STATS; `observe.probe` < 1
+        with "probs" forms the probabilities of that share of the chunk's queries only, `probe_queries`,
+        beside the fused kernel) -> velocity (F, C, g, g).
+        `condition_kv` (a cache holding only another prompt's prefill) stands in for the cached prompt tokens,
         slot by slot, in a read-only pass: the reference branch of prompt guidance (see SamplerConfig)."""
         Fr, g = x.shape[0], self.cfg.grid
-        frames = torch.arange(frame0, frame0 + Fr)
+        chunk = first_frame // self.cfg.chunk_frames
+        frames = torch.arange(first_frame, first_frame + Fr)
         pos = self.frame_positions(frames)
         n = Fr * g * g
         h = self.embed_frames(x[None])                                    # (1, n, D)
         c = self.t_cond(t[None])                                          # (1, F, D)
         meta = None
+        if commit and condition_kv is not None:
+            raise ValueError("a prompt substitute is for read-only denoise passes, not commits")
         if commit:
             yy = torch.arange(g).repeat_interleave(g).repeat(Fr)
             xx = torch.arange(g).repeat(g * Fr)
@@ -298,23 +244,21 @@ class VideoDiT(nn.Module):
             meta = {"frame": fr, "y": yy, "x": xx, "kind": torch.full((n,), KIND_FRAME), "pos": pos,
                     "birth": torch.full((n,), chunk),
                     "token_id": self.cfg.n_prompt + fr * g * g + yy * g + xx}
-        if commit and prompt_kv is not None:
-            raise ValueError("a prompt substitute is for read-only denoise passes, not commits")
-        if stats not in STATS:
-            raise ValueError(f"stats must be one of {', '.join(STATS)}, got {stats!r}")
-        if not 0.0 < probe <= 1.0:
-            raise ValueError(f"probe must be a share of the chunk's queries in (0, 1], got {probe!r}")
-        probes = probe_queries(n, probe, chunk) if commit and stats == "probs" else None
-        h = self._layers(h, c, 0, pos, cache, meta, commit=commit, stats=stats if commit else "none", chunk=chunk,
-                         prompt_kv=prompt_kv, probes=probes)
+        h = self._layers(h, c, 0, pos, cache, meta, commit=commit, observe=observe if commit else None, chunk=chunk,
+                         condition_kv=condition_kv, clock=clock)
         return self.unembed(h, c, Fr)[0]
 
-    def _layers(self, h, c, n_prefix: int, pos, cache: KVCache, meta, commit: bool, stats: str, chunk: int = -1,
-                prompt_kv: KVCache | None = None, probes: torch.Tensor | None = None):
+    def _layers(self, h, c, n_prefix: int, pos, cache: KVCache, meta, commit: bool, observe=None, chunk: int = -1,
+                condition_kv: KVCache | None = None, clock: Clock | None = None):
+        stats = "none" if observe is None else observe.kind
+        if stats not in STATS:
+            raise ValueError(f"observed statistics must be one of {', '.join(STATS)}, got {stats!r}")
+        n_q = h.shape[1]
+        probes = probe_queries(n_q, observe.probe, chunk) if stats == "probs" and n_prefix == 0 else None
         cos, sin = rope_angles(pos, self.cfg)
-        subs = prompt_kv.layers if prompt_kv is not None else [None] * len(cache.layers)
-        for blk, layer, sub in zip(self.blocks, cache.layers, subs):
-            def attend(q, k, v, layer=layer, sub=sub):                     # (1, H, n, Dh) each
+        subs = condition_kv.layers if condition_kv is not None else [None] * len(cache.layers)
+        for i, (blk, layer, sub) in enumerate(zip(self.blocks, cache.layers, subs)):
+            def attend(q, k, v, i=i, layer=layer, sub=sub):                # (1, H, n, Dh) each
                 q, k, v = q[0], k[0], v[0]
                 qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
                 k_parts, v_parts = _cached_kv(layer, sub, self.rotate)
@@ -324,7 +268,7 @@ class VideoDiT(nn.Module):
                     # TempCache merged tokens stand for `count` identical keys: +log(count) on their logit
                     bias = torch.cat([layer.meta["count"].log(), k.new_zeros(k.shape[1])])
                 t0 = time.perf_counter()
-                colsum = colmax = None
+                colsum = colmax = logitsum = None
                 n_probes = q.shape[1]
                 if stats == "probs" and probes is None:
                     a, colsum, colmax, logitsum = attention_with_stats(qr, k_all, v_all, bias, self.cfg.attn_block)
@@ -335,13 +279,15 @@ class VideoDiT(nn.Module):
                     elif stats == "probs":                 # everything from the probe queries only
                         colsum, colmax, logitsum = probe_stats(qr[:, probes], k_all, bias)
                         n_probes = len(probes)
-                cache.attn_ms += (time.perf_counter() - t0) * 1e3
+                attn_ms = (time.perf_counter() - t0) * 1e3
                 if commit:
                     layer.append(k, v, meta, k_rot=kr)
-                if stats != "none":                        # over the cached tokens and the chunk's own
+                if observe is not None:                    # over the cached tokens and the chunk's own
                     t0 = time.perf_counter()
-                    _update_stats(layer, colsum, colmax, logitsum, n_queries=n_probes, chunk=chunk)
-                    cache.attn_ms += (time.perf_counter() - t0) * 1e3
+                    observe.commit(i, len(layer), colsum, colmax, logitsum, n_queries=n_probes, chunk=chunk)
+                    attn_ms += (time.perf_counter() - t0) * 1e3
+                if clock is not None:
+                    clock.attn_ms += attn_ms
                 return a[None]
             h = blk(h, c, n_prefix, attend)
         return h
@@ -362,22 +308,6 @@ def _cached_kv(layer: LayerCache, sub: LayerCache | None, rotate) -> tuple[list[
         rest = (~is_p).nonzero().flatten()
         slots, k_rest, v_rest = layer.meta["token_id"][is_p], k.index_select(1, rest), v.index_select(1, rest)
     return ([sub.rotated_keys(rotate).index_select(1, slots), k_rest], [sub.v.index_select(1, slots), v_rest])
-
-
-def _update_stats(layer: LayerCache, colsum, colmax, logitsum, n_queries: int, chunk: int) -> None:
-    """Fold one commit pass's attention (colsum/colmax/logitsum (H, n) over all cached tokens, summed over
-    the n_queries recorded queries: all of the chunk's, or its probes) into the metadata; qk_hist keeps the
-    mean raw logit of each of the last QK_HISTORY commits (a ring). Past attention is normalised later by
-    attn_count (H2O / ZipCache normalisation). colsum/colmax None (the "logits" level): only qk_hist."""
-    m = layer.meta
-    m["qk_hist"][:, chunk % QK_HISTORY] = logitsum.mean(0) / n_queries
-    if colsum is None:
-        return
-    s, mx = colsum.mean(0), colmax.mean(0)                                # head mean, (n,)
-    m["attn_sum"] += s
-    m["attn_max"] = torch.maximum(m["attn_max"], mx)
-    m["attn_count"] += n_queries
-    m["recent"] = s / n_queries
 
 
 # ---------------------------------------------------------------------- sequence layouts and masks

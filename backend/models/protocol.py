@@ -1,0 +1,63 @@
+"""The model protocol: what the stepper, the policies, the explorer, the CLI and the benchmarks may ask of a
+chunk-causal video generator. The project's DiT (`dit.VideoDiT`) is one implementation; a real generator
+(Wan2.1-based Self-Forcing / CausVid) is another, and nothing else needs to know which it runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The shapes everything outside the model reads."""
+    n_layer: int                 # transformer blocks, each with its own KV cache layer
+    n_head: int
+    head_dim: int
+    n_prompt: int                # condition tokens held in the self-attention cache (0: cross-attention)
+    grid: tuple[int, int]        # latent tokens per frame as (rows, cols)
+    chunk_frames: int            # latent frames generated per autoregressive chunk
+    latent_ch: int               # channels of one latent token
+    pixel_frames: int = 1        # video frames decoded from one latent frame
+    frame_size: tuple[int, int] = (64, 64)   # pixels (height, width) of a decoded frame
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """One latent frame: (C, rows, cols)."""
+        return (self.latent_ch, *self.grid)
+
+
+class Clock:
+    """Wall time the model spends in attention (`attn_ms`), summed over the calls it is passed to; the
+    stepper splits a commit's cost of forming attention statistics from the attention itself with it."""
+
+    def __init__(self):
+        self.attn_ms = 0.0
+
+
+@runtime_checkable
+class CausalVideoModel(Protocol):
+    """A generator that denoises one chunk at a time against a KV cache."""
+
+    @property
+    def geometry(self) -> Geometry: ...
+
+    def prefill(self, condition: torch.Tensor, cache, observe=None, clock: Clock | None = None) -> None:
+        """Store the condition's (prompt's) keys and values in every cache layer: the anchors."""
+
+    def forward_chunk(self, x: torch.Tensor, t: torch.Tensor, first_frame: int, cache, commit: bool = False,
+                      observe=None, condition_kv=None, clock: Clock | None = None) -> torch.Tensor:
+        """Velocity for the chunk x (F, C, rows, cols) at noise levels t (F,), its first frame at index
+        `first_frame`, attending over the cache and itself. commit=True appends the chunk's un-rotated keys
+        and values and reports the attention statistics `observe` (an `observe.Observer`) asks for, layer by
+        layer; `condition_kv` (a cache holding another condition's prefill) stands in for the cached
+        condition tokens in a read-only pass (guidance)."""
+
+    def rotate(self, k: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Keys k (H, n, Dh) rotated to positions pos (n, 3) (RoPE re-alignment of cached keys)."""
