@@ -2,7 +2,7 @@
 PY ?= python3
 RECIPE ?= default
 
-.PHONY: install run demo test train bench
+.PHONY: install run demo test lint train bench
 
 install:
 	$(PY) -m pip install -q torch==2.13.0
@@ -18,6 +18,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+# lint and format check (config in pyproject.toml); `ruff format .` rewrites, `ruff check --fix .` fixes
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # Training, one resumable stage at a time (see assets/models/MODEL_CARD.md).
 train:

@@ -1,4 +1,5 @@
 """Command line: `python -m backend generate ...` and `python -m backend policies`."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,8 @@ import numpy as np
 
 from .checkpoint import CheckpointError
 from .flow import sampler_config
-from .settings import parse_params
 from .prompt import PromptError
+from .settings import parse_params
 
 
 def _policy_kwargs(items: list[str]) -> dict:
@@ -25,29 +26,31 @@ def _policy_kwargs(items: list[str]) -> dict:
 
 def cmd_generate(a) -> int:
     import torch
+    from tqdm import tqdm
+
+    from .build import build_policy
     from .loading import DEFAULT_MODEL, folder_autoencoder, load_autoencoder, load_model, random_model
     from .policies import make_policy, parse_budget
-    from .build import build_policy
     from .prompt import parse
     from .stepper import Stepper, validate_frames
     from .video_io import write_video
-    from tqdm import tqdm
 
     torch.set_num_threads(a.threads) if a.threads else None
     if not a.out.lower().endswith((".mp4", ".gif")):
         raise ValueError(f"--out must end in .mp4 or .gif, got {a.out!r}")
-    parse(a.prompt)                                        # fail fast, before loading anything
+    parse(a.prompt)  # fail fast, before loading anything
     validate_frames(a.frames)
     kwargs = _policy_kwargs(a.policy_arg)
     if a.budget is not None:
-        parse_budget(a.budget)                             # malformed budgets fail before loading
-    make_policy(a.policy, **kwargs)                        # unknown names / parameters fail before loading
+        parse_budget(a.budget)  # malformed budgets fail before loading
+    make_policy(a.policy, **kwargs)  # unknown names / parameters fail before loading
     sampler = sampler_config(a.sampler)
     model = random_model(a.preset, a.seed) if a.preset else load_model(a.model or DEFAULT_MODEL)
     ae = load_autoencoder(a.ae or folder_autoencoder(Path(a.model or DEFAULT_MODEL).parent))
-    folder = None if a.preset else Path(a.model or DEFAULT_MODEL).parent      # its salience heads, not the shipped ones
-    policy = build_policy(a.policy, a.budget, a.frames, model, ae, a.prompt, a.seed, kwargs, sampler=sampler,
-                          models=folder)
+    folder = None if a.preset else Path(a.model or DEFAULT_MODEL).parent  # its salience heads, not the shipped ones
+    policy = build_policy(
+        a.policy, a.budget, a.frames, model, ae, a.prompt, a.seed, kwargs, sampler=sampler, models=folder
+    )
     st = Stepper(model, ae, a.prompt, a.frames, seed=a.seed, policy=policy, preview=False, sampler=sampler)
     t0 = time.perf_counter()
     with tqdm(total=st.n_frames, desc="frames", unit="frame", disable=a.quiet) as bar:
@@ -62,15 +65,18 @@ def cmd_generate(a) -> int:
     if a.timings:
         for i, m in enumerate(ms):
             print(f"{i:5d}  {m:6.1f}")
-    print(f"wrote {a.out}: {st.n_frames} frames in {total:.1f} s; per-frame ms median {np.median(ms):.1f}, "
-          f"p90 {np.percentile(ms, 90):.1f}, max {ms.max():.1f}; final KV {sum(st.cache.nbytes()) / 1e6:.2f} MB "
-          f"({st.cache.occupancy()[0]} tokens/layer)")
+    print(
+        f"wrote {a.out}: {st.n_frames} frames in {total:.1f} s; per-frame ms median {np.median(ms):.1f}, "
+        f"p90 {np.percentile(ms, 90):.1f}, max {ms.max():.1f}; final KV {sum(st.cache.nbytes()) / 1e6:.2f} MB "
+        f"({st.cache.occupancy()[0]} tokens/layer)"
+    )
     return 0
 
 
 def cmd_policies(a) -> int:
     from .policies import POLICIES, describe_reads
     from .policies.build import policy_parameters, shared_parameters
+
     w = max(map(len, POLICIES))
     labels = {name: describe_reads(name)[0] for name in POLICIES}
     r = max(5, *map(len, labels.values()))
@@ -78,43 +84,65 @@ def cmd_policies(a) -> int:
     for name, (_, desc) in sorted(POLICIES.items()):
         own = ", ".join(f"{k}={v}" for k, v in policy_parameters(name).items())
         print(f"{name:<{w}}  {labels[name]:<{r}}  {desc}" + (f"  [{own}]" if own else ""))
-    print("\nreads: the attention statistics the policy's commits record. attn = materialised attention "
-          "probabilities (fused FlashAttention-style kernels never form them: the explicit pass is part of the "
-          "policy's cost, counted in `python -m backend.bench policies`' overhead; attn 0.125 = of that share of "
-          "a commit's queries, ZipCache-style probes, set by probe=); q.k = raw logit sums (one "
-          "matrix-vector product beside the fused kernel); - = none (pafu with alpha=0, its head alone, reads none)."
-          f"\n\nevery policy (--policy-arg KEY=VALUE, repeatable): {shared_parameters()}")
+    print(
+        "\nreads: the attention statistics the policy's commits record. attn = materialised attention "
+        "probabilities (fused FlashAttention-style kernels never form them: the explicit pass is part of the "
+        "policy's cost, counted in `python -m backend.bench policies`' overhead; attn 0.125 = of that share of "
+        "a commit's queries, ZipCache-style probes, set by probe=); q.k = raw logit sums (one "
+        "matrix-vector product beside the fused kernel); - = none (pafu with alpha=0, its head alone, reads none)."
+        f"\n\nevery policy (--policy-arg KEY=VALUE, repeatable): {shared_parameters()}"
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser (the explorer's "as a command line" is tested against it)."""
-    ap = argparse.ArgumentParser(prog="python -m backend", description="Autoregressive video diffusion with an "
-                                 "inspectable KV cache: generate videos, list cache policies.")
+    ap = argparse.ArgumentParser(
+        prog="python -m backend",
+        description="Autoregressive video diffusion with an "
+        "inspectable KV cache: generate videos, list cache policies.",
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("generate", help="generate a video and write it as MP4 (or GIF)",
-                       description="Generate a video chunk by chunk with a KV-cache policy; writes a browser-playable "
-                       "MP4 (h264, yuv420p) and prints per-frame timings.")
+    g = sub.add_parser(
+        "generate",
+        help="generate a video and write it as MP4 (or GIF)",
+        description="Generate a video chunk by chunk with a KV-cache policy; writes a browser-playable "
+        "MP4 (h264, yuv420p) and prints per-frame timings.",
+    )
     g.add_argument("--prompt", required=True, help="e.g. 'a red circle and a square on blue stripes behind a wall'")
     g.add_argument("--frames", type=int, default=64, help="number of frames to generate (default 64)")
     g.add_argument("--seed", type=int, default=0, help="noise seed; runs with equal seeds share noise (default 0)")
     g.add_argument("--policy", default="full", help="cache policy name (see `python -m backend policies`)")
     g.add_argument("--policy-arg", action="append", metavar="KEY=VALUE", help="policy parameter, e.g. frames=8")
-    g.add_argument("--budget", help="cache budget per layer: tokens (2048), frame-equivalents (8f), a share of "
-                   "the full cache at --frames (12.5%%), or bytes over all layers (512KB, 2MB)")
-    g.add_argument("--sampler", action="append", metavar="KEY=VALUE",
-                   help="sampler setting, e.g. steps=8, renoise=false, first_steps=none, first_guidance=3 "
-                   "(fields of backend.config.SamplerConfig; default: the shipped sampler)")
+    g.add_argument(
+        "--budget",
+        help="cache budget per layer: tokens (2048), frame-equivalents (8f), a share of "
+        "the full cache at --frames (12.5%%), or bytes over all layers (512KB, 2MB)",
+    )
+    g.add_argument(
+        "--sampler",
+        action="append",
+        metavar="KEY=VALUE",
+        help="sampler setting, e.g. steps=8, renoise=false, first_steps=none, first_guidance=3 "
+        "(fields of backend.config.SamplerConfig; default: the shipped sampler)",
+    )
     g.add_argument("--out", default="out.mp4", help="output path ending in .mp4 or .gif (default out.mp4)")
     g.add_argument("--fps", type=int, default=12, help="frames per second of the video (default 12)")
     g.add_argument("--scale", type=int, default=4, help="integer upscale of the 64x64 frames (default 4)")
     g.add_argument("--model", help="student weights (.safetensors); default: the shipped model")
-    g.add_argument("--ae", help="autoencoder weights (.safetensors); default: the one beside --model (a training "
-                   "run's --models-dir), else the shipped autoencoder")
+    g.add_argument(
+        "--ae",
+        help="autoencoder weights (.safetensors); default: the one beside --model (a training "
+        "run's --models-dir), else the shipped autoencoder",
+    )
     g.add_argument("--preset", help="use a seeded random model of this preset instead of weights (testing)")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    g.add_argument("--timings", action=argparse.BooleanOptionalAction, default=True,
-                   help="print one line per frame with its time in ms (default on)")
+    g.add_argument(
+        "--timings",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="print one line per frame with its time in ms (default on)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(fn=cmd_generate)
     p = sub.add_parser("policies", help="list the cache policies with one-line descriptions")

@@ -1,6 +1,7 @@
 """Atomic file writes: write a temporary file (".partial-*") beside the target, set mode 0o644 and rename
 it over the target with os.replace, so a reader (a resuming benchmark, a browser, another worker) never
 sees a half-written file and a failed write leaves nothing behind. Parent folders are created."""
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ Plays the role of the VAE in real AR video diffusion systems (Wan, CogVideoX): t
 its latents, which are normalised per channel to zero mean and unit variance with statistics measured on
 world frames after training.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,8 +16,8 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class AEConfig:
-    size: int = 64                            # input frames are size x size RGB
-    widths: tuple[int, ...] = (32, 64, 96)    # one stride-2 stage per width: 64 -> 8 with three
+    size: int = 64  # input frames are size x size RGB
+    widths: tuple[int, ...] = (32, 64, 96)  # one stride-2 stage per width: 64 -> 8 with three
     latent_ch: int = 8
 
     @property
@@ -55,12 +56,12 @@ class AutoEncoder(nn.Module):
 
     # frames are float in [-1, 1], [N, 3, S, S]; latents are normalised, [N, C, g, g]
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.encoder(x)                                              # (N, C, g, g)
+        z = self.encoder(x)  # (N, C, g, g)
         return (z - self.lat_mean[:, None, None]) / self.lat_std[:, None, None]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         z = z * self.lat_std[:, None, None] + self.lat_mean[:, None, None]
-        return self.decoder(z)                                           # (N, 3, S, S)
+        return self.decoder(z)  # (N, 3, S, S)
 
     def forward(self, x):
         return self.decode(self.encode(x))

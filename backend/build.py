@@ -3,9 +3,10 @@
 Used by the CLI, the benchmark and the explorer, so that all three accept and reject the same inputs. It sits
 above both the policies and the stepper: the oracle's reference is a full-cache run of the stepper.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -16,6 +17,7 @@ def reference_scores(model, ae, prompt: str, n_frames: int, seed: int, sampler=N
     from .policies import Full
     from .policies.oracle import hindsight_scores
     from .stepper import Stepper
+
     kw = {} if sampler is None else {"sampler": sampler}
     st = Stepper(model, ae, prompt, n_frames, seed=seed, policy=Full(), preview=False, attention=True, **kw)
     for _ in st.run():
@@ -23,9 +25,20 @@ def reference_scores(model, ae, prompt: str, n_frames: int, seed: int, sampler=N
     return hindsight_scores(st.cache, st.observer)
 
 
-def build_policy(name: str, budget: str | int | None, n_frames: int, model, ae=None, prompt: str = "",
-                 seed: int = 0, params: dict | None = None, progress: Callable | None = None,
-                 reference: list | None = None, sampler=None, models=None):
+def build_policy(
+    name: str,
+    budget: str | int | None,
+    n_frames: int,
+    model,
+    ae=None,
+    prompt: str = "",
+    seed: int = 0,
+    params: dict | None = None,
+    progress: Callable | None = None,
+    reference: list | None = None,
+    sampler=None,
+    models=None,
+):
     """The named policy with its budget in tokens; `oracle` gets its full-cache reference run (slow, with the
     SamplerConfig `sampler`, default the shipped one), unless `reference` (``oracle.hindsight_scores`` of a
     full-cache run with the same prompt, seed, length and sampler) is given. `models`: the folder the model
@@ -33,13 +46,13 @@ def build_policy(name: str, budget: str | int | None, n_frames: int, model, ae=N
     so every entry point scores with the weights it was given."""
     from .policies import POLICIES, make_policy
     from .policies.build import budget_tokens
+
     if name not in POLICIES:
         raise KeyError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
     kw = dict(params or {})
-    make_policy(name, **kw)                                   # bad parameters fail before anything runs
+    make_policy(name, **kw)  # bad parameters fail before anything runs
     if budget not in (None, ""):
-        storage = {k: kw[k] for k in ("storage", "salient_storage", "salient_share", "quant", "residual")
-                   if k in kw}
+        storage = {k: kw[k] for k in ("storage", "salient_storage", "salient_share", "quant", "residual") if k in kw}
         kw["budget"] = budget_tokens(budget, model.cfg, n_frames, **storage)
     if name == "oracle" and reference is not None:
         kw["reference"] = reference

@@ -7,6 +7,7 @@ them aligned; what a policy observes about the tokens (attention statistics, pre
 policy's own (`observe.Observer`), compacted with the map `keep_map` returns.
 Storage dtypes, quantisation and byte counts live in `quant.py`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,18 +15,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .quant import (DTYPES, QUANT_SCHEMES, SCALE_BYTES, _own_bytes_table, bytes_per_token, hadamard,  # noqa: F401
-                    pack_layer, quant_error_bound, quantize, quantize_channels)
+from .quant import DTYPES, QUANT_SCHEMES, SCALE_BYTES, _own_bytes_table, hadamard, quantize, quantize_channels
 
 META_FIELDS = {  # name -> (dtype, trailing shape)
-    "frame": (torch.int64, ()), "y": (torch.int64, ()), "x": (torch.int64, ()),
-    "kind": (torch.int8, ()),             # 0 prompt, 1 frame
-    "pos": (torch.int64, (3,)),           # RoPE position (t, y, x) used at attention time
-    "birth": (torch.int64, ()),           # chunk index at which the token was committed
-    "token_id": (torch.int64, ()),        # stable id: prompt slot, or n_prompt + frame * T + y * g + x
-    "count": (torch.float32, ()),         # merge count (TempCache); 1 for plain tokens
-    "dtype": (torch.int8, ()),            # storage dtype code (DTYPES)
-    "qgroup": (torch.int64, ()),          # key-scale group of a `channel`-quantised token, -1 for none
+    "frame": (torch.int64, ()),
+    "y": (torch.int64, ()),
+    "x": (torch.int64, ()),
+    "kind": (torch.int8, ()),  # 0 prompt, 1 frame
+    "pos": (torch.int64, (3,)),  # RoPE position (t, y, x) used at attention time
+    "birth": (torch.int64, ()),  # chunk index at which the token was committed
+    "token_id": (torch.int64, ()),  # stable id: prompt slot, or n_prompt + frame * T + y * g + x
+    "count": (torch.float32, ()),  # merge count (TempCache); 1 for plain tokens
+    "dtype": (torch.int8, ()),  # storage dtype code (DTYPES)
+    "qgroup": (torch.int64, ()),  # key-scale group of a `channel`-quantised token, -1 for none
 }
 KIND_PROMPT, KIND_FRAME = 0, 1
 
@@ -56,12 +58,12 @@ class Meta(dict):
         self.packs = packs
         for dt, cols in LAYOUT.items():
             p = packs[dt]
-            col = p.unbind(1)                                # every column view in one call
+            col = p.unbind(1)  # every column view in one call
             for name, start, shape in cols:
-                dict.__setitem__(self, name, col[start] if not shape else p[:, start:start + shape[0]])
+                dict.__setitem__(self, name, col[start] if not shape else p[:, start : start + shape[0]])
 
     @classmethod
-    def zeros(cls, n: int = 0) -> "Meta":
+    def zeros(cls, n: int = 0) -> Meta:
         out = cls({dt: torch.zeros(n, w, dtype=dt) for dt, w in WIDTH.items()})
         out["qgroup"].fill_(-1)
         return out
@@ -70,20 +72,20 @@ class Meta(dict):
         if key not in META_FIELDS:
             raise KeyError(f"unknown metadata field {key!r}")
         col = dict.__getitem__(self, key)
-        if val is not col:                                   # `m[k] += x` already wrote in place
+        if val is not col:  # `m[k] += x` already wrote in place
             val = torch.as_tensor(val)
             col.copy_(val.reshape(col.shape) if val.numel() == col.numel() else val)
 
     def __reduce__(self):
         return Meta, (self.packs,)
 
-    def index_select(self, idx: torch.Tensor) -> "Meta":
+    def index_select(self, idx: torch.Tensor) -> Meta:
         return Meta({dt: p.index_select(0, idx) for dt, p in self.packs.items()})
 
-    def cat(self, other: "Meta") -> "Meta":
+    def cat(self, other: Meta) -> Meta:
         return Meta({dt: torch.cat([p, other.packs[dt]]) for dt, p in self.packs.items()})
 
-    def clone(self) -> "Meta":
+    def clone(self) -> Meta:
         return Meta({dt: p.clone() for dt, p in self.packs.items()})
 
 
@@ -107,21 +109,21 @@ def inverse_norms(k: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class LayerCache:
-    k: torch.Tensor                     # (H, n, Dh), un-rotated keys
-    v: torch.Tensor                     # (H, n, Dh)
-    meta: Meta                          # each field (n, ...); a plain dict of every field is packed
-    _krot: torch.Tensor | None = None   # memo of rotated keys (H, n, Dh): kept through append / keep,
-                                        # dropped when keys or positions change
-    _rotate: object = None              # the rotation the memo was made with ((k, pos) -> rotated k)
-    _inv: torch.Tensor | None = None    # memo of 1 / |k_i| over the concatenated heads (n,): kept through
-                                        # append / keep, dropped when keys change (RoPE leaves norms alone)
-    next_group: int = 0                 # id of the next `channel` quantisation group
+    k: torch.Tensor  # (H, n, Dh), un-rotated keys
+    v: torch.Tensor  # (H, n, Dh)
+    meta: Meta  # each field (n, ...); a plain dict of every field is packed
+    _krot: torch.Tensor | None = None  # memo of rotated keys (H, n, Dh): kept through append / keep,
+    # dropped when keys or positions change
+    _rotate: object = None  # the rotation the memo was made with ((k, pos) -> rotated k)
+    _inv: torch.Tensor | None = None  # memo of 1 / |k_i| over the concatenated heads (n,): kept through
+    # append / keep, dropped when keys change (RoPE leaves norms alone)
+    next_group: int = 0  # id of the next `channel` quantisation group
 
     def __post_init__(self):
         self.meta = as_meta(self.meta)
 
     @classmethod
-    def empty(cls, n_head: int, head_dim: int) -> "LayerCache":
+    def empty(cls, n_head: int, head_dim: int) -> LayerCache:
         z = torch.zeros(n_head, 0, head_dim)
         return cls(z, z.clone(), Meta.zeros())
 
@@ -129,15 +131,16 @@ class LayerCache:
         return self.k.shape[1]
 
     # --- mutations (all keep metadata aligned with K/V) ---
-    def append(self, k: torch.Tensor, v: torch.Tensor, meta: dict[str, torch.Tensor],
-               k_rot: torch.Tensor | None = None) -> None:
+    def append(
+        self, k: torch.Tensor, v: torch.Tensor, meta: dict[str, torch.Tensor], k_rot: torch.Tensor | None = None
+    ) -> None:
         """Add tokens k, v (H, n, Dh) with their metadata; `k_rot` (the same keys rotated by meta["pos"], as
         attention just computed them) extends the rotated-key memo instead of dropping it."""
         n = k.shape[1]
         full = Meta.zeros(n)
         full["count"].fill_(1.0)
         for key, val in meta.items():
-            full[key] = val                                   # rejects unknown fields, casts, reshapes
+            full[key] = val  # rejects unknown fields, casts, reshapes
         self.k = torch.cat([self.k, k.detach()], dim=1)
         self.v = torch.cat([self.v, v.detach()], dim=1)
         self.meta = self.meta.cat(full)
@@ -158,22 +161,22 @@ class LayerCache:
         layer (the copy was most of the eviction step on this small model). Cache order is therefore not
         time order: attention is order-invariant (up to float summation order) and every tie-break that
         wants "newer" reads `token_id`, never a position."""
-        idx = torch.as_tensor(idx, dtype=torch.long).numpy()          # index bookkeeping in numpy: a few
-        n = len(self)                                                 # microseconds less per op, ~20 ops
+        idx = torch.as_tensor(idx, dtype=torch.long).numpy()  # index bookkeeping in numpy: a few
+        n = len(self)  # microseconds less per op, ~20 ops
         if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= n):
             raise IndexError(f"keep index out of range 0..{n - 1}")
         gone = np.ones(n, dtype=bool)
         gone[idx] = False
         m = n - int(gone.sum())
         evicted = torch.from_numpy(self.meta["token_id"].numpy()[gone])
-        holes = np.flatnonzero(gone[:m])                              # evicted slots below the new length
-        movers = np.flatnonzero(~gone[m:]) + m                        # kept tokens above it (as many)
+        holes = np.flatnonzero(gone[:m])  # evicted slots below the new length
+        movers = np.flatnonzero(~gone[m:]) + m  # kept tokens above it (as many)
         src = np.arange(m)
         if len(holes):
             src[holes] = movers
             holes_t, movers_t = torch.from_numpy(holes), torch.from_numpy(movers)
             tensors = [self.k, self.v] + ([self._krot] if self._krot is not None else [])
-            for x in tensors:                                         # (H, n, Dh): in place, |holes| tokens
+            for x in tensors:  # (H, n, Dh): in place, |holes| tokens
                 x.index_copy_(1, holes_t, x.index_select(1, movers_t))
             if self._inv is not None:
                 self._inv.index_copy_(0, holes_t, self._inv.index_select(0, movers_t))
@@ -182,7 +185,7 @@ class LayerCache:
         source = torch.from_numpy(src)
         self.k, self.v = self.k[:, :m], self.v[:, :m]
         self.meta = Meta({dt: p[:m] for dt, p in self.meta.packs.items()})
-        if self._krot is not None:                                    # positions unchanged: the memo stays valid
+        if self._krot is not None:  # positions unchanged: the memo stays valid
             self._krot = self._krot[:, :m]
         if self._inv is not None:
             self._inv = self._inv[:m]
@@ -197,7 +200,7 @@ class LayerCache:
     def merge_values(self, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
         """The value and count half of `merge`, in place; the src tokens stay, with count 0 (merged away), until
         the caller's next `keep`. Returns a (n,) mask of the src tokens."""
-        src = torch.as_tensor(src, dtype=torch.long).numpy()                  # index bookkeeping in numpy
+        src = torch.as_tensor(src, dtype=torch.long).numpy()  # index bookkeeping in numpy
         dst = torch.as_tensor(dst, dtype=torch.long).numpy()
         gone = np.zeros(len(self), dtype=bool)
         if len(src) == 0:
@@ -206,17 +209,17 @@ class LayerCache:
         if gone[dst].any() or int(gone.sum()) != len(src):
             raise ValueError("merge: a token cannot be both merged away and a target, or merged twice")
         cnt = self.meta["count"]
-        is_tgt = np.zeros(len(self), dtype=bool)                              # only the targets change
+        is_tgt = np.zeros(len(self), dtype=bool)  # only the targets change
         is_tgt[dst] = True
-        tgt = torch.from_numpy(np.flatnonzero(is_tgt))                        # (m,) ascending
-        slot = torch.from_numpy((np.cumsum(is_tgt) - 1)[dst])                 # each src's target slot
+        tgt = torch.from_numpy(np.flatnonzero(is_tgt))  # (m,) ascending
+        slot = torch.from_numpy((np.cumsum(is_tgt) - 1)[dst])  # each src's target slot
         src = torch.from_numpy(src)
-        vsum = self.v.index_select(1, tgt) * cnt[tgt][None, :, None]          # (H, m, Dh) count-weighted
+        vsum = self.v.index_select(1, tgt) * cnt[tgt][None, :, None]  # (H, m, Dh) count-weighted
         vsum.index_add_(1, slot, self.v.index_select(1, src) * cnt[src][None, :, None])
         tgt_cnt = cnt[tgt].index_add(0, slot, cnt[src])
         self.v.index_copy_(1, tgt, vsum / tgt_cnt[None, :, None])
-        cnt.index_copy_(0, tgt, tgt_cnt)                                      # the packed column, in place
-        cnt.index_fill_(0, src, 0.0)                                          # merged away: nothing left to count
+        cnt.index_copy_(0, tgt, tgt_cnt)  # the packed column, in place
+        cnt.index_fill_(0, src, 0.0)  # merged away: nothing left to count
         return torch.from_numpy(gone)
 
     def set_positions(self, pos: torch.Tensor) -> None:
@@ -244,12 +247,12 @@ class LayerCache:
             return
         if name in ("int8", "int4", "int2"):
             if scheme in ("channel", "hadamard"):
-                k, v = self.k.index_select(1, idx), self.v.index_select(1, idx)      # (H, m, Dh)
+                k, v = self.k.index_select(1, idx), self.v.index_select(1, idx)  # (H, m, Dh)
                 rot = hadamard(k.shape[2]) if scheme == "hadamard" else None
                 if rot is not None:
                     k, v = k @ rot, v @ rot
                 k, v = quantize_channels(k, bits), quantize(v, bits, per_head=True)
-                if rot is not None:                                                # H orthonormal: H^-1 = H^T
+                if rot is not None:  # H orthonormal: H^-1 = H^T
                     k, v = k @ rot.T, v @ rot.T
                 self.k.index_copy_(1, idx, k)
                 self.v.index_copy_(1, idx, v)
@@ -291,12 +294,12 @@ class LayerCache:
         reads it."""
         H, _, Dh = self.k.shape
         dt, qg = self.meta["dtype"].numpy().astype(np.int64), self.meta["qgroup"].numpy()
-        classes = np.bincount(dt * 2 + (qg >= 0), minlength=2 * len(DTYPES))     # (dtype, grouped) counts
+        classes = np.bincount(dt * 2 + (qg >= 0), minlength=2 * len(DTYPES))  # (dtype, grouped) counts
         own = int(classes @ _own_bytes_table(H, Dh).numpy().reshape(-1))
         groups = np.unique(qg[(dt >= DTYPES["int8"][0]) & (qg >= 0)])
         return own + len(groups) * H * Dh * SCALE_BYTES
 
-    def clone(self) -> "LayerCache":
+    def clone(self) -> LayerCache:
         return LayerCache(self.k.clone(), self.v.clone(), self.meta.clone(), next_group=self.next_group)
 
 
@@ -312,7 +315,7 @@ class KVCache:
     def nbytes(self) -> list[int]:
         return [layer.nbytes() for layer in self.layers]
 
-    def clone(self) -> "KVCache":
+    def clone(self) -> KVCache:
         new = KVCache.__new__(KVCache)
         new.layers = [layer.clone() for layer in self.layers]
         return new

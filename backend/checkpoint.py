@@ -1,4 +1,5 @@
 """Safetensors checkpoints with their config in the header; clear errors for missing or corrupt files."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,11 @@ class CheckpointError(RuntimeError):
 
 def save(path: str | Path, module: torch.nn.Module, config, extra: dict | None = None) -> None:
     """Write module weights + config (+ extra JSON, e.g. the training step) atomically."""
-    meta = {"config": json.dumps(dataclasses.asdict(config)), "class": type(config).__name__,
-            "extra": json.dumps(extra or {})}
+    meta = {
+        "config": json.dumps(dataclasses.asdict(config)),
+        "class": type(config).__name__,
+        "extra": json.dumps(extra or {}),
+    }
     tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -33,6 +37,7 @@ def read(path: str | Path) -> tuple[dict, dict, dict]:
     try:
         tensors = load_file(str(path))
         from safetensors import safe_open
+
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
         config = json.loads(meta["config"])

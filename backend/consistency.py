@@ -10,6 +10,7 @@
   coloured components beyond the prompted count, per frame: adherence alone cannot see a frame that is a
   soup of colours, which finds every prompted object).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,10 +21,10 @@ import numpy as np
 from .prompt import SHAPES, SceneSpec, parse
 from .world import LANDMARK_RGB, SPRITE_RGB, WALL_RGB, WorldConfig
 
-COLOUR_TOL = 80          # L-inf distance (0-255) from a sprite colour that still counts as that colour
-MIN_AREA = 14            # px: smaller components are noise
-MISSING_RUN = 3          # frames an identity must be missing to count as an occlusion
-MAX_HIDDEN = 30          # frames a sprite may stay behind the wall (the world hides them 8-24)
+COLOUR_TOL = 80  # L-inf distance (0-255) from a sprite colour that still counts as that colour
+MIN_AREA = 14  # px: smaller components are noise
+MISSING_RUN = 3  # frames an identity must be missing to count as an occlusion
+MAX_HIDDEN = 30  # frames a sprite may stay behind the wall (the world hides them 8-24)
 # bumped whenever a score's definition changes, so benchmarks never mix scores of two definitions
 # (2: never-seen objects count as hidden only in the first MAX_HIDDEN frames; extra_objects)
 EVALUATOR_VERSION = 2
@@ -32,7 +33,7 @@ EVALUATOR_VERSION = 2
 @dataclass(frozen=True)
 class Detection:
     colour: str
-    shape: str | None     # None when the component is partial (cut by the wall or the frame edge)
+    shape: str | None  # None when the component is partial (cut by the wall or the frame edge)
     x: float
     y: float
     area: int
@@ -72,8 +73,10 @@ def detect(frame: np.ndarray, wall: np.ndarray | None = None) -> list[Detection]
             x, y, w, h, area = stats[i]
             if area < MIN_AREA:
                 continue
-            cut = x == 0 or y == 0 or x + w == S or y + h == S or near_wall[max(x - 1, 0)] or near_wall[min(x + w, S - 1)]
-            shape = None if cut else classify(lab[y:y + h, x:x + w] == i)
+            cut = (
+                x == 0 or y == 0 or x + w == S or y + h == S or near_wall[max(x - 1, 0)] or near_wall[min(x + w, S - 1)]
+            )
+            shape = None if cut else classify(lab[y : y + h, x : x + w] == i)
             out.append(Detection(colour, shape, float(cents[i][0]), float(cents[i][1]), int(area)))
     return out
 
@@ -86,7 +89,7 @@ def mode(values: list):
     counts = {}
     for v in values:
         counts[v] = counts.get(v, 0) + 1
-    return max(counts, key=counts.get)                       # dicts keep insertion order; max keeps the first
+    return max(counts, key=counts.get)  # dicts keep insertion order; max keeps the first
 
 
 def first_identities(dets: list[list[Detection]], spec: SceneSpec, n: int = 4) -> list[tuple[str | None, str]]:
@@ -135,8 +138,18 @@ def object_adherence(dets, spec: SceneSpec, walls, idents) -> tuple[np.ndarray, 
                 matches[t][j] = ok[0]
             else:
                 cols = np.nonzero(walls[t])[0]
-                hidden = spec.wall and len(cols) and ((j not in last and t <= MAX_HIDDEN) or (j in last and
-                    cols.min() - 12 <= last[j][0] <= cols.max() + 12 and t - last[j][1] <= MAX_HIDDEN))
+                hidden = (
+                    spec.wall
+                    and len(cols)
+                    and (
+                        (j not in last and t <= MAX_HIDDEN)
+                        or (
+                            j in last
+                            and cols.min() - 12 <= last[j][0] <= cols.max() + 12
+                            and t - last[j][1] <= MAX_HIDDEN
+                        )
+                    )
+                )
                 expected[t, j] = 0 if hidden else 1
     return found, expected, matches
 
@@ -148,7 +161,9 @@ def identity_persistence(dets, idents) -> tuple[int, int]:
     for colour, shape in idents:
         if colour is None:
             continue
-        present = np.array([any(d.shape == shape or (d.shape is None and d.colour == colour) for d in fr) for fr in dets])
+        present = np.array(
+            [any(d.shape == shape or (d.shape is None and d.colour == colour) for d in fr) for fr in dets]
+        )
         t = 0
         while t < T:
             if present[t]:
@@ -159,14 +174,14 @@ def identity_persistence(dets, idents) -> tuple[int, int]:
                 t += 1
             if start == 0 or t - start < MISSING_RUN:
                 continue
-            if t >= T:                       # never came back before the end
+            if t >= T:  # never came back before the end
                 if t - start > 48:
                     events += 1
                 break
             # the colour it comes back with: full detections of its shape in the next 40 frames
-            back = [d.colour for fr in dets[t:t + 40] for d in fr if d.shape == shape]
+            back = [d.colour for fr in dets[t : t + 40] for d in fr if d.shape == shape]
             if not back and t + 40 > T:
-                continue                     # still emerging when the video ends: undecided
+                continue  # still emerging when the video ends: undecided
             events += 1
             succ += int(mode(back) == colour)
     return succ, events
@@ -222,15 +237,15 @@ def evaluate_video(frames: np.ndarray, prompt: str | SceneSpec, world: WorldConf
         "landmark_revisit": lm,
         "extra_objects": float(np.mean([max(len(d) - len(spec.objects), 0) for d in dets])),
         "adherence_first_quarter": float(per_frame[:q].mean()),
-        "adherence_last_quarter": float(per_frame[T - q:].mean()),
-        "drift": float(abs(per_frame[:q].mean() - per_frame[T - q:].mean())),
+        "adherence_last_quarter": float(per_frame[T - q :].mean()),
+        "drift": float(abs(per_frame[:q].mean() - per_frame[T - q :].mean())),
         "contrast_min": float(con.min()),
         "contrast_max": float(con.max()),
         "per_frame_adherence": per_frame,
     }
 
 
-LOST_SHARE = 0.5          # an object found in fewer of the frames where it should be visible is lost
+LOST_SHARE = 0.5  # an object found in fewer of the frames where it should be visible is lost
 
 
 def lost_objects(tracks: list[dict]) -> list[dict]:
@@ -251,9 +266,23 @@ def object_tracks(frames: np.ndarray, prompt: str | SceneSpec) -> list[dict]:
     for j, ((colour, shape), (icol, _)) in enumerate(zip(spec.objects, idents)):
         label = f"{colour or icol or 'open-colour'} {shape}" + (" (colour open)" if colour is None else "")
         exp = expected[:, j].sum()
-        out.append({"label": label, "found_share": float(found[:, j].sum() / exp) if exp else float("nan"),
-                    "frames": {t: m[j] for t, m in enumerate(matches) if j in m}})
+        out.append(
+            {
+                "label": label,
+                "found_share": float(found[:, j].sum() / exp) if exp else float("nan"),
+                "frames": {t: m[j] for t, m in enumerate(matches) if j in m},
+            }
+        )
     return out
 
 
-__all__ = ["Detection", "detect", "evaluate_video", "object_tracks", "lost_objects", "contrast", "whole_match", "SHAPES"]
+__all__ = [
+    "Detection",
+    "detect",
+    "evaluate_video",
+    "object_tracks",
+    "lost_objects",
+    "contrast",
+    "whole_match",
+    "SHAPES",
+]

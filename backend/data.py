@@ -1,4 +1,5 @@
 """Training batches drawn on the fly from the procedural world (never from the held-out eval set)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,18 +25,24 @@ def sprite_token_mask(clip: Clip, grid: int, margin: float = 2.0) -> np.ndarray:
     towards the few tokens that carry the prompted objects."""
     S = clip.frames.shape[1]
     cell = S / grid
-    centres = (np.arange(grid) + 0.5) * cell                                     # [g] px
-    radii = np.array([sp.radius for sp in clip.scene.sprites], np.float32)      # [n]
-    dx = centres[None, None, None, :] - clip.positions[:, :, 0, None, None]      # [T, n, 1, g]
-    dy = centres[None, None, :, None] - clip.positions[:, :, 1, None, None]      # [T, n, g, 1]
+    centres = (np.arange(grid) + 0.5) * cell  # [g] px
+    radii = np.array([sp.radius for sp in clip.scene.sprites], np.float32)  # [n]
+    dx = centres[None, None, None, :] - clip.positions[:, :, 0, None, None]  # [T, n, 1, g]
+    dy = centres[None, None, :, None] - clip.positions[:, :, 1, None, None]  # [T, n, g, 1]
     reach = (radii + cell / 2 + margin)[None, :, None, None]
-    near = (dx * dx + dy * dy) <= reach * reach                                  # [T, n, g, g]
+    near = (dx * dx + dy * dy) <= reach * reach  # [T, n, g, g]
     near &= (clip.visibility > 0)[:, :, None, None]
     return near.any(axis=1).astype(np.float32)
 
 
-def clip_batch(rng: np.random.Generator, batch: int, n_frames: int, cfg: WorldConfig = WorldConfig(),
-               max_start: int = 0, mask_grid: int | None = None):
+def clip_batch(
+    rng: np.random.Generator,
+    batch: int,
+    n_frames: int,
+    cfg: WorldConfig = WorldConfig(),
+    max_start: int = 0,
+    mask_grid: int | None = None,
+):
     """uint8 frames [B, T, S, S, 3] and prompt tokens [B, P]; clips start at a random frame < max_start.
     With `mask_grid`, also the sprite token masks [B, T, g, g] (see `sprite_token_mask`)."""
     frames, tokens, masks = [], [], []

@@ -3,6 +3,7 @@
 Training draws seeds below ``EVAL_SEED_BASE`` and rejects any scene whose canonical prompt is in
 ``EVAL_PROMPTS`` (see ``backend.data``), so the evaluation prompts and seeds are never seen in training.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ x_t = (1 - t) x0 + t eps; the model predicts v = eps - x0, so x0 = x_t - t v.
 Default: 4 steps, each predicting x0 and re-noising it to the next level with fresh noise (the
 Self-Forcing / CausVid few-step loop); ``renoise=False`` gives plain Euler ODE steps instead.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +26,9 @@ def timesteps(cfg: SamplerConfig, first_chunk: bool = False) -> torch.Tensor:
     return shift_t(torch.linspace(1.0, 0.0, n + 1)[:-1], cfg.shift)
 
 
-def step(x_t: torch.Tensor, v: torch.Tensor, t: float, t_next: float, noise: torch.Tensor | None,
-         renoise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def step(
+    x_t: torch.Tensor, v: torch.Tensor, t: float, t_next: float, noise: torch.Tensor | None, renoise: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One sampler step -> (x at level t_next, current x0 estimate)."""
     x0 = x_t - t * v
     if t_next <= 0:

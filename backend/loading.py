@@ -1,4 +1,5 @@
 """Build models from presets or shipped safetensors weights (never pickles)."""
+
 from __future__ import annotations
 
 import functools
@@ -37,8 +38,9 @@ def load_head(path: str | Path | None = None, labels: str = "sse") -> SalienceHe
     path = Path(path) if path is not None else MODELS_DIR / head_file(labels)
     if not path.is_file():
         folder = "" if path.parent.resolve() == MODELS_DIR else f" --models-dir {path.parent}"
-        raise FileNotFoundError(f"no salience head at {path}; train it with `python -m backend.train salience "
-                                f"--labels {labels}{folder}`")
+        raise FileNotFoundError(
+            f"no salience head at {path}; train it with `python -m backend.train salience --labels {labels}{folder}`"
+        )
     tensors, cfg, _ = checkpoint.read(path)
     head = SalienceHead(checkpoint.config_from(SEHConfig, cfg))
     checkpoint.load_into(head, tensors, path)
@@ -64,8 +66,10 @@ def folder_student(folder: str | Path) -> Path:
     """The student weights of a models folder (the shipped one, or a training run's `--models-dir`)."""
     path = Path(folder) / "student.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"no student.safetensors in {folder}: a models folder holds the weights a training "
-                                "run writes with `python -m backend.train student --models-dir FOLDER`")
+        raise FileNotFoundError(
+            f"no student.safetensors in {folder}: a models folder holds the weights a training "
+            "run writes with `python -m backend.train student --models-dir FOLDER`"
+        )
     return path
 
 
@@ -101,5 +105,7 @@ def weights_tag(names: tuple[str, ...] = ("student", "autoencoder", "salience_he
     """Short id of what a cached benchmark result depends on, so resumed runs never mix weights or sampler
     settings: the first 6 hex digits of each shipped file's hash, joined by '-', then 's' and 4 hex digits
     of the SamplerConfig `sampler` (default: the shipped sampler)."""
-    files = [file_hash(MODELS_DIR / f"{n}.safetensors")[:6] for n in names if (MODELS_DIR / f"{n}.safetensors").is_file()]
+    files = [
+        file_hash(MODELS_DIR / f"{n}.safetensors")[:6] for n in names if (MODELS_DIR / f"{n}.safetensors").is_file()
+    ]
     return "-".join(files + ["s" + hashlib.sha256(repr(sampler or SamplerConfig()).encode()).hexdigest()[:4]])

@@ -1,4 +1,5 @@
 """Pixel fidelity metrics: PSNR and SSIM between two videos (the literature's convention)."""
+
 from __future__ import annotations
 
 import cv2
@@ -12,7 +13,7 @@ def psnr(a, b, data_range: float = 255.0) -> float:
         mse = torch.mean((a.float() - b.float()) ** 2).item()
     else:
         mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(data_range ** 2 / mse)
+    return float("inf") if mse == 0 else 10.0 * np.log10(data_range**2 / mse)
 
 
 def psnr_per_frame(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -20,7 +21,7 @@ def psnr_per_frame(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
     mse = d.reshape(len(a), -1).mean(1)
     with np.errstate(divide="ignore"):
-        return np.minimum(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-12)), 100.0)
+        return np.minimum(10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)), 100.0)
 
 
 def ssim_frame(a: np.ndarray, b: np.ndarray) -> float:

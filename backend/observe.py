@@ -10,6 +10,7 @@ cache's keep returns (`LayerCache.keep_map`). The cache itself holds no attentio
 Reading a signal the policy did not request raises `SignalNotRequested`: a policy whose score reads past
 attention while requesting nothing would otherwise see zeros and behave like a FIFO window, silently.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ import torch
 
 from .models.attention import STATS
 
-QK_HISTORY = 4   # commits remembered in the raw-logit ring (Deep Forcing's R recent frames at chunk size 1)
-FIELDS = ("attn_sum", "attn_max", "attn_count", "recent")   # (n,) float32 each; qk_hist is (n, QK_HISTORY)
+QK_HISTORY = 4  # commits remembered in the raw-logit ring (Deep Forcing's R recent frames at chunk size 1)
+FIELDS = ("attn_sum", "attn_max", "attn_count", "recent")  # (n,) float32 each; qk_hist is (n, QK_HISTORY)
 
 
 class SignalNotRequested(RuntimeError):
@@ -28,10 +29,10 @@ class SignalNotRequested(RuntimeError):
 
 @dataclass(frozen=True)
 class Request:
-    kind: str = "none"          # STATS: none | logits (raw q.k sums) | probs (attention probabilities)
-    probe: float = 1.0          # share of a commit's queries whose probabilities are formed (probs only)
-    newest_only: bool = False   # only the newest commit's statistics are read: a commit after which no layer
-                                # evicts may skip them (`Observer.quiet`)
+    kind: str = "none"  # STATS: none | logits (raw q.k sums) | probs (attention probabilities)
+    probe: float = 1.0  # share of a commit's queries whose probabilities are formed (probs only)
+    newest_only: bool = False  # only the newest commit's statistics are read: a commit after which no layer
+    # evicts may skip them (`Observer.quiet`)
 
     def __post_init__(self):
         if self.kind not in STATS:
@@ -50,6 +51,7 @@ class Observer:
     records attention for its heatmaps), `allowed` what the policy may read (its own request). Policies can
     keep further per-token arrays in `extra` (PaFu-KV's predicted salience): they grow and compact with the
     cache like the statistics."""
+
     n_layer: int
     kind: str = "none"
     probe: float = 1.0
@@ -63,8 +65,9 @@ class Observer:
             self.stats = [_empty() for _ in range(self.n_layer)]
 
     # ---------------------------------------------------------------- written by the model and the cache
-    def commit(self, layer: int, n_total: int, colsum=None, colmax=None, logitsum=None, n_queries: int = 1,
-               chunk: int = -1) -> None:
+    def commit(
+        self, layer: int, n_total: int, colsum=None, colmax=None, logitsum=None, n_queries: int = 1, chunk: int = -1
+    ) -> None:
         """Extend layer `layer`'s arrays to the cache's `n_total` tokens (new tokens start at zero), then fold
         one commit pass's statistics over all of them: colsum / colmax (H, n) of the probabilities and
         logitsum (H, n) of the raw scaled logits, summed over the n_queries recorded queries (all of the
@@ -84,7 +87,7 @@ class Observer:
         s["qk_hist"][:, chunk % QK_HISTORY] = logitsum.mean(0) / n_queries
         if colsum is None:
             return
-        m = colsum.mean(0)                                                    # head mean, (n,)
+        m = colsum.mean(0)  # head mean, (n,)
         s["attn_sum"] += m
         s["attn_max"] = torch.maximum(s["attn_max"], colmax.mean(0))
         s["attn_count"] += n_queries
@@ -100,7 +103,7 @@ class Observer:
         for arrays in self.extra.values():
             arrays[layer] = arrays[layer].index_select(0, source)
 
-    def quiet(self) -> "Observer":
+    def quiet(self) -> Observer:
         """This observer for a commit whose statistics nothing reads: the model computes none (fused
         kernel), the arrays only grow."""
         return _Quiet(self)
@@ -111,17 +114,25 @@ class Observer:
             self.extra[name] = [torch.zeros(len(s["attn_sum"])) for s in self.stats]
         return self.extra[name]
 
-    def clone(self) -> "Observer":
-        return Observer(self.n_layer, self.kind, self.probe, self.allowed, self.owner,
-                        [{k: v.clone() for k, v in s.items()} for s in self.stats],
-                        {k: [a.clone() for a in v] for k, v in self.extra.items()})
+    def clone(self) -> Observer:
+        return Observer(
+            self.n_layer,
+            self.kind,
+            self.probe,
+            self.allowed,
+            self.owner,
+            [{k: v.clone() for k, v in s.items()} for s in self.stats],
+            {k: [a.clone() for a in v] for k, v in self.extra.items()},
+        )
 
     # ---------------------------------------------------------------- read by the policy
     def _need(self, kind: str, what: str, check: bool) -> None:
         if check and _level(self.allowed) < _level(kind):
-            raise SignalNotRequested(f"{self.owner} reads {what}, which needs the {kind!r} attention statistics, "
-                                     f"but it requests {self.allowed!r}: state it in its observed request "
-                                     f"(reads = {kind!r})")
+            raise SignalNotRequested(
+                f"{self.owner} reads {what}, which needs the {kind!r} attention statistics, "
+                f"but it requests {self.allowed!r}: state it in its observed request "
+                f"(reads = {kind!r})"
+            )
 
     def past_attention(self, layer: int, check: bool = True) -> torch.Tensor:
         """Accumulated attention normalised by the queries that could see each token (kvpress
@@ -147,6 +158,7 @@ def _empty() -> dict[str, torch.Tensor]:
 
 class _Quiet:
     """An Observer seen by one commit that computes no statistics."""
+
     kind, probe = "none", 1.0
 
     def __init__(self, obs: Observer):

@@ -14,6 +14,7 @@ A missing colour is *open*: the first frames decide it and later frames must rem
 The model sees a prompt as ``N_PROMPT_TOKENS`` slot tokens (one per object, background colour, pattern,
 wall, pan); they are the prefix of the self-attention sequence and live in the KV cache as anchors.
 """
+
 from __future__ import annotations
 
 import re
@@ -69,8 +70,11 @@ class SceneSpec:
         for colour, shape in self.objects:
             words = [colour, shape] if colour else [shape]
             objs.append(("an " if words[0][0] in "aeiou" else "a ") + " ".join(words))
-        bg = self.pattern if self.bg_colour is None else (
-            f"plain {self.bg_colour}" if self.pattern == "plain" else f"{self.bg_colour} {self.pattern}")
+        bg = (
+            self.pattern
+            if self.bg_colour is None
+            else (f"plain {self.bg_colour}" if self.pattern == "plain" else f"{self.bg_colour} {self.pattern}")
+        )
         s = " and ".join(objs) + " on " + bg
         if self.wall:
             s += " behind a wall"
@@ -78,10 +82,11 @@ class SceneSpec:
             s += " with a camera pan"
         return s
 
-    def open_colours(self) -> "SceneSpec":
+    def open_colours(self) -> SceneSpec:
         """The same scene with every object colour left open: the reference of colour guidance."""
-        return SceneSpec(tuple((None, shape) for _, shape in self.objects), self.bg_colour, self.pattern,
-                         self.wall, self.pan)
+        return SceneSpec(
+            tuple((None, shape) for _, shape in self.objects), self.bg_colour, self.pattern, self.wall, self.pan
+        )
 
     def tokens(self) -> list[int]:
         """The model's prompt token ids, one per slot: ``[N_PROMPT_TOKENS]``."""
@@ -107,8 +112,9 @@ def tokenize(prompt: str) -> list[str]:
     words = re.sub(r"[,.;!]", " ", prompt.lower()).split()
     unknown = [w for w in words if w not in VOCAB]
     if unknown:
-        raise PromptError(f"unknown word(s) {', '.join(repr(w) for w in unknown)}; "
-                          f"the vocabulary is: {' '.join(VOCAB)}")
+        raise PromptError(
+            f"unknown word(s) {', '.join(repr(w) for w in unknown)}; the vocabulary is: {' '.join(VOCAB)}"
+        )
     return words
 
 
@@ -116,10 +122,11 @@ def parse(prompt: str) -> SceneSpec:
     """Parse a prompt into a SceneSpec, with a clear message on any grammar error."""
     words = tokenize(prompt)
     if "on" not in words:
-        raise PromptError("a prompt needs a background: '... on <colour> <pattern>' "
-                          f"with a pattern from {', '.join(PATTERNS)}")
+        raise PromptError(
+            f"a prompt needs a background: '... on <colour> <pattern>' with a pattern from {', '.join(PATTERNS)}"
+        )
     on = words.index("on")
-    head, tail = words[:on], words[on + 1:]
+    head, tail = words[:on], words[on + 1 :]
     objects, cur = [], []
     for w in head + ["and"]:
         if w == "and":
@@ -129,8 +136,10 @@ def parse(prompt: str) -> SceneSpec:
             colour = [x for x in obj if x in COLOURS]
             shape = [x for x in obj if x in SHAPES]
             if len(shape) != 1 or len(colour) > 1 or len(colour) + len(shape) != len(obj):
-                raise PromptError(f"cannot read object {' '.join(obj)!r}: use '[colour] shape', "
-                                  f"colours {', '.join(COLOURS)}; shapes {', '.join(SHAPES)}")
+                raise PromptError(
+                    f"cannot read object {' '.join(obj)!r}: use '[colour] shape', "
+                    f"colours {', '.join(COLOURS)}; shapes {', '.join(SHAPES)}"
+                )
             objects.append((colour[0] if colour else None, shape[0]))
             cur = []
         else:
@@ -150,6 +159,8 @@ def parse(prompt: str) -> SceneSpec:
     colour = [x for x in bg if x in COLOURS]
     pattern = [x for x in bg if x in PATTERNS]
     if len(pattern) != 1 or len(colour) > 1 or len(colour) + len(pattern) != len(bg):
-        raise PromptError(f"cannot read background {' '.join(bg)!r}: use '[colour] pattern' with a pattern "
-                          f"from {', '.join(PATTERNS)}, then optionally 'behind a wall' and 'with a camera pan'")
+        raise PromptError(
+            f"cannot read background {' '.join(bg)!r}: use '[colour] pattern' with a pattern "
+            f"from {', '.join(PATTERNS)}, then optionally 'behind a wall' and 'with a camera pan'"
+        )
     return SceneSpec(tuple(objects), colour[0] if colour else None, pattern[0], wall, pan)

@@ -19,6 +19,7 @@ packed size, and ``pack_layer`` builds the packed buffers to prove it. Three sch
   error, but no reliable PSNR gain (better on validation prompts, worse on held-out ones), so ``channel``
   stays the default (docs/benchmarks/int4_hadamard/).
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,8 +36,8 @@ def _minmax(x: torch.Tensor, bits: int, dim) -> tuple[torch.Tensor, torch.Tensor
     """Asymmetric min-max quantisation of x at `bits` reduced over `dim`: integer codes (float, x's shape),
     and the fp16-representable zero point `lo` and `scale` of each slice."""
     lo, hi = x.amin(dim, keepdim=True).half().float(), x.amax(dim, keepdim=True).half().float()
-    scale = ((hi - lo) / (2 ** bits - 1)).clamp_min(1e-8)
-    return ((x - lo) / scale).round().clamp(0, 2 ** bits - 1), lo, scale
+    scale = ((hi - lo) / (2**bits - 1)).clamp_min(1e-8)
+    return ((x - lo) / scale).round().clamp(0, 2**bits - 1), lo, scale
 
 
 def _minmax_roundtrip(x: torch.Tensor, bits: int, dim) -> torch.Tensor:
@@ -57,7 +58,7 @@ def quantize_channels(x: torch.Tensor, bits: int) -> torch.Tensor:
     return _minmax_roundtrip(x, bits, 1).contiguous()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hadamard(n: int) -> torch.Tensor:
     """Orthonormal Walsh-Hadamard matrix (n, n) by Sylvester's construction; n a power of two."""
     if n < 1 or n & (n - 1):
@@ -72,7 +73,7 @@ def quant_error_bound(x: torch.Tensor, bits: int, dim=(0, 2)) -> torch.Tensor:
     """Worst-case abs error of a min-max round trip reduced over `dim` (broadcast to x): half a step plus
     the fp16 rounding of the range ends."""
     rng = x.amax(dim, keepdim=True) - x.amin(dim, keepdim=True)
-    return (rng / (2 ** bits - 1) / 2 + 2e-3 * x.abs().amax(dim, keepdim=True) + 1e-6).expand_as(x)
+    return (rng / (2**bits - 1) / 2 + 2e-3 * x.abs().amax(dim, keepdim=True) + 1e-6).expand_as(x)
 
 
 def bytes_per_token(n_head: int, head_dim: int, name: str, scheme: str = "channel", group: int | None = None) -> float:
@@ -83,16 +84,18 @@ def bytes_per_token(n_head: int, head_dim: int, name: str, scheme: str = "channe
     if bits >= 16:
         return float(codes)
     if scheme == "token":
-        return float(codes + 2 * SCALE_BYTES)                  # K and V: one scale + zero each
+        return float(codes + 2 * SCALE_BYTES)  # K and V: one scale + zero each
     shared = n_head * head_dim * SCALE_BYTES / group if group else 0.0
-    return codes + n_head * SCALE_BYTES + shared               # V per head; K per channel, shared
+    return codes + n_head * SCALE_BYTES + shared  # V per head; K per channel, shared
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _own_bytes_table(n_head: int, head_dim: int) -> torch.Tensor:
-    """(dtype code, 0 token scheme / 1 channel or hadamard scheme) -> a token's own bytes (`bytes_per_token`, no group share)."""
-    return torch.tensor([[int(bytes_per_token(n_head, head_dim, name, scheme)) for scheme in ("token", "channel")]
-                         for name in DTYPES])
+    """(dtype code, 0 token scheme / 1 channel or hadamard scheme) -> a token's own bytes (`bytes_per_token`, no "
+    "group share)."""
+    return torch.tensor(
+        [[int(bytes_per_token(n_head, head_dim, name, scheme)) for scheme in ("token", "channel")] for name in DTYPES]
+    )
 
 
 def _codes(x: torch.Tensor, bits: int, dim) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,32 +112,33 @@ def _pack_rows(q: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def pack_layer(layer) -> list[torch.Tensor]:
-    """Packed storage of a `cache.LayerCache` as real byte buffers (for verifying `nbytes`): fp32 / bf16 values, int codes
+    """Packed storage of a `cache.LayerCache` as real byte buffers (for verifying `nbytes`): fp32 / bf16 values,
+    int codes
     packed 8 / 2 / 4 per byte, and fp16 scale + zero point per token (`token` scheme), per token and head
     (`channel` values) or per channel and group (`channel` keys). `hadamard` groups pack like `channel` ones:
     the same codes and scales, taken in the rotated basis, which a fixed matrix maps back."""
     bufs = []
     H, _, Dh = layer.k.shape
     group = layer.meta["qgroup"]
-    for name, (code, bits) in DTYPES.items():
+    for code, bits in DTYPES.values():
         sel = (layer.meta["dtype"] == code).nonzero().flatten()
         if len(sel) == 0:
             continue
         for x, is_key in ((layer.k, True), (layer.v, False)):
-            part = x[:, sel].transpose(0, 1).reshape(len(sel), -1)               # (m, H*Dh)
+            part = x[:, sel].transpose(0, 1).reshape(len(sel), -1)  # (m, H*Dh)
             if bits >= 16:
                 bufs.append((part if bits == 32 else part.bfloat16()).contiguous())
                 continue
             g = group[sel]
-            if bool((g < 0).any()):                                               # token scheme
+            if bool((g < 0).any()):  # token scheme
                 q, lo_scale = _codes(part[g < 0], bits, 1)
                 bufs += [_pack_rows(q, bits), lo_scale]
             rows = part[g >= 0]
-            if len(rows) and is_key:                                              # per channel, per group
+            if len(rows) and is_key:  # per channel, per group
                 for gid in g[g >= 0].unique():
                     q, lo_scale = _codes(part[g == gid], bits, 0)
                     bufs += [_pack_rows(q, bits), lo_scale]
-            elif len(rows):                                                       # per token and head
+            elif len(rows):  # per token and head
                 q, lo_scale = _codes(rows.reshape(len(rows), H, Dh), bits, 2)
                 bufs += [_pack_rows(q.reshape(len(rows), -1), bits), lo_scale]
     return bufs

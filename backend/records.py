@@ -1,5 +1,6 @@
 """StepRecord: the immutable, numpy-only contract between the backend and everything else
 (explorer, sessions, benchmark, CLI). One record per observable step."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,29 +20,45 @@ def _frozen(a, dtype=None):
 
 @dataclass(frozen=True)
 class StepRecord:
-    index: int                       # running step counter of the run
-    phase: str                       # prefill | denoise | commit | evict
-    chunk: int                       # chunk index (-1 for prefill)
-    step: int                        # denoise step within the chunk (-1 otherwise)
-    t: float | None                  # noise level of the step (commit: context noise)
-    frames: tuple[int, int]          # [first, end) frame indices of the chunk
-    preview: np.ndarray | None       # uint8 (F, S, S, 3): x0 estimate (denoise) or final frames (commit)
-    occupancy: np.ndarray            # (L,) tokens per layer after the step
-    nbytes: np.ndarray               # (L,) KV bytes per layer after the step
-    kept: tuple[np.ndarray, ...] | None      # evict: token ids kept, per layer
-    evicted: tuple[np.ndarray, ...] | None   # evict: token ids evicted, per layer
+    index: int  # running step counter of the run
+    phase: str  # prefill | denoise | commit | evict
+    chunk: int  # chunk index (-1 for prefill)
+    step: int  # denoise step within the chunk (-1 otherwise)
+    t: float | None  # noise level of the step (commit: context noise)
+    frames: tuple[int, int]  # [first, end) frame indices of the chunk
+    preview: np.ndarray | None  # uint8 (F, S, S, 3): x0 estimate (denoise) or final frames (commit)
+    occupancy: np.ndarray  # (L,) tokens per layer after the step
+    nbytes: np.ndarray  # (L,) KV bytes per layer after the step
+    kept: tuple[np.ndarray, ...] | None  # evict: token ids kept, per layer
+    evicted: tuple[np.ndarray, ...] | None  # evict: token ids evicted, per layer
     scores: tuple[np.ndarray | None, ...] | None  # evict: policy score of each token before eviction
-    ms: float                        # wall time of the step
-    stats_ms: float = 0.0            # commit: time materialising attention for the policy's statistics, beyond
-                                     # the fused attention the same chunk's denoise passes took (0: not computed)
-    ids: tuple[np.ndarray, ...] | None = None   # commit: token ids cached after it, per layer (cache order);
-                                                # evict: token ids before the eviction, aligned with `scores`
-    signals: dict[str, tuple[np.ndarray, ...]] | None = None   # commit: the signals the stepper was asked to
-                                                # record (`Stepper.signals`), per layer, aligned with `ids`
+    ms: float  # wall time of the step
+    stats_ms: float = 0.0  # commit: time materialising attention for the policy's statistics, beyond
+    # the fused attention the same chunk's denoise passes took (0: not computed)
+    ids: tuple[np.ndarray, ...] | None = None  # commit: token ids cached after it, per layer (cache order);
+    # evict: token ids before the eviction, aligned with `scores`
+    signals: dict[str, tuple[np.ndarray, ...]] | None = None  # commit: the signals the stepper was asked to
+    # record (`Stepper.signals`), per layer, aligned with `ids`
 
     @classmethod
-    def make(cls, *, index, phase, chunk, step, t, frames, preview, occupancy, nbytes, eviction, ms, stats_ms=0.0,
-             ids=None, signals=None):
+    def make(
+        cls,
+        *,
+        index,
+        phase,
+        chunk,
+        step,
+        t,
+        frames,
+        preview,
+        occupancy,
+        nbytes,
+        eviction,
+        ms,
+        stats_ms=0.0,
+        ids=None,
+        signals=None,
+    ):
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
         kept = evicted = scores = None
@@ -52,7 +69,21 @@ class StepRecord:
             ids = [e.scored for e in eviction] if ids is None else ids
         ids = None if ids is None else tuple(_frozen(i, np.int64) for i in ids)
         signals = None if not signals else {k: tuple(_frozen(x, np.float32) for x in v) for k, v in signals.items()}
-        return cls(int(index), phase, int(chunk), int(step), None if t is None else float(t),
-                   (int(frames[0]), int(frames[1])), _frozen(preview, np.uint8),
-                   _frozen(occupancy, np.int64), _frozen(nbytes, np.int64), kept, evicted, scores, float(ms),
-                   float(stats_ms), ids, signals)
+        return cls(
+            int(index),
+            phase,
+            int(chunk),
+            int(step),
+            None if t is None else float(t),
+            (int(frames[0]), int(frames[1])),
+            _frozen(preview, np.uint8),
+            _frozen(occupancy, np.int64),
+            _frozen(nbytes, np.int64),
+            kept,
+            evicted,
+            scores,
+            float(ms),
+            float(stats_ms),
+            ids,
+            signals,
+        )

@@ -4,14 +4,14 @@ Keys are cached *un-rotated* with their (t, y, x) positions beside them, so a po
 (absolute), shift them (Deep Forcing / Rolling Forcing sinks) or re-index them (Infinity-RoPE) and the
 rotation is simply recomputed from the stored positions (RoPE rotations compose, so this is exact).
 """
+
 from __future__ import annotations
 
 import torch
 
 from .config import ModelConfig
 
-
-_TABLES: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}   # (d, theta) -> cos, sin (P, d/2)
+_TABLES: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}  # (d, theta) -> cos, sin (P, d/2)
 
 
 def _freqs(d: int, theta: float) -> torch.Tensor:
@@ -25,7 +25,7 @@ def _axis_table(d: int, theta: float, need: int) -> tuple[torch.Tensor, torch.Te
     table = _TABLES.get((d, theta))
     if table is None or len(table[0]) < need:
         size = max(need, 2 * len(table[0]) if table is not None else 512)
-        ang = torch.arange(size, dtype=torch.float64)[:, None] * _freqs(d, theta)[None]   # (P, d/2)
+        ang = torch.arange(size, dtype=torch.float64)[:, None] * _freqs(d, theta)[None]  # (P, d/2)
         table = _TABLES[(d, theta)] = (ang.cos().float(), ang.sin().float())
     return table
 
@@ -36,7 +36,7 @@ def rope_angles(pos: torch.Tensor, cfg: ModelConfig) -> tuple[torch.Tensor, torc
     axes = list(zip(cfg.rope_split, cfg.rope_theta))
     if len(pos) and int(pos.min()) < 0:
         ang = torch.cat([pos[:, a, None].double() * _freqs(d, th)[None] for a, (d, th) in enumerate(axes)], dim=1)
-        return ang.cos().float(), ang.sin().float()                                 # (n, head_dim // 2) each
+        return ang.cos().float(), ang.sin().float()  # (n, head_dim // 2) each
     need = int(pos.max()) + 1 if len(pos) else 1
     cos, sin = [], []
     for a, (d, th) in enumerate(axes):

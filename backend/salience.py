@@ -11,6 +11,7 @@ s = z(s_low) + z(s_up) + lambda_d * z(s_diag) with lambda_d = 0.5; the teacher r
 t = 0.5 (the SSE on a noisy copy of the clip); the head is a per-layer 2-layer MLP (in -> 64 -> 1) on the
 student's un-rotated key at commit plus its (y, x) grid position, trained with MSE + a listwise KL loss.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,14 +34,14 @@ def sse_components(p: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
     (3, N) head-mean of the max attention each key gets from later / same / earlier blocks' queries."""
     H, N, _ = p.shape
     blocks = int(block.max()) + 1
-    M = p.new_zeros(H, blocks, N)                                        # max over each block's queries
+    M = p.new_zeros(H, blocks, N)  # max over each block's queries
     for b in range(blocks):
         rows = (block == b).nonzero().flatten()
         if len(rows):
             M[:, b] = p[:, rows].amax(1)
     # suffix / prefix maxima over query blocks, then pick per key relative to its own block
     suffix = torch.flip(torch.cummax(torch.flip(M, [1]), 1).values, [1])  # max over blocks >= b
-    prefix = torch.cummax(M, 1).values                                   # max over blocks <= b
+    prefix = torch.cummax(M, 1).values  # max over blocks <= b
     out = p.new_zeros(3, N)
     bj = block.clamp_min(0)
     is_frame = block >= 0
@@ -61,8 +62,14 @@ def combine_sse(comp: torch.Tensor, lambda_d: float = 0.5) -> torch.Tensor:
 
 
 @torch.no_grad()
-def teacher_sse(teacher: VideoDiT, prompt_tokens: torch.Tensor, latents: torch.Tensor, t: float = 0.5,
-                seed: int = 0, lambda_d: float = 0.5) -> list[torch.Tensor]:
+def teacher_sse(
+    teacher: VideoDiT,
+    prompt_tokens: torch.Tensor,
+    latents: torch.Tensor,
+    t: float = 0.5,
+    seed: int = 0,
+    lambda_d: float = 0.5,
+) -> list[torch.Tensor]:
     """Per layer, the SSE label of every frame token of a clip (latents (T, C, g, g)) -> list of (T*g*g,)."""
     cfg = teacher.cfg
     T = latents.shape[0]
@@ -75,23 +82,29 @@ def teacher_sse(teacher: VideoDiT, prompt_tokens: torch.Tensor, latents: torch.T
     c = torch.cat([teacher.prompt_c[None, None], teacher.t_cond(tt)], 1)
     pos = torch.cat([torch.zeros(P, 3, dtype=torch.long), teacher.frame_positions(torch.arange(T))])
     mask = teacher_mask(T, cfg)
-    block = torch.cat([torch.full((P,), -1), torch.arange(T).div(cfg.chunk_frames, rounding_mode="floor")
-                       .repeat_interleave(cfg.tokens_per_frame)])
+    block = torch.cat(
+        [
+            torch.full((P,), -1),
+            torch.arange(T).div(cfg.chunk_frames, rounding_mode="floor").repeat_interleave(cfg.tokens_per_frame),
+        ]
+    )
     cos, sin = rope_angles(pos, cfg)
     labels = []
     for blk in teacher.blocks:
+
         def attend(q, k, v):
-            qr, kr = apply_rope(q, cos, sin)[0], apply_rope(k, cos, sin)[0]        # (H, N, Dh)
+            qr, kr = apply_rope(q, cos, sin)[0], apply_rope(k, cos, sin)[0]  # (H, N, Dh)
             logits = (qr @ kr.transpose(1, 2)) / math.sqrt(cfg.head_dim)
             p = logits.masked_fill(~mask, float("-inf")).softmax(-1)
             labels.append(combine_sse(sse_components(p, block), lambda_d)[P:])
             return (p @ v[0])[None]
+
         h = blk(h, c, P, attend)
     return labels
 
 
 # ----------------------------------------------------------------------------------- the head
-LABELS = ("sse", "hindsight")    # what a head is trained on: teacher SSE (the paper) | student hindsight (ours)
+LABELS = ("sse", "hindsight")  # what a head is trained on: teacher SSE (the paper) | student hindsight (ours)
 
 
 def head_file(labels: str) -> str:
@@ -104,7 +117,7 @@ def head_file(labels: str) -> str:
 @dataclass(frozen=True)
 class SEHConfig:
     n_layer: int = 4
-    key_dim: int = 128        # H * Dh of the student
+    key_dim: int = 128  # H * Dh of the student
     hidden: int = 64
     grid: int = 8
 
@@ -115,8 +128,10 @@ class SalienceHead(nn.Module):
     def __init__(self, cfg: SEHConfig):
         super().__init__()
         self.cfg = cfg
-        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(cfg.key_dim + 2, cfg.hidden), nn.GELU(),
-                                                nn.Linear(cfg.hidden, 1)) for _ in range(cfg.n_layer))
+        self.mlps = nn.ModuleList(
+            nn.Sequential(nn.Linear(cfg.key_dim + 2, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, 1))
+            for _ in range(cfg.n_layer)
+        )
 
     def features(self, k: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """k (H, n, Dh), y/x (n,) -> (n, H*Dh + 2)."""
@@ -137,13 +152,14 @@ class SalienceHead(nn.Module):
             if only_new:
                 sel &= out[i] == 0
             idx = sel.nonzero().flatten()
-            if len(idx):                       # the MLP's layers called directly: this runs after every commit
+            if len(idx):  # the MLP's layers called directly: this runs after every commit
                 lin1, act, lin2 = self.mlps[i]
-                h = F.linear(self.features(layer.k.index_select(1, idx), m["y"][idx], m["x"][idx]),
-                             lin1.weight, lin1.bias)
-                out[i].index_copy_(0, idx, F.linear(F.gelu(h, approximate=act.approximate),
-                                                       lin2.weight, lin2.bias)[:, 0])
-
+                h = F.linear(
+                    self.features(layer.k.index_select(1, idx), m["y"][idx], m["x"][idx]), lin1.weight, lin1.bias
+                )
+                out[i].index_copy_(
+                    0, idx, F.linear(F.gelu(h, approximate=act.approximate), lin2.weight, lin2.bias)[:, 0]
+                )
 
     @torch.no_grad()
     def predict_tail(self, cache: KVCache, n_new: int, out: list[torch.Tensor]) -> None:
@@ -151,15 +167,21 @@ class SalienceHead(nn.Module):
         the per-layer MLPs batched into one pair of matrix products: this runs after every commit."""
         if n_new <= 0:
             return
-        feats = torch.stack([self.features(layer.k[:, -n_new:], layer.meta["y"][-n_new:], layer.meta["x"][-n_new:])
-                             for layer in cache.layers])                                   # (L, c, H*Dh + 2)
+        feats = torch.stack(
+            [
+                self.features(layer.k[:, -n_new:], layer.meta["y"][-n_new:], layer.meta["x"][-n_new:])
+                for layer in cache.layers
+            ]
+        )  # (L, c, H*Dh + 2)
         lin1 = [mlp[0] for mlp in self.mlps]
         lin2 = [mlp[2] for mlp in self.mlps]
-        h = torch.baddbmm(torch.stack([l.bias for l in lin1])[:, None], feats,
-                          torch.stack([l.weight for l in lin1]).transpose(1, 2))           # (L, c, hidden)
+        h = torch.baddbmm(
+            torch.stack([l.bias for l in lin1])[:, None], feats, torch.stack([l.weight for l in lin1]).transpose(1, 2)
+        )  # (L, c, hidden)
         h = F.gelu(h, approximate=self.mlps[0][1].approximate)
-        pred = torch.baddbmm(torch.stack([l.bias for l in lin2])[:, None], h,
-                            torch.stack([l.weight for l in lin2]).transpose(1, 2))[..., 0]  # (L, c)
+        pred = torch.baddbmm(
+            torch.stack([l.bias for l in lin2])[:, None], h, torch.stack([l.weight for l in lin2]).transpose(1, 2)
+        )[..., 0]  # (L, c)
         for dst, o in zip(out, pred):
             dst[-n_new:] = o
 
@@ -172,15 +194,14 @@ def student_keys(model: VideoDiT, prompt_tokens: torch.Tensor, latents: torch.Te
     obs = Observer(cfg.n_layer, "probs", allowed="probs", owner="hindsight labels")
     model.prefill(prompt_tokens, cache, observe=obs)
     for f0 in range(0, latents.shape[0], cfg.chunk_frames):
-        x = latents[f0:f0 + cfg.chunk_frames]
+        x = latents[f0 : f0 + cfg.chunk_frames]
         model.forward_chunk(x, torch.zeros(len(x)), f0, cache, commit=True, observe=obs)
     return cache, obs
 
 
 def listwise_loss(pred: torch.Tensor, label: torch.Tensor, temp: float = 0.1) -> torch.Tensor:
     """KL(softmax(label / temp) || softmax(pred / temp)) over the tokens of one clip."""
-    return F.kl_div(F.log_softmax(pred / temp, 0), F.log_softmax(label / temp, 0), log_target=True,
-                    reduction="sum")
+    return F.kl_div(F.log_softmax(pred / temp, 0), F.log_softmax(label / temp, 0), log_target=True, reduction="sum")
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,4 +1,5 @@
 """KEY=VALUE settings as the command line, the explorer and the benchmark specs write them."""
+
 from __future__ import annotations
 
 

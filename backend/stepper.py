@@ -7,12 +7,13 @@ chunk a prefill step stores the prompt anchors.
 Noise is derived from (seed, chunk, step) only, so runs with different policies share it and differ only
 by what their caches kept.
 """
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -71,24 +72,25 @@ class Stepper:
     seed: int = 0
     policy: Policy = field(default_factory=Full)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    preview: bool = True            # decode the x0 estimate at every denoise step
-    trace_inputs: bool = False      # keep (chunk, step, t, x_in, v) of every denoise step (exactness test)
-    attention: bool | str | None = None   # commit statistics (STATS): None = what the policy reads,
-                                          # True = all ("probs", the explorer's heatmaps), False = "none"
-    signals: tuple[str, ...] = ()   # what commit records carry beside the cached token ids (RECORDED_SIGNALS)
-    signal_head: object = None      # the SalienceHead whose predictions the "predicted" signal records
+    preview: bool = True  # decode the x0 estimate at every denoise step
+    trace_inputs: bool = False  # keep (chunk, step, t, x_in, v) of every denoise step (exactness test)
+    attention: bool | str | None = None  # commit statistics (STATS): None = what the policy reads,
+    # True = all ("probs", the explorer's heatmaps), False = "none"
+    signals: tuple[str, ...] = ()  # what commit records carry beside the cached token ids (RECORDED_SIGNALS)
+    signal_head: object = None  # the SalienceHead whose predictions the "predicted" signal records
 
     def __post_init__(self):
-        self.spec = parse(self.prompt)                                     # raises PromptError
+        self.spec = parse(self.prompt)  # raises PromptError
         validate_frames(self.n_frames)
         unknown = set(self.signals) - set(RECORDED_SIGNALS)
         if unknown:
-            raise GenerationError(f"unknown recorded signal(s) {', '.join(sorted(unknown))}; known: "
-                                  f"{', '.join(RECORDED_SIGNALS)}")
+            raise GenerationError(
+                f"unknown recorded signal(s) {', '.join(sorted(unknown))}; known: {', '.join(RECORDED_SIGNALS)}"
+            )
         if "predicted" in self.signals and self.signal_head is None:
             raise GenerationError("the 'predicted' signal needs a salience head (signal_head)")
         if "attention" in self.signals and self.attention is None:
-            self.attention = True                                          # past attention of every query
+            self.attention = True  # past attention of every query
         geo = self.geo = self.model.geometry
         try:
             self.policy.check(geo.n_prompt, geo.tokens_per_frame, geo.chunk_frames)
@@ -96,14 +98,17 @@ class Stepper:
             raise GenerationError(str(e)) from e
         request = self.policy.request()
         need = request.kind
-        own = self.attention is None                                       # recording only what the policy reads
+        own = self.attention is None  # recording only what the policy reads
         level = {None: need, True: "probs", False: "none"}.get(self.attention, self.attention)
         if level not in STATS:
-            raise GenerationError(f"attention must be None, True, False or one of {', '.join(STATS)}, got "
-                                  f"{self.attention!r}")
+            raise GenerationError(
+                f"attention must be None, True, False or one of {', '.join(STATS)}, got {self.attention!r}"
+            )
         if STATS.index(level) < STATS.index(need):
-            raise GenerationError(f"policy {self.policy.name!r} reads the {need!r} attention statistics; "
-                                  f"attention={self.attention!r} does not record them")
+            raise GenerationError(
+                f"policy {self.policy.name!r} reads the {need!r} attention statistics; "
+                f"attention={self.attention!r} does not record them"
+            )
         self.attention = level
         # the policy's observed attention (its own accumulators); probe queries stand in for every query only
         # where the policy itself reads probabilities, so recording more for a policy that reads less (the
@@ -123,12 +128,12 @@ class Stepper:
         S = self.ae.cfg.size
         self.frames = np.zeros((self.n_frames, S, S, 3), np.uint8)
         self.latents = torch.zeros(self.n_frames, *geo.latent_shape)
-        self.chunk, self.k, self.counter = 0, -1, 0                        # k = -1: prefill pending
+        self.chunk, self.k, self.counter = 0, -1, 0  # k = -1: prefill pending
         self.x: torch.Tensor | None = None
-        self._guide: KVCache | None = None                                 # open-colour prompt prefill
+        self._guide: KVCache | None = None  # open-colour prompt prefill
         self.x0: torch.Tensor | None = None
         self.done = self.cancelled = False
-        self.frame_ms = np.zeros(self.n_frames)                            # all steps of a frame's chunk
+        self.frame_ms = np.zeros(self.n_frames)  # all steps of a frame's chunk
         self.inputs: list[tuple[int, int, float, torch.Tensor, torch.Tensor]] = []
         self._pass_attn_ms: list[float] = []
 
@@ -139,12 +144,14 @@ class Stepper:
         bound = self.policy.max_tokens(geo.n_prompt, geo.tokens_per_frame, geo.chunk_frames)
         if bound is not None:
             tokens = min(tokens, bound)
-        need = tokens * per_token + self.n_frames * (self.ae.cfg.size ** 2 * 3 + geo.tokens_per_frame * geo.latent_ch * 4)
+        need = tokens * per_token + self.n_frames * (self.ae.cfg.size**2 * 3 + geo.tokens_per_frame * geo.latent_ch * 4)
         have = available_memory()
         if need > 0.8 * have:
-            raise GenerationError(f"{self.n_frames} frames would need about {need / 2**30:.1f} GiB (KV cache "
-                                  f"and frames), more than the {0.8 * have / 2**30:.1f} GiB available; use "
-                                  "fewer frames or a bounded cache policy")
+            raise GenerationError(
+                f"{self.n_frames} frames would need about {need / 2**30:.1f} GiB (KV cache "
+                f"and frames), more than the {0.8 * have / 2**30:.1f} GiB available; use "
+                "fewer frames or a bounded cache policy"
+            )
 
     # ------------------------------------------------------------------ driving
     def cancel(self) -> None:
@@ -168,14 +175,17 @@ class Stepper:
         if self.k == -1:
             self.model.prefill(self.tokens, self.cache, observe=self.observer, clock=clock)
             open_tokens = self.spec.open_colours().tokens()
-            if (self.sampler.first_guidance, self.sampler.guidance) != (1.0, 1.0) and open_tokens != self.tokens.tolist():
+            if (self.sampler.first_guidance, self.sampler.guidance) != (
+                1.0,
+                1.0,
+            ) and open_tokens != self.tokens.tolist():
                 self._guide = KVCache(geo.n_layer, geo.n_head, geo.head_dim)
                 self.model.prefill(torch.tensor(open_tokens), self._guide)
             self.k = 0
             return self._record("prefill", -1, None, None, t0, chunk=-1)
         f0 = self.chunk * geo.chunk_frames
         nf = min(geo.chunk_frames, self.n_frames - f0)
-        if self.k < len(self.ts):                                          # a denoise step
+        if self.k < len(self.ts):  # a denoise step
             if self.k == 0:
                 g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk))
                 self.x = torch.randn(nf, *geo.latent_shape, generator=g)
@@ -183,10 +193,10 @@ class Stepper:
             t_next = self.ts[self.k + 1] if self.k + 1 < len(self.ts) else 0.0
             tt = torch.full((nf,), t)
             if self.k == 0:
-                self._pass_attn_ms = []                                    # fused attention per pass, this chunk
+                self._pass_attn_ms = []  # fused attention per pass, this chunk
             v = self.model.forward_chunk(self.x, tt, f0, self.cache, clock=clock)
             passes = 1
-            if self.trace_inputs:                                          # the model's own (unguided) output
+            if self.trace_inputs:  # the model's own (unguided) output
                 self.inputs.append((self.chunk, self.k, t, self.x.clone(), v.clone()))
             scale = self.sampler.first_guidance if self.chunk == 0 else self.sampler.guidance
             if self._guide is not None and scale != 1.0:
@@ -206,26 +216,27 @@ class Stepper:
             self.k += 1
             preview = self._decode(self.x0) if self.preview else None
             return self._record("denoise", step_k, t, preview, t0)
-        if self.k == len(self.ts):                                         # commit the clean chunk
+        if self.k == len(self.ts):  # commit the clean chunk
             s = self.sampler.context_noise
             x_ctx = self.x0
-            if s > 0:          # the context the student was trained with: (1 - s) x0 + s eps (CausVid)
+            if s > 0:  # the context the student was trained with: (1 - s) x0 + s eps (CausVid)
                 g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, -2))
                 x_ctx = (1 - s) * self.x0 + s * torch.randn(self.x0.shape, generator=g)
             observe = self.observer
             if self._lazy and not self.policy.evicts_after(self.cache, nf * geo.tokens_per_frame):
-                observe = observe.quiet()      # no layer evicts after this commit: nothing reads its statistics
-            self.model.forward_chunk(x_ctx, torch.full((nf,), s), f0, self.cache, commit=True, observe=observe,
-                                     clock=clock)
-            self.latents[f0:f0 + nf] = self.x0
+                observe = observe.quiet()  # no layer evicts after this commit: nothing reads its statistics
+            self.model.forward_chunk(
+                x_ctx, torch.full((nf,), s), f0, self.cache, commit=True, observe=observe, clock=clock
+            )
+            self.latents[f0 : f0 + nf] = self.x0
             if self.sampler.guidance == 1.0:
-                self._guide = None                                         # only the first chunk was guided
+                self._guide = None  # only the first chunk was guided
             frames = self._decode(self.x0)
-            self.frames[f0:f0 + nf] = frames
+            self.frames[f0 : f0 + nf] = frames
             self.k += 1
             t_rec = time.perf_counter()
             ids, signals = self._recorded()
-            t0 += time.perf_counter() - t_rec                              # recording is not the chunk's cost
+            t0 += time.perf_counter() - t_rec  # recording is not the chunk's cost
             # the commit's attention has the denoise passes' shapes (same cache, same chunk): what it took
             # beyond their fused attention is the cost of materialising it for the policy's statistics
             stats_ms = clock.attn_ms - float(np.mean(self._pass_attn_ms)) if observe.kind != "none" else 0.0
@@ -245,8 +256,7 @@ class Stepper:
         ids = [layer.meta["token_id"].numpy().copy() for layer in self.cache.layers]
         out = {}
         if "attention" in self.signals:
-            out["attention"] = [self.observer.past_attention(i, check=False).numpy().copy()
-                                for i in range(len(ids))]
+            out["attention"] = [self.observer.past_attention(i, check=False).numpy().copy() for i in range(len(ids))]
         if "predicted" in self.signals:
             pred = self.observer.add_extra("signal_head")
             self.signal_head.predict_cache(self.cache, pred, only_new=True)
@@ -257,16 +267,30 @@ class Stepper:
     def _decode(self, z: torch.Tensor) -> np.ndarray:
         return tensor_to_frames(self.ae.decode(z))
 
-    def _record(self, phase, step, t, preview, t0, ev=None, chunk=None, stats_ms=0.0, ids=None, signals=None) -> StepRecord:
+    def _record(
+        self, phase, step, t, preview, t0, ev=None, chunk=None, stats_ms=0.0, ids=None, signals=None
+    ) -> StepRecord:
         ms = (time.perf_counter() - t0) * 1e3
         cf = self.geo.chunk_frames
         chunk = self.chunk if chunk is None else chunk
         frames = (0, 0) if chunk < 0 else (chunk * cf, min((chunk + 1) * cf, self.n_frames))
-        if chunk >= 0:                                   # every step of a chunk counts towards its frames
-            self.frame_ms[frames[0]:frames[1]] += ms / (frames[1] - frames[0])
+        if chunk >= 0:  # every step of a chunk counts towards its frames
+            self.frame_ms[frames[0] : frames[1]] += ms / (frames[1] - frames[0])
         rec = StepRecord.make(
-            index=self.counter, phase=phase, chunk=chunk, step=step, t=t, frames=frames,
-            preview=preview, occupancy=self.cache.occupancy(), nbytes=self.cache.nbytes(),
-            eviction=ev, ms=ms, stats_ms=stats_ms, ids=ids, signals=signals)
+            index=self.counter,
+            phase=phase,
+            chunk=chunk,
+            step=step,
+            t=t,
+            frames=frames,
+            preview=preview,
+            occupancy=self.cache.occupancy(),
+            nbytes=self.cache.nbytes(),
+            eviction=ev,
+            ms=ms,
+            stats_ms=stats_ms,
+            ids=ids,
+            signals=signals,
+        )
         self.counter += 1
         return rec

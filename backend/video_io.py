@@ -1,4 +1,5 @@
 """Browser-playable MP4 (h264, yuv420p, even dimensions) and GIF writing, atomically."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,16 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 12, scale: int 
     frames = upscale(frames, scale)
     with atomic_path(path, suffix) as tmp:
         if suffix == ".mp4":
-            w = imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
-                                   macro_block_size=2, ffmpeg_log_level="error", output_params=["-crf", "18"])
+            w = imageio.get_writer(
+                tmp,
+                format="FFMPEG",
+                fps=fps,
+                codec="libx264",
+                pixelformat="yuv420p",
+                macro_block_size=2,
+                ffmpeg_log_level="error",
+                output_params=["-crf", "18"],
+            )
             for f in frames:
                 w.append_data(f)
             w.close()

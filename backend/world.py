@@ -10,6 +10,7 @@ seed, so only the first frames say what they are.
 
 Everything is numpy and fully determined by ``(spec, seed)``; frames are rendered on the fly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,8 +20,13 @@ import numpy as np
 from .prompt import COLOURS, MAX_OBJECTS, PATTERNS, SHAPES, SceneSpec
 
 SPRITE_RGB = {  # bright, saturated: the detector finds sprites by these
-    "red": (235, 45, 45), "green": (40, 215, 60), "blue": (50, 90, 240),
-    "yellow": (240, 220, 40), "cyan": (40, 220, 230), "magenta": (220, 50, 220)}
+    "red": (235, 45, 45),
+    "green": (40, 215, 60),
+    "blue": (50, 90, 240),
+    "yellow": (240, 220, 40),
+    "cyan": (40, 220, 230),
+    "magenta": (220, 50, 220),
+}
 LANDMARK_RGB = {"white": (245, 245, 245), "black": (12, 12, 12)}
 LANDMARK_SHAPES = ("ring", "cross", "bar")
 WALL_RGB = (128, 128, 128)
@@ -29,12 +35,12 @@ BG_DARK, BG_LIGHT = 0.22, 0.40  # background tones = sprite colour x these
 
 @dataclass(frozen=True)
 class WorldConfig:
-    size: int = 64                 # frames are size x size RGB
+    size: int = 64  # frames are size x size RGB
     sprite_radius: tuple[float, float] = (5.0, 6.5)
-    speed: tuple[float, float] = (0.8, 1.8)   # px / frame
-    pan_amplitude: int = 40        # px the camera travels before it returns
-    pan_hold: int = 2              # frames held at each end of the pan
-    pan_speed: int = 4             # px / frame while panning
+    speed: tuple[float, float] = (0.8, 1.8)  # px / frame
+    pan_amplitude: int = 40  # px the camera travels before it returns
+    pan_hold: int = 2  # frames held at each end of the pan
+    pan_speed: int = 4  # px / frame while panning
     wall_width: tuple[int, int] = (22, 28)
     occlusion_frames: tuple[int, int] = (8, 20)  # how long the wall hides the first sprite
     n_landmarks: tuple[int, int] = (2, 4)
@@ -51,7 +57,7 @@ def camera_offset(t: np.ndarray | int, cfg: WorldConfig) -> np.ndarray:
     travel = cfg.pan_amplitude // cfg.pan_speed
     phase = t % cfg.pan_period
     half = travel + cfg.pan_hold
-    up = np.clip(phase - cfg.pan_hold, 0, travel)           # out: hold, then travel
+    up = np.clip(phase - cfg.pan_hold, 0, travel)  # out: hold, then travel
     down = np.clip(phase - half - cfg.pan_hold, 0, travel)  # back: hold, then travel
     return np.where(phase < half, up, travel - down) * cfg.pan_speed
 
@@ -61,8 +67,8 @@ class Sprite:
     colour: str
     shape: str
     radius: float
-    pos: np.ndarray    # [2] (x, y) at frame 0, screen px
-    vel: np.ndarray    # [2] px / frame
+    pos: np.ndarray  # [2] (x, y) at frame 0, screen px
+    vel: np.ndarray  # [2] px / frame
 
 
 @dataclass
@@ -72,21 +78,21 @@ class Scene:
     spec: SceneSpec
     sprites: list[Sprite]
     bg_colour: str
-    landmarks: list[tuple[str, str, float, float]]   # (shape, colour, world x, y)
-    wall: tuple[int, int] | None                     # screen x range [x0, x1)
+    landmarks: list[tuple[str, str, float, float]]  # (shape, colour, world x, y)
+    wall: tuple[int, int] | None  # screen x range [x0, x1)
     cfg: WorldConfig = field(default_factory=WorldConfig)
 
 
-def sample_spec(rng: np.random.Generator, p_open: float = 0.3, p_wall: float = 0.5,
-                p_pan: float = 0.5) -> SceneSpec:
+def sample_spec(rng: np.random.Generator, p_open: float = 0.3, p_wall: float = 0.5, p_pan: float = 0.5) -> SceneSpec:
     """A random prompt of the grammar (objects differ in shape, so identities are unique)."""
     n = int(rng.integers(1, MAX_OBJECTS + 1))
     shapes = rng.choice(len(SHAPES), size=n, replace=False)
     colours = rng.choice(len(COLOURS), size=n, replace=False)
     objs = tuple((None if rng.random() < p_open else COLOURS[c], SHAPES[s]) for c, s in zip(colours, shapes))
     bg = None if rng.random() < p_open else COLOURS[int(rng.integers(len(COLOURS)))]
-    return SceneSpec(objs, bg, PATTERNS[int(rng.integers(len(PATTERNS)))],
-                     bool(rng.random() < p_wall), bool(rng.random() < p_pan))
+    return SceneSpec(
+        objs, bg, PATTERNS[int(rng.integers(len(PATTERNS)))], bool(rng.random() < p_wall), bool(rng.random() < p_pan)
+    )
 
 
 def build_scene(spec: SceneSpec, seed: int, cfg: WorldConfig = WorldConfig()) -> Scene:
@@ -130,9 +136,14 @@ def build_scene(spec: SceneSpec, seed: int, cfg: WorldConfig = WorldConfig()) ->
     world_w = S + (cfg.pan_amplitude if spec.pan else 0)
     landmarks = []
     for _ in range(int(rng.integers(cfg.n_landmarks[0], cfg.n_landmarks[1] + 1))):
-        landmarks.append((LANDMARK_SHAPES[int(rng.integers(len(LANDMARK_SHAPES)))],
-                          ("white", "black")[int(rng.integers(2))],
-                          float(rng.uniform(6, world_w - 6)), float(rng.uniform(6, S - 6))))
+        landmarks.append(
+            (
+                LANDMARK_SHAPES[int(rng.integers(len(LANDMARK_SHAPES)))],
+                ("white", "black")[int(rng.integers(2))],
+                float(rng.uniform(6, world_w - 6)),
+                float(rng.uniform(6, S - 6)),
+            )
+        )
     return Scene(spec, sprites, bg, landmarks, wall, cfg)
 
 
@@ -204,9 +215,9 @@ class Clip:
 
     prompt: str
     frames: np.ndarray
-    positions: np.ndarray     # [T, n_sprites, 2] (x, y) px
-    visibility: np.ndarray    # [T, n_sprites] fraction of the sprite's pixels that are visible
-    offsets: np.ndarray       # [T] camera x offset in px
+    positions: np.ndarray  # [T, n_sprites, 2] (x, y) px
+    visibility: np.ndarray  # [T, n_sprites] fraction of the sprite's pixels that are visible
+    offsets: np.ndarray  # [T] camera x offset in px
     scene: Scene
 
 
@@ -224,9 +235,9 @@ def render(scene: Scene, n_frames: int, start: int = 0) -> Clip:
     vis = np.zeros((n_frames, len(scene.sprites)), np.float32)
     wall = np.zeros((S, S), bool)
     if scene.wall is not None:
-        wall[:, scene.wall[0]:scene.wall[1]] = True
+        wall[:, scene.wall[0] : scene.wall[1]] = True
     for f in range(n_frames):
-        img = bg[:, offs[f]:offs[f] + S].copy()
+        img = bg[:, offs[f] : offs[f] + S].copy()
         for i, sp in enumerate(scene.sprites):
             m = shape_mask(sp.shape, xx, yy, pos[f, i, 0], pos[f, i, 1], sp.radius)
             img[m] = SPRITE_RGB[sp.colour]

@@ -1,5 +1,6 @@
 """Compare: 2-6 configurations (policy x budget) on one prompt and seed, run in lockstep, against the
 full-cache reference run with the same noise (added automatically when not among them)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -13,12 +14,22 @@ from backend.metrics import psnr_per_frame, ssim_per_frame
 from .run import Run, RunConfig, RunData
 
 MAX_CONFIGS = 6
-SWEEP_MAX = 12            # a budget sweep: up to 3 policies x the 4 shares
+SWEEP_MAX = 12  # a budget sweep: up to 3 policies x the 4 shares
 # The metrics table's columns (Comparison.metrics' keys, in order) and their widths in the app, so that no
 # header breaks mid-word on a laptop screen.
-METRIC_WIDTHS = {"config": "14%", "frames": "6%", "PSNR vs full (dB)": "9%", "SSIM vs full": "8%", "adherence": "9%",
-                 "identity": "8%", "landmark revisit": "9%", "drift": "7%", "extra objects / frame": "10%",
-                 "median ms/frame": "10%", "peak KV MB": "8%"}
+METRIC_WIDTHS = {
+    "config": "14%",
+    "frames": "6%",
+    "PSNR vs full (dB)": "9%",
+    "SSIM vs full": "8%",
+    "adherence": "9%",
+    "identity": "8%",
+    "landmark revisit": "9%",
+    "drift": "7%",
+    "extra objects / frame": "10%",
+    "median ms/frame": "10%",
+    "peak KV MB": "8%",
+}
 
 
 def reference_config(base: RunConfig) -> RunConfig:
@@ -28,16 +39,25 @@ def reference_config(base: RunConfig) -> RunConfig:
 @dataclass
 class Comparison:
     runs: list[Run]
-    reference: int = 0                       # index of the full-cache run
+    reference: int = 0  # index of the full-cache run
     metrics_cache: dict = field(default_factory=dict)
-    requested: list = field(default_factory=list)   # the configurations asked for (the reference may be added)
+    requested: list = field(default_factory=list)  # the configurations asked for (the reference may be added)
 
     @classmethod
-    def start(cls, configs: list[RunConfig], model, ae, head=None, progress=None,
-              models: Path | None = None, limit: int = MAX_CONFIGS) -> "Comparison":
+    def start(
+        cls,
+        configs: list[RunConfig],
+        model,
+        ae,
+        head=None,
+        progress=None,
+        models: Path | None = None,
+        limit: int = MAX_CONFIGS,
+    ) -> Comparison:
         if not 1 <= len(configs) <= limit:
-            raise ValueError(f"compare takes 1 to {limit} configurations besides the full-cache reference, "
-                             f"got {len(configs)}")
+            raise ValueError(
+                f"compare takes 1 to {limit} configurations besides the full-cache reference, got {len(configs)}"
+            )
         base = configs[0]
         for c in configs:
             if (c.prompt, c.seed, c.frames, c.guidance) != (base.prompt, base.seed, base.frames, base.guidance):
@@ -94,8 +114,9 @@ class Comparison:
     def psnr_curves(self) -> dict[str, np.ndarray]:
         n = self.frames_done
         ref = self.datas[self.reference].frames[:n]
-        return {d.config.label: psnr_per_frame(d.frames[:n], ref) for i, d in enumerate(self.datas)
-                if i != self.reference}
+        return {
+            d.config.label: psnr_per_frame(d.frames[:n], ref) for i, d in enumerate(self.datas) if i != self.reference
+        }
 
     def sweep_points(self) -> dict[str, list[tuple[float, float, float]]]:
         """Per policy with 2+ budgets: (budget as % of the full cache at this length, mean PSNR vs full in dB,
@@ -107,8 +128,9 @@ class Comparison:
             if i == self.reference or h.budget <= 0:
                 continue
             r = rows[d.config.label]
-            out.setdefault(d.config.policy, []).append((100.0 * h.budget / h.n_tokens, r["PSNR vs full (dB)"],
-                                                        r["adherence"]))
+            out.setdefault(d.config.policy, []).append(
+                (100.0 * h.budget / h.n_tokens, r["PSNR vs full (dB)"], r["adherence"])
+            )
         return {p: sorted(v) for p, v in out.items() if len(v) >= 2}
 
     def reference_warning(self) -> str:
@@ -118,12 +140,22 @@ class Comparison:
         key = ("ref", n)
         if key not in self.metrics_cache:
             from backend.consistency import lost_objects, object_tracks
+
             ref = self.datas[self.reference]
             lost = lost_objects(object_tracks(ref.frames[:n], ref.config.prompt)) if n else []
-            self.metrics_cache[key] = ("⚠ **The full-cache reference itself loses " + ", ".join(
-                f"the {t['label']} (found in {t['found_share']:.0%} of the frames where it should be visible)"
-                for t in lost) + "**: PSNR/SSIM against it then reward copying a wrong video; read adherence "
-                "instead.") if lost else ""
+            self.metrics_cache[key] = (
+                (
+                    "⚠ **The full-cache reference itself loses "
+                    + ", ".join(
+                        f"the {t['label']} (found in {t['found_share']:.0%} of the frames where it should be visible)"
+                        for t in lost
+                    )
+                    + "**: PSNR/SSIM against it then reward copying a wrong video; read adherence "
+                    "instead."
+                )
+                if lost
+                else ""
+            )
         return self.metrics_cache[key]
 
     def metrics(self) -> list[dict]:

@@ -1,5 +1,6 @@
 """The Compare tab's actions (a mixin of controller.Explorer): choose configurations (a comparison, or a budget
 sweep), run them in lockstep against the full cache, save them, and build what the tab shows."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -25,7 +26,7 @@ class CompareView:
     status: str
     frame: int
     frames_done: int
-    sweep: object = None                     # quality against budget (figures.budget_figure)
+    sweep: object = None  # quality against budget (figures.budget_figure)
 
 
 class CompareActions:
@@ -36,20 +37,26 @@ class CompareActions:
         shares below what a policy always keeps at this length (said in the returned note)."""
         from backend.policies import make_policy
         from backend.policies.build import budget_tokens
+
         cfg = self.model.cfg
         fits, skipped = [], []
         for c in self.compare_configs(base, policies, list(SHARES), "", limit=SWEEP_MAX):
             need = make_policy(c.policy).min_budget(cfg.n_prompt, cfg.tokens_per_frame, cfg.chunk_frames)
             (fits if budget_tokens(c.budget, cfg, c.frames) >= need else skipped).append(c)
         if not fits:
-            raise ValueError(f"every share of {base.frames} frames is below what these policies always keep: "
-                             "sweep a longer video")
-        note = ("left out, below what the policy always keeps at this length: "
-                + ", ".join(c.label for c in skipped)) if skipped else ""
+            raise ValueError(
+                f"every share of {base.frames} frames is below what these policies always keep: sweep a longer video"
+            )
+        note = (
+            ("left out, below what the policy always keeps at this length: " + ", ".join(c.label for c in skipped))
+            if skipped
+            else ""
+        )
         return fits, note
 
-    def compare_configs(self, base: RunConfig, policies: list[str], shares: list[str], custom: str,
-                        limit: int = MAX_CONFIGS) -> list[RunConfig]:
+    def compare_configs(
+        self, base: RunConfig, policies: list[str], shares: list[str], custom: str, limit: int = MAX_CONFIGS
+    ) -> list[RunConfig]:
         budgets = [f"{SHARES[s]:g}%" for s in shares if s in SHARES]
         unknown = [s for s in shares if s not in SHARES]
         if unknown:
@@ -62,24 +69,28 @@ class CompareActions:
             raise ValueError("choose at least one budget")
         configs = [replace(base, policy=p, budget=b, params="") for p in policies for b in budgets]
         if len(configs) > limit:
-            raise ValueError(f"{len(policies)} policies x {len(budgets)} budgets = {len(configs)} configurations; "
-                             f"compare at most {limit} at once")
+            raise ValueError(
+                f"{len(policies)} policies x {len(budgets)} budgets = {len(configs)} configurations; "
+                f"compare at most {limit} at once"
+            )
         return configs
 
     def compare_iter(self, ws: Workspace, configs: list[RunConfig], every_s: float = 0.4, progress=None):
         """Run a comparison in lockstep; the same configurations after Stop continue the paused one."""
         with ws.lock:
-            for c in configs:                                  # validates budgets against the model and length
+            for c in configs:  # validates budgets against the model and length
                 c.validate()
             cmp = ws.compare
             if cmp is None or cmp.finished or cmp.requested != configs:
-                cmp = Comparison.start(configs, self.model, self.ae, self.head, progress, self.custom_models,
-                                       limit=SWEEP_MAX)     # compare_configs / sweep_configs set the user's limits
+                cmp = Comparison.start(
+                    configs, self.model, self.ae, self.head, progress, self.custom_models, limit=SWEEP_MAX
+                )  # compare_configs / sweep_configs set the user's limits
                 ws.compare, ws.compare_saved = cmp, None
             cmp.pause_requested = False
             ws.scrub["compare"].follow = True
-        yield from self._stream(ws, "compare", cmp, lambda: ws.compare is cmp, lambda: self.autosave_compare(ws),
-                                every_s, progress)
+        yield from self._stream(
+            ws, "compare", cmp, lambda: ws.compare is cmp, lambda: self.autosave_compare(ws), every_s, progress
+        )
 
     def autosave_compare(self, ws: Workspace) -> str | None:
         cmp = ws.compare
@@ -103,9 +114,17 @@ class CompareActions:
             cmp = ws.compare
             if cmp is None:
                 blank = np.full((256, 256, 3), 245, np.uint8)
-                return CompareView(blank, (blank, blank), blank, figures.quality_figure({}), [],
-                                   "No comparison yet: choose policies and budgets, then **Compare**.", 0, 0,
-                                   figures.budget_figure({}))
+                return CompareView(
+                    blank,
+                    (blank, blank),
+                    blank,
+                    figures.quality_figure({}),
+                    [],
+                    "No comparison yet: choose policies and budgets, then **Compare**.",
+                    0,
+                    0,
+                    figures.budget_figure({}),
+                )
             n = cmp.frames_done
             f = n - 1 if frame is None else int(np.clip(int(frame), 0, max(n - 1, 0)))
             ref = cmp.datas[cmp.reference]
@@ -114,23 +133,39 @@ class CompareActions:
             cols = min(len(cmp.datas), 4)
             paused = cmp.pause_requested and not cmp.finished
             metrics = cmp.metrics()
-            lines = [f"{n}/{cmp.runs[0].data.config.frames} frames in lockstep · reference: full cache, same seed "
-                     "and noise" + (" · **paused**: Compare with the same choices continues it" if paused else ""),
-                     f"saved as session `{ws.compare_saved[0]}`" if ws.compare_saved else "",
-                     cmp.reference_warning(), blank_cells_note(metrics, cmp.datas[0].config.prompt)]
-            return CompareView(views.compare_grid(cmp.datas, f, cols), views.wipe_pair(a, ref, f),
-                               views.diff_view(a, ref, f), figures.quality_figure(cmp.psnr_curves(), current_frame=f),
-                               metrics, "  \n".join(x for x in lines if x), f, n,
-                               figures.budget_figure(cmp.sweep_points()))
+            lines = [
+                f"{n}/{cmp.runs[0].data.config.frames} frames in lockstep · reference: full cache, same seed "
+                "and noise" + (" · **paused**: Compare with the same choices continues it" if paused else ""),
+                f"saved as session `{ws.compare_saved[0]}`" if ws.compare_saved else "",
+                cmp.reference_warning(),
+                blank_cells_note(metrics, cmp.datas[0].config.prompt),
+            ]
+            return CompareView(
+                views.compare_grid(cmp.datas, f, cols),
+                views.wipe_pair(a, ref, f),
+                views.diff_view(a, ref, f),
+                figures.quality_figure(cmp.psnr_curves(), current_frame=f),
+                metrics,
+                "  \n".join(x for x in lines if x),
+                f,
+                n,
+                figures.budget_figure(cmp.sweep_points()),
+            )
 
 
 def blank_cells_note(rows: list[dict], prompt: str) -> str:
     """Why some cells of the metrics table are blank (NaN), for the columns that have blanks."""
     from backend.world import WorldConfig
-    why = {"identity": "no sprite was hidden for 3+ frames and came back, so there is nothing to score",
-           "landmark revisit": ("the prompt has no camera pan" if "pan" not in prompt else
-                                f"the video is shorter than one pan period ({WorldConfig().pan_period} frames)"),
-           "PSNR vs full (dB)": "no frame differs from the full cache yet",
-           "SSIM vs full": "no frame differs from the full cache yet"}
+
+    why = {
+        "identity": "no sprite was hidden for 3+ frames and came back, so there is nothing to score",
+        "landmark revisit": (
+            "the prompt has no camera pan"
+            if "pan" not in prompt
+            else f"the video is shorter than one pan period ({WorldConfig().pan_period} frames)"
+        ),
+        "PSNR vs full (dB)": "no frame differs from the full cache yet",
+        "SSIM vs full": "no frame differs from the full cache yet",
+    }
     blank = [k for k in why if any(isinstance(r.get(k), float) and not np.isfinite(r[k]) for r in rows)]
     return ("*Blank cells*: " + "; ".join(f"**{k}**: {why[k]}" for k in blank) + ".") if blank else ""

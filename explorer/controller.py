@@ -1,6 +1,7 @@
 """Explorer: the actions behind every button, as plain Python on a Workspace (the UI wires them to Gradio;
 tests call them directly). Every action validates its input first and raises ValueError with a clear
 message; nothing of an existing run is lost when an input is rejected."""
+
 from __future__ import annotations
 
 import time
@@ -12,15 +13,14 @@ import numpy as np
 from backend.loading import MODELS_DIR, file_hash, folder_student, load_head, student_and_ae
 from backend.salience import head_file
 
-from . import export, figures, views
+from . import figures, views
 from .analysis import AnalysisActions
-from .compare import Comparison
 from .compare_actions import CompareActions
-from .persist import load_runs, save_runs
+from .persist import save_runs
 from .run import Run, RunConfig, RunData
 from .runs import RunsIndex
 from .session_actions import SessionActions
-from .sessions import SessionInfo, SessionProblem, SessionStore, sanitize_name
+from .sessions import SessionStore
 from .signals import SIGNALS
 from .state import Registry, Workspace
 from .views import parse_layer
@@ -46,6 +46,7 @@ def budget_text(value, unit: str, policy: str) -> str:
 @dataclass
 class View:
     """Everything the Generate tab shows, for one frame of the workspace's run."""
+
     frame_img: np.ndarray
     preview_img: np.ndarray
     heat_img: np.ndarray
@@ -54,7 +55,7 @@ class View:
     status: str
     frame: int
     frames_done: int
-    hover: dict = field(default_factory=dict)    # per-token facts of the shown frame, for hover tooltips
+    hover: dict = field(default_factory=dict)  # per-token facts of the shown frame, for hover tooltips
 
 
 @dataclass
@@ -66,14 +67,14 @@ class Explorer(CompareActions, AnalysisActions, SessionActions):
     head: object = None
     teacher: object = None
     model_hash: str = ""
-    models: Path = MODELS_DIR          # the weights folder: the shipped one, or a training run's --models-dir
+    models: Path = MODELS_DIR  # the weights folder: the shipped one, or a training run's --models-dir
 
     def __post_init__(self):
         self.runs_index = RunsIndex(self.store)
         self.models = Path(self.models)
         if self.model is None:
             student = folder_student(self.models)
-            self.model, self.ae = student_and_ae(str(student))     # the folder's autoencoder, else the shipped
+            self.model, self.ae = student_and_ae(str(student))  # the folder's autoencoder, else the shipped
             self.model_hash = file_hash(student)
         if self.head is None:
             try:
@@ -128,8 +129,7 @@ class Explorer(CompareActions, AnalysisActions, SessionActions):
         with ws.lock:
             run = self.ensure_run(ws, config, progress)
             ws.scrub["run"].follow = True
-        yield from self._stream(ws, "run", run, lambda: ws.run is run, lambda: self.autosave(ws), every_s,
-                                progress)
+        yield from self._stream(ws, "run", run, lambda: ws.run is run, lambda: self.autosave(ws), every_s, progress)
 
     @staticmethod
     def _stream(ws: Workspace, what: str, target, is_current, save, every_s: float, progress=None):
@@ -162,7 +162,7 @@ class Explorer(CompareActions, AnalysisActions, SessionActions):
         target = ws.run if what == "run" else ws.compare
         if target is None:
             return False
-        target.stop()                                  # a flag read between frames: no lock
+        target.stop()  # a flag read between frames: no lock
         if what in ws.streaming:
             return True
         with ws.lock:
@@ -189,7 +189,7 @@ class Explorer(CompareActions, AnalysisActions, SessionActions):
         n = run.data.frames_done
         if ws.run_saved and ws.run_saved[1] == n:
             return ws.run_saved[0]
-        if ws.run_saved:                                   # replace the older save of the same run
+        if ws.run_saved:  # replace the older save of the same run
             try:
                 self.store.delete(ws.run_saved[0])
             except ValueError:
@@ -203,8 +203,16 @@ class Explorer(CompareActions, AnalysisActions, SessionActions):
         return meta | ({"models": str(self.custom_models)} if self.custom_models else {})
 
     # ------------------------------------------------------------------ views
-    def view(self, ws: Workspace, frame: int | None, signal: str, layer: str, cmap: str = "inferno",
-             alpha: float = 0.6, gamma: float = 1.0) -> View:
+    def view(
+        self,
+        ws: Workspace,
+        frame: int | None,
+        signal: str,
+        layer: str,
+        cmap: str = "inferno",
+        alpha: float = 0.6,
+        gamma: float = 1.0,
+    ) -> View:
         """Every Generate view at one time: frame `frame` (clamped to the frames made; None = the newest),
         just after its chunk was committed and evicted: the frame, its tokens' salience then, the cache map
         then, the timeline's marker at that eviction, the drill-down's cyan line."""
@@ -228,22 +236,38 @@ class Explorer(CompareActions, AnalysisActions, SessionActions):
             step = h.evict_step(chunk) if n else None
             budget = h.budget if h.budget > 0 else None
             note = views.no_values_note(d, signal, f) if n else ""
-            return View(views.frame_view(d, f), views.frame_view(d, f, preview=True),
-                        views.heatmap_view(d, signal, lay, f, cmap, alpha, gamma, mark, note),
-                        views.cache_map(h, chunk=chunk, frame=f if n else None, token=ws.token),
-                        figures.occupancy_figure(h, budget, step, f"KV cache occupancy: {d.config.label}"),
-                        self._status(ws, d, signal, f, note), f, n, views.hover_data(d, signal, f) if n else {})
+            return View(
+                views.frame_view(d, f),
+                views.frame_view(d, f, preview=True),
+                views.heatmap_view(d, signal, lay, f, cmap, alpha, gamma, mark, note),
+                views.cache_map(h, chunk=chunk, frame=f if n else None, token=ws.token),
+                figures.occupancy_figure(h, budget, step, f"KV cache occupancy: {d.config.label}"),
+                self._status(ws, d, signal, f, note),
+                f,
+                n,
+                views.hover_data(d, signal, f) if n else {},
+            )
 
     def _empty_view(self) -> View:
         blank = np.full((256, 256, 3), 245, np.uint8)
-        return View(blank, blank, blank, blank, figures.occupancy_figure(_empty_history()),
-                    "No run yet: set a prompt, a policy and a budget, then **Step**, **Step frame** or **Run**.", 0, 0)
+        return View(
+            blank,
+            blank,
+            blank,
+            blank,
+            figures.occupancy_figure(_empty_history()),
+            "No run yet: set a prompt, a policy and a budget, then **Step**, **Step frame** or **Run**.",
+            0,
+            0,
+        )
 
     def _status(self, ws: Workspace, d: RunData, signal: str, frame: int | None = None, note: str = "") -> str:
         run = ws.run
         frame = max(d.frames_done - 1, 0) if frame is None else frame
-        head = (f"**{d.config.label}** · prompt “{d.config.prompt}” · seed {d.config.seed} · "
-                f"{d.frames_done}/{d.config.frames} frames")
+        head = (
+            f"**{d.config.label}** · prompt “{d.config.prompt}” · seed {d.config.seed} · "
+            f"{d.frames_done}/{d.config.frames} frames"
+        )
         if run is not None and run.paused:
             head += " · **paused**: Run continues this run"
         lines = [head, d.notice, d.status]
@@ -253,8 +277,10 @@ class Explorer(CompareActions, AnalysisActions, SessionActions):
             lines.append("not saved yet: a run is saved when it finishes, on Stop, or with Save (Sessions tab)")
         if d.frames_done:
             s = ws.scrub["run"]
-            lines.append(f"showing frame {frame} as it was after its chunk's eviction · "
-                         + ("following the newest frame" if s.follow else "scrubbed (tick *Follow live* to follow)"))
+            lines.append(
+                f"showing frame {frame} as it was after its chunk's eviction · "
+                + ("following the newest frame" if s.follow else "scrubbed (tick *Follow live* to follow)")
+            )
             if note:
                 lines.append(f"*{SIGNALS[signal].label}: {note}*")
             ms = d.frame_ms[: d.frames_done]
@@ -300,18 +326,24 @@ class Explorer(CompareActions, AnalysisActions, SessionActions):
         """The picked token's signal over time per layer, when each layer evicted it, the scrubbed time."""
         with ws.lock:
             if ws.run is None or ws.token is None:
-                return figures.token_figure(_empty_history(), "attention", 0), \
-                    "Click a token on the heatmap or the cache map to follow it over time."
+                return figures.token_figure(
+                    _empty_history(), "attention", 0
+                ), "Click a token on the heatmap or the cache map to follow it over time."
             h = ws.run.data.history
             tid = ws.token
             f, y, x = h.token_pos(tid)
             now = h.chunk_of(self.shown_frame(ws))
-            ev = [f"layer {layer}: evicted at chunk {int(c)}" if c >= 0 else f"layer {layer}: still cached"
-                  for layer, c in enumerate(h.evicted_at[:, tid])]
+            ev = [
+                f"layer {layer}: evicted at chunk {int(c)}" if c >= 0 else f"layer {layer}: still cached"
+                for layer, c in enumerate(h.evicted_at[:, tid])
+            ]
             held = [layer for layer, c in enumerate(h.evicted_at[:, tid]) if c < 0 or c > now]
-            at = (f"at the scrubbed time (chunk {now}): " + (f"cached in layers {', '.join(map(str, held))}"
-                                                              if held else "evicted from every layer")
-                  if h.chunk_of(f) <= now else f"not generated yet at the scrubbed time (chunk {now})")
+            at = (
+                f"at the scrubbed time (chunk {now}): "
+                + (f"cached in layers {', '.join(map(str, held))}" if held else "evicted from every layer")
+                if h.chunk_of(f) <= now
+                else f"not generated yet at the scrubbed time (chunk {now})"
+            )
             info = f"**token {tid}** = frame {f}, row {y}, column {x}  \n" + " · ".join(ev) + "  \n" + at
             return figures.token_figure(h, signal, tid, now), info
 
@@ -324,4 +356,5 @@ def _auto_name(config: RunConfig) -> str:
 
 def _empty_history():
     from .history import RunHistory
+
     return RunHistory(1, 0, 64, 8, 1, 1)

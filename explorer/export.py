@@ -4,6 +4,7 @@ Every writer is atomic: it writes a temporary file (".partial-*") in the target 
 and renames it over the target with os.replace, so a reader never sees a half-written file and a failed
 write leaves nothing behind. Parent directories are created. Each writer returns the final Path.
 """
+
 from __future__ import annotations
 
 import csv
@@ -55,9 +56,17 @@ def write_mp4(frames: np.ndarray, path, fps: int = 12) -> Path:
     faststart); odd H or W are padded by one edge pixel."""
     frames = _even(_check_frames(frames))
     with atomic_path(path, ".mp4") as tmp:
-        iio.imwrite(tmp, frames, plugin="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
-                    macro_block_size=2, ffmpeg_params=["-crf", "18", "-movflags", "+faststart"],
-                    ffmpeg_log_level="error")
+        iio.imwrite(
+            tmp,
+            frames,
+            plugin="FFMPEG",
+            fps=fps,
+            codec="libx264",
+            pixelformat="yuv420p",
+            macro_block_size=2,
+            ffmpeg_params=["-crf", "18", "-movflags", "+faststart"],
+            ffmpeg_log_level="error",
+        )
     return Path(path)
 
 
@@ -98,10 +107,18 @@ def cached_png(img: np.ndarray, folder) -> str:
     return str(path)
 
 
-def comparison_frames(videos: list[np.ndarray], labels: list[str], scale: int = 4,
-                      overlays: list[np.ndarray | None] | None = None, vmin: float = 0.0, vmax: float = 1.0,
-                      signal_label: str = "salience", cmap: str = "inferno", cols: int | None = None,
-                      frame_range: tuple[int, int] | None = None) -> np.ndarray:
+def comparison_frames(
+    videos: list[np.ndarray],
+    labels: list[str],
+    scale: int = 4,
+    overlays: list[np.ndarray | None] | None = None,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    signal_label: str = "salience",
+    cmap: str = "inferno",
+    cols: int | None = None,
+    frame_range: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Side-by-side video: for each frame t, a tile of panels (video i upscaled, with overlay i on a fixed
     [vmin, vmax] scale if given, labelled "<label> | frame t"), plus a colour bar when any overlay is given.
     videos: each (T_i, S, S, 3) uint8; overlays: each None or (T_i, g, g) float with NaN. Frames run over
@@ -191,8 +208,9 @@ def zip_folder(folder, path) -> Path:
     """Zip every file under folder (deflated, paths relative to folder, sorted); the archive itself and
     unfinished temporary files are left out."""
     folder, path = Path(folder), Path(path)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(PARTIAL)
-                   and p.resolve() != path.resolve())
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(PARTIAL) and p.resolve() != path.resolve()
+    )
     with atomic_path(path, ".zip") as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for p in files:

@@ -2,12 +2,13 @@
 default, range and unit from the policy's own fields (`backend.policies.params`). The form writes the
 `KEY=VALUE` text (what runs and the API take; only values that differ from the defaults), and is drawn anew
 when the policy changes or the text is edited by hand, so both always say the same."""
+
 from __future__ import annotations
 
 import gradio as gr
 
-from backend.settings import parse_params
 from backend.policies.params import Param, is_own, parameters
+from backend.settings import parse_params
 
 
 def _input(p: Param, value):
@@ -20,8 +21,9 @@ def _input(p: Param, value):
         v = "none" if value is None else str(value)
         return gr.Dropdown(choices, value=v if v in choices else choices[0], label=label, info=info)
     if p.kind in ("int", "float"):
-        return gr.Number(value, label=label, info=info, precision=0 if p.kind == "int" else None,
-                         step=1 if p.kind == "int" else 0.05)
+        return gr.Number(
+            value, label=label, info=info, precision=0 if p.kind == "int" else None, step=1 if p.kind == "int" else 0.05
+        )
     return gr.Textbox("" if value is None else str(value), label=label, info=info)
 
 
@@ -68,6 +70,7 @@ def param_form(policy: gr.Dropdown, text: gr.Textbox, demo: gr.Blocks) -> None:
 
         def write(*values):
             return form_text(order, list(values))
+
         for c in comps:
             events = [c.change] if isinstance(c, (gr.Checkbox, gr.Dropdown)) else [c.blur, c.submit]
             for ev in events:

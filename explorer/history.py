@@ -12,6 +12,7 @@ Filled step by step from the backend's StepRecords plus snapshots of the cache a
 
 Token ids follow the cache (backend/cache.py): prompt slot p -> p, frame token -> n_prompt + frame * T + y * g + x.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -21,13 +22,13 @@ import numpy as np
 
 from backend.records import PHASES
 
-SNAP_SIGNALS = ("score", "attention", "predicted")   # values recorded per snapshot
+SNAP_SIGNALS = ("score", "attention", "predicted")  # values recorded per snapshot
 
 
 @dataclass
 class Snapshot:
     chunk: int
-    ids: list[np.ndarray]                      # per layer (n_l,) int64 token ids, cache order
+    ids: list[np.ndarray]  # per layer (n_l,) int64 token ids, cache order
     values: dict[str, list[np.ndarray | None]]  # signal -> per layer (n_l,) float32 or None
 
 
@@ -40,21 +41,21 @@ class RunHistory:
     chunk_frames: int
     n_frames: int
     max_snapshots: int = 96
-    budget: int = -1                                               # policy budget, tokens/layer (-1 = none)
+    budget: int = -1  # policy budget, tokens/layer (-1 = none)
     # step log (one entry per StepRecord)
     phase: list[int] = field(default_factory=list)
     chunk: list[int] = field(default_factory=list)
     step: list[int] = field(default_factory=list)
-    occupancy: list[np.ndarray] = field(default_factory=list)     # (L,) tokens
-    nbytes: list[np.ndarray] = field(default_factory=list)        # (L,) bytes
-    n_evicted: list[np.ndarray] = field(default_factory=list)     # (L,) tokens evicted by the step
+    occupancy: list[np.ndarray] = field(default_factory=list)  # (L,) tokens
+    nbytes: list[np.ndarray] = field(default_factory=list)  # (L,) bytes
+    n_evicted: list[np.ndarray] = field(default_factory=list)  # (L,) tokens evicted by the step
     ms: list[float] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
-    stride: int = 1                                                # chunks between kept older snapshots
-    evicted_at: np.ndarray = None                                  # (L, N) chunk of eviction, -1 = never
-    static: dict[str, np.ndarray] = field(default_factory=dict)    # signal -> (L, n_frames * T) float32
-    birth: dict[str, np.ndarray] = field(default_factory=dict)     # signal -> (L, n_frames * T) float32, NaN =
-                                                                   # no value when the token's chunk was made
+    stride: int = 1  # chunks between kept older snapshots
+    evicted_at: np.ndarray = None  # (L, N) chunk of eviction, -1 = never
+    static: dict[str, np.ndarray] = field(default_factory=dict)  # signal -> (L, n_frames * T) float32
+    birth: dict[str, np.ndarray] = field(default_factory=dict)  # signal -> (L, n_frames * T) float32, NaN =
+    # no value when the token's chunk was made
 
     def __post_init__(self):
         if self.evicted_at is None:
@@ -97,7 +98,7 @@ class RunHistory:
         The values of the snapshot's own chunk's tokens are kept for good in `birth`."""
         self._record_birth(snap)
         if self.snapshots and self.snapshots[-1].chunk == snap.chunk:
-            old = self.snapshots.pop()              # same chunk (score arrives at evict): merge
+            old = self.snapshots.pop()  # same chunk (score arrives at evict): merge
             for k, v in old.values.items():
                 if snap.values.get(k) is None:
                     snap.values[k] = v
@@ -108,7 +109,7 @@ class RunHistory:
 
     def _record_birth(self, snap: Snapshot) -> None:
         T, cf = self.tokens_per_frame, self.chunk_frames
-        lo = self.n_prompt + snap.chunk * cf * T                       # first token id of the chunk
+        lo = self.n_prompt + snap.chunk * cf * T  # first token id of the chunk
         hi = min(lo + cf * T, self.n_tokens)
         for sig, per_layer in snap.values.items():
             if per_layer is None:
@@ -144,10 +145,19 @@ class RunHistory:
     def arrays(self) -> dict[str, np.ndarray]:
         """Step log as arrays: phase/chunk/step (S,), occupancy/nbytes/n_evicted (S, L), ms (S,)."""
         L = self.n_layer
-        stack = (lambda xs: np.stack(xs) if xs else np.zeros((0, L), np.int64))
-        return {"phase": np.array(self.phase, np.int64), "chunk": np.array(self.chunk, np.int64),
-                "step": np.array(self.step, np.int64), "occupancy": stack(self.occupancy),
-                "nbytes": stack(self.nbytes), "n_evicted": stack(self.n_evicted), "ms": np.array(self.ms)}
+
+        def stack(xs):
+            return np.stack(xs) if xs else np.zeros((0, L), np.int64)
+
+        return {
+            "phase": np.array(self.phase, np.int64),
+            "chunk": np.array(self.chunk, np.int64),
+            "step": np.array(self.step, np.int64),
+            "occupancy": stack(self.occupancy),
+            "nbytes": stack(self.nbytes),
+            "n_evicted": stack(self.n_evicted),
+            "ms": np.array(self.ms),
+        }
 
     def snapshot_at(self, chunk: int | None = None, signal: str | None = None) -> Snapshot | None:
         """The newest snapshot taken at or before `chunk` (None = the newest of all), or the newest of those
@@ -171,11 +181,11 @@ class RunHistory:
         out = np.full((len(layers), T), np.nan, np.float32)
         if signal in self.static:
             for i, l in enumerate(layers):
-                out[i] = self.static[signal][l, frame * T:(frame + 1) * T]
+                out[i] = self.static[signal][l, frame * T : (frame + 1) * T]
         elif chunk is not None and chunk == self.chunk_of(frame):
             if signal in self.birth:
                 for i, l in enumerate(layers):
-                    out[i] = self.birth[signal][l, frame * T:(frame + 1) * T]
+                    out[i] = self.birth[signal][l, frame * T : (frame + 1) * T]
         else:
             snap, src = self.snapshot_at(chunk), self.snapshot_at(chunk, signal)
             if src is not None:
@@ -184,11 +194,11 @@ class RunHistory:
                     if vals is None:
                         continue
                     sel = (ids >= base) & (ids < base + T)
-                    if src is not snap:                         # only the tokens cached at `chunk`
+                    if src is not snap:  # only the tokens cached at `chunk`
                         sel &= np.isin(ids, snap.ids[l])
                     out[i, ids[sel] - base] = vals[sel]
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)             # all-NaN columns stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
             mean = np.nanmean(out, 0)
         return mean.reshape(g, g)
 
@@ -213,7 +223,7 @@ class RunHistory:
         end of `chunk` (None = now). Prompt anchors are reported separately (`prompt_status`)."""
         done = self.chunks_done if chunk is None else chunk + 1
         T = self.tokens_per_frame
-        ev = self.evicted_at[:, self.n_prompt:].reshape(self.n_layer, self.n_frames, T)
+        ev = self.evicted_at[:, self.n_prompt :].reshape(self.n_layer, self.n_frames, T)
         frame_chunk = (np.arange(self.n_frames) // self.chunk_frames)[None, :, None]
         born = frame_chunk < done
         gone = (ev >= 0) & (ev < done)
@@ -223,7 +233,7 @@ class RunHistory:
     def prompt_status(self, chunk: int | None = None) -> np.ndarray:
         """(L, n_prompt) int8: 3 = anchor still cached, 2 = evicted."""
         done = self.chunks_done if chunk is None else chunk + 1
-        ev = self.evicted_at[:, :self.n_prompt]
+        ev = self.evicted_at[:, : self.n_prompt]
         return np.where((ev >= 0) & (ev < done), 2, 3).astype(np.int8)
 
     def commit_step(self, frame: int) -> int | None:
@@ -247,19 +257,38 @@ class RunHistory:
         """Flat numpy dict (no pickles): step log, evictions, snapshots (ragged, with offsets), statics."""
         out = {f"log_{k}": v for k, v in self.arrays().items()}
         out["evicted_at"] = self.evicted_at
-        out["dims"] = np.array([self.n_layer, self.n_prompt, self.tokens_per_frame, self.grid,
-                                self.chunk_frames, self.n_frames, self.max_snapshots, self.stride,
-                                self.budget], np.int64)
+        out["dims"] = np.array(
+            [
+                self.n_layer,
+                self.n_prompt,
+                self.tokens_per_frame,
+                self.grid,
+                self.chunk_frames,
+                self.n_frames,
+                self.max_snapshots,
+                self.stride,
+                self.budget,
+            ],
+            np.int64,
+        )
         out["snap_chunk"] = np.array([s.chunk for s in self.snapshots], np.int64)
         lens = np.array([[len(s.ids[l]) for l in range(self.n_layer)] for s in self.snapshots], np.int64)
         out["snap_len"] = lens.reshape(len(self.snapshots), self.n_layer)
         flat = [ids for s in self.snapshots for ids in s.ids]
         out["snap_ids"] = np.concatenate(flat).astype(np.int64) if flat else np.zeros(0, np.int64)
         for sig in SNAP_SIGNALS:
-            has = np.array([[s.values.get(sig) is not None and s.values[sig][l] is not None
-                             for l in range(self.n_layer)] for s in self.snapshots], bool)
-            vals = [s.values[sig][l] if h else np.full(len(s.ids[l]), np.nan, np.float32)
-                    for s, row in zip(self.snapshots, has) for l, h in enumerate(row)]
+            has = np.array(
+                [
+                    [s.values.get(sig) is not None and s.values[sig][l] is not None for l in range(self.n_layer)]
+                    for s in self.snapshots
+                ],
+                bool,
+            )
+            vals = [
+                s.values[sig][l] if h else np.full(len(s.ids[l]), np.nan, np.float32)
+                for s, row in zip(self.snapshots, has)
+                for l, h in enumerate(row)
+            ]
             out[f"snap_has_{sig}"] = has.reshape(len(self.snapshots), self.n_layer)
             out[f"snap_{sig}"] = np.concatenate(vals).astype(np.float32) if vals else np.zeros(0, np.float32)
         for k, v in self.static.items():
@@ -269,10 +298,20 @@ class RunHistory:
         return out
 
     @classmethod
-    def from_arrays(cls, a: dict[str, np.ndarray]) -> "RunHistory":
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> RunHistory:
         L, P, T, g, cf, n, ms, stride, budget = (int(x) for x in a["dims"])
-        h = cls(L, P, T, g, cf, n, max_snapshots=ms, budget=budget, stride=stride,
-                evicted_at=np.array(a["evicted_at"], np.int32))
+        h = cls(
+            L,
+            P,
+            T,
+            g,
+            cf,
+            n,
+            max_snapshots=ms,
+            budget=budget,
+            stride=stride,
+            evicted_at=np.array(a["evicted_at"], np.int32),
+        )
         h.phase, h.chunk, h.step = (a[f"log_{k}"].tolist() for k in ("phase", "chunk", "step"))
         h.occupancy, h.nbytes, h.n_evicted = (list(a[f"log_{k}"]) for k in ("occupancy", "nbytes", "n_evicted"))
         h.ms = a["log_ms"].tolist()
@@ -281,15 +320,16 @@ class RunHistory:
             ids, vals = [], {s: [] for s in SNAP_SIGNALS}
             for l in range(L):
                 k = int(a["snap_len"][i, l])
-                ids.append(a["snap_ids"][off:off + k])
+                ids.append(a["snap_ids"][off : off + k])
                 for s in SNAP_SIGNALS:
-                    vals[s].append(a[f"snap_{s}"][off:off + k] if a[f"snap_has_{s}"][i, l] else None)
+                    vals[s].append(a[f"snap_{s}"][off : off + k] if a[f"snap_has_{s}"][i, l] else None)
                 off += k
-            h.snapshots.append(Snapshot(int(c), ids, {s: (v if any(x is not None for x in v) else None)
-                                                      for s, v in vals.items()}))
+            h.snapshots.append(
+                Snapshot(int(c), ids, {s: (v if any(x is not None for x in v) else None) for s, v in vals.items()})
+            )
         h.static = {k[7:]: v for k, v in a.items() if k.startswith("static_")}
         h.birth = {k[6:]: np.array(v, np.float32) for k, v in a.items() if k.startswith("birth_")}
-        if not h.birth:                          # a session saved before `birth`: rebuilt from its snapshots
+        if not h.birth:  # a session saved before `birth`: rebuilt from its snapshots
             for snap in h.snapshots:
                 h._record_birth(snap)
         return h
@@ -326,8 +366,11 @@ def commit_snapshot(rec) -> Snapshot | None:
 def score_snapshot(rec) -> Snapshot | None:
     """The policy's scores at an eviction, as ranks, aligned with the ids cached just before it (the record's)."""
     from .signals import rank01
+
     if rec.scores is None or rec.ids is None or all(s is None for s in rec.scores):
         return None
-    vals = [None if s is None or len(s) != len(ids) else rank01(np.asarray(s, np.float64))
-            for ids, s in zip(rec.ids, rec.scores)]
+    vals = [
+        None if s is None or len(s) != len(ids) else rank01(np.asarray(s, np.float64))
+        for ids, s in zip(rec.ids, rec.scores)
+    ]
     return Snapshot(rec.chunk, [i.copy() for i in rec.ids], {"score": vals})

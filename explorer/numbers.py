@@ -9,6 +9,7 @@
   frame where the evaluator finds it (backend.consistency.object_tracks); it has left a layer at the chunk
   that evicted the last of those tokens.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +26,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
         return float("nan")
     ra, rb = rank01(np.asarray(a, np.float64)).astype(np.float64), rank01(np.asarray(b, np.float64)).astype(np.float64)
     ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())
+    den = np.sqrt((ra**2).sum() * (rb**2).sum())
     return float((ra * rb).sum() / den) if den > 0 else float("nan")
 
 
@@ -65,13 +66,14 @@ def _mean(xs: list[float]) -> float:
     return float(np.mean(xs)) if xs else float("nan")
 
 
-def dense_reference(h: RunHistory, per_frame_token: np.ndarray | None = None,
-                    per_id: list[np.ndarray] | None = None) -> np.ndarray:
+def dense_reference(
+    h: RunHistory, per_frame_token: np.ndarray | None = None, per_id: list[np.ndarray] | None = None
+) -> np.ndarray:
     """(L, n_tokens) over token ids from either a frame-token array (L, n_frames * T) (the teacher) or dense
     per-layer arrays over ids (the oracle's hindsight scores); NaN where there is no value."""
     out = np.full((h.n_layer, h.n_tokens), np.nan, np.float32)
     if per_frame_token is not None:
-        out[:, h.n_prompt:] = per_frame_token
+        out[:, h.n_prompt :] = per_frame_token
     for layer, arr in enumerate(per_id or []):
         n = min(len(arr), h.n_tokens)
         out[layer, :n] = arr[:n]
@@ -84,7 +86,7 @@ def object_tokens(h: RunHistory, det, frame: int, pixels_per_cell: float) -> np.
     radius = np.sqrt(det.area / np.pi) + pixels_per_cell / 2
     centres = (np.arange(g) + 0.5) * pixels_per_cell
     yy, xx = np.meshgrid(centres, centres, indexing="ij")
-    hit = np.hypot(yy - det.y, xx - det.x) <= radius                                  # (g, g)
+    hit = np.hypot(yy - det.y, xx - det.x) <= radius  # (g, g)
     return h.n_prompt + frame * h.tokens_per_frame + np.flatnonzero(hit)
 
 
@@ -94,10 +96,12 @@ def departures(h: RunHistory, tracks: list[dict], frame_size: int, upto_chunk: i
     now = h.chunks_done - 1 if upto_chunk is None else upto_chunk
     rows = []
     for tr in tracks:
-        ids = [object_tokens(h, det, t, frame_size / h.grid) for t, det in tr["frames"].items()
-               if h.chunk_of(t) <= now]
-        row = {"object": tr["label"], "found in": f"{tr['found_share']:.0%}" if np.isfinite(tr["found_share"]) else "-",
-               "frames seen": len(ids)}
+        ids = [object_tokens(h, det, t, frame_size / h.grid) for t, det in tr["frames"].items() if h.chunk_of(t) <= now]
+        row = {
+            "object": tr["label"],
+            "found in": f"{tr['found_share']:.0%}" if np.isfinite(tr["found_share"]) else "-",
+            "frames seen": len(ids),
+        }
         ids = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
         for layer in range(h.n_layer):
             ev = h.evicted_at[layer, ids]

@@ -1,5 +1,6 @@
 """Runs <-> saved sessions: a run or a comparison is stored as configs + flat numpy arrays and reloads into
 RunData that renders exactly as it did live, without recomputing anything."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,14 @@ from .run import RunConfig, RunData
 from .sessions import SessionError, SessionStore
 
 
-def save_runs(store: SessionStore, name: str, kind: str, datas: list[RunData], reference: int | None = None,
-              meta: dict | None = None) -> str:
+def save_runs(
+    store: SessionStore,
+    name: str,
+    kind: str,
+    datas: list[RunData],
+    reference: int | None = None,
+    meta: dict | None = None,
+) -> str:
     """Save one run (kind 'run') or a comparison (kind 'compare'); returns the session id."""
     arrays = {}
     for i, d in enumerate(datas):
@@ -22,9 +29,15 @@ def save_runs(store: SessionStore, name: str, kind: str, datas: list[RunData], r
         for k, v in d.history.to_arrays().items():
             arrays[f"r{i}_h_{k}"] = v
     first = datas[0].config
-    config = {"runs": [d.config.to_dict() for d in datas], "reference": reference,
-              "prompt": first.prompt, "seed": first.seed, "frames": first.frames,
-              "frames_done": min(d.frames_done for d in datas), "status": [d.status for d in datas]}
+    config = {
+        "runs": [d.config.to_dict() for d in datas],
+        "reference": reference,
+        "prompt": first.prompt,
+        "seed": first.seed,
+        "frames": first.frames,
+        "frames_done": min(d.frames_done for d in datas),
+        "status": [d.status for d in datas],
+    }
     return store.save(name, kind, config, arrays, meta)
 
 
@@ -35,8 +48,9 @@ def load_runs(store: SessionStore, sid: str) -> tuple[dict, list[RunData]]:
         datas = []
         for i, cfg in enumerate(doc["config"]["runs"]):
             config = RunConfig(**cfg)
-            hist = RunHistory.from_arrays({k[len(f"r{i}_h_"):]: v for k, v in arrays.items()
-                                           if k.startswith(f"r{i}_h_")})
+            hist = RunHistory.from_arrays(
+                {k[len(f"r{i}_h_") :]: v for k, v in arrays.items() if k.startswith(f"r{i}_h_")}
+            )
             done = arrays[f"r{i}_frames"]
             frames = np.zeros((hist.n_frames, *done.shape[1:]), np.uint8)
             frames[: len(done)] = done
@@ -50,8 +64,9 @@ def load_runs(store: SessionStore, sid: str) -> tuple[dict, list[RunData]]:
             status = (doc["config"].get("status") or [""] * (i + 1))[i]
             datas.append(RunData(config, frames, hist, ms, latents, None, f"reloaded session {sid}: {status}"))
     except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise SessionError(f"session {sid!r} is not an explorer run this version can read ({type(e).__name__}: "
-                           f"{e})") from e
+        raise SessionError(
+            f"session {sid!r} is not an explorer run this version can read ({type(e).__name__}: {e})"
+        ) from e
     if not datas:
         raise SessionError(f"session {sid!r} holds no runs")
     return doc, datas

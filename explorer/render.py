@@ -5,9 +5,10 @@ Token maps are (g, g) float arrays that may hold NaN, meaning "token not in the 
 `colourise` draws NaN cells mid-grey (128, 128, 128) with a thin darker diagonal hatch (80, 80, 80), and
 `overlay` shows the frame darkened (x0.35) there instead of a colour.
 """
+
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import cv2
 import numpy as np
@@ -30,7 +31,7 @@ BAR_BOTTOM_PAD = 8  # rows below the strip (room for the vmin tick label)
 # ----------------------------------------------------------------------------------------------- colour
 
 
-@lru_cache(maxsize=None)
+@cache
 def _lut(cmap: str) -> np.ndarray:
     """RGB lookup table (256, 3) uint8 of an OpenCV colour map (applyColorMap gives BGR)."""
     if cmap not in CMAPS:
@@ -81,8 +82,9 @@ def upscale(img: np.ndarray, scale: int) -> np.ndarray:
     return img.repeat(scale, axis=ax).repeat(scale, axis=ax + 1)
 
 
-def colourise(values: np.ndarray, vmin: float, vmax: float, size: int, cmap: str = "inferno",
-              gamma: float = 1.0) -> np.ndarray:
+def colourise(
+    values: np.ndarray, vmin: float, vmax: float, size: int, cmap: str = "inferno", gamma: float = 1.0
+) -> np.ndarray:
     """Token map (g, g) float -> (size, size, 3) uint8 on the fixed scale [vmin, vmax], so one value
     always gets one colour whatever the other values. NaN cells are mid-grey with a diagonal hatch."""
     values = np.asarray(values, dtype=np.float64)
@@ -99,8 +101,16 @@ def colourise(values: np.ndarray, vmin: float, vmax: float, size: int, cmap: str
     return out
 
 
-def overlay(frame: np.ndarray, values: np.ndarray, vmin: float, vmax: float, scale: int = 4,
-            alpha: float = 0.5, cmap: str = "inferno", gamma: float = 1.0) -> np.ndarray:
+def overlay(
+    frame: np.ndarray,
+    values: np.ndarray,
+    vmin: float,
+    vmax: float,
+    scale: int = 4,
+    alpha: float = 0.5,
+    cmap: str = "inferno",
+    gamma: float = 1.0,
+) -> np.ndarray:
     """Frame (S, S, 3) upscaled by `scale`, blended with the colourised token map (g, g):
     (1 - alpha) * frame + alpha * colour. NaN cells show the frame darkened instead. -> (S*scale, S*scale, 3)"""
     big = upscale(frame, scale)  # (H, W, 3)
@@ -142,8 +152,12 @@ def _cell_box(shape, grid: int, y: int, x: int) -> tuple[int, int, int, int]:
     h, w = shape[:2]
     if not (0 <= y < grid and 0 <= x < grid):
         raise ValueError(f"token ({y}, {x}) outside a {grid}x{grid} grid")
-    return (int(round(y * h / grid)), int(round((y + 1) * h / grid)),
-            int(round(x * w / grid)), int(round((x + 1) * w / grid)))
+    return (
+        int(round(y * h / grid)),
+        int(round((y + 1) * h / grid)),
+        int(round(x * w / grid)),
+        int(round((x + 1) * w / grid)),
+    )
 
 
 def mark_token(img: np.ndarray, grid: int, y: int, x: int, colour=(0, 255, 255)) -> np.ndarray:
@@ -151,10 +165,10 @@ def mark_token(img: np.ndarray, grid: int, y: int, x: int, colour=(0, 255, 255))
     y0, y1, x0, x1 = _cell_box(img.shape, grid, y, x)
     out = img.copy()
     c = np.asarray(colour, dtype=np.uint8)
-    out[y0:min(y0 + 2, y1), x0:x1] = c
-    out[max(y1 - 2, y0):y1, x0:x1] = c
-    out[y0:y1, x0:min(x0 + 2, x1)] = c
-    out[y0:y1, max(x1 - 2, x0):x1] = c
+    out[y0 : min(y0 + 2, y1), x0:x1] = c
+    out[max(y1 - 2, y0) : y1, x0:x1] = c
+    out[y0:y1, x0 : min(x0 + 2, x1)] = c
+    out[y0:y1, max(x1 - 2, x0) : x1] = c
     return out
 
 
@@ -191,7 +205,7 @@ def label(img: np.ndarray, text: str, scale: float = 0.45, bottom: bool = False,
     pad = 3
     h = min(th + base + 2 * pad, out.shape[0])
     y0 = int(np.clip(out.shape[0] - h * (line + 1) if bottom else h * line, 0, out.shape[0] - h))
-    out[y0:y0 + h, :min(tw + 2 * pad, out.shape[1])] = 0
+    out[y0 : y0 + h, : min(tw + 2 * pad, out.shape[1])] = 0
     _text(out, text, pad, y0 + pad + th, scale, (255, 255, 255))
     return out
 
@@ -201,10 +215,19 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def colourbar(height: int, vmin: float, vmax: float, label: str, cmap: str = "inferno", width: int = 70,
-              gamma: float = 1.0, pad_top: int = 0) -> np.ndarray:
+def colourbar(
+    height: int,
+    vmin: float,
+    vmax: float,
+    label: str,
+    cmap: str = "inferno",
+    width: int = 70,
+    gamma: float = 1.0,
+    pad_top: int = 0,
+) -> np.ndarray:
     """Vertical colour bar (height, width, 3): white background, `label` on top (shrunk, then wrapped at
-    spaces onto up to 3 lines to fit the width; `pad_top` px lower, clear of the UI's image buttons), a strip with vmax at the
+    spaces onto up to 3 lines to fit the width; `pad_top` px lower, clear of the UI's image buttons), a strip with
+    vmax at the
     top row and vmin at the bottom row (linear in value, colour with gamma), ticks at vmin, mid and vmax."""
     out = np.full((height, width, 3), 255, dtype=np.uint8)
     black = (0, 0, 0)
@@ -218,15 +241,15 @@ def colourbar(height: int, vmin: float, vmax: float, label: str, cmap: str = "in
     n = bottom - top
     vals = float(vmax) - (float(vmax) - float(vmin)) * np.arange(n) / max(n - 1, 1)  # (n,) top -> bottom
     strip = _apply_cmap(_unit(vals, vmin, vmax, gamma), cmap)  # (n, 3)
-    out[top - 1:bottom + 1, BAR_X0 - 1:BAR_X0 + BAR_W + 1] = 160  # 1-px grey frame around the strip
-    out[top:bottom, BAR_X0:BAR_X0 + BAR_W] = strip[:, None, :]
+    out[top - 1 : bottom + 1, BAR_X0 - 1 : BAR_X0 + BAR_W + 1] = 160  # 1-px grey frame around the strip
+    out[top:bottom, BAR_X0 : BAR_X0 + BAR_W] = strip[:, None, :]
     tx = BAR_X0 + BAR_W + 5
     ticks = [_fmt(v) for v in (vmax, (float(vmin) + float(vmax)) / 2, vmin)]
     tscale = min(_fit_scale(t, width - tx - 1, 0.35) for t in ticks)
     th = cv2.getTextSize("0", FONT, tscale, 1)[0][1]
     for text, row in zip(ticks, (top, top + (n - 1) / 2, bottom - 1)):
         row = int(round(row))
-        out[row, BAR_X0 + BAR_W + 1:BAR_X0 + BAR_W + 4] = 0  # tick mark
+        out[row, BAR_X0 + BAR_W + 1 : BAR_X0 + BAR_W + 4] = 0  # tick mark
         base = min(max(row + th // 2, th + 1), height - 2)  # baseline: centred on the tick, inside the image
         _text(out, text, tx, base, tscale, black)
     return out
@@ -255,7 +278,7 @@ def tile(panels: list[np.ndarray], cols: int | None = None, pad: int = 4, bg: in
     out = np.full((H + H % 2, W + W % 2, 3), bg, dtype=np.uint8)
     for i, p in enumerate(panels):
         y, x = (i // cols) * (h + pad), (i % cols) * (w + pad)
-        out[y:y + p.shape[0], x:x + p.shape[1]] = p
+        out[y : y + p.shape[0], x : x + p.shape[1]] = p
     return out
 
 
@@ -263,7 +286,6 @@ def hstack_bar(img: np.ndarray, bar: np.ndarray, pad: int = 4) -> np.ndarray:
     """img (H, W, 3) | pad white columns | bar resized to height H -> (H, W + pad + w_bar, 3)."""
     h = img.shape[0]
     if bar.shape[0] != h:
-        bar = cv2.resize(bar, (bar.shape[1], h), interpolation=cv2.INTER_AREA if bar.shape[0] > h
-                         else cv2.INTER_LINEAR)
+        bar = cv2.resize(bar, (bar.shape[1], h), interpolation=cv2.INTER_AREA if bar.shape[0] > h else cv2.INTER_LINEAR)
     gap = np.full((h, pad, 3), 255, dtype=np.uint8)
     return np.concatenate([_rgb(img), gap, _rgb(bar)], axis=1)

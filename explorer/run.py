@@ -3,25 +3,26 @@
 A `Run` is live (it has a stepper) or replayed from a saved session (frames and history only); everything
 the UI draws reads `RunData`, so both render the same way without recomputing.
 """
+
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from backend.build import build_policy
 from backend.config import SamplerConfig
 from backend.policies import POLICIES
-from backend.build import build_policy
-from backend.settings import parse_params
 from backend.prompt import parse
+from backend.settings import parse_params
 from backend.stepper import GenerationError, Stepper, validate_frames
 
 from .history import RunHistory
 from .signals import teacher_window
 
-MAX_FRAMES = 1024           # the explorer's limit per run (the backend's own is far higher)
+MAX_FRAMES = 1024  # the explorer's limit per run (the backend's own is far higher)
 MAX_GUIDANCE = 10.0
 
 
@@ -31,9 +32,9 @@ class RunConfig:
     seed: int = 0
     frames: int = 32
     policy: str = "window"
-    budget: str = ""          # "" = the policy's own default
-    params: str = ""          # "key=value, ..." policy parameters
-    guidance: float | None = None   # colour guidance scale on every chunk (1 = off); None = the shipped sampler's
+    budget: str = ""  # "" = the policy's own default
+    params: str = ""  # "key=value, ..." policy parameters
+    guidance: float | None = None  # colour guidance scale on every chunk (1 = off); None = the shipped sampler's
 
     @property
     def label(self) -> str:
@@ -47,15 +48,17 @@ class RunConfig:
             return SamplerConfig()
         return SamplerConfig(guidance=self.guidance, first_guidance=self.guidance)
 
-    def validate(self, max_frames: int = MAX_FRAMES) -> "RunConfig":
+    def validate(self, max_frames: int = MAX_FRAMES) -> RunConfig:
         """Check everything that can be checked without a model; raises ValueError with a clear message."""
         parse(self.prompt)
         if isinstance(self.seed, bool) or int(self.seed) != self.seed or not 0 <= self.seed < 2**31:
             raise GenerationError(f"seed must be an integer in [0, 2^31), got {self.seed!r}")
         validate_frames(self.frames)
         if self.frames > max_frames:
-            raise GenerationError(f"{self.frames} frames is above the explorer's limit of {max_frames}; "
-                                  "use the CLI (python -m backend generate) for longer videos")
+            raise GenerationError(
+                f"{self.frames} frames is above the explorer's limit of {max_frames}; "
+                "use the CLI (python -m backend generate) for longer videos"
+            )
         if self.policy not in POLICIES:
             raise GenerationError(f"unknown policy {self.policy!r}; known: {', '.join(sorted(POLICIES))}")
         parse_params(self.params)
@@ -70,8 +73,14 @@ class RunConfig:
     def cli(self, models: Path | None = None) -> str:
         """The command line that generates this run with `python -m backend generate` (same noise, same frames)."""
         import shlex
-        parts = ["python -m backend generate", f"--prompt {shlex.quote(self.prompt)}", f"--frames {self.frames}",
-                 f"--seed {self.seed}", f"--policy {self.policy}"]
+
+        parts = [
+            "python -m backend generate",
+            f"--prompt {shlex.quote(self.prompt)}",
+            f"--frames {self.frames}",
+            f"--seed {self.seed}",
+            f"--policy {self.policy}",
+        ]
         if self.budget:
             parts.append(f"--budget {shlex.quote(self.budget)}")
         parts += [f"--policy-arg {shlex.quote(f'{k}={v}')}" for k, v in parse_params(self.params).items()]
@@ -85,15 +94,16 @@ class RunConfig:
 @dataclass
 class RunData:
     """What is drawn and saved: config, frames generated so far, history, model facts."""
+
     config: RunConfig
-    frames: np.ndarray                     # (n_frames, S, S, 3) uint8; rows past frames_done are zero
+    frames: np.ndarray  # (n_frames, S, S, 3) uint8; rows past frames_done are zero
     history: RunHistory
-    frame_ms: np.ndarray                   # (n_frames,) ms per frame (all steps of its chunk)
-    latents: np.ndarray | None = None      # (n_frames, C, g, g) float32, for teacher salience
-    preview: np.ndarray | None = None      # (S, S, 3) newest denoise x0 preview
+    frame_ms: np.ndarray  # (n_frames,) ms per frame (all steps of its chunk)
+    latents: np.ndarray | None = None  # (n_frames, C, g, g) float32, for teacher salience
+    preview: np.ndarray | None = None  # (S, S, 3) newest denoise x0 preview
     status: str = ""
-    notice: str = ""                       # a one-off note for the status (e.g. an unsaved run was replaced)
-    oracle: tuple | None = None            # (frames, hindsight scores per layer) of a full-cache reference run
+    notice: str = ""  # a one-off note for the status (e.g. an unsaved run was replaced)
+    oracle: tuple | None = None  # (frames, hindsight scores per layer) of a full-cache reference run
 
     @property
     def frames_done(self) -> int:
@@ -107,26 +117,53 @@ class RunData:
 class Run:
     data: RunData
     stepper: Stepper | None = None
-    head: object = None                    # SalienceHead for the `predicted` signal
-    pause_requested: bool = False          # set by Stop (any thread), read between frames by the stream
+    head: object = None  # SalienceHead for the `predicted` signal
+    pause_requested: bool = False  # set by Stop (any thread), read between frames by the stream
 
     @classmethod
-    def start(cls, config: RunConfig, model, ae, head=None, progress=None, models: Path | None = None) -> "Run":
+    def start(cls, config: RunConfig, model, ae, head=None, progress=None, models: Path | None = None) -> Run:
         """A run at its first step. `models`: the folder whose salience heads PaFu-KV scores with (None: the
         shipped ones), so a student from a training run is scored by the heads distilled for it."""
         config.validate()
         params = parse_params(config.params)
-        policy = build_policy(config.policy, config.budget or None, config.frames, model, ae, config.prompt,
-                              config.seed, params, progress, sampler=config.sampler(), models=models)
-        head = policy.learned_head() or head         # PaFu-KV: show the head the policy itself uses
+        policy = build_policy(
+            config.policy,
+            config.budget or None,
+            config.frames,
+            model,
+            ae,
+            config.prompt,
+            config.seed,
+            params,
+            progress,
+            sampler=config.sampler(),
+            models=models,
+        )
+        head = policy.learned_head() or head  # PaFu-KV: show the head the policy itself uses
         # attention statistics for every policy: the `attention` heatmap paints them for all (so the explorer's
         # timings include materialising attention; `python -m backend.bench policies` measures without it)
-        st = Stepper(model, ae, config.prompt, config.frames, seed=config.seed, policy=policy,
-                     sampler=config.sampler(), attention=True, signal_head=head,
-                     signals=("attention", "predicted") if head is not None else ("attention",))
+        st = Stepper(
+            model,
+            ae,
+            config.prompt,
+            config.frames,
+            seed=config.seed,
+            policy=policy,
+            sampler=config.sampler(),
+            attention=True,
+            signal_head=head,
+            signals=("attention", "predicted") if head is not None else ("attention",),
+        )
         geo = model.geometry
-        hist = RunHistory(geo.n_layer, geo.n_prompt, geo.tokens_per_frame, geo.grid[0], geo.chunk_frames,
-                          config.frames, budget=policy.budget if policy.budget is not None else -1)
+        hist = RunHistory(
+            geo.n_layer,
+            geo.n_prompt,
+            geo.tokens_per_frame,
+            geo.grid[0],
+            geo.chunk_frames,
+            config.frames,
+            budget=policy.budget if policy.budget is not None else -1,
+        )
         data = RunData(config, st.frames, hist, st.frame_ms, st.latents.numpy())
         return cls(data, st, head)
 
@@ -189,11 +226,13 @@ class Run:
             merged = cur if merged is None else np.where(np.isfinite(cur), cur, merged)
         h.static["teacher"] = merged
 
-    def teacher_salience(self, teacher, frame: int, window: int = 48, first: int | None = None,
-                         end: int | None = None) -> tuple[int, int]:
+    def teacher_salience(
+        self, teacher, frame: int, window: int = 48, first: int | None = None, end: int | None = None
+    ) -> tuple[int, int]:
         """Compute the teacher signal over a window of generated frames ending just after `frame` (or over
         [first, end) when given)."""
         import torch
+
         d = self.data
         n = d.frames_done
         if n == 0:
@@ -205,8 +244,9 @@ class Run:
         tokens = torch.tensor(parse(d.config.prompt).tokens())
         h = d.history
         t0 = time.perf_counter()
-        d.history.static["teacher"] = teacher_window(teacher, tokens, torch.from_numpy(d.latents), h.n_layer,
-                                                     first, end, h.n_frames, h.tokens_per_frame)
+        d.history.static["teacher"] = teacher_window(
+            teacher, tokens, torch.from_numpy(d.latents), h.n_layer, first, end, h.n_frames, h.tokens_per_frame
+        )
         d.status = f"teacher salience over frames {first}-{end - 1} in {time.perf_counter() - t0:.1f} s"
         return first, end
 
@@ -214,11 +254,19 @@ class Run:
 def describe(rec, data: RunData) -> str:
     """One status line for a step."""
     occ = int(rec.occupancy.max()) if len(rec.occupancy) else 0
-    what = {"prefill": "stored the prompt anchors",
-            "commit": "committed the clean chunk" + (f" (attention statistics {rec.stats_ms:.0f} ms of it)"
-                                                      if rec.stats_ms > 0.5 else ""),
-            "evict": f"evicted {sum(len(e) for e in rec.evicted) if rec.evicted else 0} tokens (all layers)",
-            "denoise": f"denoise step {rec.step + 1} at t={rec.t:.2f}" if rec.t is not None else "denoise"}[rec.phase]
-    frames = f"frame {rec.frames[0]}" if rec.frames[1] - rec.frames[0] <= 1 else f"frames {rec.frames[0]}-{rec.frames[1] - 1}"
-    return (f"step {rec.index} · {frames} · {what} · {rec.ms:.0f} ms · cache {occ} tokens/layer, "
-            f"{rec.nbytes.sum() / 1e6:.2f} MB · {data.frames_done}/{data.config.frames} frames done")
+    what = {
+        "prefill": "stored the prompt anchors",
+        "commit": "committed the clean chunk"
+        + (f" (attention statistics {rec.stats_ms:.0f} ms of it)" if rec.stats_ms > 0.5 else ""),
+        "evict": f"evicted {sum(len(e) for e in rec.evicted) if rec.evicted else 0} tokens (all layers)",
+        "denoise": f"denoise step {rec.step + 1} at t={rec.t:.2f}" if rec.t is not None else "denoise",
+    }[rec.phase]
+    frames = (
+        f"frame {rec.frames[0]}"
+        if rec.frames[1] - rec.frames[0] <= 1
+        else f"frames {rec.frames[0]}-{rec.frames[1] - 1}"
+    )
+    return (
+        f"step {rec.index} · {frames} · {what} · {rec.ms:.0f} ms · cache {occ} tokens/layer, "
+        f"{rec.nbytes.sum() / 1e6:.2f} MB · {data.frames_done}/{data.config.frames} frames done"
+    )

@@ -5,6 +5,7 @@ A run's PSNR is against a full-cache run of the same prompt, seed, length, colou
 its comparison's reference, or else a saved full-cache run session that matches (same noise, so they
 differ only by what the caches kept); with none, the PSNR cells stay blank.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,11 +25,11 @@ from .sessions import SessionError, SessionInfo, SessionStore
 
 @dataclass
 class Entry:
-    key: str                   # "<session id>#<run index>"
+    key: str  # "<session id>#<run index>"
     sid: str
     kind: str
     data: RunData
-    weights: str               # the student's hash (runs match only under the same weights)
+    weights: str  # the student's hash (runs match only under the same weights)
     reference: RunData | None = None
 
     @property
@@ -56,15 +57,18 @@ class RunsIndex:
             try:
                 doc, datas = load_runs(self.store, s.id)
             except SessionError:
-                continue                                   # listed as a problem on the Sessions tab
+                continue  # listed as a problem on the Sessions tab
             ref = doc["config"].get("reference")
             weights = str((doc.get("meta") or {}).get("model_hash", ""))
-            self._loaded[s.id] = [Entry(f"{s.id}#{j}", s.id, doc["kind"], d, weights,
-                                        datas[ref] if ref is not None and j != ref else None)
-                                  for j, d in enumerate(datas)]
+            self._loaded[s.id] = [
+                Entry(
+                    f"{s.id}#{j}", s.id, doc["kind"], d, weights, datas[ref] if ref is not None and j != ref else None
+                )
+                for j, d in enumerate(datas)
+            ]
         out = [e for s in infos for e in self._loaded.get(s.id, [])]
         full = {e.match: e.data for e in out if e.data.config.policy == "full"}
-        for e in out:                                      # a run without its own reference: a matching full run
+        for e in out:  # a run without its own reference: a matching full run
             if e.reference is None and e.data.config.policy != "full":
                 e.reference = full.get(e.match)
         return out
@@ -78,11 +82,19 @@ def table(entries: list[Entry]) -> list[dict]:
         n = d.frames_done if ref is None else min(d.frames_done, ref.frames_done)
         m = run_metrics(d, None if ref is None else ref.frames, n)
         if ref is None and d.config.policy != "full":
-            m["PSNR vs full (dB)"] = m["SSIM vs full"] = float("nan")        # no reference: nothing to compare
-        config = m.pop("config")                           # what ran first, where it came from last
-        rows.append({"run": e.key, "config": config, **m,
-                     "budget tokens/layer": d.history.budget if d.history.budget > 0 else None,
-                     "seed": d.config.seed, "kind": e.kind, "prompt": d.config.prompt})
+            m["PSNR vs full (dB)"] = m["SSIM vs full"] = float("nan")  # no reference: nothing to compare
+        config = m.pop("config")  # what ran first, where it came from last
+        rows.append(
+            {
+                "run": e.key,
+                "config": config,
+                **m,
+                "budget tokens/layer": d.history.budget if d.history.budget > 0 else None,
+                "seed": d.config.seed,
+                "kind": e.kind,
+                "prompt": d.config.prompt,
+            }
+        )
     return rows
 
 
@@ -111,8 +123,12 @@ def overlay_figures(entries: list[Entry], keys: list[str]) -> tuple[go.Figure, g
     psnr.update_yaxes(title_text="PSNR vs its full-cache run [dB]")
     occ.update_xaxes(title_text="frames generated")
     occ.update_yaxes(title_text="KV MB after each eviction (all layers)", rangemode="tozero")
-    psnr = _layout(psnr, "per-frame PSNR against the full cache (same noise; 100 dB = identical; runs without a "
-                         "matching full-cache run are left out)", 320)
+    psnr = _layout(
+        psnr,
+        "per-frame PSNR against the full cache (same noise; 100 dB = identical; runs without a "
+        "matching full-cache run are left out)",
+        320,
+    )
     occ = _layout(occ, "KV cache after each eviction", 320)
     for f in (psnr, occ):
         f.update_layout(showlegend=True, legend=dict(orientation="h", y=-0.3, x=0))

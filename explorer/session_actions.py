@@ -1,5 +1,6 @@
 """The Explorer's exports and saved sessions (a mixin of `controller.Explorer`): videos, frames and tables of a
 run or a comparison into its session's exports/, and listing, loading, deleting and naming sessions."""
+
 from __future__ import annotations
 
 import time
@@ -18,8 +19,15 @@ from .views import parse_layer
 
 
 class SessionActions:
-    def export(self, ws: Workspace, what: str, kind: str, signal: str | None = None, layer: str = "mean",
-               frame: int | None = None) -> Path:
+    def export(
+        self,
+        ws: Workspace,
+        what: str,
+        kind: str,
+        signal: str | None = None,
+        layer: str = "mean",
+        frame: int | None = None,
+    ) -> Path:
         """Write an export of the run ('run') or the comparison ('compare') into its session's exports/."""
         if kind not in ("mp4", "gif", "png", "csv", "json", "zip"):
             raise ValueError(f"unknown export kind {kind!r}")
@@ -50,8 +58,13 @@ class SessionActions:
                 overlays = [np.stack([views.heatmap_values(d, signal, lay, t) for t in range(n)]) for d in datas]
             vids = [d.frames[:n] for d in datas]
             labels = [d.config.label for d in datas]
-            kw = dict(overlays=overlays, vmin=sig.vmin if sig else 0, vmax=sig.vmax if sig else 1,
-                      signal_label=f"{sig.label}: {sig.unit}" if sig else "", cols=min(len(datas), 4))
+            kw = dict(
+                overlays=overlays,
+                vmin=sig.vmin if sig else 0,
+                vmax=sig.vmax if sig else 1,
+                signal_label=f"{sig.label}: {sig.unit}" if sig else "",
+                cols=min(len(datas), 4),
+            )
             if kind == "png":
                 f = n - 1 if frame is None else int(np.clip(int(frame), 0, n - 1))
                 img = export.comparison_frames(vids, labels, frame_range=(f, f + 1), **kw)[0]
@@ -66,20 +79,29 @@ class SessionActions:
         rows = ws.compare.metrics() if what == "compare" else occupancy[datas[0].config.label]
         if path.suffix == ".csv":
             return export.write_csv(rows, path)
-        return export.write_json({"runs": [d.config.to_dict() for d in datas], "rows": rows,
-                                  "metrics": ws.compare.metrics() if what == "compare" else None,
-                                  "occupancy": occupancy, "model_hash": self.model_hash}, path)
+        return export.write_json(
+            {
+                "runs": [d.config.to_dict() for d in datas],
+                "rows": rows,
+                "metrics": ws.compare.metrics() if what == "compare" else None,
+                "occupancy": occupancy,
+                "model_hash": self.model_hash,
+            },
+            path,
+        )
 
     # ------------------------------------------------------------------ sessions
     def sessions(self) -> tuple[list[list], str]:
         rows, problems = [], []
         for s in self.store.list():
             if isinstance(s, SessionInfo):
-                created = str(s.created).replace("T", " ")[:19]          # ISO -> "YYYY-MM-DD HH:MM:SS" (UTC)
+                created = str(s.created).replace("T", " ")[:19]  # ISO -> "YYYY-MM-DD HH:MM:SS" (UTC)
                 rows.append([s.id, s.kind, created, s.n_frames, s.summary])
             elif isinstance(s, SessionProblem):
                 problems.append(f"- `{s.id}`: {s.problem}")
-        note = ("**Folders that are not readable sessions** (left untouched):\n" + "\n".join(problems)) if problems else ""
+        note = (
+            ("**Folders that are not readable sessions** (left untouched):\n" + "\n".join(problems)) if problems else ""
+        )
         return rows, note
 
     def load_session(self, ws: Workspace, sid: str) -> str:
@@ -113,10 +135,18 @@ class SessionActions:
 def _occupancy_rows(d: RunData) -> list[dict]:
     """One row per backend step: phase, chunk, tokens per layer, KV bytes, tokens evicted, ms."""
     a = d.history.arrays()
-    return [{"step": i, "phase": ("prefill", "denoise", "commit", "evict")[p], "chunk": c,
-             **{f"tokens_L{layer}": int(a["occupancy"][i, layer]) for layer in range(d.history.n_layer)},
-             "kv_bytes": int(a["nbytes"][i].sum()), "evicted": int(a["n_evicted"][i].sum()), "ms": float(a["ms"][i])}
-            for i, (p, c) in enumerate(zip(a["phase"], a["chunk"]))]
+    return [
+        {
+            "step": i,
+            "phase": ("prefill", "denoise", "commit", "evict")[p],
+            "chunk": c,
+            **{f"tokens_L{layer}": int(a["occupancy"][i, layer]) for layer in range(d.history.n_layer)},
+            "kv_bytes": int(a["nbytes"][i].sum()),
+            "evicted": int(a["n_evicted"][i].sum()),
+            "ms": float(a["ms"][i]),
+        }
+        for i, (p, c) in enumerate(zip(a["phase"], a["chunk"]))
+    ]
 
 
 def _clean_old(folder: Path, max_age_s: float) -> None:

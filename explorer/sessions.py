@@ -4,11 +4,20 @@
 (``np.savez_compressed``; read with ``allow_pickle=False``) and optional ``exports/``. Hidden entries of the
 root (``.tmp-*`` folders being written, ``.gitkeep``) are ignored. User-facing failures raise SessionError.
 """
+
 from __future__ import annotations
 
-import importlib.metadata, io, json, os, platform, re, shutil, tempfile, zipfile  # noqa: E401
+import importlib.metadata  # noqa: E401
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import tempfile
+import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +62,7 @@ def environment() -> dict:
 @dataclass
 class SessionInfo:
     """A readable session, as listed."""
+
     id: str
     name: str
     kind: str
@@ -65,6 +75,7 @@ class SessionInfo:
 @dataclass
 class SessionProblem:
     """A folder under the root that is not a readable session (corrupt, foreign or another format)."""
+
     id: str
     path: Path
     problem: str
@@ -91,9 +102,9 @@ def _summary(doc: dict) -> str:
     parts = [str(doc["kind"])] + ([f"{config['frames']} frames"] if "frames" in config else [])
     parts += [f"{k}={str(config[k])[:60]}" for k in ("prompt", "policy", "policies") if k in config]
     meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
-    if meta.get("model_hash"):                        # which weights made it (the folder when not the shipped)
+    if meta.get("model_hash"):  # which weights made it (the folder when not the shipped)
         folder = str(meta.get("models") or "")
-        folder = folder if len(folder) <= 60 else "…" + folder[-59:]          # a path's end says the most
+        folder = folder if len(folder) <= 60 else "…" + folder[-59:]  # a path's end says the most
         parts.append(f"model {str(meta['model_hash'])[:8]}" + (f" from {folder}" if folder else ""))
     mb = sum(np.prod(a["shape"]) * np.dtype(a["dtype"]).itemsize for a in arrays.values()) / 2**20
     return " · ".join(parts + [f"{len(arrays)} arrays ({mb:.1f} MB)"])
@@ -120,8 +131,7 @@ class SessionStore:
             raise SessionError(f"there is no session {id!r} in {self.root}")
         return p
 
-    def save(self, name: str, kind: str, config: dict, arrays: dict[str, np.ndarray],
-             meta: dict | None = None) -> str:
+    def save(self, name: str, kind: str, config: dict, arrays: dict[str, np.ndarray], meta: dict | None = None) -> str:
         """Validates and writes a new session through a hidden temporary folder; returns its id."""
         base = sanitize_name(name)
         if kind not in KINDS:
@@ -134,11 +144,19 @@ class SessionStore:
                 raise SessionError(f"invalid array name {k!r}: use letters, digits, '_', '.' and '-'")
             if not isinstance(a, np.ndarray) or a.dtype.hasobject:
                 raise SessionError(f"array {k!r} must be a numpy array without Python objects")
-        now = datetime.now(timezone.utc)
-        doc = {"format": FORMAT, "id": None, "name": name, "created": now.isoformat(timespec="microseconds"),
-               "kind": kind, "config": config, "meta": meta, "arrays": {
-                   k: {"file": "arrays.npz", "shape": list(a.shape), "dtype": a.dtype.str}
-                   for k, a in arrays.items()}}
+        now = datetime.now(UTC)
+        doc = {
+            "format": FORMAT,
+            "id": None,
+            "name": name,
+            "created": now.isoformat(timespec="microseconds"),
+            "kind": kind,
+            "config": config,
+            "meta": meta,
+            "arrays": {
+                k: {"file": "arrays.npz", "shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()
+            },
+        }
         stem, tmp = f"{now:%Y%m%d-%H%M%S}-{base}", Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
         try:
             with open(tmp / "arrays.npz", "wb") as f:
@@ -167,8 +185,9 @@ class SessionStore:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             got = doc.get("format") if isinstance(doc, dict) else None
             raise SessionError(f"session {id!r}: session.json has format {got!r}, this explorer reads {FORMAT}")
-        if not {"name", "kind", "created"} <= doc.keys() or not all(isinstance(doc.get(k), dict)
-                                                                     for k in ("config", "arrays")):
+        if not {"name", "kind", "created"} <= doc.keys() or not all(
+            isinstance(doc.get(k), dict) for k in ("config", "arrays")
+        ):
             raise SessionError(f"session {id!r} is damaged: session.json lacks the session fields")
         return folder, doc
 
@@ -183,8 +202,17 @@ class SessionStore:
                 if not (p / "arrays.npz").is_file():
                     raise SessionError(f"session {p.name!r} is damaged: arrays.npz is missing")
                 frames = doc["config"].get("frames")
-                out.append(SessionInfo(p.name, str(doc["name"]), str(doc["kind"]), str(doc["created"]),
-                                       p, frames if isinstance(frames, int) else None, _summary(doc)))
+                out.append(
+                    SessionInfo(
+                        p.name,
+                        str(doc["name"]),
+                        str(doc["kind"]),
+                        str(doc["created"]),
+                        p,
+                        frames if isinstance(frames, int) else None,
+                        _summary(doc),
+                    )
+                )
             except Exception as e:  # noqa: BLE001 - listing must never raise
                 out.append(SessionProblem(p.name, p, str(e)))
         return sorted(out, reverse=True, key=lambda s: (getattr(s, "created", ""), s.id))
@@ -213,7 +241,7 @@ class SessionStore:
         _check_unsafe(relname, "file names")
         stem, ext = os.path.splitext(relname)
         ext = "." + re.sub(r"[^A-Za-z0-9]", "", ext)[:16] if re.search(r"[A-Za-z0-9]", ext) else ""
-        dest = folder / (sanitize_name(stem)[:64 - len(ext)].rstrip(".-") + ext)
+        dest = folder / (sanitize_name(stem)[: 64 - len(ext)].rstrip(".-") + ext)
         folder.mkdir(exist_ok=True)
         _atomic_write(dest, bytes(data))
         return dest

@@ -11,6 +11,7 @@
 - teacher: the bidirectional teacher's SSE salience (max attention from later, same and earlier chunks,
   DESIGN §6) over the generated latents, computed on demand over a window of frames.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,17 +30,44 @@ class Signal:
     definition: str
 
 
-SIGNALS: dict[str, Signal] = {s.key: s for s in (
-    Signal("score", "policy score", "rank: 0 evicted first", 0.0, 1.0,
-           "the policy's own score at its last eviction, as a rank among the layer's cached tokens"),
-    Signal("attention", "past attention", "log2 attn / uniform", -3.0, 3.0,
-           "mean attention the token received from the queries that could see it (the policy's probe queries, "
-           "if it has them), relative to uniform"),
-    Signal("predicted", "predicted salience", "SEH output", 0.0, 2.0,
-           "PaFu-KV's Salience Estimation Head: how much future frames will need this token"),
-    Signal("teacher", "teacher salience", "SSE label", 0.0, 2.5,
-           "the bidirectional teacher's max attention to the token from later, same and earlier chunks"),
-)}
+SIGNALS: dict[str, Signal] = {
+    s.key: s
+    for s in (
+        Signal(
+            "score",
+            "policy score",
+            "rank: 0 evicted first",
+            0.0,
+            1.0,
+            "the policy's own score at its last eviction, as a rank among the layer's cached tokens",
+        ),
+        Signal(
+            "attention",
+            "past attention",
+            "log2 attn / uniform",
+            -3.0,
+            3.0,
+            "mean attention the token received from the queries that could see it (the policy's probe queries, "
+            "if it has them), relative to uniform",
+        ),
+        Signal(
+            "predicted",
+            "predicted salience",
+            "SEH output",
+            0.0,
+            2.0,
+            "PaFu-KV's Salience Estimation Head: how much future frames will need this token",
+        ),
+        Signal(
+            "teacher",
+            "teacher salience",
+            "SSE label",
+            0.0,
+            2.5,
+            "the bidirectional teacher's max attention to the token from later, same and earlier chunks",
+        ),
+    )
+}
 
 
 def rank01(x: np.ndarray) -> np.ndarray:
@@ -61,12 +89,21 @@ def rank01(x: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def teacher_window(teacher, prompt_tokens: torch.Tensor, latents: torch.Tensor, n_layer: int,
-                   first: int, end: int, total_frames: int, tokens_per_frame: int) -> np.ndarray:
+def teacher_window(
+    teacher,
+    prompt_tokens: torch.Tensor,
+    latents: torch.Tensor,
+    n_layer: int,
+    first: int,
+    end: int,
+    total_frames: int,
+    tokens_per_frame: int,
+) -> np.ndarray:
     """Teacher SSE over frames [first, end) of the latents: (L, total_frames * T) with NaN outside."""
     from backend.salience import teacher_sse
+
     out = np.full((n_layer, total_frames * tokens_per_frame), np.nan, np.float32)
     labels = teacher_sse(teacher, prompt_tokens, latents[first:end])
     for layer, lab in enumerate(labels[:n_layer]):
-        out[layer, first * tokens_per_frame:end * tokens_per_frame] = lab.numpy()
+        out[layer, first * tokens_per_frame : end * tokens_per_frame] = lab.numpy()
     return out

@@ -1,5 +1,6 @@
 """Server-side state: the loaded models and one Workspace per browser session (keyed by Gradio's
 session hash), so heavy objects never travel through `gr.State` and two sessions never see each other."""
+
 from __future__ import annotations
 
 import threading
@@ -17,6 +18,7 @@ class Scrub:
 
     The server pushes the scrubber's value while following; a change event that echoes one of the recently
     pushed values is not a user's move (`is_echo`), so a streamed update never reads as a scrub."""
+
     frame: int = 0
     follow: bool = True
     pushed: deque = field(default_factory=lambda: deque(maxlen=16))
@@ -34,11 +36,11 @@ class Scrub:
 class Workspace:
     run: Run | None = None
     compare: Comparison | None = None
-    run_saved: tuple[str, int] | None = None       # (session id, frames saved) of the current run
+    run_saved: tuple[str, int] | None = None  # (session id, frames saved) of the current run
     compare_saved: tuple[str, int] | None = None
-    token: int | None = None                       # token id picked for the drill-down
-    scrub: dict[str, "Scrub"] = field(default_factory=lambda: {"run": Scrub(), "compare": Scrub()})
-    streaming: set[str] = field(default_factory=set)   # 'run' / 'compare' while a stream steps it
+    token: int | None = None  # token id picked for the drill-down
+    scrub: dict[str, Scrub] = field(default_factory=lambda: {"run": Scrub(), "compare": Scrub()})
+    streaming: set[str] = field(default_factory=set)  # 'run' / 'compare' while a stream steps it
     lock: threading.RLock = field(default_factory=threading.RLock)
     touched: float = field(default_factory=time.time)
 

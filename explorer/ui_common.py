@@ -1,12 +1,13 @@
 """What the explorer's tabs share: the policy listing, turning inputs into a RunConfig, clear errors, and
 serving images."""
+
 from __future__ import annotations
 
 import functools
 
 import gradio as gr
 
-from backend.policies import POLICIES, TITLES, title
+from backend.policies import POLICIES, TITLES, describe_reads, title
 
 from .controller import budget_text
 from .export import cached_png
@@ -27,12 +28,20 @@ def config_from(prompt, seed, frames, guidance, policy, budget, unit, params) ->
         guidance = None if guidance is None else float(guidance)
     except (TypeError, ValueError):
         raise ValueError(f"colour guidance must be a number (1 = off), got {guidance!r}") from None
-    return RunConfig(str(prompt or "").strip(), seed, frames, str(policy), budget_text(budget, unit, policy),
-                     str(params or "").strip(), guidance)
+    return RunConfig(
+        str(prompt or "").strip(),
+        seed,
+        frames,
+        str(policy),
+        budget_text(budget, unit, policy),
+        str(params or "").strip(),
+        guidance,
+    )
 
 
 def errors(fn):
     """Turn the controller's clear ValueErrors (and KeyErrors) into gr.Error messages."""
+
     @functools.wraps(fn)
     def inner(*a, **kw):
         try:
@@ -41,6 +50,7 @@ def errors(fn):
             raise
         except (ValueError, KeyError) as e:
             raise gr.Error(str(e.args[0] if isinstance(e, KeyError) and e.args else e), duration=8) from e
+
     return inner
 
 
@@ -53,6 +63,7 @@ def errors_gen(fn):
             raise
         except (ValueError, KeyError) as e:
             raise gr.Error(str(e.args[0] if isinstance(e, KeyError) and e.args else e), duration=8) from e
+
     return inner
 
 
@@ -64,3 +75,13 @@ def served_png(img, folder: str):
     if isinstance(img, tuple):
         return tuple(served_png(i, folder) for i in img)
     return cached_png(img, folder)
+
+
+BUDGET_DEFAULT = {"frames": (1, 8), "tokens": (64, 576), "% of full": (0.5, 12.5), "KB": (16, 512)}  # step, value
+
+
+def policy_help(name: str) -> str:
+    """The policy's one-line description and what attention it reads (its cost at every commit)."""
+    if name not in POLICIES:
+        return ""
+    return f"{POLICIES[name][1]}. With its defaults it {describe_reads(name)[1]}."

@@ -1,5 +1,6 @@
 """Images the explorer shows, built from RunData: the frame, the salience heatmap with its colour bar, the
 cache map (every generated token per layer: cached / evicted / anchor) and the comparison grid."""
+
 from __future__ import annotations
 
 import warnings
@@ -12,13 +13,17 @@ from .history import RunHistory
 from .run import RunData
 from .signals import SIGNALS
 
-SCALE = 4                                    # 64 px frames are shown at 256 px
-UI_PAD = 28                                  # px left free above colour-bar labels: the image buttons sit there
-STATUS_RGB = np.array([[235, 235, 235],      # 0 not generated yet
-                       [46, 160, 67],        # 1 cached
-                       [214, 39, 40],        # 2 evicted
-                       [31, 119, 180]],      # 3 prompt anchor
-                      np.uint8)
+SCALE = 4  # 64 px frames are shown at 256 px
+UI_PAD = 28  # px left free above colour-bar labels: the image buttons sit there
+STATUS_RGB = np.array(
+    [
+        [235, 235, 235],  # 0 not generated yet
+        [46, 160, 67],  # 1 cached
+        [214, 39, 40],  # 2 evicted
+        [31, 119, 180],
+    ],  # 3 prompt anchor
+    np.uint8,
+)
 
 
 def frame_view(data: RunData, frame: int, preview: bool = False) -> np.ndarray:
@@ -37,9 +42,17 @@ def heatmap_values(data: RunData, signal: str, layer: int | None, frame: int) ->
     return data.history.frame_values(signal, frame, layer, chunk=data.history.chunk_of(frame))
 
 
-def heatmap_view(data: RunData, signal: str, layer: int | None, frame: int, cmap: str = "inferno",
-                 alpha: float = 0.6, gamma: float = 1.0, mark: tuple[int, int] | None = None,
-                 note: str = "") -> np.ndarray:
+def heatmap_view(
+    data: RunData,
+    signal: str,
+    layer: int | None,
+    frame: int,
+    cmap: str = "inferno",
+    alpha: float = 0.6,
+    gamma: float = 1.0,
+    mark: tuple[int, int] | None = None,
+    note: str = "",
+) -> np.ndarray:
     """Frame with the signal's per-token map at the frame's own time, on the signal's fixed scale, token grid,
     optional marked token, colour bar; `note` says why a map without values has none."""
     sig = SIGNALS[signal]
@@ -66,16 +79,17 @@ def heatmap_view(data: RunData, signal: str, layer: int | None, frame: int, cmap
 @dataclass(frozen=True)
 class CacheMapGeometry:
     """Pixel layout of the cache map: one block per layer, a prompt row on top, then one row per frame."""
+
     n_layer: int
     n_frames: int
-    tokens: int           # tokens per frame
+    tokens: int  # tokens per frame
     cell_w: int = 2
     row_h: int = 4
     gap: int = 10
-    top: int = 22         # legend strip
+    top: int = 22  # legend strip
 
     @classmethod
-    def for_history(cls, h: RunHistory, max_height: int = 420) -> "CacheMapGeometry":
+    def for_history(cls, h: RunHistory, max_height: int = 420) -> CacheMapGeometry:
         row_h = int(np.clip(max_height // max(h.n_frames + 1, 1), 1, 10))
         return cls(h.n_layer, h.n_frames, h.tokens_per_frame, 2 if h.n_layer > 2 else 4, row_h)
 
@@ -96,25 +110,26 @@ class CacheMapGeometry:
         return layer, row - 1, bx // self.cell_w
 
 
-def cache_map(h: RunHistory, chunk: int | None = None, frame: int | None = None,
-              token: int | None = None) -> np.ndarray:
+def cache_map(
+    h: RunHistory, chunk: int | None = None, frame: int | None = None, token: int | None = None
+) -> np.ndarray:
     """Every token of every generated frame per layer, coloured by status at the end of `chunk`; the scrubbed
     frame's row between cyan lines; the picked token (id) boxed in every layer."""
     geo = CacheMapGeometry.for_history(h)
     H, W = geo.size
     img = np.full((H, W, 3), 255, np.uint8)
-    status = h.status(chunk)                         # (L, F, T)
-    prompt = h.prompt_status(chunk)                  # (L, P)
+    status = h.status(chunk)  # (L, F, T)
+    prompt = h.prompt_status(chunk)  # (L, P)
     for layer in range(h.n_layer):
         block = np.zeros((h.n_frames + 1, geo.tokens), np.int8)
         block[0, : min(h.n_prompt, geo.tokens)] = prompt[layer, : geo.tokens]
         block[1:] = status[layer]
-        rgb = STATUS_RGB[block]                                        # (F+1, T, 3)
+        rgb = STATUS_RGB[block]  # (F+1, T, 3)
         rgb = np.repeat(np.repeat(rgb, geo.row_h, 0), geo.cell_w, 1)
         x0 = layer * (geo.block_w + geo.gap)
-        img[geo.top: geo.top + rgb.shape[0], x0: x0 + geo.block_w] = rgb
+        img[geo.top : geo.top + rgb.shape[0], x0 : x0 + geo.block_w] = rgb
         _text(img, f"L{layer}", x0 + 2, 14)
-    if frame is not None and 0 <= frame < h.n_frames:             # scrubber position: cyan lines around the row
+    if frame is not None and 0 <= frame < h.n_frames:  # scrubber position: cyan lines around the row
         y = geo.top + (frame + 1) * geo.row_h
         img[max(y - 1, 0)] = (23, 190, 207)
         img[min(y + geo.row_h, H - 1)] = (23, 190, 207)
@@ -132,15 +147,18 @@ def cache_map(h: RunHistory, chunk: int | None = None, frame: int | None = None,
 
 def _text(img: np.ndarray, text: str, x: int, y: int) -> None:
     import cv2
+
     cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
 
 
-CACHE_MAP_LEGEND = ("**Cache map**: one block per layer (L0, L1, ...); top row = prompt anchors, then one row per "
-                    "frame, one column per token (row-major over the 8x8 latent grid). "
-                    "<span style='color:#2ea043'>■ cached</span> · <span style='color:#d62728'>■ evicted</span> · "
-                    "<span style='color:#1f77b4'>■ prompt anchor</span> · <span style='color:#aaa'>■ not generated"
-                    "</span> · status at the scrubbed time; cyan = the scrubbed frame; black box = the picked token. "
-                    "Hover for the token, click it to drill down.")
+CACHE_MAP_LEGEND = (
+    "**Cache map**: one block per layer (L0, L1, ...); top row = prompt anchors, then one row per "
+    "frame, one column per token (row-major over the 8x8 latent grid). "
+    "<span style='color:#2ea043'>■ cached</span> · <span style='color:#d62728'>■ evicted</span> · "
+    "<span style='color:#1f77b4'>■ prompt anchor</span> · <span style='color:#aaa'>■ not generated"
+    "</span> · status at the scrubbed time; cyan = the scrubbed frame; black box = the picked token. "
+    "Hover for the token, click it to drill down."
+)
 
 
 def compare_grid(datas: list[RunData], frame: int, cols: int | None = None) -> np.ndarray:
@@ -162,8 +180,9 @@ def diff_view(a: RunData, b: RunData, frame: int, vmax: float = 96.0) -> np.ndar
     frame = int(np.clip(frame, 0, n - 1))
     d = render.diff_map(render.upscale(a.frames[frame], SCALE), render.upscale(b.frames[frame], SCALE), vmax)
     d = render.label(d, f"|{a.config.label} - {b.config.label}| | frame {frame}", bottom=True)
-    return render.hstack_bar(d, render.colourbar(d.shape[0], 0, vmax, "|A-B| (0-255)", "magma", width=90,
-                                                     pad_top=UI_PAD))
+    return render.hstack_bar(
+        d, render.colourbar(d.shape[0], 0, vmax, "|A-B| (0-255)", "magma", width=90, pad_top=UI_PAD)
+    )
 
 
 def no_values_note(data: RunData, signal: str, frame: int) -> str:
@@ -172,16 +191,24 @@ def no_values_note(data: RunData, signal: str, frame: int) -> str:
     if np.isfinite(h.frame_values(signal, frame, chunk=h.chunk_of(frame))).any():
         return ""
     if signal == "teacher":
-        return ("not computed for this frame: press Teacher salience (a window of frames around the scrubbed one)"
-                if "teacher" in h.static else "press Teacher salience to compute it")
+        return (
+            "not computed for this frame: press Teacher salience (a window of frames around the scrubbed one)"
+            if "teacher" in h.static
+            else "press Teacher salience to compute it"
+        )
     if signal == "predicted":
         return "no salience head is loaded, so nothing predicts salience"
     if signal == "score":
         if not any(s.values.get("score") is not None for s in h.snapshots):
-            return ("the full cache never evicts, so nothing is scored" if data.config.policy == "full" else
-                    "no scores in this run: the policy keeps tokens by position (or nothing was evicted yet)")
-        return ("not scored at this frame's time: no eviction followed its chunk (the cache was under budget, "
-                "or the policy evicts every few chunks: see `period`)")
+            return (
+                "the full cache never evicts, so nothing is scored"
+                if data.config.policy == "full"
+                else "no scores in this run: the policy keeps tokens by position (or nothing was evicted yet)"
+            )
+        return (
+            "not scored at this frame's time: no eviction followed its chunk (the cache was under budget, "
+            "or the policy evicts every few chunks: see `period`)"
+        )
     return "no values recorded for this frame"
 
 
@@ -192,23 +219,39 @@ def hover_data(data: RunData, signal: str, frame: int) -> dict:
     h = data.history
     sig = SIGNALS[signal]
     T, L = h.tokens_per_frame, h.n_layer
-    per_layer = np.stack([h.frame_values(signal, frame, layer, chunk=h.chunk_of(frame)).ravel()
-                          for layer in range(L)])                                          # (L, T)
+    per_layer = np.stack(
+        [h.frame_values(signal, frame, layer, chunk=h.chunk_of(frame)).ravel() for layer in range(L)]
+    )  # (L, T)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)                                   # all-NaN tokens stay NaN
-        mean = np.nanmean(per_layer, 0)                                                   # (T,)
-    vals = np.concatenate([mean[None], per_layer]).T                                       # (T, L + 1)
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN tokens stay NaN
+        mean = np.nanmean(per_layer, 0)  # (T,)
+    vals = np.concatenate([mean[None], per_layer]).T  # (T, L + 1)
     base = h.n_prompt + frame * T
     geo = CacheMapGeometry.for_history(h)
     return {
-        "frame": int(frame), "chunk": h.chunk_of(frame), "now": max(h.chunks_done - 1, 0), "grid": h.grid,
-        "cell": SCALE * data.frames.shape[1] // h.grid, "signal": sig.label, "unit": sig.unit,
+        "frame": int(frame),
+        "chunk": h.chunk_of(frame),
+        "now": max(h.chunks_done - 1, 0),
+        "grid": h.grid,
+        "cell": SCALE * data.frames.shape[1] // h.grid,
+        "signal": sig.label,
+        "unit": sig.unit,
         "values": [[None if not np.isfinite(v) else round(float(v), 3) for v in row] for row in vals],
-        "evicted": h.evicted_at[:, base:base + T].T.tolist(),                             # (T, L)
-        "map": {"top": geo.top, "row_h": geo.row_h, "cell_w": geo.cell_w, "gap": geo.gap, "block_w": geo.block_w,
-                "n_layer": L, "n_frames": h.n_frames, "tokens": T, "grid": h.grid,
-                "frames_done": data.frames_done, "chunk_frames": h.chunk_frames,
-                "status_rgb": STATUS_RGB.tolist()},                  # not generated, cached, evicted, anchor
+        "evicted": h.evicted_at[:, base : base + T].T.tolist(),  # (T, L)
+        "map": {
+            "top": geo.top,
+            "row_h": geo.row_h,
+            "cell_w": geo.cell_w,
+            "gap": geo.gap,
+            "block_w": geo.block_w,
+            "n_layer": L,
+            "n_frames": h.n_frames,
+            "tokens": T,
+            "grid": h.grid,
+            "frames_done": data.frames_done,
+            "chunk_frames": h.chunk_frames,
+            "status_rgb": STATUS_RGB.tolist(),
+        },  # not generated, cached, evicted, anchor
     }
 
 

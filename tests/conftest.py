@@ -29,6 +29,7 @@ def ae():
 def readme_python():
     """The README's ```python blocks, in order (tests run them so that the README stays true)."""
     import re
+
     return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
 
 
@@ -53,4 +54,5 @@ def models_folder(tmp_path):
             next(ae.decoder.parameters()).mul_(0.5)
         checkpoint.save(folder / "autoencoder.safetensors", ae, ae.cfg, {"note": "the run's own"})
         return folder, ae
+
     return make

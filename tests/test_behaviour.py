@@ -5,6 +5,7 @@ frame of every policy at 1/8, 1/4 and its minimum budget on two prompts (32 fram
 that changes one pixel anywhere fails here, naming the run and the first frame that differs. An intended change
 re-records the fixture in its own commit, with its measured effect.
 """
+
 import json
 
 from backend.bench.behaviour import FIXTURE, differences, jobs, record_all, run_key
@@ -14,7 +15,7 @@ def test_fixture_covers_every_registered_policy():
     runs = json.loads(FIXTURE.read_text())["runs"]
     assert set(runs) == {run_key(*j) for j in jobs()}
     drawn = [r for r in runs.values() if "frames" in r]
-    assert len(drawn) >= len(runs) - 8                      # only budgets a policy cannot hold record an error
+    assert len(drawn) >= len(runs) - 8  # only budgets a policy cannot hold record an error
 
 
 def test_every_policy_draws_the_recorded_frames():

@@ -1,4 +1,5 @@
 """The policy benchmark's statistics: Student-t intervals and the paired PaFu-KV-minus-heuristic comparison."""
+
 import math
 
 import numpy as np
@@ -13,9 +14,20 @@ FRAMES = 48
 def fake_run(policy, pair, share, adherence, psnr, identity=None):
     scores = {s: 0.5 for s in SCORES}
     scores.update(adherence=adherence, identity_persistence=identity)
-    return {"pair": pair, "policy": policy, "share": share, "scores": scores, "psnr": [psnr] * FRAMES,
-            "ssim": [0.9] * FRAMES, "frame_ms": [10.0] * FRAMES, "total_s": 1.0, "peak_kv_bytes": 2 ** 20,
-            "evict_ms_mean": 0.1, "chunk_ms_mean": 10.0, "head_ms_total": 0.0}
+    return {
+        "pair": pair,
+        "policy": policy,
+        "share": share,
+        "scores": scores,
+        "psnr": [psnr] * FRAMES,
+        "ssim": [0.9] * FRAMES,
+        "frame_ms": [10.0] * FRAMES,
+        "total_s": 1.0,
+        "peak_kv_bytes": 2**20,
+        "evict_ms_mean": 0.1,
+        "chunk_ms_mean": 10.0,
+        "head_ms_total": 0.0,
+    }
 
 
 def test_mean_ci_uses_student_t():
@@ -29,19 +41,30 @@ def test_mean_ci_uses_student_t():
 def test_paired_difference_sees_a_consistent_gain_the_unpaired_cis_hide():
     # prompts differ a lot (0.1 .. 0.9); pafu is 0.05 above tova on every one, and 0.05 below window on psnr
     base = np.linspace(0.1, 0.9, 8)
-    results = [{"pair": i, "policy": "full", "share": None, "scores": {s: 0.5 for s in SCORES},
-                "total_s": 2.0, "peak_kv_bytes": 2 ** 21} for i in range(8)]
+    results = [
+        {
+            "pair": i,
+            "policy": "full",
+            "share": None,
+            "scores": {s: 0.5 for s in SCORES},
+            "total_s": 2.0,
+            "peak_kv_bytes": 2**21,
+        }
+        for i in range(8)
+    ]
     for i, b in enumerate(base):
-        results += [fake_run("pafu", i, 0.125, b + 0.05, 20 + 10 * b, identity=None if i % 2 else b),
-                     fake_run("tova", i, 0.125, b, 20 + 10 * b, identity=None if i % 2 else b - 0.01 * i),
-                     fake_run("window", i, 0.125, b + 0.05, 20.05 + 10 * b),
-                     fake_run("random", i, 0.125, 1.0, 40.0)]                 # a bound: never a rival
+        results += [
+            fake_run("pafu", i, 0.125, b + 0.05, 20 + 10 * b, identity=None if i % 2 else b),
+            fake_run("tova", i, 0.125, b, 20 + 10 * b, identity=None if i % 2 else b - 0.01 * i),
+            fake_run("window", i, 0.125, b + 0.05, 20.05 + 10 * b),
+            fake_run("random", i, 0.125, 1.0, 40.0),
+        ]  # a bound: never a rival
     rep = summarise(results, FRAMES)
     rows = {r["rival"]: r for r in rep["paired"]}
     assert set(rows) == {"tova", "window"}
     m, ci, n = rows["tova"]["adherence"]
     assert math.isclose(m, 0.05, abs_tol=1e-12) and ci < 1e-9 and n == 8
-    assert rows["tova"]["identity_persistence"][2] == 4                       # only prompts where both are defined
+    assert rows["tova"]["identity_persistence"][2] == 4  # only prompts where both are defined
     assert rows["window"]["psnr"][0] < 0 and rows["window"]["psnr"][0] + rows["window"]["psnr"][1] < 0
     # unpaired, the same gain is inside the overlap of the two CIs
     by = {(r["policy"], r["share"]): r for r in rep["rows"]}
@@ -64,8 +87,12 @@ def test_variants_are_paired_with_their_policy_at_default_settings():
     base = np.linspace(0.1, 0.9, 6)
     results = []
     for i, b in enumerate(base):
-        results += [fake_run("h2o", i, 0.125, b, 20 + 10 * b), fake_run("h2o:probe=0.125", i, 0.125, b - 0.02, 19 + 10 * b),
-                    fake_run("h2o:probe=0.125", i, 0.25, b, 20.0), fake_run("pafu", i, 0.125, b, 20.0)]
+        results += [
+            fake_run("h2o", i, 0.125, b, 20 + 10 * b),
+            fake_run("h2o:probe=0.125", i, 0.125, b - 0.02, 19 + 10 * b),
+            fake_run("h2o:probe=0.125", i, 0.25, b, 20.0),
+            fake_run("pafu", i, 0.125, b, 20.0),
+        ]
     rows = variants(results, FRAMES)
     assert [(r["variant"], r["base"], r["share"]) for r in rows] == [("h2o:probe=0.125", "h2o", 0.125)]
     assert math.isclose(rows[0]["adherence"][0], -0.02, abs_tol=1e-12) and rows[0]["adherence"][2] == 6
@@ -78,54 +105,84 @@ def test_validation_sweep_pairs_each_variant_with_the_first():
     from backend.bench.validation import RUNS, paired, paired_lines, table
 
     def res(adh, ident):
-        return [{k: {"adherence": a, "identity_persistence": i, "landmark_revisit": 0.5, "extra_objects": 0.0}
-                 for k in RUNS} | {"ms": 10.0} for a, i in zip(adh, ident)]
+        return [
+            {
+                k: {"adherence": a, "identity_persistence": i, "landmark_revisit": 0.5, "extra_objects": 0.0}
+                for k in RUNS
+            }
+            | {"ms": 10.0}
+            for a, i in zip(adh, ident)
+        ]
+
     # the candidate is 0.05 better on every pair: hidden by the between-pair spread, found by pairing
     base = res([0.1, 0.5, 0.9, 0.3], [None, 0.2, 0.4, 0.6])
     cand = res([0.15, 0.55, 0.95, 0.35], [0.9, 0.3, 0.5, float("nan")])
     tab = table({"base": base, "cand": cand}, ("adherence",))
     m, ci = tab["cand"]["full_2x"]["adherence"]
-    assert ci > 0.05                                                   # unpaired: the CI spans the gain
+    assert ci > 0.05  # unpaired: the CI spans the gain
     d = paired({"base": base, "cand": cand})["cand"]["full_2x"]
     assert math.isclose(d["adherence"][0], 0.05) and d["adherence"][1] < 1e-9 and d["adherence"][2] == 4
-    assert math.isclose(d["identity_persistence"][0], 0.1) and d["identity_persistence"][2] == 2   # undefined pairs skipped
+    assert (
+        math.isclose(d["identity_persistence"][0], 0.1) and d["identity_persistence"][2] == 2
+    )  # undefined pairs skipped
     assert "▲" in "\n".join(paired_lines({"cand": {k: d for k in RUNS}}, "base", 96))
 
 
 def test_model_bench_keeps_a_skipped_section_only_for_the_same_weights(tmp_path):
     import json
-    from backend.bench.model import kept_sections, markdown as model_markdown
-    old = {"model_hash": "aa", "ae_hash": "bb", "date": "2026-11-01 10:00", "quality": {"q": 1},
-           "per_prompt": [1], "speed": {"s": 2}}
+
+    from backend.bench.model import kept_sections
+    from backend.bench.model import markdown as model_markdown
+
+    old = {
+        "model_hash": "aa",
+        "ae_hash": "bb",
+        "date": "2026-11-01 10:00",
+        "quality": {"q": 1},
+        "per_prompt": [1],
+        "speed": {"s": 2},
+    }
     path = tmp_path / "model.json"
     path.write_text(json.dumps(old))
     new = {"model_hash": "aa", "ae_hash": "bb", "date": "2026-11-24 05:00"}
     kept = kept_sections(path, new, {"quality"})
     assert kept == {"quality": {"q": 1}, "quality_date": "2026-11-01 10:00", "per_prompt": [1]}
-    assert kept_sections(path, {**new, "model_hash": "other"}, {"quality"}) == {}      # other weights: dropped
+    assert kept_sections(path, {**new, "model_hash": "other"}, {"quality"}) == {}  # other weights: dropped
     assert kept_sections(path, new, set()) == {}
     path.write_text("{not json")
-    assert kept_sections(path, new, {"quality", "speed"}) == {}                        # corrupt: ignored
-    head = model_markdown({**new, "quality_date": "2026-11-01 10:00", "dataset_contrast": [1.0, 2.0],
-                           "model": "student.safetensors"}).splitlines()[0]
+    assert kept_sections(path, new, {"quality", "speed"}) == {}  # corrupt: ignored
+    head = model_markdown(
+        {**new, "quality_date": "2026-11-01 10:00", "dataset_contrast": [1.0, 2.0], "model": "student.safetensors"}
+    ).splitlines()[0]
     assert head == "# Model benchmark (2026-11-24 05:00; quality measured 2026-11-01 10:00)"
 
 
 def test_model_bench_scores_the_first_frame_when_every_pair_has_it():
     """The held-out report's frame-0 row (prompt-only generation) aggregates only pair results that scored it;
     results cached before it existed leave the row out instead of failing, and undefined scores read n/a."""
-    from backend.bench.model import SCORES, markdown as model_markdown, summarise
+    from backend.bench.model import SCORES, summarise
+    from backend.bench.model import markdown as model_markdown
 
     def pair(i, first=True):
         s = {k: float(i) / 10 for k in SCORES} | {"identity_persistence": float("nan")}
-        r = {"prompt": "a red circle on plain blue", "seed": i, "full_2x": s, "full_all": s, "window": s,
-             "full_segments": [s], "contrast_full": [10.0], "contrast_window": [11.0]}
+        r = {
+            "prompt": "a red circle on plain blue",
+            "seed": i,
+            "full_2x": s,
+            "full_all": s,
+            "window": s,
+            "full_segments": [s],
+            "contrast_full": [10.0],
+            "contrast_window": [11.0],
+        }
         return r | ({"full_first": s} if first else {})
+
     q = summarise([pair(1), pair(3)])
     assert math.isclose(q["full_first"]["adherence"]["mean"], 0.2) and q["full_first"]["identity_persistence"]["n"] == 0
     assert "full_first" not in summarise([pair(1), pair(3, first=False)])
-    text = model_markdown({"model": "s", "model_hash": "a", "ae_hash": "b", "date": "d", "dataset_contrast": [1.0, 2.0],
-                           "quality": q})
+    text = model_markdown(
+        {"model": "s", "model_hash": "a", "ae_hash": "b", "date": "d", "dataset_contrast": [1.0, 2.0], "quality": q}
+    )
     row = next(line for line in text.splitlines() if line.startswith("| full cache, frame 0"))
     assert "0.200 ± " in row and "n/a" in row
 
@@ -150,11 +207,12 @@ def test_first_frame_bench_scores_references_and_the_shipped_student(tmp_path):
     assert start_levels(1.0) == ts and start_levels(0.0) == ts[-1:]
     for t0 in LEVELS:
         lv = start_levels(t0)
-        assert lv[0] <= t0 + 1e-9 and lv == ts[ts.index(lv[0]):]
+        assert lv[0] <= t0 + 1e-9 and lv == ts[ts.index(lv[0]) :]
     import shutil
 
     from backend.loading import DEFAULT_MODEL
-    copy = tmp_path / "copy.safetensors"                  # the same weights under another name: no difference
+
+    copy = tmp_path / "copy.safetensors"  # the same weights under another name: no difference
     shutil.copy(DEFAULT_MODEL, copy)
     doc = run([str(DEFAULT_MODEL), str(copy)], n=2, workers=1, out=str(tmp_path / "out"))
     (model, mine), (_, theirs) = doc["results"].items()
@@ -166,7 +224,7 @@ def test_first_frame_bench_scores_references_and_the_shipped_student(tmp_path):
     assert json.loads(stored.read_text()) == doc
     text = (tmp_path / "out" / "first_frame.md").read_text()
     stored.with_suffix(".md").unlink()
-    assert rerender(stored) == text                                     # the markdown from stored scores alone
+    assert rerender(stored) == text  # the markdown from stored scores alone
     assert text.count("| (no model) |") == 2 and text.count("+0.000 ± 0.000 (n=2)") == 3 * (1 + len(LEVELS))
 
 
@@ -191,10 +249,10 @@ def test_decoder_bench_pairs_decoders_on_the_same_latents(tmp_path):
         check_autoencoders([str(DEFAULT_AE), str(other)])
     doc = run([str(DEFAULT_AE), str(same)], n=2, frames=4, workers=1, out=str(tmp_path / "out"))
     a, b = (r["per_pair"][0] for r in doc["results"].values())
-    assert json.dumps(a) == json.dumps(b) and set(ROWS) < set(a) and a["psnr_db"] > 20     # (NaN-safe equality)
+    assert json.dumps(a) == json.dumps(b) and set(ROWS) < set(a) and a["psnr_db"] > 20  # (NaN-safe equality)
     text = (tmp_path / "out" / "decoder_validation.md").read_text().split("Paired differences")[1]
     assert text.count("| +0.000 ± 0.000 (n=2) ") + text.count("| n/a ") == len(ROWS) * len(PAIRED)
-    assert text.count("+0.000 ± 0.000") >= len(ROWS)                  # adherence is defined on every row
+    assert text.count("+0.000 ± 0.000") >= len(ROWS)  # adherence is defined on every row
 
 
 def test_a_student_is_evaluated_with_the_autoencoder_of_its_folder(models_folder):
@@ -203,7 +261,7 @@ def test_a_student_is_evaluated_with_the_autoencoder_of_its_folder(models_folder
     a student alone in its folder gets the shipped one, unnamed."""
     import torch
 
-    from backend.bench.report import weights_label, weights_record
+    from backend.bench.tables import weights_label, weights_record
     from backend.loading import DEFAULT_AE, folder_autoencoder, student_and_ae
     from backend.train.common import stage_autoencoder
 
@@ -212,12 +270,13 @@ def test_a_student_is_evaluated_with_the_autoencoder_of_its_folder(models_folder
     mine = next(student_and_ae(str(own / "student.safetensors"))[1].decoder.parameters())
     shipped = next(student_and_ae(str(alone / "student.safetensors"))[1].decoder.parameters())
     assert torch.equal(mine, next(ae.decoder.parameters())) and not torch.equal(mine, shipped)
-    assert torch.equal(next(stage_autoencoder(own).decoder.parameters()), mine)     # training's rule is the same
+    assert torch.equal(next(stage_autoencoder(own).decoder.parameters()), mine)  # training's rule is the same
     rec = {d: weights_record(str(d / "student.safetensors")) for d in (alone, own)}
     assert rec[alone]["sha256"] == rec[own]["sha256"]
     assert " with " not in weights_label("alone", rec[alone])
     assert weights_label("own", rec[own]).endswith(f"with `{own / 'autoencoder.safetensors'}`")
-    from backend.bench.validation import Variant                   # resumed validation results: keyed by both
+    from backend.bench.validation import Variant  # resumed validation results: keyed by both
+
     pair = [("a red circle on plain", 1)]
     keys = {d: Variant("x", weights=str(d / "student.safetensors")).keys(pair, 8) for d in (alone, own)}
     assert keys[alone] == Variant("x").keys(pair, 8) and keys[own] != keys[alone]
@@ -230,15 +289,29 @@ def test_model_bench_names_the_near_blank_frames():
 
     assert low_frames([1.0, 20.0, 3.0, 12.7], 12.7) == [0, 2]
     assert spans([3, 4, 5, 9]) == "3-5, 9" and spans([7]) == "7" and spans([]) == ""
-    r = {"per_prompt": [{"prompt": "a red circle on plain", "seed": 4, "full_low_contrast_frames": [200, 201, 250],
-                         "window_low_contrast_frames": []},
-                        {"prompt": "a square on stripes", "seed": 5, "full_low_contrast_frames": [],
-                         "window_low_contrast_frames": []}]}
+    r = {
+        "per_prompt": [
+            {
+                "prompt": "a red circle on plain",
+                "seed": 4,
+                "full_low_contrast_frames": [200, 201, 250],
+                "window_low_contrast_frames": [],
+            },
+            {
+                "prompt": "a square on stripes",
+                "seed": 5,
+                "full_low_contrast_frames": [],
+                "window_low_contrast_frames": [],
+            },
+        ]
+    }
     full, window = collapse_lines(r)
-    assert full == ("Frames below the dataset's contrast range, full cache: 3 in 1 of 2 videos "
-                    "(\"a red circle on plain\" (seed 4): 200-201, 250).")
+    assert full == (
+        "Frames below the dataset's contrast range, full cache: 3 in 1 of 2 videos "
+        '("a red circle on plain" (seed 4): 200-201, 250).'
+    )
     assert window.endswith("window 16: 0 in 0 of 2 videos.")
-    assert collapse_lines({"per_prompt": [{"prompt": "x", "seed": 0}]}) == []     # reports from before: no line
+    assert collapse_lines({"per_prompt": [{"prompt": "x", "seed": 0}]}) == []  # reports from before: no line
 
 
 def test_context_probe_scores_each_cache_on_the_same_video(tmp_path):
@@ -248,6 +321,7 @@ def test_context_probe_scores_each_cache_on_the_same_video(tmp_path):
     import json
 
     from backend.bench.context import parse_pair, run
+
     assert parse_pair("a red circle on plain blue@7") == ("a red circle on plain blue", 7)
     for bad in ("a red circle on plain blue", "a red circle@x", "a purple circle@3"):
         with pytest.raises(ValueError):

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from backend.cache import DTYPES, KVCache, LayerCache, pack_layer, quant_error_bound, quantize
+from backend.cache import DTYPES, KVCache, LayerCache
+from backend.quant import pack_layer, quant_error_bound, quantize
 
 
 def filled(n=40, H=2, Dh=8, seed=0):
@@ -10,8 +11,16 @@ def filled(n=40, H=2, Dh=8, seed=0):
     for f in range(n // 10):
         k, v = torch.randn(H, 10, Dh, generator=g), torch.randn(H, 10, Dh, generator=g)
         ids = torch.arange(f * 10, f * 10 + 10)
-        layer.append(k, v, {"frame": torch.full((10,), f), "token_id": ids, "pos": torch.stack([ids // 10 + 1, ids % 3, ids % 5], 1),
-                            "birth": ids})
+        layer.append(
+            k,
+            v,
+            {
+                "frame": torch.full((10,), f),
+                "token_id": ids,
+                "pos": torch.stack([ids // 10 + 1, ids % 3, ids % 5], 1),
+                "birth": ids,
+            },
+        )
     return layer
 
 
@@ -54,11 +63,12 @@ def test_rotated_key_memo_follows_new_positions():
     def rot(k, pos):
         calls.append(k.shape[1])
         return k * pos[:, 0, None].float() + pos[:, 1, None].float()
+
     a = layer.rotated_keys(rot).clone()
     layer.rotated_keys(rot)
     assert calls == [20]
     pos = layer.meta["pos"].clone()
-    pos[3:7, 0] += 5                                              # four tokens move in time
+    pos[3:7, 0] += 5  # four tokens move in time
     layer.set_positions(pos)
     assert calls == [20, 4]
     b = layer.rotated_keys(lambda *x: pytest.fail("memo recomputed"))
@@ -70,7 +80,7 @@ def test_rotated_key_memo_follows_new_positions():
 
 def test_inverse_key_norm_memo_follows_append_and_keep():
     layer = filled(30)
-    fresh = lambda: 1 / layer.k.permute(1, 0, 2).reshape(len(layer), -1).norm(dim=1)   # noqa: E731
+    fresh = lambda: 1 / layer.k.permute(1, 0, 2).reshape(len(layer), -1).norm(dim=1)  # noqa: E731
     assert torch.allclose(layer.inverse_key_norms(), fresh())
     layer.keep(torch.tensor([0, 4, 11, 12, 29]))
     assert layer._inv is not None and torch.allclose(layer.inverse_key_norms(), fresh())
@@ -81,8 +91,10 @@ def test_inverse_key_norm_memo_follows_append_and_keep():
 def test_rotated_key_memo_follows_append_and_keep():
     """The memo is carried through keep (re-indexed) and append (extended with the rotated new keys, as
     attention computed them), and always equals rotating the held keys afresh."""
+
     def rot(k, pos):
         return k * pos[:, 0, None].float() + pos[:, 1, None].float()
+
     layer = filled(30)
     layer.rotated_keys(rot)
     layer.keep(torch.tensor([0, 4, 11, 12, 29]))
@@ -91,14 +103,14 @@ def test_rotated_key_memo_follows_append_and_keep():
     pos = torch.tensor([[9, 1, 2], [9, 2, 0], [9, 0, 1]])
     layer.append(k, v, {"pos": pos, "token_id": torch.arange(100, 103)}, k_rot=rot(k, pos))
     assert torch.equal(layer.rotated_keys(lambda *a: pytest.fail("memo recomputed")), rot(layer.k, layer.meta["pos"]))
-    layer.append(k, v, {"pos": pos, "token_id": torch.arange(200, 203)})          # no rotated keys: memo dropped
+    layer.append(k, v, {"pos": pos, "token_id": torch.arange(200, 203)})  # no rotated keys: memo dropped
     assert layer._krot is None
 
 
 @pytest.mark.parametrize("name", list(DTYPES))
 def test_byte_accounting_matches_packed_buffers_token_scheme(name):
     layer = filled(30, H=3, Dh=10)
-    layer.set_dtype(torch.arange(0, 30, 2), name, "token")   # mixed: half at `name`, half fp32
+    layer.set_dtype(torch.arange(0, 30, 2), name, "token")  # mixed: half at `name`, half fp32
     packed = sum(b.numel() * b.element_size() for b in pack_layer(layer))
     assert layer.nbytes() == packed
     H, Dh = 3, 10
@@ -115,14 +127,14 @@ def test_byte_accounting_channel_groups(name):
     bits = DTYPES[name][1]
     codes = 2 * ((H * Dh * bits + 7) // 8)
     layer = filled(30, H=H, Dh=Dh)
-    layer.set_dtype(torch.arange(0, 10), name)                # group 0: frame 0
-    layer.set_dtype(torch.arange(10, 20), name, "channel")    # group 1: frame 1
+    layer.set_dtype(torch.arange(0, 10), name)  # group 0: frame 0
+    layer.set_dtype(torch.arange(10, 20), name, "channel")  # group 1: frame 1
     assert layer.meta["qgroup"].tolist() == [0] * 10 + [1] * 10 + [-1] * 10
     fp32 = 2 * H * Dh * 4
-    expect = lambda n_q, groups: n_q * (codes + H * 4) + groups * H * Dh * 4   # noqa: E731
+    expect = lambda n_q, groups: n_q * (codes + H * 4) + groups * H * Dh * 4  # noqa: E731
     assert layer.nbytes() == expect(20, 2) + 10 * fp32
     assert layer.nbytes() == sum(b.numel() * b.element_size() for b in pack_layer(layer))
-    layer.keep(torch.tensor([3] + list(range(20, 30))))      # group 1 gone, group 0 keeps one token
+    layer.keep(torch.tensor([3] + list(range(20, 30))))  # group 1 gone, group 0 keeps one token
     assert layer.nbytes() == expect(1, 1) + 10 * fp32
     assert layer.nbytes() == sum(b.numel() * b.element_size() for b in pack_layer(layer))
     assert layer.clone().next_group == 2
@@ -130,21 +142,23 @@ def test_byte_accounting_channel_groups(name):
 
 @pytest.mark.parametrize("bits", [8, 4, 2])
 def test_quantized_roundtrip_error_within_bound(bits):
-    from backend.cache import quantize_channels
+    from backend.quant import quantize_channels
+
     x = torch.randn(4, 50, 16) * 3
-    x[:, :, 3] *= 20                                          # an outlier channel, as keys have
+    x[:, :, 3] *= 20  # an outlier channel, as keys have
     for q, dim in ((quantize(x, bits), (0, 2)), (quantize(x, bits, per_head=True), 2), (quantize_channels(x, bits), 1)):
         assert ((q - x).abs() <= quant_error_bound(x, bits, dim)).all()
         assert not torch.equal(q, x)
-    err = lambda q: float(((q - x) ** 2).mean())              # noqa: E731
-    assert err(quantize_channels(x, bits)) < err(quantize(x, bits))   # the outlier channel no longer sets every step
+    err = lambda q: float(((q - x) ** 2).mean())  # noqa: E731
+    assert err(quantize_channels(x, bits)) < err(quantize(x, bits))  # the outlier channel no longer sets every step
 
 
 def test_hadamard_scheme_costs_channel_bytes_and_spreads_outliers():
     """`hadamard`: the same bytes as `channel` (a fixed orthonormal rotation needs no storage); on values
     whose head vectors each carry one large coordinate it rounds with less error than `channel`, whose
     per-token range that coordinate sets; a head dim that is no power of two is refused clearly."""
-    from backend.cache import hadamard
+    from backend.quant import hadamard
+
     h = hadamard(16)
     assert torch.allclose(h @ h.T, torch.eye(16), atol=1e-6) and set(h.abs().unique().tolist()) == {0.25}
     with pytest.raises(ValueError, match="power-of-two"):
@@ -154,7 +168,7 @@ def test_hadamard_scheme_costs_channel_bytes_and_spreads_outliers():
     errs, nbytes = {}, {}
     for scheme in ("channel", "hadamard"):
         layer = filled(20, H=H, Dh=Dh)
-        layer.v[:, :10, 5] += 40 * torch.rand(H, 10, generator=g)   # one outlier dim in each head vector
+        layer.v[:, :10, 5] += 40 * torch.rand(H, 10, generator=g)  # one outlier dim in each head vector
         ref_k, ref_v = layer.k.clone(), layer.v.clone()
         layer.set_dtype(torch.arange(10), "int4", scheme)
         assert layer.meta["qgroup"][:10].tolist() == [0] * 10
@@ -186,7 +200,7 @@ def test_kvcache_occupancy_bytes_clone():
 
 def test_merge_weights_values_by_count_and_leaves_others_untouched():
     layer = filled(30)
-    layer.meta["count"][5] = 2.0                     # token 5 already stands for two keys
+    layer.meta["count"][5] = 2.0  # token 5 already stands for two keys
     v, ids = layer.v.clone(), layer.meta["token_id"].clone()
     gone = layer.merge(torch.tensor([0, 1, 2]), torch.tensor([5, 5, 7]))
     assert sorted(gone.tolist()) == [0, 1, 2]
@@ -196,8 +210,8 @@ def test_merge_weights_values_by_count_and_leaves_others_untouched():
     assert torch.allclose(layer.v[:, at[7]], (v[:, 7] + v[:, 2]) / 2, atol=1e-6)
     assert layer.meta["count"][at[5]] == 4 and layer.meta["count"][at[7]] == 2
     others = [i for i in range(3, 30) if i not in (5, 7)]
-    assert torch.equal(layer.v[:, [at[int(ids[i])] for i in others]], v[:, others])   # bit-identical
-    half = filled(30)                                # merge_values alone: the merged-away stay, marked count 0
+    assert torch.equal(layer.v[:, [at[int(ids[i])] for i in others]], v[:, others])  # bit-identical
+    half = filled(30)  # merge_values alone: the merged-away stay, marked count 0
     mask = half.merge_values(torch.tensor([0, 1]), torch.tensor([5, 5]))
     assert len(half) == 30 and torch.equal(mask.nonzero().flatten(), torch.tensor([0, 1]))
     assert torch.equal((half.meta["count"] == 0).nonzero().flatten(), torch.tensor([0, 1]))

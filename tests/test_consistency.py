@@ -30,8 +30,8 @@ def test_evaluator_catches_a_colour_change_and_noise():
     p, s = "a red circle on plain blue behind a wall", 3
     clip = make_clip(parse(p), s, 64)
     frames = clip.frames.copy()
-    swap = frames[32:].copy()          # after the occlusion the red sprite comes back green
-    red = (np.abs(swap.astype(int) - [235, 45, 45]).max(-1) < 80)
+    swap = frames[32:].copy()  # after the occlusion the red sprite comes back green
+    red = np.abs(swap.astype(int) - [235, 45, 45]).max(-1) < 80
     swap[red] = [40, 215, 60]
     frames[32:] = swap
     bad = evaluate_video(frames, p)
@@ -40,9 +40,9 @@ def test_evaluator_catches_a_colour_change_and_noise():
     assert good["identity_persistence"] == 1.0 and bad["identity_persistence"] < 0.5
     noise = np.random.default_rng(0).integers(0, 255, clip.frames.shape, dtype=np.uint8)
     assert evaluate_video(noise, p)["adherence"] < 0.2
-    soup = clip.frames.copy()          # three extra blobs in every frame: adherence cannot see them
+    soup = clip.frames.copy()  # three extra blobs in every frame: adherence cannot see them
     for (y, x), rgb in zip([(6, 6), (6, 50), (50, 6)], ([235, 45, 45], [40, 215, 60], [240, 220, 40])):
-        soup[:, y:y + 7, x:x + 7] = rgb
+        soup[:, y : y + 7, x : x + 7] = rgb
     cluttered = evaluate_video(soup, p)
     assert good["extra_objects"] < 0.05 and cluttered["extra_objects"] >= 2.0
     assert cluttered["adherence"] >= good["adherence"] - 0.05
@@ -62,10 +62,20 @@ def test_mode_is_deterministic_on_ties():
     """Identity scores must not depend on Python's hash seed (set order): ties go to the first seen."""
     import subprocess
     import sys
+
     from backend.consistency import mode
+
     assert mode(["red", "blue", "blue", "red"]) == "red" and mode(["blue", "red", "red"]) == "red"
     assert mode([]) is None
     code = "from backend.consistency import mode; print(mode(['cyan', 'red', 'red', 'cyan', 'blue', 'blue']))"
-    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONHASHSEED": str(h),
-            "PATH": ""}, cwd=str(__import__("pathlib").Path(__file__).parents[1])).stdout.strip() for h in range(6)}
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={"PYTHONHASHSEED": str(h), "PATH": ""},
+            cwd=str(__import__("pathlib").Path(__file__).parents[1]),
+        ).stdout.strip()
+        for h in range(6)
+    }
     assert outs == {"cyan"}

@@ -1,4 +1,5 @@
 """The bedrock: a full-cache, chunk-by-chunk cached generation equals a block-causal full recompute."""
+
 import dataclasses
 
 import pytest
@@ -27,27 +28,36 @@ def test_cached_generation_equals_full_recompute(ae, chunk_frames, n_frames, win
     cfg = dataclasses.replace(MODEL_PRESETS["tiny"], chunk_frames=chunk_frames)
     model = randomised(cfg)
     policy = Window(frames=window * chunk_frames) if window else Full()
-    st = Stepper(model, ae, "a red circle and a square on blue stripes behind a wall", n_frames, seed=3,
-                 policy=policy, preview=False, trace_inputs=True)
+    st = Stepper(
+        model,
+        ae,
+        "a red circle and a square on blue stripes behind a wall",
+        n_frames,
+        seed=3,
+        policy=policy,
+        preview=False,
+        trace_inputs=True,
+    )
     list(st.run())
     prompt = st.tokens[None]
-    clean = st.latents[None]                                           # (1, T, C, g, g)
+    clean = st.latents[None]  # (1, T, C, g, g)
     T = n_frames
     worst = 0.0
-    for k in range(len(st.ts_rest)):                               # step k of every chunk, in one recompute
+    for k in range(len(st.ts_rest)):  # step k of every chunk, in one recompute
         steps = sorted((rec for rec in st.inputs if rec[1] == k), key=lambda r: r[0])
-        noisy = torch.cat([x for (_, _, _, x, _) in steps])[None]      # chunk inputs at step k, in order
+        noisy = torch.cat([x for (_, _, _, x, _) in steps])[None]  # chunk inputs at step k, in order
         v_cached = torch.cat([v for (_, _, _, _, v) in steps])[None]
-        t = torch.tensor([tt for (c, _, tt, x, _) in steps for _ in range(len(x))])[None]   # per-frame levels
+        t = torch.tensor([tt for (c, _, tt, x, _) in steps for _ in range(len(x))])[None]  # per-frame levels
         with torch.no_grad():
             v_ref = model.teacher_forcing(prompt, clean, torch.zeros(1, T), noisy, t, window=window)
         worst = max(worst, (v_ref - v_cached).abs().max().item())
     assert worst <= 1e-4, worst
-    assert v_cached.abs().mean() > 1e-2             # the comparison is not vacuous
+    assert v_cached.abs().mean() > 1e-2  # the comparison is not vacuous
 
 
 def test_stats_path_equals_sdpa_path(tiny):
     from backend.models.attention import attention_with_stats
+
     q, k, v = torch.randn(2, 10, 16), torch.randn(2, 33, 16), torch.randn(2, 33, 16)
     out, colsum, colmax, logitsum = attention_with_stats(q, k, v, block=3)
     ref = torch.nn.functional.scaled_dot_product_attention(q[None], k[None], v[None])[0]
@@ -64,6 +74,7 @@ def test_prompt_substitute_swaps_exactly_the_cached_prompt_slots():
     prompt; commits refuse it."""
     from backend.cache import KVCache
     from backend.prompt import parse
+
     cfg = MODEL_PRESETS["tiny"]
     model = randomised(cfg, seed=1)
     spec = parse("a red circle and a blue square on green stripes")
@@ -76,11 +87,12 @@ def test_prompt_substitute_swaps_exactly_the_cached_prompt_slots():
 
     x, t = torch.randn(1, cfg.latent_ch, cfg.grid, cfg.grid), torch.full((1,), 0.7)
     main, same, alt = prefilled(tok), prefilled(tok), prefilled(other)
-    assert torch.allclose(model.forward_chunk(x, t, 0, main, condition_kv=alt),
-                          model.forward_chunk(x, t, 0, alt), atol=1e-6)
+    assert torch.allclose(
+        model.forward_chunk(x, t, 0, main, condition_kv=alt), model.forward_chunk(x, t, 0, alt), atol=1e-6
+    )
     for f in range(3):
         model.forward_chunk(torch.randn_like(x), torch.zeros(1), f, main, commit=True)
-    for layer in main.layers:                           # evict two prompt slots and a few frame tokens
+    for layer in main.layers:  # evict two prompt slots and a few frame tokens
         layer.keep(torch.tensor([0, 2, 3] + list(range(cfg.n_prompt + 1, len(layer), 2))))
     plain = model.forward_chunk(x, t, 3, main)
     assert torch.allclose(model.forward_chunk(x, t, 3, main, condition_kv=same), plain, atol=1e-6)
@@ -93,14 +105,21 @@ def test_rope_tables_and_complex_rotation_equal_the_direct_formula():
     """rope_angles' per-axis tables (grown on demand) and apply_rope's complex product give the very bits of
     evaluating cos/sin per token and rotating the pairs apart; negative positions take the direct path."""
     from backend.rope import apply_rope, rope_angles
+
     cfg = MODEL_PRESETS["default"]
 
     def direct(pos):
-        ang = torch.cat([pos[:, a, None].double() * (th ** (-torch.arange(0, d, 2, dtype=torch.float64) / d))[None]
-                         for a, (d, th) in enumerate(zip(cfg.rope_split, cfg.rope_theta))], dim=1)
+        ang = torch.cat(
+            [
+                pos[:, a, None].double() * (th ** (-torch.arange(0, d, 2, dtype=torch.float64) / d))[None]
+                for a, (d, th) in enumerate(zip(cfg.rope_split, cfg.rope_theta))
+            ],
+            dim=1,
+        )
         return ang.cos().float(), ang.sin().float()
+
     g = torch.Generator().manual_seed(0)
-    for lo, hi in ((0, 8), (0, 3000), (-20, 50)):                    # in the first table, past it, negative
+    for lo, hi in ((0, 8), (0, 3000), (-20, 50)):  # in the first table, past it, negative
         pos = torch.randint(lo, hi, (500, 3), generator=g)
         (c, s), (c0, s0) = rope_angles(pos, cfg), direct(pos)
         assert torch.equal(c, c0) and torch.equal(s, s0)

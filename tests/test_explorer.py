@@ -1,4 +1,5 @@
 """Explorer logic without a server: history, signals, views, controller actions, persistence, bad input."""
+
 import json
 
 import numpy as np
@@ -6,12 +7,12 @@ import pytest
 
 from explorer import figures, views
 from explorer.controller import Explorer, budget_text
-from explorer.views import parse_layer
 from explorer.history import RunHistory, Snapshot
 from explorer.persist import load_runs
 from explorer.run import RunConfig
 from explorer.sessions import SessionError, SessionStore
 from explorer.signals import rank01
+from explorer.views import parse_layer
 
 PROMPT = "a red circle and a square on blue stripes behind a wall"
 
@@ -19,6 +20,7 @@ PROMPT = "a red circle and a square on blue stripes behind a wall"
 @pytest.fixture(scope="module")
 def shipped_models():
     from backend.loading import shipped
+
     return shipped()
 
 
@@ -44,7 +46,7 @@ def test_budget_text_and_layer_parsing():
     assert budget_text(8, "frames", "window") == "8f"
     assert budget_text(12.5, "% of full", "sink") == "12.5%"
     assert budget_text(512, "KB", "h2o") == "512KB"
-    assert budget_text(0, "frames", "full") == ""            # the full cache has no budget
+    assert budget_text(0, "frames", "full") == ""  # the full cache has no budget
     for bad in (0, -3, "x", float("nan")):
         with pytest.raises(ValueError):
             budget_text(bad, "frames", "window")
@@ -69,17 +71,17 @@ def test_snapshots_stay_bounded_and_keep_the_newest():
 def test_cache_map_geometry_hits_the_token_drawn():
     h = RunHistory(4, 7, 64, 8, 1, 20)
     geo = views.CacheMapGeometry.for_history(h)
-    x = 2 * (geo.block_w + geo.gap) + 5 * geo.cell_w + 1        # layer 2, token 5
-    y = geo.top + (3 + 1) * geo.row_h + 1                        # frame 3
+    x = 2 * (geo.block_w + geo.gap) + 5 * geo.cell_w + 1  # layer 2, token 5
+    y = geo.top + (3 + 1) * geo.row_h + 1  # frame 3
     assert geo.hit(x, y) == (2, 3, 5)
-    assert geo.hit(2 * (geo.block_w + geo.gap) - 2, y) is None   # in the gap between layers
-    assert geo.hit(5, 2) is None                                  # legend strip
+    assert geo.hit(2 * (geo.block_w + geo.gap) - 2, y) is None  # in the gap between layers
+    assert geo.hit(5, 2) is None  # legend strip
 
 
 # ---------------------------------------------------------------- controller
 def test_step_step_frame_and_views(ex):
     ws = ex.ws("a")
-    ex.step(ws, cfg())                                    # prefill
+    ex.step(ws, cfg())  # prefill
     assert ws.run.data.history.n_steps == 1
     ex.step_frame(ws, cfg())
     ex.step_frame(ws, cfg())
@@ -88,7 +90,7 @@ def test_step_step_frame_and_views(ex):
     v = ex.view(ws, None, "attention", "mean")
     assert v.frame == 1 and v.heat_img.ndim == 3 and v.cache_img.ndim == 3
     assert np.isfinite(d.history.frame_values("attention", 1)).all()
-    assert np.isfinite(d.history.frame_values("predicted", 1)).all()     # SEH on every run
+    assert np.isfinite(d.history.frame_values("predicted", 1)).all()  # SEH on every run
 
 
 def test_bounded_run_evicts_and_records_it(ex):
@@ -97,10 +99,10 @@ def test_bounded_run_evicts_and_records_it(ex):
         pass
     h = ws.run.data.history
     occ = h.arrays()["occupancy"]
-    assert occ.max() <= h.budget + h.tokens_per_frame           # budget + the newest chunk
+    assert occ.max() <= h.budget + h.tokens_per_frame  # budget + the newest chunk
     status = h.status()
-    assert (status == 2).any() and (status[:, -1] == 1).all()    # evicted tokens; the newest frame cached
-    assert (h.prompt_status() == 3).all()                        # anchors never evicted
+    assert (status == 2).any() and (status[:, -1] == 1).all()  # evicted tokens; the newest frame cached
+    assert (h.prompt_status() == 3).all()  # anchors never evicted
     # the score signal exists for a scoring policy and is a rank in [0, 1]; between evictions (h2o evicts
     # every second chunk) it is the last eviction's, for the tokens still cached
     vals = np.stack([h.frame_values("score", f) for f in range(12)])
@@ -111,7 +113,7 @@ def test_bounded_run_evicts_and_records_it(ex):
     # at each frame's own time: a frame whose chunk an eviction followed has ranks; one between evictions
     # has none, and the view says why
     scored = {s.chunk for s in h.snapshots if s.values.get("score") is not None}
-    assert scored and len(scored) < 12                                   # h2o evicts every second chunk
+    assert scored and len(scored) < 12  # h2o evicts every second chunk
     for f in range(12):
         has = np.isfinite(h.frame_values("score", f, chunk=f)).any()
         assert has == (f in scored), f
@@ -123,7 +125,7 @@ def test_bounded_run_evicts_and_records_it(ex):
     fig, info = ex.drill_down(ws, "attention")
     assert f"evicted at chunk {h.evicted_at[L, tid]}" in info
     assert len(fig.data) == h.n_layer
-    assert ws.run_saved is not None                               # finished runs are saved
+    assert ws.run_saved is not None  # finished runs are saved
 
 
 def test_stop_pauses_saves_and_run_continues_the_same_run(ex):
@@ -132,8 +134,8 @@ def test_stop_pauses_saves_and_run_continues_the_same_run(ex):
     it = ex.run_iter(ws, config, every_s=0)
     for _ in range(5):
         next(it)
-    assert ex.stop(ws) is True                           # the stream reports the pause and saves
-    list(it)                                             # the generator ends on its own
+    assert ex.stop(ws) is True  # the stream reports the pause and saves
+    list(it)  # the generator ends on its own
     run, sid = ws.run, ws.run_saved[0]
     done = run.data.frames_done
     assert 0 < done < 20 and run.paused and not run.finished
@@ -150,7 +152,7 @@ def test_stop_pauses_saves_and_run_continues_the_same_run(ex):
         pass
     assert ws.run is run and run.data.frames_done == 20 and run.finished
     saved = [x for x in ex.store.list() if hasattr(x, "n_frames")]
-    assert ws.run_saved[1] == 20 and len(saved) == 1 and saved[0].n_frames == 20   # the pause's save replaced
+    assert ws.run_saved[1] == 20 and len(saved) == 1 and saved[0].n_frames == 20  # the pause's save replaced
     whole = ex.ws("c3")
     for _ in ex.run_iter(whole, config, every_s=0):
         pass
@@ -163,14 +165,14 @@ def test_runs_are_saved_on_completion_stop_or_demand_never_on_abandon(ex):
     ex.step_frame(ws, cfg(frames=6))
     assert ws.run_saved is None and ex.store.list() == []
     assert "not saved yet" in ex.view(ws, None, "score", "mean").status
-    ex.step_frame(ws, cfg(frames=6, seed=3))                           # another config: a new run
+    ex.step_frame(ws, cfg(frames=6, seed=3))  # another config: a new run
     assert ex.store.list() == [] and "was replaced" in ex.view(ws, None, "score", "mean").status
     ex.reset(ws)
     assert ex.store.list() == []
     ex.step_frame(ws, cfg(frames=6))
-    assert ex.stop(ws) is False and ws.run_saved is not None          # Stop without a stream saves here
+    assert ex.stop(ws) is False and ws.run_saved is not None  # Stop without a stream saves here
     assert len(ex.store.list()) == 1
-    ex.step_frame(ws, cfg(frames=6))                                   # Step continues the paused run
+    ex.step_frame(ws, cfg(frames=6))  # Step continues the paused run
     assert ws.run.data.frames_done == 2 and not ws.run.paused
 
 
@@ -184,7 +186,7 @@ def test_every_view_shows_the_scrubbed_time(ex):
     h = ws.run.data.history
     thin = ex.ws("time-thin")
     ex.step(thin, config)
-    thin.run.data.history.max_snapshots = 3                             # thinned from the 4th chunk on
+    thin.run.data.history.max_snapshots = 3  # thinned from the 4th chunk on
     for _ in ex.run_iter(thin, config, every_s=0):
         pass
     ht = thin.run.data.history
@@ -202,7 +204,7 @@ def test_every_view_shows_the_scrubbed_time(ex):
                 assert np.array_equal(ht.frame_values(sig, f, layer, chunk=f), got.reshape(8, 8), equal_nan=True)
         v = ex.view(ws, f, "score", "layer 0")
         assert np.array_equal(v.cache_img, views.cache_map(h, chunk=f, frame=f))
-        assert not np.array_equal(v.cache_img, views.cache_map(h, frame=f))     # not the end of the run
+        assert not np.array_equal(v.cache_img, views.cache_map(h, frame=f))  # not the end of the run
         assert v.hover["values"][0][1] == pytest.approx(float(h.frame_values("score", f, 0, chunk=f)[0, 0]), abs=1e-3)
         marker = [s for s in v.occupancy.layout.shapes if s["line"]["color"] == "#17becf"]
         assert marker and marker[0]["x0"] == h.evict_step(f)
@@ -217,7 +219,9 @@ def test_every_view_shows_the_scrubbed_time(ex):
 
 def test_the_run_as_a_command_line_parses_to_the_same_run():
     import shlex
+
     from backend.__main__ import build_parser
+
     c = cfg(params="alpha=0.5, storage=int4", policy="pafu", budget="12.5%", guidance=2.0)
     argv = shlex.split(c.cli())
     assert argv[:3] == ["python", "-m", "backend"]
@@ -229,6 +233,7 @@ def test_the_run_as_a_command_line_parses_to_the_same_run():
 
 def test_the_scrubber_clamps_instead_of_failing():
     from explorer.scrubber import FrameSlider
+
     s = FrameSlider(0, 63, value=0, step=1)
     assert s.preprocess(-1) == 0 and s.preprocess(65) == 63 and s.preprocess(7) == 7
 
@@ -245,26 +250,29 @@ def test_compare_lockstep_metrics_and_exports(ex, tmp_path):
     configs = ex.compare_configs(cfg(frames=12), ["window", "pafu"], ["1/4"], "")  # pafu also pins a sink frame
     assert [c.label for c in configs] == ["window @ 25%", "pafu @ 25%"]
     for cmp in ex.compare_iter(ws, configs, every_s=0):
-        assert len({d.frames_done for d in cmp.datas}) == 1             # lockstep
+        assert len({d.frames_done for d in cmp.datas}) == 1  # lockstep
     assert cmp.datas[cmp.reference].config.policy == "full"
     rows = cmp.metrics()
     assert [r["config"] for r in rows] == ["full", "window @ 25%", "pafu @ 25%"]
     from explorer.compare import METRIC_WIDTHS
-    assert all(list(r) == list(METRIC_WIDTHS) for r in rows)        # the app's column widths fit the columns
+
+    assert all(list(r) == list(METRIC_WIDTHS) for r in rows)  # the app's column widths fit the columns
     assert all(np.isfinite(r["PSNR vs full (dB)"]) for r in rows[1:])
     v = ex.compare_view(ws, 4, "pafu @ 25%")
     assert v.wipe[0].shape == v.wipe[1].shape and v.diff.ndim == 3
     mp4 = ex.export(ws, "compare", "mp4", "attention")
     import imageio.v3 as iio
+
     assert iio.immeta(mp4, plugin="FFMPEG")["codec"].startswith("h264")
     first = iio.imread(mp4, index=0, plugin="FFMPEG")
-    assert first.shape[1] > 3 * 256                      # three panels + the colour bar
+    assert first.shape[1] > 3 * 256  # three panels + the colour bar
     csv = ex.export(ws, "compare", "csv")
     assert "PSNR vs full" in csv.read_text()
     js = json.loads(ex.export(ws, "compare", "json").read_text())
     assert len(js["rows"]) == 3
     z = ex.export(ws, "compare", "zip")
     import zipfile
+
     assert "session.json" in zipfile.ZipFile(z).namelist()
 
 
@@ -278,22 +286,26 @@ def test_run_exports(ex):
     assert png.read_bytes()[:4] == b"\x89PNG"
     gif = ex.export(ws, "run", "gif")
     import imageio.v3 as iio
+
     assert iio.imread(gif).shape[0] >= 2
     rows = ex.export(ws, "run", "csv").read_text().splitlines()
     assert rows[0].startswith("step,phase,chunk") and len(rows) == 1 + ws.run.data.history.n_steps
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(budget="0"), "positive"),
-    (dict(budget="99f"), "above the full cache"),
-    (dict(frames=5000), "limit"),
-    (dict(frames=0), "positive"),
-    (dict(prompt="a purple circle"), "unknown word"),
-    (dict(policy="nope"), "unknown policy"),
-    (dict(params="alpha"), "KEY=VALUE"),
-    (dict(guidance=-1.0), "guidance"),
-    (dict(guidance=float("nan")), "guidance"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(budget="0"), "positive"),
+        (dict(budget="99f"), "above the full cache"),
+        (dict(frames=5000), "limit"),
+        (dict(frames=0), "positive"),
+        (dict(prompt="a purple circle"), "unknown word"),
+        (dict(policy="nope"), "unknown policy"),
+        (dict(params="alpha"), "KEY=VALUE"),
+        (dict(guidance=-1.0), "guidance"),
+        (dict(guidance=float("nan")), "guidance"),
+    ],
+)
 def test_bad_input_is_rejected_and_the_run_survives(ex, bad, match):
     ws = ex.ws("f")
     ex.step_frame(ws, cfg())
@@ -301,7 +313,7 @@ def test_bad_input_is_rejected_and_the_run_survives(ex, bad, match):
     with pytest.raises(ValueError, match=match):
         for _ in ex.run_iter(ws, cfg(**bad), every_s=0):
             pass
-    assert ws.run is before and ws.run.data.frames_done == 1          # nothing lost
+    assert ws.run is before and ws.run.data.frames_done == 1  # nothing lost
 
 
 def test_bad_session_names_and_damaged_sessions(ex):
@@ -314,11 +326,11 @@ def test_bad_session_names_and_damaged_sessions(ex):
     with pytest.raises(SessionError):
         ex.load_session(ws, "../" + sid)
     path = ex.store.path(sid) / "session.json"
-    path.write_bytes(path.read_bytes()[:40])                               # truncated
+    path.write_bytes(path.read_bytes()[:40])  # truncated
     with pytest.raises(SessionError, match="damaged|cannot"):
         ex.load_session(ws, sid)
     rows, note = ex.sessions()
-    assert sid in note                                                     # listed as a problem
+    assert sid in note  # listed as a problem
     assert ws.run.data.frames_done == 1
 
 
@@ -346,20 +358,23 @@ def test_pafu_runs_show_the_head_their_policy_uses(shipped_models):
     """The `predicted` signal of a PaFu-KV run is its own head's (SSE or hindsight), so the explorer never
     fills the cache's predictions with another head before the policy scores them."""
     import torch
+
     from backend.loading import load_head
     from explorer.run import Run
+
     model, ae = shipped_models
     for labels in ("sse", "hindsight"):
-        run = Run.start(cfg(policy="pafu", params=f"labels={labels}", budget="4f"), model, ae,
-                        head=load_head(labels="sse"))
+        run = Run.start(
+            cfg(policy="pafu", params=f"labels={labels}", budget="4f"), model, ae, head=load_head(labels="sse")
+        )
         want = load_head(labels=labels)
         got = dict(run.head.named_parameters())
         assert all(torch.equal(p, got[k]) for k, p in want.named_parameters())
         recs = []
-        while run.stepper.chunk < 6:                       # past the first evictions
+        while run.stepper.chunk < 6:  # past the first evictions
             recs.append(run.step())
         commit = [r for r in recs if r.phase == "commit"][-1]
-        layer = run.stepper.cache.layers[0]                 # the recorded ids are the cache's at that commit
+        layer = run.stepper.cache.layers[0]  # the recorded ids are the cache's at that commit
         k = (layer.meta["kind"] == 1) & torch.from_numpy(np.isin(layer.meta["token_id"].numpy(), commit.ids[0]))
         with torch.no_grad():
             expect = want(0, want.features(layer.k[:, k], layer.meta["y"][k], layer.meta["x"][k])).numpy()
@@ -379,6 +394,7 @@ def test_a_models_folder_serves_its_own_weights(tmp_path, models_folder):
 
     from backend.loading import DEFAULT_AE, MODELS_DIR, load_autoencoder, load_head
     from explorer.run import Run
+
     with pytest.raises(FileNotFoundError, match="no student.safetensors"):
         Explorer(store=SessionStore(tmp_path / "s0"), models=tmp_path / "empty")
     folder, _ = models_folder()
@@ -392,13 +408,13 @@ def test_a_models_folder_serves_its_own_weights(tmp_path, models_folder):
     ex.step_frame(ws, cfg(policy="window", budget="4f"))
     with pytest.raises(ValueError, match="no teacher.safetensors"):
         ex.teacher_salience(ws, 0)
-    ex.autosave(ws)                                           # the session names the weights that made it
+    ex.autosave(ws)  # the session names the weights that made it
     (info,) = ex.store.list()
     assert f"model {ex.model_hash[:8]} from " in info.summary and info.summary.split(" · ")[-2].endswith("/run_models")
     shutil.copy(MODELS_DIR / "salience_head_hindsight.safetensors", folder / "salience_head.safetensors")
     run = Run.start(cfg(policy="pafu", budget="4f"), ex.model, ex.ae, ex.head, models=ex.custom_models)
     hind = dict(load_head(labels="hindsight").named_parameters())
-    assert all(torch.equal(p, hind[k]) for k, p in run.head.named_parameters())   # the folder's "sse" file
+    assert all(torch.equal(p, hind[k]) for k, p in run.head.named_parameters())  # the folder's "sse" file
     assert Explorer(store=SessionStore(tmp_path / "s2"), models=MODELS_DIR).custom_models is None
 
 
@@ -406,6 +422,7 @@ def test_app_refuses_a_models_folder_without_a_student(tmp_path, capsys):
     """`python app.py --models DIR` with no student in DIR, or a damaged one, stops with a usage error naming
     the file, before anything is served."""
     import app
+
     with pytest.raises(SystemExit) as e:
         app.main(["--models", str(tmp_path), "--sessions", str(tmp_path / "s")])
     assert e.value.code == 2 and "no student.safetensors" in capsys.readouterr().err
@@ -419,20 +436,24 @@ def test_old_scratch_exports_are_cleaned(tmp_path):
     """Exported zips live in a scratch folder; files older than the limit go, newer ones stay."""
     import os
     import time
+
     from explorer.session_actions import _clean_old
+
     old, new = tmp_path / "old.zip", tmp_path / "new.zip"
     old.write_bytes(b"x")
     new.write_bytes(b"y")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     _clean_old(tmp_path, max_age_s=3600)
     assert not old.exists() and new.exists()
-    _clean_old(tmp_path / "missing", max_age_s=3600)          # no folder yet: nothing to do, no error
+    _clean_old(tmp_path / "missing", max_age_s=3600)  # no folder yet: nothing to do, no error
 
 
 def test_guidance_reaches_the_sampler_and_compare_shares_it(ex):
     from dataclasses import replace
+
     from backend.config import SamplerConfig
-    assert cfg().sampler() == SamplerConfig()                                  # None = the shipped sampler
+
+    assert cfg().sampler() == SamplerConfig()  # None = the shipped sampler
     assert (cfg(guidance=2.5).sampler().guidance, cfg(guidance=2.5).sampler().first_guidance) == (2.5, 2.5)
     ws = ex.ws("g")
     ex.step_frame(ws, cfg(guidance=1.0, frames=6))
@@ -444,31 +465,46 @@ def test_guidance_reaches_the_sampler_and_compare_shares_it(ex):
     configs = ex.compare_configs(cfg(guidance=3.0, policy="full", budget=""), ["sink"], ["1/2"], "")
     assert all(c.guidance == 3.0 for c in configs)
     from explorer.compare import Comparison
+
     with pytest.raises(ValueError, match="guidance"):
         Comparison.start([configs[0], replace(configs[0], guidance=1.0)], ex.model, ex.ae)
-
 
 
 def test_policy_help_and_commit_status_show_what_reading_attention_costs():
     from backend.records import StepRecord
     from explorer.run import describe
     from explorer.ui import policy_help
+
     assert "reads attention probabilities" in policy_help("h2o")
     assert "reads no attention" in policy_help("pafu") and "reads raw q.k" in policy_help("deep_forcing")
     assert policy_help("nosuch") == ""
 
-    class Data:                                         # what describe() reads of a RunData
+    class Data:  # what describe() reads of a RunData
         frames_done, config = 3, RunConfig(prompt="a red circle on plain blue", frames=8)
 
     def rec(stats_ms):
-        return StepRecord.make(index=7, phase="commit", chunk=2, step=-1, t=0.0, frames=(2, 3), preview=None,
-                               occupancy=[10, 10], nbytes=[100, 100], eviction=None, ms=30.0, stats_ms=stats_ms)
+        return StepRecord.make(
+            index=7,
+            phase="commit",
+            chunk=2,
+            step=-1,
+            t=0.0,
+            frames=(2, 3),
+            preview=None,
+            occupancy=[10, 10],
+            nbytes=[100, 100],
+            eviction=None,
+            ms=30.0,
+            stats_ms=stats_ms,
+        )
+
     assert "attention statistics 6 ms of it" in describe(rec(6.2), Data())
     assert "attention statistics" not in describe(rec(0.0), Data())
 
 
 def test_salience_numbers_agreement_and_object_departures(ex):
     from explorer.numbers import spearman, top_recall
+
     assert spearman(np.arange(10.0), np.arange(10.0) ** 2) == pytest.approx(1.0)
     assert spearman(np.arange(10.0), -np.arange(10.0)) == pytest.approx(-1.0)
     assert top_recall(np.arange(8.0), np.arange(8.0)) == 1.0 and top_recall(np.arange(8.0), -np.arange(8.0)) == 0.0
@@ -499,14 +535,15 @@ def test_salience_numbers_agreement_and_object_departures(ex):
 
 def test_compare_warns_when_the_reference_loses_an_object_and_explains_blank_cells(ex):
     from explorer.compare_actions import blank_cells_note
+
     ws = ex.ws("refwarn")
     base = cfg(frames=6, policy="full", budget="", prompt="a red circle on blue stripes")
     for _ in ex.compare_iter(ws, ex.compare_configs(base, ["window"], ["1/2"], ""), every_s=0):
         pass
     cmp = ws.compare
     status = ex.compare_view(ws, None).status
-    assert "loses" not in status                         # the shipped model draws the red circle here
-    cmp.datas[cmp.reference].frames[:] = 128               # a reference that shows nothing at all
+    assert "loses" not in status  # the shipped model draws the red circle here
+    cmp.datas[cmp.reference].frames[:] = 128  # a reference that shows nothing at all
     cmp.metrics_cache.clear()
     assert "The full-cache reference itself loses the red circle" in ex.compare_view(ws, None).status
     note = blank_cells_note([{"identity": float("nan"), "landmark revisit": float("nan")}], base.prompt)
@@ -525,16 +562,17 @@ def test_budget_sweep_draws_quality_against_budget(ex):
         pass
     pts = ws.compare.sweep_points()
     assert set(pts) == {"window", "random"}
-    for policy, p in pts.items():
+    for p in pts.values():
         shares = [x[0] for x in p]
         assert len(p) == 4 and shares == sorted(shares) and 5 < shares[0] < shares[-1] < 51
-        assert p[-1][1] >= p[0][1] - 1.0                    # more budget is not clearly worse against the full cache
+        assert p[-1][1] >= p[0][1] - 1.0  # more budget is not clearly worse against the full cache
     fig = ex.compare_view(ws, None).sweep
     assert len(fig.data) == 4 and fig.layout.xaxis.type == "log" and "dB" in fig.layout.yaxis.title.text
 
 
 def test_runs_across_sessions_table_and_overlay(ex, monkeypatch):
     import explorer.runs as runs_mod
+
     ws = ex.ws("runs")
     base = cfg(frames=8, policy="full", budget="")
     for _ in ex.compare_iter(ws, ex.compare_configs(base, ["window"], ["1/2"], ""), every_s=0):
@@ -547,13 +585,13 @@ def test_runs_across_sessions_table_and_overlay(ex, monkeypatch):
     assert len(rows) == 4 and set(by) == {"full", "window @ 50%", "h2o @ 4f", "sink @ 4f"}
     want = ws.compare.metrics()[1]
     assert by["window @ 50%"]["PSNR vs full (dB)"] == pytest.approx(want["PSNR vs full (dB)"])
-    assert np.isfinite(by["h2o @ 4f"]["PSNR vs full (dB)"])          # matched with the compare's full run
-    assert not np.isfinite(by["sink @ 4f"]["PSNR vs full (dB)"])      # seed 5: no full-cache run of its noise
+    assert np.isfinite(by["h2o @ 4f"]["PSNR vs full (dB)"])  # matched with the compare's full run
+    assert not np.isfinite(by["sink @ 4f"]["PSNR vs full (dB)"])  # seed 5: no full-cache run of its noise
     calls = []
     monkeypatch.setattr(runs_mod, "load_runs", lambda *a: calls.append(a) or (_ for _ in ()).throw(AssertionError))
-    psnr, occ = ex.runs_overlay(keys)                                   # sessions are read once, then kept
+    psnr, occ = ex.runs_overlay(keys)  # sessions are read once, then kept
     assert not calls
-    assert len(psnr.data) == 2 and len(occ.data) == 4                   # PSNR only where there is a reference
+    assert len(psnr.data) == 2 and len(occ.data) == 4  # PSNR only where there is a reference
     assert "dB" in psnr.layout.yaxis.title.text and "MB" in occ.layout.yaxis.title.text
     with pytest.raises(ValueError, match="no saved run"):
         ex.runs_overlay(["nope#0"])
@@ -562,7 +600,9 @@ def test_runs_across_sessions_table_and_overlay(ex, monkeypatch):
 def test_budget_sweep_leaves_out_shares_a_policy_cannot_hold(ex):
     configs, note = ex.sweep_configs(cfg(frames=24, policy="full", budget=""), ["pafu", "window"])
     assert "pafu @ 6.25%" in note and all(c.label != "pafu @ 6.25%" for c in configs)
-    assert {c.label for c in configs if c.policy == "window"} == {f"window @ {s}" for s in ("6.25%", "12.5%", "25%", "50%")}
+    assert {c.label for c in configs if c.policy == "window"} == {
+        f"window @ {s}" for s in ("6.25%", "12.5%", "25%", "50%")
+    }
     with pytest.raises(ValueError, match="sweep a longer video"):
         ex.sweep_configs(cfg(frames=2, policy="full", budget=""), ["h2o"])
 
@@ -573,4 +613,4 @@ def test_the_timeline_says_and_draws_that_the_budget_holds_after_each_eviction()
     texts = " ".join(a.text or "" for a in fig.layout.annotations)
     assert "after each eviction" in texts and "after each commit" not in texts
     band = [s for s in fig.layout.shapes if s.type == "rect"]
-    assert len(band) == 1 and (band[0].y0, band[0].y1) == (100, 100 + 64)     # budget .. budget + one chunk
+    assert len(band) == 1 and (band[0].y0, band[0].y1) == (100, 100 + 64)  # budget .. budget + one chunk

@@ -2,6 +2,7 @@
 
 The app runs in a subprocess (as `python app.py` does) with its own sessions folder; screenshots of every
 screen are saved to tests/artifacts/ for people to look at."""
+
 import os
 import shutil
 import socket
@@ -21,8 +22,16 @@ if not Path(CHROMIUM).exists():
 
 ROOT = Path(__file__).resolve().parent.parent
 ART = ROOT / "tests" / "artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
 PROMPT = "a red circle and a square on blue stripes behind a wall"
 
 
@@ -41,19 +50,28 @@ def sessions_dir(tmp_path_factory):
 def app_url(tmp_path_factory, sessions_dir):
     port = free_port()
     sessions = sessions_dir
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False",
-           "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_tmp"))}
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--sessions", str(sessions)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_tmp")),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), "--sessions", str(sessions)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     t0 = time.time()
     while time.time() - t0 < 90:
         try:
             urllib.request.urlopen(url + "/gradio_api/info", timeout=2)
             break
-        except Exception:
+        except Exception as e:
             if proc.poll() is not None:
-                raise RuntimeError("app exited:\n" + proc.stdout.read())
+                raise RuntimeError("app exited:\n" + proc.stdout.read()) from e
             time.sleep(0.5)
     else:
         proc.kill()
@@ -99,6 +117,7 @@ def no_errors(page) -> None:
 
 def frames_in_status(page) -> int:
     import re
+
     m = re.search(r"(\d+)/(\d+) frames", page.locator("#status").inner_text())
     return int(m.group(1)) if m else -1
 
@@ -111,8 +130,10 @@ def click_image(page, sel: str, x: int, y: int) -> None:
     """Click pixel (x, y) of the image in `sel` once it has loaded: Gradio's Image maps the click through the
     img's natural size and drops it while the new src is still loading (naturalWidth 0), which is what a
     click on a just-redrawn image under load met."""
-    page.wait_for_function(f"() => {{ const i = document.querySelector('{sel} img'); "
-                           "return i && i.complete && i.naturalWidth > 0; }", timeout=20_000)
+    page.wait_for_function(
+        f"() => {{ const i = document.querySelector('{sel} img'); return i && i.complete && i.naturalWidth > 0; }}",
+        timeout=20_000,
+    )
     page.locator(f"{sel} img").click(position={"x": x, "y": y})
 
 
@@ -122,9 +143,11 @@ def step_back(page, press, scrubber: str, image: str, newest: int) -> None:
     callers' status checks see) and set the scrubber back to the newest frame: press again only then."""
     before = img_src(page, image)
     num = page.locator(f"{scrubber} input[type=number]")
-    moved = (f"([b, want]) => {{ const i = document.querySelector('{image} img'); "
-             f"const n = document.querySelector('{scrubber} input[type=number]'); "
-             "return i && i.src !== b && n && n.value === want; }")
+    moved = (
+        f"([b, want]) => {{ const i = document.querySelector('{image} img'); "
+        f"const n = document.querySelector('{scrubber} input[type=number]'); "
+        "return i && i.src !== b && n && n.value === want; }"
+    )
     for attempt in range(3):
         press()
         try:
@@ -132,7 +155,9 @@ def step_back(page, press, scrubber: str, image: str, newest: int) -> None:
             return
         except pw.TimeoutError:
             value = num.input_value()
-            assert value == str(newest) and attempt < 2, f"{scrubber} at {value!r} after a step back (attempt {attempt + 1})"
+            assert value == str(newest) and attempt < 2, (
+                f"{scrubber} at {value!r} after a step back (attempt {attempt + 1})"
+            )
 
 
 def test_fresh_page_step_and_the_scrubber_clamps_on_both_tabs(page, app_url):
@@ -140,22 +165,22 @@ def test_fresh_page_step_and_the_scrubber_clamps_on_both_tabs(page, app_url):
     pg = fresh_page(page, app_url)
     pg.locator("#frames input").fill("12")
     pg.locator("#frames input").press("Tab")
-    pg.locator("#step_btn").click()                                   # a fresh page's first Step
+    pg.locator("#step_btn").click()  # a fresh page's first Step
     expect(pg.locator("#status")).to_contain_text("0/12 frames", timeout=60_000)
     assert scrub_value(pg) == 0
-    pg.locator("#prev_frame").click()                                  # ◀ at frame 0 stays at 0
+    pg.locator("#prev_frame").click()  # ◀ at frame 0 stays at 0
     pg.wait_for_timeout(400)
     assert scrub_value(pg) == 0
     for n in (1, 2):
         pg.locator("#step_frame_btn").click()
         expect(pg.locator("#status")).to_contain_text(f"{n}/12 frames", timeout=60_000)
-    for _ in range(4):                                                 # ▶ past the newest frame stays there
+    for _ in range(4):  # ▶ past the newest frame stays there
         pg.locator("#next_frame").click()
         pg.wait_for_timeout(150)
     pg.wait_for_timeout(600)
     assert scrub_value(pg) == 1
-    assert not pg.locator("#follow input").is_checked()               # a move of the user's stops following
-    pg.locator("#step_frame_btn").click()                              # every control still works
+    assert not pg.locator("#follow input").is_checked()  # a move of the user's stops following
+    pg.locator("#step_frame_btn").click()  # every control still works
     expect(pg.locator("#status")).to_contain_text("3/12 frames", timeout=60_000)
     expect(pg.locator("#follow input")).to_be_checked()
     pw.expect(pg.locator("#scrubber input[type=number]")).to_have_value("2", timeout=10_000)
@@ -181,7 +206,7 @@ def test_fresh_page_step_and_the_scrubber_clamps_on_both_tabs(page, app_url):
         pg.locator("#cmp_prev").click()
         pg.wait_for_timeout(100)
     pw.expect(pg.locator("#cmp_scrubber input[type=number]")).to_have_value("0", timeout=10_000)
-    pg.locator("#compare_btn").click()                                 # Compare still runs (a finished one anew)
+    pg.locator("#compare_btn").click()  # Compare still runs (a finished one anew)
     expect(pg.locator("#cmp_status")).to_contain_text("12/12 frames", timeout=120_000)
     no_errors(pg)
     pg.screenshot(path=str(ART / "scrubber_clamped.png"), full_page=True)
@@ -190,8 +215,10 @@ def test_fresh_page_step_and_the_scrubber_clamps_on_both_tabs(page, app_url):
 
 def test_the_heatmap_at_a_scrubbed_frame_is_the_snapshot_of_that_time(page, app_url, sessions_dir):
     import json
+
     from explorer.persist import load_runs
     from explorer.sessions import SessionStore
+
     expect = pw.expect
     pg = fresh_page(page, app_url)
     pg.locator("#frames input").fill("10")
@@ -207,8 +234,11 @@ def test_the_heatmap_at_a_scrubbed_frame_is_the_snapshot_of_that_time(page, app_
     for _ in range(4):
         pg.locator("#prev_frame").click()
         pg.wait_for_timeout(120)
-    pg.wait_for_function("() => { try { return JSON.parse(document.querySelector('#hover_data textarea').value)"
-                         ".frame === 5; } catch (e) { return false; } }", timeout=20_000)
+    pg.wait_for_function(
+        "() => { try { return JSON.parse(document.querySelector('#hover_data textarea').value)"
+        ".frame === 5; } catch (e) { return false; } }",
+        timeout=20_000,
+    )
     shown = json.loads(pg.locator("#hover_data textarea").input_value())
     _, datas = load_runs(SessionStore(sessions_dir), sid)
     h = datas[0].history
@@ -216,7 +246,7 @@ def test_the_heatmap_at_a_scrubbed_frame_is_the_snapshot_of_that_time(page, app_
         want = h.frame_values("score", 5, layer, chunk=5).ravel()
         got = np.array([row[layer + 1] for row in shown["values"]], float)
         assert np.isfinite(want).all() and np.allclose(got, want, atol=1e-3)
-    assert np.isnan(h.frame_values("score", 5).ravel()).mean() > 0.5           # the end of the run: mostly gone
+    assert np.isnan(h.frame_values("score", 5).ravel()).mean() > 0.5  # the end of the run: mostly gone
     no_errors(pg)
     # hovering a token shows its numbers
     x, y = pg.evaluate("""() => { const i = document.querySelector('#heatmap img'), r = i.getBoundingClientRect();
@@ -236,8 +266,9 @@ def test_stop_pauses_run_continues_and_the_stream_leaves_the_scrubber_alone(page
     pg.locator("#frames input").fill("300")
     pg.locator("#frames input").press("Tab")
     pg.locator("#run_btn").click()
-    pg.wait_for_function("() => /([5-9]|\\d\\d+)\\/300 frames/.test(document.querySelector('#status').innerText)",
-                         timeout=60_000)
+    pg.wait_for_function(
+        "() => /([5-9]|\\d\\d+)\\/300 frames/.test(document.querySelector('#status').innerText)", timeout=60_000
+    )
     pg.locator("#stop_btn").click()
     # the pause shows within seconds even with both cores busy (python -m explorer.bench measures it on an idle
     # machine: 0.5 s, 1 frame after the newest update); a frame count depends on the load, so none is asserted
@@ -245,19 +276,19 @@ def test_stop_pauses_run_continues_and_the_stream_leaves_the_scrubber_alone(page
     paused_at = frames_in_status(pg)
     assert 5 <= paused_at < 300
     pg.wait_for_timeout(800)
-    assert frames_in_status(pg) == paused_at                           # Stop stopped it
-    pg.locator("#run_btn").click()                                     # Run continues the same run
+    assert frames_in_status(pg) == paused_at  # Stop stopped it
+    pg.locator("#run_btn").click()  # Run continues the same run
     seen = []
     while frames_in_status(pg) < paused_at + 6:
         seen.append(frames_in_status(pg))
         pg.wait_for_timeout(50)
     assert min(seen) >= paused_at, seen
-    pg.locator("#prev_frame").click()                                  # scrub back while it streams
+    pg.locator("#prev_frame").click()  # scrub back while it streams
     pg.wait_for_timeout(1200)
     held = scrub_value(pg)
     pg.wait_for_timeout(1500)
-    assert frames_in_status(pg) > held + 3                             # the run went on ...
-    assert scrub_value(pg) == held                                     # ... and left the scrubber alone
+    assert frames_in_status(pg) > held + 3  # the run went on ...
+    assert scrub_value(pg) == held  # ... and left the scrubber alone
     assert not pg.locator("#follow input").is_checked()
     expect(pg.locator("#status")).to_contain_text("300/300 frames", timeout=180_000)
     assert scrub_value(pg) == held
@@ -291,11 +322,11 @@ def test_generate_heatmap_timeline_scrubber(page):
     page.locator("#run_btn").click()
     expect(page.locator("#status")).to_contain_text("10/10 frames", timeout=120_000)
     expect(page.locator("#status")).to_contain_text("saved as session", timeout=30_000)
-    assert img_src(page, "#heatmap") != first_heat                     # the heatmap updated
+    assert img_src(page, "#heatmap") != first_heat  # the heatmap updated
     n_traces = page.locator("#occupancy .js-plotly-plot .scatterlayer .trace").count()
-    assert n_traces >= 4                                                 # one line per layer (+ bytes)
+    assert n_traces >= 4  # one line per layer (+ bytes)
     # the scrubber: keyboard left arrow moves to frame 8 and redraws the frame
-    page.evaluate("() => document.activeElement && document.activeElement.blur()")   # keys go to the page
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")  # keys go to the page
     step_back(page, lambda: page.keyboard.press("ArrowLeft"), "#scrubber", "#frame", 9)
     # drill-down: click a token on the heatmap
     click_image(page, "#heatmap", 100, 120)
@@ -333,6 +364,7 @@ def test_compare_two_way_and_download_mp4(page, tmp_path):
     path = tmp_path / "grid.mp4"
     dl.value.save_as(path)
     import imageio.v3 as iio
+
     meta = iio.immeta(path, plugin="FFMPEG")
     assert meta["codec"].startswith("h264")
     assert iio.imread(path, index=0, plugin="FFMPEG").shape[0] > 100

@@ -1,4 +1,5 @@
 """explorer.render (image functions) and explorer.export (file writers): fast, no model."""
+
 import csv
 import json
 import os
@@ -86,9 +87,10 @@ def test_colourbar_top_is_vmax_colour():
     vmax_c = render.colourise(np.array([[2.0]]), 0, 2, 1, "viridis")[0, 0]
     vmin_c = render.colourise(np.array([[0.0]]), 0, 2, 1, "viridis")[0, 0]
     assert (col[top] == vmax_c).all() and (col[bottom] == vmin_c).all()
-    assert (col[top:bottom + 1, 1].astype(int)).tolist() == sorted(col[top:bottom + 1, 1].astype(int).tolist(),
-                                                                   reverse=True)  # viridis G falls
-    text = bar[:, render.BAR_X0 + render.BAR_W + 5:]
+    assert (col[top : bottom + 1, 1].astype(int)).tolist() == sorted(
+        col[top : bottom + 1, 1].astype(int).tolist(), reverse=True
+    )  # viridis G falls
+    text = bar[:, render.BAR_X0 + render.BAR_W + 5 :]
     assert (text < 128).any()  # tick labels are drawn
     assert (bar[:12] < 128).any()  # the label on top
 
@@ -98,7 +100,7 @@ def test_label_clips_long_text():
     out = render.label(img, "a very long label that does not fit | frame 12")
     assert out.shape == img.shape and (img == 100).all()
     assert (out[0, :] == 0).all() and (out == 255).any() and (out[-1, -1] == 100).all()
-    low = render.label(img, "frame 3", bottom=True)                      # clear of the UI's own label chip
+    low = render.label(img, "frame 3", bottom=True)  # clear of the UI's own label chip
     assert (low[-1, 0] == 0).all() and (low[0, 0] == 100).all() and (low[-12:] == 255).any()
 
 
@@ -184,7 +186,7 @@ def test_cached_png_is_content_addressed_and_never_rewritten(tmp_path):
     pa = export.cached_png(a, tmp_path)
     assert (iio.imread(pa) == a).all() and _no_partials(tmp_path)
     ino = os.stat(pa).st_ino
-    assert export.cached_png(a.copy(), tmp_path) == pa and os.stat(pa).st_ino == ino    # same bytes: not rewritten
+    assert export.cached_png(a.copy(), tmp_path) == pa and os.stat(pa).st_ino == ino  # same bytes: not rewritten
     pb = export.cached_png(b, tmp_path)
     assert pb != pa and (iio.imread(pb) == b).all()
 
@@ -195,11 +197,15 @@ def test_write_csv_and_json(tmp_path):
     with open(p, newline="") as f:
         got = list(csv.reader(f))
     assert got == [["a", "b", "c"], ["1.23457", "3", ""], ["1e-07", "", "True"]]
-    obj = {"x": np.arange(3), "y": np.float64("nan"), "z": [np.float32(0.5), np.array([1.0, np.nan])],
-           "n": np.int32(7), "k": (1, 2)}
+    obj = {
+        "x": np.arange(3),
+        "y": np.float64("nan"),
+        "z": [np.float32(0.5), np.array([1.0, np.nan])],
+        "n": np.int32(7),
+        "k": (1, 2),
+    }
     q = export.write_json(obj, tmp_path / "t.json")
-    assert json.loads(q.read_text()) == {"x": [0, 1, 2], "y": None, "z": [0.5, [1.0, None]], "n": 7,
-                                         "k": [1, 2]}
+    assert json.loads(q.read_text()) == {"x": [0, 1, 2], "y": None, "z": [0.5, [1.0, None]], "n": 7, "k": [1, 2]}
     assert "NaN" not in q.read_text() and _no_partials(tmp_path)
 
 
@@ -236,9 +242,12 @@ def test_labels_stack_from_the_bottom_without_overlap():
     img = np.full((100, 200, 3), 200, np.uint8)
     one = render.label(img, "first", bottom=True)
     two = render.label(one, "second", bottom=True, line=1)
-    dark = lambda im: np.flatnonzero((im[:, 2] == 0).all(1))     # rows of the black backing box at x = 2
+
+    def dark(im):  # rows of the black backing box at x = 2
+        return np.flatnonzero((im[:, 2] == 0).all(1))
+
     r1, r2 = dark(one), dark(two)
-    assert r1.max() == 99 and set(r1) <= set(r2)                 # the first box untouched, at the bottom edge
-    assert r2.min() < r1.min() and r2.max() == 99                # the second sits right above it
+    assert r1.max() == 99 and set(r1) <= set(r2)  # the first box untouched, at the bottom edge
+    assert r2.min() < r1.min() and r2.max() == 99  # the second sits right above it
     assert len(r2) == 2 * len(r1)
-    assert (render.label(img, "x", bottom=True, line=50)[0, 2] == 0).all()   # clamped inside the image
+    assert (render.label(img, "x", bottom=True, line=50)[0, 2] == 0).all()  # clamped inside the image

@@ -1,4 +1,5 @@
 """Session store: round trips, listing, damaged folders, unsafe names, atomic writes, zip."""
+
 import json
 import time
 import zipfile
@@ -12,9 +13,11 @@ from explorer.sessions import SessionError, SessionInfo, SessionProblem, Session
 
 def _arrays(seed=0):
     rng = np.random.default_rng(seed)
-    return {"video": rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
-            "occupancy": rng.random((5, 3), dtype=np.float32),
-            "kept": rng.integers(-5, 2**40, (7,), dtype=np.int64)}
+    return {
+        "video": rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
+        "occupancy": rng.random((5, 3), dtype=np.float32),
+        "kept": rng.integers(-5, 2**40, (7,), dtype=np.int64),
+    }
 
 
 def _all_files(path):
@@ -24,8 +27,14 @@ def _all_files(path):
 def test_save_load_round_trip(tmp_path):
     store = SessionStore(tmp_path)
     arrays = _arrays()
-    config = {"prompt": "a red circle on blue stripes", "frames": 4, "policy": "window", "seed": np.int64(3),
-              "scale": np.float32(0.5), "args": {"frames": 16}}
+    config = {
+        "prompt": "a red circle on blue stripes",
+        "frames": 4,
+        "policy": "window",
+        "seed": np.int64(3),
+        "scale": np.float32(0.5),
+        "args": {"frames": 16},
+    }
     sid = store.save("My run 1", "run", config, arrays, meta={"note": "hi"})
     assert sid.endswith("-My-run-1") and (tmp_path / sid).is_dir()
     doc, got = store.load(sid)
@@ -43,9 +52,10 @@ def test_save_load_round_trip(tmp_path):
 def test_same_name_gets_unique_ids(tmp_path, monkeypatch):
     """Three saves within one second share the timestamp stem and get -2, -3 suffixes (the clock is frozen so
     that a save straddling a second boundary cannot give a fresh stem instead)."""
-    frozen = sessions.datetime(2026, 1, 2, 3, 4, 5, tzinfo=sessions.timezone.utc)
-    monkeypatch.setattr(sessions, "datetime", type("Frozen", (sessions.datetime,), {
-        "now": classmethod(lambda cls, tz=None: frozen)}))
+    frozen = sessions.datetime(2026, 1, 2, 3, 4, 5, tzinfo=sessions.UTC)
+    monkeypatch.setattr(
+        sessions, "datetime", type("Frozen", (sessions.datetime,), {"now": classmethod(lambda cls, tz=None: frozen)})
+    )
     store = SessionStore(tmp_path)
     ids = [store.save("same", "run", {}, _arrays()) for _ in range(3)]
     assert len(set(ids)) == 3
@@ -168,6 +178,7 @@ def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
 
     def boom(*a, **k):
         raise OSError("disk full")
+
     monkeypatch.setattr(sessions.np, "savez_compressed", boom)
     with pytest.raises(SessionError, match="disk full"):
         store.save("during", "run", {}, _arrays())
@@ -197,7 +208,7 @@ def test_add_file_and_zip(tmp_path):
         assert {"session.json", "arrays.npz", "exports/my-video-1.mp4"} <= names
         assert json.loads(z.read("session.json"))["id"] == sid
     assert [p.name for p in dest.parent.iterdir()] == ["s.zip"]  # no temporary file left beside it
-    assert out.stat().st_mode & 0o777 == dest.stat().st_mode & 0o777 == 0o644   # readable by whoever it is shared with
+    assert out.stat().st_mode & 0o777 == dest.stat().st_mode & 0o777 == 0o644  # readable by whoever it is shared with
     assert store.zip(sid, tmp_path / "out") == tmp_path / "out" / f"{sid}.zip"
 
 

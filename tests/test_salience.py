@@ -1,4 +1,5 @@
 """PaFu-KV pieces: SSE components against brute force, the head, the policy, the training stage."""
+
 import numpy as np
 import pytest
 import torch
@@ -65,12 +66,13 @@ def test_pafu_batched_tail_scoring_equals_scoring_each_layer(tiny, ae):
     head.predict_cache(st.cache, slow, only_new=True)
     for a, b, layer in zip(fast, slow, st.cache.layers):
         assert torch.allclose(a, b, atol=1e-5) and bool((a[layer.meta["kind"] == 1] != 0).all())
-    other = copy.deepcopy(pol)              # a copy evicting a branch: the tail shortcut must not apply
+    other = copy.deepcopy(pol)  # a copy evicting a branch: the tail shortcut must not apply
     branch = st.observer.clone()
     for p in branch.extra["pred"]:
         p.zero_()
     other.bind(branch)
     from backend.policies import EvictContext
+
     ctx = EvictContext(st.chunk, (st.chunk, st.chunk), tpf, tiny.cfg.grid, tiny.rotate)
     other.prepare(st.cache, ctx)
     assert all(bool((p[layer.meta["kind"] == 1] != 0).all()) for p, layer in zip(other.predictions(), st.cache.layers))
@@ -104,7 +106,7 @@ def test_pafu_strata_spreads_the_kept_frames_over_time(tiny, ae):
     kept_free = {}
     for gran in ("frame", "strata"):
         pol = make_policy("pafu", budget=P + 5 * tpf, head=head, granularity=gran, period=1)
-        pol.score = lambda li, layer, ctx: -layer.meta["frame"].float()   # older = more salient
+        pol.score = lambda li, layer, ctx: -layer.meta["frame"].float()  # older = more salient
         st = Stepper(tiny, ae, "a red circle on blue stripes", 14, seed=1, policy=pol, preview=False)
         for rec in st.run():
             if rec.phase == "evict":
@@ -127,6 +129,7 @@ def test_hindsight_labels_are_the_students_future_attention(tiny):
     frame has been seen by its own commit only, the oldest by every later one."""
     from backend.salience import student_keys
     from backend.train.salience import hindsight_labels
+
     lat = torch.randn(4, tiny.cfg.latent_ch, tiny.cfg.grid, tiny.cfg.grid)
     cache, observed = student_keys(tiny, torch.arange(tiny.cfg.n_prompt), lat)
     labels = hindsight_labels(cache, observed)
@@ -135,12 +138,14 @@ def test_hindsight_labels_are_the_students_future_attention(tiny):
         m = layer.meta
         assert lab.shape == (4 * tiny.cfg.tokens_per_frame,) and torch.isclose(lab.max(), torch.tensor(1.0))
         seen = s["attn_count"][m["kind"] == 1].view(4, -1)[:, 0]
-        assert (seen.diff() < 0).all()                     # older tokens were seen by more queries
+        assert (seen.diff() < 0).all()  # older tokens were seen by more queries
 
 
 def test_pafu_labels_choose_the_head_file_and_are_validated():
     import pytest
+
     from backend.policies.pafu import PaFu
+
     assert PaFu(labels="hindsight").signature_files()[0].endswith("salience_head_hindsight.safetensors")
     assert PaFu().signature_files()[0].endswith("salience_head.safetensors")
     with pytest.raises(ValueError, match="labels"):

@@ -1,4 +1,5 @@
 """The shipped weights load and generate (so CI exercises the real model, not only random ones)."""
+
 import numpy as np
 
 from backend.consistency import contrast
@@ -16,5 +17,5 @@ def test_shipped_weights_generate_a_few_frames():
     recs = list(st.run())
     assert st.done and recs[-1].phase == "evict"
     c = contrast(st.frames)
-    assert (c > 5).all() and (c < 120).all()           # a picture, not a flat or saturated frame
+    assert (c > 5).all() and (c < 120).all()  # a picture, not a flat or saturated frame
     assert not np.array_equal(st.frames[0], st.frames[3])

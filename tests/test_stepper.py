@@ -18,7 +18,7 @@ def test_records_follow_the_cache_lifecycle(tiny, ae):
     S, tpf, P = 4, tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
     assert recs[0].phase == "prefill" and list(recs[0].occupancy) == [P] * tiny.cfg.n_layer
     body = [r.phase for r in recs[1:]]
-    first = len(st.ts_first)                   # the first chunk (no context) takes more steps
+    first = len(st.ts_first)  # the first chunk (no context) takes more steps
     assert first == 16 and len(st.ts_rest) == S
     assert body == ["denoise"] * first + ["commit", "evict"] + (["denoise"] * S + ["commit", "evict"]) * 4
     for r in recs:
@@ -29,10 +29,10 @@ def test_records_follow_the_cache_lifecycle(tiny, ae):
         if r.phase == "evict":
             assert all(len(k) == o for k, o in zip(r.kept, r.occupancy))
             assert r.occupancy.max() <= P + 2 * tpf
-        with pytest.raises(Exception):
+        with pytest.raises(ValueError, match="read-only"):
             r.occupancy[0] = 1
     ev = [r for r in recs if r.phase == "evict"]
-    assert len(ev[1].evicted[0]) == 0 and len(ev[2].evicted[0]) == tpf      # frame 0 leaves at chunk 2
+    assert len(ev[1].evicted[0]) == 0 and len(ev[2].evicted[0]) == tpf  # frame 0 leaves at chunk 2
     assert set(ev[2].evicted[0]) == set(range(P, P + tpf))
     assert ev[2].scores[0] is not None and len(ev[2].scores[0]) == P + 3 * tpf
     # denoise steps read only: occupancy changes only at commit and evict
@@ -56,7 +56,7 @@ def test_deterministic_and_noise_shared_across_policies(tiny, ae):
 
 def test_cancel_mid_chunk_leaves_a_consistent_cache(tiny, ae):
     st = Stepper(tiny, ae, PROMPT, 6, seed=2)
-    n = 1 + (len(st.ts_first) + 2) + (len(st.ts_rest) + 2) + 2   # prefill, two chunks, 2 steps of the third
+    n = 1 + (len(st.ts_first) + 2) + (len(st.ts_rest) + 2) + 2  # prefill, two chunks, 2 steps of the third
     for _ in range(n):
         rec = st.step()
     assert rec.phase == "denoise"
@@ -79,27 +79,29 @@ def test_bad_frame_counts(tiny, ae, n):
 
 def test_frame_count_that_would_exceed_memory(tiny, ae, monkeypatch):
     import backend.stepper as stepper
+
     monkeypatch.setattr(stepper, "available_memory", lambda: 2 << 30)
     with pytest.raises(GenerationError, match="GiB"):
         Stepper(tiny, ae, PROMPT, 90_000)
-    Stepper(tiny, ae, PROMPT, 90_000, policy=Window(frames=4))      # a bounded cache fits
+    Stepper(tiny, ae, PROMPT, 90_000, policy=Window(frames=4))  # a bounded cache fits
     with pytest.raises(GenerationError, match="limit"):
         Stepper(tiny, ae, PROMPT, 10**9)
 
 
 def test_colour_guidance_steers_the_chunks_it_is_set_for_and_only_prompted_colours(tiny, ae):
     from backend.config import SamplerConfig
+
     base, _ = run(tiny, ae, seed=3, n=3, sampler=SamplerConfig(first_guidance=1.0, guidance=1.0))
-    shipped, _ = run(tiny, ae, seed=3, n=3)                               # the default guides every chunk
+    shipped, _ = run(tiny, ae, seed=3, n=3)  # the default guides every chunk
     first, _ = run(tiny, ae, seed=3, n=3, sampler=SamplerConfig(first_guidance=3.0, guidance=1.0))
     every, _ = run(tiny, ae, seed=3, n=3, sampler=SamplerConfig(first_guidance=1.0, guidance=3.0))
     assert SamplerConfig().guidance != 1.0 and shipped._guide is not None
     assert not np.array_equal(base.latents[2], shipped.latents[2])
-    assert not np.array_equal(base.latents[0], first.latents[0])          # chunk 0 is guided
-    assert first._guide is None                                           # dropped once no chunk needs it
-    np.testing.assert_array_equal(base.latents[0], every.latents[0])      # chunk 0 is not ...
-    assert not np.array_equal(base.latents[1], every.latents[1])          # ... the later chunks are
-    assert every._guide is not None and len(every._guide.layers[0]) == tiny.cfg.n_prompt   # prompt only
+    assert not np.array_equal(base.latents[0], first.latents[0])  # chunk 0 is guided
+    assert first._guide is None  # dropped once no chunk needs it
+    np.testing.assert_array_equal(base.latents[0], every.latents[0])  # chunk 0 is not ...
+    assert not np.array_equal(base.latents[1], every.latents[1])  # ... the later chunks are
+    assert every._guide is not None and len(every._guide.layers[0]) == tiny.cfg.n_prompt  # prompt only
     assert [len(layer) for layer in every.cache.layers] == [len(layer) for layer in base.cache.layers]
     # a prompt whose colours are all open has nothing to guide: identical frames
     p = "a circle and a square on blue stripes"
@@ -115,19 +117,28 @@ def test_commits_record_only_the_attention_statistics_the_policy_reads(tiny, ae)
     H2O reads probabilities, Deep Forcing only raw q.k sums; asking for more changes no decision and no
     frame beyond float rounding."""
     from backend.policies import make_policy
-    budget = tiny.cfg.n_prompt + 6 * tiny.cfg.tokens_per_frame       # Deep Forcing protects 5 frames
+
+    budget = tiny.cfg.n_prompt + 6 * tiny.cfg.tokens_per_frame  # Deep Forcing protects 5 frames
     levels = {}
     for name in ("full", "window", "h2o", "deep_forcing", "pafu"):
         pol = make_policy(name, budget=None if name == "full" else budget)
         levels[name] = pol.attention_stats
     assert levels == {"full": "none", "window": "none", "h2o": "probs", "deep_forcing": "logits", "pafu": "none"}
-    assert make_policy("pafu", budget=budget, alpha=0.5).attention_stats == "probs"      # mixed with past attention
+    assert make_policy("pafu", budget=budget, alpha=0.5).attention_stats == "probs"  # mixed with past attention
     assert make_policy("window", budget=budget, layer_split="cake").attention_stats == "probs"
 
     def go(name, attention=None):
-        extra = {"sink_frames": 1} if name == "deep_forcing" else {}       # (its default sink is half the budget)
-        st = Stepper(tiny, ae, PROMPT, 10, seed=3, policy=make_policy(name, budget=budget, **extra),
-                     attention=attention, preview=False)
+        extra = {"sink_frames": 1} if name == "deep_forcing" else {}  # (its default sink is half the budget)
+        st = Stepper(
+            tiny,
+            ae,
+            PROMPT,
+            10,
+            seed=3,
+            policy=make_policy(name, budget=budget, **extra),
+            attention=attention,
+            preview=False,
+        )
         recs = list(st.run())
         kept = [r.kept for r in recs if r.phase == "evict"]
         return st, recs, kept
@@ -153,6 +164,7 @@ def test_commits_record_only_the_attention_statistics_the_policy_reads(tiny, ae)
 
 def test_attention_statistics_a_policy_reads_cannot_be_switched_off(tiny, ae):
     from backend.policies import make_policy
+
     budget = tiny.cfg.n_prompt + 6 * tiny.cfg.tokens_per_frame
     with pytest.raises(GenerationError, match="reads the 'probs' attention statistics"):
         Stepper(tiny, ae, PROMPT, 4, policy=make_policy("h2o", budget=budget), attention=False)
@@ -164,13 +176,14 @@ def test_attention_statistics_a_policy_reads_cannot_be_switched_off(tiny, ae):
 
 def test_probe_queries_are_a_fixed_random_share_of_the_commit():
     from backend.models.attention import probe_queries
+
     assert probe_queries(64, 1.0, 3) is None
     idx = probe_queries(64, 0.125, 3)
     assert len(idx) == 8 and bool((idx[1:] > idx[:-1]).all()) and 0 <= int(idx.min()) and int(idx.max()) < 64
-    assert np.array_equal(idx, probe_queries(64, 0.125, 3))                 # seeded by the chunk
+    assert np.array_equal(idx, probe_queries(64, 0.125, 3))  # seeded by the chunk
     assert not np.array_equal(idx, probe_queries(64, 0.125, 4))
-    assert len(probe_queries(64, 0.001, 0)) == 1                            # at least one query
-    assert np.array_equal(probe_queries(64, 0.999, 5), np.arange(64))       # rounds to every query
+    assert len(probe_queries(64, 0.001, 0)) == 1  # at least one query
+    assert np.array_equal(probe_queries(64, 0.999, 5), np.arange(64))  # rounds to every query
 
 
 def test_probe_statistics_count_only_the_probes_and_equal_the_full_path_on_every_query(tiny, ae):
@@ -178,8 +191,9 @@ def test_probe_statistics_count_only_the_probes_and_equal_the_full_path_on_every
     kernel): each commit adds that many queries to attn_count, and a probe set that rounds to every query
     gives the explicit path's statistics (probabilities and raw q.k sums) to float rounding."""
     from backend.policies import make_policy
+
     cfg = tiny.cfg
-    big = cfg.n_prompt + 40 * cfg.tokens_per_frame                          # never evicts in 6 frames
+    big = cfg.n_prompt + 40 * cfg.tokens_per_frame  # never evicts in 6 frames
 
     def go(**kw):
         st = Stepper(tiny, ae, PROMPT, 6, seed=2, policy=make_policy("h2o", budget=big, **kw), preview=False)
@@ -187,7 +201,7 @@ def test_probe_statistics_count_only_the_probes_and_equal_the_full_path_on_every
         return st, recs
 
     full, _ = go(probe=1.0)
-    probed, recs = go()                                                     # H2O's default: 1/8 of the queries
+    probed, recs = go()  # H2O's default: 1/8 of the queries
     assert probed.policy.probe == 0.125
     m = round(0.125 * cfg.tokens_per_frame)
     for layer, s in zip(probed.cache.layers, probed.observer.stats):
@@ -206,6 +220,7 @@ def test_probe_statistics_count_only_the_probes_and_equal_the_full_path_on_every
 @pytest.mark.parametrize("probe", [0, -0.5, 1.5, True, "half"])
 def test_bad_probe_shares(probe):
     from backend.policies import make_policy
+
     with pytest.raises(ValueError, match="probe must be"):
         make_policy("h2o", budget=1000, probe=probe)
 
@@ -214,6 +229,7 @@ def test_probe_of_one_keeps_the_bench_signature():
     """Results computed before probes existed (every query) stay valid: probe = 1 hashes as before; a policy
     whose default is a probe share hashes apart from its every-query runs."""
     from backend.bench.policies import policy_signature
+
     assert policy_signature("pafu:alpha=0.5;probe=1") == policy_signature("pafu:alpha=0.5")
     assert policy_signature("pafu:alpha=0.5;probe=0.125") != policy_signature("pafu:alpha=0.5")
     assert policy_signature("h2o") == policy_signature("h2o:probe=0.125") != policy_signature("h2o:probe=1")
@@ -223,11 +239,20 @@ def test_probes_apply_only_to_a_policy_that_reads_probabilities(tiny, ae):
     """Deep Forcing reads raw q.k sums over every query; recording probabilities for it (the explorer) with a
     probe share set must not turn its q.k sums into the probes' (its decisions would change)."""
     from backend.policies import make_policy
+
     budget = tiny.cfg.n_prompt + 6 * tiny.cfg.tokens_per_frame
 
     def kept(attention):
-        st = Stepper(tiny, ae, PROMPT, 10, seed=3, attention=attention, preview=False,
-                     policy=make_policy("deep_forcing", budget=budget, sink_frames=1, probe=0.125))
+        st = Stepper(
+            tiny,
+            ae,
+            PROMPT,
+            10,
+            seed=3,
+            attention=attention,
+            preview=False,
+            policy=make_policy("deep_forcing", budget=budget, sink_frames=1, probe=0.125),
+        )
         return st, [r.kept for r in st.run() if r.phase == "evict"]
 
     (st_a, a), (st_b, b) = kept(None), kept(True)

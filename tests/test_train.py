@@ -1,4 +1,5 @@
 """Training plumbing: every stage runs, writes safetensors and resumes from its state (tiny sizes)."""
+
 from safetensors import safe_open
 
 from backend import checkpoint
@@ -16,13 +17,28 @@ def test_stages_run_export_and_resume(tmp_path):
         assert cfg
     with safe_open(str(runs / "student" / "state.safetensors"), "pt") as f:
         assert f.metadata()["step"] == "2"
-    main(["student", "--steps", "3", "--preset", "tiny", *common])       # resumes at 2, runs one more
+    main(["student", "--steps", "3", "--preset", "tiny", *common])  # resumes at 2, runs one more
     with safe_open(str(runs / "student" / "state.safetensors"), "pt") as f:
         assert f.metadata()["step"] == "3"
     assert (runs / "student" / "log.jsonl").read_text().count("next_frame_mse") == 2
     # the shipped teacher's recipe: continued from the student's weights (`--init`) in a fresh run folder
-    main(["teacher", "--recipe", "long", "--steps", "2", "--preset", "tiny", "--init", str(models / "student.safetensors"),
-          "--runs-dir", str(tmp_path / "runs_long"), "--models-dir", str(models)])
+    main(
+        [
+            "teacher",
+            "--recipe",
+            "long",
+            "--steps",
+            "2",
+            "--preset",
+            "tiny",
+            "--init",
+            str(models / "student.safetensors"),
+            "--runs-dir",
+            str(tmp_path / "runs_long"),
+            "--models-dir",
+            str(models),
+        ]
+    )
     _, _, extra = checkpoint.read(models / "teacher.safetensors")
     assert extra["recipe"] == "long" and extra["steps"] == 2
     main(["salience", "--steps", "3", *common])
@@ -35,7 +51,7 @@ def test_stages_run_export_and_resume(tmp_path):
     main(["decoder", "--steps", "2", "--recipe", "sharp", "--runs-dir", str(runs), "--models-dir", str(models)])
     enc_after = checkpoint.read(models / "autoencoder.safetensors")[0]
     changed = {k for k in enc_before if not (enc_before[k] == enc_after[k]).all()}
-    assert changed and all(k.startswith("decoder.") for k in changed)     # the latent space is untouched
+    assert changed and all(k.startswith("decoder.") for k in changed)  # the latent space is untouched
 
 
 def test_rollout_context_is_causal_and_anchored():
@@ -57,15 +73,15 @@ def test_rollout_context_is_causal_and_anchored():
     torch.manual_seed(0)
     ctx = rollout_context(model, tokens, x0, cfg)
     assert ctx.shape == x0.shape and torch.equal(ctx[:, :1], x0[:, :1])
-    assert (ctx[:, 1:] - x0[:, 1:]).abs().amax() > 1e-3            # the rest is the model's own output
+    assert (ctx[:, 1:] - x0[:, 1:]).abs().amax() > 1e-3  # the rest is the model's own output
     x1 = x0.clone()
     x1[:, -1] += 1.0
     torch.manual_seed(0)
-    assert torch.allclose(rollout_context(model, tokens, x1, cfg), ctx, atol=1e-5)   # causal
+    assert torch.allclose(rollout_context(model, tokens, x1, cfg), ctx, atol=1e-5)  # causal
     x2 = x0.clone()
     x2[:, 0] += 1.0
     torch.manual_seed(0)
-    assert (rollout_context(model, tokens, x2, cfg)[:, 1:] - ctx[:, 1:]).abs().amax() > 1e-4   # the anchor drives it
+    assert (rollout_context(model, tokens, x2, cfg)[:, 1:] - ctx[:, 1:]).abs().amax() > 1e-4  # the anchor drives it
     model.train()
     loss = student_loss(model, tokens, x0, cfg, np.random.default_rng(0))
     loss.backward()
@@ -83,7 +99,7 @@ def test_teacher_loss_weights_sprite_tokens():
 
     from backend.train.video import RECIPES, teacher_loss
 
-    class Zero:                                       # predicts v = 0, so the loss is the mean of (eps - x0)^2
+    class Zero:  # predicts v = 0, so the loss is the mean of (eps - x0)^2
         def bidirectional(self, tokens, xt, t, t_offset=0):
             return torch.zeros_like(xt)
 
@@ -94,14 +110,15 @@ def test_teacher_loss_weights_sprite_tokens():
     def loss(mask):
         torch.manual_seed(0)
         return float(teacher_loss(Zero(), None, x0, cfg, np.random.default_rng(0), mask))
+
     plain = loss(None)
     assert abs(loss(torch.zeros(2, 3, 2, 2)) - plain) < 1e-5 and abs(loss(torch.ones(2, 3, 2, 2)) - plain) < 1e-5
     part = torch.zeros(2, 3, 2, 2)
     part[:, :, 0, 0] = 1.0
     torch.manual_seed(0)
-    torch.rand(2, 1)                                                      # the noise level, drawn first
+    torch.rand(2, 1)  # the noise level, drawn first
     eps = torch.randn_like(x0)
-    err = (eps - x0) ** 2                                                 # (B, T, C, g, g)
+    err = (eps - x0) ** 2  # (B, T, C, g, g)
     w = 1.0 + (cfg.sprite_weight - 1.0) * part[:, :, None]
     assert abs(loss(part) - float((err * w).sum() / (w.sum() * x0.shape[2]))) < 1e-5
 
@@ -114,9 +131,27 @@ def test_time_boxed_run_stops_saves_and_streams_in_order(tmp_path):
     import torch
 
     from backend.train.video import RECIPES, ClipStream
+
     runs, models = tmp_path / "runs", tmp_path / "models"
-    main(["student", "--steps", "500", "--preset", "tiny", "--minutes", "0.0001", "--batch", "1", "--long-batch", "1",
-          "--runs-dir", str(runs), "--models-dir", str(models)])
+    main(
+        [
+            "student",
+            "--steps",
+            "500",
+            "--preset",
+            "tiny",
+            "--minutes",
+            "0.0001",
+            "--batch",
+            "1",
+            "--long-batch",
+            "1",
+            "--runs-dir",
+            str(runs),
+            "--models-dir",
+            str(models),
+        ]
+    )
     with safe_open(str(runs / "student" / "state.safetensors"), "pt") as f:
         step = int(f.metadata()["step"])
     assert 1 <= step < 500
@@ -133,20 +168,35 @@ def test_a_resumed_time_boxed_run_goes_on_with_the_time_it_has_left(tmp_path):
     spent it trains no further (it used to start the time box, and the learning rate, over); given more
     minutes it goes on from the saved step."""
     from backend.train.common import trained_seconds
+
     runs, models = tmp_path / "runs", tmp_path / "models"
-    args = ["student", "--steps", "500", "--preset", "tiny", "--batch", "1", "--long-batch", "1",
-            "--runs-dir", str(runs), "--models-dir", str(models)]
+    args = [
+        "student",
+        "--steps",
+        "500",
+        "--preset",
+        "tiny",
+        "--batch",
+        "1",
+        "--long-batch",
+        "1",
+        "--runs-dir",
+        str(runs),
+        "--models-dir",
+        str(models),
+    ]
     state = runs / "student" / "state.safetensors"
 
     def step() -> int:
         with safe_open(str(state), "pt") as f:
             return int(f.metadata()["step"])
+
     main([*args, "--minutes", "0.0001"])
     first, spent = step(), trained_seconds(state)
     assert 1 <= first < 500 and spent >= 0.006
     main([*args, "--minutes", "0.0001"])
-    assert step() == first and trained_seconds(state) == spent       # nothing trained, nothing rewritten
-    main([*args, "--minutes", str((spent + 1.0) / 60)])             # one more second of training
+    assert step() == first and trained_seconds(state) == spent  # nothing trained, nothing rewritten
+    main([*args, "--minutes", str((spent + 1.0) / 60)])  # one more second of training
     assert first < step() < 500 and trained_seconds(state) > spent
 
 
@@ -162,11 +212,11 @@ def test_windowed_context_draws_only_windows_that_fit():
     rng = np.random.default_rng(0)
     draws = [context_window(cfg, 32, rng) for _ in range(600)]
     windowed = [(w, s) for w, s in draws if w]
-    assert 0.25 < len(windowed) / len(draws) < 0.41                      # p_window = 0.33
+    assert 0.25 < len(windowed) / len(draws) < 0.41  # p_window = 0.33
     assert {w for w, _ in windowed} == set(range(cfg.window_min, cfg.window_max + 1))
     assert {s for _, s in windowed} == set(range(cfg.max_sink + 1))
-    assert all(context_window(cfg, 8, rng)[0] in (0, 4, 5, 6) for _ in range(100))   # at most T - 2
-    assert all(context_window(cfg, 5, rng) == (0, 0) for _ in range(50))             # no window fits
+    assert all(context_window(cfg, 8, rng)[0] in (0, 4, 5, 6) for _ in range(100))  # at most T - 2
+    assert all(context_window(cfg, 5, rng) == (0, 0) for _ in range(50))  # no window fits
     assert all(context_window(RECIPES["student"]["gpu"], 32, rng) == (0, 0) for _ in range(50))
 
 
@@ -204,13 +254,47 @@ def test_first_chunk_loss_is_the_students_first_chunk(tmp_path):
     assert frames.shape[1] == cfg.frames and f_frames.shape[:2] == (3, 1) and f_mask.shape == (3, 1, 8, 8)
     assert len(f_tokens) == 3 and not np.array_equal(f_frames[0].numpy(), f_frames[1].numpy())
     runs, models = tmp_path / "runs", tmp_path / "models"
-    main(["student", "--recipe", "first", "--steps", "2", "--preset", "tiny", "--batch", "1",
-          "--runs-dir", str(runs), "--models-dir", str(models)])
+    main(
+        [
+            "student",
+            "--recipe",
+            "first",
+            "--steps",
+            "2",
+            "--preset",
+            "tiny",
+            "--batch",
+            "1",
+            "--runs-dir",
+            str(runs),
+            "--models-dir",
+            str(models),
+        ]
+    )
     assert checkpoint.read(models / "student.safetensors")[2]["recipe"] == "first"
     # the GPU-sized drill is gpuwin plus first chunks, and its loader workers carry them too
     assert RECIPES["student"]["gpufirst"] == dataclasses.replace(RECIPES["student"]["gpuwin"], first_batch=192)
-    main(["student", "--recipe", "gpufirst", "--steps", "1", "--preset", "tiny", "--batch", "1", "--long-batch", "1",
-          "--workers", "1", "--runs-dir", str(tmp_path / "gf"), "--models-dir", str(models)])
+    main(
+        [
+            "student",
+            "--recipe",
+            "gpufirst",
+            "--steps",
+            "1",
+            "--preset",
+            "tiny",
+            "--batch",
+            "1",
+            "--long-batch",
+            "1",
+            "--workers",
+            "1",
+            "--runs-dir",
+            str(tmp_path / "gf"),
+            "--models-dir",
+            str(models),
+        ]
+    )
     assert checkpoint.read(models / "student.safetensors")[2]["recipe"] == "gpufirst"
 
 
@@ -226,13 +310,13 @@ def test_decoder_sprite_pixels_mark_sprites_and_their_edge_only():
     from backend.train.decoder import sprite_pixels
     from backend.world import make_clip
 
-    frame = make_clip(parse("a red circle and a blue square on plain green"), 3, 1).frames[0]    # (S, S, 3) uint8
-    w = sprite_pixels(frames_to_tensor(frame[None]))[0, 0].numpy()                            # (S, S)
+    frame = make_clip(parse("a red circle and a blue square on plain green"), 3, 1).frames[0]  # (S, S, 3) uint8
+    w = sprite_pixels(frames_to_tensor(frame[None]))[0, 0].numpy()  # (S, S)
     sprites = np.any(list(colour_masks(frame).values()), axis=0)
     assert set(np.unique(w)) == {0.0, 1.0} and sprites.sum() > 50
-    assert (w[sprites] == 1).all() and w.sum() > sprites.sum()                # the sprites and a rim
+    assert (w[sprites] == 1).all() and w.sum() > sprites.sum()  # the sprites and a rim
     rim = torch.nn.functional.max_pool2d(torch.tensor(sprites, dtype=torch.float)[None, None], 3, 1, 1)[0, 0].numpy()
-    assert (w <= rim).all()                                                   # nothing beyond one pixel
+    assert (w <= rim).all()  # nothing beyond one pixel
 
 
 def test_amp_runs_the_student_in_bf16_and_keeps_fp32_weights(tmp_path, monkeypatch):
@@ -241,6 +325,7 @@ def test_amp_runs_the_student_in_bf16_and_keeps_fp32_weights(tmp_path, monkeypat
     import torch
 
     from backend.train import video
+
     seen = []
     for name in ("student_loss", "first_chunk_loss"):
         orig = getattr(video, name)
@@ -248,12 +333,31 @@ def test_amp_runs_the_student_in_bf16_and_keeps_fp32_weights(tmp_path, monkeypat
         def spy(model, tokens, x0, *a, _orig=orig, _name=name, **k):
             seen.append((_name, torch.is_autocast_enabled("cpu"), x0.dtype))
             return _orig(model, tokens, x0, *a, **k)
+
         monkeypatch.setattr(video, name, spy)
     for amp in (False, True):
         seen.clear()
         runs, models = tmp_path / f"runs{amp}", tmp_path / f"models{amp}"
-        main(["student", "--recipe", "first", "--steps", "2", "--preset", "tiny", "--batch", "1", "--long-batch", "1",
-              "--runs-dir", str(runs), "--models-dir", str(models), *(["--amp"] if amp else [])])
+        main(
+            [
+                "student",
+                "--recipe",
+                "first",
+                "--steps",
+                "2",
+                "--preset",
+                "tiny",
+                "--batch",
+                "1",
+                "--long-batch",
+                "1",
+                "--runs-dir",
+                str(runs),
+                "--models-dir",
+                str(models),
+                *(["--amp"] if amp else []),
+            ]
+        )
         assert sorted({n for n, _, _ in seen}) == ["first_chunk_loss", "student_loss"]
         assert all(on == amp and dtype == torch.float32 for _, on, dtype in seen), seen
         tensors, _, _ = checkpoint.read(models / "student.safetensors")

@@ -14,9 +14,16 @@ def test_parse_roundtrip_and_tokens():
         assert len(spec.tokens()) == 7 and len(set(spec.tokens())) == 7
 
 
-@pytest.mark.parametrize("bad,needle", [
-    ("a purple circle on stripes", "purple"), ("", "empty"), ("a red circle", "background"),
-    ("a red on stripes", "object"), ("a red circle on blue", "background")])
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        ("a purple circle on stripes", "purple"),
+        ("", "empty"),
+        ("a red circle", "background"),
+        ("a red on stripes", "object"),
+        ("a red circle on blue", "background"),
+    ],
+)
 def test_bad_prompts_are_explained(bad, needle):
     with pytest.raises(PromptError) as e:
         parse(bad)
@@ -61,7 +68,7 @@ def test_wall_hides_the_first_sprite_for_8_to_24_frames():
                 runs.append(n)
                 n = 0
         if n and not runs:
-            assert n >= 6          # still behind the wall when the clip ends
+            assert n >= 6  # still behind the wall when the clip ends
             continue
         assert runs, "the first sprite must pass behind the wall"
         assert 6 <= runs[0] <= 26, runs
@@ -71,11 +78,11 @@ def test_pan_goes_out_and_returns():
     cfg = WorldConfig()
     off = camera_offset(np.arange(3 * cfg.pan_period), cfg)
     assert off.max() == cfg.pan_amplitude and off[0] == 0
-    assert (off[::cfg.pan_period] == 0).all()
+    assert (off[:: cfg.pan_period] == 0).all()
     spec = parse("a red circle on plain blue with a camera pan")
     clip = make_clip(spec, 3, cfg.pan_period + 1)
     # the background (sprite masked out) is the same when the camera is back
-    sprite = (np.abs(clip.frames.astype(int) - [235, 45, 45]).max(-1) < 80)
+    sprite = np.abs(clip.frames.astype(int) - [235, 45, 45]).max(-1) < 80
     ok = ~(sprite[0] | sprite[-1])
     assert (clip.frames[0][ok] == clip.frames[-1][ok]).all()
     assert not (clip.frames[cfg.pan_period // 2] == clip.frames[0]).all()

@@ -1,12 +1,14 @@
 """`python -m backend.bench behaviour [--write FILE | --check FILE]`: the frames every registered policy draws.
 
 A refactor of the engine must leave what the model draws unchanged. This records, for every registered policy
-at 1/8 and 1/4 of the full cache and at its own minimum budget, two fixed prompts and seeds, 32 frames with the shipped model and sampler,
+at 1/8 and 1/4 of the full cache and at its own minimum budget, two fixed prompts and seeds, 32 frames with the
+shipped model and sampler,
 a digest of each generated frame (uint8 RGB) and of the final latents; `--check` re-runs and names every run
 whose frames differ (first differing frame, max pixel difference is not recoverable from a digest, so the
 check reports the frame index). Policies a budget cannot hold record the error they raise, which is part of
 the behaviour too. The test suite checks the same fixture (tests/test_behaviour.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-PROMPTS = (("a red circle and a blue square on green stripes behind a wall", 9111),
-           ("a green triangle and a magenta circle on red checker with a camera pan", 4242))
+PROMPTS = (
+    ("a red circle and a blue square on green stripes behind a wall", 9111),
+    ("a green triangle and a magenta circle on red checker with a camera pan", 4242),
+)
 SHARES = (0.125, 0.25)
 FRAMES = 32
 FIXTURE = Path("tests/fixtures/behaviour.json")
@@ -35,9 +39,10 @@ def run_key(policy: str, share: float | str | None, pair: int) -> str:
 def record(policy: str, share: float | str | None, pair: int, model, ae, references: dict) -> dict:
     """One run -> {"frames": [digest per frame], "latents": digest} or {"error": message}. `share` is a share of
     the full cache, "min" (the policy's minimum budget in tokens) or None (the full cache)."""
-    from ..policies import Full, make_policy
     from ..build import build_policy, reference_scores
+    from ..policies import Full, make_policy
     from ..stepper import Stepper
+
     prompt, seed = PROMPTS[pair]
     try:
         if share is None:
@@ -49,8 +54,11 @@ def record(policy: str, share: float | str | None, pair: int, model, ae, referen
                     references[pair] = reference_scores(model, ae, prompt, FRAMES, seed)
                 ref = references[pair]
             cfg = model.cfg
-            budget = (str(make_policy(policy).min_budget(cfg.n_prompt, cfg.tokens_per_frame, cfg.chunk_frames))
-                      if share == "min" else f"{share * 100:.4f}%")
+            budget = (
+                str(make_policy(policy).min_budget(cfg.n_prompt, cfg.tokens_per_frame, cfg.chunk_frames))
+                if share == "min"
+                else f"{share * 100:.4f}%"
+            )
             pol = build_policy(policy, budget, FRAMES, model, ae, prompt, seed, reference=ref)
         st = Stepper(model, ae, prompt, FRAMES, seed=seed, policy=pol, preview=False)
         for _ in st.run():
@@ -62,15 +70,18 @@ def record(policy: str, share: float | str | None, pair: int, model, ae, referen
 
 def jobs() -> list[tuple[str, float | str | None, int]]:
     from ..policies import POLICIES
+
     out = [("full", None, p) for p in range(len(PROMPTS))]
-    return out + [(name, sh, p) for name in POLICIES if name != "full" for sh in (*SHARES, "min")
-                  for p in range(len(PROMPTS))]
+    return out + [
+        (name, sh, p) for name in POLICIES if name != "full" for sh in (*SHARES, "min") for p in range(len(PROMPTS))
+    ]
 
 
 def record_all(only=None, progress=True) -> dict:
     from tqdm import tqdm
 
     from ..loading import DEFAULT_AE, DEFAULT_MODEL, load_autoencoder, load_model
+
     model, ae = load_model(DEFAULT_MODEL), load_autoencoder(DEFAULT_AE)
     refs: dict = {}
     todo = [j for j in jobs() if only is None or run_key(*j) in only]

@@ -6,6 +6,7 @@ contrast falls below the training data's range (near-blank frames, the issue's "
 model` names the held-out videos that have them). A diagnostic: it asks whether a collapse comes with the
 length of the context the student attends to. Writes context_probe.{json,md} to --out.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,6 +25,7 @@ WINDOWS = (16, 32, 48, 64, 96)
 def parse_pair(text: str) -> tuple[str, int]:
     """'PROMPT@SEED' -> (prompt, seed); the prompt is checked against the grammar."""
     from ..prompt import parse
+
     prompt, sep, seed = text.rpartition("@")
     if not sep or not seed.strip().isdigit():
         raise ValueError(f"--pair expects 'PROMPT@SEED', got {text!r}")
@@ -33,17 +35,29 @@ def parse_pair(text: str) -> tuple[str, int]:
 
 def _one(job) -> dict:
     from ..policies import Full, Window
+
     prompt, seed, window, frames, lo = job
     video, _ = generate(prompt, seed, frames, Full() if window is None else Window(frames=window))
     c = contrast(video)
     r = score(video, prompt)
-    return {"prompt": prompt, "seed": seed, "cache": "full" if window is None else f"window {window}",
-            "adherence": r["adherence"], "extra_objects": r["extra_objects"], "contrast_min": float(c.min()),
-            "low_frames": low_frames(c.tolist(), lo)}
+    return {
+        "prompt": prompt,
+        "seed": seed,
+        "cache": "full" if window is None else f"window {window}",
+        "adherence": r["adherence"],
+        "extra_objects": r["extra_objects"],
+        "contrast_min": float(c.min()),
+        "low_frames": low_frames(c.tolist(), lo),
+    }
 
 
-def run(pairs: list[tuple[str, int]], frames: int = 256, windows=WINDOWS, workers: int = 2,
-        out: str = "docs/benchmarks/context_probe") -> list[dict]:
+def run(
+    pairs: list[tuple[str, int]],
+    frames: int = 256,
+    windows=WINDOWS,
+    workers: int = 2,
+    out: str = "docs/benchmarks/context_probe",
+) -> list[dict]:
     lo = dataset_contrast()[0]
     jobs = [(p, s, w, frames, lo) for p, s in pairs for w in (*windows, None)]
     with mp.get_context("spawn").Pool(workers) as pool:
@@ -57,14 +71,20 @@ def run(pairs: list[tuple[str, int]], frames: int = 256, windows=WINDOWS, worker
 
 
 def markdown(doc: dict) -> str:
-    lines = ["# Context length and collapse", "",
-             f"{doc['date']}: {doc['frames']} frames per video, the shipped student and sampler, the same noise for "
-             f"every cache of a pair. Near-blank: contrast below the training data's minimum "
-             f"({doc['data_contrast_min']:.1f}, grey-level std).", "",
-             "| prompt (seed) | cache | adherence | extra objects / frame | lowest contrast | near-blank frames |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "# Context length and collapse",
+        "",
+        f"{doc['date']}: {doc['frames']} frames per video, the shipped student and sampler, the same noise for "
+        f"every cache of a pair. Near-blank: contrast below the training data's minimum "
+        f"({doc['data_contrast_min']:.1f}, grey-level std).",
+        "",
+        "| prompt (seed) | cache | adherence | extra objects / frame | lowest contrast | near-blank frames |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in doc["rows"]:
         low = r["low_frames"]
-        lines.append(f"| {r['prompt']} ({r['seed']}) | {r['cache']} | {r['adherence']:.3f} | {r['extra_objects']:.2f} | "
-                     f"{r['contrast_min']:.1f} | {len(low)}" + (f": {spans(low)}" if low else "") + " |")
+        lines.append(
+            f"| {r['prompt']} ({r['seed']}) | {r['cache']} | {r['adherence']:.3f} | {r['extra_objects']:.2f} | "
+            f"{r['contrast_min']:.1f} | {len(low)}" + (f": {spans(low)}" if low else "") + " |"
+        )
     return "\n".join(lines) + "\n"

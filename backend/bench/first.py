@@ -17,6 +17,7 @@ evaluator's (it also accepts a sprite of the right colour cut by the wall or the
 object that may be behind the wall); `extra_objects`, sprite-coloured components beyond the prompted count.
 Writes docs/benchmarks/first_frame.{md,json}; `--rerender FILE.json` redraws the markdown from stored scores.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,10 @@ from ..consistency import EVALUATOR_VERSION, detect, evaluate_video, whole_match
 from ..loading import DEFAULT_MODEL
 from ..prompt import SceneSpec, parse
 from .model import rollout
-from .report import file_labels, file_lines, paired_file_lines, table_head, weights_record
+from .tables import file_labels, file_lines, paired_file_lines, table_head, weights_record
 from .validation import validation_pairs
 
-LEVELS = (1.0, 0.9, 0.7, 0.5, 0.3, 0.2)      # asked-for start levels; each runs from the schedule's next level down
+LEVELS = (1.0, 0.9, 0.7, 0.5, 0.3, 0.2)  # asked-for start levels; each runs from the schedule's next level down
 SCORES = ("whole", "adherence", "extra_objects")
 REFERENCES = ("ground truth", "autoencoder reconstruction")
 
@@ -52,6 +53,7 @@ def frame_scores(frame: np.ndarray, spec: SceneSpec) -> dict:
 def start_levels(t0: float, cfg: SamplerConfig = SamplerConfig()) -> list[float]:
     """The first chunk's noise levels from the first one at or below t0 down (never empty)."""
     from ..flow import timesteps
+
     ts = timesteps(cfg, first_chunk=True).tolist()
     return [t for t in ts if t <= t0 + 1e-9] or ts[-1:]
 
@@ -60,9 +62,11 @@ def from_ground_truth(model, ae, spec: SceneSpec, z, seed: int, t0: float) -> np
     """Frame 0 denoised, unguided, from the ground-truth latent z (1, C, g, g) noised to the schedule's level at
     or below t0 -> uint8 (S, S, 3)."""
     import torch
+
     from ..autoencoder import tensor_to_frames
     from ..cache import KVCache
     from ..flow import step as flow_step
+
     cfg = model.cfg
     cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
     model.prefill(torch.tensor(spec.tokens()), cache)
@@ -79,9 +83,11 @@ def from_ground_truth(model, ae, spec: SceneSpec, z, seed: int, t0: float) -> np
 def _pair(job) -> dict:
     """All rows of one (weights, pair): {row label: scores}."""
     import torch
+
     from ..autoencoder import frames_to_tensor, tensor_to_frames
     from ..loading import student_and_ae
     from ..world import make_clip
+
     torch.set_num_threads(1)
     weights, prompt, seed, refs = job
     model, ae = student_and_ae(weights)
@@ -93,7 +99,8 @@ def _pair(job) -> dict:
     out = {"generated (shipped sampler)": frame_scores(rollout(prompt, seed, 1, weights=weights).frames[0], spec)}
     for t0 in LEVELS:
         out[f"from ground truth, t0 = {start_levels(t0)[0]:.2f}"] = frame_scores(
-            from_ground_truth(model, ae, spec, z, seed % 2**31, t0), spec)
+            from_ground_truth(model, ae, spec, z, seed % 2**31, t0), spec
+        )
     if refs:
         out |= dict(zip(REFERENCES, (frame_scores(gt, spec), frame_scores(recon, spec))))
     return out
@@ -106,10 +113,15 @@ def run(paths: list[str] | None = None, n: int = 48, workers: int = 2, out: str 
     jobs = [(p, prompt, seed, i == 0) for i, p in enumerate(paths) for prompt, seed in pairs]
     with mp.get_context("spawn").Pool(workers) as pool:
         res = list(tqdm(pool.imap(_pair, jobs), total=len(jobs), desc="first frames"))
-    per = {p: res[i * n:(i + 1) * n] for i, p in enumerate(paths)}
-    refs = [{k: r.pop(k) for k in REFERENCES} for r in per[paths[0]]]          # no model in them
-    doc = {"date": time.strftime("%Y-%m-%d %H:%M"), "pairs": n, "evaluator": EVALUATOR_VERSION, "references": refs,
-           "results": {p: {**weights_record(p), "per_pair": per[p]} for p in paths}}
+    per = {p: res[i * n : (i + 1) * n] for i, p in enumerate(paths)}
+    refs = [{k: r.pop(k) for k in REFERENCES} for r in per[paths[0]]]  # no model in them
+    doc = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "pairs": n,
+        "evaluator": EVALUATOR_VERSION,
+        "references": refs,
+        "results": {p: {**weights_record(p), "per_pair": per[p]} for p in paths},
+    }
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "first_frame.json").write_text(json.dumps(doc, indent=1))
     rerender(Path(out) / "first_frame.json")
@@ -133,17 +145,25 @@ def report(doc: dict) -> list[str]:
     paths = list(per)
     label = file_labels(doc)
     groups = {"(no model)": doc["references"]} | {label[p]: rs for p, rs in per.items()}
-    lines = ["# The first frame: generated, and denoised from the re-noised ground truth", "",
-             f"{doc.get('date', 'undated')}: {n} validation pairs (training distribution, not the held-out set), "
-             f"evaluator version {doc['evaluator']}; mean ± 95% CI over pairs. How the rows are made and what the "
-             "scores mean: `backend/bench/first.py`.", "",
-             *table_head("weights", "frame 0", SCORES)]
+    lines = [
+        "# The first frame: generated, and denoised from the re-noised ground truth",
+        "",
+        f"{doc.get('date', 'undated')}: {n} validation pairs (training distribution, not the held-out set), "
+        f"evaluator version {doc['evaluator']}; mean ± 95% CI over pairs. How the rows are made and what the "
+        "scores mean: `backend/bench/first.py`.",
+        "",
+        *table_head("weights", "frame 0", SCORES),
+    ]
     for name, rs in groups.items():
         lines += file_lines(name, rs, list(rs[0]), SCORES)
     if len(paths) > 1:
-        lines += ["", f"Paired differences, each file minus {label[paths[0]]} on the same pairs and noise (mean ± 95% CI "
-                  "over pairs; ▲ / ▼: the CI excludes 0; for extra_objects lower is better):", "",
-                  *table_head("weights", "frame 0", SCORES)]
+        lines += [
+            "",
+            f"Paired differences, each file minus {label[paths[0]]} on the same pairs and noise (mean ± 95% CI "
+            "over pairs; ▲ / ▼: the CI excludes 0; for extra_objects lower is better):",
+            "",
+            *table_head("weights", "frame 0", SCORES),
+        ]
         for p in paths[1:]:
             lines += paired_file_lines(label[p], per[p], per[paths[0]], list(per[p][0]), SCORES)
     return lines

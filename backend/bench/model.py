@@ -6,6 +6,7 @@ and the `window` policy (16 frames) to 128 frames. Speed: per-frame time (all de
 decode) with 16 frames of context, and the full-cache latency curve to 256 frames. Resumable: each
 prompt's result is cached under runs/bench/model/<weights id>/. Writes docs/benchmarks/model.{json,md} and PNG plots.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,18 +25,27 @@ from ..evalset import EVAL_PAIRS
 from ..loading import DEFAULT_AE, DEFAULT_MODEL, file_hash, weights_tag
 from .store import read_result, write_result
 
-TRAIN_CLIP = 24      # the CPU recipes' long training clips (frames); the GPU recipes train on 32 and 48
+TRAIN_CLIP = 24  # the CPU recipes' long training clips (frames); the GPU recipes train on 32 and 48
 SEGMENT = 32
-SCORES = ("adherence", "frames_all_found", "identity_persistence", "background_revisit", "landmark_revisit", "drift",
-          "extra_objects")
+SCORES = (
+    "adherence",
+    "frames_all_found",
+    "identity_persistence",
+    "background_revisit",
+    "landmark_revisit",
+    "drift",
+    "extra_objects",
+)
 
 
 def rollout(prompt, seed, frames, policy=None, weights: str | None = None, sampler=None):
     """A Stepper run to the end: the shipped student (or the student file `weights`) with the default
     sampler (or the SamplerConfig `sampler`) and the full cache (or `policy`), no previews, one thread."""
     import torch
+
     from ..loading import DEFAULT_MODEL, student_and_ae
     from ..stepper import Stepper
+
     torch.set_num_threads(1)
     kw = {k: v for k, v in (("sampler", sampler), ("policy", policy)) if v is not None}
     st = Stepper(*student_and_ae(str(weights or DEFAULT_MODEL)), prompt, frames, seed=seed, preview=False, **kw)
@@ -61,15 +71,22 @@ def validation_scores(prompt, seed, frames, weights: str | None = None, sampler=
     prompt-only generation, on frames 0-47 and on all) and window(16), same noise; plus the full cache's
     median ms per frame."""
     from ..policies import Full, Window
+
     full, ms = generate(prompt, seed, frames, Full(), weights=weights, sampler=sampler)
     win, _ = generate(prompt, seed, frames, Window(frames=16), weights=weights, sampler=sampler)
-    return {"full_first": score(full[:1], prompt), "full_2x": score(full[:2 * TRAIN_CLIP], prompt),
-            "full_all": score(full, prompt), "window": score(win, prompt), "ms": float(np.median(ms))}
+    return {
+        "full_first": score(full[:1], prompt),
+        "full_2x": score(full[: 2 * TRAIN_CLIP], prompt),
+        "full_all": score(full, prompt),
+        "window": score(win, prompt),
+        "ms": float(np.median(ms)),
+    }
 
 
 def eval_pair(job) -> dict:
     """Full cache to `full_frames` and window(16) to `window_frames` for one held-out pair."""
     from ..policies import Full, Window
+
     i, prompt, seed, full_frames, window_frames, cache_dir = job
     path = Path(cache_dir) / f"pair{i:02d}_{full_frames}_{window_frames}.json"
     cached = read_result(path)
@@ -77,17 +94,24 @@ def eval_pair(job) -> dict:
         return cached
     full, full_ms = generate(prompt, seed, full_frames, Full())
     win, _ = generate(prompt, seed, window_frames, Window(frames=16))
-    out = {"prompt": prompt, "seed": seed,
-           "full_first": score(full[:1], prompt),
-           "full_2x": score(full[:2 * TRAIN_CLIP], prompt),
-           "full_all": score(full, prompt),
-           "window": score(win, prompt),
-           "full_segments": [score(full[s:s + SEGMENT], prompt) for s in range(0, full_frames, SEGMENT)],
-           "contrast_full": contrast(full).tolist(), "contrast_window": contrast(win).tolist()}
+    out = {
+        "prompt": prompt,
+        "seed": seed,
+        "full_first": score(full[:1], prompt),
+        "full_2x": score(full[: 2 * TRAIN_CLIP], prompt),
+        "full_all": score(full, prompt),
+        "window": score(win, prompt),
+        "full_segments": [score(full[s : s + SEGMENT], prompt) for s in range(0, full_frames, SEGMENT)],
+        "contrast_full": contrast(full).tolist(),
+        "contrast_window": contrast(win).tolist(),
+    }
     write_result(path, out)
     if i < 4:
         from ..video_io import write_video
-        write_video(np.concatenate([full[:window_frames], win], axis=2), Path("out/bench") / f"pair{i:02d}_full_vs_window.mp4")
+
+        write_video(
+            np.concatenate([full[:window_frames], win], axis=2), Path("out/bench") / f"pair{i:02d}_full_vs_window.mp4"
+        )
     return out
 
 
@@ -100,13 +124,15 @@ def collapse_lines(r: dict) -> list[str]:
     """Where generated frames fell below the dataset's contrast range, per held-out video (the runs of frames)."""
     out, per = [], r.get("per_prompt", [])
     for key, name in (("full_low_contrast_frames", "full cache"), ("window_low_contrast_frames", "window 16")):
-        if not any(key in p for p in per):                 # reports from before the field: no line
+        if not any(key in p for p in per):  # reports from before the field: no line
             continue
         hits = [(p, p[key]) for p in per if p[key]]
         n = sum(len(f) for _, f in hits)
-        text = "; ".join(f"\"{p['prompt']}\" (seed {p['seed']}): {spans(f)}" for p, f in hits)
-        out.append(f"Frames below the dataset's contrast range, {name}: {n} in {len(hits)} of {len(per)} videos"
-                   + (f" ({text})." if hits else "."))
+        text = "; ".join(f'"{p["prompt"]}" (seed {p["seed"]}): {spans(f)}' for p, f in hits)
+        out.append(
+            f"Frames below the dataset's contrast range, {name}: {n} in {len(hits)} of {len(per)} videos"
+            + (f" ({text})." if hits else ".")
+        )
     return out
 
 
@@ -125,6 +151,7 @@ def spans(frames: list[int]) -> str:
 def dataset_contrast(n: int = 64) -> tuple[float, float]:
     """Range (1st-99th percentile and min/max) of per-frame contrast in world clips."""
     from ..data import clip_batch
+
     frames, _ = clip_batch(np.random.default_rng(5), n, 48)
     c = contrast(frames.reshape(-1, *frames.shape[2:]))
     return float(c.min()), float(c.max())
@@ -133,24 +160,34 @@ def dataset_contrast(n: int = 64) -> tuple[float, float]:
 def speed(frames: int = 256, context: int = 16) -> dict:
     """Single process (torch default threads): window(16) per-frame time and the full-cache curve."""
     import torch
+
     from ..loading import load_autoencoder, load_model
     from ..policies import Full, Window
     from ..stepper import Stepper
+
     torch.set_num_threads(2)
-    prompt, seed = EVAL_PAIRS[0]                        # names colours, so the shipped sampler guides it
+    prompt, seed = EVAL_PAIRS[0]  # names colours, so the shipped sampler guides it
     model, ae = load_model(), load_autoencoder()
     unguided = SamplerConfig(guidance=1.0, first_guidance=1.0)
     out = {}
-    for name, pol, n, smp in (("window16", Window(frames=context), 96, SamplerConfig()), ("full", Full(), frames, SamplerConfig()),
-                              ("window16_unguided", Window(frames=context), 96, unguided)):
+    for name, pol, n, smp in (
+        ("window16", Window(frames=context), 96, SamplerConfig()),
+        ("full", Full(), frames, SamplerConfig()),
+        ("window16_unguided", Window(frames=context), 96, unguided),
+    ):
         st = Stepper(model, ae, prompt, n, seed=seed, policy=pol, preview=False, sampler=smp)
         for _ in st.run():
             pass
         out[name] = st.frame_ms.tolist()
-    w = np.array(out["window16"][context + 4:])
-    return {"median_ms_16_context": float(np.median(w)), "p90_ms_16_context": float(np.percentile(w, 90)),
-            "median_ms_16_context_unguided": float(np.median(out["window16_unguided"][context + 4:])),
-            "full_curve_ms": out["full"], "window_curve_ms": out["window16"], "threads": 2}
+    w = np.array(out["window16"][context + 4 :])
+    return {
+        "median_ms_16_context": float(np.median(w)),
+        "p90_ms_16_context": float(np.percentile(w, 90)),
+        "median_ms_16_context_unguided": float(np.median(out["window16_unguided"][context + 4 :])),
+        "full_curve_ms": out["full"],
+        "window_curve_ms": out["window16"],
+        "threads": 2,
+    }
 
 
 def summarise(results: list[dict]) -> dict:
@@ -159,34 +196,48 @@ def summarise(results: list[dict]) -> dict:
         for s in SCORES:
             v = np.array([r[key][s] for r in results], float)
             v = v[~np.isnan(v)]
-            d[s] = {"mean": float(v.mean()) if len(v) else float("nan"),
-                    "ci95": float(1.96 * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan"), "n": int(len(v))}
+            d[s] = {
+                "mean": float(v.mean()) if len(v) else float("nan"),
+                "ci95": float(1.96 * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan"),
+                "n": int(len(v)),
+            }
         return d
+
     segs = [[r["full_segments"][j]["adherence"] for r in results] for j in range(len(results[0]["full_segments"]))]
     # the first frame alone (prompt-only generation); pair results cached before it was scored lack it
     first = {"full_first": agg("full_first")} if all("full_first" in r for r in results) else {}
-    return first | {"full_2x_train": agg("full_2x"), "full_256": agg("full_all"), "window16_128": agg("window"),
-            "full_segment_adherence": [float(np.mean(s)) for s in segs],
-            "open_colour_identity": agg_open(results),
-            "contrast_full": [float(np.min([min(r["contrast_full"]) for r in results])),
-                              float(np.max([max(r["contrast_full"]) for r in results]))],
-            "contrast_window": [float(np.min([min(r["contrast_window"]) for r in results])),
-                                float(np.max([max(r["contrast_window"]) for r in results]))]}
+    return first | {
+        "full_2x_train": agg("full_2x"),
+        "full_256": agg("full_all"),
+        "window16_128": agg("window"),
+        "full_segment_adherence": [float(np.mean(s)) for s in segs],
+        "open_colour_identity": agg_open(results),
+        "contrast_full": [
+            float(np.min([min(r["contrast_full"]) for r in results])),
+            float(np.max([max(r["contrast_full"]) for r in results])),
+        ],
+        "contrast_window": [
+            float(np.min([min(r["contrast_window"]) for r in results])),
+            float(np.max([max(r["contrast_window"]) for r in results])),
+        ],
+    }
 
 
 def agg_open(results) -> float:
     """Mean identity persistence (full cache, 2x training length) on prompts that leave a colour open."""
     from ..prompt import parse
-    v = [r["full_2x"]["identity_persistence"] for r in results
-         if any(c is None for c, _ in parse(r["prompt"]).objects)]
+
+    v = [r["full_2x"]["identity_persistence"] for r in results if any(c is None for c, _ in parse(r["prompt"]).objects)]
     v = [x for x in v if not math.isnan(x)]
     return float(np.mean(v)) if v else float("nan")
 
 
 def plots(report: dict, out: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     sp = report.get("speed")
     if sp:
         fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -217,13 +268,25 @@ def plots(report: dict, out: Path) -> None:
         plt.close(fig)
 
 
-def run(prompts: int = 32, workers: int = 2, full_frames: int = 256, window_frames: int = 128,
-        out: str = "docs/benchmarks", skip_speed: bool = False, skip_quality: bool = False) -> dict:
+def run(
+    prompts: int = 32,
+    workers: int = 2,
+    full_frames: int = 256,
+    window_frames: int = 128,
+    out: str = "docs/benchmarks",
+    skip_speed: bool = False,
+    skip_quality: bool = False,
+) -> dict:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = {"model": str(DEFAULT_MODEL.name), "model_hash": file_hash(DEFAULT_MODEL), "ae_hash": file_hash(DEFAULT_AE),
-              "date": time.strftime("%Y-%m-%d %H:%M"), "dataset_contrast": dataset_contrast(),
-              "sampler": dataclasses.asdict(SamplerConfig())}
+    report = {
+        "model": str(DEFAULT_MODEL.name),
+        "model_hash": file_hash(DEFAULT_MODEL),
+        "ae_hash": file_hash(DEFAULT_AE),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "dataset_contrast": dataset_contrast(),
+        "sampler": dataclasses.asdict(SamplerConfig()),
+    }
     if not skip_quality:
         # resumed runs never mix weights, sampler settings or evaluator versions
         cache = f"runs/bench/model/{weights_tag(('student', 'autoencoder'))}-e{EVALUATOR_VERSION}"
@@ -232,9 +295,14 @@ def run(prompts: int = 32, workers: int = 2, full_frames: int = 256, window_fram
             results = list(tqdm(pool.imap(eval_pair, jobs), total=len(jobs), desc="held-out prompts"))
         report["quality"] = summarise(results)
         lo = report["dataset_contrast"][0]
-        report["per_prompt"] = [{**{k: r[k] for k in ("prompt", "seed", "full_first", "full_2x", "full_all", "window")},
-                                 "full_low_contrast_frames": low_frames(r["contrast_full"], lo),
-                                 "window_low_contrast_frames": low_frames(r["contrast_window"], lo)} for r in results]
+        report["per_prompt"] = [
+            {
+                **{k: r[k] for k in ("prompt", "seed", "full_first", "full_2x", "full_all", "window")},
+                "full_low_contrast_frames": low_frames(r["contrast_full"], lo),
+                "window_low_contrast_frames": low_frames(r["contrast_window"], lo),
+            }
+            for r in results
+        ]
     if not skip_speed:
         report["speed"] = speed(full_frames)
     keep = {k for k, skipped in (("quality", skip_quality), ("speed", skip_speed)) if skipped}
@@ -264,40 +332,80 @@ def kept_sections(path: Path, report: dict, sections: set[str]) -> dict:
 
 
 def markdown(r: dict) -> str:
-    dates = "; ".join(f"{sec} measured {r[f'{sec}_date']}" for sec in ("quality", "speed") if f"{sec}_date" in r
-                      and r[f"{sec}_date"] != r["date"])
-    lines = [f"# Model benchmark ({r['date']}" + (f"; {dates}" if dates else "") + ")", "",
-             f"Weights `{r['model']}` (sha256 {r['model_hash']}), autoencoder sha256 {r['ae_hash']}. "
-             f"Dataset frame contrast range: {r['dataset_contrast'][0]:.1f}-{r['dataset_contrast'][1]:.1f} (grey-level std).", ""]
+    dates = "; ".join(
+        f"{sec} measured {r[f'{sec}_date']}"
+        for sec in ("quality", "speed")
+        if f"{sec}_date" in r and r[f"{sec}_date"] != r["date"]
+    )
+    lines = [
+        f"# Model benchmark ({r['date']}" + (f"; {dates}" if dates else "") + ")",
+        "",
+        f"Weights `{r['model']}` (sha256 {r['model_hash']}), autoencoder sha256 {r['ae_hash']}. "
+        f"Dataset frame contrast range: {r['dataset_contrast'][0]:.1f}-{r['dataset_contrast'][1]:.1f} (grey-level "
+        "std).",
+        "",
+    ]
     if "sampler" in r:
         smp = r["sampler"]
-        lines += [f"Sampler: {smp['first_steps'] or smp['steps']} Euler steps for the first chunk, {smp['steps']} per later chunk, "
-                  f"colour guidance {smp['first_guidance']:g} / {smp['guidance']:g} (first / later chunks; 1 = off).", ""]
+        lines += [
+            f"Sampler: {smp['first_steps'] or smp['steps']} Euler steps for the first chunk, {smp['steps']} per "
+            "later chunk, "
+            f"colour guidance {smp['first_guidance']:g} / {smp['guidance']:g} (first / later chunks; 1 = off).",
+            "",
+        ]
     q = r.get("quality")
     if q:
-        lines += ["## Quality on the 32 held-out prompt/seed pairs (mean ± 95% CI over prompts)", "",
-                  "| setting | " + " | ".join(SCORES) + " |", "|---" * (len(SCORES) + 1) + "|"]
-        for name, key in (("full cache, frame 0 (from the prompt alone)", "full_first"),
-                          ("full cache, frames 0-47 (2x training clip)", "full_2x_train"),
-                          ("full cache, frames 0-255", "full_256"), ("window 16, frames 0-127", "window16_128")):
+        lines += [
+            "## Quality on the 32 held-out prompt/seed pairs (mean ± 95% CI over prompts)",
+            "",
+            "| setting | " + " | ".join(SCORES) + " |",
+            "|---" * (len(SCORES) + 1) + "|",
+        ]
+        for name, key in (
+            ("full cache, frame 0 (from the prompt alone)", "full_first"),
+            ("full cache, frames 0-47 (2x training clip)", "full_2x_train"),
+            ("full cache, frames 0-255", "full_256"),
+            ("window 16, frames 0-127", "window16_128"),
+        ):
             if key not in q:
                 continue
-            cells = [f"{q[key][s]['mean']:.3f} ± {q[key][s]['ci95']:.3f} (n={q[key][s]['n']})" if q[key][s]["n"]
-                     else "n/a" for s in SCORES]
+            cells = [
+                f"{q[key][s]['mean']:.3f} ± {q[key][s]['ci95']:.3f} (n={q[key][s]['n']})" if q[key][s]["n"] else "n/a"
+                for s in SCORES
+            ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", "Full-cache prompt adherence per 32-frame segment: " +
-                  ", ".join(f"{v:.2f}" for v in q["full_segment_adherence"]),
-                  f"Identity persistence on prompts with open colours (full, 0-47): {q['open_colour_identity']:.3f}.",
-                  f"Contrast range, full cache: {q['contrast_full'][0]:.1f}-{q['contrast_full'][1]:.1f}; "
-                  f"window: {q['contrast_window'][0]:.1f}-{q['contrast_window'][1]:.1f}.", *collapse_lines(r), ""]
+        lines += [
+            "",
+            "Full-cache prompt adherence per 32-frame segment: "
+            + ", ".join(f"{v:.2f}" for v in q["full_segment_adherence"]),
+            f"Identity persistence on prompts with open colours (full, 0-47): {q['open_colour_identity']:.3f}.",
+            f"Contrast range, full cache: {q['contrast_full'][0]:.1f}-{q['contrast_full'][1]:.1f}; "
+            f"window: {q['contrast_window'][0]:.1f}-{q['contrast_window'][1]:.1f}.",
+            *collapse_lines(r),
+            "",
+        ]
     s = r.get("speed")
     if s:
         fc = s["full_curve_ms"]
-        lines += ["## Speed (2-core CPU, 2 torch threads, batch 1)", "",
-                  f"Median time per frame with 16 frames of context (window policy): **{s['median_ms_16_context']:.1f} ms** "
-                  f"(p90 {s['p90_ms_16_context']:.1f} ms)" + (f"; without colour guidance {s['median_ms_16_context_unguided']:.1f} ms"
-                                                                if "median_ms_16_context_unguided" in s else "") + ".", "",
-                  "Full-cache per-frame time at frame " + ", ".join(
-                      f"{i}: {np.median(fc[max(i - 4, 0):i + 4]):.0f} ms" for i in (16, 32, 64, 128, 192, 255) if i < len(fc)), ""]
+        lines += [
+            "## Speed (2-core CPU, 2 torch threads, batch 1)",
+            "",
+            f"Median time per frame with 16 frames of context (window policy): **{s['median_ms_16_context']:.1f} ms** "
+            f"(p90 {s['p90_ms_16_context']:.1f} ms)"
+            + (
+                f"; without colour guidance {s['median_ms_16_context_unguided']:.1f} ms"
+                if "median_ms_16_context_unguided" in s
+                else ""
+            )
+            + ".",
+            "",
+            "Full-cache per-frame time at frame "
+            + ", ".join(
+                f"{i}: {np.median(fc[max(i - 4, 0) : i + 4]):.0f} ms"
+                for i in (16, 32, 64, 128, 192, 255)
+                if i < len(fc)
+            ),
+            "",
+        ]
     lines += ["![latency](model_latency.png)", "![quality](model_quality_curve.png)", ""]
     return "\n".join(lines)

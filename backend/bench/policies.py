@@ -6,6 +6,7 @@ against the reference, world-consistency scores, per-frame latency, end-to-end t
 policy (and salience-head) overhead per chunk. Resumable (one JSON per run under runs/bench/policies/),
 parallel across processes; writes docs/benchmarks/policies.{json,md} and PNG plots.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,15 +22,32 @@ from ..consistency import EVALUATOR_VERSION
 from ..evalset import EVAL_PAIRS
 from ..policies.base import ENGINE_VERSION, PROBE_PATH
 from .model import score
-from .report import markdown, plot, summarise
-from .store import read_result, write_result
+from .plots import plot
+from .report import markdown, summarise
 from .spec import SCORES, split_spec  # noqa: F401  (re-exported: the sweep's vocabulary)
+from .store import read_result, write_result
 
 SHARES = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
-DEFAULT_POLICIES = ("window", "sink", "deep_forcing", "h2o", "tova", "snapkv", "flowcache", "packcache",
-                    "tempcache", "pafu", "pafu:granularity=token", "pafu:labels=hindsight", "oracle", "random",
-                    "h2o:storage=int4", "h2o:storage=int4;residual=2", "h2o:storage=int4;quant=token",
-                    "window:storage=int4")  # name[:k=v;...]
+DEFAULT_POLICIES = (
+    "window",
+    "sink",
+    "deep_forcing",
+    "h2o",
+    "tova",
+    "snapkv",
+    "flowcache",
+    "packcache",
+    "tempcache",
+    "pafu",
+    "pafu:granularity=token",
+    "pafu:labels=hindsight",
+    "oracle",
+    "random",
+    "h2o:storage=int4",
+    "h2o:storage=int4;residual=2",
+    "h2o:storage=int4;quant=token",
+    "window:storage=int4",
+)  # name[:k=v;...]
 
 
 # Parameters added after results were stored, with the value every earlier run had: every query (probes),
@@ -42,22 +60,28 @@ def policy_signature(spec: str) -> str:
     results never outlive a change of a policy's defaults."""
     import dataclasses
     import hashlib
+
     from ..policies import POLICIES
+
     name, params = split_spec(spec)
     cls = POLICIES[name][0]
-    settings = {f.name: f.default for f in dataclasses.fields(cls)
-                if f.default is not dataclasses.MISSING and isinstance(f.default, (int, float, str, bool, type(None)))}
+    settings = {
+        f.name: f.default
+        for f in dataclasses.fields(cls)
+        if f.default is not dataclasses.MISSING and isinstance(f.default, (int, float, str, bool, type(None)))
+    }
     settings.update(params)
     if settings.get("storage") == "fp32" and settings.get("salient_storage") is None:
-        settings.pop("quant", None)                      # the integer scheme cannot change an fp32 run
-    for key, before in ADDED_PARAMETERS.items():         # at the value runs had before the parameter existed,
+        settings.pop("quant", None)  # the integer scheme cannot change an fp32 run
+    for key, before in ADDED_PARAMETERS.items():  # at the value runs had before the parameter existed,
         if key in settings and settings[key] == before:  # it leaves their signature as it was
             settings.pop(key)
     if "probe" in settings:
         settings["_probe_path"] = PROBE_PATH
-    settings["_engine"] = ENGINE_VERSION                 # cache code that changes what a run computes
-    if hasattr(cls, "signature_files"):                  # e.g. PaFu-KV's head: results depend on its weights
+    settings["_engine"] = ENGINE_VERSION  # cache code that changes what a run computes
+    if hasattr(cls, "signature_files"):  # e.g. PaFu-KV's head: results depend on its weights
         from ..loading import file_hash
+
         files = cls(**params).signature_files()
         settings["_files"] = [file_hash(f) if Path(f).is_file() else None for f in files]
     return hashlib.sha1(json.dumps([name, settings], sort_keys=True).encode()).hexdigest()[:8]
@@ -73,19 +97,21 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     """One rollout. A full-cache reference run saves its frames beside the results (local runs) and returns
     them under "_frames" (Ray runs pass them to the policy runs as `ref`) for PSNR/SSIM."""
     import torch
+
+    from ..build import build_policy
     from ..loading import shipped
     from ..metrics import psnr_per_frame, ssim_per_frame
     from ..policies import Full
-    from ..build import build_policy
     from ..stepper import Stepper
+
     torch.set_num_threads(1)
     i, prompt, seed, policy, share, frames, root, sampler = job
     root = Path(root)
     path = _job_path(root, i, policy, share, frames)
     ref_file = root / f"pair{i:02d}_{frames}_reference_e{ENGINE_VERSION}.npy"
     out = read_result(path)
-    if out is not None:                                  # resumed
-        if out.get("evaluator") != EVALUATOR_VERSION:    # scored by an older evaluator: rescore its frames
+    if out is not None:  # resumed
+        if out.get("evaluator") != EVALUATOR_VERSION:  # scored by an older evaluator: rescore its frames
             out = _rescore(out, path, ref_file)
         if out is not None:
             if share is None and ref_file.is_file():
@@ -94,14 +120,19 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     model, ae = shipped()
     cfg = model.cfg
     name, params = split_spec(policy)
-    hind_file = root / f"pair{i:02d}_{frames}_hindsight.npz"       # the oracle's reference (attention of a full run)
+    hind_file = root / f"pair{i:02d}_{frames}_hindsight.npz"  # the oracle's reference (attention of a full run)
     reference = None
     if name == "oracle" and hind_file.is_file():
         with np.load(hind_file) as z:
             reference = [z[f"layer{j}"] for j in range(len(z.files))]
-    pol = Full() if share is None else build_policy(name, f"{share * 100:.4f}%", frames, model, ae, prompt, seed,
-                                                    params, reference=reference, sampler=sampler)
-    if name == "oracle" and reference is None:   # the first oracle run of this pair: the builder ran the reference
+    pol = (
+        Full()
+        if share is None
+        else build_policy(
+            name, f"{share * 100:.4f}%", frames, model, ae, prompt, seed, params, reference=reference, sampler=sampler
+        )
+    )
+    if name == "oracle" and reference is None:  # the first oracle run of this pair: the builder ran the reference
         _save_hindsight(hind_file, pol.reference)
     st = Stepper(model, ae, prompt, frames, seed=seed, policy=pol, preview=False, sampler=sampler)
     t0 = time.perf_counter()
@@ -113,19 +144,31 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
         elif rec.phase == "commit":
             stats_ms.append(rec.stats_ms)
     total = time.perf_counter() - t0
-    if share is None:                    # timed as deployed: no attention statistics (the oracle runs its own)
+    if share is None:  # timed as deployed: no attention statistics (the oracle runs its own)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(ref_file, st.frames)
     scores = score(st.frames, prompt)
-    if share is not None:                                # kept so a new evaluator can rescore without a rerun
+    if share is not None:  # kept so a new evaluator can rescore without a rerun
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path.with_suffix(".npz"), frames=st.frames)
-    out = {"pair": i, "prompt": prompt, "seed": seed, "policy": "full" if share is None else policy, "share": share,
-           "evaluator": EVALUATOR_VERSION, "budget_tokens": pol.budget, "scores": scores, "frame_ms": st.frame_ms.tolist(),
-           "total_s": total, "peak_kv_bytes": peak, "evict_ms_mean": float(np.mean(evict_ms)),
-           "stats_ms_mean": float(np.mean(stats_ms)), "attention_stats": st.attention,
-           "chunk_ms_mean": float(st.frame_ms.mean() * cfg.chunk_frames),
-           "head_ms_total": getattr(pol, "head_ms", 0.0)}
+    out = {
+        "pair": i,
+        "prompt": prompt,
+        "seed": seed,
+        "policy": "full" if share is None else policy,
+        "share": share,
+        "evaluator": EVALUATOR_VERSION,
+        "budget_tokens": pol.budget,
+        "scores": scores,
+        "frame_ms": st.frame_ms.tolist(),
+        "total_s": total,
+        "peak_kv_bytes": peak,
+        "evict_ms_mean": float(np.mean(evict_ms)),
+        "stats_ms_mean": float(np.mean(stats_ms)),
+        "attention_stats": st.attention,
+        "chunk_ms_mean": float(st.frame_ms.mean() * cfg.chunk_frames),
+        "head_ms_total": getattr(pol, "head_ms", 0.0),
+    }
     if share is not None and ref is None and ref_file.is_file():
         ref = np.load(ref_file)
     if share is not None and ref is not None:
@@ -173,6 +216,7 @@ def split_pairs(split: str, prompts: int) -> list[tuple[str, int]]:
         return EVAL_PAIRS[:prompts]
     if split == "validation":
         from .validation import validation_pairs
+
         return validation_pairs(prompts)
     raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
 
@@ -180,6 +224,7 @@ def split_pairs(split: str, prompts: int) -> list[tuple[str, int]]:
 def check_specs(policies, shares) -> None:
     """Unknown policy names, bad parameters and shares outside (0, 1] fail before any work is spawned."""
     from ..policies import make_policy
+
     for spec in policies:
         name, params = split_spec(spec)
         make_policy(name, **params)
@@ -193,30 +238,46 @@ def runs_dir(root, split: str = "heldout", sampler=None) -> Path:
     resumed runs never mix them. A policy's own weights (PaFu-KV's head) are in its run's signature
     (`policy_signature`), so retraining the head re-runs only the runs that use it."""
     from ..loading import weights_tag
+
     return Path(root) / weights_tag(("student", "autoencoder"), sampler=sampler) / split
 
 
-def run(prompts: int = 8, frames: int = 256, policies=DEFAULT_POLICIES, shares=SHARES, workers: int = 2,
-        out: str = "docs/benchmarks", root: str = "runs/bench/policies", ray_address: str | None = None,
-        split: str = "heldout", sampler=None) -> dict:
+def run(
+    prompts: int = 8,
+    frames: int = 256,
+    policies=DEFAULT_POLICIES,
+    shares=SHARES,
+    workers: int = 2,
+    out: str = "docs/benchmarks",
+    root: str = "runs/bench/policies",
+    ray_address: str | None = None,
+    split: str = "heldout",
+    sampler=None,
+) -> dict:
     """The sweep, on local processes or (with `ray_address`: 'local', 'auto' or 'ray://host:port') on Ray,
     every rollout with the SamplerConfig `sampler` (default: the shipped sampler).
     Writes policies.{json,md} and PNG plots (with `split="validation"`: policies_validation.*)."""
     import dataclasses
+
     from ..config import SamplerConfig
     from ..loading import MODELS_DIR, file_hash
+
     sampler = sampler or SamplerConfig()
     check_specs(policies, shares)
     pairs = split_pairs(split, prompts)
     root = str(runs_dir(root, split, sampler))
     refs = [(i, p, s, "full", None, frames, root, sampler) for i, (p, s) in enumerate(pairs)]
-    jobs = [(i, p, s, pol, sh, frames, root, sampler) for i, (p, s) in enumerate(pairs) for pol in policies for sh in shares]
+    jobs = [
+        (i, p, s, pol, sh, frames, root, sampler) for i, (p, s) in enumerate(pairs) for pol in policies for sh in shares
+    ]
     if ray_address:
         results = run_on_ray(refs, jobs, ray_address, Path(root))
     else:
         results = []
         with mp.get_context("spawn").Pool(workers) as pool:
-            results += [_strip(r) for r in tqdm(pool.imap(run_one, refs), total=len(refs), desc="full-cache references")]
+            results += [
+                _strip(r) for r in tqdm(pool.imap(run_one, refs), total=len(refs), desc="full-cache references")
+            ]
             results += list(tqdm(pool.imap_unordered(run_one, jobs), total=len(jobs), desc="policy x budget runs"))
     report = summarise(results, frames)
     heads = {f.stem: file_hash(f)[:6] for f in sorted(MODELS_DIR.glob("salience_head*.safetensors"))}
@@ -238,19 +299,25 @@ def run_on_ray(refs: list, jobs: list, address: str, root: Path) -> list[dict]:
     except ImportError:
         raise SystemExit("--ray needs the optional dependency ray: pip install ray") from None
     started = not ray.is_initialized()
-    if started:   # 'local' starts a single-node cluster here (Ray 2.x removed local_mode)
-        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
-                 **({"num_cpus": 2} if address == "local" else {}))
+    if started:  # 'local' starts a single-node cluster here (Ray 2.x removed local_mode)
+        ray.init(
+            address=None if address == "local" else address,
+            include_dashboard=False,
+            log_to_driver=False,
+            **({"num_cpus": 2} if address == "local" else {}),
+        )
     task = ray.remote(num_cpus=1)(run_one)
     try:
-        done_refs = list(tqdm(_ray_iter([task.remote(j) for j in refs]), total=len(refs), desc="full-cache references (ray)"))
+        done_refs = list(
+            tqdm(_ray_iter([task.remote(j) for j in refs]), total=len(refs), desc="full-cache references (ray)")
+        )
         frames = {r["pair"]: ray.put(r.pop("_frames")) for r in done_refs}
         futures = [task.remote(j, frames[j[0]]) for j in jobs]
         results = list(tqdm(_ray_iter(futures), total=len(futures), desc="policy x budget runs (ray)"))
     finally:
         if started:
             ray.shutdown()
-    for r in done_refs + results:                     # resumable: the driver keeps one JSON per run
+    for r in done_refs + results:  # resumable: the driver keeps one JSON per run
         i, pol, sh = r["pair"], r["policy"], r["share"]
         write_result(_job_path(root, i, pol, sh, len(r["frame_ms"])), r)
     return done_refs + results
@@ -258,6 +325,7 @@ def run_on_ray(refs: list, jobs: list, address: str, root: Path) -> list[dict]:
 
 def _ray_iter(futures):
     import ray
+
     pending = list(futures)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)

@@ -1,75 +1,47 @@
 """Reporting for `python -m backend.bench policies`: the summary over prompts (mean ± 95% CI), the markdown
 tables, the headline comparison of PaFu-KV with the heuristics, the quantisation lines and the PNG plots.
 Pure functions of the per-run results the sweep (backend/bench/policies.py) writes."""
+
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
 from .spec import SCORES, split_spec
 
-
-def plot(rep: dict, results: list[dict], out: Path, name: str = "policies") -> None:
-    """<name>_quality.png: PSNR and identity vs budget per policy; <name>_latency.png: ms per frame index."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    pols = sorted({r["policy"] for r in rep["rows"]})
-    tab20 = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
-    colour = {pol: tab20[(2 * k) % 20 if k < 10 else (2 * k + 1) % 20] for k, pol in enumerate(pols)}  # distinct
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    for k, pol in enumerate(pols):
-        rows = sorted((r for r in rep["rows"] if r["policy"] == pol), key=lambda r: r["share"])
-        x = np.array([r["share"] for r in rows]) * 2 ** ((k - len(pols) / 2) * 0.012)   # dodge the error bars
-        style = dict(marker="osD^v<>ph*"[k % 10], capsize=2, color=colour[pol],
-                     lw=2.4 if split_spec(pol)[0] in ("pafu", "packcache") else 1.1,
-                     ls="--" if split_spec(pol)[0] in BOUNDS else "-", label=pol, ms=4)
-        for ax, key in zip(axes, ("psnr", "adherence", "identity_persistence")):
-            y = np.array([r[key][0] for r in rows])
-            e = np.array([0 if math.isnan(r[key][1]) else r[key][1] for r in rows])
-            if key != "psnr":            # scores are shares in [0, 1]: a t-interval past them is drawn to the bound
-                e = np.stack([np.clip(np.minimum(e, y), 0, None), np.clip(np.minimum(e, 1 - y), 0, None)])
-            ax.errorbar(x, y, yerr=e, **style)
-    shares = sorted({r["share"] for r in rep["rows"]})
-    for ax, (title, unit) in zip(axes, (("PSNR vs full cache", "dB"), ("prompt adherence", "share of frames"),
-                                        ("identity after occlusion", "share of events"))):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(shares, [f"1/{round(1 / s)}" for s in shares])
-        ax.minorticks_off()
-        ax.set_xlabel("budget (share of the full cache at %d frames)" % rep["frames"])
-        ax.set_ylabel(f"{title} [{unit}]")
-        ax.set_title(f"{title} (mean ± 95% CI, n={rep['rows'][0]['n']} prompts)" + ("" if unit == "dB" else "\n(CI cut at 0 and 1)"),
-                     fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=2, title="bold: PaFu-KV, PackCache; dashed: bounds", title_fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / f"{name}_quality.png", dpi=110)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(9, 4.2))
-    full = [r for r in results if r["policy"] == "full"]
-    if full:
-        ax.plot(np.median([r["frame_ms"] for r in full], 0), label="full", color="k", lw=2)
-    share = sorted({r["share"] for r in results if r["share"] is not None})
-    pick = share[len(share) // 2 - 1] if len(share) > 1 else (share[0] if share else None)
-    for pol in pols:
-        rs = [r for r in results if r["policy"] == pol and r["share"] == pick]
-        if rs:
-            ax.plot(np.median([r["frame_ms"] for r in rs], 0), label=pol, lw=1, color=colour[pol])
-    ax.set_xlabel("frame index")
-    ax.set_ylabel("time per frame [ms] (median over prompts)")
-    ax.set_title("per-frame latency, budget " + (f"1/{round(1 / pick)}" if pick else "?") + " of the full cache")
-    ax.legend(fontsize=7, ncol=3)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / f"{name}_latency.png", dpi=110)
-    plt.close(fig)
-
-
-# two-sided 95% Student t quantiles by degrees of freedom (1-30); beyond 30 the normal 1.96 is within 4%
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 def t975(df: int) -> float:
@@ -98,6 +70,7 @@ def salience_head_quality() -> dict | None:
     `python -m backend.train salience` (Spearman rho and recall of the top 25%, per layer)."""
     from .. import checkpoint
     from ..loading import MODELS_DIR
+
     path = MODELS_DIR / "salience_head.safetensors"
     if not path.is_file():
         return None
@@ -120,12 +93,12 @@ def latency_ratio(frame_ms, start: int) -> float | None:
     is too short for the two spans to be distinct (no numpy warning for an empty span)."""
     if start + 8 > len(frame_ms) - 8:
         return None
-    return float(np.median(frame_ms[-8:]) / np.median(frame_ms[start:start + 8]))
+    return float(np.median(frame_ms[-8:]) / np.median(frame_ms[start : start + 8]))
 
 
 def summarise(results: list[dict], frames: int) -> dict:
     full = {r["pair"]: r for r in results if r["policy"] == "full"}
-    by = _by_policy(results, frames)                     # per-run metrics, shared by the paired tables
+    by = _by_policy(results, frames)  # per-run metrics, shared by the paired tables
     rows = []
     keys = sorted({(r["policy"], r["share"]) for r in results if r["policy"] != "full"}, key=lambda k: (k[0], k[1]))
     for pol, sh in keys:
@@ -138,21 +111,29 @@ def summarise(results: list[dict], frames: int) -> dict:
         row["speedup_vs_full"] = mean_ci([full[r["pair"]]["total_s"] / r["total_s"] for r in rs if r["pair"] in full])
         row["latency_ratio_last_32"] = mean_ci([latency_ratio(r["frame_ms"], 28) for r in rs])
         row["latency_ratio_end_fill"] = mean_ci([latency_ratio(r["frame_ms"], k + 4) for r in rs])
-        row["overhead_share"] = mean_ci([(r["evict_ms_mean"] + r.get("stats_ms_mean", 0.0)) / r["chunk_ms_mean"]
-                                         for r in rs])
-        row["stats_share"] = mean_ci([r["stats_ms_mean"] / r["chunk_ms_mean"] if "stats_ms_mean" in r else None
-                                      for r in rs])
+        row["overhead_share"] = mean_ci(
+            [(r["evict_ms_mean"] + r.get("stats_ms_mean", 0.0)) / r["chunk_ms_mean"] for r in rs]
+        )
+        row["stats_share"] = mean_ci(
+            [r["stats_ms_mean"] / r["chunk_ms_mean"] if "stats_ms_mean" in r else None for r in rs]
+        )
         row["head_share"] = mean_ci([r.get("head_ms_total", 0.0) / max(sum(r["frame_ms"]), 1e-9) for r in rs])
-        row["peak_kv_mb"] = mean_ci([r["peak_kv_bytes"] / 2 ** 20 for r in rs])
+        row["peak_kv_mb"] = mean_ci([r["peak_kv_bytes"] / 2**20 for r in rs])
         rows.append(row)
     ref = [{s: mean_ci([r["scores"][s] for r in full.values()]) for s in SCORES}]
-    return {"frames": frames, "rows": rows, "full": ref, "salience_head": salience_head_quality(),
-            "paired": paired(results, frames, by=by), "variants": variants(results, frames, by=by),
-            "full_total_s": mean_ci([r["total_s"] for r in full.values()]),
-            "full_peak_kv_mb": mean_ci([r["peak_kv_bytes"] / 2 ** 20 for r in full.values()])}
+    return {
+        "frames": frames,
+        "rows": rows,
+        "full": ref,
+        "salience_head": salience_head_quality(),
+        "paired": paired(results, frames, by=by),
+        "variants": variants(results, frames, by=by),
+        "full_total_s": mean_ci([r["total_s"] for r in full.values()]),
+        "full_peak_kv_mb": mean_ci([r["peak_kv_bytes"] / 2**20 for r in full.values()]),
+    }
 
 
-BOUNDS = ("oracle", "random")          # upper and lower bounds, not heuristics PaFu-KV is compared with
+BOUNDS = ("oracle", "random")  # upper and lower bounds, not heuristics PaFu-KV is compared with
 HEADLINE = ("psnr", "identity_persistence", "landmark_revisit", "adherence")
 
 
@@ -173,11 +154,20 @@ def headline_lines(rep: dict, method: str = "pafu", shares=(1 / 8, 1 / 4)) -> li
             if math.isnan(m) or math.isnan(b):
                 continue
             ci = (0 if math.isnan(mc) else mc) + (0 if math.isnan(bc) else bc)
-            verdict = ("beats" if m - b > ci else "loses to" if b - m > ci
-                       else f"is {'above' if m >= b else 'below'}, CIs overlapping,")
-            out.append(f"- 1/{round(1 / sh)}, {key}: {method} {m:.3f} ± {mc:.3f} {verdict} the best heuristic, "
-                       f"{best['policy']} {b:.3f} ± {bc:.3f}")
-    return ["", f"Headline: {method} against the best heuristic policy per metric (bounds excluded):", *out] if out else []
+            verdict = (
+                "beats"
+                if m - b > ci
+                else "loses to"
+                if b - m > ci
+                else f"is {'above' if m >= b else 'below'}, CIs overlapping,"
+            )
+            out.append(
+                f"- 1/{round(1 / sh)}, {key}: {method} {m:.3f} ± {mc:.3f} {verdict} the best heuristic, "
+                f"{best['policy']} {b:.3f} ± {bc:.3f}"
+            )
+    return (
+        ["", f"Headline: {method} against the best heuristic policy per metric (bounds excluded):", *out] if out else []
+    )
 
 
 def _by_policy(results: list[dict], frames: int) -> dict:
@@ -194,9 +184,14 @@ def _paired_row(mine: dict, theirs: dict) -> dict:
     defined (the same prompt, seed and noise)."""
     row = {}
     for key in HEADLINE:
-        d = [mine[p][key] - theirs[p][key] for p in mine.keys() & theirs.keys()
-             if mine[p].get(key) is not None and theirs[p].get(key) is not None
-             and not math.isnan(mine[p][key]) and not math.isnan(theirs[p][key])]
+        d = [
+            mine[p][key] - theirs[p][key]
+            for p in mine.keys() & theirs.keys()
+            if mine[p].get(key) is not None
+            and theirs[p].get(key) is not None
+            and not math.isnan(mine[p][key])
+            and not math.isnan(theirs[p][key])
+        ]
         row[key] = (*mean_ci(d), len(d))
     return row
 
@@ -207,9 +202,11 @@ def paired(results: list[dict], frames: int, method: str = "pafu", by: dict | No
     between-prompt spread, which dominates the unpaired CIs of the tables. `by`: `_by_policy` of the results,
     if already built."""
     by = _by_policy(results, frames) if by is None else by
-    return [{"share": sh, "rival": rival, **_paired_row(by[(method, sh)], theirs)}
-            for (rival, sh), theirs in _budget_order(by)
-            if (method, sh) in by and rival != method and ":" not in rival and rival not in BOUNDS]
+    return [
+        {"share": sh, "rival": rival, **_paired_row(by[(method, sh)], theirs)}
+        for (rival, sh), theirs in _budget_order(by)
+        if (method, sh) in by and rival != method and ":" not in rival and rival not in BOUNDS
+    ]
 
 
 def variants(results: list[dict], frames: int, by: dict | None = None) -> list[dict]:
@@ -238,74 +235,39 @@ def paired_cell(v: tuple[float, float, int]) -> str:
     return f"{m:+.3f} ± {ci:.3f}{sign} (n={n})"
 
 
-def weights_record(path: str) -> dict:
-    """What a per-file doc stores about a student file: its sha256 and the autoencoder it is evaluated with
-    (its folder's, else the shipped one: `loading.folder_autoencoder`)."""
-    from ..loading import file_hash, folder_autoencoder
-    return {"sha256": file_hash(path), "autoencoder": str(folder_autoencoder(Path(path).parent))}
-
-
-def weights_label(path: str, record: dict) -> str:
-    """"`path` (first 8 hex digits of its sha256)", naming the autoencoder when it is not the shipped one."""
-    from ..loading import DEFAULT_AE
-    ae = record.get("autoencoder")
-    own = f" with `{ae}`" if ae and Path(ae).resolve() != DEFAULT_AE.resolve() else ""
-    return f"`{path}` ({record['sha256'][:8]}){own}"
-
-
-def file_labels(doc: dict) -> dict[str, str]:
-    """A stored per-file doc's labels: path -> `weights_label`."""
-    return {p: weights_label(p, r) for p, r in doc["results"].items()}
-
-
-def table_head(first: str, second: str, scores) -> list[str]:
-    """The two header lines of a markdown table with columns first | second | scores..."""
-    return [f"| {first} | {second} | " + " | ".join(scores) + " |", "|---" * (len(scores) + 2) + "|"]
-
-
-def file_lines(name: str, rs: list[dict], rows, scores) -> list[str]:
-    """Markdown rows "| name | row | mean ± CI ... |" of per-pair results rs ({row: {score: value}}) over pairs."""
-    out = []
-    for row in rows:
-        cells = (mean_ci([r[row][s] for r in rs]) for s in scores)
-        out.append(f"| {name} | {row} | " + " | ".join(f"{m:.3f} ± {c:.3f}" for m, c in cells) + " |")
-    return out
-
-
-def paired_file_lines(name: str, rs: list[dict], base: list[dict], rows, scores) -> list[str]:
-    """Markdown rows of rs minus base, pair by pair (same pairs, same order), over the pairs where both are
-    defined: "| name | row | +d ± CI (n) ... |", with ▲ / ▼ where the CI excludes 0."""
-    def defined(x):
-        return x is not None and not (isinstance(x, float) and math.isnan(x))
-    out = []
-    for row in rows:
-        cells = []
-        for s in scores:
-            d = [a[row][s] - b[row][s] for a, b in zip(rs, base) if defined(a[row][s]) and defined(b[row][s])]
-            cells.append(paired_cell((*mean_ci(d), len(d))))
-        out.append(f"| {name} | {row} | " + " | ".join(cells) + " |")
-    return out
-
-
 def paired_lines(rep: dict, method: str = "pafu") -> list[str]:
     """The paired table and, per budget, whether `method` matches or beats every heuristic (no paired
     difference significantly below zero on any headline metric)."""
     rows = rep.get("paired") or []
     if not rows:
         return []
-    out = ["", f"Paired differences, {method} minus each heuristic on the same prompts, seeds and noise (mean ± 95% "
-           "CI over prompts; ▲ / ▼: the CI excludes 0):", "",
-           "| budget | heuristic | " + " | ".join(HEADLINE) + " |", "|---" * (len(HEADLINE) + 2) + "|"]
+    out = [
+        "",
+        f"Paired differences, {method} minus each heuristic on the same prompts, seeds and noise (mean ± 95% "
+        "CI over prompts; ▲ / ▼: the CI excludes 0):",
+        "",
+        "| budget | heuristic | " + " | ".join(HEADLINE) + " |",
+        "|---" * (len(HEADLINE) + 2) + "|",
+    ]
     for r in rows:
-        out.append(f"| 1/{round(1 / r['share'])} | {r['rival']} | " + " | ".join(paired_cell(r[k]) for k in HEADLINE) + " |")
+        out.append(
+            f"| 1/{round(1 / r['share'])} | {r['rival']} | " + " | ".join(paired_cell(r[k]) for k in HEADLINE) + " |"
+        )
     out.append("")
     for sh in sorted({r["share"] for r in rows}):
         rs = [r for r in rows if r["share"] == sh]
         worse = [f"{r['rival']} on {k}" for r in rs for k in HEADLINE if r[k][0] + r[k][1] < 0]
         better = [f"{r['rival']} on {k}" for r in rs for k in HEADLINE if r[k][0] - r[k][1] > 0]
-        out.append(f"- 1/{round(1 / sh)}: {method} " + ("matches or beats every heuristic (no significant loss)"
-                   if not worse else "is significantly below " + ", ".join(worse))
-                   + ("; significantly above " + ", ".join(better) if better else "") + ".")
+        out.append(
+            f"- 1/{round(1 / sh)}: {method} "
+            + (
+                "matches or beats every heuristic (no significant loss)"
+                if not worse
+                else "is significantly below " + ", ".join(worse)
+            )
+            + ("; significantly above " + ", ".join(better) if better else "")
+            + "."
+        )
     return out
 
 
@@ -314,11 +276,18 @@ def variant_lines(rep: dict) -> list[str]:
     rows = rep.get("variants") or []
     if not rows:
         return []
-    out = ["", "Variants minus the same policy with its default settings, paired over the same prompts, seeds and "
-           "noise (mean ± 95% CI; ▲ / ▼: the CI excludes 0):", "",
-           "| budget | variant | " + " | ".join(HEADLINE) + " |", "|---" * (len(HEADLINE) + 2) + "|"]
-    out += [f"| 1/{round(1 / r['share'])} | {r['variant']} | " + " | ".join(paired_cell(r[k]) for k in HEADLINE) + " |"
-            for r in rows]
+    out = [
+        "",
+        "Variants minus the same policy with its default settings, paired over the same prompts, seeds and "
+        "noise (mean ± 95% CI; ▲ / ▼: the CI excludes 0):",
+        "",
+        "| budget | variant | " + " | ".join(HEADLINE) + " |",
+        "|---" * (len(HEADLINE) + 2) + "|",
+    ]
+    out += [
+        f"| 1/{round(1 / r['share'])} | {r['variant']} | " + " | ".join(paired_cell(r[k]) for k in HEADLINE) + " |"
+        for r in rows
+    ]
     return out
 
 
@@ -335,24 +304,38 @@ def quantisation_lines(rep: dict) -> list[str]:
         base = rows.get((name, sh))
         if "storage" not in params or base is None or not set(params) <= QUANT_PARAMS:
             continue
-        out.append(f"- {pol} at 1/{round(1 / sh)}: PSNR vs full {r['psnr'][0]:.2f} dB against {base['psnr'][0]:.2f} "
-                   f"dB in fp32 ({r['psnr'][0] - base['psnr'][0]:+.2f} dB); peak KV {r['peak_kv_mb'][0]:.2f} MB "
-                   f"against {base['peak_kv_mb'][0]:.2f} MB ({base['peak_kv_mb'][0] / r['peak_kv_mb'][0]:.1f}x less)")
+        out.append(
+            f"- {pol} at 1/{round(1 / sh)}: PSNR vs full {r['psnr'][0]:.2f} dB against {base['psnr'][0]:.2f} "
+            f"dB in fp32 ({r['psnr'][0] - base['psnr'][0]:+.2f} dB); peak KV {r['peak_kv_mb'][0]:.2f} MB "
+            f"against {base['peak_kv_mb'][0]:.2f} MB ({base['peak_kv_mb'][0] / r['peak_kv_mb'][0]:.1f}x less)"
+        )
     return ["", "KV quantisation at equal token budget (same policy, same prompts and noise):", *out] if out else []
 
 
 def markdown(rep: dict, name: str = "policies") -> str:
     quality = ("psnr", "ssim") + SCORES
-    efficiency = ("speedup_vs_full", "latency_ratio_last_32", "latency_ratio_end_fill", "overhead_share",
-                  "stats_share", "head_share", "peak_kv_mb")
+    efficiency = (
+        "speedup_vs_full",
+        "latency_ratio_last_32",
+        "latency_ratio_end_fill",
+        "overhead_share",
+        "stats_share",
+        "head_share",
+        "peak_kv_mb",
+    )
     over = "validation prompts (drawn like training scenes)" if rep.get("split") == "validation" else "held-out prompts"
-    lines = [f"# Policy benchmark: {rep['frames']}-frame rollouts, mean ± 95% CI over {over}", "",
-             f"Weights {rep.get('weights', '?')} (student-autoencoder hashes, then the sampler's)"
-             + (f"; PaFu-KV heads {', '.join(f'{k} {v}' for k, v in rep['heads'].items())}." if rep.get("heads") else ".")]
+    lines = [
+        f"# Policy benchmark: {rep['frames']}-frame rollouts, mean ± 95% CI over {over}",
+        "",
+        f"Weights {rep.get('weights', '?')} (student-autoencoder hashes, then the sampler's)"
+        + (f"; PaFu-KV heads {', '.join(f'{k} {v}' for k, v in rep['heads'].items())}." if rep.get("heads") else "."),
+    ]
     if "sampler" in rep:
         smp = rep["sampler"]
-        lines.append(f"Sampler: {smp['steps']} steps per chunk ({smp['first_steps'] or smp['steps']} for the first), colour "
-                     f"guidance {smp['guidance']:g} ({smp['first_guidance']:g} on the first chunk).")
+        lines.append(
+            f"Sampler: {smp['steps']} steps per chunk ({smp['first_steps'] or smp['steps']} for the first), colour "
+            f"guidance {smp['guidance']:g} ({smp['first_guidance']:g} on the first chunk)."
+        )
     lines.append("")
     for title, cols in (("Quality", quality), ("Efficiency", efficiency)):
         lines += [f"## {title}", "", "| policy | budget | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
@@ -361,26 +344,37 @@ def markdown(rep: dict, name: str = "policies") -> str:
             lines.append(f"| {r['policy']} | 1/{round(1 / r['share'])} | " + " | ".join(cells) + " |")
         lines.append("")
     full = rep["full"][0]
-    lines += ["", "Full-cache reference (same prompts, seeds and noise): " + ", ".join(
-        f"{k} {v[0]:.3f} ± {v[1]:.3f}" for k, v in full.items() if not math.isnan(v[0])) +
-        f"; end-to-end {rep['full_total_s'][0]:.1f} s; peak KV {rep['full_peak_kv_mb'][0]:.1f} MB.", "",
+    lines += [
+        "",
+        "Full-cache reference (same prompts, seeds and noise): "
+        + ", ".join(f"{k} {v[0]:.3f} ± {v[1]:.3f}" for k, v in full.items() if not math.isnan(v[0]))
+        + f"; end-to-end {rep['full_total_s'][0]:.1f} s; peak KV {rep['full_peak_kv_mb'][0]:.1f} MB.",
+        "",
         "psnr/ssim: per-frame against the full-cache run (the literature's convention), averaged over frames from "
         "share x frames on (earlier frames are generated before any eviction and are identical to the "
         "reference; counting them would add up to share x 100 dB). The full cache itself "
         "degrades past the trained horizon (docs/benchmarks/model.md), so the world-consistency scores "
         "(adherence, identity, landmark revisit) are the primary quality measure. speedup_vs_full: end-to-end "
-        "time of the full cache over the policy's; latency_ratio_last_32: median ms/frame over the last 8 frames (frame 256 in the issue) "
+        "time of the full cache over the policy's; latency_ratio_last_32: median ms/frame over the last 8 frames "
+        "(frame 256 in the issue) "
         "over frames 28-35; latency_ratio_end_fill: the same over 8 frames just after the cache first fills its "
         "budget (share x frames + 4 on), i.e. flatness once bounded; overhead_share: scoring and eviction over chunk "
-        "time, i.e. the eviction step plus stats_share; stats_share: what a policy that reads attention statistics adds "
+        "time, i.e. the eviction step plus stats_share; stats_share: what a policy that reads attention statistics "
+        "adds "
         "to its commit pass by materialising attention (explicit softmax and statistics, timed against the fused "
         "SDPA attention of the same chunk's denoise passes, which have the same shapes; 0 for policies that read "
         "none, whose commits run the fused kernel); head_share: salience-head time "
-        f"over total generation time. Plots: {name}_quality.png, {name}_latency.png."]
+        f"over total generation time. Plots: {name}_quality.png, {name}_latency.png.",
+    ]
     lines += headline_lines(rep) + paired_lines(rep) + variant_lines(rep) + quantisation_lines(rep)
     head = rep.get("salience_head")
     if head:
-        lines += ["", "PaFu-KV salience head against teacher SSE on held-out clips (per layer): Spearman "
-                  + " / ".join(f"{v:.2f}" for v in head["spearman_per_layer"]) + "; recall of the top 25% "
-                  + " / ".join(f"{v:.2f}" for v in head["recall_top25_per_layer"]) + " (chance 0.25)."]
+        lines += [
+            "",
+            "PaFu-KV salience head against teacher SSE on held-out clips (per layer): Spearman "
+            + " / ".join(f"{v:.2f}" for v in head["spearman_per_layer"])
+            + "; recall of the top 25% "
+            + " / ".join(f"{v:.2f}" for v in head["recall_top25_per_layer"])
+            + " (chance 0.25).",
+        ]
     return "\n".join(lines) + "\n"

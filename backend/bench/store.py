@@ -4,6 +4,7 @@ Every sweep resumes from these files, and two workers (or a killed run) can meet
 result is written to a temporary file beside it and renamed over the target (a reader sees the old file
 or the new one, never half of one). A file that still cannot be parsed (written before this, or damaged)
 reads as missing, so the run is redone instead of the sweep stopping."""
+
 from __future__ import annotations
 
 import json

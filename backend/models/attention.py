@@ -4,6 +4,7 @@
 fused kernel: one matrix-vector product), "probs" (materialised probabilities: column sums and maxima, or
 those of a few probe queries beside the fused kernel).
 """
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-STATS = ("none", "logits", "probs")     # attention statistics a commit pass records, cheapest first
+STATS = ("none", "logits", "probs")  # attention statistics a commit pass records, cheapest first
 
 
 def attention_with_stats(q, k, v, bias=None, block: int = 256):
@@ -25,11 +26,11 @@ def attention_with_stats(q, k, v, bias=None, block: int = 256):
     colmax = q.new_zeros(H, k.shape[1])
     kt = k.transpose(1, 2) / math.sqrt(Dh)
     for s in range(0, nq, block):
-        logits = q[:, s:s + block] @ kt                                  # (H, b, nk)
+        logits = q[:, s : s + block] @ kt  # (H, b, nk)
         if bias is not None:
             logits = logits + bias
         p = logits.softmax(-1)
-        out[:, s:s + block] = p @ v
+        out[:, s : s + block] = p @ v
         colsum += p.sum(1)
         colmax = torch.maximum(colmax, p.amax(1))
     return out, colsum, colmax, logit_sums(q, k)
@@ -46,7 +47,7 @@ def probe_stats(q, k, bias=None):
     """The statistics of a few probe queries q (H, m, Dh) over keys k (H, nk, Dh), bias (nk,) or None ->
     colsum, colmax (H, nk) of their attention probabilities and logitsum (H, nk) of their raw scaled logits.
     One (H, m, nk) block, the queries scaled rather than the keys (no copy of the cache's keys)."""
-    logits = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(1, 2)       # (H, m, nk)
+    logits = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(1, 2)  # (H, m, nk)
     logitsum = logits.sum(1)
     if bias is not None:
         logits = logits + bias

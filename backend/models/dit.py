@@ -12,6 +12,7 @@ One module, three ways to run it:
   `Clock` passed (the stepper splits a commit's cost of materialising attention from the attention itself).
 Flow matching: x_t = (1 - t) x0 + t eps, the network predicts v = eps - x0.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,7 +47,7 @@ def grouped(fn, xs, conds, n_prefix: int, tpf: int):
         out.append(fn(*[x[:, :n_prefix] for x in xs], *[c[:, :1] for c in conds]))
         conds = [c[:, 1:] for c in conds]
     if xs[0].shape[1] > n_prefix:
-        parts = [x[:, n_prefix:].unflatten(1, (-1, tpf)) for x in xs]           # (B, G, tpf, D)
+        parts = [x[:, n_prefix:].unflatten(1, (-1, tpf)) for x in xs]  # (B, G, tpf, D)
         out.append(fn(*parts, *[c[:, :, None] for c in conds]).flatten(1, 2))
     return out[0] if len(out) == 1 else torch.cat(out, 1)
 
@@ -113,7 +114,7 @@ class VideoDiT(nn.Module):
         D = cfg.dim
         self.patch_in = nn.Linear(cfg.latent_ch, D)
         self.prompt_emb = nn.Embedding(cfg.prompt_vocab, D)
-        self.prompt_c = nn.Parameter(torch.zeros(D))      # adaLN condition of prompt tokens
+        self.prompt_c = nn.Parameter(torch.zeros(D))  # adaLN condition of prompt tokens
         self.t_mlp = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, D))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm_out = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
@@ -157,11 +158,12 @@ class VideoDiT(nn.Module):
         """h (B, N, D): n_prefix prompt tokens then frames; c (B, G, D) group conditions (prompt, frames);
         pos (N, 3); mask (N, N) bool (True = attend) -> hidden states (B, N, D). SDPA path, used for
         training and as the full-recompute reference."""
-        cos, sin = (a.to(h.device) for a in rope_angles(pos, self.cfg))      # positions live on the CPU
+        cos, sin = (a.to(h.device) for a in rope_angles(pos, self.cfg))  # positions live on the CPU
         mask = None if mask is None else mask.to(h.device)
 
         def attend(q, k, v):
             return F.scaled_dot_product_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, attn_mask=mask)
+
         for blk in self.blocks:
             h = blk(h, c, n_prefix, attend)
         return h
@@ -175,14 +177,15 @@ class VideoDiT(nn.Module):
         B, T = t.shape
         hp, cp, pp = self._prefix(prompt_tokens)
         h = torch.cat([hp, self.embed_frames(x)], 1)
-        c = torch.cat([cp, self.t_cond(t)], 1)                            # (B, 1 + T, D)
+        c = torch.cat([cp, self.t_cond(t)], 1)  # (B, 1 + T, D)
         P = prompt_tokens.shape[1]
         pos = torch.cat([pp, self.frame_positions(torch.arange(T), t_offset)])
         h = self.forward_seq(h, c, P, pos, teacher_mask(T, self.cfg, x.device))
         return self.unembed(h[:, P:], c[:, 1:], T)
 
-    def teacher_forcing(self, prompt_tokens, clean, t_clean, noisy, t_noisy, t_offset: int = 0,
-                        window: int = 0, sink: int = 0):
+    def teacher_forcing(
+        self, prompt_tokens, clean, t_clean, noisy, t_noisy, t_offset: int = 0, window: int = 0, sink: int = 0
+    ):
         """Student training / full-recompute reference in the layout [prompt | clean | noisy]:
         clean (B, T, C, g, g) at context levels t_clean (B, T), noisy (B, T, ...) at t_noisy (B, T)
         -> velocity for the noisy frames (B, T, C, g, g). `window` > 0 limits the context to the newest
@@ -195,7 +198,7 @@ class VideoDiT(nn.Module):
         fpos = self.frame_positions(torch.arange(T), t_offset)
         pos = torch.cat([pp, fpos, fpos])
         h = self.forward_seq(h, c, P, pos, teacher_forcing_mask(T, self.cfg, noisy.device, window, sink))
-        return self.unembed(h[:, P + T * tpf:], c[:, 1 + T:], T)
+        return self.unembed(h[:, P + T * tpf :], c[:, 1 + T :], T)
 
     # ---------------------------------------------------------------- cached inference path (batch 1)
     @property
@@ -209,17 +212,31 @@ class VideoDiT(nn.Module):
         statistics, if observed, come from every prompt query (a few tokens, once)."""
         P = prompt_tokens.shape[0]
         pos = torch.zeros(P, 3, dtype=torch.long)
-        meta = {"frame": torch.full((P,), -1), "y": torch.full((P,), -1), "x": torch.arange(P),
-                "kind": torch.full((P,), KIND_PROMPT), "pos": pos, "birth": torch.full((P,), -1),
-                "token_id": torch.arange(P)}
-        h = self.prompt_emb(prompt_tokens)[None]                          # (1, P, D)
-        c = self.prompt_c[None, None]                                     # (1, 1, D)
+        meta = {
+            "frame": torch.full((P,), -1),
+            "y": torch.full((P,), -1),
+            "x": torch.arange(P),
+            "kind": torch.full((P,), KIND_PROMPT),
+            "pos": pos,
+            "birth": torch.full((P,), -1),
+            "token_id": torch.arange(P),
+        }
+        h = self.prompt_emb(prompt_tokens)[None]  # (1, P, D)
+        c = self.prompt_c[None, None]  # (1, 1, D)
         self._layers(h, c, P, pos, cache, meta, commit=True, observe=observe, clock=clock)
 
     @torch.no_grad()
-    def forward_chunk(self, x: torch.Tensor, t: torch.Tensor, first_frame: int, cache: KVCache,
-                      commit: bool = False, observe=None, condition_kv: KVCache | None = None,
-                      clock: Clock | None = None) -> torch.Tensor:
+    def forward_chunk(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        first_frame: int,
+        cache: KVCache,
+        commit: bool = False,
+        observe=None,
+        condition_kv: KVCache | None = None,
+        clock: Clock | None = None,
+    ) -> torch.Tensor:
         """One chunk x (F, C, g, g) at noise levels t (F,), starting at frame index `first_frame` (chunk
         `first_frame // chunk_frames`). Attends over the cache + itself; commit=True appends the chunk's K/V
         and reports the attention statistics `observe` asks for (`observe.kind`, STATS; `observe.probe` < 1
@@ -232,8 +249,8 @@ class VideoDiT(nn.Module):
         frames = torch.arange(first_frame, first_frame + Fr)
         pos = self.frame_positions(frames)
         n = Fr * g * g
-        h = self.embed_frames(x[None])                                    # (1, n, D)
-        c = self.t_cond(t[None])                                          # (1, F, D)
+        h = self.embed_frames(x[None])  # (1, n, D)
+        c = self.t_cond(t[None])  # (1, F, D)
         meta = None
         if commit and condition_kv is not None:
             raise ValueError("a prompt substitute is for read-only denoise passes, not commits")
@@ -241,15 +258,44 @@ class VideoDiT(nn.Module):
             yy = torch.arange(g).repeat_interleave(g).repeat(Fr)
             xx = torch.arange(g).repeat(g * Fr)
             fr = frames.repeat_interleave(g * g)
-            meta = {"frame": fr, "y": yy, "x": xx, "kind": torch.full((n,), KIND_FRAME), "pos": pos,
-                    "birth": torch.full((n,), chunk),
-                    "token_id": self.cfg.n_prompt + fr * g * g + yy * g + xx}
-        h = self._layers(h, c, 0, pos, cache, meta, commit=commit, observe=observe if commit else None, chunk=chunk,
-                         condition_kv=condition_kv, clock=clock)
+            meta = {
+                "frame": fr,
+                "y": yy,
+                "x": xx,
+                "kind": torch.full((n,), KIND_FRAME),
+                "pos": pos,
+                "birth": torch.full((n,), chunk),
+                "token_id": self.cfg.n_prompt + fr * g * g + yy * g + xx,
+            }
+        h = self._layers(
+            h,
+            c,
+            0,
+            pos,
+            cache,
+            meta,
+            commit=commit,
+            observe=observe if commit else None,
+            chunk=chunk,
+            condition_kv=condition_kv,
+            clock=clock,
+        )
         return self.unembed(h, c, Fr)[0]
 
-    def _layers(self, h, c, n_prefix: int, pos, cache: KVCache, meta, commit: bool, observe=None, chunk: int = -1,
-                condition_kv: KVCache | None = None, clock: Clock | None = None):
+    def _layers(
+        self,
+        h,
+        c,
+        n_prefix: int,
+        pos,
+        cache: KVCache,
+        meta,
+        commit: bool,
+        observe=None,
+        chunk: int = -1,
+        condition_kv: KVCache | None = None,
+        clock: Clock | None = None,
+    ):
         stats = "none" if observe is None else observe.kind
         if stats not in STATS:
             raise ValueError(f"observed statistics must be one of {', '.join(STATS)}, got {stats!r}")
@@ -258,7 +304,8 @@ class VideoDiT(nn.Module):
         cos, sin = rope_angles(pos, self.cfg)
         subs = condition_kv.layers if condition_kv is not None else [None] * len(cache.layers)
         for i, (blk, layer, sub) in enumerate(zip(self.blocks, cache.layers, subs)):
-            def attend(q, k, v, i=i, layer=layer, sub=sub):                # (1, H, n, Dh) each
+
+            def attend(q, k, v, i=i, layer=layer, sub=sub):  # (1, H, n, Dh) each
                 q, k, v = q[0], k[0], v[0]
                 qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
                 k_parts, v_parts = _cached_kv(layer, sub, self.rotate)
@@ -276,19 +323,20 @@ class VideoDiT(nn.Module):
                     a = fused_attention(qr, k_all, v_all, bias)
                     if stats == "logits":
                         logitsum = logit_sums(qr, k_all)
-                    elif stats == "probs":                 # everything from the probe queries only
+                    elif stats == "probs":  # everything from the probe queries only
                         colsum, colmax, logitsum = probe_stats(qr[:, probes], k_all, bias)
                         n_probes = len(probes)
                 attn_ms = (time.perf_counter() - t0) * 1e3
                 if commit:
                     layer.append(k, v, meta, k_rot=kr)
-                if observe is not None:                    # over the cached tokens and the chunk's own
+                if observe is not None:  # over the cached tokens and the chunk's own
                     t0 = time.perf_counter()
                     observe.commit(i, len(layer), colsum, colmax, logitsum, n_queries=n_probes, chunk=chunk)
                     attn_ms += (time.perf_counter() - t0) * 1e3
                 if clock is not None:
                     clock.attn_ms += attn_ms
                 return a[None]
+
             h = blk(h, c, n_prefix, attend)
         return h
 
@@ -302,9 +350,9 @@ def _cached_kv(layer: LayerCache, sub: LayerCache | None, rotate) -> tuple[list[
         return [k], [v]
     is_p = layer.meta["kind"] == KIND_PROMPT
     n_p = int(is_p.sum())
-    if bool(is_p[:n_p].all()):                       # prefilled first and never evicted: the front, as views
+    if bool(is_p[:n_p].all()):  # prefilled first and never evicted: the front, as views
         slots, k_rest, v_rest = layer.meta["token_id"][:n_p], k[:, n_p:], v[:, n_p:]
-    else:                                            # a prompt slot was evicted and the keep filled it
+    else:  # a prompt slot was evicted and the keep filled it
         rest = (~is_p).nonzero().flatten()
         slots, k_rest, v_rest = layer.meta["token_id"][is_p], k.index_select(1, rest), v.index_select(1, rest)
     return ([sub.rotated_keys(rotate).index_select(1, slots), k_rest], [sub.v.index_select(1, slots), v_rest])
@@ -327,8 +375,9 @@ def teacher_mask(n_frames: int, cfg: ModelConfig, device: torch.device | str = "
 
 
 @functools.lru_cache(maxsize=128)
-def teacher_forcing_mask(n_frames: int, cfg: ModelConfig, device: torch.device | str = "cpu",
-                         window: int = 0, sink: int = 0) -> torch.Tensor:
+def teacher_forcing_mask(
+    n_frames: int, cfg: ModelConfig, device: torch.device | str = "cpu", window: int = 0, sink: int = 0
+) -> torch.Tensor:
     """[prompt | clean frames | noisy frames]: exactly what cached inference computes.
     Clean chunk i sees prompt + clean chunks <= i (the commit pass); noisy chunk i sees prompt +
     clean chunks < i + itself (a denoise step). With `window` W > 0 a clean chunk k is visible to chunk i
@@ -342,7 +391,7 @@ def teacher_forcing_mask(n_frames: int, cfg: ModelConfig, device: torch.device |
     near = (k >= q - window) | (k < sink) if window > 0 else torch.ones_like(q >= k)
     m = torch.zeros(P + 2 * N, P + 2 * N, dtype=torch.bool, device=device)
     m[:, :P] = True
-    m[P:P + N, P:P + N] = (q >= k) & near
-    m[P + N:, P:P + N] = (q > k) & near
-    m[P + N:, P + N:] = b[:, None] == b[None, :]
+    m[P : P + N, P : P + N] = (q >= k) & near
+    m[P + N :, P : P + N] = (q > k) & near
+    m[P + N :, P + N :] = b[:, None] == b[None, :]
     return m

@@ -2,6 +2,7 @@
 chunk-causal video generator. The project's DiT (`dit.VideoDiT`) is one implementation; a real generator
 (Wan2.1-based Self-Forcing / CausVid) is another, and nothing else needs to know which it runs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,15 +14,16 @@ import torch
 @dataclass(frozen=True)
 class Geometry:
     """The shapes everything outside the model reads."""
-    n_layer: int                 # transformer blocks, each with its own KV cache layer
+
+    n_layer: int  # transformer blocks, each with its own KV cache layer
     n_head: int
     head_dim: int
-    n_prompt: int                # condition tokens held in the self-attention cache (0: cross-attention)
-    grid: tuple[int, int]        # latent tokens per frame as (rows, cols)
-    chunk_frames: int            # latent frames generated per autoregressive chunk
-    latent_ch: int               # channels of one latent token
-    pixel_frames: int = 1        # video frames decoded from one latent frame
-    frame_size: tuple[int, int] = (64, 64)   # pixels (height, width) of a decoded frame
+    n_prompt: int  # condition tokens held in the self-attention cache (0: cross-attention)
+    grid: tuple[int, int]  # latent tokens per frame as (rows, cols)
+    chunk_frames: int  # latent frames generated per autoregressive chunk
+    latent_ch: int  # channels of one latent token
+    pixel_frames: int = 1  # video frames decoded from one latent frame
+    frame_size: tuple[int, int] = (64, 64)  # pixels (height, width) of a decoded frame
 
     @property
     def tokens_per_frame(self) -> int:
@@ -51,8 +53,17 @@ class CausalVideoModel(Protocol):
     def prefill(self, condition: torch.Tensor, cache, observe=None, clock: Clock | None = None) -> None:
         """Store the condition's (prompt's) keys and values in every cache layer: the anchors."""
 
-    def forward_chunk(self, x: torch.Tensor, t: torch.Tensor, first_frame: int, cache, commit: bool = False,
-                      observe=None, condition_kv=None, clock: Clock | None = None) -> torch.Tensor:
+    def forward_chunk(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        first_frame: int,
+        cache,
+        commit: bool = False,
+        observe=None,
+        condition_kv=None,
+        clock: Clock | None = None,
+    ) -> torch.Tensor:
         """Velocity for the chunk x (F, C, rows, cols) at noise levels t (F,), its first frame at index
         `first_frame`, attending over the cache and itself. commit=True appends the chunk's un-rotated keys
         and values and reports the attention statistics `observe` (an `observe.Observer`) asks for, layer by

@@ -4,10 +4,12 @@ kvpress style (NVIDIA/kvpress `ScorerPress`): a policy scores cached tokens; the
 protected tokens (prompt anchors, the newest chunk) and the top-scored rest up to the budget. This file
 holds the minimal API the backend needs; the full policy library builds on it.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -18,7 +20,6 @@ from .layer_split import LAYER_SPLITS, cake_budgets, prefixkv_budgets
 from .rope_modes import ROPE_MODES, reindex, shift_sink
 from .select import select, select_frames
 from .signals import past_attention
-
 
 # What an evicting run computes can change with the engine code even when no setting does: the benchmark's
 # resume keys include this, so bump it with such a change (tests/fixtures/behaviour.json proves a refactor
@@ -41,11 +42,11 @@ EVICT_PERIOD = 2
 
 @dataclass(frozen=True)
 class EvictContext:
-    chunk: int               # index of the chunk just committed
-    newest_frames: tuple[int, int]   # [first, last] frame index of that chunk
+    chunk: int  # index of the chunk just committed
+    newest_frames: tuple[int, int]  # [first, last] frame index of that chunk
     tokens_per_frame: int
-    grid: int = 8            # tokens per side of a frame
-    rotate: Callable | None = None   # (k (H, n, Dh), pos (n, 3)) -> rotated keys, as attention sees them
+    grid: int = 8  # tokens per side of a frame
+    rotate: Callable | None = None  # (k (H, n, Dh), pos (n, 3)) -> rotated keys, as attention sees them
 
     @property
     def chunk_frames(self) -> int:
@@ -55,8 +56,8 @@ class EvictContext:
 
 @dataclass(frozen=True)
 class LayerEviction:
-    kept: np.ndarray         # token ids kept (cache order, which after an eviction is not time order)
-    evicted: np.ndarray      # token ids evicted this time
+    kept: np.ndarray  # token ids kept (cache order, which after an eviction is not time order)
+    evicted: np.ndarray  # token ids evicted this time
     scores: np.ndarray | None  # score of every token present before eviction (cache order), if scored
     scored: np.ndarray | None = None  # the token ids `scores` belong to (the cache before the eviction)
 
@@ -70,32 +71,34 @@ class Policy:
 
     name: ClassVar[str] = "base"
     granularities: ClassVar[tuple[str, ...]] = ("token", "frame")
-    reads: ClassVar[str] = "none"      # commit statistics `score` reads: none | logits (raw q.k) | probs (attention)
+    reads: ClassVar[str] = "none"  # commit statistics `score` reads: none | logits (raw q.k) | probs (attention)
     reads_newest: ClassVar[bool] = False  # the score reads only the newest commit's statistics (`recent`), so a
-                                          # commit after which no layer evicts need not record them (`lazy_stats`)
+    # commit after which no layer evicts need not record them (`lazy_stats`)
     budget: int | None = None
     granularity: str = "token"
-    rope: str = "absolute"             # absolute | shift_sink | reindex (see rope_modes.py)
-    storage: str = "fp32"              # dtype older frame tokens are stored at (fp32 bf16 int8 int4 int2)
+    rope: str = "absolute"  # absolute | shift_sink | reindex (see rope_modes.py)
+    storage: str = "fp32"  # dtype older frame tokens are stored at (fp32 bf16 int8 int4 int2)
     salient_storage: str | None = None  # mixed precision (MiKV / ZipCache): the most salient tokens at this dtype
-    salient_share: float = 0.25        # share of the quantised tokens that count as salient
-    quant: str = "channel"             # integer storage scheme: channel (KIVI keys / per-head values) | token
-    residual: int = 0                  # KIVI's full-precision residual: the newest frames before the newest chunk kept fp32
-    layer_split: str = "uniform"       # uniform | cake | prefixkv: how the total budget is split over layers
-    probe: float = 1.0                 # share of a commit's queries whose attention probabilities are formed
-                                       # (ZipCache probe tokens; 1 = all); only read when attention_stats is probs
-    period: int = 1                    # evict once the cache is over budget, down to budget - (period - 1) chunks,
-                                       # so the keep runs about once every `period` chunks (see `targets`)
+    salient_share: float = 0.25  # share of the quantised tokens that count as salient
+    quant: str = "channel"  # integer storage scheme: channel (KIVI keys / per-head values) | token
+    residual: int = 0  # KIVI's full-precision residual: the newest frames before the newest chunk kept fp32
+    layer_split: str = "uniform"  # uniform | cake | prefixkv: how the total budget is split over layers
+    probe: float = 1.0  # share of a commit's queries whose attention probabilities are formed
+    # (ZipCache probe tokens; 1 = all); only read when attention_stats is probs
+    period: int = 1  # evict once the cache is over budget, down to budget - (period - 1) chunks,
+    # so the keep runs about once every `period` chunks (see `targets`)
     observed: Observer | None = field(default=None, init=False, repr=False, compare=False)  # this run's observed
-                                       # attention (`bind`): the policy's own accumulators
+    # attention (`bind`): the policy's own accumulators
 
     def __post_init__(self):
-        if self.budget is not None and (isinstance(self.budget, bool) or int(self.budget) != self.budget
-                                        or self.budget <= 0):
+        if self.budget is not None and (
+            isinstance(self.budget, bool) or int(self.budget) != self.budget or self.budget <= 0
+        ):
             raise ValueError(f"budget must be a positive number of tokens, got {self.budget!r}")
         if self.granularity not in self.granularities:
-            raise ValueError(f"policy {self.name!r} works at granularity {' or '.join(self.granularities)}, "
-                             f"not {self.granularity!r}")
+            raise ValueError(
+                f"policy {self.name!r} works at granularity {' or '.join(self.granularities)}, not {self.granularity!r}"
+            )
         if self.rope not in ROPE_MODES:
             raise ValueError(f"rope must be one of {', '.join(ROPE_MODES)}, got {self.rope!r}")
         for d in (self.storage, self.salient_storage):
@@ -155,12 +158,14 @@ class Policy:
         runs as often as it must, so a period is a saving where it fits, never a reason to reject a budget."""
         need = self.min_budget(n_prompt, tokens_per_frame, chunk_frames)
         if self.budget is not None and self.budget < need:
-            raise ValueError(f"budget {self.budget} tokens is below the {need} tokens policy {self.name!r} always "
-                             f"keeps (prompt anchors, newest chunk and its protected frames); use at least {need}")
+            raise ValueError(
+                f"budget {self.budget} tokens is below the {need} tokens policy {self.name!r} always "
+                f"keeps (prompt anchors, newest chunk and its protected frames); use at least {need}"
+            )
 
     def protected(self, layer: LayerCache, ctx: EvictContext) -> torch.Tensor:
         """Boolean (n,) of tokens never evicted: prompt anchors and the newest chunk."""
-        m = layer.meta                                   # numpy on views: this runs on every layer, every commit
+        m = layer.meta  # numpy on views: this runs on every layer, every commit
         return torch.from_numpy((m["kind"].numpy() == KIND_PROMPT) | (m["frame"].numpy() >= ctx.newest_frames[0]))
 
     def score(self, layer_idx: int, layer: LayerCache, ctx: EvictContext) -> torch.Tensor | None:
@@ -202,8 +207,8 @@ class Policy:
         chunk = ctx.chunk_frames * ctx.tokens_per_frame
         out = []
         for layer, b in zip(cache.layers, budgets):
-            if b is not None and len(layer) > b:       # never below what the layer must keep (a split's budget
-                b = max(b - (self.period - 1) * chunk, int(self.protected(layer, ctx).sum()))   # may be tight)
+            if b is not None and len(layer) > b:  # never below what the layer must keep (a split's budget
+                b = max(b - (self.period - 1) * chunk, int(self.protected(layer, ctx).sum()))  # may be tight)
             out.append(b)
         return out
 
@@ -227,7 +232,9 @@ class Policy:
     def evict(self, cache: KVCache, ctx: EvictContext) -> list[LayerEviction]:
         out = []
         removed = self.prepare(cache, ctx)
-        for i, (layer, budget) in enumerate(zip(cache.layers, self.targets(cache, ctx, self.layer_budgets(cache, ctx)))):
+        for i, (layer, budget) in enumerate(
+            zip(cache.layers, self.targets(cache, ctx, self.layer_budgets(cache, ctx)))
+        ):
             idx, scores = self.keep_indices(i, layer, ctx, budget)
             sc = None if scores is None else scores.detach().float().numpy().copy()
             scored = None if scores is None else layer.meta["token_id"].numpy().copy()
@@ -239,8 +246,11 @@ class Policy:
                 evicted, source = torch.zeros(0, dtype=torch.long), None
             self.realign(layer)
             self.store(i, layer, ctx, None if scores is None or source is None else scores[source])
-            out.append(LayerEviction(layer.meta["token_id"].numpy().copy(),
-                                     torch.cat([removed[i], evicted]).numpy(), sc, scored))
+            out.append(
+                LayerEviction(
+                    layer.meta["token_id"].numpy().copy(), torch.cat([removed[i], evicted]).numpy(), sc, scored
+                )
+            )
         return out
 
     def store(self, layer_idx: int, layer: LayerCache, ctx: EvictContext, scores: torch.Tensor | None) -> None:
@@ -253,8 +263,11 @@ class Policy:
         if self.storage == "fp32" and self.salient_storage is None:
             return
         m = layer.meta
-        todo = ((m["kind"] == KIND_FRAME) & (m["frame"] < ctx.newest_frames[0] - self.residual)
-                & (m["dtype"] == 0)).nonzero().flatten()
+        todo = (
+            ((m["kind"] == KIND_FRAME) & (m["frame"] < ctx.newest_frames[0] - self.residual) & (m["dtype"] == 0))
+            .nonzero()
+            .flatten()
+        )
         if len(todo) == 0:
             return
         if self.salient_storage is not None:
@@ -275,6 +288,15 @@ class Policy:
             shift_sink(layer, getattr(self, "sink_frames", 0))
 
     def describe(self) -> dict:
-        return {"name": self.name, "budget": self.budget, "granularity": self.granularity, "rope": self.rope,
-                "storage": self.storage, "salient_storage": self.salient_storage, "quant": self.quant, "residual": self.residual,
-                "layer_split": self.layer_split, "period": self.period}
+        return {
+            "name": self.name,
+            "budget": self.budget,
+            "granularity": self.granularity,
+            "rope": self.rope,
+            "storage": self.storage,
+            "salient_storage": self.salient_storage,
+            "quant": self.quant,
+            "residual": self.residual,
+            "layer_split": self.layer_split,
+            "period": self.period,
+        }

@@ -3,8 +3,10 @@
 ``parse_budget("2048")`` (tokens per layer), ``"8f"`` (frame-equivalents: 8 x tokens per frame, plus the
 prompt anchors), ``"12.5%"`` (of the full cache at the requested length), ``"512KB"`` / ``"2MB"`` (KV bytes in
 all layers together: prompt anchors and the newest chunk at fp32, older tokens at the policy's storage
-dtype, with a quantisation group's shared scales spread over a frame's tokens). Anything else is rejected with a clear message.
+dtype, with a quantisation group's shared scales spread over a frame's tokens). Anything else is rejected with a
+clear message.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,11 +22,20 @@ class BudgetError(ValueError):
 
 @dataclass(frozen=True)
 class Budget:
-    kind: str        # tokens | frames | share | bytes
+    kind: str  # tokens | frames | share | bytes
     value: float
 
-    def tokens(self, *, n_prompt: int, tokens_per_frame: int, n_frames: int, n_layer: int,
-               bytes_per_token: float, fixed_tokens: int = 0, fixed_bytes_per_token: float | None = None) -> int:
+    def tokens(
+        self,
+        *,
+        n_prompt: int,
+        tokens_per_frame: int,
+        n_frames: int,
+        n_layer: int,
+        bytes_per_token: float,
+        fixed_tokens: int = 0,
+        fixed_bytes_per_token: float | None = None,
+    ) -> int:
         """Tokens per layer this budget allows. For a byte budget, `fixed_tokens` (prompt anchors and newest
         chunk, kept at full precision) take `fixed_bytes_per_token` each and the rest `bytes_per_token`."""
         if self.kind == "tokens":
@@ -36,7 +47,7 @@ class Budget:
         else:
             per_layer = self.value / n_layer
             fixed_cost = fixed_tokens * (fixed_bytes_per_token or bytes_per_token)
-            if per_layer < fixed_cost:                       # below the protected size: the policy rejects it
+            if per_layer < fixed_cost:  # below the protected size: the policy rejects it
                 n = int(per_layer // (fixed_bytes_per_token or bytes_per_token))
             else:
                 n = fixed_tokens + int((per_layer - fixed_cost) // bytes_per_token)
@@ -57,8 +68,10 @@ def parse_budget(text: str | int) -> Budget:
         text = str(text)
     m = _RE.match(str(text))
     if not m:
-        raise BudgetError(f"invalid budget {text!r}: use tokens (2048), frames (8f), a share of the full cache "
-                          "(12.5%) or bytes (512KB, 2MB)")
+        raise BudgetError(
+            f"invalid budget {text!r}: use tokens (2048), frames (8f), a share of the full cache "
+            "(12.5%) or bytes (512KB, 2MB)"
+        )
     num, unit = float(m["num"]), (m["unit"] or "").lower()
     if num <= 0:
         raise BudgetError(f"budget must be positive, got {text!r}")

@@ -6,9 +6,11 @@ between the sink and the R most recent frames are scored by raw dot products q.k
 frames' queries (no softmax), the top C = budget - sink - recent are kept, and the kept tokens are
 re-rotated to contiguous temporal positions, [sink | top-C | recent] in temporal order.
 Our reconstruction: the recent queries are those of the last R commit passes (the cache keeps each
-token's mean raw logit from the last 4 commits, head-averaged: `observe.Observer.qk_history`); `sink_frames=0` means half the budget in
+token's mean raw logit from the last 4 commits, head-averaged: `observe.Observer.qk_history`); `sink_frames=0`
+means half the budget in
 frames; the RoPE mode `reindex` gives the contiguous positions (the sink shift is part of it).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +25,8 @@ from .base import Policy
 @dataclass
 class DeepForcing(Policy):
     name = "deep_forcing"
-    reads = "logits"                   # raw q.k sums: no materialised attention
-    sink_frames: int = 0            # 0 = half the budget (in frames)
+    reads = "logits"  # raw q.k sums: no materialised attention
+    sink_frames: int = 0  # 0 = half the budget (in frames)
     recent_frames: int = 4
     rope: str = "reindex"
 
@@ -43,17 +45,22 @@ class DeepForcing(Policy):
         return n_prompt + (sink + max(self.recent_frames, chunk_frames)) * tokens_per_frame
 
     def protected(self, layer, ctx):
-        m = layer.meta                                   # numpy on views: every layer, every commit
+        m = layer.meta  # numpy on views: every layer, every commit
         kind, frame = m["kind"].numpy(), m["frame"].numpy()
         s = self.sink(int((kind == KIND_PROMPT).sum()), ctx.tokens_per_frame)
-        return torch.from_numpy(super().protected(layer, ctx).numpy()                      # anchors, newest
-                                | ((frame >= 0) & (frame < s))                              # deep sink
-                                | (frame > ctx.newest_frames[1] - self.recent_frames))      # recent frames
+        return torch.from_numpy(
+            super().protected(layer, ctx).numpy()  # anchors, newest
+            | ((frame >= 0) & (frame < s))  # deep sink
+            | (frame > ctx.newest_frames[1] - self.recent_frames)
+        )  # recent frames
 
     def score(self, layer_idx, layer, ctx):
-        cols = [(ctx.chunk - r) % QK_HISTORY for r in range(self.recent_frames)]   # the last R commits
+        cols = [(ctx.chunk - r) % QK_HISTORY for r in range(self.recent_frames)]  # the last R commits
         return self.observed.qk_history(layer_idx)[:, cols].sum(1)
 
     def describe(self):
-        return {**super().describe(), "sink_frames": self.sink_frames or "half budget",
-                "recent_frames": self.recent_frames}
+        return {
+            **super().describe(),
+            "sink_frames": self.sink_frames or "half budget",
+            "recent_frames": self.recent_frames,
+        }

@@ -11,6 +11,7 @@ keys and their memoised inverse norms: the scoring runs on every layer after eve
 The attention is that of a commit's probe queries, 1/8 of them (`probe`, ZipCache-style; `probe=1` for all:
 docs/benchmarks/probe_validation/).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,10 +40,10 @@ def redundancy(k: torch.Tensor, inv: torch.Tensor | None = None) -> torch.Tensor
         return torch.zeros(n)
     k = k.detach().float()
     inv = inverse_norms(k) if inv is None else inv
-    dots = torch.mv(k[0], torch.mv(k[0].T, inv))                     # (n,) u_j . sum_i u_i, times |k_j|,
-    for h in range(1, k.shape[0]):                                    # summed over heads
+    dots = torch.mv(k[0], torch.mv(k[0].T, inv))  # (n,) u_j . sum_i u_i, times |k_j|,
+    for h in range(1, k.shape[0]):  # summed over heads
         dots.addmv_(k[h], torch.mv(k[h].T, inv))
-    mean_cos = (dots.numpy() * inv.numpy() - 1.0) / (n - 1)          # diagonal removed
+    mean_cos = (dots.numpy() * inv.numpy() - 1.0) / (n - 1)  # diagonal removed
     e = np.exp(mean_cos - mean_cos.max())
     return torch.from_numpy(e / e.sum())
 
@@ -51,8 +52,8 @@ def redundancy(k: torch.Tensor, inv: torch.Tensor | None = None) -> torch.Tensor
 class FlowCache(Policy):
     name = "flowcache"
     reads = "probs"
-    reads_newest = True             # only the newest commit's attention (`recent`)
-    probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
+    reads_newest = True  # only the newest commit's attention (`recent`)
+    probe: float = PROBE_SHARE  # share of a commit's queries whose attention is formed
     lam: float = 0.07
     kernel: int = 3
 

@@ -1,4 +1,5 @@
 """`full`: never evict (the reference every other policy is compared against)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

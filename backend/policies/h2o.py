@@ -9,6 +9,7 @@ docs/benchmarks/probe_validation/).
 Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/benchmarks/period_validation/;
 `period=1` evicts after every chunk).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,9 +22,9 @@ from .signals import past_attention
 class H2O(Policy):
     name = "h2o"
     reads = "probs"
-    probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
+    probe: float = PROBE_SHARE  # share of a commit's queries whose attention is formed
     recent_frames: int = 2
-    period: int = EVICT_PERIOD        # evict every second chunk (docs/benchmarks/period_validation/)
+    period: int = EVICT_PERIOD  # evict every second chunk (docs/benchmarks/period_validation/)
 
     def min_budget(self, n_prompt, tokens_per_frame, chunk_frames):
         return n_prompt + max(self.recent_frames, chunk_frames) * tokens_per_frame

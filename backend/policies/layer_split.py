@@ -10,6 +10,7 @@
   layer keeps so that the total matches the budget.
 Every layer keeps at least its protected tokens; the total is L x the per-layer budget.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,7 +38,7 @@ def water_fill(weights, caps, total: int) -> np.ndarray:
         share = (wf / mass if mass > 0 else free / free.sum()) * left
         add = np.minimum(np.floor(share).astype(cap.dtype), cap - alloc)
         added = int(add.sum())
-        if added == 0:                   # the remainder: one each to the heaviest entries with room
+        if added == 0:  # the remainder: one each to the heaviest entries with room
             order = np.argsort(-np.where(free, w, -1.0), kind="stable")
             room = order[(free & (alloc < cap))[order]]
             alloc[room[:left]] += 1
@@ -48,8 +49,9 @@ def water_fill(weights, caps, total: int) -> np.ndarray:
     return alloc
 
 
-def cake_budgets(cache, budget: int, protected: list[int], sizes: list[int], observed, tau1: float = 1.6,
-                 tau2: float = 0.4) -> list[int]:
+def cake_budgets(
+    cache, budget: int, protected: list[int], sizes: list[int], observed, tau1: float = 1.6, tau2: float = 0.4
+) -> list[int]:
     pref = []
     for i, layer in enumerate(cache.layers):
         a = recent_attention(observed, i).clamp_min(0)
@@ -68,7 +70,7 @@ def prefixkv_budgets(free_scores: list[torch.Tensor], budget: int, protected: li
         p = s / s.sum().clamp_min(1e-12) if len(s) else s
         cdfs.append(p.sort(descending=True).values.cumsum(0))
     lo, hi = 0.0, 1.0
-    for _ in range(40):                     # the global mass threshold that spends the budget
+    for _ in range(40):  # the global mass threshold that spends the budget
         mid = (lo + hi) / 2
         used = sum(int((c < mid).sum()) + (1 if len(c) and bool((c >= mid).any()) else 0) for c in cdfs)
         lo, hi = (mid, hi) if used <= total else (lo, mid)

@@ -7,6 +7,7 @@ runs with equal noise, so the reference's per-token totals can be looked up by i
 with ``backend.build.reference_scores``; the policy is an upper bound to compare deployable scorers (PaFu-KV's head,
 H2O, ...) against. (PaFu-KV's teacher SSE is the other future-informed signal; see the salience module.)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,12 +33,14 @@ def hindsight_scores(cache, observed) -> list[np.ndarray]:
 @dataclass
 class Oracle(Policy):
     name = "oracle"
-    reference: list = field(default_factory=list, repr=False)   # from reference_scores(...)
+    reference: list = field(default_factory=list, repr=False)  # from reference_scores(...)
 
     def score(self, layer_idx, layer, ctx):
         if not self.reference:
-            raise ValueError("the oracle policy needs a full-cache reference run: build it with "
-                             "backend.build.reference_scores(model, ae, prompt, frames, seed)")
+            raise ValueError(
+                "the oracle policy needs a full-cache reference run: build it with "
+                "backend.build.reference_scores(model, ae, prompt, frames, seed)"
+            )
         ref = self.reference[layer_idx]
         ids = layer.meta["token_id"].numpy()
         out = np.zeros(len(ids), np.float32)

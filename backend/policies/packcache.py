@@ -13,6 +13,7 @@ are never re-indexed (absolute RoPE).
 The attention is that of a commit's probe queries, 1/8 of them (`probe`, ZipCache-style; `probe=1` for all:
 docs/benchmarks/probe_validation/).
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,8 @@ import torch
 
 from ..cache import KIND_FRAME
 from .base import PROBE_SHARE, Policy
-from .select import select_frames
 from .layer_split import water_fill
+from .select import select_frames
 from .signals import recent_attention
 
 
@@ -46,10 +47,10 @@ def rank_within(group: np.ndarray, slot: np.ndarray, value: np.ndarray, width: i
     0 <= slot < width, groups 0.. dense. One row-wise stable sort of a (groups, width) table."""
     group, slot = np.asarray(group), np.asarray(slot)
     n_groups = int(group.max()) + 1 if len(group) else 0
-    table = np.full((n_groups, width), np.inf, dtype=np.float32)       # negated values: ascending = best first
-    rev = width - 1 - slot                                             # higher slot first on ties
+    table = np.full((n_groups, width), np.inf, dtype=np.float32)  # negated values: ascending = best first
+    rev = width - 1 - slot  # higher slot first on ties
     table[group, rev] = -np.asarray(value, dtype=np.float32)
-    order = np.argsort(table, axis=1, kind="stable")                   # (G, W) column per rank
+    order = np.argsort(table, axis=1, kind="stable")  # (G, W) column per rank
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.broadcast_to(np.arange(width), order.shape), axis=1)
     return rank[group, rev]
@@ -59,9 +60,9 @@ def rank_within(group: np.ndarray, slot: np.ndarray, value: np.ndarray, width: i
 class PackCache(Policy):
     name = "packcache"
     reads = "probs"
-    reads_newest = True             # only the newest commit's attention (`recent`)
-    probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
-    within: str = "attention"      # attention | grid
+    reads_newest = True  # only the newest commit's attention (`recent`)
+    probe: float = PROBE_SHARE  # share of a commit's queries whose attention is formed
+    within: str = "attention"  # attention | grid
     rho_min: float = 0.5
     rho_max: float = 0.99
     last_rho: dict | None = None
@@ -76,35 +77,37 @@ class PackCache(Policy):
         prot_t = self.protected(layer, ctx)
         prot, att, frame = prot_t.numpy(), recent_attention(self.observed, layer_idx).numpy(), m["frame"].numpy()
         cand = ~prot & (m["kind"].numpy() == KIND_FRAME)
-        dist = ctx.newest_frames[1] - frame                                          # (n,) frames back
-        idx = np.flatnonzero(cand)                                                   # (c,) candidates
+        dist = ctx.newest_frames[1] - frame  # (n,) frames back
+        idx = np.flatnonzero(cand)  # (c,) candidates
         if len(idx) == 0:
             return torch.from_numpy(np.flatnonzero(prot)), None
         f_lo = int(frame[idx].min())
-        slot_f = frame[idx] - f_lo                          # frame indices address per-frame sums directly
+        slot_f = frame[idx] - f_lo  # frame indices address per-frame sums directly
         counts = np.bincount(slot_f)
-        frames = np.flatnonzero(counts)                                              # (F,) ascending, - f_lo
+        frames = np.flatnonzero(counts)  # (F,) ascending, - f_lo
         caps = counts[frames]
-        mean = np.bincount(slot_f, weights=att[idx])[frames] / caps                  # (F,) mean attention
-        d_frames = ctx.newest_frames[1] - f_lo - frames                              # (F,) distance
+        mean = np.bincount(slot_f, weights=att[idx])[frames] / caps  # (F,) mean attention
+        d_frames = ctx.newest_frames[1] - f_lo - frames  # (F,) distance
         rho = fit_rho(d_frames, mean, self.rho_min, self.rho_max)
         self.last_rho = {**(self.last_rho or {}), layer_idx: rho}
-        if self.granularity == "frame":          # whole frames, ranked by decayed mean attention
+        if self.granularity == "frame":  # whole frames, ranked by decayed mean attention
             score = torch.from_numpy(att * (rho ** np.maximum(dist, 0)).astype(np.float32))
             return select_frames(score, prot_t, m["frame"], budget), score
-        inv = (np.cumsum(counts > 0) - 1)[slot_f]                                    # (c,) frame slot 0..F-1
-        weights = rho ** d_frames.astype(np.float64)                                 # (F,) cross-frame decay
-        alloc = water_fill(weights, caps, budget - int(prot.sum()))                  # (F,) tokens per frame
-        if self.within == "grid":       # a regular spatial subsample of b tokens among the frame's c tokens
-            idx = idx[np.argsort(m["token_id"].numpy()[idx], kind="stable")]   # time then raster order (cache order is neither)
-            start = np.cumsum(caps) - caps                               # a frame's candidates are now contiguous
-            j = np.arange(int(alloc.max()))                              # (J,) the b positions of linspace(0, c-1, b)
+        inv = (np.cumsum(counts > 0) - 1)[slot_f]  # (c,) frame slot 0..F-1
+        weights = rho ** d_frames.astype(np.float64)  # (F,) cross-frame decay
+        alloc = water_fill(weights, caps, budget - int(prot.sum()))  # (F,) tokens per frame
+        if self.within == "grid":  # a regular spatial subsample of b tokens among the frame's c tokens
+            idx = idx[
+                np.argsort(m["token_id"].numpy()[idx], kind="stable")
+            ]  # time then raster order (cache order is neither)
+            start = np.cumsum(caps) - caps  # a frame's candidates are now contiguous
+            j = np.arange(int(alloc.max()))  # (J,) the b positions of linspace(0, c-1, b)
             step = ((caps - 1).astype(np.float32) / np.maximum(alloc - 1, 1).astype(np.float32))[:, None]
-            at = np.rint(j[None, :].astype(np.float32) * step).astype(np.int64)   # (F, J)
+            at = np.rint(j[None, :].astype(np.float32) * step).astype(np.int64)  # (F, J)
             pick = np.zeros(len(idx), dtype=bool)
             pick[(start[:, None] + at)[j[None, :] < alloc[:, None]]] = True
-        else:                           # the frame's top-b tokens by newest-chunk attention
-            slot = m["y"].numpy()[idx] * ctx.grid + m["x"].numpy()[idx]   # raster cell: token-id order in a frame
+        else:  # the frame's top-b tokens by newest-chunk attention
+            slot = m["y"].numpy()[idx] * ctx.grid + m["x"].numpy()[idx]  # raster cell: token-id order in a frame
             pick = rank_within(inv, slot, att[idx], ctx.grid * ctx.grid) < alloc[inv]
         keep = prot.copy()
         keep[idx[pick]] = True

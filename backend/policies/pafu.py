@@ -38,6 +38,7 @@ dB PSNR at 1/8 and +3.5 ± 2.6 dB at 1/4, adherence -0.02 ± 0.02 / +0.01 ± 0.0
 Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/benchmarks/period_validation/;
 `period=1` evicts after every chunk).
 """
+
 from __future__ import annotations
 
 import time
@@ -67,30 +68,33 @@ def minmax(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class PaFu(Policy):
     name = "pafu"
     granularities = ("token", "frame", "strata")
-    alpha: float = 0.0                                  # weight of past attention (0: the head alone, no attention read)
+    alpha: float = 0.0  # weight of past attention (0: the head alone, no attention read)
     recent_frames: int = 1
-    recent_share: float = 0.0                           # share of the budget's frames kept as a recency window
+    recent_share: float = 0.0  # share of the budget's frames kept as a recency window
     sink_frames: int = 1
-    labels: str = "sse"                                 # which head: sse (the paper) | hindsight (our variant)
-    granularity: str = "strata"                         # whole frames, spread over time (see the docstring)
-    period: int = EVICT_PERIOD        # evict every second chunk (docs/benchmarks/period_validation/)
-    head: object = field(default=None, repr=False)      # a SalienceHead; None loads the shipped one
-    head_ms: float = 0.0                                # time spent in the head (overhead reporting)
+    labels: str = "sse"  # which head: sse (the paper) | hindsight (our variant)
+    granularity: str = "strata"  # whole frames, spread over time (see the docstring)
+    period: int = EVICT_PERIOD  # evict every second chunk (docs/benchmarks/period_validation/)
+    head: object = field(default=None, repr=False)  # a SalienceHead; None loads the shipped one
+    head_ms: float = 0.0  # time spent in the head (overhead reporting)
     _last: tuple | None = field(default=None, repr=False, compare=False)  # (weakref to observer, chunk) last scored
 
     def __post_init__(self):
         super().__post_init__()
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        head_file(self.labels)                            # rejects unknown labels
+        head_file(self.labels)  # rejects unknown labels
         if not 0.0 <= self.recent_share < 1.0:
             raise ValueError(f"recent_share must be in [0, 1), got {self.recent_share}")
         if self.recent_frames < 1 or self.sink_frames < 0:
-            raise ValueError(f"recent_frames must be >= 1 and sink_frames >= 0, got {self.recent_frames}, "
-                             f"{self.sink_frames}")
+            raise ValueError(
+                f"recent_frames must be >= 1 and sink_frames >= 0, got {self.recent_frames}, {self.sink_frames}"
+            )
 
     def min_budget(self, n_prompt, tokens_per_frame, chunk_frames):
-        return n_prompt + (max(self.recent_window(tokens_per_frame), chunk_frames) + self.sink_frames) * tokens_per_frame
+        return (
+            n_prompt + (max(self.recent_window(tokens_per_frame), chunk_frames) + self.sink_frames) * tokens_per_frame
+        )
 
     def recent_window(self, tokens_per_frame: int) -> int:
         """Frames of the protected recency window: `recent_frames`, or `recent_share` of the budget's frames
@@ -157,10 +161,15 @@ class PaFu(Policy):
         frame = layer.meta["kind"] == KIND_FRAME
         if self.alpha == 0:
             return minmax(pred, frame)
-        both = minmax(torch.stack([past_attention(self.observed, layer_idx), pred]), frame)   # (2, n)
+        both = minmax(torch.stack([past_attention(self.observed, layer_idx), pred]), frame)  # (2, n)
         return self.alpha * both[0] + (1 - self.alpha) * both[1]
 
     def describe(self):
-        return {**super().describe(), "alpha": self.alpha, "recent_frames": self.recent_frames,
-                "recent_share": self.recent_share,
-                "sink_frames": self.sink_frames, "labels": self.labels}
+        return {
+            **super().describe(),
+            "alpha": self.alpha,
+            "recent_frames": self.recent_frames,
+            "recent_share": self.recent_share,
+            "sink_frames": self.sink_frames,
+            "labels": self.labels,
+        }

@@ -5,30 +5,37 @@ A parameter is a field of the policy's dataclass (its default and type come from
 means, its range and unit are in `SPECS`, by name, because the same names recur across policies (probe,
 period, recent_frames). The CLI, the benchmark and the explorer's typed forms all read this one table.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
-INTERNAL = {"budget", "head", "head_ms", "reference", "last_rho"}   # set by the builder, not by users
+INTERNAL = {"budget", "head", "head_ms", "reference", "last_rho"}  # set by the builder, not by users
 
 
 @dataclass(frozen=True)
 class Spec:
     help: str
-    lo: float | None = None            # numbers: inclusive bounds (None = open)
+    lo: float | None = None  # numbers: inclusive bounds (None = open)
     hi: float | None = None
     unit: str = ""
-    choices: tuple[str, ...] = ()      # text: the allowed values (() = the policy checks)
-    lo_open: bool = False              # the lower bound itself is not allowed (probe > 0)
+    choices: tuple[str, ...] = ()  # text: the allowed values (() = the policy checks)
+    lo_open: bool = False  # the lower bound itself is not allowed (probe > 0)
 
 
 def _choices():
     from ..cache import DTYPES, QUANT_SCHEMES
     from .layer_split import LAYER_SPLITS
     from .rope_modes import ROPE_MODES
-    return dict(rope=tuple(ROPE_MODES), storage=tuple(DTYPES), salient_storage=tuple(DTYPES),
-                quant=tuple(QUANT_SCHEMES), layer_split=tuple(LAYER_SPLITS))
+
+    return dict(
+        rope=tuple(ROPE_MODES),
+        storage=tuple(DTYPES),
+        salient_storage=tuple(DTYPES),
+        quant=tuple(QUANT_SCHEMES),
+        layer_split=tuple(LAYER_SPLITS),
+    )
 
 
 SPECS: dict[str, Spec] = {
@@ -40,18 +47,29 @@ SPECS: dict[str, Spec] = {
     "quant": Spec("integer storage scheme: per channel (KIVI), per token, or after a Hadamard rotation"),
     "residual": Spec("newest frames before the newest chunk kept at fp32 (KIVI's residual)", 0, None, "frames"),
     "layer_split": Spec("how the total budget is split over layers"),
-    "probe": Spec("share of a commit's queries whose attention probabilities are formed (ZipCache probes)",
-                  0, 1, "share", lo_open=True),
-    "period": Spec("evict once over budget, down to period - 1 chunks below it (the keep runs every period "
-                   "chunks)", 1, None, "chunks"),
+    "probe": Spec(
+        "share of a commit's queries whose attention probabilities are formed (ZipCache probes)",
+        0,
+        1,
+        "share",
+        lo_open=True,
+    ),
+    "period": Spec(
+        "evict once over budget, down to period - 1 chunks below it (the keep runs every period chunks)",
+        1,
+        None,
+        "chunks",
+    ),
     "frames": Spec("frames the window keeps", 1, None, "frames"),
     "sink_frames": Spec("first frames pinned as a sink", 0, None, "frames"),
     "recent_frames": Spec("newest frames always kept", 0, None, "frames"),
     "recent_share": Spec("share of the budget's frames kept as a recency window", 0, 1, "share"),
-    "alpha": Spec("weight of past attention against the head's predicted salience (0 = the head alone)",
-                  0, 1, "weight"),
-    "labels": Spec("which salience head: sse (the paper's teacher labels) or hindsight (our variant)",
-                   choices=("sse", "hindsight")),
+    "alpha": Spec(
+        "weight of past attention against the head's predicted salience (0 = the head alone)", 0, 1, "weight"
+    ),
+    "labels": Spec(
+        "which salience head: sse (the paper's teacher labels) or hindsight (our variant)", choices=("sse", "hindsight")
+    ),
     "lam": Spec("weight of pooled attention against key redundancy", 0, 1, "weight"),
     "kernel": Spec("side of the spatial pooling window", 1, None, "tokens"),
     "within": Spec("how tokens are ranked within a frame", choices=("attention", "grid")),
@@ -66,10 +84,10 @@ SPECS: dict[str, Spec] = {
 @dataclass(frozen=True)
 class Param:
     name: str
-    kind: str                          # int | float | str | bool
+    kind: str  # int | float | str | bool
     default: object
     spec: Spec
-    optional: bool = False             # None is allowed (salient_storage)
+    optional: bool = False  # None is allowed (salient_storage)
 
     @property
     def choices(self) -> tuple[str, ...]:
@@ -88,6 +106,7 @@ def _kind(f: dataclasses.Field) -> tuple[str, bool]:
 def parameters(name: str) -> dict[str, Param]:
     """Every user-settable parameter of the named policy: its own fields and the shared ones of `Policy`."""
     from . import POLICIES
+
     cls = POLICIES[name][0]
     out = {}
     for f in dataclasses.fields(cls):
@@ -105,6 +124,7 @@ def is_own(p: Param) -> bool:
     """A policy's own parameter: one of its fields, or a shared field of `Policy` whose default it changes
     (PaFu-KV's granularity)."""
     from .base import Policy
+
     shared = Policy.__dataclass_fields__.get(p.name)
     return shared is None or shared.default != p.default
 
@@ -114,6 +134,7 @@ def check_params(name: str, params: dict) -> dict:
     parameter, what it takes and what it got, for any key the policy does not take or any value of the wrong
     type, out of range or not among the choices."""
     from . import title
+
     known = parameters(name)
     out = {}
     for key, value in params.items():
@@ -128,6 +149,7 @@ def check_params(name: str, params: dict) -> dict:
 def _check_value(p: Param, v) -> None:
     def bad(what: str):
         raise ValueError(f"{p.name} must be {what}, got {v!r}" + (f" ({p.spec.help})" if p.spec.help else ""))
+
     if v is None or (isinstance(v, str) and v.lower() == "none"):
         if p.optional:
             return

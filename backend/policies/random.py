@@ -1,5 +1,6 @@
 """`random`: keep a uniformly random subset of the evictable tokens (lower bound). Deterministic for
 (seed, chunk, layer), so a run is reproducible."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

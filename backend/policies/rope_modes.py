@@ -9,6 +9,7 @@ keys with the new positions).
   (Infinity-RoPE's window-relative `block_relativistic_rope`; StreamingLLM's in-cache positions).
 Spatial (y, x) positions are never touched.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,8 +47,8 @@ def reindex(layer: LayerCache) -> None:
     lo, hi = int(fr.min()), int(fr.max())
     present = np.zeros(hi - lo + 1, dtype=bool)
     present[fr - lo] = True
-    rank = (np.cumsum(present) - 1)[fr - lo]                         # rank of each token's frame, ascending
-    t = (hi + 1) - (int(present.sum()) - 1 - rank)                   # the newest frame keeps its absolute t
+    rank = (np.cumsum(present) - 1)[fr - lo]  # rank of each token's frame, ascending
+    t = (hi + 1) - (int(present.sum()) - 1 - rank)  # the newest frame keeps its absolute t
     if not np.array_equal(t, m["pos"].numpy()[is_frame, 0]):
         pos = m["pos"].clone()
         pos.numpy()[is_frame, 0] = t

@@ -3,6 +3,7 @@ strata granularity (kvpress's `ScorerPress` top-k, with video's frame structure)
 numpy on views of the tensors: it runs on every layer after every commit, on a few thousand tokens, where a
 torch op's fixed cost is most of the work; every decision is the same as torch's (tests against plain loops).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,9 @@ def _order_desc(values: np.ndarray) -> np.ndarray:
     return np.argsort(-values, kind="stable")
 
 
-def select(scores: torch.Tensor, protected: torch.Tensor, budget: int, token_id: torch.Tensor | None = None) -> torch.Tensor:
+def select(
+    scores: torch.Tensor, protected: torch.Tensor, budget: int, token_id: torch.Tensor | None = None
+) -> torch.Tensor:
     """Keep every protected token plus the highest-scored others, `budget` tokens in all (ties broken
     towards newer tokens: higher `token_id`, else later positions). Returns sorted cache indices.
 
@@ -32,8 +35,10 @@ def select(scores: torch.Tensor, protected: torch.Tensor, budget: int, token_id:
     prot = _np(protected)
     n_prot = int(prot.sum())
     if n_prot > budget:
-        raise ValueError(f"budget {budget} tokens is below the {n_prot} protected tokens "
-                         "(prompt anchors + newest chunk); raise the budget")
+        raise ValueError(
+            f"budget {budget} tokens is below the {n_prot} protected tokens "
+            "(prompt anchors + newest chunk); raise the budget"
+        )
     free = np.flatnonzero(~prot)
     k = budget - n_prot
     keep = prot.copy()
@@ -56,21 +61,22 @@ def _top_newest(values: np.ndarray, idx: np.ndarray, k: int, age: np.ndarray | N
     if k >= len(idx) or k <= 0:
         return idx if k > 0 else idx[:0]
     age = np.arange(len(idx)) if age is None else age
-    if np.isnan(values).any():                                        # NaN has no rank: a full sort
+    if np.isnan(values).any():  # NaN has no rank: a full sort
         newest_first = np.argsort(-age, kind="stable")
         return idx[newest_first[_order_desc(values[newest_first])[:k]]]
-    thr = np.partition(values, len(values) - k)[len(values) - k]      # the k-th largest
+    thr = np.partition(values, len(values) - k)[len(values) - k]  # the k-th largest
     chosen = values > thr
     ties = np.flatnonzero(values == thr)
-    need = k - int(chosen.sum())                                      # >= 1: thr itself is among the top k
-    if need < len(ties):                                              # the newest of the tied
+    need = k - int(chosen.sum())  # >= 1: thr itself is among the top k
+    if need < len(ties):  # the newest of the tied
         ties = ties[np.argpartition(-age[ties], need - 1)[:need]]
     chosen[ties] = True
     return idx[chosen]
 
 
-def select_frames(scores: torch.Tensor, protected: torch.Tensor, frame: torch.Tensor, budget: int,
-                  strata: bool = False) -> torch.Tensor:
+def select_frames(
+    scores: torch.Tensor, protected: torch.Tensor, frame: torch.Tensor, budget: int, strata: bool = False
+) -> torch.Tensor:
     """Frame granularity: keep every protected token, then whole frames by mean score (newer on ties)
     while they fit in the budget. Returns sorted cache indices.
 
@@ -83,35 +89,37 @@ def select_frames(scores: torch.Tensor, protected: torch.Tensor, frame: torch.Te
     prot = _np(protected)
     n_prot = int(prot.sum())
     if n_prot > budget:
-        raise ValueError(f"budget {budget} tokens is below the {n_prot} protected tokens "
-                         "(prompt anchors + newest chunk); raise the budget")
+        raise ValueError(
+            f"budget {budget} tokens is below the {n_prot} protected tokens "
+            "(prompt anchors + newest chunk); raise the budget"
+        )
     free = ~prot
     fr = _np(frame)
     ff = fr[free]
     if len(ff) == 0:
         return torch.from_numpy(np.flatnonzero(prot))
-    lo = int(ff.min())                                                # frames are >= 0; prompt tokens are protected
+    lo = int(ff.min())  # frames are >= 0; prompt tokens are protected
     ff = ff - lo
-    counts = np.bincount(ff)                                          # (F,) tokens per frame index
+    counts = np.bincount(ff)  # (F,) tokens per frame index
     sums = torch.zeros(len(counts)).index_add_(0, torch.from_numpy(ff), scores[torch.from_numpy(free)].float())
-    frames = np.flatnonzero(counts)                                   # ascending frame index (minus lo)
+    frames = np.flatnonzero(counts)  # ascending frame index (minus lo)
     cnt = counts[frames]
-    means = _np(sums)[frames] / cnt.astype(np.float32)                # float32, as torch divided them
+    means = _np(sums)[frames] / cnt.astype(np.float32)  # float32, as torch divided them
     newest_first = np.arange(len(frames) - 1, -1, -1)
     order = newest_first[_order_desc(means[newest_first])]
     room = budget - n_prot
     if strata:
         order = _strata_first(order, frames, room // int(cnt.max()))  # cnt >= 1: frames holding tokens
-    if bool((cnt == cnt[0]).all()):                                   # equal frames: the greedy is a prefix
-        chosen = frames[order[:room // int(cnt[0])]]
+    if bool((cnt == cnt[0]).all()):  # equal frames: the greedy is a prefix
+        chosen = frames[order[: room // int(cnt[0])]]
     else:
         chosen, c, fl = [], cnt.tolist(), frames.tolist()
-        for j in order.tolist():                                      # greedy: best frames that still fit
+        for j in order.tolist():  # greedy: best frames that still fit
             if c[j] <= room:
                 chosen.append(fl[j])
                 room -= c[j]
         chosen = np.asarray(chosen, dtype=np.int64)
-    pick = np.zeros(len(counts) + 1, dtype=bool)                      # the extra slot: tokens of no free frame
+    pick = np.zeros(len(counts) + 1, dtype=bool)  # the extra slot: tokens of no free frame
     pick[chosen] = True
     keep = prot | (free & pick[np.clip(fr - lo, 0, len(counts))])
     return torch.from_numpy(np.flatnonzero(keep))
@@ -129,9 +137,9 @@ def _strata_first(order: np.ndarray, frames: np.ndarray, k: int) -> np.ndarray:
     if k <= 0 or k >= n:
         return order
     lo, span = int(frames[0]), int(frames[-1]) - int(frames[0]) + 1
-    stratum = ((frames[order] - lo) * k) // span                      # (n,) stratum of each frame, in order
+    stratum = ((frames[order] - lo) * k) // span  # (n,) stratum of each frame, in order
     first_rank = np.full(k, n)
-    np.minimum.at(first_rank, stratum, np.arange(n))                  # (k,) first rank in each stratum
+    np.minimum.at(first_rank, stratum, np.arange(n))  # (k,) first rank in each stratum
     first = np.zeros(n, dtype=bool)
     first[first_rank[first_rank < n]] = True
     return np.concatenate([order[first], order[~first]])

@@ -1,5 +1,6 @@
 """Salience signals (DESIGN §6) shared by the scoring policies: the observed attention (`observe.Observer`,
 the policy's own accumulators) and what the cache itself holds (frame index, grid cells)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,10 @@ def recent_attention(observed, layer_idx: int) -> torch.Tensor:
 
 def _observed(observed):
     if observed is None:
-        raise ValueError("this policy reads observed attention but runs without an observer: drive it through "
-                         "the Stepper (which binds one), or bind an observe.Observer to it")
+        raise ValueError(
+            "this policy reads observed attention but runs without an observer: drive it through "
+            "the Stepper (which binds one), or bind an observe.Observer to it"
+        )
     return observed
 
 
@@ -48,8 +51,9 @@ def check_kernel(kernel) -> None:
 def avg_pool(img: np.ndarray, kernel: int) -> np.ndarray:
     """Mean over kernel x kernel cells of each (F, g, g) image, padding not counted (torch's avg_pool2d,
     count_include_pad=False, stride 1)."""
-    pooled = F.avg_pool2d(torch.from_numpy(img)[:, None], kernel, stride=1, padding=kernel // 2,
-                          count_include_pad=False)
+    pooled = F.avg_pool2d(
+        torch.from_numpy(img)[:, None], kernel, stride=1, padding=kernel // 2, count_include_pad=False
+    )
     return pooled[:, 0].numpy()
 
 
@@ -59,13 +63,13 @@ def max_pool(img: np.ndarray, kernel: int) -> np.ndarray:
     torch's max_pool2d, which costs a few times more on these small images)."""
     r, (n, h, w) = kernel // 2, img.shape
     pad = np.full((n, h + 2 * r, w + 2 * r), -np.inf, dtype=img.dtype)
-    pad[:, r:r + h, r:r + w] = img
-    rows = pad[:, :h].copy()                                          # (F, h, w + 2r)
+    pad[:, r : r + h, r : r + w] = img
+    rows = pad[:, :h].copy()  # (F, h, w + 2r)
     for dy in range(1, kernel):
-        np.maximum(rows, pad[:, dy:dy + h], out=rows)
+        np.maximum(rows, pad[:, dy : dy + h], out=rows)
     out = rows[:, :, :w].copy()
     for dx in range(1, kernel):
-        np.maximum(out, rows[:, :, dx:dx + w], out=out)
+        np.maximum(out, rows[:, :, dx : dx + w], out=out)
     return out
 
 
@@ -76,7 +80,7 @@ def frame_pool(values: torch.Tensor, layer: LayerCache, grid: int, kernel: int, 
     empty images): fewer small ops than grouping by frame."""
     m = layer.meta
     out = values.clone().float()
-    is_frame = np.flatnonzero(m["kind"].numpy() == KIND_FRAME)        # index bookkeeping in numpy (views)
+    is_frame = np.flatnonzero(m["kind"].numpy() == KIND_FRAME)  # index bookkeeping in numpy (views)
     if kernel <= 1 or len(is_frame) == 0:
         return out
     f = m["frame"].numpy()[is_frame]

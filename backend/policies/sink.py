@@ -5,6 +5,7 @@ StreamingLLM (Xiao et al., 2023) keeps the first tokens as sinks plus a recent w
 frames as a *frame sink* inside the window budget. Follows LongLive: the first `sink_frames` frames are
 protected, the rest of the budget is filled by the newest frames (frame granularity, absolute RoPE).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -9,6 +9,7 @@ docs/benchmarks/probe_validation/).
 Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/benchmarks/period_validation/;
 `period=1` evicts after every chunk).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,10 +22,10 @@ from .signals import check_kernel, recent_attention, spatial_pool
 class SnapKV(Policy):
     name = "snapkv"
     reads = "probs"
-    reads_newest = True             # only the newest commit's attention (`recent`)
-    probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
+    reads_newest = True  # only the newest commit's attention (`recent`)
+    probe: float = PROBE_SHARE  # share of a commit's queries whose attention is formed
     kernel: int = 3
-    period: int = EVICT_PERIOD        # evict every second chunk (docs/benchmarks/period_validation/)
+    period: int = EVICT_PERIOD  # evict every second chunk (docs/benchmarks/period_validation/)
 
     def __post_init__(self):
         super().__post_init__()

@@ -10,13 +10,15 @@ cache is still over budget the oldest frames go (FIFO). By default the merge run
 (`merge_at="evict"`: with `period=2`, every second chunk once the budget is full), into the chunks committed
 since the last keep; chosen on validation prompts (docs/benchmarks/tempcache_merge_validation/), where it
 merged about 4x fewer tokens per chunk and none before the budget filled. `merge_at="commit"` merges into
-the newest chunk at every cache write, the per-write reading of the paper. The paper finds groups with ANN/LSH; we search
+the newest chunk at every cache write, the per-write reading of the paper. The paper finds groups with ANN/LSH; we
+search
 exactly: one batched matrix product per layer of the keys against the newest chunk's unit keys, summed
 over heads, the rows scaled to cosines after the argmax (a row's scale does not change its argmax), so no
 normalised or transposed copy of the cache is made.
 Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/benchmarks/period_validation/;
 `period=1` evicts after every chunk).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,9 +40,11 @@ def nearest(k: torch.Tensor, targets: np.ndarray, inv: torch.Tensor | None = Non
     oversubscribe the cores when the benchmark runs one 1-thread worker per core), the rest numpy's."""
     n = k.shape[1]
     tg = torch.from_numpy(np.asarray(targets, dtype=np.int64))
-    inv = (inverse_norms(k) if inv is None else inv).numpy()                    # (n,) 1 / |k_i|
-    unit = k.index_select(1, tg) * torch.from_numpy(inv[targets])[None, :, None]   # (H, m, Dh) unit targets
-    sim = torch.addbmm(k.new_empty(n, len(tg)), k, unit.transpose(1, 2), beta=0).numpy()   # (n, m) |k_i| cos(i, j), heads summed
+    inv = (inverse_norms(k) if inv is None else inv).numpy()  # (n,) 1 / |k_i|
+    unit = k.index_select(1, tg) * torch.from_numpy(inv[targets])[None, :, None]  # (H, m, Dh) unit targets
+    sim = torch.addbmm(
+        k.new_empty(n, len(tg)), k, unit.transpose(1, 2), beta=0
+    ).numpy()  # (n, m) |k_i| cos(i, j), heads summed
     arg = sim.argmax(1)
     return sim[np.arange(n), arg] * inv, arg
 
@@ -48,12 +52,12 @@ def nearest(k: torch.Tensor, targets: np.ndarray, inv: torch.Tensor | None = Non
 @dataclass
 class TempCache(Policy):
     name = "tempcache"
-    granularities = ("token",)            # merging works on single tokens
+    granularities = ("token",)  # merging works on single tokens
     threshold: float = 0.95
-    merge_at: str = "evict"           # evict: merge only when the keep runs (over budget), into the chunks
-                                      # committed since the last one; commit: into the newest chunk at every
-                                      # commit (docs/benchmarks/tempcache_merge_validation/)
-    period: int = EVICT_PERIOD        # evict every second chunk (docs/benchmarks/period_validation/)
+    merge_at: str = "evict"  # evict: merge only when the keep runs (over budget), into the chunks
+    # committed since the last one; commit: into the newest chunk at every
+    # commit (docs/benchmarks/tempcache_merge_validation/)
+    period: int = EVICT_PERIOD  # evict every second chunk (docs/benchmarks/period_validation/)
 
     def __post_init__(self):
         super().__post_init__()
@@ -68,7 +72,7 @@ class TempCache(Policy):
         or with `merge_at="evict"` the `period` newest chunks' (those since the last keep). The tokens merged
         away are left with count 0, and the keep drops them with the rest."""
         m = layer.meta
-        kind, frame = m["kind"].numpy(), m["frame"].numpy()                   # views: bookkeeping in numpy
+        kind, frame = m["kind"].numpy(), m["frame"].numpy()  # views: bookkeeping in numpy
         first = ctx.newest_frames[0]
         if self.merge_at == "evict":
             first -= (self.period - 1) * ctx.chunk_frames
@@ -77,8 +81,8 @@ class TempCache(Policy):
         new = np.flatnonzero(newest)
         if len(new) == 0 or not old.any():
             return
-        k = layer.rotated_keys(ctx.rotate) if ctx.rotate is not None else layer.k   # (H, n, Dh) as attention sees them
-        best, arg = nearest(k, new, layer.inverse_key_norms())   # RoPE keeps norms: the layer's memo
+        k = layer.rotated_keys(ctx.rotate) if ctx.rotate is not None else layer.k  # (H, n, Dh) as attention sees them
+        best, arg = nearest(k, new, layer.inverse_key_norms())  # RoPE keeps norms: the layer's memo
         hit = np.flatnonzero((best >= self.threshold) & old)
         layer.merge_values(torch.from_numpy(hit), torch.from_numpy(new[arg[hit]]))
 
@@ -88,11 +92,11 @@ class TempCache(Policy):
         if self.merge_at == "commit" or self.budget is None or self.evicts_after(cache, 0):
             for layer in cache.layers:
                 self.merge_step(layer, ctx)
-        return [torch.zeros(0, dtype=torch.long) for _ in cache.layers]    # the keep reports the merged ids
+        return [torch.zeros(0, dtype=torch.long) for _ in cache.layers]  # the keep reports the merged ids
 
     def keep_indices(self, layer_idx, layer, ctx, budget):
         """The survivors of the merge, then the newest of them up to the budget (one copy of the cache)."""
-        gone = layer.meta["count"].numpy() == 0                                    # merged away (prepare)
+        gone = layer.meta["count"].numpy() == 0  # merged away (prepare)
         alive = np.flatnonzero(~gone)
         if budget is None or len(alive) <= budget:
             return torch.from_numpy(alive), None

@@ -8,6 +8,7 @@ docs/benchmarks/probe_validation/).
 Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/benchmarks/period_validation/;
 `period=1` evicts after every chunk).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,9 +21,9 @@ from .signals import recent_attention
 class TOVA(Policy):
     name = "tova"
     reads = "probs"
-    reads_newest = True             # only the newest commit's attention (`recent`)
-    probe: float = PROBE_SHARE        # share of a commit's queries whose attention is formed
-    period: int = EVICT_PERIOD        # evict every second chunk (docs/benchmarks/period_validation/)
+    reads_newest = True  # only the newest commit's attention (`recent`)
+    probe: float = PROBE_SHARE  # share of a commit's queries whose attention is formed
+    period: int = EVICT_PERIOD  # evict every second chunk (docs/benchmarks/period_validation/)
 
     def score(self, layer_idx, layer, ctx):
         return recent_attention(self.observed, layer_idx)

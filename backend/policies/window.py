@@ -1,8 +1,10 @@
 """`window`: Self-Forcing's rolling KV cache (arXiv 2506.08009; guandeh17/Self-Forcing
 `CausalWanSelfAttention.forward`): keep the newest `frames` frames (frame granularity, FIFO) and the prompt
-anchors (with a token `budget`, the newest whole frames that fit in it); keys keep their absolute RoPE positions. Self-Forcing has cross-attention text conditioning, so
+anchors (with a token `budget`, the newest whole frames that fit in it); keys keep their absolute RoPE positions.
+Self-Forcing has cross-attention text conditioning, so
 its window holds frames only; our prompt tokens live in the self-attention cache and are always kept.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,12 +34,12 @@ class Window(Policy):
         return layer.meta["frame"].float()
 
     def keep_indices(self, layer_idx, layer, ctx, budget):
-        if budget is not None:                   # a token budget: the newest whole frames that fit
+        if budget is not None:  # a token budget: the newest whole frames that fit
             return super().keep_indices(layer_idx, layer, ctx, budget)
         m = layer.meta
         newest = ctx.newest_frames[1]
         keep = (m["kind"] == KIND_PROMPT) | (m["frame"] > newest - self.frames)
-        return keep.nonzero().flatten(), m["frame"].float()    # score = recency (frame index)
+        return keep.nonzero().flatten(), m["frame"].float()  # score = recency (frame index)
 
     def describe(self):
         return {"name": self.name, "frames": self.frames}

@@ -5,6 +5,7 @@ frozen, so trained video models stay valid) -> salience (PaFu-KV's head, distill
 Each is resumable
 from runs/<stage>/state.safetensors and writes shipped weights to assets/models/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,33 +13,54 @@ import importlib
 
 from ..salience import LABELS
 
-STAGES = {"ae": "backend.train.ae", "teacher": "backend.train.video", "student": "backend.train.video",
-          "decoder": "backend.train.decoder", "salience": "backend.train.salience"}
+STAGES = {
+    "ae": "backend.train.ae",
+    "teacher": "backend.train.video",
+    "student": "backend.train.video",
+    "decoder": "backend.train.decoder",
+    "salience": "backend.train.salience",
+}
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m backend.train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m backend.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("stage", choices=sorted(STAGES), help="which stage to train")
     ap.add_argument("--recipe", default="quick", help="training recipe (quick fits in an hour on 2 CPU cores)")
     ap.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing run state and start over")
     ap.add_argument("--preset", default=None, help="model preset for teacher/student (default: the recipe's)")
-    ap.add_argument("--init", default=None, help="teacher/student: start from these weights (e.g. the shipped "
-                    "student) instead of the default initialisation, when there is no run state to resume")
+    ap.add_argument(
+        "--init",
+        default=None,
+        help="teacher/student: start from these weights (e.g. the shipped "
+        "student) instead of the default initialisation, when there is no run state to resume",
+    )
     ap.add_argument("--runs-dir", default="runs", help="resumable training state and logs (default runs/)")
     ap.add_argument("--models-dir", default="assets/models", help="where weights are written (default assets/models/)")
-    ap.add_argument("--labels", default=None, choices=LABELS,
-                    help="salience: the head's training labels, the teacher's SSE (default, the paper) or the "
-                    "student's own hindsight attention (our variant; written to salience_head_hindsight.safetensors)")
+    ap.add_argument(
+        "--labels",
+        default=None,
+        choices=LABELS,
+        help="salience: the head's training labels, the teacher's SSE (default, the paper) or the "
+        "student's own hindsight attention (our variant; written to salience_head_hindsight.safetensors)",
+    )
     ap.add_argument("--device", default="cpu", help="teacher/student: torch device, e.g. cuda (default cpu)")
     ap.add_argument("--workers", type=int, default=0, help="teacher/student: processes drawing training clips")
-    ap.add_argument("--minutes", type=float, default=None,
-                    help="teacher/student: wall-time cap; the cosine schedule anneals by time as well as steps")
+    ap.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="teacher/student: wall-time cap; the cosine schedule anneals by time as well as steps",
+    )
     ap.add_argument("--batch", type=int, default=None, help="teacher/student: override the recipe's batch")
     ap.add_argument("--long-batch", type=int, default=None, help="teacher/student: override the long-clip batch")
-    ap.add_argument("--amp", action="store_true", help="teacher/student: bfloat16 autocast for the model's passes "
-                    "(weights and targets stay fp32; for GPUs)")
+    ap.add_argument(
+        "--amp",
+        action="store_true",
+        help="teacher/student: bfloat16 autocast for the model's passes (weights and targets stay fp32; for GPUs)",
+    )
     a = ap.parse_args(argv)
     mod = importlib.import_module(STAGES[a.stage])
     kw = {"recipe": a.recipe, "resume": not a.fresh, "runs": a.runs_dir, "models": a.models_dir}
@@ -50,8 +72,9 @@ def main(argv=None) -> None:
         kw["stage"] = a.stage
         kw["preset"] = a.preset
         kw["init"] = a.init
-        kw.update(device=a.device, workers=a.workers, minutes=a.minutes, batch=a.batch, long_batch=a.long_batch,
-                  amp=a.amp)
+        kw.update(
+            device=a.device, workers=a.workers, minutes=a.minutes, batch=a.batch, long_batch=a.long_batch, amp=a.amp
+        )
     mod.run(**kw)
 
 

@@ -1,4 +1,5 @@
 """Stage `ae`: train the frame autoencoder on world frames, then measure latent statistics and PSNR."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,8 @@ from .common import MODELS, RUNS, Log, export, frame_batch, load_state, optimise
 @dataclass(frozen=True)
 class AETrainConfig:
     steps: int = 3000
-    clips: int = 6          # clips per batch
-    frames: int = 8         # frames per clip
+    clips: int = 6  # clips per batch
+    frames: int = 8  # frames per clip
     lr: float = 1e-3
     seed: int = 0
     ckpt_every: int = 250
@@ -48,13 +49,14 @@ def evaluate(ae: AutoEncoder) -> dict:
 @torch.no_grad()
 def fit_latent_stats(ae: AutoEncoder, rng) -> None:
     frames, _ = clip_batch(rng, 32, 8)
-    z = ae.encoder(frames_to_tensor(frames.reshape(-1, *frames.shape[2:])))   # (N, C, g, g)
+    z = ae.encoder(frames_to_tensor(frames.reshape(-1, *frames.shape[2:])))  # (N, C, g, g)
     ae.lat_mean.copy_(z.mean(dim=(0, 2, 3)))
     ae.lat_std.copy_(z.std(dim=(0, 2, 3)).clamp_min(1e-3))
 
 
-def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
-        runs: Path = RUNS, models: Path = MODELS) -> dict:
+def run(
+    recipe: str = "quick", resume: bool = True, steps: int | None = None, runs: Path = RUNS, models: Path = MODELS
+) -> dict:
     cfg = recipe_config(RECIPES, recipe, steps=steps)
     runs, models = Path(runs), Path(models)
     ae = AutoEncoder(AEConfig())
@@ -70,7 +72,7 @@ def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
             g["lr"] = lr
         x = frame_batch(rng, cfg.clips, cfg.frames)
         rec = ae.decoder(ae.encoder(x))
-        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)   # L1 keeps small high-contrast details (landmarks)
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)  # L1 keeps small high-contrast details (landmarks)
         optimise(loss, opt, ae.parameters())
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 50 == 0:

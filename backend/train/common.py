@@ -1,4 +1,5 @@
 """Shared training plumbing: run folders, resumable safetensors state, progress logs."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,6 +27,7 @@ def recipe_config(recipes: dict, recipe: str, **overrides):
 def stage_autoencoder(models: Path):
     """The autoencoder in a models folder, else the shipped one."""
     from ..loading import folder_autoencoder, load_autoencoder
+
     return load_autoencoder(folder_autoencoder(models))
 
 
@@ -40,8 +42,10 @@ def optimise(loss: torch.Tensor, opt: torch.optim.Optimizer, params, clip: float
 def frame_batch(rng, clips: int, frames: int, length: int = 48):
     """Random single frames from `clips` random training clips: float (clips * frames, 3, S, S)."""
     import numpy as np
+
     from ..autoencoder import frames_to_tensor
     from ..data import clip_batch
+
     video, _ = clip_batch(rng, clips, length)
     idx = rng.integers(0, length, size=(clips, frames))
     return frames_to_tensor(np.stack([f[i] for f, i in zip(video, idx)]).reshape(-1, *video.shape[2:]))
@@ -51,8 +55,9 @@ def set_threads() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
 
-def save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, cfg,
-               elapsed_s: float = 0.0) -> None:
+def save_state(
+    path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, cfg, elapsed_s: float = 0.0
+) -> None:
     """Resumable training state (weights + Adam moments + step + training seconds so far), as safetensors;
     never pickles."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -62,8 +67,9 @@ def save_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, s
             if torch.is_tensor(v):
                 tensors[f"opt.{i}.{k}"] = v.detach().cpu().contiguous().reshape(v.shape)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"step": str(step), "config": json.dumps(cfg),
-                                               "elapsed_s": f"{elapsed_s:.3f}"})
+        save_file(
+            tensors, str(tmp), metadata={"step": str(step), "config": json.dumps(cfg), "elapsed_s": f"{elapsed_s:.3f}"}
+        )
 
 
 def load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
@@ -78,7 +84,7 @@ def load_state(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -
         if key.startswith("opt."):
             _, i, name = key.split(".", 2)
             p = params[int(i)]
-            opt.state[p][name] = v.to(p.device) if v.dim() else v      # Adam's step count stays a CPU scalar
+            opt.state[p][name] = v.to(p.device) if v.dim() else v  # Adam's step count stays a CPU scalar
     return step
 
 
@@ -87,6 +93,7 @@ def state_meta(path: Path) -> dict:
     if not Path(path).is_file():
         return {}
     from safetensors import safe_open
+
     with safe_open(str(path), "pt") as f:
         return dict(f.metadata() or {})
 

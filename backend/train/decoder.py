@@ -9,6 +9,7 @@ triangle's apex): with `sprite_weight` > 0 the loss weights pixels near a sprite
 dilated by one pixel so the sprite's edge counts too, by 1 + sprite_weight (the same idea as the video
 models' sprite-weighted token loss; the weight and the dilation are ours).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +24,18 @@ from tqdm import tqdm
 from ..consistency import COLOUR_TOL
 from ..world import SPRITE_RGB
 from .ae import evaluate
-from .common import (MODELS, RUNS, Log, export, frame_batch, load_state, optimise, recipe_config, save_state,
-                     stage_autoencoder)
+from .common import (
+    MODELS,
+    RUNS,
+    Log,
+    export,
+    frame_batch,
+    load_state,
+    optimise,
+    recipe_config,
+    save_state,
+    stage_autoencoder,
+)
 
 
 @dataclass(frozen=True)
@@ -34,26 +45,30 @@ class DecoderTrainConfig:
     frames: int = 8
     lr: float = 5e-4
     latent_noise: float = 0.05
-    sprite_weight: float = 0.0     # extra loss weight of pixels near a sprite colour (0: plain loss)
+    sprite_weight: float = 0.0  # extra loss weight of pixels near a sprite colour (0: plain loss)
     seed: int = 1
     ckpt_every: int = 250
 
 
-RECIPES = {"quick": DecoderTrainConfig(steps=300), "default": DecoderTrainConfig(steps=1500),
-           "sharp": DecoderTrainConfig(steps=3000, lr=3e-4, sprite_weight=4.0)}
+RECIPES = {
+    "quick": DecoderTrainConfig(steps=300),
+    "default": DecoderTrainConfig(steps=1500),
+    "sharp": DecoderTrainConfig(steps=3000, lr=3e-4, sprite_weight=4.0),
+}
 
 
 def sprite_pixels(x: torch.Tensor, tol: int = COLOUR_TOL) -> torch.Tensor:
     """Frames x (N, 3, S, S) in [-1, 1] -> float (N, 1, S, S): 1 where a pixel, or one of its 8 neighbours, is
     within `tol` (L-inf, 0-255) of a sprite colour (the evaluator's colour test), else 0."""
-    rgb = (x + 1) * 127.5                                                        # (N, 3, S, S) in 0-255
+    rgb = (x + 1) * 127.5  # (N, 3, S, S) in 0-255
     cols = torch.tensor(list(SPRITE_RGB.values()), dtype=x.dtype, device=x.device)  # (K, 3)
     near = ((rgb[:, None] - cols[None, :, :, None, None]).abs().amax(2) < tol).any(1, keepdim=True)
     return F.max_pool2d(near.to(x.dtype), 3, stride=1, padding=1)
 
 
-def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
-        runs: Path = RUNS, models: Path = MODELS) -> dict:
+def run(
+    recipe: str = "quick", resume: bool = True, steps: int | None = None, runs: Path = RUNS, models: Path = MODELS
+) -> dict:
     cfg = recipe_config(RECIPES, recipe, steps=steps)
     runs, models = Path(runs), Path(models)
     ae = stage_autoencoder(models)
@@ -75,8 +90,8 @@ def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
             z = ae.encode(x)
             z = z + cfg.latent_noise * torch.randn_like(z)
         rec = ae.decode(z)
-        w = 1 + cfg.sprite_weight * sprite_pixels(x)                             # (N, 1, S, S)
-        loss = ((w * ((rec - x) ** 2 + 0.5 * (rec - x).abs())).mean() / w.mean())
+        w = 1 + cfg.sprite_weight * sprite_pixels(x)  # (N, 1, S, S)
+        loss = (w * ((rec - x) ** 2 + 0.5 * (rec - x).abs())).mean() / w.mean()
         optimise(loss, opt, ae.decoder.parameters())
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 50 == 0:
@@ -86,7 +101,6 @@ def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
     ae.eval()
     metrics = evaluate(ae)
     log.write(step=cfg.steps, **metrics)
-    export(models / "autoencoder.safetensors", ae, ae.cfg,
-           {"recipe": recipe, "decoder_steps": cfg.steps, **metrics})
+    export(models / "autoencoder.safetensors", ae, ae.cfg, {"recipe": recipe, "decoder_steps": cfg.steps, **metrics})
     print(f"decoder: held-out PSNR {metrics['heldout_psnr_db']:.2f} dB -> {models / 'autoencoder.safetensors'}")
     return metrics

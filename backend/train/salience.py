@@ -13,6 +13,7 @@ committed chunk by chunk, normalised by the queries that saw it (what the `oracl
 full-cache run), max-normalised per clip. Future-informed like SSE, but from the model that will use the
 cache, not from a separately trained bidirectional teacher. Written to salience_head_hindsight.safetensors.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,14 +27,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..autoencoder import frames_to_tensor
+from ..cache import KIND_FRAME
 from ..data import sample_train_scene
 from ..evalset import EVAL_PAIRS
 from ..loading import load_model
-from ..prompt import parse
-from ..cache import KIND_FRAME
 from ..policies.signals import past_attention
-from ..salience import (SalienceHead, SEHConfig, head_file, listwise_loss, recall_at, spearman, student_keys,
-                        teacher_sse)
+from ..prompt import parse
+from ..salience import SalienceHead, SEHConfig, head_file, listwise_loss, recall_at, spearman, student_keys, teacher_sse
 from ..world import make_clip
 from .common import MODELS, RUNS, Log, export, recipe_config, stage_autoencoder
 
@@ -47,16 +47,16 @@ class SalienceTrainConfig:
     lr: float = 1e-3
     listwise: float = 0.05
     seed: int = 0
-    labels: str = "sse"          # sse (teacher SSE, the paper) | hindsight (the student's own, our variant)
+    labels: str = "sse"  # sse (teacher SSE, the paper) | hindsight (the student's own, our variant)
 
 
-RECIPES = {"quick": SalienceTrainConfig(clips=16, heldout=4, steps=300),
-           "default": SalienceTrainConfig()}
+RECIPES = {"quick": SalienceTrainConfig(clips=16, heldout=4, steps=300), "default": SalienceTrainConfig()}
 
 
 def clip_latents(ae, student, spec, seed: int, frames: int, generated: bool) -> torch.Tensor:
     if generated:
         from ..stepper import Stepper
+
         st = Stepper(student, ae, spec.text(), frames, seed=seed, preview=False, attention=True)
         for _ in st.run():
             pass
@@ -75,8 +75,9 @@ def hindsight_labels(cache, observed) -> list[torch.Tensor]:
     return out
 
 
-def build(student, teacher, ae, head: SalienceHead, pairs, frames: int, generated_share: float = 0.5,
-          labels: str = "sse"):
+def build(
+    student, teacher, ae, head: SalienceHead, pairs, frames: int, generated_share: float = 0.5, labels: str = "sse"
+):
     """-> list of clips, each a list over layers of (features (n, d), labels (n,))."""
     data = []
     for i, (spec, seed) in enumerate(tqdm(pairs, desc=f"{labels} labels")):
@@ -103,14 +104,22 @@ def quality(head: SalienceHead, data) -> dict:
             p = head(li, x).numpy()
             rho[li].append(spearman(p, y.numpy()))
             rec[li].append(recall_at(p, y.numpy(), 0.25))
-    return {"spearman_per_layer": [float(np.mean(r)) for r in rho],
-            "recall_top25_per_layer": [float(np.mean(r)) for r in rec]}
+    return {
+        "spearman_per_layer": [float(np.mean(r)) for r in rho],
+        "recall_top25_per_layer": [float(np.mean(r)) for r in rec],
+    }
 
 
-def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
-        runs: Path = RUNS, models: Path = MODELS, labels: str | None = None) -> dict:
+def run(
+    recipe: str = "quick",
+    resume: bool = True,
+    steps: int | None = None,
+    runs: Path = RUNS,
+    models: Path = MODELS,
+    labels: str | None = None,
+) -> dict:
     cfg = recipe_config(RECIPES, recipe, steps=steps, labels=labels)
-    head_file(cfg.labels)                                 # rejects unknown labels before any work
+    head_file(cfg.labels)  # rejects unknown labels before any work
     runs, models = Path(runs), Path(models)
     torch.manual_seed(cfg.seed)
     ae = stage_autoencoder(models)
@@ -120,7 +129,7 @@ def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
     head = SalienceHead(SEHConfig(n_layer=mc.n_layer, key_dim=mc.dim, grid=mc.grid))
     rng = np.random.default_rng([cfg.seed, 31])
     train_pairs = [sample_train_scene(rng) for _ in range(cfg.clips)]
-    held_pairs = [(parse(p), s) for p, s in EVAL_PAIRS[:cfg.heldout]]
+    held_pairs = [(parse(p), s) for p, s in EVAL_PAIRS[: cfg.heldout]]
     train = build(student, teacher, ae, head, train_pairs, cfg.frames, labels=cfg.labels)
     held = build(student, teacher, ae, head, held_pairs, cfg.frames, generated_share=0.0, labels=cfg.labels)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=1e-4)
@@ -139,11 +148,17 @@ def run(recipe: str = "quick", resume: bool = True, steps: int | None = None,
             log.write(step=step + 1, loss=float(loss))
     q_train, q_held = quality(head, train), quality(head, held)
     log.write(step=cfg.steps, train=q_train, heldout=q_held)
-    export(models / head_file(cfg.labels), head, head.cfg,
-           {"recipe": recipe, "steps": cfg.steps, "labels": cfg.labels, "heldout": q_held, "train": q_train})
-    (runs / sub / "quality.json").write_text(json.dumps({"heldout": q_held, "train": q_train,
-                                                         "config": dataclasses.asdict(cfg)}, indent=1))
-    print(f"salience head: held-out Spearman per layer {np.round(q_held['spearman_per_layer'], 3).tolist()}, "
-          f"recall@25% {np.round(q_held['recall_top25_per_layer'], 3).tolist()}")
+    export(
+        models / head_file(cfg.labels),
+        head,
+        head.cfg,
+        {"recipe": recipe, "steps": cfg.steps, "labels": cfg.labels, "heldout": q_held, "train": q_train},
+    )
+    (runs / sub / "quality.json").write_text(
+        json.dumps({"heldout": q_held, "train": q_train, "config": dataclasses.asdict(cfg)}, indent=1)
+    )
+    print(
+        f"salience head: held-out Spearman per layer {np.round(q_held['spearman_per_layer'], 3).tolist()}, "
+        f"recall@25% {np.round(q_held['recall_top25_per_layer'], 3).tolist()}"
+    )
     return q_held
-

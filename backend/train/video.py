@@ -8,9 +8,11 @@ frames are replaced by what the student itself generates from them, so it learns
 imperfect context as at inference. Windowed context (``p_window``): on a share of the steps every frame
 sees only the prompt, a few sink frames and the newest W frames, exactly what a sink/window cache holds
 (LongLive, arXiv 2509.22622, trains with short-window attention plus a frame sink for the same reason), so
-the student learns to continue when the frames that showed an object have been evicted. Temporal-position augmentation (a random offset on the frame positions) shows the model
+the student learns to continue when the frames that showed an object have been evicted. Temporal-position
+augmentation (a random offset on the frame positions) shows the model
 positions beyond the clip length, so a full cache degrades later past the trained horizon.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,17 +22,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from .. import checkpoint
-from ..autoencoder import frames_to_tensor
 from ..config import MODEL_PRESETS
 from ..data import clip_batch
-from ..flow import shift_t
 from ..models.dit import VideoDiT
-from .common import (MODELS, RUNS, Log, export, load_state, optimise, recipe_config, save_state, stage_autoencoder,
-                     trained_seconds)
+from .common import (
+    MODELS,
+    RUNS,
+    Log,
+    export,
+    load_state,
+    optimise,
+    recipe_config,
+    save_state,
+    stage_autoencoder,
+    trained_seconds,
+)
+from .losses import (  # noqa: F401  (re-exported: the training tests import them from here)
+    context_window,
+    encode_clips,
+    first_chunk_loss,
+    next_frame_error,
+    rollout_context,
+    student_loss,
+    teacher_loss,
+    token_weights,
+)
 
 
 @dataclass(frozen=True)
@@ -38,215 +57,134 @@ class VideoTrainConfig:
     preset: str = "default"
     steps: int = 2000
     batch: int = 8
-    frames: int = 8              # clip length in frames
-    long_frames: int = 24        # every `long_every` steps clips this long (occlusion + return)
+    frames: int = 8  # clip length in frames
+    long_frames: int = 24  # every `long_every` steps clips this long (occlusion + return)
     long_every: int = 4
     long_batch: int = 2
     lr: float = 1e-3
     warmup: int = 100
     shift: float = 2.0
     p_clean_prefix: float = 0.5  # teacher: share of clips whose first frames are clean (prediction mode)
-    ctx_noise: float = 0.1       # student: max noise level on clean context frames
+    ctx_noise: float = 0.1  # student: max noise level on clean context frames
     p_ctx_noise: float = 0.5
-    max_t_offset: int = 96       # temporal-position augmentation
+    max_t_offset: int = 96  # temporal-position augmentation
     p_t_offset: float = 0.5
-    sprite_weight: float = 1.0   # student: loss weight of tokens a sprite touches (others 1; see data.py)
-    first_weight: float = 1.0    # student: loss weight of frame 0 (prompt only, no context)
-    p_rollout: float = 0.0       # student: share of steps whose context is the model's own rollout
-    rollout_rounds: int = 2      # parallel rollout depth (errors compound over this many frames)
-    rollout_steps: int = 2       # sampler steps per generated frame in the rollout
-    rollout_anchor: int = 1      # leading frames kept as ground truth in a rollout context
-    p_window: float = 0.0        # student: share of steps whose context is a sink + window cache
-    window_min: int = 4          # window length drawn from [window_min, min(window_max, T - 2)] chunks
+    sprite_weight: float = 1.0  # student: loss weight of tokens a sprite touches (others 1; see data.py)
+    first_weight: float = 1.0  # student: loss weight of frame 0 (prompt only, no context)
+    p_rollout: float = 0.0  # student: share of steps whose context is the model's own rollout
+    rollout_rounds: int = 2  # parallel rollout depth (errors compound over this many frames)
+    rollout_steps: int = 2  # sampler steps per generated frame in the rollout
+    rollout_anchor: int = 1  # leading frames kept as ground truth in a rollout context
+    p_window: float = 0.0  # student: share of steps whose context is a sink + window cache
+    window_min: int = 4  # window length drawn from [window_min, min(window_max, T - 2)] chunks
     window_max: int = 16
-    max_sink: int = 1            # sink chunks drawn from [0, max_sink]
-    first_batch: int = 0         # student: extra clips per step of the first chunk alone (generation from the prompt)
+    max_sink: int = 1  # sink chunks drawn from [0, max_sink]
+    first_batch: int = 0  # student: extra clips per step of the first chunk alone (generation from the prompt)
     seed: int = 0
     ckpt_every: int = 100
 
 
 RECIPES = {
-    "teacher": {"quick": VideoTrainConfig(steps=200, frames=12, long_every=0),
-                "default": VideoTrainConfig(steps=600, frames=12, long_every=0),
-                # continuation (start it with --init, e.g. from the shipped student): 24-frame clips with an
-                # occlusion and a return every other step, sprite-weighted loss, so the teacher whose
-                # attention labels PaFu-KV's head has learned to use its context at the labels' clip length
-                "long": VideoTrainConfig(steps=2500, lr=3e-4, warmup=50, frames=12, long_every=2, long_batch=3,
-                                         sprite_weight=5.0),
-                # the same continuation sized for a GPU (run it time-boxed with --device cuda --minutes M)
-                "gpu": VideoTrainConfig(steps=20000, lr=3e-4, warmup=100, batch=48, frames=12, long_every=2,
-                                        long_frames=32, long_batch=12, sprite_weight=5.0, max_t_offset=224,
-                                        ckpt_every=500)},
-    "student": {"quick": VideoTrainConfig(steps=1200, lr=5e-4, sprite_weight=5.0, first_weight=2.0),
-                "default": VideoTrainConfig(steps=4000, lr=5e-4, sprite_weight=5.0, first_weight=2.0),
-                # continuation from the shipped student: own-rollout context, more long clips
-                "selfctx": VideoTrainConfig(steps=2500, lr=3e-4, warmup=50, batch=4, frames=16, long_every=2,
-                                            long_batch=3, sprite_weight=5.0, first_weight=2.0, p_rollout=0.5),
-                # selfctx sized for a GPU: 12x the clips per step, 32-frame long clips, depth-3 rollouts,
-                # positions offset up to 224 so a full cache meets trained positions out to 256 frames
-                "gpu": VideoTrainConfig(steps=20000, lr=3e-4, warmup=100, batch=48, frames=16, long_every=2,
-                                        long_frames=32, long_batch=16, sprite_weight=5.0, first_weight=2.0,
-                                        p_rollout=0.5, rollout_rounds=3, max_t_offset=224, ckpt_every=500),
-                # gpu plus windowed context on a third of the steps and 48-frame long clips, so bounded
-                # caches (window, sink, every evicting policy) meet contexts the student was trained on
-                "gpuwin": VideoTrainConfig(steps=20000, lr=3e-4, warmup=100, batch=48, frames=16, long_every=2,
-                                           long_frames=48, long_batch=12, sprite_weight=5.0, first_weight=2.0,
-                                           p_rollout=0.5, rollout_rounds=3, max_t_offset=224, p_window=0.33,
-                                           ckpt_every=500),
-                # CPU continuation of the shipped student that drills the first chunk (prompt-only generation,
-                # where validation prompts showed most extra objects) with 48 first chunks per step beside
-                # gpuwin-like clips (own-rollout context on a quarter, windowed context on a third)
-                "first": VideoTrainConfig(steps=1500, lr=1e-4, warmup=50, batch=4, frames=16, long_every=4,
-                                          long_batch=3, sprite_weight=5.0, first_weight=2.0, p_rollout=0.25,
-                                          max_t_offset=224, p_window=0.33, first_batch=48)},
+    "teacher": {
+        "quick": VideoTrainConfig(steps=200, frames=12, long_every=0),
+        "default": VideoTrainConfig(steps=600, frames=12, long_every=0),
+        # continuation (start it with --init, e.g. from the shipped student): 24-frame clips with an
+        # occlusion and a return every other step, sprite-weighted loss, so the teacher whose
+        # attention labels PaFu-KV's head has learned to use its context at the labels' clip length
+        "long": VideoTrainConfig(
+            steps=2500, lr=3e-4, warmup=50, frames=12, long_every=2, long_batch=3, sprite_weight=5.0
+        ),
+        # the same continuation sized for a GPU (run it time-boxed with --device cuda --minutes M)
+        "gpu": VideoTrainConfig(
+            steps=20000,
+            lr=3e-4,
+            warmup=100,
+            batch=48,
+            frames=12,
+            long_every=2,
+            long_frames=32,
+            long_batch=12,
+            sprite_weight=5.0,
+            max_t_offset=224,
+            ckpt_every=500,
+        ),
+    },
+    "student": {
+        "quick": VideoTrainConfig(steps=1200, lr=5e-4, sprite_weight=5.0, first_weight=2.0),
+        "default": VideoTrainConfig(steps=4000, lr=5e-4, sprite_weight=5.0, first_weight=2.0),
+        # continuation from the shipped student: own-rollout context, more long clips
+        "selfctx": VideoTrainConfig(
+            steps=2500,
+            lr=3e-4,
+            warmup=50,
+            batch=4,
+            frames=16,
+            long_every=2,
+            long_batch=3,
+            sprite_weight=5.0,
+            first_weight=2.0,
+            p_rollout=0.5,
+        ),
+        # selfctx sized for a GPU: 12x the clips per step, 32-frame long clips, depth-3 rollouts,
+        # positions offset up to 224 so a full cache meets trained positions out to 256 frames
+        "gpu": VideoTrainConfig(
+            steps=20000,
+            lr=3e-4,
+            warmup=100,
+            batch=48,
+            frames=16,
+            long_every=2,
+            long_frames=32,
+            long_batch=16,
+            sprite_weight=5.0,
+            first_weight=2.0,
+            p_rollout=0.5,
+            rollout_rounds=3,
+            max_t_offset=224,
+            ckpt_every=500,
+        ),
+        # gpu plus windowed context on a third of the steps and 48-frame long clips, so bounded
+        # caches (window, sink, every evicting policy) meet contexts the student was trained on
+        "gpuwin": VideoTrainConfig(
+            steps=20000,
+            lr=3e-4,
+            warmup=100,
+            batch=48,
+            frames=16,
+            long_every=2,
+            long_frames=48,
+            long_batch=12,
+            sprite_weight=5.0,
+            first_weight=2.0,
+            p_rollout=0.5,
+            rollout_rounds=3,
+            max_t_offset=224,
+            p_window=0.33,
+            ckpt_every=500,
+        ),
+        # CPU continuation of the shipped student that drills the first chunk (prompt-only generation,
+        # where validation prompts showed most extra objects) with 48 first chunks per step beside
+        # gpuwin-like clips (own-rollout context on a quarter, windowed context on a third)
+        "first": VideoTrainConfig(
+            steps=1500,
+            lr=1e-4,
+            warmup=50,
+            batch=4,
+            frames=16,
+            long_every=4,
+            long_batch=3,
+            sprite_weight=5.0,
+            first_weight=2.0,
+            p_rollout=0.25,
+            max_t_offset=224,
+            p_window=0.33,
+            first_batch=48,
+        ),
+    },
 }
 # gpuwin plus 192 first chunks per step: the `first` drill sized for a GPU (not yet run; the next GPU session's
 # first candidate, see docs/backend.md "Where the student fails")
 RECIPES["student"]["gpufirst"] = dataclasses.replace(RECIPES["student"]["gpuwin"], first_batch=192)
-
-
-def encode_clips(ae, frames) -> torch.Tensor:
-    """uint8 (B, T, S, S, 3), numpy or tensor -> latents (B, T, C, g, g)."""
-    B, T = frames.shape[:2]
-    with torch.no_grad():
-        z = ae.encode(frames_to_tensor(frames.reshape(B * T, *frames.shape[2:])))
-    return z.view(B, T, *z.shape[1:])
-
-
-def noised(x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rectified-flow interpolation of x0 (B, T, C, g, g) at levels t (B, T) with fresh noise -> (x_t, eps);
-    the velocity target is eps - x0."""
-    eps = torch.randn_like(x0)
-    return (1 - t)[..., None, None, None] * x0 + t[..., None, None, None] * eps, eps
-
-
-def weighted_mse(v: torch.Tensor, target: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Mean squared error with per-token weights w (B, T, 1, g, g), normalised by the mean weight."""
-    return (((v - target) ** 2) * w).mean() / w.mean()
-
-
-def teacher_loss(model, tokens, x0, cfg, rng, mask=None):
-    B, T = x0.shape[:2]
-    dev = x0.device
-    t = shift_t(torch.rand(B, 1, device=dev).expand(B, T).clone(), cfg.shift)
-    clean = torch.zeros(B, T, dtype=torch.bool, device=dev)
-    for b in range(B):
-        if rng.random() < cfg.p_clean_prefix:
-            clean[b, : int(rng.integers(1, T))] = True
-    t = torch.where(clean, torch.zeros_like(t), t)
-    xt, eps = noised(x0, t)
-    off = int(rng.integers(0, cfg.max_t_offset + 1)) if rng.random() < cfg.p_t_offset else 0
-    v = model.bidirectional(tokens, xt, t, t_offset=off)
-    w = (~clean).float()[..., None, None, None]                                  # (B, T, 1, 1, 1)
-    if mask is not None:
-        w = w * token_weights(mask, cfg)                                         # (B, T, 1, g, g)
-    return (((v - (eps - x0)) ** 2) * w).sum() / w.expand_as(v).sum().clamp_min(1)
-
-
-def token_weights(mask: torch.Tensor, cfg: VideoTrainConfig) -> torch.Tensor:
-    """Per-token loss weights (B, T, 1, g, g) from sprite masks (B, T, g, g): sprites are a few percent of
-    the tokens, so an unweighted loss learns backgrounds first and sprites last (what session 1 saw)."""
-    w = 1.0 + (cfg.sprite_weight - 1.0) * mask
-    w[:, 0] *= cfg.first_weight
-    return w[:, :, None]
-
-
-@torch.no_grad()
-def rollout_context(model, tokens, x0, cfg: VideoTrainConfig, t_offset: int = 0) -> torch.Tensor:
-    """Context frames the student generated itself: (B, T, C, g, g), like x0.
-
-    Scheduled sampling computed in parallel (Jacobi rounds of the teacher-forcing layout): each round
-    generates every frame from pure noise with a `rollout_steps` re-noising sampler, given the previous
-    round's frames as clean context; after r rounds frame k is exactly what an autoregressive rollout of
-    depth min(k, r) from ground truth would produce (same noise aside). The first `rollout_anchor` frames
-    stay ground truth. Our reconstruction of the exposure-bias fix (Self-Forcing trains on its own
-    rollouts with a distribution-matching loss; here the target stays the ground-truth next frame, which
-    teaches the student to pull drifted context back to the world, DAgger style)."""
-    B, T = x0.shape[:2]
-    levels = shift_t(torch.linspace(1.0, 0.0, cfg.rollout_steps + 1)[:-1], cfg.shift)
-    zeros = torch.zeros(B, T, device=x0.device)
-    ctx = x0
-    for _ in range(cfg.rollout_rounds):
-        x = torch.randn_like(x0)
-        for i, t in enumerate(levels.tolist()):
-            v = model.teacher_forcing(tokens, ctx, zeros, x, torch.full((B, T), t, device=x0.device), t_offset=t_offset)
-            pred = x - t * v
-            if i + 1 < len(levels):
-                x = (1 - levels[i + 1]) * pred + levels[i + 1] * torch.randn_like(x0)
-        ctx = torch.cat([x0[:, :cfg.rollout_anchor], pred[:, cfg.rollout_anchor:]], 1)
-    return ctx
-
-
-def context_window(cfg: VideoTrainConfig, T: int, rng) -> tuple[int, int]:
-    """(window, sink) chunks for one student step: (0, 0), the full causal context, unless this step
-    draws a windowed context (probability p_window, and only when a window shorter than the clip fits)."""
-    hi = min(cfg.window_max, T - 2)
-    if not cfg.p_window or hi < cfg.window_min or rng.random() >= cfg.p_window:
-        return 0, 0
-    return int(rng.integers(cfg.window_min, hi + 1)), int(rng.integers(0, cfg.max_sink + 1))
-
-
-def student_loss(model, tokens, x0, cfg, rng, mask=None):
-    B, T = x0.shape[:2]
-    dev = x0.device
-    t = shift_t(torch.rand(B, T, device=dev), cfg.shift)          # independent level per chunk frame
-    xt, eps = noised(x0, t)
-    off = int(rng.integers(0, cfg.max_t_offset + 1)) if rng.random() < cfg.p_t_offset else 0
-    if cfg.p_rollout and rng.random() < cfg.p_rollout:
-        s = torch.zeros(B, T, device=dev)
-        ctx = rollout_context(model, tokens, x0, cfg, off)
-    else:
-        s = torch.rand(B, 1, device=dev) * cfg.ctx_noise * (torch.rand(B, 1, device=dev) < cfg.p_ctx_noise)
-        s = s.expand(B, T)
-        ctx, _ = noised(x0, s)
-    window, sink = context_window(cfg, T, rng)
-    v = model.teacher_forcing(tokens, ctx, s, xt, t, t_offset=off, window=window, sink=sink)
-    if mask is None:
-        return F.mse_loss(v, eps - x0)
-    w = token_weights(mask, cfg)                                          # (B, T, 1, g, g)
-    return weighted_mse(v, eps - x0, w)
-
-
-def first_chunk_loss(model, tokens, x0, cfg, mask=None):
-    """Flow-matching loss of the first chunk alone, x0 (B, F, C, g, g) with F = chunk_frames.
-
-    The first chunk is generated from the prompt alone, the student's hardest case: on validation prompts
-    its first frames carried 2.7 extra objects, against under 1 per frame over the first 48 frames. Every
-    training clip holds one first chunk, so `first_batch` adds that many more per step. In the student's
-    layout the first chunk attends only to the prompt and to itself, which is exactly the bidirectional
-    [prompt | chunk] sequence (tested), at half the tokens of the teacher-forcing layout. One noise level per
-    chunk and no position offset: what inference computes."""
-    B, Fr = x0.shape[:2]
-    t = shift_t(torch.rand(B, 1, device=x0.device), cfg.shift).expand(B, Fr)
-    xt, eps = noised(x0, t)
-    v = model.bidirectional(tokens, xt, t)
-    w = torch.ones_like(x0[:, :, :1]) if mask is None else token_weights(mask, cfg)     # (B, F, 1, g, g)
-    return weighted_mse(v, eps - x0, w)
-
-
-@torch.no_grad()
-def next_frame_error(model, ae, stage: str, n: int = 8) -> dict:
-    """Health check (DESIGN §11): one-step x0 prediction of frame k from pure noise given clean frames < k,
-    against the copy-last-frame baseline (held-out-style fixed seed, latent units)."""
-    rng = np.random.default_rng(999)
-    frames, tokens = clip_batch(rng, n, 12)
-    dev = next(model.parameters()).device
-    x0 = encode_clips(ae, torch.from_numpy(frames).to(dev))
-    tokens = torch.from_numpy(tokens).to(dev)
-    B, T = x0.shape[:2]
-    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(dev)
-    t = torch.ones(B, T, device=dev)
-    if stage == "teacher":
-        tt = torch.zeros(B, T, device=dev)
-        tt[:, -1] = 1.0
-        xt = torch.where(tt[..., None, None, None] > 0, eps, x0)
-        pred = xt[:, -1] - model.bidirectional(tokens, xt, tt)[:, -1]
-        target, last = x0[:, -1], x0[:, -2]
-    else:
-        v = model.teacher_forcing(tokens, x0, torch.zeros(B, T, device=dev), eps, t)
-        pred = (eps - v)[:, 1:]
-        target, last = x0[:, 1:], x0[:, :-1]
-    return {"next_frame_mse": float(((pred - target) ** 2).mean()), "copy_last_mse": float(((last - target) ** 2).mean())}
 
 
 class ClipStream(torch.utils.data.IterableDataset):
@@ -269,16 +207,28 @@ class ClipStream(torch.utils.data.IterableDataset):
             long = cfg.long_every and step % cfg.long_every == cfg.long_every - 1
             T, B = (cfg.long_frames, cfg.long_batch) if long else (cfg.frames, cfg.batch)
             batch = clip_batch(rng, B, T, mask_grid=self.grid)
-            if cfg.first_batch:                                     # first chunks alone (first_chunk_loss)
+            if cfg.first_batch:  # first chunks alone (first_chunk_loss)
                 batch += clip_batch(rng, cfg.first_batch, self.chunk, mask_grid=self.grid)
             yield tuple(torch.from_numpy(a) for a in batch)
             step += n
 
 
-def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, steps: int | None = None,
-        preset: str | None = None, runs: Path = RUNS, models: Path = MODELS, init: str | None = None,
-        device: str = "cpu", workers: int = 0, minutes: float | None = None, batch: int | None = None,
-        long_batch: int | None = None, amp: bool = False) -> dict:
+def run(
+    stage: str = "teacher",
+    recipe: str = "quick",
+    resume: bool = True,
+    steps: int | None = None,
+    preset: str | None = None,
+    runs: Path = RUNS,
+    models: Path = MODELS,
+    init: str | None = None,
+    device: str = "cpu",
+    workers: int = 0,
+    minutes: float | None = None,
+    batch: int | None = None,
+    long_batch: int | None = None,
+    amp: bool = False,
+) -> dict:
     """Train `stage`. On a GPU (`device="cuda"`), `workers` loader processes draw the clips and `batch` /
     `long_batch` override the recipe's; `minutes` caps the wall time: the cosine schedule then runs on
     max(step / steps, elapsed / minutes), so a time-boxed run still anneals to zero. `amp` computes the
@@ -293,7 +243,7 @@ def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, step
     mcfg = MODEL_PRESETS[cfg.preset]
     model = VideoDiT(mcfg)
     state = runs / stage / "state.safetensors"
-    if init is not None and not (resume and state.is_file()):     # continue from shipped weights
+    if init is not None and not (resume and state.is_file()):  # continue from shipped weights
         tensors, _, _ = checkpoint.read(init)
         checkpoint.load_into(model, tensors, init)
         print(f"{stage} initialised from {init}")
@@ -309,15 +259,22 @@ def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, step
     log = Log(runs / stage / "log.jsonl")
     rng = np.random.default_rng([cfg.seed, step, 17])
     loss_fn = teacher_loss if stage == "teacher" else student_loss
-    stream = iter(torch.utils.data.DataLoader(ClipStream(cfg, mcfg.grid, step, mcfg.chunk_frames), batch_size=None,
-                                              num_workers=workers, prefetch_factor=4 if workers else None,
-                                              persistent_workers=bool(workers)))
+    stream = iter(
+        torch.utils.data.DataLoader(
+            ClipStream(cfg, mcfg.grid, step, mcfg.chunk_frames),
+            batch_size=None,
+            num_workers=workers,
+            prefetch_factor=4 if workers else None,
+            persistent_workers=bool(workers),
+        )
+    )
     bar = tqdm(range(step, cfg.steps), desc=stage, initial=step, total=cfg.steps)
     ema, t0, done, start = None, time.time(), step, step
-    spent = trained_seconds(state) if step else 0.0                 # training seconds before this call
+    spent = trained_seconds(state) if step else 0.0  # training seconds before this call
 
     def clock() -> float:
         return spent + time.time() - t0
+
     for step in bar:
         frac = step / cfg.steps if minutes is None else max(step / cfg.steps, clock() / (60 * minutes))
         if frac >= 1.0:
@@ -327,11 +284,11 @@ def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, step
             g["lr"] = lr
         frames, tokens, mask, *first = next(stream)
         T = frames.shape[1]
-        x0 = encode_clips(ae, frames.to(dev))                      # fp32 targets, also under amp
+        x0 = encode_clips(ae, frames.to(dev))  # fp32 targets, also under amp
         x0_first = encode_clips(ae, first[0].to(dev)) if first else None
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             loss = loss_fn(model, tokens.to(dev), x0, cfg, rng, mask.to(dev))
-            if first:                                               # student with first_batch > 0
+            if first:  # student with first_batch > 0
                 loss = loss + first_chunk_loss(model, first[1].to(dev), x0_first, cfg, first[2].to(dev))
         optimise(loss, opt, model.parameters())
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
@@ -341,11 +298,13 @@ def run(stage: str = "teacher", recipe: str = "quick", resume: bool = True, step
             log.write(step=done, loss=loss.item(), loss_ema=ema, lr=lr, T=T)
         if done % cfg.ckpt_every == 0 or done == cfg.steps:
             checkpoint_run(stage, recipe, model, opt, ae, mcfg, cfg, state, log, models, done, clock())
-    if done > start and done % cfg.ckpt_every and done != cfg.steps:   # a time-boxed run stopped between saves
+    if done > start and done % cfg.ckpt_every and done != cfg.steps:  # a time-boxed run stopped between saves
         checkpoint_run(stage, recipe, model, opt, ae, mcfg, cfg, state, log, models, done, clock())
     secs = time.time() - t0
-    print(f"{stage}: {done} steps in {secs:.0f} s ({(done - start) / max(secs, 1e-9):.2f} steps/s this run) "
-          f"-> {models / f'{stage}.safetensors'}")
+    print(
+        f"{stage}: {done} steps in {secs:.0f} s ({(done - start) / max(secs, 1e-9):.2f} steps/s this run) "
+        f"-> {models / f'{stage}.safetensors'}"
+    )
     return {"steps": done}
 
 
