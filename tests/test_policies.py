@@ -29,7 +29,8 @@ def test_matrix_budget_protection_alignment_determinism(tiny, ae, name, frames_b
         kw["sink_frames"] = 1
     if name == "deep_forcing":
         kw["recent_frames"] = 1
-    budget = P + int(frames_budget * tpf) + (tpf if name in ("sink", "deep_forcing") else 0)
+    least = make_policy(name, **kw).min_budget(P, tpf, tiny.cfg.chunk_frames)  # derived from what it protects
+    budget = max(P + int(frames_budget * tpf), least)
     st, recs = run(tiny, ae, make_policy(name, budget=budget, **kw))
     for r in recs:
         if r.phase == "evict":
@@ -479,3 +480,78 @@ def test_newest_chunk_readers_record_statistics_only_before_an_eviction(tiny, ae
     assert all(r.stats_ms != 0 for r in eager_recs if r.phase == "commit")
     assert not make_policy("h2o").lazy_stats  # H2O accumulates every commit's attention
     assert not make_policy("tova", layer_split="cake").lazy_stats
+
+
+@pytest.mark.parametrize("name", [n for n in POLICIES if n != "full"])
+def test_every_policy_runs_at_its_derived_minimum_budget(tiny, ae, name):
+    """The minimum budget is derived from what the policy protects, so a run at exactly that budget holds it
+    after every eviction (Deep Forcing stated a minimum below its own protected sink: rejected mid-run), and one
+    token less is refused before any work."""
+    tpf, P, cf = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt, tiny.cfg.chunk_frames
+    extra = (
+        {"reference": __import__("backend.build", fromlist=["x"]).reference_scores(tiny, ae, PROMPT, 9, 4)}
+        if name == "oracle"
+        else {}
+    )
+    if name == "pafu":
+        from backend.salience import SalienceHead, SEHConfig
+
+        extra["head"] = SalienceHead(SEHConfig(n_layer=tiny.cfg.n_layer, key_dim=tiny.cfg.dim, grid=tiny.cfg.grid))
+    least = make_policy(name, **extra).min_budget(P, tpf, cf)
+    st, recs = run(tiny, ae, make_policy(name, budget=least, **extra), n=9)
+    assert all((r.occupancy <= least).all() for r in recs if r.phase == "evict")
+    with pytest.raises(GenerationError, match="below"):
+        run(tiny, ae, make_policy(name, budget=least - 1, **extra))
+
+
+# scored policies whose keep is the top of their score (PackCache allocates per frame by decay and TempCache's
+# recency ties within a frame at token level: neither keeps a plain top-k of one score)
+TOP_K = {
+    "h2o": "token",
+    "tova": "token",
+    "snapkv": "token",
+    "flowcache": "token",
+    "random": "token",
+    "deep_forcing": "token",
+    "oracle": "token",
+    "pafu": "token",
+    "window": "frame",
+    "sink": "frame",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOP_K))
+def test_the_score_drives_the_keep_a_reversed_score_keeps_the_complement(tiny, ae, name):
+    """Of the evictable tokens, a policy keeps the best-scored half; with its score reversed it keeps exactly
+    the other half (whole frames at frame granularity)."""
+    from backend.policies import EvictContext
+
+    tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
+    kw = {"granularity": TOP_K[name]}
+    if name == "oracle":
+        kw["reference"] = __import__("backend.build", fromlist=["x"]).reference_scores(tiny, ae, PROMPT, 8, 4)
+    if name == "pafu":
+        from backend.salience import SalienceHead, SEHConfig
+
+        torch.manual_seed(0)
+        kw["head"] = SalienceHead(SEHConfig(n_layer=tiny.cfg.n_layer, key_dim=tiny.cfg.dim, grid=tiny.cfg.grid))
+    if name in ("sink", "deep_forcing"):
+        kw["sink_frames"] = 1
+    pol = make_policy(name, budget=10**6, **kw)  # never evicts: the cache holds all 8 frames
+    st = Stepper(tiny, ae, PROMPT, 8, seed=4, policy=pol, preview=False, attention="probs")  # every commit's
+    list(st.run())
+    ctx = EvictContext(7, (7, 7), tpf, tiny.cfg.grid, tiny.rotate)
+    pol.prepare(st.cache, ctx)
+    layer = st.cache.layers[1]
+    prot = pol.protected(layer, ctx).numpy()
+    free = np.flatnonzero(~prot)
+    half = len(free) // 2 // tpf * tpf  # whole frames
+    budget = int(prot.sum()) + half
+    keep, scores = pol.keep_indices(1, layer, ctx, budget)
+    orig = pol.score
+    pol.score = lambda i, lay, c: -orig(i, lay, c)
+    keep_rev, _ = pol.keep_indices(1, layer, ctx, budget)
+    a, b = set(keep.tolist()) - set(np.flatnonzero(prot)), set(keep_rev.tolist()) - set(np.flatnonzero(prot))
+    assert len(a) == len(b) == half and not a & b
+    if len(free) == 2 * half:
+        assert a | b == set(free.tolist())

@@ -7,6 +7,8 @@ holds the minimal API the backend needs; the full policy library builds on it.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -149,8 +151,19 @@ class Policy:
         return None if self.budget is None else self.budget + chunk_frames * tokens_per_frame
 
     def min_budget(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> int:
-        """Fewest tokens per layer that hold the protected regions (a smaller budget is rejected)."""
-        return n_prompt + chunk_frames * tokens_per_frame
+        """Fewest tokens per layer that hold everything the policy protects at that budget (a smaller budget is
+        rejected). Derived from `protected` on a synthetic full layer, never stated apart from it: the
+        protected regions may grow with the budget (Deep Forcing's sink is half of it), so the search goes up
+        from the prompt plus one chunk to the first budget b that protects at most b tokens (protection only
+        grows with the budget, so any b below what a smaller one protects cannot hold either)."""
+        layer, ctx = synthetic_layer(n_prompt, tokens_per_frame, chunk_frames)
+        b = n_prompt + chunk_frames * tokens_per_frame
+        while b <= len(layer):
+            need = int(dataclasses.replace(self, budget=b).protected(layer, ctx).sum())
+            if need <= b:
+                return b
+            b = need
+        raise ValueError(f"policy {self.name!r} protects more than {len(layer)} tokens at every budget")
 
     def check(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> None:
         """Reject a budget below the protected size, before any work is done. A budget with less room above
@@ -300,3 +313,27 @@ class Policy:
             "layer_split": self.layer_split,
             "period": self.period,
         }
+
+
+SYNTHETIC_FRAMES = 256  # frames of the synthetic layer a minimum budget is derived on
+
+
+def synthetic_layer(n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> tuple[LayerCache, EvictContext]:
+    """A layer holding the prompt anchors and SYNTHETIC_FRAMES frames in time order, the newest chunk last, and
+    the context of the eviction after that chunk's commit (what `min_budget` asks `protected` about)."""
+    F, T = SYNTHETIC_FRAMES, tokens_per_frame
+    g = max(1, math.isqrt(T))
+    n = n_prompt + F * T
+    frame = torch.cat([torch.full((n_prompt,), -1), torch.arange(F).repeat_interleave(T)])
+    cell = torch.cat([torch.arange(n_prompt), torch.arange(T).repeat(F)])
+    meta = {
+        "frame": frame,
+        "y": cell // g,
+        "x": cell % g,
+        "token_id": torch.arange(n),
+        "kind": torch.cat([torch.full((n_prompt,), KIND_PROMPT), torch.full((F * T,), KIND_FRAME)]),
+    }
+    z = torch.zeros(1, n, 1)
+    layer = LayerCache(z, z.clone(), meta)
+    chunk = F // chunk_frames - 1
+    return layer, EvictContext(chunk, (chunk * chunk_frames, F - 1), T, g)

@@ -40,10 +40,6 @@ class DeepForcing(Policy):
             return self.sink_frames
         return max(1, (self.budget - n_prompt) // tokens_per_frame // 2)
 
-    def min_budget(self, n_prompt, tokens_per_frame, chunk_frames):
-        sink = self.sink_frames or 1
-        return n_prompt + (sink + max(self.recent_frames, chunk_frames)) * tokens_per_frame
-
     def protected(self, layer, ctx):
         m = layer.meta  # numpy on views: every layer, every commit
         kind, frame = m["kind"].numpy(), m["frame"].numpy()

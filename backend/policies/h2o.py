@@ -26,9 +26,6 @@ class H2O(Policy):
     recent_frames: int = 2
     period: int = EVICT_PERIOD  # evict every second chunk (docs/benchmarks/period_validation/)
 
-    def min_budget(self, n_prompt, tokens_per_frame, chunk_frames):
-        return n_prompt + max(self.recent_frames, chunk_frames) * tokens_per_frame
-
     def protected(self, layer, ctx):
         return super().protected(layer, ctx) | (layer.meta["frame"] > ctx.newest_frames[1] - self.recent_frames)
 

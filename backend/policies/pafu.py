@@ -91,11 +91,6 @@ class PaFu(Policy):
                 f"recent_frames must be >= 1 and sink_frames >= 0, got {self.recent_frames}, {self.sink_frames}"
             )
 
-    def min_budget(self, n_prompt, tokens_per_frame, chunk_frames):
-        return (
-            n_prompt + (max(self.recent_window(tokens_per_frame), chunk_frames) + self.sink_frames) * tokens_per_frame
-        )
-
     def recent_window(self, tokens_per_frame: int) -> int:
         """Frames of the protected recency window: `recent_frames`, or `recent_share` of the budget's frames
         if that is more (H2O splits its budget between heavy hitters and recent tokens the same way)."""

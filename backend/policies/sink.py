@@ -25,9 +25,6 @@ class Sink(Policy):
         if self.sink_frames < 0:
             raise ValueError(f"sink_frames must be >= 0, got {self.sink_frames}")
 
-    def min_budget(self, n_prompt, tokens_per_frame, chunk_frames):
-        return n_prompt + (self.sink_frames + chunk_frames) * tokens_per_frame
-
     def protected(self, layer, ctx):
         return super().protected(layer, ctx) | ((layer.meta["frame"] >= 0) & (layer.meta["frame"] < self.sink_frames))
 
