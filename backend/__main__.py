@@ -57,18 +57,19 @@ def cmd_generate(a) -> int:
         for rec in st.run():
             if rec.phase == "evict":
                 bar.update(rec.frames[1] - rec.frames[0])
+            if rec.timings is not None:
+                ms = rec.timings["frame_ms"]  # the run's timings travel with its last record
     total = time.perf_counter() - t0
     write_video(st.frames, a.out, fps=a.fps, scale=a.scale)
     if a.timings:
         print("frame     ms")
-    ms = st.frame_ms
     if a.timings:
         for i, m in enumerate(ms):
             print(f"{i:5d}  {m:6.1f}")
     print(
         f"wrote {a.out}: {st.n_frames} frames in {total:.1f} s; per-frame ms median {np.median(ms):.1f}, "
-        f"p90 {np.percentile(ms, 90):.1f}, max {ms.max():.1f}; final KV {sum(st.cache.nbytes()) / 1e6:.2f} MB "
-        f"({st.cache.occupancy()[0]} tokens/layer)"
+        f"p90 {np.percentile(ms, 90):.1f}, max {ms.max():.1f}; final KV {rec.nbytes.sum() / 1e6:.2f} MB "
+        f"({rec.occupancy[0]} tokens/layer)"
     )
     return 0
 

@@ -33,12 +33,16 @@ class StepRecord:
     evicted: tuple[np.ndarray, ...] | None  # evict: token ids evicted, per layer
     scores: tuple[np.ndarray | None, ...] | None  # evict: policy score of each token before eviction
     ms: float  # wall time of the step
-    stats_ms: float = 0.0  # commit: time materialising attention for the policy's statistics, beyond
-    # the fused attention the same chunk's denoise passes took (0: not computed)
-    ids: tuple[np.ndarray, ...] | None = None  # commit: token ids cached after it, per layer (cache order);
-    # evict: token ids before the eviction, aligned with `scores`
-    signals: dict[str, tuple[np.ndarray, ...]] | None = None  # commit: the signals the stepper was asked to
-    # record (`Stepper.signals`), per layer, aligned with `ids`
+    # commit: time materialising attention for the policy's statistics, beyond the fused attention the same
+    # chunk's denoise passes took (0: not computed)
+    stats_ms: float = 0.0
+    # commit: token ids cached after it, per layer (cache order); evict: the ids `scores` belong to (the cache
+    # before the eviction)
+    ids: tuple[np.ndarray, ...] | None = None
+    # commit: the signals the stepper was asked to record (`Stepper.signals`), per layer, aligned with `ids`
+    signals: dict[str, tuple[np.ndarray, ...]] | None = None
+    # the run's last record: "frame_ms" (n_frames,), the wall time of all steps of each frame's chunk
+    timings: dict[str, np.ndarray] | None = None
 
     @classmethod
     def make(
@@ -58,6 +62,7 @@ class StepRecord:
         stats_ms=0.0,
         ids=None,
         signals=None,
+        timings=None,
     ):
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
@@ -69,6 +74,7 @@ class StepRecord:
             ids = [e.scored for e in eviction] if ids is None else ids
         ids = None if ids is None else tuple(_frozen(i, np.int64) for i in ids)
         signals = None if not signals else {k: tuple(_frozen(x, np.float32) for x in v) for k, v in signals.items()}
+        timings = None if timings is None else {k: _frozen(v, np.float64) for k, v in timings.items()}
         return cls(
             int(index),
             phase,
@@ -86,4 +92,5 @@ class StepRecord:
             float(stats_ms),
             ids,
             signals,
+            timings,
         )

@@ -129,6 +129,7 @@ class Stepper:
         self.frames = np.zeros((self.n_frames, S, S, 3), np.uint8)
         self.latents = torch.zeros(self.n_frames, *geo.latent_shape)
         self.chunk, self.k, self.counter = 0, -1, 0  # k = -1: prefill pending
+        self._phases: Iterator[StepRecord] | None = None
         self.x: torch.Tensor | None = None
         self._guide: KVCache | None = None  # open-colour prompt prefill
         self.x0: torch.Tensor | None = None
@@ -168,84 +169,101 @@ class Stepper:
         return self.ts_first if self.chunk == 0 else self.ts_rest
 
     def step(self) -> StepRecord:
+        """The next observable step's record (prefill, a denoise step, a commit or an eviction)."""
         if self.done:
             raise StopIteration("generation is finished")
-        t0 = time.perf_counter()
-        geo, clock = self.geo, Clock()
-        if self.k == -1:
-            self.model.prefill(self.tokens, self.cache, observe=self.observer, clock=clock)
-            open_tokens = self.spec.open_colours().tokens()
-            if (self.sampler.first_guidance, self.sampler.guidance) != (
-                1.0,
-                1.0,
-            ) and open_tokens != self.tokens.tolist():
-                self._guide = KVCache(geo.n_layer, geo.n_head, geo.head_dim)
-                self.model.prefill(torch.tensor(open_tokens), self._guide)
-            self.k = 0
-            return self._record("prefill", -1, None, None, t0, chunk=-1)
-        f0 = self.chunk * geo.chunk_frames
-        nf = min(geo.chunk_frames, self.n_frames - f0)
-        if self.k < len(self.ts):  # a denoise step
-            if self.k == 0:
-                g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk))
-                self.x = torch.randn(nf, *geo.latent_shape, generator=g)
-            t = self.ts[self.k]
-            t_next = self.ts[self.k + 1] if self.k + 1 < len(self.ts) else 0.0
-            tt = torch.full((nf,), t)
-            if self.k == 0:
-                self._pass_attn_ms = []  # fused attention per pass, this chunk
-            v = self.model.forward_chunk(self.x, tt, f0, self.cache, clock=clock)
-            passes = 1
-            if self.trace_inputs:  # the model's own (unguided) output
-                self.inputs.append((self.chunk, self.k, t, self.x.clone(), v.clone()))
-            scale = self.sampler.first_guidance if self.chunk == 0 else self.sampler.guidance
-            if self._guide is not None and scale != 1.0:
-                v_open = self.model.forward_chunk(self.x, tt, f0, self.cache, condition_kv=self._guide, clock=clock)
-                passes = 2
-                v = v_open + scale * (v - v_open)
-            renoise = self.sampler.renoise
-            if self.chunk == 0 and self.sampler.first_renoise is not None:
-                renoise = self.sampler.first_renoise
-            noise = None
-            if t_next > 0 and renoise:
-                g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, self.k))
-                noise = torch.randn(self.x.shape, generator=g)
-            self._pass_attn_ms.append(clock.attn_ms / passes)
-            self.x, self.x0 = flow_step(self.x, v, t, t_next, noise, renoise)
-            step_k = self.k
+        if self._phases is None:
+            self._phases = self._generate()
+        return next(self._phases)
+
+    def _generate(self) -> Iterator[StepRecord]:
+        """The run's phases in order: the prefill, then per chunk its denoise steps, the clean commit and the
+        policy's eviction. `chunk` and `k` say where the next step is (the explorer's status reads them)."""
+        yield self._prefill()
+        for chunk in range(self.n_chunks):
+            self.chunk = chunk
+            f0 = chunk * self.geo.chunk_frames
+            nf = min(self.geo.chunk_frames, self.n_frames - f0)
+            for k, t in enumerate(self.ts):
+                self.k = k
+                yield self._denoise(k, t, f0, nf)
+            self.k = len(self.ts)
+            yield self._commit(f0, nf)
             self.k += 1
-            preview = self._decode(self.x0) if self.preview else None
-            return self._record("denoise", step_k, t, preview, t0)
-        if self.k == len(self.ts):  # commit the clean chunk
-            s = self.sampler.context_noise
-            x_ctx = self.x0
-            if s > 0:  # the context the student was trained with: (1 - s) x0 + s eps (CausVid)
-                g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, -2))
-                x_ctx = (1 - s) * self.x0 + s * torch.randn(self.x0.shape, generator=g)
-            observe = self.observer
-            if self._lazy and not self.policy.evicts_after(self.cache, nf * geo.tokens_per_frame):
-                observe = observe.quiet()  # no layer evicts after this commit: nothing reads its statistics
-            self.model.forward_chunk(
-                x_ctx, torch.full((nf,), s), f0, self.cache, commit=True, observe=observe, clock=clock
-            )
-            self.latents[f0 : f0 + nf] = self.x0
-            if self.sampler.guidance == 1.0:
-                self._guide = None  # only the first chunk was guided
-            frames = self._decode(self.x0)
-            self.frames[f0 : f0 + nf] = frames
-            self.k += 1
-            t_rec = time.perf_counter()
-            ids, signals = self._recorded()
-            t0 += time.perf_counter() - t_rec  # recording is not the chunk's cost
-            # the commit's attention has the denoise passes' shapes (same cache, same chunk): what it took
-            # beyond their fused attention is the cost of materialising it for the policy's statistics
-            stats_ms = clock.attn_ms - float(np.mean(self._pass_attn_ms)) if observe.kind != "none" else 0.0
-            return self._record("commit", -1, s, frames, t0, stats_ms=stats_ms, ids=ids, signals=signals)
+            yield self._evict(f0, nf)
+
+    def _prefill(self) -> StepRecord:
+        t0, geo = time.perf_counter(), self.geo
+        self.model.prefill(self.tokens, self.cache, observe=self.observer, clock=Clock())
+        open_tokens = self.spec.open_colours().tokens()
+        guided = (self.sampler.first_guidance, self.sampler.guidance) != (1.0, 1.0)
+        if guided and open_tokens != self.tokens.tolist():
+            self._guide = KVCache(geo.n_layer, geo.n_head, geo.head_dim)
+            self.model.prefill(torch.tensor(open_tokens), self._guide)
+        self.k = 0
+        return self._record("prefill", -1, None, None, t0, chunk=-1)
+
+    def _denoise(self, k: int, t: float, f0: int, nf: int) -> StepRecord:
+        t0, clock = time.perf_counter(), Clock()
+        if k == 0:  # the chunk's noise, from (seed, chunk) only
+            g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk))
+            self.x = torch.randn(nf, *self.geo.latent_shape, generator=g)
+            self._pass_attn_ms = []  # fused attention per pass, this chunk
+        t_next = self.ts[k + 1] if k + 1 < len(self.ts) else 0.0
+        tt = torch.full((nf,), t)
+        v = self.model.forward_chunk(self.x, tt, f0, self.cache, clock=clock)
+        passes = 1
+        if self.trace_inputs:  # the model's own (unguided) output
+            self.inputs.append((self.chunk, k, t, self.x.clone(), v.clone()))
+        scale = self.sampler.first_guidance if self.chunk == 0 else self.sampler.guidance
+        if self._guide is not None and scale != 1.0:
+            v_open = self.model.forward_chunk(self.x, tt, f0, self.cache, condition_kv=self._guide, clock=clock)
+            passes = 2
+            v = v_open + scale * (v - v_open)
+        renoise = self.sampler.renoise
+        if self.chunk == 0 and self.sampler.first_renoise is not None:
+            renoise = self.sampler.first_renoise
+        noise = None
+        if t_next > 0 and renoise:
+            g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, k))
+            noise = torch.randn(self.x.shape, generator=g)
+        self._pass_attn_ms.append(clock.attn_ms / passes)
+        self.x, self.x0 = flow_step(self.x, v, t, t_next, noise, renoise)
+        preview = self._decode(self.x0) if self.preview else None
+        return self._record("denoise", k, t, preview, t0)
+
+    def _commit(self, f0: int, nf: int) -> StepRecord:
+        t0, clock = time.perf_counter(), Clock()
+        s = self.sampler.context_noise
+        x_ctx = self.x0
+        if s > 0:  # the context the student was trained with: (1 - s) x0 + s eps (CausVid)
+            g = torch.Generator().manual_seed(noise_seed(self.seed, self.chunk, -2))
+            x_ctx = (1 - s) * self.x0 + s * torch.randn(self.x0.shape, generator=g)
+        observe = self.observer
+        if self._lazy and not self.policy.evicts_after(self.cache, nf * self.geo.tokens_per_frame):
+            observe = observe.quiet()  # no layer evicts after this commit: nothing reads its statistics
+        self.model.forward_chunk(x_ctx, torch.full((nf,), s), f0, self.cache, commit=True, observe=observe, clock=clock)
+        self.latents[f0 : f0 + nf] = self.x0
+        if self.sampler.guidance == 1.0:
+            self._guide = None  # only the first chunk was guided
+        frames = self._decode(self.x0)
+        self.frames[f0 : f0 + nf] = frames
+        t_rec = time.perf_counter()
+        ids, signals = self._recorded()
+        t0 += time.perf_counter() - t_rec  # recording is not the chunk's cost
+        # the commit's attention has the denoise passes' shapes (same cache, same chunk): what it took
+        # beyond their fused attention is the cost of materialising it for the policy's statistics
+        stats_ms = clock.attn_ms - float(np.mean(self._pass_attn_ms)) if observe.kind != "none" else 0.0
+        return self._record("commit", -1, s, frames, t0, stats_ms=stats_ms, ids=ids, signals=signals)
+
+    def _evict(self, f0: int, nf: int) -> StepRecord:
+        t0, geo = time.perf_counter(), self.geo
         ctx = EvictContext(self.chunk, (f0, f0 + nf - 1), geo.tokens_per_frame, geo.grid[1], self.model.rotate)
         ev = self.policy.evict(self.cache, ctx)
-        rec = self._record("evict", -1, None, None, t0, ev)
+        last = self.chunk + 1 >= self.n_chunks
+        rec = self._record("evict", -1, None, None, t0, ev, final=last)
         self.chunk, self.k = self.chunk + 1, 0
-        self.done = self.chunk >= self.n_chunks
+        self.done = last
         return rec
 
     # ------------------------------------------------------------------ helpers
@@ -268,7 +286,7 @@ class Stepper:
         return tensor_to_frames(self.ae.decode(z))
 
     def _record(
-        self, phase, step, t, preview, t0, ev=None, chunk=None, stats_ms=0.0, ids=None, signals=None
+        self, phase, step, t, preview, t0, ev=None, chunk=None, stats_ms=0.0, ids=None, signals=None, final=False
     ) -> StepRecord:
         ms = (time.perf_counter() - t0) * 1e3
         cf = self.geo.chunk_frames
@@ -291,6 +309,7 @@ class Stepper:
             stats_ms=stats_ms,
             ids=ids,
             signals=signals,
+            timings={"frame_ms": self.frame_ms} if final else None,
         )
         self.counter += 1
         return rec

@@ -614,3 +614,28 @@ def test_the_timeline_says_and_draws_that_the_budget_holds_after_each_eviction()
     assert "after each eviction" in texts and "after each commit" not in texts
     band = [s for s in fig.layout.shapes if s.type == "rect"]
     assert len(band) == 1 and (band[0].y0, band[0].y1) == (100, 100 + 64)  # budget .. budget + one chunk
+
+
+def test_the_history_is_a_pure_fold_over_the_records(shipped_models):
+    """Everything the explorer shows of a run comes from its StepRecords: folding the same records into a fresh
+    history gives the same arrays, snapshots and painted values, with no stepper, cache or policy at hand."""
+    from explorer.run import Run
+
+    model, ae = shipped_models
+    run = Run.start(cfg(policy="h2o", budget="4f", frames=8), model, ae)
+    recs = []
+    while not run.finished:
+        recs.append(run.step())
+    live = run.data.history
+    replay = RunHistory(
+        live.n_layer, live.n_prompt, live.tokens_per_frame, live.grid, live.chunk_frames, 8, budget=live.budget
+    )
+    for rec in recs:
+        replay.add_record(rec)
+    for k, v in live.arrays().items():
+        np.testing.assert_array_equal(v, replay.arrays()[k])
+    assert [s.chunk for s in live.snapshots] == [s.chunk for s in replay.snapshots]
+    for f in range(8):
+        for sig in ("score", "attention", "predicted"):
+            np.testing.assert_array_equal(live.frame_values(sig, f, 0), replay.frame_values(sig, f, 0))
+    assert recs[-1].timings is not None and recs[-1].timings["frame_ms"].shape == (8,)

@@ -526,7 +526,7 @@ def test_the_score_drives_the_keep_a_reversed_score_keeps_the_complement(tiny, a
     the other half (whole frames at frame granularity)."""
     from backend.policies import EvictContext
 
-    tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
+    tpf = tiny.cfg.tokens_per_frame
     kw = {"granularity": TOP_K[name]}
     if name == "oracle":
         kw["reference"] = __import__("backend.build", fromlist=["x"]).reference_scores(tiny, ae, PROMPT, 8, 4)

@@ -169,11 +169,20 @@ class Policy:
         """Reject a budget below the protected size, before any work is done. A budget with less room above
         it than `period` - 1 chunks is accepted: the keep then stops at the protected size (`targets`) and
         runs as often as it must, so a period is a saving where it fits, never a reason to reject a budget."""
+        if self.budget is None:
+            return
         need = self.min_budget(n_prompt, tokens_per_frame, chunk_frames)
-        if self.budget is not None and self.budget < need:
+        if self.budget < need:
             raise ValueError(
                 f"budget {self.budget} tokens is below the {need} tokens policy {self.name!r} always "
                 f"keeps (prompt anchors, newest chunk and its protected frames); use at least {need}"
+            )
+        layer, ctx = synthetic_layer(n_prompt, tokens_per_frame, chunk_frames)
+        held = int(self.protected(layer, ctx).sum())  # protection that grows with the budget may outgrow it
+        if held > self.budget:
+            raise ValueError(
+                f"budget {self.budget} tokens is below the {held} tokens policy {self.name!r} protects at that "
+                f"budget (its protected share of the budget leaves no room); use a smaller share or {need} tokens"
             )
 
     def protected(self, layer: LayerCache, ctx: EvictContext) -> torch.Tensor:
