@@ -44,7 +44,7 @@ class SamplerConfig:
     renoise: bool = True  # x0 -> fresh noise at the next level (Self-Forcing); False = Euler ODE
     context_noise: float = 0.0  # noise level s of the commit pass: it caches K/V of (1 - s) x0 + s eps
     # the first chunk has no context and a multimodal target: more steps of the ODE (Euler) sample it far
-    # better than 4 re-noising steps (chosen on validation prompts: docs/benchmarks/sampler.md)
+    # better than 4 re-noising steps (chosen on validation prompts: docs/decisions/sampler.md)
     first_steps: int | None = 16  # denoise steps of the first chunk; None = steps
     first_renoise: bool | None = False  # sampler of the first chunk; None = renoise
     # colour guidance: v = v_open + g (v_prompt - v_open), where v_open is the velocity under the same prompt
@@ -52,7 +52,7 @@ class SamplerConfig:
     # is needed), read over the same cache with only the prompt tokens swapped (forward_chunk's prompt_kv),
     # so it works under every cache policy. 1.0 = off; a prompt with no named colour is never guided.
     # Our reconstruction of classifier-free guidance for a cached AR model; scales chosen on validation
-    # prompts (docs/benchmarks/sampler.md). Costs one more read-only pass per denoise step.
+    # prompts (docs/decisions/sampler.md). Costs one more read-only pass per denoise step.
     guidance: float = 4.0  # every chunk after the first
     first_guidance: float = 4.0  # the first chunk
 

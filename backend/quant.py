@@ -17,7 +17,7 @@ packed size, and ``pack_layer`` builds the packed buffers to prove it. Three sch
   Our use: the rotation is per head over the head dim (a power of two), applied to the un-rotated keys
   (before RoPE) and to the values. Measured (H2O, int4, 256 frames): a 20% smaller attention-output
   error, but no reliable PSNR gain (better on validation prompts, worse on held-out ones), so ``channel``
-  stays the default (docs/benchmarks/int4_hadamard/).
+  stays the default (docs/decisions/int4_hadamard/).
 """
 
 from __future__ import annotations

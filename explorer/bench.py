@@ -6,7 +6,7 @@
 - 4 concurrent API clients generating at once (all must complete),
 - Stop during a streamed run: seconds from the Stop call until the stream has paused, and frames generated
   after the newest streamed update the client had seen (what a user sees happen after clicking Stop).
-Writes docs/benchmarks/explorer.json and .md. Run it on an otherwise idle machine.
+Writes docs/results/explorer.json and .md. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
     ap.add_argument("--round-trips", type=int, default=40)
     ap.add_argument("--frames", type=int, default=512)
     ap.add_argument("--budget", type=int, default=16, help="window budget in frames")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as sessions:
         proc, url, startup = start_app(sessions)

@@ -51,7 +51,7 @@ chunk, sinks) and its top-scored others up to the budget; the rest are dropped f
 (only the cached prompt tokens are swapped) and moves the prediction away from it by this factor:
 v = v_open + g (v_prompt - v_open). 1 = off; prompts that name no colour are never guided. It costs one more
 read-only pass per step and works with every policy (our reconstruction of classifier-free guidance for a
-cached model; the default was chosen on validation prompts, `docs/benchmarks/sampler.md`).
+cached model; the default was chosen on validation prompts, `docs/decisions/sampler.md`).
 **Salience**: how much a cached token matters for the frames still to come. The heatmap paints one signal
 per token of the chosen frame on one fixed colour scale for all frames and runs (grey = not cached / no value).
 """

@@ -1,11 +1,12 @@
-"""`python -m backend.bench model|sampler|weights|first|decoder|context|policies|behaviour`: the project's
-benchmark scripts (numbers in
-docs/benchmarks/)."""
+"""`python -m backend.bench model|sampler|weights|first|decoder|context|policies|behaviour|engines`: the
+project's benchmark scripts (current numbers in docs/results/, the studies behind the defaults in docs/decisions/).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 
 def sweep_args(p: argparse.ArgumentParser, prompts: int, frames: int | None = 96) -> None:
@@ -14,7 +15,7 @@ def sweep_args(p: argparse.ArgumentParser, prompts: int, frames: int | None = 96
     if frames is not None:
         p.add_argument("--frames", type=int, default=frames)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", default="docs/benchmarks")
+    p.add_argument("--out", default="docs/decisions")
 
 
 def main(argv=None) -> None:
@@ -25,7 +26,7 @@ def main(argv=None) -> None:
     m.add_argument("--workers", type=int, default=2, help="parallel processes for the quality sweep")
     m.add_argument("--full-frames", type=int, default=256)
     m.add_argument("--window-frames", type=int, default=128)
-    m.add_argument("--out", default="docs/benchmarks")
+    m.add_argument("--out", default="docs/results")
     m.add_argument(
         "--skip-speed",
         action="store_true",
@@ -87,7 +88,7 @@ def main(argv=None) -> None:
         help="window lengths in frames",
     )
     cp.add_argument("--workers", type=int, default=2)
-    cp.add_argument("--out", default="docs/benchmarks/context_probe")
+    cp.add_argument("--out", default="docs/results/context_probe")
     pp = sub.add_parser("policies", help="policies x budgets against the full-cache reference (held-out prompts)")
     pp.add_argument(
         "--prompts", type=int, default=8, help="held-out pairs (default 8 of 32; all 32 takes hours on CPU)"
@@ -104,7 +105,7 @@ def main(argv=None) -> None:
         choices=__import__("backend.bench.policies", fromlist=["x"]).SPLITS,
         help="held-out pairs (reported numbers) or validation pairs (for design choices)",
     )
-    pp.add_argument("--out", default="docs/benchmarks")
+    pp.add_argument("--out", default="docs/results/policies")
     pp.add_argument(
         "--sampler",
         action="append",
@@ -124,6 +125,18 @@ def main(argv=None) -> None:
     )
     bp.add_argument("--write", metavar="FILE", help="record the fixture (e.g. tests/fixtures/behaviour.json)")
     bp.add_argument("--check", metavar="FILE", help="re-run and name every run whose frames differ")
+    ep = sub.add_parser(
+        "engines",
+        help="efficiency of this engine against another checkout's (e.g. the commit "
+        "before a refactor), the same jobs alternating in one run",
+    )
+    ep.add_argument("--base", required=True, help="the other engine's checkout (e.g. a git worktree)")
+    ep.add_argument("--prompts", type=int, default=3, help="held-out pairs (default 3)")
+    ep.add_argument("--frames", type=int, default=256)
+    ep.add_argument("--policies", default="pafu,window,sink,h2o,tova,snapkv,flowcache,packcache,tempcache,deep_forcing")
+    ep.add_argument("--shares", default="0.125", help="budgets as shares of the full cache")
+    ep.add_argument("--workers", type=int, default=2)
+    ep.add_argument("--out", default="docs/results/engines")
     a = ap.parse_args(argv)
     try:  # bad input is reported in one line before any work starts
         job = _prepare(a)
@@ -164,6 +177,16 @@ def _prepare(a):
             split=a.split,
             sampler=sampler_config(a.sampler),
         )
+    if a.what == "engines":
+        from .engines import run as run_engines
+        from .policies import check_specs
+
+        if not (Path(a.base) / "backend" / "stepper.py").is_file():
+            raise FileNotFoundError(f"--base {a.base} is not a checkout of this project (no backend/stepper.py)")
+        policies = tuple(a.policies.split(","))
+        shares = tuple(float(x) for x in a.shares.split(","))
+        check_specs(policies, shares)
+        return partial(run_engines, a.base, a.prompts, a.frames, policies, shares, a.workers, a.out)
     if a.what == "behaviour":
         from .behaviour import main as behaviour
 

@@ -56,7 +56,7 @@ def run(
     frames: int = 256,
     windows=WINDOWS,
     workers: int = 2,
-    out: str = "docs/benchmarks/context_probe",
+    out: str = "docs/results/context_probe",
 ) -> list[dict]:
     lo = dataset_contrast()[0]
     jobs = [(p, s, w, frames, lo) for p, s in pairs for w in (*windows, None)]

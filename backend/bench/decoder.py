@@ -8,7 +8,7 @@ by every candidate; the ground-truth clip is encoded once and decoded by every c
 what a student whose latents were perfect would score). Differences between candidates are therefore paired
 with no sampling noise at all. Rows, scored by the evaluator: ground truth through the autoencoder (all
 frames), full cache frames 0-47 and all, window(16) all; plus the reconstruction PSNR of the ground truth.
-Writes docs/benchmarks/decoder_validation.{md,json}.
+Writes docs/results/decoder_validation.{md,json}.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def check_autoencoders(paths: list[str]) -> None:
             )
 
 
-def run(paths: list[str], n: int = 24, frames: int = 96, workers: int = 2, out: str = "docs/benchmarks") -> dict:
+def run(paths: list[str], n: int = 24, frames: int = 96, workers: int = 2, out: str = "docs/decisions") -> dict:
     check_autoencoders(paths)
     jobs = [(tuple(paths), prompt, seed, frames) for prompt, seed in validation_pairs(n)]
     with mp.get_context("spawn").Pool(workers) as pool:

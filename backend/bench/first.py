@@ -15,7 +15,7 @@ Scores, per frame (mean ± 95% CI over pairs): `whole`, the share of prompted ob
 sprite of their shape and colour (an open colour: any colour the prompt does not name); `adherence`, the
 evaluator's (it also accepts a sprite of the right colour cut by the wall or the frame edge, and excuses an
 object that may be behind the wall); `extra_objects`, sprite-coloured components beyond the prompted count.
-Writes docs/benchmarks/first_frame.{md,json}; `--rerender FILE.json` redraws the markdown from stored scores.
+Writes docs/results/first_frame.{md,json}; `--rerender FILE.json` redraws the markdown from stored scores.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def _pair(job) -> dict:
     return out
 
 
-def run(paths: list[str] | None = None, n: int = 48, workers: int = 2, out: str = "docs/benchmarks") -> dict:
+def run(paths: list[str] | None = None, n: int = 48, workers: int = 2, out: str = "docs/decisions") -> dict:
     """Score every (weights file, validation pair) and write first_frame.{json,md} to out; -> the stored doc."""
     paths = [str(p) for p in (paths or [DEFAULT_MODEL])]
     pairs = validation_pairs(n)

@@ -4,7 +4,7 @@ Quality: the 32 held-out prompt/seed pairs (``backend.evalset``, never used in t
 256 frames (scored up to twice the training clip length, and as a curve in 32-frame segments out to 256)
 and the `window` policy (16 frames) to 128 frames. Speed: per-frame time (all denoise steps + commit +
 decode) with 16 frames of context, and the full-cache latency curve to 256 frames. Resumable: each
-prompt's result is cached under runs/bench/model/<weights id>/. Writes docs/benchmarks/model.{json,md} and PNG plots.
+prompt's result is cached under runs/bench/model/<weights id>/. Writes docs/results/model.{json,md} and PNG plots.
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ def run(
     workers: int = 2,
     full_frames: int = 256,
     window_frames: int = 128,
-    out: str = "docs/benchmarks",
+    out: str = "docs/results",
     skip_speed: bool = False,
     skip_quality: bool = False,
 ) -> dict:

@@ -4,7 +4,7 @@ Held-out prompts/seeds (never used in training) x policies x budgets (shares of 
 rollout length), each against the full-cache reference with the same noise. Per run: per-frame PSNR/SSIM
 against the reference, world-consistency scores, per-frame latency, end-to-end time, peak KV bytes,
 policy (and salience-head) overhead per chunk. Resumable (one JSON per run under runs/bench/policies/),
-parallel across processes; writes docs/benchmarks/policies.{json,md} and PNG plots.
+parallel across processes; writes docs/results/policies.{json,md} and PNG plots.
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ def run(
     policies=DEFAULT_POLICIES,
     shares=SHARES,
     workers: int = 2,
-    out: str = "docs/benchmarks",
+    out: str = "docs/results/policies",
     root: str = "runs/bench/policies",
     ray_address: str | None = None,
     split: str = "heldout",

@@ -353,7 +353,7 @@ def markdown(rep: dict, name: str = "policies") -> str:
         "psnr/ssim: per-frame against the full-cache run (the literature's convention), averaged over frames from "
         "share x frames on (earlier frames are generated before any eviction and are identical to the "
         "reference; counting them would add up to share x 100 dB). The full cache itself "
-        "degrades past the trained horizon (docs/benchmarks/model.md), so the world-consistency scores "
+        "degrades past the trained horizon (docs/results/model.md), so the world-consistency scores "
         "(adherence, identity, landmark revisit) are the primary quality measure. speedup_vs_full: end-to-end "
         "time of the full cache over the policy's; latency_ratio_last_32: median ms/frame over the last 8 frames "
         "(frame 256 in the issue) "

@@ -42,7 +42,7 @@ def run(
     n: int = 24,
     frames: int = 96,
     workers: int = 2,
-    out: str = "docs/benchmarks",
+    out: str = "docs/decisions",
     settings: dict[str, SamplerConfig] | None = None,
 ) -> dict:
     settings = settings or SETTINGS

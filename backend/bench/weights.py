@@ -5,7 +5,7 @@ Validation pairs come from the training distribution (``validation.validation_pa
 held-out evaluation set, so choosing weights here does not tune on the evaluation. Each candidate generates
 the same pairs with the same noise: full cache to `frames` (scored on frames 0-47, twice the training clip,
 and on all of them) and the `window` policy (16 frames); each later candidate is also compared with the
-first, pair by pair. Writes docs/benchmarks/weights_validation.{md,json}.
+first, pair by pair. Writes docs/results/weights_validation.{md,json}.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def check_paths(paths: list[str]) -> None:
         raise ValueError("the same weights file was given twice")
 
 
-def run(paths: list[str], n: int = 24, frames: int = 96, workers: int = 2, out: str = "docs/benchmarks") -> dict:
+def run(paths: list[str], n: int = 24, frames: int = 96, workers: int = 2, out: str = "docs/decisions") -> dict:
     check_paths(paths)
     rec = {p: weights_record(p) for p in paths}
     labels = {p: weights_label(p, rec[p]) for p in paths}

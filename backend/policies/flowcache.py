@@ -9,7 +9,7 @@ spatial max-pool within each frame, and the mean cosine similarity is computed i
 k_hat_j . (sum_i k_hat_i - k_hat_j) / (n - 1) on the concatenated heads (matrix-vector products on the
 keys and their memoised inverse norms: the scoring runs on every layer after every commit).
 The attention is that of a commit's probe queries, 1/8 of them (`probe`, ZipCache-style; `probe=1` for all:
-docs/benchmarks/probe_validation/).
+docs/decisions/probe_validation/).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ the token (kvpress `ObservedAttentionPress`); the newest `recent_frames` frames 
 recent window). Our reconstruction for video: scores are head-averaged and refreshed once per chunk at the
 clean commit pass, not at every decoding step.
 The attention is that of a commit's probe queries, 1/8 of them (`probe`, ZipCache-style; `probe=1` for all:
-docs/benchmarks/probe_validation/).
-Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/benchmarks/period_validation/;
+docs/decisions/probe_validation/).
+Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/decisions/period_validation/;
 `period=1` evicts after every chunk).
 """
 
@@ -24,7 +24,7 @@ class H2O(Policy):
     reads = "probs"
     probe: float = PROBE_SHARE  # share of a commit's queries whose attention is formed
     recent_frames: int = 2
-    period: int = EVICT_PERIOD  # evict every second chunk (docs/benchmarks/period_validation/)
+    period: int = EVICT_PERIOD  # evict every second chunk (docs/decisions/period_validation/)
 
     def protected(self, layer, ctx):
         return super().protected(layer, ctx) | (layer.meta["frame"] > ctx.newest_frames[1] - self.recent_frames)

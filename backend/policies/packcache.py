@@ -11,7 +11,7 @@ B_d proportional to rho^d (at most a whole frame each); inside a frame the `B_d`
 attention are kept (``within="attention"``) or a regular spatial subsample (``within="grid"``); positions
 are never re-indexed (absolute RoPE).
 The attention is that of a commit's probe queries, 1/8 of them (`probe`, ZipCache-style; `probe=1` for all:
-docs/benchmarks/probe_validation/).
+docs/decisions/probe_validation/).
 """
 
 from __future__ import annotations

@@ -8,19 +8,19 @@ tokens the policy keeps the top tokens by alpha * past + (1 - alpha) * predicted
 normalised over the layer's tokens, past = normalised accumulated attention (H2O / ZipCache).
 Protected, as in methods.md §1 step 4 ("sink chunk + newest chunk + top-C"): the prompt anchors, the
 first `sink_frames` frames and the newest `recent_frames` frames. Defaults (sink 1, recent 1) were chosen
-on validation prompts, never the held-out set (docs/benchmarks/policies_validation.md); on the current
+on validation prompts, never the held-out set (docs/decisions/policies_validation.md); on the current
 student, at frame level: a 2-frame recent window changes nothing (the previous frame is always kept), no
 sink costs 0.2 dB at 1/8, and alpha = 1 (past attention only, no head) loses 2.2 dB at 1/8 but gains 2.0
 dB at 1/4, with lower adherence and identity at 1/8.
 alpha = 0 (the head alone; the default since 2026-11-24, 0.5 before): past attention is the one input
-that needs materialised attention at every commit (3-9% of a chunk here, docs/benchmarks/efficiency_v6/),
-and on 6 validation prompts (docs/benchmarks/pafu_alpha/), paired against alpha = 0.5, the head alone
+that needs materialised attention at every commit (3-9% of a chunk here, docs/results/efficiency/),
+and on 6 validation prompts (docs/decisions/pafu_alpha/), paired against alpha = 0.5, the head alone
 was no worse on any score at any budget (PSNR +0.2 / -0.0 / +0.8 / +0.3 dB at 1/16 / 1/8 / 1/4 / 1/2,
 significant at 1/4; adherence -0.01 / +0.03 / -0.01 / -0.00, identity -0.05 / +0.07 / -0.02 / +0.04,
 inside the CIs). So PaFu-KV reads no attention by default and runs on fused kernels.
 `recent_share` (a recency window of that share of the budget's frames) stays 0: at 0.25 / 0.5 it moved
 PSNR by +0.1 / +0.3 dB at 1/8 and -0.2 / -0.7 dB at 1/4, and adherence at 1/8 by 0.00 / -0.04, all inside
-the CIs (docs/benchmarks/pafu_recent/).
+the CIs (docs/decisions/pafu_recent/).
 Granularity (our choice, on the same validation prompts): whole frames by mean score, not single tokens
 as in methods.md's reconstruction. Kept one by one, the salient tokens of a moving sprite survive at
 many old positions, and the student draws them again: at 1/8 token-level PaFu-KV scored 2.3 extra
@@ -34,8 +34,8 @@ over the video, as random's uniform subsample does (random is closest to the ful
 the scores pick within each span. On the 6 validation prompts, paired against frame level: +3.0 ± 1.1
 dB PSNR at 1/8 and +3.5 ± 2.6 dB at 1/4, adherence -0.02 ± 0.02 / +0.01 ± 0.01, identity +0.02 / -0.04
 (inside the CIs), extra objects -0.09 / -0.03; at 1/16 and 1/2 +0.6 ± 0.6 and +1.2 ± 1.0 dB, with 0.26 ±
-0.26 more extra objects per frame at 1/16 (docs/benchmarks/pafu_strata/).
-Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/benchmarks/period_validation/;
+0.26 more extra objects per frame at 1/16 (docs/decisions/pafu_strata/).
+Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/decisions/period_validation/;
 `period=1` evicts after every chunk).
 """
 
@@ -74,7 +74,7 @@ class PaFu(Policy):
     sink_frames: int = 1
     labels: str = "sse"  # which head: sse (the paper) | hindsight (our variant)
     granularity: str = "strata"  # whole frames, spread over time (see the docstring)
-    period: int = EVICT_PERIOD  # evict every second chunk (docs/benchmarks/period_validation/)
+    period: int = EVICT_PERIOD  # evict every second chunk (docs/decisions/period_validation/)
     head: object = field(default=None, repr=False)  # a SalienceHead; None loads the shipped one
     head_ms: float = 0.0  # time spent in the head (overhead reporting)
     _last: tuple | None = field(default=None, repr=False, compare=False)  # (weakref to observer, chunk) last scored

@@ -5,8 +5,8 @@ average pooling. SnapKV pools with a 1D kernel of 5 over the sequence; we pool o
 spatial neighbourhood within each frame, which is what a 1D pool over a raster-ordered frame approximates
 (our reconstruction for 2D token grids).
 The attention is that of a commit's probe queries, 1/8 of them (`probe`, ZipCache-style; `probe=1` for all:
-docs/benchmarks/probe_validation/).
-Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/benchmarks/period_validation/;
+docs/decisions/probe_validation/).
+Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/decisions/period_validation/;
 `period=1` evicts after every chunk).
 """
 
@@ -25,7 +25,7 @@ class SnapKV(Policy):
     reads_newest = True  # only the newest commit's attention (`recent`)
     probe: float = PROBE_SHARE  # share of a commit's queries whose attention is formed
     kernel: int = 3
-    period: int = EVICT_PERIOD  # evict every second chunk (docs/benchmarks/period_validation/)
+    period: int = EVICT_PERIOD  # evict every second chunk (docs/decisions/period_validation/)
 
     def __post_init__(self):
         super().__post_init__()

@@ -8,14 +8,14 @@ cosine similarity >= `threshold` with a token of the newest chunk is merged into
 (count-weighted mean value, counts add, +log(count) applied at attention time by the model); if the
 cache is still over budget the oldest frames go (FIFO). By default the merge runs only when the keep does
 (`merge_at="evict"`: with `period=2`, every second chunk once the budget is full), into the chunks committed
-since the last keep; chosen on validation prompts (docs/benchmarks/tempcache_merge_validation/), where it
+since the last keep; chosen on validation prompts (docs/decisions/tempcache_merge_validation/), where it
 merged about 4x fewer tokens per chunk and none before the budget filled. `merge_at="commit"` merges into
 the newest chunk at every cache write, the per-write reading of the paper. The paper finds groups with ANN/LSH; we
 search
 exactly: one batched matrix product per layer of the keys against the newest chunk's unit keys, summed
 over heads, the rows scaled to cosines after the argmax (a row's scale does not change its argmax), so no
 normalised or transposed copy of the cache is made.
-Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/benchmarks/period_validation/;
+Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/decisions/period_validation/;
 `period=1` evicts after every chunk).
 """
 
@@ -56,8 +56,8 @@ class TempCache(Policy):
     threshold: float = 0.95
     merge_at: str = "evict"  # evict: merge only when the keep runs (over budget), into the chunks
     # committed since the last one; commit: into the newest chunk at every
-    # commit (docs/benchmarks/tempcache_merge_validation/)
-    period: int = EVICT_PERIOD  # evict every second chunk (docs/benchmarks/period_validation/)
+    # commit (docs/decisions/tempcache_merge_validation/)
+    period: int = EVICT_PERIOD  # evict every second chunk (docs/decisions/period_validation/)
 
     def __post_init__(self):
         super().__post_init__()

@@ -4,8 +4,8 @@ Score = the attention the newest queries give each cached token, averaged over h
 dropped whenever the cache is over budget. For video the "newest queries" are the newest chunk's tokens
 at its clean commit pass (our reconstruction: TOVA uses the last generated token).
 The attention is that of a commit's probe queries, 1/8 of them (`probe`, ZipCache-style; `probe=1` for all:
-docs/benchmarks/probe_validation/).
-Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/benchmarks/period_validation/;
+docs/decisions/probe_validation/).
+Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/decisions/period_validation/;
 `period=1` evicts after every chunk).
 """
 
@@ -23,7 +23,7 @@ class TOVA(Policy):
     reads = "probs"
     reads_newest = True  # only the newest commit's attention (`recent`)
     probe: float = PROBE_SHARE  # share of a commit's queries whose attention is formed
-    period: int = EVICT_PERIOD  # evict every second chunk (docs/benchmarks/period_validation/)
+    period: int = EVICT_PERIOD  # evict every second chunk (docs/decisions/period_validation/)
 
     def score(self, layer_idx, layer, ctx):
         return recent_attention(self.observed, layer_idx)
