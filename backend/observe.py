@@ -20,7 +20,32 @@ import torch
 from .models.attention import STATS
 
 QK_HISTORY = 4  # commits remembered in the raw-logit ring (Deep Forcing's R recent frames at chunk size 1)
-FIELDS = ("attn_sum", "attn_max", "attn_count", "recent")  # (n,) float32 each; qk_hist is (n, QK_HISTORY)
+# the columns of a layer's packed statistics (n, WIDTH) float32: one tensor per layer, so that following the
+# cache's keep and growing with a commit are one op each, not one per field
+COLUMNS = {"attn_sum": 0, "attn_max": 1, "attn_count": 2, "recent": 3}
+WIDTH = len(COLUMNS) + QK_HISTORY
+
+
+class LayerStats:
+    """A layer's observed statistics, packed (n, WIDTH): `stats["attn_sum"]` etc. are column views (n,), and
+    `stats["qk_hist"]` the ring (n, QK_HISTORY)."""
+
+    def __init__(self, packed: torch.Tensor):
+        self.packed = packed
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key == "qk_hist":
+            return self.packed[:, len(COLUMNS) :]
+        return self.packed[:, COLUMNS[key]]
+
+    def __len__(self) -> int:
+        return self.packed.shape[0]
+
+    def keys(self) -> tuple[str, ...]:
+        return (*COLUMNS, "qk_hist")
+
+    def values(self) -> list[torch.Tensor]:
+        return [self[k] for k in self.keys()]
 
 
 class SignalNotRequested(RuntimeError):
@@ -50,19 +75,23 @@ class Observer:
     `kind` is what the model computes at each commit (at least the policy's request; more when the explorer
     records attention for its heatmaps), `allowed` what the policy may read (its own request). Policies can
     keep further per-token arrays in `extra` (PaFu-KV's predicted salience): they grow and compact with the
-    cache like the statistics."""
+    cache like the statistics. A run that observes nothing keeps no statistics (no upkeep)."""
 
     n_layer: int
     kind: str = "none"
     probe: float = 1.0
     allowed: str = "none"
     owner: str = "policy"
-    stats: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    stats: list[LayerStats] = field(default_factory=list)
     extra: dict[str, list[torch.Tensor]] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.stats:
-            self.stats = [_empty() for _ in range(self.n_layer)]
+            self.stats = [LayerStats(torch.zeros(0, WIDTH)) for _ in range(self.n_layer)]
+
+    @property
+    def keeps_stats(self) -> bool:
+        return self.kind != "none"
 
     # ---------------------------------------------------------------- written by the model and the cache
     def commit(
@@ -75,31 +104,28 @@ class Observer:
         past attention is normalised later by attn_count (H2O / ZipCache). colsum None ("logits"): only the
         ring; logitsum None ("none"): nothing but the extension."""
         s = self.stats[layer]
-        grow = n_total - len(s["attn_sum"])
-        if grow > 0:
-            for key in FIELDS:
-                s[key] = torch.cat([s[key], torch.zeros(grow)])
-            s["qk_hist"] = torch.cat([s["qk_hist"], torch.zeros(grow, QK_HISTORY)])
-            for arrays in self.extra.values():
-                arrays[layer] = torch.cat([arrays[layer], torch.zeros(grow)])
+        if self.keeps_stats and n_total > len(s):
+            s.packed = torch.cat([s.packed, torch.zeros(n_total - len(s), WIDTH)])
+        for arrays in self.extra.values():
+            if n_total > len(arrays[layer]):
+                arrays[layer] = torch.cat([arrays[layer], torch.zeros(n_total - len(arrays[layer]))])
         if logitsum is None:
             return
         s["qk_hist"][:, chunk % QK_HISTORY] = logitsum.mean(0) / n_queries
         if colsum is None:
             return
         m = colsum.mean(0)  # head mean, (n,)
-        s["attn_sum"] += m
-        s["attn_max"] = torch.maximum(s["attn_max"], colmax.mean(0))
-        s["attn_count"] += n_queries
-        s["recent"] = m / n_queries
+        s["attn_sum"].add_(m)
+        s["attn_max"].copy_(torch.maximum(s["attn_max"], colmax.mean(0)))
+        s["attn_count"].add_(n_queries)
+        s["recent"].copy_(m / n_queries)
 
     def compact(self, layer: int, source: torch.Tensor | None) -> None:
         """Follow the cache's keep: `source` (m,) is the old position of each kept token's new position."""
         if source is None:
             return
-        s = self.stats[layer]
-        for key in (*FIELDS, "qk_hist"):
-            s[key] = s[key].index_select(0, source)
+        if self.keeps_stats:
+            self.stats[layer].packed = self.stats[layer].packed.index_select(0, source)
         for arrays in self.extra.values():
             arrays[layer] = arrays[layer].index_select(0, source)
 
@@ -108,10 +134,11 @@ class Observer:
         kernel), the arrays only grow."""
         return _Quiet(self)
 
-    def add_extra(self, name: str) -> list[torch.Tensor]:
-        """Per-layer arrays (zeros, one per cached token) that grow and compact with the cache."""
+    def add_extra(self, name: str, sizes: list[int]) -> list[torch.Tensor]:
+        """Per-layer arrays that grow and compact with the cache: zeros of the cache's current `sizes` (its
+        occupancy per layer) when first asked for."""
         if name not in self.extra:
-            self.extra[name] = [torch.zeros(len(s["attn_sum"])) for s in self.stats]
+            self.extra[name] = [torch.zeros(n) for n in sizes]
         return self.extra[name]
 
     def clone(self) -> Observer:
@@ -121,7 +148,7 @@ class Observer:
             self.probe,
             self.allowed,
             self.owner,
-            [{k: v.clone() for k, v in s.items()} for s in self.stats],
+            [LayerStats(s.packed.clone()) for s in self.stats],
             {k: [a.clone() for a in v] for k, v in self.extra.items()},
         )
 
@@ -133,6 +160,8 @@ class Observer:
                 f"but it requests {self.allowed!r}: state it in its observed request "
                 f"(reads = {kind!r})"
             )
+        if _level(self.kind) < _level(kind):
+            raise SignalNotRequested(f"{self.owner}: {what} was not computed in this run (observed {self.kind!r})")
 
     def past_attention(self, layer: int, check: bool = True) -> torch.Tensor:
         """Accumulated attention normalised by the queries that could see each token (kvpress
@@ -150,10 +179,6 @@ class Observer:
         """Mean raw logit q.k / sqrt(d) from each of the last QK_HISTORY commits (a ring by chunk): (n, R)."""
         self._need("logits", "raw q.k sums", check)
         return self.stats[layer]["qk_hist"]
-
-
-def _empty() -> dict[str, torch.Tensor]:
-    return {**{k: torch.zeros(0) for k in FIELDS}, "qk_hist": torch.zeros(0, QK_HISTORY)}
 
 
 class _Quiet:

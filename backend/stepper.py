@@ -276,7 +276,7 @@ class Stepper:
         if "attention" in self.signals:
             out["attention"] = [self.observer.past_attention(i, check=False).numpy().copy() for i in range(len(ids))]
         if "predicted" in self.signals:
-            pred = self.observer.add_extra("signal_head")
+            pred = self.observer.add_extra("signal_head", self.cache.occupancy())
             self.signal_head.predict_cache(self.cache, pred, only_new=True)
             out["predicted"] = [p.numpy().copy() for p in pred]
         return ids, out

@@ -38,7 +38,7 @@ class CompareActions:
         from backend.policies import make_policy
         from backend.policies.build import budget_tokens
 
-        cfg = self.model.cfg
+        cfg = self.model.geometry
         fits, skipped = [], []
         for c in self.compare_configs(base, policies, list(SHARES), "", limit=SWEEP_MAX):
             need = make_policy(c.policy).min_budget(cfg.n_prompt, cfg.tokens_per_frame, cfg.chunk_frames)

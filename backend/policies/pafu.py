@@ -126,10 +126,10 @@ class PaFu(Policy):
         """Weights the policy's results depend on beyond the model (benchmark resume keys)."""
         return [str(MODELS_DIR / head_file(self.labels))]
 
-    def predictions(self) -> list[torch.Tensor]:
+    def predictions(self, sizes: list[int] | None = None) -> list[torch.Tensor]:
         """The head's prediction for every cached token, per layer (0: not scored yet); the policy's own
         arrays, kept aligned with the cache by its observer."""
-        return self.observed.add_extra("pred")
+        return self.observed.add_extra("pred", sizes or [])
 
     def prepare(self, cache, ctx):
         """Score the tokens the last commit added. When this policy scored this same run after the previous
@@ -137,7 +137,7 @@ class PaFu(Policy):
         otherwise (a first call, a run branched) every unscored frame token is."""
         t0 = time.perf_counter()
         f0, f1 = ctx.newest_frames
-        pred = self.predictions()
+        pred = self.predictions(cache.occupancy())
         if self._last is not None and self._last[0]() is self.observed and self._last[1] == ctx.chunk - 1:
             self.salience_head().predict_tail(cache, (f1 - f0 + 1) * ctx.tokens_per_frame, pred)
         else:
