@@ -482,21 +482,28 @@ def test_newest_chunk_readers_record_statistics_only_before_an_eviction(tiny, ae
     assert not make_policy("tova", layer_split="cake").lazy_stats
 
 
+def learned_parts(tiny, ae, name: str, frames: int) -> dict:
+    """What a policy needs beyond its settings on the tiny model: the oracle's full-cache reference of
+    `frames` frames, PaFu-KV a seeded random salience head of the tiny model's shape."""
+    if name == "oracle":
+        from backend.build import reference_scores
+
+        return {"reference": reference_scores(tiny, ae, PROMPT, frames, 4)}
+    if name == "pafu":
+        from backend.salience import SalienceHead, SEHConfig
+
+        torch.manual_seed(0)
+        return {"head": SalienceHead(SEHConfig(n_layer=tiny.cfg.n_layer, key_dim=tiny.cfg.dim, grid=tiny.cfg.grid))}
+    return {}
+
+
 @pytest.mark.parametrize("name", [n for n in POLICIES if n != "full"])
 def test_every_policy_runs_at_its_derived_minimum_budget(tiny, ae, name):
     """The minimum budget is derived from what the policy protects, so a run at exactly that budget holds it
     after every eviction (Deep Forcing stated a minimum below its own protected sink: rejected mid-run), and one
     token less is refused before any work."""
     tpf, P, cf = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt, tiny.cfg.chunk_frames
-    extra = (
-        {"reference": __import__("backend.build", fromlist=["x"]).reference_scores(tiny, ae, PROMPT, 9, 4)}
-        if name == "oracle"
-        else {}
-    )
-    if name == "pafu":
-        from backend.salience import SalienceHead, SEHConfig
-
-        extra["head"] = SalienceHead(SEHConfig(n_layer=tiny.cfg.n_layer, key_dim=tiny.cfg.dim, grid=tiny.cfg.grid))
+    extra = learned_parts(tiny, ae, name, 9)
     least = make_policy(name, **extra).min_budget(P, tpf, cf)
     st, recs = run(tiny, ae, make_policy(name, budget=least, **extra), n=9)
     assert all((r.occupancy <= least).all() for r in recs if r.phase == "evict")
@@ -527,14 +534,7 @@ def test_the_score_drives_the_keep_a_reversed_score_keeps_the_complement(tiny, a
     from backend.policies import EvictContext
 
     tpf = tiny.cfg.tokens_per_frame
-    kw = {"granularity": TOP_K[name]}
-    if name == "oracle":
-        kw["reference"] = __import__("backend.build", fromlist=["x"]).reference_scores(tiny, ae, PROMPT, 8, 4)
-    if name == "pafu":
-        from backend.salience import SalienceHead, SEHConfig
-
-        torch.manual_seed(0)
-        kw["head"] = SalienceHead(SEHConfig(n_layer=tiny.cfg.n_layer, key_dim=tiny.cfg.dim, grid=tiny.cfg.grid))
+    kw = {"granularity": TOP_K[name], **learned_parts(tiny, ae, name, 8)}
     if name in ("sink", "deep_forcing"):
         kw["sink_frames"] = 1
     pol = make_policy(name, budget=10**6, **kw)  # never evicts: the cache holds all 8 frames

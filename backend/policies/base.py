@@ -8,6 +8,7 @@ holds the minimal API the backend needs; the full policy library builds on it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -327,9 +328,11 @@ class Policy:
 SYNTHETIC_FRAMES = 256  # frames of the synthetic layer a minimum budget is derived on
 
 
+@functools.lru_cache(maxsize=8)
 def synthetic_layer(n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> tuple[LayerCache, EvictContext]:
     """A layer holding the prompt anchors and SYNTHETIC_FRAMES frames in time order, the newest chunk last, and
-    the context of the eviction after that chunk's commit (what `min_budget` asks `protected` about)."""
+    the context of the eviction after that chunk's commit (what `min_budget` asks `protected` about).
+    Read-only, built once per geometry: a budget check runs at every run's start."""
     F, T = SYNTHETIC_FRAMES, tokens_per_frame
     g = max(1, math.isqrt(T))
     n = n_prompt + F * T

@@ -23,6 +23,18 @@ def _order_desc(values: np.ndarray) -> np.ndarray:
     return np.argsort(-values, kind="stable")
 
 
+def _protected_within(protected: torch.Tensor, budget: int) -> tuple[np.ndarray, int]:
+    """The protected mask as numpy and its count, refusing a budget below it."""
+    prot = _np(protected)
+    n_prot = int(prot.sum())
+    if n_prot > budget:
+        raise ValueError(
+            f"budget {budget} tokens is below the {n_prot} protected tokens "
+            "(prompt anchors + newest chunk); raise the budget"
+        )
+    return prot, n_prot
+
+
 def select(
     scores: torch.Tensor, protected: torch.Tensor, budget: int, token_id: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -32,13 +44,7 @@ def select(
     The index bookkeeping of selection runs in numpy on views of the tensors: it runs on every layer after
     every commit, on a few thousand tokens, where a torch op's fixed cost (several microseconds) is most of
     the work; numpy's is a fraction of it, and every decision is the same (tests against plain loops)."""
-    prot = _np(protected)
-    n_prot = int(prot.sum())
-    if n_prot > budget:
-        raise ValueError(
-            f"budget {budget} tokens is below the {n_prot} protected tokens "
-            "(prompt anchors + newest chunk); raise the budget"
-        )
+    prot, n_prot = _protected_within(protected, budget)
     free = np.flatnonzero(~prot)
     k = budget - n_prot
     keep = prot.copy()
@@ -86,13 +92,7 @@ def select_frames(
 
     Frame indices address per-frame sums directly (no unique / searchsorted / isin), and the bookkeeping
     runs in numpy (see `select`); the per-frame sums stay a torch float32 index_add, as before."""
-    prot = _np(protected)
-    n_prot = int(prot.sum())
-    if n_prot > budget:
-        raise ValueError(
-            f"budget {budget} tokens is below the {n_prot} protected tokens "
-            "(prompt anchors + newest chunk); raise the budget"
-        )
+    prot, n_prot = _protected_within(protected, budget)
     free = ~prot
     fr = _np(frame)
     ff = fr[free]
