@@ -82,7 +82,7 @@ def cmd_policies(a) -> int:
     labels = {name: describe_reads(name)[0] for name in POLICIES}
     r = max(5, *map(len, labels.values()))
     print(f"{'policy':<{w}}  {'reads':<{r}}  description  [own parameters]")
-    for name, (_, desc) in sorted(POLICIES.items()):
+    for name, desc in sorted((n, e.help) for n, e in POLICIES.items()):
         own = ", ".join(f"{k}={v}" for k, v in policy_parameters(name).items())
         print(f"{name:<{w}}  {labels[name]:<{r}}  {desc}" + (f"  [{own}]" if own else ""))
     print(

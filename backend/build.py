@@ -14,12 +14,14 @@ import numpy as np
 def reference_scores(model, ae, prompt: str, n_frames: int, seed: int, sampler=None) -> list[np.ndarray]:
     """Per layer, a dense array over token ids of the hindsight attention in a full-cache run (the oracle's
     reference: `policies.oracle.hindsight_scores` of that run's observed attention)."""
-    from .policies import Full
+    from .policies import make_policy
     from .policies.oracle import hindsight_scores
     from .stepper import Stepper
 
     kw = {} if sampler is None else {"sampler": sampler}
-    st = Stepper(model, ae, prompt, n_frames, seed=seed, policy=Full(), preview=False, attention=True, **kw)
+    st = Stepper(
+        model, ae, prompt, n_frames, seed=seed, policy=make_policy("full"), preview=False, attention=True, **kw
+    )
     for _ in st.run():
         pass
     return hindsight_scores(st.cache, st.observer)

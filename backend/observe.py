@@ -75,8 +75,9 @@ class Observer:
 
     `kind` is what the model computes at each commit (at least the policy's request; more when the explorer
     records attention for its heatmaps), `allowed` what the policy may read (its own request). Policies can
-    keep further per-token arrays in `extra` (PaFu-KV's predicted salience): they grow and compact with the
-    cache like the statistics. A run that observes nothing keeps no statistics (no upkeep)."""
+    keep further per-token arrays in `extra` (PaFu-KV's predicted salience), which grow and compact with
+    the cache like the statistics, and per-run values in `notes`. A run that observes nothing keeps no
+    statistics (no upkeep)."""
 
     n_layer: int
     kind: str = "none"
@@ -85,6 +86,8 @@ class Observer:
     owner: str = "policy"
     stats: list[LayerStats] = field(default_factory=list)
     extra: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)  # the policy's per-run values (PaFu-KV's last scored chunk,
+    # PackCache's fitted decay); keys ending in "_ms" are timings, reported in the run's last record
 
     def __post_init__(self):
         if not self.stats:
@@ -164,6 +167,7 @@ class Observer:
             self.owner,
             [LayerStats(s.packed.clone()) for s in self.stats],
             {k: [a.clone() for a in v] for k, v in self.extra.items()},
+            {k: dict(v) if isinstance(v, dict) else v for k, v in self.notes.items()},
         )
 
     # ---------------------------------------------------------------- read by the policy

@@ -70,7 +70,7 @@ class Stepper:
     prompt: str
     n_frames: int
     seed: int = 0
-    policy: Policy = field(default_factory=Full)
+    policy: Policy = field(default_factory=lambda: Policy(Full()))  # the full cache
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     preview: bool = True  # decode the x0 estimate at every denoise step
     trace_inputs: bool = False  # keep (chunk, step, t, x_in, v) of every denoise step (exactness test)
@@ -281,6 +281,12 @@ class Stepper:
             out["predicted"] = [p.numpy().copy() for p in pred]
         return ids, out
 
+    def _timings(self) -> dict[str, np.ndarray]:
+        """The last record's timings: each frame's wall time, and the policy's own (its observer's "_ms" notes,
+        e.g. PaFu-KV's salience head)."""
+        notes = self.observer.notes
+        return {"frame_ms": self.frame_ms, **{k: np.asarray(v) for k, v in notes.items() if k.endswith("_ms")}}
+
     @torch.no_grad()
     def _decode(self, z: torch.Tensor) -> np.ndarray:
         return tensor_to_frames(self.ae.decode(z))
@@ -309,7 +315,7 @@ class Stepper:
             stats_ms=stats_ms,
             ids=ids,
             signals=signals,
-            timings={"frame_ms": self.frame_ms} if final else None,
+            timings=self._timings() if final else None,
         )
         self.counter += 1
         return rec

@@ -72,7 +72,7 @@ policy: """
             if policy_parameters(name)
             else ""
         )
-        for name, (_, desc) in sorted(POLICIES.items())
+        for name, desc in sorted((n, e.help) for n, e in POLICIES.items())
     )
 )
 

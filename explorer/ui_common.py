@@ -84,4 +84,4 @@ def policy_help(name: str) -> str:
     """The policy's one-line description and what attention it reads (its cost at every commit)."""
     if name not in POLICIES:
         return ""
-    return f"{POLICIES[name][1]}. With its defaults it {describe_reads(name)[1]}."
+    return f"{POLICIES[name].help}. With its defaults it {describe_reads(name)[1]}."

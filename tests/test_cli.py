@@ -224,16 +224,10 @@ def test_bench_cli_rejects_bad_input_before_any_work(argv, msg, capsys, tmp_path
 def test_reads_label_shows_a_probe_share(monkeypatch, capsys):
     """A policy that forms probabilities for only some of a commit's queries says which share, in the
     listing and in the explorer's help."""
-    from dataclasses import dataclass
-
     from backend import policies as P
     from explorer.ui import policy_help
 
-    @dataclass
-    class Probed(P.H2O):
-        probe: float = 0.125
-
-    monkeypatch.setitem(P.POLICIES, "probed", (Probed, "H2O on probes"))
+    monkeypatch.setitem(P.POLICIES, "probed", P.Entry(P.H2O, "H2O on probes", {"probe": 0.125}))
     short, sentence = P.describe_reads("probed")
     assert short == "attn 0.125" and "12.5% of each commit's queries" in sentence
     assert P.describe_reads("window") == P.READS["none"]

@@ -7,7 +7,7 @@ import torch
 
 from backend.config import MODEL_PRESETS
 from backend.models.dit import VideoDiT
-from backend.policies import Full, Window
+from backend.policies import make_policy
 from backend.stepper import Stepper
 
 
@@ -27,7 +27,7 @@ def test_cached_generation_equals_full_recompute(ae, chunk_frames, n_frames, win
     student trains on (model.teacher_forcing_mask), so the training mask is what inference computes."""
     cfg = dataclasses.replace(MODEL_PRESETS["tiny"], chunk_frames=chunk_frames)
     model = randomised(cfg)
-    policy = Window(frames=window * chunk_frames) if window else Full()
+    policy = make_policy("window", frames=window * chunk_frames) if window else make_policy("full")
     st = Stepper(
         model,
         ae,

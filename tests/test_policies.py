@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.policies import POLICIES, BudgetError, Full, Sink, Window, make_policy, parse_budget
+from backend.policies import POLICIES, BudgetError, make_policy, parse_budget
 from backend.stepper import GenerationError, Stepper
 
 PROMPT = "a red circle and a square on blue stripes behind a wall"
@@ -22,7 +22,7 @@ def run(tiny, ae, policy, n=N_FRAMES, seed=4):
 @pytest.mark.parametrize("granularity", ["token", "frame"])
 def test_matrix_budget_protection_alignment_determinism(tiny, ae, name, frames_budget, granularity):
     tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
-    if granularity not in POLICIES[name][0].granularities:
+    if granularity not in POLICIES[name].scorer.granularities:
         pytest.skip(f"{name} does not work at {granularity} granularity")
     kw = {"granularity": granularity}
     if name in ("sink", "deep_forcing"):
@@ -53,18 +53,18 @@ def test_matrix_budget_protection_alignment_determinism(tiny, ae, name, frames_b
 
 
 def test_window_with_budget_above_length_equals_full(tiny, ae):
-    full, _ = run(tiny, ae, Full())
-    big, _ = run(tiny, ae, Window(budget=10_000))
+    full, _ = run(tiny, ae, make_policy("full"))
+    big, _ = run(tiny, ae, make_policy("window", budget=10_000))
     np.testing.assert_array_equal(full.frames, big.frames)
-    wide, _ = run(tiny, ae, Window(frames=N_FRAMES))
+    wide, _ = run(tiny, ae, make_policy("window", frames=N_FRAMES))
     np.testing.assert_array_equal(full.frames, wide.frames)
 
 
 def test_sink_with_zero_sink_equals_window(tiny, ae):
     tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
-    a, _ = run(tiny, ae, Sink(budget=P + 3 * tpf, sink_frames=0))
-    b, _ = run(tiny, ae, Window(frames=3))
-    c, _ = run(tiny, ae, Window(budget=P + 3 * tpf))
+    a, _ = run(tiny, ae, make_policy("sink", budget=P + 3 * tpf, sink_frames=0))
+    b, _ = run(tiny, ae, make_policy("window", frames=3))
+    c, _ = run(tiny, ae, make_policy("window", budget=P + 3 * tpf))
     np.testing.assert_array_equal(a.frames, b.frames)
     np.testing.assert_array_equal(b.frames, c.frames)
 
@@ -118,7 +118,7 @@ def test_budget_below_protected_is_rejected_before_work(tiny, ae):
     with pytest.raises(GenerationError, match="at least"):
         Stepper(tiny, ae, PROMPT, 5, policy=make_policy("h2o", budget=10))
     with pytest.raises(GenerationError, match="at least"):
-        Stepper(tiny, ae, PROMPT, 5, policy=Sink(budget=7 + 64 * 2, sink_frames=3))
+        Stepper(tiny, ae, PROMPT, 5, policy=make_policy("sink", budget=7 + 64 * 2, sink_frames=3))
     for bad in (0, -3, 2.5):
         with pytest.raises(ValueError):
             make_policy("tova", budget=bad)
@@ -280,9 +280,8 @@ def test_packcache_rank_within_matches_per_group_topk():
 @pytest.mark.parametrize("within", ["attention", "grid"])
 def test_packcache_keeps_each_frames_allocation(tiny, ae, within):
     """Each evicted-from frame keeps exactly its water-filled share of tokens, decaying with distance."""
-    from backend.policies.packcache import PackCache
 
-    pol = PackCache(budget=tiny.cfg.n_prompt + 6 * tiny.cfg.tokens_per_frame, within=within)
+    pol = make_policy("packcache", budget=tiny.cfg.n_prompt + 6 * tiny.cfg.tokens_per_frame, within=within)
     st, _ = run(tiny, ae, pol, n=12, seed=0)
     layer = st.cache.layers[0]
     per_frame = torch.bincount(layer.meta["frame"][layer.meta["kind"] == 1])
@@ -348,16 +347,16 @@ def test_kv_quantization_storage_and_exact_bytes(tiny, ae):
 
     tpf, P, L = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt, tiny.cfg.n_layer
     H, Dh = tiny.cfg.n_head, tiny.cfg.head_dim
-    full, _ = run(tiny, ae, Full())
-    q8, _ = run(tiny, ae, Full(storage="int8"))
-    q2, _ = run(tiny, ae, Full(storage="int2"))
+    full, _ = run(tiny, ae, make_policy("full"))
+    q8, _ = run(tiny, ae, make_policy("full", storage="int8"))
+    q2, _ = run(tiny, ae, make_policy("full", storage="int2"))
     mixed, _ = run(
         tiny, ae, make_policy("h2o", budget=P + 4 * tpf, storage="int2", salient_storage="int8", salient_share=0.5)
     )
     per = lambda bits: 2 * ((H * Dh * bits + 7) // 8) + (H * 4 if bits < 16 else 0)  # noqa: E731
     n_old = (N_FRAMES - 1) * tpf  # one key-scale group (H * Dh fp16 scale + zero) per older frame
     assert q8.cache.nbytes() == [P * per(32) + tpf * per(32) + n_old * per(8) + (N_FRAMES - 1) * H * Dh * 4] * L
-    q8t, _ = run(tiny, ae, Full(storage="int8", quant="token"))
+    q8t, _ = run(tiny, ae, make_policy("full", storage="int8", quant="token"))
     per_t = lambda bits: 2 * ((H * Dh * bits + 7) // 8 + (4 if bits < 16 else 0))  # noqa: E731
     assert q8t.cache.nbytes() == [P * per_t(32) + tpf * per_t(32) + n_old * per_t(8)] * L
     assert sum(q2.cache.nbytes()) < sum(q8.cache.nbytes()) < sum(full.cache.nbytes())
@@ -367,11 +366,11 @@ def test_kv_quantization_storage_and_exact_bytes(tiny, ae):
     d2 = np.abs(q2.frames.astype(int) - full.frames).mean()
     assert d8 < d2  # more bits, closer to the fp32 run
     with pytest.raises(ValueError, match="storage"):
-        Full(storage="int3")
+        make_policy("full", storage="int3")
     with pytest.raises(ValueError, match="quant"):
-        Full(storage="int4", quant="tensor")
+        make_policy("full", storage="int4", quant="tensor")
     # KIVI's full-precision residual: the 2 frames before the newest chunk stay fp32, the rest int8
-    q8r, _ = run(tiny, ae, Full(storage="int8", residual=2))
+    q8r, _ = run(tiny, ae, make_policy("full", storage="int8", residual=2))
     n_res = 2 * tpf
     assert (
         q8r.cache.nbytes()
@@ -381,7 +380,7 @@ def test_kv_quantization_storage_and_exact_bytes(tiny, ae):
     assert set(frames[codes_of(q8r) == 0].tolist()) >= {N_FRAMES - 3, N_FRAMES - 2, N_FRAMES - 1}
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="residual"):
-            Full(storage="int4", residual=bad)
+            make_policy("full", storage="int4", residual=bad)
 
 
 def codes_of(st):
@@ -540,17 +539,18 @@ def test_the_score_drives_the_keep_a_reversed_score_keeps_the_complement(tiny, a
     pol = make_policy(name, budget=10**6, **kw)  # never evicts: the cache holds all 8 frames
     st = Stepper(tiny, ae, PROMPT, 8, seed=4, policy=pol, preview=False, attention="probs")  # every commit's
     list(st.run())
-    ctx = EvictContext(7, (7, 7), tpf, tiny.cfg.grid, tiny.rotate)
-    pol.prepare(st.cache, ctx)
+    ctx = EvictContext(7, (7, 7), tpf, tiny.cfg.grid, tiny.rotate, budget=pol.budget, period=pol.period)
+    scorer = pol.scorer
+    scorer.prepare(st.cache, ctx)
     layer = st.cache.layers[1]
-    prot = pol.protected(layer, ctx).numpy()
+    prot = scorer.protected(layer, ctx).numpy()
     free = np.flatnonzero(~prot)
     half = len(free) // 2 // tpf * tpf  # whole frames
     budget = int(prot.sum()) + half
-    keep, scores = pol.keep_indices(1, layer, ctx, budget)
-    orig = pol.score
-    pol.score = lambda i, lay, c: -orig(i, lay, c)
-    keep_rev, _ = pol.keep_indices(1, layer, ctx, budget)
+    keep, scores = scorer.keep(1, layer, ctx, budget, pol.selector)
+    orig = scorer.score
+    scorer.score = lambda i, lay, c: -orig(i, lay, c)
+    keep_rev, _ = scorer.keep(1, layer, ctx, budget, pol.selector)
     a, b = set(keep.tolist()) - set(np.flatnonzero(prot)), set(keep_rev.tolist()) - set(np.flatnonzero(prot))
     assert len(a) == len(b) == half and not a & b
     if len(free) == 2 * half:

@@ -159,7 +159,7 @@ def test_reading_an_attention_signal_the_policy_did_not_request_raises(tiny, ae)
     from dataclasses import dataclass
 
     from backend.observe import SignalNotRequested
-    from backend.policies import H2O
+    from backend.policies import H2O, Policy, Settings, make_policy
     from backend.policies.signals import past_attention
     from backend.stepper import Stepper
 
@@ -172,7 +172,8 @@ def test_reading_an_attention_signal_the_policy_did_not_request_raises(tiny, ae)
             return past_attention(self.observed, layer_idx)
 
     budget = tiny.cfg.n_prompt + 3 * tiny.cfg.tokens_per_frame
-    st = Stepper(tiny, ae, "a red circle on blue stripes", 6, policy=Forgetful(budget=budget, period=1), preview=False)
+    forgetful = Policy(Forgetful(), budget, Settings(period=1))
+    st = Stepper(tiny, ae, "a red circle on blue stripes", 6, policy=forgetful, preview=False)
     with pytest.raises(SignalNotRequested, match="reads = 'probs'"):
         list(st.run())
     # recording more than the policy asks (the explorer's heatmaps) does not lift the check
@@ -181,14 +182,16 @@ def test_reading_an_attention_signal_the_policy_did_not_request_raises(tiny, ae)
         ae,
         "a red circle on blue stripes",
         6,
-        policy=Forgetful(budget=budget, period=1),
+        policy=Policy(Forgetful(), budget, Settings(period=1)),
         preview=False,
         attention=True,
     )
     with pytest.raises(SignalNotRequested):
         list(st.run())
     # the requested signal is read, and the observer follows the cache through every eviction
-    st = Stepper(tiny, ae, "a red circle on blue stripes", 6, policy=H2O(budget=budget, period=1), preview=False)
+    st = Stepper(
+        tiny, ae, "a red circle on blue stripes", 6, policy=make_policy("h2o", budget=budget, period=1), preview=False
+    )
     list(st.run())
     for layer, s in zip(st.cache.layers, st.observer.stats):
         assert all(len(v) == len(layer) for v in s.values())

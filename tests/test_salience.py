@@ -44,7 +44,7 @@ def test_pafu_policy_uses_the_head_and_respects_the_budget(tiny, ae):
     recs = list(st.run())
     assert all((r.occupancy <= P + 3 * tpf).all() for r in recs if r.phase == "evict")
     m = st.cache.layers[0].meta
-    assert (pol.predictions()[0][m["kind"] == 1] != 0).all() and pol.head_ms > 0
+    assert (pol.scorer.predictions()[0][m["kind"] == 1] != 0).all() and recs[-1].timings["head_ms"] > 0
     # alpha = 0: the kept old tokens are the head's top picks
     ev = [r for r in recs if r.phase == "evict"][-1]
     assert ev.scores[0] is not None
@@ -52,7 +52,8 @@ def test_pafu_policy_uses_the_head_and_respects_the_budget(tiny, ae):
 
 def test_pafu_batched_tail_scoring_equals_scoring_each_layer(tiny, ae):
     """After every commit PaFu-KV scores the appended tail of all layers in one batched pass; the
-    predictions equal the per-layer path's (float rounding), and a branched run takes the full path."""
+    predictions equal the per-layer path's (float rounding), and a run with no record of scoring this cache
+    (its observer's notes) takes the full path."""
     import copy
 
     tpf, P = tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
@@ -61,13 +62,14 @@ def test_pafu_batched_tail_scoring_equals_scoring_each_layer(tiny, ae):
     pol = make_policy("pafu", budget=P + 3 * tpf, head=head)
     st = Stepper(tiny, ae, "a red circle on blue stripes", 7, seed=1, policy=pol, preview=False)
     list(st.run())
-    fast = [p.clone() for p in pol.predictions()]
+    fast = [p.clone() for p in pol.scorer.predictions()]
     slow = [torch.zeros_like(p) for p in fast]
     head.predict_cache(st.cache, slow, only_new=True)
     for a, b, layer in zip(fast, slow, st.cache.layers):
         assert torch.allclose(a, b, atol=1e-5) and bool((a[layer.meta["kind"] == 1] != 0).all())
-    other = copy.deepcopy(pol)  # a copy evicting a branch: the tail shortcut must not apply
+    other = copy.deepcopy(pol.scorer)  # a run that never scored this cache: the tail shortcut must not apply
     branch = st.observer.clone()
+    branch.notes.clear()
     for p in branch.extra["pred"]:
         p.zero_()
     other.bind(branch)
@@ -85,7 +87,7 @@ def test_pafu_recent_share_keeps_a_recency_window(tiny, ae):
     torch.manual_seed(4)
     head = SalienceHead(SEHConfig(n_layer=tiny.cfg.n_layer, key_dim=tiny.cfg.dim, grid=tiny.cfg.grid))
     pol = make_policy("pafu", budget=P + 6 * tpf, head=head, recent_share=0.5, sink_frames=0)
-    assert pol.recent_window(tpf) == 3
+    assert pol.scorer.recent_window(tpf, pol.budget) == 3
     st = Stepper(tiny, ae, "a red circle on blue stripes", 12, seed=1, policy=pol, preview=False)
     for rec in st.run():
         if rec.phase == "evict" and rec.chunk >= 6:
@@ -106,7 +108,7 @@ def test_pafu_strata_spreads_the_kept_frames_over_time(tiny, ae):
     kept_free = {}
     for gran in ("frame", "strata"):
         pol = make_policy("pafu", budget=P + 5 * tpf, head=head, granularity=gran, period=1)
-        pol.score = lambda li, layer, ctx: -layer.meta["frame"].float()  # older = more salient
+        pol.scorer.score = lambda li, layer, ctx: -layer.meta["frame"].float()  # older = more salient
         st = Stepper(tiny, ae, "a red circle on blue stripes", 14, seed=1, policy=pol, preview=False)
         for rec in st.run():
             if rec.phase == "evict":

@@ -4,7 +4,7 @@ import numpy as np
 
 from backend.consistency import contrast
 from backend.loading import DEFAULT_AE, DEFAULT_MODEL, load_autoencoder, load_model
-from backend.policies import Window
+from backend.policies import make_policy
 from backend.stepper import Stepper
 
 
@@ -13,7 +13,9 @@ def test_shipped_weights_generate_a_few_frames():
     total = DEFAULT_MODEL.stat().st_size + DEFAULT_AE.stat().st_size
     assert total < 40e6
     model, ae = load_model(), load_autoencoder()
-    st = Stepper(model, ae, "a red circle and a blue square on green stripes", 4, seed=0, policy=Window(frames=2))
+    st = Stepper(
+        model, ae, "a red circle and a blue square on green stripes", 4, seed=0, policy=make_policy("window", frames=2)
+    )
     recs = list(st.run())
     assert st.done and recs[-1].phase == "evict"
     c = contrast(st.frames)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from backend.cache import KIND_PROMPT
-from backend.policies import Window
+from backend.policies import make_policy
 from backend.stepper import GenerationError, Stepper
 
 PROMPT = "a red circle and a square on blue stripes behind a wall"
@@ -14,7 +14,7 @@ def run(tiny, ae, **kw):
 
 
 def test_records_follow_the_cache_lifecycle(tiny, ae):
-    st, recs = run(tiny, ae, seed=1, policy=Window(frames=2))
+    st, recs = run(tiny, ae, seed=1, policy=make_policy("window", frames=2))
     S, tpf, P = 4, tiny.cfg.tokens_per_frame, tiny.cfg.n_prompt
     assert recs[0].phase == "prefill" and list(recs[0].occupancy) == [P] * tiny.cfg.n_layer
     body = [r.phase for r in recs[1:]]
@@ -46,7 +46,7 @@ def test_deterministic_and_noise_shared_across_policies(tiny, ae):
     a, _ = run(tiny, ae, seed=7)
     b, _ = run(tiny, ae, seed=7)
     c, _ = run(tiny, ae, seed=8)
-    w, _ = run(tiny, ae, seed=7, policy=Window(frames=1))
+    w, _ = run(tiny, ae, seed=7, policy=make_policy("window", frames=1))
     np.testing.assert_array_equal(a.frames, b.frames)
     assert not np.array_equal(a.frames, c.frames)
     # same noise: frames 0 and 1 see the same context under full and window(1) ... frame 1 sees frame 0 in both
@@ -83,7 +83,7 @@ def test_frame_count_that_would_exceed_memory(tiny, ae, monkeypatch):
     monkeypatch.setattr(stepper, "available_memory", lambda: 2 << 30)
     with pytest.raises(GenerationError, match="GiB"):
         Stepper(tiny, ae, PROMPT, 90_000)
-    Stepper(tiny, ae, PROMPT, 90_000, policy=Window(frames=4))  # a bounded cache fits
+    Stepper(tiny, ae, PROMPT, 90_000, policy=make_policy("window", frames=4))  # a bounded cache fits
     with pytest.raises(GenerationError, match="limit"):
         Stepper(tiny, ae, PROMPT, 10**9)
 

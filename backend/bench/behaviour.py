@@ -40,13 +40,13 @@ def record(policy: str, share: float | str | None, pair: int, model, ae, referen
     """One run -> {"frames": [digest per frame], "latents": digest} or {"error": message}. `share` is a share of
     the full cache, "min" (the policy's minimum budget in tokens) or None (the full cache)."""
     from ..build import build_policy, reference_scores
-    from ..policies import Full, make_policy
+    from ..policies import make_policy
     from ..stepper import Stepper
 
     prompt, seed = PROMPTS[pair]
     try:
         if share is None:
-            pol = Full()
+            pol = make_policy("full")
         else:
             ref = None
             if policy == "oracle":

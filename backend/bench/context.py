@@ -34,10 +34,12 @@ def parse_pair(text: str) -> tuple[str, int]:
 
 
 def _one(job) -> dict:
-    from ..policies import Full, Window
+    from ..policies import make_policy
 
     prompt, seed, window, frames, lo = job
-    video, _ = generate(prompt, seed, frames, Full() if window is None else Window(frames=window))
+    video, _ = generate(
+        prompt, seed, frames, make_policy("full") if window is None else make_policy("window", frames=window)
+    )
     c = contrast(video)
     r = score(video, prompt)
     return {

@@ -51,7 +51,7 @@ def _pair(job) -> dict:
     from ..autoencoder import frames_to_tensor, tensor_to_frames
     from ..loading import shipped
     from ..metrics import psnr
-    from ..policies import Full, Window
+    from ..policies import make_policy
     from ..prompt import parse
     from ..world import make_clip
 
@@ -60,7 +60,7 @@ def _pair(job) -> dict:
     _, ae = shipped()
     latents = {
         name: rollout(prompt, seed, frames, policy).latents  # (T, C, g, g)
-        for name, policy in (("full", Full()), ("window", Window(frames=16)))
+        for name, policy in (("full", make_policy("full")), ("window", make_policy("window", frames=16)))
     }
     gt = make_clip(parse(prompt), seed, frames).frames  # (T, S, S, 3) uint8
     out = {}

@@ -27,7 +27,7 @@ import torch
 torch.set_num_threads(1)
 from backend.config import SamplerConfig
 from backend.loading import load_autoencoder, load_model, DEFAULT_AE, DEFAULT_MODEL
-from backend.policies import Full
+from backend.policies import make_policy
 from backend.stepper import Stepper
 try:
     from backend.build import build_policy
@@ -36,8 +36,9 @@ except ImportError:
 prompt, seed, policy, share, frames = json.loads(sys.argv[1])
 model, ae = load_model(DEFAULT_MODEL), load_autoencoder(DEFAULT_AE)
 sampler = SamplerConfig(guidance=1.0, first_guidance=1.0)
-pol = Full() if share is None else build_policy(policy, f"{share * 100:.4f}%", frames, model, ae, prompt, seed,
-                                                sampler=sampler)
+budget = None if share is None else f"{share * 100:.4f}%"
+pol = make_policy("full") if share is None else build_policy(policy, budget, frames, model, ae, prompt, seed,
+                                                                sampler=sampler)
 st = Stepper(model, ae, prompt, frames, seed=seed, policy=pol, preview=False, sampler=sampler)
 t0 = time.perf_counter()
 ms = evict = stats = 0.0

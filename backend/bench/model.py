@@ -70,10 +70,10 @@ def validation_scores(prompt, seed, frames, weights: str | None = None, sampler=
     """The validation benches' unit (weights, sampler): full cache to `frames` (scored on frame 0 alone, the
     prompt-only generation, on frames 0-47 and on all) and window(16), same noise; plus the full cache's
     median ms per frame."""
-    from ..policies import Full, Window
+    from ..policies import make_policy
 
-    full, ms = generate(prompt, seed, frames, Full(), weights=weights, sampler=sampler)
-    win, _ = generate(prompt, seed, frames, Window(frames=16), weights=weights, sampler=sampler)
+    full, ms = generate(prompt, seed, frames, make_policy("full"), weights=weights, sampler=sampler)
+    win, _ = generate(prompt, seed, frames, make_policy("window", frames=16), weights=weights, sampler=sampler)
     return {
         "full_first": score(full[:1], prompt),
         "full_2x": score(full[: 2 * TRAIN_CLIP], prompt),
@@ -85,15 +85,15 @@ def validation_scores(prompt, seed, frames, weights: str | None = None, sampler=
 
 def eval_pair(job) -> dict:
     """Full cache to `full_frames` and window(16) to `window_frames` for one held-out pair."""
-    from ..policies import Full, Window
+    from ..policies import make_policy
 
     i, prompt, seed, full_frames, window_frames, cache_dir = job
     path = Path(cache_dir) / f"pair{i:02d}_{full_frames}_{window_frames}.json"
     cached = read_result(path)
     if cached is not None:
         return cached
-    full, full_ms = generate(prompt, seed, full_frames, Full())
-    win, _ = generate(prompt, seed, window_frames, Window(frames=16))
+    full, full_ms = generate(prompt, seed, full_frames, make_policy("full"))
+    win, _ = generate(prompt, seed, window_frames, make_policy("window", frames=16))
     out = {
         "prompt": prompt,
         "seed": seed,
@@ -162,7 +162,7 @@ def speed(frames: int = 256, context: int = 16) -> dict:
     import torch
 
     from ..loading import load_autoencoder, load_model
-    from ..policies import Full, Window
+    from ..policies import make_policy
     from ..stepper import Stepper
 
     torch.set_num_threads(2)
@@ -171,9 +171,9 @@ def speed(frames: int = 256, context: int = 16) -> dict:
     unguided = SamplerConfig(guidance=1.0, first_guidance=1.0)
     out = {}
     for name, pol, n, smp in (
-        ("window16", Window(frames=context), 96, SamplerConfig()),
-        ("full", Full(), frames, SamplerConfig()),
-        ("window16_unguided", Window(frames=context), 96, unguided),
+        ("window16", make_policy("window", frames=context), 96, SamplerConfig()),
+        ("full", make_policy("full"), frames, SamplerConfig()),
+        ("window16_unguided", make_policy("window", frames=context), 96, unguided),
     ):
         st = Stepper(model, ae, prompt, n, seed=seed, policy=pol, preview=False, sampler=smp)
         for _ in st.run():

@@ -25,6 +25,7 @@ from .model import score
 from .plots import plot
 from .report import markdown, summarise
 from .spec import SCORES, split_spec  # noqa: F401  (re-exported: the sweep's vocabulary)
+from ..summary import RunSummary
 from .store import read_result, write_result
 
 SHARES = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
@@ -58,18 +59,13 @@ ADDED_PARAMETERS = {"probe": 1.0, "period": 1, "merge_at": "commit"}
 def policy_signature(spec: str) -> str:
     """Short hash of the policy's resolved settings (class defaults + the spec's parameters), so resumed
     results never outlive a change of a policy's defaults."""
-    import dataclasses
     import hashlib
 
-    from ..policies import POLICIES
+    from ..policies import make_policy
+    from ..policies.params import parameters
 
     name, params = split_spec(spec)
-    cls = POLICIES[name][0]
-    settings = {
-        f.name: f.default
-        for f in dataclasses.fields(cls)
-        if f.default is not dataclasses.MISSING and isinstance(f.default, (int, float, str, bool, type(None)))
-    }
+    settings = {k: p.default for k, p in parameters(name).items()}
     settings.update(params)
     if settings.get("storage") == "fp32" and settings.get("salient_storage") is None:
         settings.pop("quant", None)  # the integer scheme cannot change an fp32 run
@@ -79,10 +75,10 @@ def policy_signature(spec: str) -> str:
     if "probe" in settings:
         settings["_probe_path"] = PROBE_PATH
     settings["_engine"] = ENGINE_VERSION  # cache code that changes what a run computes
-    if hasattr(cls, "signature_files"):  # e.g. PaFu-KV's head: results depend on its weights
+    files = make_policy(name, **params).scorer.signature_files()  # e.g. PaFu-KV's head: results depend on it
+    if files:
         from ..loading import file_hash
 
-        files = cls(**params).signature_files()
         settings["_files"] = [file_hash(f) if Path(f).is_file() else None for f in files]
     return hashlib.sha1(json.dumps([name, settings], sort_keys=True).encode()).hexdigest()[:8]
 
@@ -101,7 +97,7 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     from ..build import build_policy
     from ..loading import shipped
     from ..metrics import psnr_per_frame, ssim_per_frame
-    from ..policies import Full
+    from ..policies import make_policy
     from ..stepper import Stepper
 
     torch.set_num_threads(1)
@@ -126,23 +122,17 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
         with np.load(hind_file) as z:
             reference = [z[f"layer{j}"] for j in range(len(z.files))]
     pol = (
-        Full()
+        make_policy("full")
         if share is None
         else build_policy(
             name, f"{share * 100:.4f}%", frames, model, ae, prompt, seed, params, reference=reference, sampler=sampler
         )
     )
     if name == "oracle" and reference is None:  # the first oracle run of this pair: the builder ran the reference
-        _save_hindsight(hind_file, pol.reference)
+        _save_hindsight(hind_file, pol.scorer.reference)
     st = Stepper(model, ae, prompt, frames, seed=seed, policy=pol, preview=False, sampler=sampler)
     t0 = time.perf_counter()
-    peak, evict_ms, stats_ms = 0, [], []
-    for rec in st.run():
-        peak = max(peak, int(rec.nbytes.sum()))
-        if rec.phase == "evict":
-            evict_ms.append(rec.ms)
-        elif rec.phase == "commit":
-            stats_ms.append(rec.stats_ms)
+    run = RunSummary.of(st.run())  # the run's numbers, from its records alone
     total = time.perf_counter() - t0
     if share is None:  # timed as deployed: no attention statistics (the oracle runs its own)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,14 +150,10 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
         "evaluator": EVALUATOR_VERSION,
         "budget_tokens": pol.budget,
         "scores": scores,
-        "frame_ms": st.frame_ms.tolist(),
         "total_s": total,
-        "peak_kv_bytes": peak,
-        "evict_ms_mean": float(np.mean(evict_ms)),
-        "stats_ms_mean": float(np.mean(stats_ms)),
+        **run.as_dict(),
         "attention_stats": st.attention,
-        "chunk_ms_mean": float(st.frame_ms.mean() * cfg.chunk_frames),
-        "head_ms_total": getattr(pol, "head_ms", 0.0),
+        "chunk_ms_mean": float(run.frame_ms.mean() * cfg.chunk_frames),
     }
     if share is not None and ref is None and ref_file.is_file():
         ref = np.load(ref_file)

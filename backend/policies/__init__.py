@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from .base import EvictContext, LayerEviction, Policy
+from .base import EVICT_PERIOD, PROBE_SHARE, EvictContext, LayerEviction, Policy, Settings
 from .budget import Budget, BudgetError, parse_budget
 from .deep_forcing import DeepForcing
 from .flowcache import FlowCache
@@ -14,39 +14,68 @@ from .oracle import Oracle
 from .packcache import PackCache
 from .pafu import PaFu
 from .random import Random
-from .select import select, select_frames
+from .scorer import Scorer
+from .select import Selector, select, select_frames
 from .sink import Sink
 from .snapkv import SnapKV
 from .tempcache import TempCache
 from .tova import TOVA
 from .window import Window
 
-POLICIES: dict[str, tuple[Callable[..., Policy], str]] = {
-    "full": (Full, "never evict: the reference (memory and time grow with every frame)"),
-    "window": (Window, "Self-Forcing rolling window: prompt + the newest 16 frames, FIFO"),
-    "sink": (Sink, "StreamingLLM / LongLive: first 3 frames pinned as a sink + the newest frames"),
-    "deep_forcing": (
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered policy: its scorer, the shared settings it changes from `Settings` (its selector, wrappers,
+    probe share), and one line for listings."""
+
+    scorer: type[Scorer]
+    help: str
+    settings: dict = field(default_factory=dict)
+
+    def defaults(self) -> Settings:
+        return Settings(**self.settings)
+
+
+# docs/decisions/: "probe share" (PROBE_SHARE for the scorers that read attention probabilities) and
+# "eviction period" (EVICT_PERIOD for H2O, TOVA, SnapKV, TempCache and PaFu-KV)
+_PROBED = {"probe": PROBE_SHARE}
+_PERIODIC = {"period": EVICT_PERIOD}
+
+POLICIES: dict[str, Entry] = {
+    "full": Entry(Full, "never evict: the reference (memory and time grow with every frame)"),
+    "window": Entry(
+        Window, "Self-Forcing rolling window: prompt + the newest 16 frames, FIFO", {"granularity": "frame"}
+    ),
+    "sink": Entry(
+        Sink, "StreamingLLM / LongLive: first 3 frames pinned as a sink + the newest frames", {"granularity": "frame"}
+    ),
+    "deep_forcing": Entry(
         DeepForcing,
         "Deep Forcing: deep sink (half the budget) + top q.k from the last 4 frames, contiguous RoPE",
+        {"rope": "reindex"},
     ),
-    "h2o": (H2O, "H2O heavy hitters: normalised past attention + a 2-frame recent window"),
-    "tova": (TOVA, "TOVA: attention from the newest chunk's queries, lowest dropped"),
-    "snapkv": (SnapKV, "SnapKV: newest-chunk attention, 3x3 spatially pooled"),
-    "flowcache": (FlowCache, "FlowCache: 0.07 x pooled attention - 0.93 x key redundancy"),
-    "packcache": (PackCache, "PackCache: prompt anchors + per-frame budget ~ rho^distance, top tokens per frame"),
-    "tempcache": (
+    "h2o": Entry(H2O, "H2O heavy hitters: normalised past attention + a 2-frame recent window", _PROBED | _PERIODIC),
+    "tova": Entry(TOVA, "TOVA: attention from the newest chunk's queries, lowest dropped", _PROBED | _PERIODIC),
+    "snapkv": Entry(SnapKV, "SnapKV: newest-chunk attention, 3x3 spatially pooled", _PROBED | _PERIODIC),
+    "flowcache": Entry(FlowCache, "FlowCache: 0.07 x pooled attention - 0.93 x key redundancy", _PROBED),
+    "packcache": Entry(
+        PackCache, "PackCache: prompt anchors + per-frame budget ~ rho^distance, top tokens per frame", _PROBED
+    ),
+    "tempcache": Entry(
         TempCache,
         "TempCache: when over budget, merge near-duplicate keys into the newest chunks (+log count), then FIFO",
+        _PERIODIC,
     ),
-    "oracle": (Oracle, "upper bound: hindsight attention from a full-cache reference run of the same seed"),
-    "pafu": (
+    "oracle": Entry(Oracle, "upper bound: hindsight attention from a full-cache reference run of the same seed"),
+    "pafu": Entry(
         PaFu,
         "PaFu-KV: learned salience head (distilled from teacher SSE), whole frames spread over time "
         "(the best of each span), first-frame sink, no attention read; alpha>0: mixed with past "
         "attention; granularity=frame: the top frames anywhere; granularity=token: single tokens; "
         "labels=hindsight: a head trained on the student's own future attention",
+        {"granularity": "strata"} | _PERIODIC,
     ),
-    "random": (Random, "random subset of the evictable tokens (lower bound)"),
+    "random": Entry(Random, "random subset of the evictable tokens (lower bound)"),
 }
 
 
@@ -83,13 +112,13 @@ READS = {
 
 def reads(name: str) -> str:
     """The attention statistics the named policy reads with its default settings (a key of READS)."""
-    return POLICIES[name][0]().attention_stats
+    return make_policy(name).attention_stats
 
 
 def describe_reads(name: str) -> tuple[str, str]:
     """(short label, sentence) of what the named policy reads with its defaults, with its probe share when
     it forms the probabilities of only some of a commit's queries (CLI listing, explorer help)."""
-    policy = POLICIES[name][0]()
+    policy = make_policy(name)
     level, probe = policy.attention_stats, policy.probe
     short, sentence = READS[level]
     if level == "probs" and probe < 1:
@@ -102,18 +131,25 @@ def describe_reads(name: str) -> tuple[str, str]:
 
 
 def make_policy(name: str, **kwargs) -> Policy:
-    """The named policy with these parameters; user parameters are checked first (params.check_params), so a
-    bad one is a message naming it, never a Python internal. Builder-set fields (budget, head, reference)
-    pass unchecked."""
-    from .params import INTERNAL, check_params
+    """The named composition with these parameters: each goes to the part that takes it (the scorer's own
+    settings, the shared `Settings`, the budget). User parameters are checked first (params.check_params), so
+    a bad one is a message naming it, never a Python internal; builder-set ones (budget, head, reference) pass
+    unchecked."""
+    from .params import INTERNAL, check_params, split_settings
 
     if name not in POLICIES:
         raise KeyError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
+    entry = POLICIES[name]
     user = check_params(name, {k: v for k, v in kwargs.items() if k not in INTERNAL})
+    kw = {**kwargs, **user}
+    budget = kw.pop("budget", None)
+    own, shared = split_settings(kw)
     try:
-        return POLICIES[name][0](**{**kwargs, **user})
+        scorer = entry.scorer(**own)
+        settings = Settings(**{**entry.settings, **shared})
     except TypeError as e:
         raise ValueError(f"bad parameter for {title(name)}: {e}") from e
+    return Policy(scorer, budget, settings)
 
 
 __all__ = [
@@ -125,6 +161,10 @@ __all__ = [
     "describe_reads",
     "make_policy",
     "Policy",
+    "Settings",
+    "Scorer",
+    "Selector",
+    "Entry",
     "EvictContext",
     "LayerEviction",
     "select",

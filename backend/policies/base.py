@@ -1,8 +1,8 @@
-"""Policy API: a policy looks at the cache after each commit and keeps a subset of tokens per layer.
-
-kvpress style (NVIDIA/kvpress `ScorerPress`): a policy scores cached tokens; the shared ``select`` keeps the
-protected tokens (prompt anchors, the newest chunk) and the top-scored rest up to the budget. This file
-holds the minimal API the backend needs; the full policy library builds on it.
+"""The policy API: a `Policy` composes a scorer (`scorer.Scorer`: what it reads, protects and scores), a selector
+(`select.Selector`: token, frame or strata granularity), wrappers (`wrappers.py`: layer split, period, RoPE
+re-alignment) and the cache's storage (`storage.Storage`), kvpress style (NVIDIA/kvpress `ScorerPress` and its
+wrapper presses). After each commit it keeps a subset of tokens per layer: the protected tokens (prompt anchors,
+the newest chunk) and the selector's pick of the rest by score, up to the budget.
 """
 
 from __future__ import annotations
@@ -11,18 +11,19 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..cache import DTYPES, KIND_FRAME, KIND_PROMPT, QUANT_SCHEMES, KVCache, LayerCache
+from ..cache import KIND_FRAME, KIND_PROMPT, KVCache, LayerCache
+from ..models.attention import STATS
 from ..observe import Observer, Request
-from .layer_split import LAYER_SPLITS, cake_budgets, prefixkv_budgets
-from .rope_modes import ROPE_MODES, reindex, shift_sink
-from .select import select, select_frames
+from ..storage import Storage
+from .scorer import Scorer
+from .select import Selector
 from .signals import past_attention
+from .wrappers import wrappers_for
 
 # What an evicting run computes can change with the engine code even when no setting does: the benchmark's
 # resume keys include this, so bump it with such a change (tests/fixtures/behaviour.json proves a refactor
@@ -50,6 +51,9 @@ class EvictContext:
     tokens_per_frame: int
     grid: int = 8  # tokens per side of a frame
     rotate: Callable | None = None  # (k (H, n, Dh), pos (n, 3)) -> rotated keys, as attention sees them
+    budget: int | None = None  # the policy's per-layer budget (protection may grow with it); set by Policy.evict
+    period: int = 1  # the policy's eviction period in chunks (TempCache merges into that many newest chunks)
+    over_budget: bool = True  # some layer holds more than the budget before this keep (conservative)
 
     @property
     def chunk_frames(self) -> int:
@@ -65,94 +69,110 @@ class LayerEviction:
     scored: np.ndarray | None = None  # the token ids `scores` belong to (the cache before the eviction)
 
 
-@dataclass
-class Policy:
-    """Base class. Subclasses implement ``score`` (higher = keep) or override ``keep_indices``.
+@dataclass(frozen=True)
+class Settings:
+    """What every policy takes beside its scorer's own settings, and their neutral values; the registry's
+    compositions set other defaults (`POLICIES`), users any of them (`params.py` reads the types from here)."""
 
-    budget: tokens per layer kept after each eviction (None = unbounded); granularity: keep single tokens
-    or whole frames (a frame's score is the mean of its tokens' scores)."""
-
-    name: ClassVar[str] = "base"
-    granularities: ClassVar[tuple[str, ...]] = ("token", "frame")
-    reads: ClassVar[str] = "none"  # commit statistics `score` reads: none | logits (raw q.k) | probs (attention)
-    reads_newest: ClassVar[bool] = False  # the score reads only the newest commit's statistics (`recent`), so a
-    # commit after which no layer evicts need not record them (`lazy_stats`)
-    budget: int | None = None
-    granularity: str = "token"
-    rope: str = "absolute"  # absolute | shift_sink | reindex (see rope_modes.py)
-    storage: str = "fp32"  # dtype older frame tokens are stored at (fp32 bf16 int8 int4 int2)
-    salient_storage: str | None = None  # mixed precision (MiKV / ZipCache): the most salient tokens at this dtype
-    salient_share: float = 0.25  # share of the quantised tokens that count as salient
-    quant: str = "channel"  # integer storage scheme: channel (KIVI keys / per-head values) | token
-    residual: int = 0  # KIVI's full-precision residual: the newest frames before the newest chunk kept fp32
-    layer_split: str = "uniform"  # uniform | cake | prefixkv: how the total budget is split over layers
+    granularity: str = "token"  # the selector: token | frame | strata
+    rope: str = "absolute"  # Realign wrapper: absolute | shift_sink | reindex (see rope_modes.py)
+    layer_split: str = "uniform"  # LayerSplit wrapper: uniform | cake | prefixkv
+    period: int = 1  # Period wrapper: evict once over budget, down to budget - (period - 1) chunks
     probe: float = 1.0  # share of a commit's queries whose attention probabilities are formed
-    # (ZipCache probe tokens; 1 = all); only read when attention_stats is probs
-    period: int = 1  # evict once the cache is over budget, down to budget - (period - 1) chunks,
-    # so the keep runs about once every `period` chunks (see `targets`)
-    observed: Observer | None = field(default=None, init=False, repr=False, compare=False)  # this run's observed
-    # attention (`bind`): the policy's own accumulators
+    # (ZipCache probe tokens; 1 = all); only read when the policy observes probabilities
+    storage: str = "fp32"  # the cache's storage (storage.Storage): dtype of older frame tokens
+    salient_storage: str | None = None  # mixed precision: the most salient tokens at this dtype
+    salient_share: float = 0.25  # share of the quantised tokens that count as salient
+    quant: str = "channel"  # integer storage scheme: channel | token | hadamard
+    residual: int = 0  # KIVI's full-precision residual (frames before the newest chunk kept fp32)
 
-    def __post_init__(self):
-        if self.budget is not None and (
-            isinstance(self.budget, bool) or int(self.budget) != self.budget or self.budget <= 0
-        ):
-            raise ValueError(f"budget must be a positive number of tokens, got {self.budget!r}")
-        if self.granularity not in self.granularities:
+
+STORAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Storage))
+
+
+class Policy:
+    """A cache policy: a scorer (what it reads, protects and scores), a selector (token, frame or strata
+    granularity), wrappers (layer split, period, RoPE re-alignment) and the cache's storage, composed at a
+    per-layer token `budget` (None = unbounded). Build one with `policies.make_policy(name, ...)`; the stepper
+    talks to it through `request`, `bind`, `check`, `max_tokens`, `evicts_after` and `evict`."""
+
+    def __init__(self, scorer: Scorer, budget: int | None = None, settings: Settings = Settings()):
+        if budget is not None and (isinstance(budget, bool) or int(budget) != budget or budget <= 0):
+            raise ValueError(f"budget must be a positive number of tokens, got {budget!r}")
+        p = settings.probe
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
+            raise ValueError(f"probe must be a share of a commit's queries in (0, 1], got {p!r}")
+        if settings.granularity not in scorer.granularities:
             raise ValueError(
-                f"policy {self.name!r} works at granularity {' or '.join(self.granularities)}, not {self.granularity!r}"
+                f"policy {scorer.name!r} works at granularity {' or '.join(scorer.granularities)}, "
+                f"not {settings.granularity!r}"
             )
-        if self.rope not in ROPE_MODES:
-            raise ValueError(f"rope must be one of {', '.join(ROPE_MODES)}, got {self.rope!r}")
-        for d in (self.storage, self.salient_storage):
-            if d is not None and d not in DTYPES:
-                raise ValueError(f"storage dtype must be one of {', '.join(DTYPES)}, got {d!r}")
-        if self.quant not in QUANT_SCHEMES:
-            raise ValueError(f"quant must be one of {', '.join(QUANT_SCHEMES)}, got {self.quant!r}")
-        if self.layer_split not in LAYER_SPLITS:
-            raise ValueError(f"layer_split must be one of {', '.join(LAYER_SPLITS)}, got {self.layer_split!r}")
-        if not 0.0 <= self.salient_share <= 1.0:
-            raise ValueError(f"salient_share must be in [0, 1], got {self.salient_share}")
-        if isinstance(self.probe, bool) or not isinstance(self.probe, (int, float)) or not 0.0 < self.probe <= 1.0:
-            raise ValueError(f"probe must be a share of a commit's queries in (0, 1], got {self.probe!r}")
-        if isinstance(self.period, bool) or not isinstance(self.period, int) or self.period < 1:
-            raise ValueError(f"period must be a whole number of chunks >= 1, got {self.period!r}")
-        if isinstance(self.residual, bool) or int(self.residual) != self.residual or self.residual < 0:
-            raise ValueError(f"residual must be a whole number of frames >= 0, got {self.residual!r}")
+        self.scorer, self.budget, self.settings = scorer, budget, settings
+        self.selector = Selector(settings.granularity)
+        self.wrappers = wrappers_for(settings.layer_split, settings.period, settings.rope)
+        self.storage = Storage(**{k: getattr(settings, k) for k in STORAGE_FIELDS})
+        self.uniform = all(w.uniform for w in self.wrappers)
+
+    def __repr__(self) -> str:
+        return f"Policy({self.scorer!r}, budget={self.budget}, {self.settings})"
+
+    @property
+    def name(self) -> str:
+        return self.scorer.name
+
+    @property
+    def probe(self) -> float:
+        return self.settings.probe
+
+    @property
+    def period(self) -> int:
+        return self.settings.period
 
     @property
     def attention_stats(self) -> str:
-        """The attention statistics commit passes must record for this policy (model.STATS): "probs" when its
-        score reads attention probabilities, or the CAKE layer split or mixed precision (salient tokens by
-        past attention) does; "logits" for raw q.k sums only; else "none". Only "probs" materialises
-        attention: FlashAttention-style fused kernels never form the probabilities, so reading them is part
-        of a policy's cost (the benchmark counts it in the overhead); "none" and "logits" commits run the
-        same fused kernel as the denoise steps."""
-        if self.layer_split == "cake" or self.salient_storage is not None:
-            return "probs"
-        return self.reads
+        """The attention statistics commit passes must record (models.attention.STATS): the most any part
+        reads ("probs" when the scorer reads attention probabilities, or the CAKE split or mixed precision,
+        which ranks by past attention, does). Only "probs" materialises attention: fused kernels never form the
+        probabilities, so reading them is part of a policy's cost; "none" and "logits" commits run the same
+        fused kernel as the denoise steps."""
+        levels = [self.scorer.reads, *(w.reads for w in self.wrappers)]
+        if self.storage.salient_storage is not None:
+            levels.append("probs")
+        return max(levels, key=STATS.index)
+
+    @property
+    def lazy_stats(self) -> bool:
+        """Commits after which no layer evicts may skip the attention statistics: the scorer reads only the
+        newest commit's, and no wrapper or the storage reads them."""
+        return (
+            self.scorer.reads_newest
+            and all(w.reads == "none" for w in self.wrappers)
+            and self.storage.salient_storage is None
+        )
 
     def request(self) -> Request:
         """What the model must report at each commit for this policy (`observe.Request`)."""
         return Request(self.attention_stats, self.probe, self.lazy_stats)
 
-    def load_parts(self, models) -> None:
-        """Load the learned parts this policy scores with from a models folder (none by default)."""
-
-    def learned_head(self):
-        """The salience head this policy scores with, if it has one (None by default)."""
-        return None
-
     def bind(self, observer: Observer) -> None:
         """Attach the run's observer (the stepper builds it from `request`)."""
-        self.observed = observer
+        self.scorer.bind(observer)
+
+    def load_parts(self, models) -> None:
+        """Load the scorer's learned parts from a models folder."""
+        self.scorer.load_parts(models)
+
+    def learned_head(self):
+        return self.scorer.learned_head()
 
     def max_tokens(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> int | None:
         """Most tokens per layer the cache can hold right after a commit (None = unbounded)."""
-        return None if self.budget is None else self.budget + chunk_frames * tokens_per_frame
+        if self.budget is None:
+            return self.scorer.window_tokens(n_prompt, tokens_per_frame, chunk_frames)
+        return self.budget + chunk_frames * tokens_per_frame
 
     def min_budget(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> int:
-        """Fewest tokens per layer that hold everything the policy protects at that budget (a smaller budget is
+        """Fewest tokens per layer that hold everything the scorer protects at that budget (a smaller budget is
         rejected). Derived from `protected` on a synthetic full layer, never stated apart from it: the
         protected regions may grow with the budget (Deep Forcing's sink is half of it), so the search goes up
         from the prompt plus one chunk to the first budget b that protects at most b tokens (protection only
@@ -160,7 +180,7 @@ class Policy:
         layer, ctx = synthetic_layer(n_prompt, tokens_per_frame, chunk_frames)
         b = n_prompt + chunk_frames * tokens_per_frame
         while b <= len(layer):
-            need = int(dataclasses.replace(self, budget=b).protected(layer, ctx).sum())
+            need = int(self.scorer.protected(layer, dataclasses.replace(ctx, budget=b)).sum())
             if need <= b:
                 return b
             b = need
@@ -168,7 +188,7 @@ class Policy:
 
     def check(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> None:
         """Reject a budget below the protected size, before any work is done. A budget with less room above
-        it than `period` - 1 chunks is accepted: the keep then stops at the protected size (`targets`) and
+        it than `period` - 1 chunks is accepted: the keep then stops at the protected size (`Period`) and
         runs as often as it must, so a period is a saving where it fits, never a reason to reject a budget."""
         if self.budget is None:
             return
@@ -179,96 +199,45 @@ class Policy:
                 f"keeps (prompt anchors, newest chunk and its protected frames); use at least {need}"
             )
         layer, ctx = synthetic_layer(n_prompt, tokens_per_frame, chunk_frames)
-        held = int(self.protected(layer, ctx).sum())  # protection that grows with the budget may outgrow it
-        if held > self.budget:
+        held = int(self.scorer.protected(layer, dataclasses.replace(ctx, budget=self.budget)).sum())
+        if held > self.budget:  # protection that grows with the budget may outgrow it
             raise ValueError(
                 f"budget {self.budget} tokens is below the {held} tokens policy {self.name!r} protects at that "
                 f"budget (its protected share of the budget leaves no room); use a smaller share or {need} tokens"
             )
 
-    def protected(self, layer: LayerCache, ctx: EvictContext) -> torch.Tensor:
-        """Boolean (n,) of tokens never evicted: prompt anchors and the newest chunk."""
-        m = layer.meta  # numpy on views: this runs on every layer, every commit
-        return torch.from_numpy((m["kind"].numpy() == KIND_PROMPT) | (m["frame"].numpy() >= ctx.newest_frames[0]))
-
-    def score(self, layer_idx: int, layer: LayerCache, ctx: EvictContext) -> torch.Tensor | None:
-        return None
-
-    def keep_indices(self, layer_idx: int, layer: LayerCache, ctx: EvictContext, budget: int | None):
-        """-> (indices to keep, scores or None) for this layer's `budget` (tokens). Default: protected +
-        the top-scored rest up to the budget."""
-        n = len(layer)
-        if budget is None or n <= budget:
-            return torch.arange(n), None
-        scores = self.score(layer_idx, layer, ctx)
-        prot = self.protected(layer, ctx)
-        if self.granularity in ("frame", "strata"):
-            return select_frames(scores, prot, layer.meta["frame"], budget, self.granularity == "strata"), scores
-        return select(scores, prot, budget, layer.meta["token_id"]), scores
-
-    def layer_budgets(self, cache: KVCache, ctx: EvictContext) -> list[int | None]:
-        """Per-layer token budgets: the same for every layer (`uniform`) or split by attention shape."""
-        if self.budget is None or self.layer_split == "uniform":
-            return [self.budget] * len(cache.layers)
-        prot = [int(self.protected(layer, ctx).sum()) for layer in cache.layers]
-        sizes = [len(layer) for layer in cache.layers]
-        if self.layer_split == "cake":
-            return cake_budgets(cache, self.budget, prot, sizes, self.observed)
-        scores = [self.score(i, layer, ctx) for i, layer in enumerate(cache.layers)]
-        free = [~self.protected(layer, ctx) for layer in cache.layers]
-        return prefixkv_budgets([s[f] for s, f in zip(scores, free)], self.budget, prot, sizes)
-
-    def targets(self, cache: KVCache, ctx: EvictContext, budgets: list[int | None]) -> list[int | None]:
-        """What each layer keeps this time: its budget, or with `period` > 1 and the layer over budget,
-        `period` - 1 chunks less, so that the next `period` - 1 commits fit without an eviction and the keep
-        (and, for `reads_newest` policies, the commit's attention statistics) runs once every `period` chunks.
-        Occupancy never exceeds the budget after an eviction step. Deep Forcing compresses only when its
-        window reaches its maximum (arXiv 2512.05081) and R-KV / FlowCache when a buffer of new tokens fills;
-        a period counted in chunks is our reconstruction of that batching, and period = 1 is per-chunk eviction."""
-        if self.period == 1:
-            return budgets
-        chunk = ctx.chunk_frames * ctx.tokens_per_frame
-        out = []
-        for layer, b in zip(cache.layers, budgets):
-            if b is not None and len(layer) > b:  # never below what the layer must keep (a split's budget
-                b = max(b - (self.period - 1) * chunk, int(self.protected(layer, ctx).sum()))  # may be tight)
-            out.append(b)
-        return out
-
     def evicts_after(self, cache: KVCache, n_new: int) -> bool:
         """Whether the eviction after a commit of n_new tokens keeps fewer tokens than the cache will hold
         (conservative: True unless the budget is uniform over layers and every layer will fit)."""
-        if self.budget is None or self.layer_split != "uniform":
+        if self.budget is None or not self.uniform:
             return self.budget is not None
         return any(len(layer) + n_new > self.budget for layer in cache.layers)
 
-    @property
-    def lazy_stats(self) -> bool:
-        """Commits after which no layer evicts may skip the attention statistics: the score reads only the
-        newest commit's (`reads_newest`), and neither the CAKE split nor mixed precision reads them."""
-        return self.reads_newest and self.layer_split == "uniform" and self.salient_storage is None
-
-    def prepare(self, cache: KVCache, ctx: EvictContext) -> list[torch.Tensor]:
-        """Work before selection (merging, scoring new tokens); returns token ids removed per layer."""
-        return [torch.zeros(0, dtype=torch.long) for _ in cache.layers]
-
     def evict(self, cache: KVCache, ctx: EvictContext) -> list[LayerEviction]:
+        """One keep after a commit: the scorer's preparation, the wrappers' per-layer budgets, then per layer
+        the scorer + selector's keep, the observer following it, the wrappers' work on the kept layer and the
+        cache's storage."""
+        ctx = dataclasses.replace(ctx, budget=self.budget, period=self.period, over_budget=self.evicts_after(cache, 0))
+        scorer, observed = self.scorer, self.scorer.observed
+        removed = scorer.prepare(cache, ctx)
+        budgets = [self.budget] * len(cache.layers)
+        for w in self.wrappers:
+            budgets = w.budgets(self, cache, ctx, budgets)
         out = []
-        removed = self.prepare(cache, ctx)
-        for i, (layer, budget) in enumerate(
-            zip(cache.layers, self.targets(cache, ctx, self.layer_budgets(cache, ctx)))
-        ):
-            idx, scores = self.keep_indices(i, layer, ctx, budget)
+        for i, (layer, budget) in enumerate(zip(cache.layers, budgets)):
+            idx, scores = scorer.keep(i, layer, ctx, budget, self.selector)
             sc = None if scores is None else scores.detach().float().numpy().copy()
             scored = None if scores is None else layer.meta["token_id"].numpy().copy()
             if len(idx) < len(layer):
                 evicted, source = layer.keep_map(idx)
-                if self.observed is not None:
-                    self.observed.compact(i, source)
+                if observed is not None:
+                    observed.compact(i, source)
             else:
                 evicted, source = torch.zeros(0, dtype=torch.long), None
-            self.realign(layer)
-            self.store(i, layer, ctx, None if scores is None or source is None else scores[source])
+            for w in self.wrappers:
+                w.after_keep(self, layer, ctx)
+            kept_scores = None if scores is None or source is None else scores[source]
+            self.storage.apply(layer, ctx.newest_frames[0], functools.partial(_salience, kept_scores, observed, i))
             out.append(
                 LayerEviction(
                     layer.meta["token_id"].numpy().copy(), torch.cat([removed[i], evicted]).numpy(), sc, scored
@@ -276,53 +245,10 @@ class Policy:
             )
         return out
 
-    def store(self, layer_idx: int, layer: LayerCache, ctx: EvictContext, scores: torch.Tensor | None) -> None:
-        """KV quantisation as a storage option: frame tokens older than the newest chunk and the `residual`
-        frames before it that are still fp32 move to `storage`; with `salient_storage`, the top
-        `salient_share` of them by the policy's score (else by past attention) go there instead (mixed
-        precision, MiKV / ZipCache style). Prompt anchors, the newest chunk and the residual stay fp32: KIVI
-        (arXiv 2402.02750) keeps its newest R tokens (R = 32-128) in full precision the same way; R counted
-        in frames here is our reconstruction."""
-        if self.storage == "fp32" and self.salient_storage is None:
-            return
-        m = layer.meta
-        todo = (
-            ((m["kind"] == KIND_FRAME) & (m["frame"] < ctx.newest_frames[0] - self.residual) & (m["dtype"] == 0))
-            .nonzero()
-            .flatten()
-        )
-        if len(todo) == 0:
-            return
-        if self.salient_storage is not None:
-            s = (scores if scores is not None else past_attention(self.observed, layer_idx))[todo]
-            n_sal = int(round(self.salient_share * len(todo)))
-            top = s.float().topk(n_sal).indices if n_sal else torch.zeros(0, dtype=torch.long)
-            sal = torch.zeros(len(todo), dtype=torch.bool)
-            sal[top] = True
-            layer.set_dtype(todo[sal], self.salient_storage, self.quant)
-            todo = todo[~sal]
-        layer.set_dtype(todo, self.storage, self.quant)
 
-    def realign(self, layer: LayerCache) -> None:
-        """Apply the policy's RoPE mode to the kept tokens' positions."""
-        if self.rope == "reindex":
-            reindex(layer)
-        elif self.rope == "shift_sink":
-            shift_sink(layer, getattr(self, "sink_frames", 0))
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "budget": self.budget,
-            "granularity": self.granularity,
-            "rope": self.rope,
-            "storage": self.storage,
-            "salient_storage": self.salient_storage,
-            "quant": self.quant,
-            "residual": self.residual,
-            "layer_split": self.layer_split,
-            "period": self.period,
-        }
+def _salience(scores: torch.Tensor | None, observed, layer_idx: int) -> torch.Tensor:
+    """What mixed-precision storage ranks by: the policy's scores of the kept tokens, else past attention."""
+    return scores if scores is not None else past_attention(observed, layer_idx)
 
 
 SYNTHETIC_FRAMES = 256  # frames of the synthetic layer a minimum budget is derived on

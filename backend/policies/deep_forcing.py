@@ -19,31 +19,33 @@ import torch
 
 from ..cache import KIND_PROMPT
 from ..observe import QK_HISTORY
-from .base import Policy
+from .scorer import Scorer
 
 
 @dataclass
-class DeepForcing(Policy):
+class DeepForcing(Scorer):
     name = "deep_forcing"
     reads = "logits"  # raw q.k sums: no materialised attention
     sink_frames: int = 0  # 0 = half the budget (in frames)
     recent_frames: int = 4
-    rope: str = "reindex"
 
     def __post_init__(self):
-        super().__post_init__()
         if not 1 <= self.recent_frames <= QK_HISTORY:
             raise ValueError(f"recent_frames must be 1..{QK_HISTORY}, got {self.recent_frames}")
 
-    def sink(self, n_prompt: int, tokens_per_frame: int) -> int:
-        if self.sink_frames or self.budget is None:
+    def sink(self, n_prompt: int, tokens_per_frame: int, budget: int | None) -> int:
+        """Frames of the deep sink: `sink_frames`, or half the budget's frames when it is 0."""
+        if self.sink_frames or budget is None:
             return self.sink_frames
-        return max(1, (self.budget - n_prompt) // tokens_per_frame // 2)
+        return max(1, (budget - n_prompt) // tokens_per_frame // 2)
+
+    def sink_frames_at(self, layer, ctx):
+        return self.sink(int((layer.meta["kind"].numpy() == KIND_PROMPT).sum()), ctx.tokens_per_frame, ctx.budget)
 
     def protected(self, layer, ctx):
         m = layer.meta  # numpy on views: every layer, every commit
         kind, frame = m["kind"].numpy(), m["frame"].numpy()
-        s = self.sink(int((kind == KIND_PROMPT).sum()), ctx.tokens_per_frame)
+        s = self.sink(int((kind == KIND_PROMPT).sum()), ctx.tokens_per_frame, ctx.budget)
         return torch.from_numpy(
             super().protected(layer, ctx).numpy()  # anchors, newest
             | ((frame >= 0) & (frame < s))  # deep sink
@@ -53,10 +55,3 @@ class DeepForcing(Policy):
     def score(self, layer_idx, layer, ctx):
         cols = [(ctx.chunk - r) % QK_HISTORY for r in range(self.recent_frames)]  # the last R commits
         return self.observed.qk_history(layer_idx)[:, cols].sum(1)
-
-    def describe(self):
-        return {
-            **super().describe(),
-            "sink_frames": self.sink_frames or "half budget",
-            "recent_frames": self.recent_frames,
-        }

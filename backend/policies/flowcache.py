@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..cache import inverse_norms
-from .base import PROBE_SHARE, Policy
+from .scorer import Scorer
 from .signals import check_kernel, frame_pool, max_pool, recent_attention
 
 
@@ -49,21 +49,16 @@ def redundancy(k: torch.Tensor, inv: torch.Tensor | None = None) -> torch.Tensor
 
 
 @dataclass
-class FlowCache(Policy):
+class FlowCache(Scorer):
     name = "flowcache"
     reads = "probs"
     reads_newest = True  # only the newest commit's attention (`recent`)
-    probe: float = PROBE_SHARE  # share of a commit's queries whose attention is formed
     lam: float = 0.07
     kernel: int = 3
 
     def __post_init__(self):
-        super().__post_init__()
         check_kernel(self.kernel)
 
     def score(self, layer_idx, layer, ctx):
         att = spatial_max(recent_attention(self.observed, layer_idx), layer, ctx.grid, self.kernel)
         return self.lam * att - (1 - self.lam) * redundancy(layer.k, layer.inverse_key_norms())
-
-    def describe(self):
-        return {**super().describe(), "lambda": self.lam}

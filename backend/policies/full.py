@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Policy
+from .scorer import Scorer
 
 
 @dataclass
-class Full(Policy):
+class Full(Scorer):
     name = "full"

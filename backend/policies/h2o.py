@@ -14,23 +14,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import EVICT_PERIOD, PROBE_SHARE, Policy
+from .scorer import Scorer
 from .signals import past_attention
 
 
 @dataclass
-class H2O(Policy):
+class H2O(Scorer):
     name = "h2o"
     reads = "probs"
-    probe: float = PROBE_SHARE  # share of a commit's queries whose attention is formed
     recent_frames: int = 2
-    period: int = EVICT_PERIOD  # evict every second chunk (docs/decisions/period_validation/)
 
     def protected(self, layer, ctx):
         return super().protected(layer, ctx) | (layer.meta["frame"] > ctx.newest_frames[1] - self.recent_frames)
 
     def score(self, layer_idx, layer, ctx):
         return past_attention(self.observed, layer_idx)
-
-    def describe(self):
-        return {**super().describe(), "recent_frames": self.recent_frames}

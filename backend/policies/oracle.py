@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .base import Policy
+from .scorer import Scorer
 
 
 def hindsight_scores(cache, observed) -> list[np.ndarray]:
@@ -31,7 +31,7 @@ def hindsight_scores(cache, observed) -> list[np.ndarray]:
 
 
 @dataclass
-class Oracle(Policy):
+class Oracle(Scorer):
     name = "oracle"
     reference: list = field(default_factory=list, repr=False)  # from reference_scores(...)
 
@@ -47,6 +47,3 @@ class Oracle(Policy):
         ok = ids < len(ref)
         out[ok] = ref[ids[ok]]
         return torch.from_numpy(out)
-
-    def describe(self):
-        return {**super().describe(), "reference": bool(self.reference)}

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from ..cache import KIND_FRAME
-from .base import PROBE_SHARE, Policy
 from .layer_split import water_fill
+from .scorer import Scorer
 from .select import select_frames
 from .signals import recent_attention
 
@@ -57,19 +57,18 @@ def rank_within(group: np.ndarray, slot: np.ndarray, value: np.ndarray, width: i
 
 
 @dataclass
-class PackCache(Policy):
+class PackCache(Scorer):
     name = "packcache"
     reads = "probs"
     reads_newest = True  # only the newest commit's attention (`recent`)
-    probe: float = PROBE_SHARE  # share of a commit's queries whose attention is formed
     within: str = "attention"  # attention | grid
     rho_min: float = 0.5
     rho_max: float = 0.99
-    last_rho: dict | None = None
 
-    def keep_indices(self, layer_idx, layer, ctx, budget):
-        """Index bookkeeping and the decay fit in numpy on views of the metadata (this runs on every layer
-        after every commit; a torch op's fixed cost was most of it)."""
+    def keep(self, layer_idx, layer, ctx, budget, selector):
+        """The fitted decay is the run's (`observed.notes["rho"]`, per layer). Index bookkeeping and the decay
+        fit run in numpy on views of the metadata (this runs on every layer after every commit; a torch op's
+        fixed cost was most of it)."""
         n = len(layer)
         if budget is None or n <= budget:
             return torch.arange(n), None
@@ -89,8 +88,9 @@ class PackCache(Policy):
         mean = np.bincount(slot_f, weights=att[idx])[frames] / caps  # (F,) mean attention
         d_frames = ctx.newest_frames[1] - f_lo - frames  # (F,) distance
         rho = fit_rho(d_frames, mean, self.rho_min, self.rho_max)
-        self.last_rho = {**(self.last_rho or {}), layer_idx: rho}
-        if self.granularity == "frame":  # whole frames, ranked by decayed mean attention
+        if self.observed is not None:
+            self.observed.notes.setdefault("rho", {})[layer_idx] = rho
+        if selector.granularity == "frame":  # whole frames, ranked by decayed mean attention
             score = torch.from_numpy(att * (rho ** np.maximum(dist, 0)).astype(np.float32))
             return select_frames(score, prot_t, m["frame"], budget), score
         inv = (np.cumsum(counts > 0) - 1)[slot_f]  # (c,) frame slot 0..F-1
@@ -114,6 +114,3 @@ class PackCache(Policy):
         score = np.full(n, -np.inf, dtype=np.float32)
         score[idx] = att[idx] * (rho ** dist[idx].astype(np.float64)).astype(np.float32)
         return torch.from_numpy(np.flatnonzero(keep)), torch.from_numpy(score)
-
-    def describe(self):
-        return {**super().describe(), "within": self.within, "rho": self.last_rho}

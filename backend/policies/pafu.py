@@ -42,7 +42,6 @@ Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/dec
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +50,7 @@ import torch
 from ..cache import KIND_FRAME
 from ..loading import MODELS_DIR, load_head
 from ..salience import head_file
-from .base import EVICT_PERIOD, Policy
+from .scorer import Scorer
 from .signals import past_attention
 
 
@@ -65,7 +64,7 @@ def minmax(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class PaFu(Policy):
+class PaFu(Scorer):
     name = "pafu"
     granularities = ("token", "frame", "strata")
     alpha: float = 0.0  # weight of past attention (0: the head alone, no attention read)
@@ -73,14 +72,9 @@ class PaFu(Policy):
     recent_share: float = 0.0  # share of the budget's frames kept as a recency window
     sink_frames: int = 1
     labels: str = "sse"  # which head: sse (the paper) | hindsight (our variant)
-    granularity: str = "strata"  # whole frames, spread over time (see the docstring)
-    period: int = EVICT_PERIOD  # evict every second chunk (docs/decisions/period_validation/)
     head: object = field(default=None, repr=False)  # a SalienceHead; None loads the shipped one
-    head_ms: float = 0.0  # time spent in the head (overhead reporting)
-    _last: tuple | None = field(default=None, repr=False, compare=False)  # (weakref to observer, chunk) last scored
 
     def __post_init__(self):
-        super().__post_init__()
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         head_file(self.labels)  # rejects unknown labels
@@ -91,10 +85,10 @@ class PaFu(Policy):
                 f"recent_frames must be >= 1 and sink_frames >= 0, got {self.recent_frames}, {self.sink_frames}"
             )
 
-    def recent_window(self, tokens_per_frame: int) -> int:
+    def recent_window(self, tokens_per_frame: int, budget: int | None) -> int:
         """Frames of the protected recency window: `recent_frames`, or `recent_share` of the budget's frames
         if that is more (H2O splits its budget between heavy hitters and recent tokens the same way)."""
-        share = int(self.recent_share * (self.budget // tokens_per_frame)) if self.budget is not None else 0
+        share = int(self.recent_share * (budget // tokens_per_frame)) if budget is not None else 0
         return max(self.recent_frames, share)
 
     def protected(self, layer, ctx):
@@ -102,9 +96,12 @@ class PaFu(Policy):
         tokens sit at frame -1, so one comparison covers them and the sink: this runs on every layer after
         every commit."""
         first, last = ctx.newest_frames
-        recent_from = min(first, last + 1 - self.recent_window(ctx.tokens_per_frame))
+        recent_from = min(first, last + 1 - self.recent_window(ctx.tokens_per_frame, ctx.budget))
         f = layer.meta["frame"]
         return (f < self.sink_frames) | (f >= recent_from)
+
+    def sink_frames_at(self, layer, ctx):
+        return self.sink_frames
 
     def salience_head(self):
         """The Salience Estimation Head this policy scores with (the shipped one unless `load_parts` or the
@@ -132,24 +129,26 @@ class PaFu(Policy):
         return self.observed.add_extra("pred", sizes or [])
 
     def prepare(self, cache, ctx):
-        """Score the tokens the last commit added. When this policy scored this same run after the previous
-        chunk, those are exactly each layer's tail (commits append) and one batched pass scores them;
-        otherwise (a first call, a run branched) every unscored frame token is."""
+        """Score the tokens the last commit added. When this run was scored after the previous chunk (the
+        observer's note), those are exactly each layer's tail (commits append) and one batched pass scores
+        them; otherwise (a first call) every unscored frame token is. The head's time is the run's
+        `head_ms`."""
         t0 = time.perf_counter()
         f0, f1 = ctx.newest_frames
         pred = self.predictions(cache.occupancy())
-        if self._last is not None and self._last[0]() is self.observed and self._last[1] == ctx.chunk - 1:
+        notes = self.observed.notes
+        if notes.get("pafu_scored") == ctx.chunk - 1:
             self.salience_head().predict_tail(cache, (f1 - f0 + 1) * ctx.tokens_per_frame, pred)
         else:
             self.salience_head().predict_cache(cache, pred, only_new=True)
-        self._last = (weakref.ref(self.observed), ctx.chunk)
-        self.head_ms += (time.perf_counter() - t0) * 1e3
+        notes["pafu_scored"] = ctx.chunk
+        notes["head_ms"] = notes.get("head_ms", 0.0) + (time.perf_counter() - t0) * 1e3
         return super().prepare(cache, ctx)
 
     @property
-    def attention_stats(self) -> str:
+    def reads(self) -> str:
         """Past attention is read only with alpha > 0; alpha = 0 (the head alone) runs on fused attention."""
-        return "probs" if self.alpha > 0 else super().attention_stats
+        return "probs" if self.alpha > 0 else "none"
 
     def score(self, layer_idx, layer, ctx):
         pred = self.predictions()[layer_idx]
@@ -158,13 +157,3 @@ class PaFu(Policy):
             return minmax(pred, frame)
         both = minmax(torch.stack([past_attention(self.observed, layer_idx), pred]), frame)  # (2, n)
         return self.alpha * both[0] + (1 - self.alpha) * both[1]
-
-    def describe(self):
-        return {
-            **super().describe(),
-            "alpha": self.alpha,
-            "recent_frames": self.recent_frames,
-            "recent_share": self.recent_share,
-            "sink_frames": self.sink_frames,
-            "labels": self.labels,
-        }

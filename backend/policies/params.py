@@ -1,7 +1,8 @@
 """User-settable policy parameters: what each policy takes, of which type, range and unit, and a check that
 turns a bad `KEY=VALUE` into a message a user can act on (never a Python internal).
 
-A parameter is a field of the policy's dataclass (its default and type come from there); what the field
+A parameter is a field of the policy's scorer or of the shared `Settings` (its type comes from there, its
+default from there or the registry entry); what the field
 means, its range and unit are in `SPECS`, by name, because the same names recur across policies (probe,
 period, recent_frames). The CLI, the benchmark and the explorer's typed forms all read this one table.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-INTERNAL = {"budget", "head", "head_ms", "reference", "last_rho"}  # set by the builder, not by users
+INTERNAL = {"budget", "head", "reference"}  # set by the builder, not by users
 
 
 @dataclass(frozen=True)
@@ -103,29 +104,47 @@ def _kind(f: dataclasses.Field) -> tuple[str, bool]:
     return type(f.default).__name__, optional
 
 
-def parameters(name: str) -> dict[str, Param]:
-    """Every user-settable parameter of the named policy: its own fields and the shared ones of `Policy`."""
-    from . import POLICIES
-
-    cls = POLICIES[name][0]
-    out = {}
+def _fields(cls, defaults: dict) -> list[tuple[dataclasses.Field, object]]:
+    """The user-settable fields of a dataclass, each with its default (or the one in `defaults`)."""
+    out = []
     for f in dataclasses.fields(cls):
         if not f.init or f.name.startswith("_") or f.name in INTERNAL or f.default is dataclasses.MISSING:
             continue
-        kind, optional = _kind(f)
-        spec = SPECS.get(f.name, Spec(""))
-        if f.name == "granularity":
-            spec = dataclasses.replace(spec, choices=tuple(cls.granularities))
-        out[f.name] = Param(f.name, kind, f.default, spec, optional)
+        out.append((f, defaults.get(f.name, f.default)))
     return out
 
 
-def is_own(p: Param) -> bool:
-    """A policy's own parameter: one of its fields, or a shared field of `Policy` whose default it changes
-    (PaFu-KV's granularity)."""
-    from .base import Policy
+def parameters(name: str) -> dict[str, Param]:
+    """Every user-settable parameter of the named policy: its scorer's own settings and the shared `Settings`
+    (selector, wrappers, probe share, storage) with the defaults of its registry entry."""
+    from . import POLICIES
+    from .base import Settings
 
-    shared = Policy.__dataclass_fields__.get(p.name)
+    entry = POLICIES[name]
+    out = {}
+    for f, default in _fields(entry.scorer, {}) + _fields(Settings, entry.settings):
+        kind, optional = _kind(f)
+        spec = SPECS.get(f.name, Spec(""))
+        if f.name == "granularity":
+            spec = dataclasses.replace(spec, choices=tuple(entry.scorer.granularities))
+        out[f.name] = Param(f.name, kind, default, spec, optional)
+    return out
+
+
+def split_settings(params: dict) -> tuple[dict, dict]:
+    """(the scorer's own, the shared `Settings`) of a policy's parameters."""
+    from .base import Settings
+
+    shared = {f.name for f in dataclasses.fields(Settings)}
+    return {k: v for k, v in params.items() if k not in shared}, {k: v for k, v in params.items() if k in shared}
+
+
+def is_own(p: Param) -> bool:
+    """A policy's own parameter: one of its scorer's settings, or a shared one whose default its registry
+    entry changes (PaFu-KV's granularity)."""
+    from .base import Settings
+
+    shared = Settings.__dataclass_fields__.get(p.name)
     return shared is None or shared.default != p.default
 
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Policy
+from .scorer import Scorer
 
 
 @dataclass
-class Random(Policy):
+class Random(Scorer):
     name = "random"
     seed: int = 0
 

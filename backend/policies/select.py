@@ -1,7 +1,8 @@
-"""The selector: which tokens a layer keeps, given scores, the protected tokens and a budget, at token, frame or
-strata granularity (kvpress's `ScorerPress` top-k, with video's frame structure). Index bookkeeping runs in
-numpy on views of the tensors: it runs on every layer after every commit, on a few thousand tokens, where a
-torch op's fixed cost is most of the work; every decision is the same as torch's (tests against plain loops).
+"""The selector (`Selector`): which tokens a layer keeps, given scores, the protected tokens and a budget, at
+token, frame or strata granularity (kvpress's `ScorerPress` top-k, with video's frame structure). Index
+bookkeeping runs in numpy on views of the tensors: it runs on every layer after every commit, on a few thousand
+tokens, where a torch op's fixed cost is most of the work; every decision is the same as torch's (tests against
+plain loops).
 """
 
 from __future__ import annotations
@@ -143,3 +144,35 @@ def _strata_first(order: np.ndarray, frames: np.ndarray, k: int) -> np.ndarray:
     first = np.zeros(n, dtype=bool)
     first[first_rank[first_rank < n]] = True
     return np.concatenate([order[first], order[~first]])
+
+
+SELECTIONS = ("token", "frame", "strata")
+
+
+class Selector:
+    """Which tokens a layer keeps, given the scorer's scores, the protected mask and a budget: single tokens
+    (`token`), whole frames by mean score (`frame`), or whole frames spread over time (`strata`).
+
+    Per-head keep sets (Dummy Forcing, Forcing-KV): scores of shape (H, n) select each head's own tokens at
+    token granularity, (H, k) indices with the same k per head (the budget is per head). A cache that stores
+    heads apart is what such a policy needs next; the selection itself is already here."""
+
+    __slots__ = ("granularity",)
+
+    def __init__(self, granularity: str = "token"):
+        if granularity not in SELECTIONS:
+            raise ValueError(f"granularity must be one of {', '.join(SELECTIONS)}, got {granularity!r}")
+        self.granularity = granularity
+
+    def __repr__(self) -> str:
+        return f"Selector({self.granularity!r})"
+
+    def keep(self, scores: torch.Tensor, protected: torch.Tensor, meta, budget: int) -> torch.Tensor:
+        """Sorted cache indices to keep: (k,) for scores (n,), or (H, k) per head for scores (H, n)."""
+        if scores.dim() == 2:
+            if self.granularity != "token":
+                raise ValueError(f"per-head scores select single tokens, not {self.granularity!r}")
+            return torch.stack([select(s, protected, budget, meta["token_id"]) for s in scores])
+        if self.granularity == "token":
+            return select(scores, protected, budget, meta["token_id"])
+        return select_frames(scores, protected, meta["frame"], budget, self.granularity == "strata")

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Policy
+from .scorer import Scorer
 from .signals import recency
 
 
 @dataclass
-class Sink(Policy):
+class Sink(Scorer):
     name = "sink"
     sink_frames: int = 3
-    granularity: str = "frame"
 
     def __post_init__(self):
-        super().__post_init__()
         if self.sink_frames < 0:
             raise ValueError(f"sink_frames must be >= 0, got {self.sink_frames}")
 
@@ -31,5 +29,5 @@ class Sink(Policy):
     def score(self, layer_idx, layer, ctx):
         return recency(layer)
 
-    def describe(self):
-        return {**super().describe(), "sink_frames": self.sink_frames}
+    def sink_frames_at(self, layer, ctx):
+        return self.sink_frames

@@ -14,25 +14,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import EVICT_PERIOD, PROBE_SHARE, Policy
+from .scorer import Scorer
 from .signals import check_kernel, recent_attention, spatial_pool
 
 
 @dataclass
-class SnapKV(Policy):
+class SnapKV(Scorer):
     name = "snapkv"
     reads = "probs"
     reads_newest = True  # only the newest commit's attention (`recent`)
-    probe: float = PROBE_SHARE  # share of a commit's queries whose attention is formed
     kernel: int = 3
-    period: int = EVICT_PERIOD  # evict every second chunk (docs/decisions/period_validation/)
 
     def __post_init__(self):
-        super().__post_init__()
         check_kernel(self.kernel)
 
     def score(self, layer_idx, layer, ctx):
         return spatial_pool(recent_attention(self.observed, layer_idx), layer, ctx.grid, self.kernel)
-
-    def describe(self):
-        return {**super().describe(), "kernel": self.kernel}

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..cache import KIND_FRAME, inverse_norms
-from .base import EVICT_PERIOD, Policy
+from .scorer import Scorer
 from .select import select
 from .signals import recency
 
@@ -50,17 +50,15 @@ def nearest(k: torch.Tensor, targets: np.ndarray, inv: torch.Tensor | None = Non
 
 
 @dataclass
-class TempCache(Policy):
+class TempCache(Scorer):
     name = "tempcache"
     granularities = ("token",)  # merging works on single tokens
     threshold: float = 0.95
     merge_at: str = "evict"  # evict: merge only when the keep runs (over budget), into the chunks
+
     # committed since the last one; commit: into the newest chunk at every
     # commit (docs/decisions/tempcache_merge_validation/)
-    period: int = EVICT_PERIOD  # evict every second chunk (docs/decisions/period_validation/)
-
     def __post_init__(self):
-        super().__post_init__()
         if self.merge_at not in ("commit", "evict"):
             raise ValueError(f"merge_at must be 'commit' or 'evict', got {self.merge_at!r}")
 
@@ -75,7 +73,7 @@ class TempCache(Policy):
         kind, frame = m["kind"].numpy(), m["frame"].numpy()  # views: bookkeeping in numpy
         first = ctx.newest_frames[0]
         if self.merge_at == "evict":
-            first -= (self.period - 1) * ctx.chunk_frames
+            first -= (ctx.period - 1) * ctx.chunk_frames
         newest = frame >= first
         old = (kind == KIND_FRAME) & ~newest
         new = np.flatnonzero(newest)
@@ -89,12 +87,12 @@ class TempCache(Policy):
     def prepare(self, cache, ctx):
         """Merge before the keep (not when `merge_at="evict"` and the keep will not run); merged-away tokens
         are marked in the cache itself (count 0), so the keep reads them from there."""
-        if self.merge_at == "commit" or self.budget is None or self.evicts_after(cache, 0):
+        if self.merge_at == "commit" or ctx.budget is None or ctx.over_budget:
             for layer in cache.layers:
                 self.merge_step(layer, ctx)
         return [torch.zeros(0, dtype=torch.long) for _ in cache.layers]  # the keep reports the merged ids
 
-    def keep_indices(self, layer_idx, layer, ctx, budget):
+    def keep(self, layer_idx, layer, ctx, budget, selector):
         """The survivors of the merge, then the newest of them up to the budget (one copy of the cache)."""
         gone = layer.meta["count"].numpy() == 0  # merged away (prepare)
         alive = np.flatnonzero(~gone)
@@ -105,6 +103,3 @@ class TempCache(Policy):
         live[gone] = -np.inf
         prot = self.protected(layer, ctx).numpy() & ~gone
         return select(torch.from_numpy(live), torch.from_numpy(prot), budget, layer.meta["token_id"]), scores
-
-    def describe(self):
-        return {**super().describe(), "threshold": self.threshold, "merge_at": self.merge_at}

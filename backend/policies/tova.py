@@ -13,17 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import EVICT_PERIOD, PROBE_SHARE, Policy
+from .scorer import Scorer
 from .signals import recent_attention
 
 
 @dataclass
-class TOVA(Policy):
+class TOVA(Scorer):
     name = "tova"
     reads = "probs"
     reads_newest = True  # only the newest commit's attention (`recent`)
-    probe: float = PROBE_SHARE  # share of a commit's queries whose attention is formed
-    period: int = EVICT_PERIOD  # evict every second chunk (docs/decisions/period_validation/)
 
     def score(self, layer_idx, layer, ctx):
         return recent_attention(self.observed, layer_idx)

@@ -10,36 +10,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..cache import KIND_PROMPT
-from .base import Policy
+from .scorer import Scorer
 
 
 @dataclass
-class Window(Policy):
+class Window(Scorer):
     name = "window"
     frames: int = 16
 
     def __post_init__(self):
-        super().__post_init__()
         if self.frames < 1:
             raise ValueError(f"window must hold at least 1 frame, got {self.frames}")
 
-    granularity: str = "frame"
-
-    def max_tokens(self, n_prompt, tokens_per_frame, chunk_frames):
-        if self.budget is not None:
-            return super().max_tokens(n_prompt, tokens_per_frame, chunk_frames)
+    def window_tokens(self, n_prompt, tokens_per_frame, chunk_frames):
         return n_prompt + (self.frames + chunk_frames) * tokens_per_frame
 
     def score(self, layer_idx, layer, ctx):
         return layer.meta["frame"].float()
 
-    def keep_indices(self, layer_idx, layer, ctx, budget):
+    def keep(self, layer_idx, layer, ctx, budget, selector):
         if budget is not None:  # a token budget: the newest whole frames that fit
-            return super().keep_indices(layer_idx, layer, ctx, budget)
+            return super().keep(layer_idx, layer, ctx, budget, selector)
         m = layer.meta
         newest = ctx.newest_frames[1]
         keep = (m["kind"] == KIND_PROMPT) | (m["frame"] > newest - self.frames)
         return keep.nonzero().flatten(), m["frame"].float()  # score = recency (frame index)
-
-    def describe(self):
-        return {"name": self.name, "frames": self.frames}
