@@ -21,11 +21,11 @@ from ..atomic import atomic_path
 from ..consistency import EVALUATOR_VERSION
 from ..evalset import EVAL_PAIRS
 from ..policies.base import ENGINE_VERSION, PROBE_PATH
+from ..summary import RunSummary
 from .model import score
 from .plots import plot
 from .report import markdown, summarise
 from .spec import SCORES, split_spec  # noqa: F401  (re-exported: the sweep's vocabulary)
-from ..summary import RunSummary
 from .store import read_result, write_result
 
 SHARES = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
