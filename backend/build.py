@@ -55,7 +55,7 @@ def build_policy(
     make_policy(name, **kw)  # bad parameters fail before anything runs
     if budget not in (None, ""):
         storage = {k: kw[k] for k in ("storage", "salient_storage", "salient_share", "quant", "residual") if k in kw}
-        kw["budget"] = budget_tokens(budget, model.cfg, n_frames, **storage)
+        kw["budget"] = budget_tokens(budget, model.geometry, n_frames, **storage)
     if name == "oracle" and reference is not None:
         kw["reference"] = reference
     elif name == "oracle":

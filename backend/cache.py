@@ -308,6 +308,7 @@ class KVCache:
 
     def __init__(self, n_layer: int, n_head: int, head_dim: int):
         self.layers = [LayerCache.empty(n_head, head_dim) for _ in range(n_layer)]
+        self.condition = None  # a cross-attention model's projected condition (Wan: the text), never evicted
 
     def occupancy(self) -> list[int]:
         return [len(layer) for layer in self.layers]
@@ -318,4 +319,5 @@ class KVCache:
     def clone(self) -> KVCache:
         new = KVCache.__new__(KVCache)
         new.layers = [layer.clone() for layer in self.layers]
+        new.condition = self.condition  # read-only
         return new

@@ -132,7 +132,7 @@ class Observer:
     def compact(self, layer: int, source: torch.Tensor | None) -> None:
         """Follow the cache's keep: `source` (m,) is the old position of each kept token's new position. As the
         cache does, only the rows that move are copied (into the evicted slots), then the arrays are cut."""
-        if source is None:
+        if source is None or (not self.keeps_stats and not self.extra):
             return
         src = source.numpy()
         moved = np.flatnonzero(src != np.arange(len(src)))

@@ -10,10 +10,12 @@ import numpy as np
 PHASES = ("prefill", "denoise", "commit", "evict")
 
 
-def _frozen(a, dtype=None):
+def _frozen(a, dtype=None, copy: bool = True):
+    """A read-only array of a (copied unless `copy` is False and a is already an array of that dtype: the
+    eviction's arrays are the record's own, copied once by the policy)."""
     if a is None:
         return None
-    a = np.array(a, dtype=dtype, copy=True)
+    a = np.array(a, dtype=dtype, copy=copy or None)
     a.setflags(write=False)
     return a
 
@@ -41,8 +43,11 @@ class StepRecord:
     ids: tuple[np.ndarray, ...] | None = None
     # commit: the signals the stepper was asked to record (`Stepper.signals`), per layer, aligned with `ids`
     signals: dict[str, tuple[np.ndarray, ...]] | None = None
-    # the run's last record: "frame_ms" (n_frames,), the wall time of all steps of each frame's chunk
+    # the run's last record: "frame_ms" (n_frames,), the wall time of all steps of each frame's chunk, and the
+    # policy's own timings (e.g. "head_ms", PaFu-KV's salience head)
     timings: dict[str, np.ndarray] | None = None
+    # commit: the chunk's clean latents (nf, C, h, w) float32 (what the frames decode from)
+    latents: np.ndarray | None = None
 
     @classmethod
     def make(
@@ -63,16 +68,19 @@ class StepRecord:
         ids=None,
         signals=None,
         timings=None,
+        latents=None,
     ):
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
         kept = evicted = scores = None
         if eviction is not None:
-            kept = tuple(_frozen(e.kept, np.int64) for e in eviction)
-            evicted = tuple(_frozen(e.evicted, np.int64) for e in eviction)
-            scores = tuple(_frozen(e.scores, np.float32) for e in eviction)
-            ids = [e.scored for e in eviction] if ids is None else ids
-        ids = None if ids is None else tuple(_frozen(i, np.int64) for i in ids)
+            kept = tuple(_frozen(e.kept, np.int64, copy=False) for e in eviction)
+            evicted = tuple(_frozen(e.evicted, np.int64, copy=False) for e in eviction)
+            scores = tuple(_frozen(e.scores, np.float32, copy=False) for e in eviction)
+            if ids is None:
+                ids = tuple(_frozen(e.scored, np.int64, copy=False) for e in eviction)
+        elif ids is not None:
+            ids = tuple(_frozen(i, np.int64) for i in ids)
         signals = None if not signals else {k: tuple(_frozen(x, np.float32) for x in v) for k, v in signals.items()}
         timings = None if timings is None else {k: _frozen(v, np.float64) for k, v in timings.items()}
         return cls(
@@ -93,4 +101,5 @@ class StepRecord:
             ids,
             signals,
             timings,
+            _frozen(latents, np.float32),
         )

@@ -254,7 +254,9 @@ class Stepper:
         # the commit's attention has the denoise passes' shapes (same cache, same chunk): what it took
         # beyond their fused attention is the cost of materialising it for the policy's statistics
         stats_ms = clock.attn_ms - float(np.mean(self._pass_attn_ms)) if observe.kind != "none" else 0.0
-        return self._record("commit", -1, s, frames, t0, stats_ms=stats_ms, ids=ids, signals=signals)
+        return self._record(
+            "commit", -1, s, frames, t0, stats_ms=stats_ms, ids=ids, signals=signals, latents=self.x0.numpy()
+        )
 
     def _evict(self, f0: int, nf: int) -> StepRecord:
         t0, geo = time.perf_counter(), self.geo
@@ -292,7 +294,19 @@ class Stepper:
         return tensor_to_frames(self.ae.decode(z))
 
     def _record(
-        self, phase, step, t, preview, t0, ev=None, chunk=None, stats_ms=0.0, ids=None, signals=None, final=False
+        self,
+        phase,
+        step,
+        t,
+        preview,
+        t0,
+        ev=None,
+        chunk=None,
+        stats_ms=0.0,
+        ids=None,
+        signals=None,
+        final=False,
+        latents=None,
     ) -> StepRecord:
         ms = (time.perf_counter() - t0) * 1e3
         cf = self.geo.chunk_frames
@@ -316,6 +330,7 @@ class Stepper:
             ids=ids,
             signals=signals,
             timings=self._timings() if final else None,
+            latents=latents,
         )
         self.counter += 1
         return rec

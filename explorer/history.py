@@ -74,9 +74,17 @@ class RunHistory:
         return f, r // self.grid, r % self.grid
 
     # ------------------------------------------------------------------ filling
-    def add_record(self, rec) -> None:
-        """Fold one StepRecord in: the history is a pure fold over a run's records (live, or replayed)."""
-        snap = commit_snapshot(rec) if rec.phase == "commit" else score_snapshot(rec) if rec.phase == "evict" else None
+    def add_record(self, rec, thinned: bool = False) -> None:
+        """Fold one StepRecord in: the history is a pure fold over a run's records (live, or replayed from a
+        session's log, where `thinned` records hold only their own chunk's tokens, scores as ranks:
+        `record_log.thin`)."""
+        snap = (
+            commit_snapshot(rec)
+            if rec.phase == "commit"
+            else score_snapshot(rec, thinned)
+            if rec.phase == "evict"
+            else None
+        )
         if snap is not None:
             self.add_snapshot(snap)
         self.phase.append(PHASES.index(rec.phase))
@@ -349,28 +357,34 @@ def _thin(snapshots: list[Snapshot], stride: int) -> list[Snapshot]:
 def commit_snapshot(rec) -> Snapshot | None:
     """The recorded signals of every cached token after a commit, per layer (its record's ids and signals):
     past attention times the number of cached tokens on log2 (0 = what a token would get if all were equal),
-    and the salience head's prediction."""
+    and the salience head's prediction. The number of cached tokens is the record's occupancy (a thinned
+    record holds fewer ids)."""
     if rec.ids is None:
         return None
     sig = rec.signals or {}
     att = None
     if "attention" in sig:
         att = []
-        for ids, a in zip(rec.ids, sig["attention"]):
+        for n, a in zip(rec.occupancy, sig["attention"]):
             with np.errstate(divide="ignore"):
-                att.append(np.log2(np.maximum(a * max(len(ids), 1), 1e-6)).astype(np.float32))
+                att.append(np.log2(np.maximum(a * max(int(n), 1), 1e-6)).astype(np.float32))
     pred = [p.astype(np.float32) for p in sig["predicted"]] if "predicted" in sig else None
     return Snapshot(rec.chunk, [i.copy() for i in rec.ids], {"attention": att, "predicted": pred})
 
 
-def score_snapshot(rec) -> Snapshot | None:
-    """The policy's scores at an eviction, as ranks, aligned with the ids cached just before it (the record's)."""
+def score_snapshot(rec, thinned: bool = False) -> Snapshot | None:
+    """The policy's scores at an eviction, as ranks, aligned with the ids cached just before it (the record's);
+    a thinned record's scores are ranks already."""
     from .signals import rank01
 
     if rec.scores is None or rec.ids is None or all(s is None for s in rec.scores):
         return None
     vals = [
-        None if s is None or len(s) != len(ids) else rank01(np.asarray(s, np.float64))
+        None
+        if s is None or ids is None or len(s) != len(ids)
+        else np.asarray(s, np.float32)
+        if thinned
+        else rank01(np.asarray(s, np.float64))
         for ids, s in zip(rec.ids, rec.scores)
     ]
     return Snapshot(rec.chunk, [i.copy() for i in rec.ids], {"score": vals})

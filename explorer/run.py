@@ -20,6 +20,7 @@ from backend.settings import parse_params
 from backend.stepper import GenerationError, Stepper, validate_frames
 
 from .history import RunHistory
+from .record_log import RecordLog
 from .signals import teacher_window
 
 MAX_FRAMES = 1024  # the explorer's limit per run (the backend's own is far higher)
@@ -93,7 +94,9 @@ class RunConfig:
 
 @dataclass
 class RunData:
-    """What is drawn and saved: config, frames generated so far, history, model facts."""
+    """What is drawn and saved: config, frames generated so far, history, model facts. Frames, per-frame times,
+    latents and the history are a fold over the run's StepRecords (`add_record`), live or replayed from a
+    session's record log; nothing here aliases a stepper."""
 
     config: RunConfig
     frames: np.ndarray  # (n_frames, S, S, 3) uint8; rows past frames_done are zero
@@ -104,6 +107,37 @@ class RunData:
     status: str = ""
     notice: str = ""  # a one-off note for the status (e.g. an unsaved run was replaced)
     oracle: tuple | None = None  # (frames, hindsight scores per layer) of a full-cache reference run
+    log: RecordLog | None = None  # the records as a session persists them (bounded as the history is)
+
+    @classmethod
+    def empty(cls, config: RunConfig, history: RunHistory, frame_shape: tuple, latent_shape: tuple) -> RunData:
+        """A run with nothing generated yet: frames (H, W, 3) and latents (C, h, w) per frame, zero."""
+        n = config.frames
+        log = RecordLog(history.n_prompt, history.tokens_per_frame, history.chunk_frames)
+        return cls(
+            config,
+            np.zeros((n, *frame_shape), np.uint8),
+            history,
+            np.zeros(n),
+            np.zeros((n, *latent_shape), np.float32),
+            log=log,
+        )
+
+    def add_record(self, rec, thinned: bool = False) -> None:
+        """Fold one record in: the history, the chunk's time shared over its frames (as the stepper counts it),
+        a commit's frames and latents, the newest denoise preview; then the log keeps it."""
+        self.history.add_record(rec, thinned)
+        f0, f1 = rec.frames
+        if rec.chunk >= 0:
+            self.frame_ms[f0:f1] += rec.ms / (f1 - f0)
+        if rec.phase == "commit":
+            self.frames[f0:f1] = rec.preview
+            if rec.latents is not None:
+                self.latents[f0:f1] = rec.latents
+        if rec.phase in ("denoise", "commit") and rec.preview is not None:
+            self.preview = rec.preview[0]
+        if self.log is not None:
+            self.log.add(rec, {s.chunk for s in self.history.snapshots}, thinned)
 
     @property
     def frames_done(self) -> int:
@@ -164,7 +198,7 @@ class Run:
             config.frames,
             budget=policy.budget if policy.budget is not None else -1,
         )
-        data = RunData(config, st.frames, hist, st.frame_ms, st.latents.numpy())
+        data = RunData.empty(config, hist, st.frames.shape[1:], tuple(st.latents.shape[1:]))
         return cls(data, st, head)
 
     @property
@@ -190,9 +224,7 @@ class Run:
         if self.finished:
             raise GenerationError("this run is finished; reset or start a new one")
         rec = self.stepper.step()
-        self.data.history.add_record(rec)
-        if rec.phase in ("denoise", "commit") and rec.preview is not None:
-            self.data.preview = rec.preview[0]
+        self.data.add_record(rec)
         self.data.status = describe(rec, self.data)
         return rec
 

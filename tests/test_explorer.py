@@ -639,3 +639,48 @@ def test_the_history_is_a_pure_fold_over_the_records(shipped_models):
         for sig in ("score", "attention", "predicted"):
             np.testing.assert_array_equal(live.frame_values(sig, f, 0), replay.frame_values(sig, f, 0))
     assert recs[-1].timings is not None and recs[-1].timings["frame_ms"].shape == (8,)
+
+
+@pytest.mark.parametrize("policy", ["h2o", "full"])
+def test_a_session_persists_the_record_stream_and_replay_refolds_it(shipped_models, tmp_path, policy):
+    """A saved run is its records (thinned where the history thinned its snapshots: few snapshots kept here);
+    loading folds them again into the same history, frames, latents and per-frame times, and the stream stays
+    bounded: a thinned record holds only its own chunk's tokens."""
+    from backend.record_io import pack_records, unpack_records
+    from explorer.persist import save_runs
+    from explorer.run import Run
+    from explorer.sessions import SessionStore
+
+    model, ae = shipped_models
+    run = Run.start(cfg(policy=policy, budget="4f" if policy != "full" else "", frames=12), model, ae)
+    run.data.history.max_snapshots = 3  # force thinning
+    while not run.finished:
+        run.step()
+    live, log = run.data, run.data.log
+    assert any(log.thinned) and not all(log.thinned)
+    T = live.history.tokens_per_frame
+    for rec, thinned in zip(log.records, log.thinned):
+        if thinned and rec.ids is not None:
+            assert all(ids is None or len(ids) <= T for ids in rec.ids) and rec.kept is None
+    again = unpack_records(pack_records(log.records, live.history.n_layer))  # the packing is lossless
+    for a, b in zip(log.records, again):
+        for f in ("phase", "chunk", "ms", "frames", "t"):
+            assert getattr(a, f) == getattr(b, f)
+        for f in ("ids", "scores", "evicted", "kept"):
+            x, y = getattr(a, f), getattr(b, f)
+            assert (x is None) == (y is None)
+            for u, v in zip(x or (), y or ()):
+                assert (u is None and v is None) or np.array_equal(u, v)
+    store = SessionStore(tmp_path)
+    sid = save_runs(store, "replayed", "run", [live])
+    _, (back,) = load_runs(store, sid)
+    for k, v in live.history.to_arrays().items():
+        np.testing.assert_array_equal(v, back.history.to_arrays()[k], err_msg=k)
+    np.testing.assert_array_equal(live.frames, back.frames)
+    np.testing.assert_array_equal(live.latents, back.latents)
+    np.testing.assert_array_equal(live.frame_ms, back.frame_ms)
+    assert back.frames_done == 12 and back.log.thinned == log.thinned
+    live.log = None  # a run reloaded from a session written before the record stream saves as it was
+    _, (old,) = load_runs(store, save_runs(store, "legacy", "run", [live]))
+    np.testing.assert_array_equal(live.history.evicted_at, old.history.evicted_at)
+    np.testing.assert_array_equal(live.frames, old.frames)

@@ -104,8 +104,8 @@ def test_byte_budget_counts_the_storage_dtype(tiny, ae):
     from backend.policies.build import budget_tokens
 
     n = 10
-    fp32 = budget_tokens("60KB", tiny.cfg, n)
-    int4 = budget_tokens("60KB", tiny.cfg, n, storage="int4")
+    fp32 = budget_tokens("60KB", tiny.geometry, n)
+    int4 = budget_tokens("60KB", tiny.geometry, n, storage="int4")
     assert int4 > 2 * fp32
     pol = build_policy("window", "60KB", n, tiny, params={"storage": "int4"})
     assert pol.budget == int4
@@ -393,8 +393,8 @@ def test_byte_budget_counts_the_full_precision_residual(tiny, ae):
     from backend.policies.build import budget_tokens
 
     n = 32
-    plain = budget_tokens("140KB", tiny.cfg, n, storage="int4")
-    res = budget_tokens("140KB", tiny.cfg, n, storage="int4", residual=2)
+    plain = budget_tokens("140KB", tiny.geometry, n, storage="int4")
+    res = budget_tokens("140KB", tiny.geometry, n, storage="int4", residual=2)
     assert res < plain
     pol = build_policy("window", "140KB", n, tiny, params={"storage": "int4", "residual": 2})
     assert pol.budget == res

@@ -270,3 +270,19 @@ def test_the_readmes_stepper_example_runs(readme_python, capsys):
     exec(code.replace("n_frames=32", "n_frames=3"), ns)
     printed = capsys.readouterr().out
     assert ns["frames"].shape == (3, 64, 64, 3) and printed.count("commit") == 3 and "denoise" in printed
+
+
+def test_the_readmes_new_policy_example_runs(readme_python, monkeypatch):
+    """The README's new-policy example registers a scorer whose composition runs through the stepper."""
+    from backend import policies as P
+    from backend.loading import load_autoencoder, load_model
+
+    monkeypatch.setattr(P, "POLICIES", dict(P.POLICIES))  # the example's registry line stays in this test
+    ns = {}
+    exec(readme_python[2], ns)
+    pol = ns["policy"]
+    assert pol.name == "oldest" and pol.period == 2 and pol.storage.storage == "int8"
+    st = Stepper(load_model(), load_autoencoder(), "a red circle on blue stripes", 11, policy=pol, preview=False)
+    last = [r for r in st.run() if r.phase == "evict"][-1]
+    frames = set(((last.kept[0][last.kept[0] >= 7] - 7) // 64).tolist())
+    assert {0, 1, 10} <= frames and (last.occupancy <= 7 + 8 * 64).all()

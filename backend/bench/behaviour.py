@@ -53,7 +53,7 @@ def record(policy: str, share: float | str | None, pair: int, model, ae, referen
                 if pair not in references:
                     references[pair] = reference_scores(model, ae, prompt, FRAMES, seed)
                 ref = references[pair]
-            cfg = model.cfg
+            cfg = model.geometry
             budget = (
                 str(make_policy(policy).min_budget(cfg.n_prompt, cfg.tokens_per_frame, cfg.chunk_frames))
                 if share == "min"

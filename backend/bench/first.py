@@ -67,7 +67,7 @@ def from_ground_truth(model, ae, spec: SceneSpec, z, seed: int, t0: float) -> np
     from ..cache import KVCache
     from ..flow import step as flow_step
 
-    cfg = model.cfg
+    cfg = model.geometry
     cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
     model.prefill(torch.tensor(spec.tokens()), cache)
     ts = start_levels(t0)

@@ -114,7 +114,7 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
                 out["_frames"] = np.load(ref_file)
             return out
     model, ae = shipped()
-    cfg = model.cfg
+    cfg = model.geometry
     name, params = split_spec(policy)
     hind_file = root / f"pair{i:02d}_{frames}_hindsight.npz"  # the oracle's reference (attention of a full run)
     reference = None

@@ -74,3 +74,59 @@ def probe_queries(n: int, share: float, seed: int) -> torch.Tensor | None:
     m = max(1, round(share * n))
     gen = torch.Generator().manual_seed(1_000_003 + seed)
     return torch.randperm(n, generator=gen)[:m].sort().values
+
+
+def attend_cached(
+    layer,
+    i: int,
+    q_rot: torch.Tensor,
+    k: torch.Tensor,
+    k_rot: torch.Tensor,
+    v: torch.Tensor,
+    cached_kv: tuple[list[torch.Tensor], list[torch.Tensor]],
+    *,
+    stats: str,
+    probes: torch.Tensor | None,
+    block: int,
+    meta=None,
+    observe=None,
+    chunk: int = -1,
+    clock=None,
+) -> torch.Tensor:
+    """One layer's attention of a chunk's queries over the cache and the chunk itself, the step every model of
+    the protocol shares: q_rot (H, n, Dh) rotated queries; k / k_rot (H, n, Dh) the chunk's keys un-rotated and
+    rotated; v (H, n, Dh); `cached_kv` the cache's (rotated) key and value parts to put first. TempCache's merged
+    tokens stand for `count` identical keys (+log(count) on their logits). The statistics `stats` asks for are
+    formed for every query ("probs" without `probes`), for the probe queries only, or as raw q.k sums
+    ("logits"); a commit (`meta` given) appends the chunk's un-rotated K/V, then `observe` folds the statistics
+    over every cached token. Wall time of the attention and the statistics goes to `clock` -> (H, n, Dh)."""
+    import time
+
+    k_parts, v_parts = cached_kv
+    k_all, v_all = torch.cat([*k_parts, k_rot], 1), torch.cat([*v_parts, v], 1)
+    bias = None
+    if len(layer) and bool((layer.meta["count"] != 1).any()):
+        bias = torch.cat([layer.meta["count"].log(), k.new_zeros(k.shape[1])])
+    t0 = time.perf_counter()
+    colsum = colmax = logitsum = None
+    n_probes = q_rot.shape[1]
+    if stats == "probs" and probes is None:
+        a, colsum, colmax, logitsum = attention_with_stats(q_rot, k_all, v_all, bias, block)
+    else:
+        a = fused_attention(q_rot, k_all, v_all, bias)
+        if stats == "logits":
+            logitsum = logit_sums(q_rot, k_all)
+        elif stats == "probs":  # everything from the probe queries only
+            colsum, colmax, logitsum = probe_stats(q_rot[:, probes], k_all, bias)
+            n_probes = len(probes)
+    attn_ms = (time.perf_counter() - t0) * 1e3
+    if meta is not None:
+        layer.append(k, v, meta, k_rot=k_rot)
+    if observe is not None:  # over the cached tokens and the chunk's own
+        observe.grow(i, len(layer))  # bookkeeping, like the cache's append: not the statistics' cost
+        t0 = time.perf_counter()
+        observe.commit(i, len(layer), colsum, colmax, logitsum, n_queries=n_probes, chunk=chunk)
+        attn_ms += (time.perf_counter() - t0) * 1e3
+    if clock is not None:
+        clock.attn_ms += attn_ms
+    return a

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 
 import torch
 import torch.nn as nn
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from ..cache import KIND_FRAME, KIND_PROMPT, KVCache, LayerCache
 from ..config import ModelConfig
 from ..rope import apply_rope, rope_angles
-from .attention import STATS, attention_with_stats, fused_attention, logit_sums, probe_queries, probe_stats
+from .attention import STATS, attend_cached, probe_queries
 from .protocol import Clock, Geometry
 
 
@@ -308,34 +307,22 @@ class VideoDiT(nn.Module):
             def attend(q, k, v, i=i, layer=layer, sub=sub):  # (1, H, n, Dh) each
                 q, k, v = q[0], k[0], v[0]
                 qr, kr = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-                k_parts, v_parts = _cached_kv(layer, sub, self.rotate)
-                k_all, v_all = torch.cat([*k_parts, kr], 1), torch.cat([*v_parts, v], 1)
-                bias = None
-                if len(layer) and bool((layer.meta["count"] != 1).any()):
-                    # TempCache merged tokens stand for `count` identical keys: +log(count) on their logit
-                    bias = torch.cat([layer.meta["count"].log(), k.new_zeros(k.shape[1])])
-                t0 = time.perf_counter()
-                colsum = colmax = logitsum = None
-                n_probes = q.shape[1]
-                if stats == "probs" and probes is None:
-                    a, colsum, colmax, logitsum = attention_with_stats(qr, k_all, v_all, bias, self.cfg.attn_block)
-                else:
-                    a = fused_attention(qr, k_all, v_all, bias)
-                    if stats == "logits":
-                        logitsum = logit_sums(qr, k_all)
-                    elif stats == "probs":  # everything from the probe queries only
-                        colsum, colmax, logitsum = probe_stats(qr[:, probes], k_all, bias)
-                        n_probes = len(probes)
-                attn_ms = (time.perf_counter() - t0) * 1e3
-                if commit:
-                    layer.append(k, v, meta, k_rot=kr)
-                if observe is not None:  # over the cached tokens and the chunk's own
-                    observe.grow(i, len(layer))  # bookkeeping, like the cache's append: not the statistics' cost
-                    t0 = time.perf_counter()
-                    observe.commit(i, len(layer), colsum, colmax, logitsum, n_queries=n_probes, chunk=chunk)
-                    attn_ms += (time.perf_counter() - t0) * 1e3
-                if clock is not None:
-                    clock.attn_ms += attn_ms
+                a = attend_cached(
+                    layer,
+                    i,
+                    qr,
+                    k,
+                    kr,
+                    v,
+                    _cached_kv(layer, sub, self.rotate),
+                    stats=stats,
+                    probes=probes,
+                    block=self.cfg.attn_block,
+                    meta=meta if commit else None,
+                    observe=observe,
+                    chunk=chunk,
+                    clock=clock,
+                )
                 return a[None]
 
             h = blk(h, c, n_prefix, attend)

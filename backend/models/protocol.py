@@ -24,6 +24,7 @@ class Geometry:
     latent_ch: int  # channels of one latent token
     pixel_frames: int = 1  # video frames decoded from one latent frame
     frame_size: tuple[int, int] = (64, 64)  # pixels (height, width) of a decoded frame
+    patch: tuple[int, int] = (1, 1)  # latent cells per token (rows, cols): Wan patchifies 2x2
 
     @property
     def tokens_per_frame(self) -> int:
@@ -31,8 +32,8 @@ class Geometry:
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        """One latent frame: (C, rows, cols)."""
-        return (self.latent_ch, *self.grid)
+        """One latent frame: (C, height, width) = (C, rows * patch rows, cols * patch cols)."""
+        return (self.latent_ch, self.grid[0] * self.patch[0], self.grid[1] * self.patch[1])
 
 
 class Clock:

@@ -63,6 +63,8 @@ class EvictContext:
 
 @dataclass(frozen=True)
 class LayerEviction:
+    """One layer's keep. Its arrays are its own copies (the step's record takes them without copying again)."""
+
     kept: np.ndarray  # token ids kept (cache order, which after an eviction is not time order)
     evicted: np.ndarray  # token ids evicted this time
     scores: np.ndarray | None  # score of every token present before eviction (cache order), if scored

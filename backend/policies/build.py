@@ -8,7 +8,7 @@ from .budget import BudgetError, parse_budget
 
 def budget_tokens(
     budget: str | int,
-    cfg,
+    geometry,
     n_frames: int,
     storage: str = "fp32",
     salient_storage: str | None = None,
@@ -16,24 +16,25 @@ def budget_tokens(
     quant: str = "channel",
     residual: int = 0,
 ) -> int:
-    """Tokens per layer for a budget text at this model and length (a byte budget at the policy's storage:
-    older tokens at `storage`, `salient_share` of them at `salient_storage`, the prompt, the newest chunk and
-    `residual` frames before it at fp32); rejects budgets above the full cache."""
+    """Tokens per layer for a budget text at a model's `geometry` (`models.protocol.Geometry`) and video length
+    (a byte budget at the policy's storage: older tokens at `storage`, `salient_share` of them at
+    `salient_storage`, the prompt, the newest chunk and `residual` frames before it at fp32); rejects budgets
+    above the full cache."""
     from ..quant import bytes_per_token
 
     b = parse_budget(budget)
-    full = cfg.n_prompt + n_frames * cfg.tokens_per_frame
-    tpf, H, Dh = cfg.tokens_per_frame, cfg.n_head, cfg.head_dim
+    full = geometry.n_prompt + n_frames * geometry.tokens_per_frame
+    tpf, H, Dh = geometry.tokens_per_frame, geometry.n_head, geometry.head_dim
     per = bytes_per_token(H, Dh, storage, quant, tpf)
     if salient_storage is not None:
         per = salient_share * bytes_per_token(H, Dh, salient_storage, quant, tpf) + (1 - salient_share) * per
     n = b.tokens(
-        n_prompt=cfg.n_prompt,
+        n_prompt=geometry.n_prompt,
         tokens_per_frame=tpf,
         n_frames=n_frames,
-        n_layer=cfg.n_layer,
+        n_layer=geometry.n_layer,
         bytes_per_token=per,
-        fixed_tokens=cfg.n_prompt + (cfg.chunk_frames + residual) * tpf,
+        fixed_tokens=geometry.n_prompt + (geometry.chunk_frames + residual) * tpf,
         fixed_bytes_per_token=bytes_per_token(H, Dh, "fp32"),
     )
     if n > full:

@@ -1,42 +1,28 @@
-"""`pafu`: PaFu-KV, past- and future-informed KV cache policy (arXiv 2601.21896) - the headline method.
+"""`pafu`: PaFu-KV, past- and future-informed KV cache policy (arXiv 2601.21896), the headline method.
 
 Confirmed: a lightweight Salience Estimation Head (SEH), distilled from a bidirectional teacher's SSE
 salience, predicts which cached tokens future frames will need; the cache keeps those. Reconstruction
 (see backend/salience.py for the head and labels): after each commit the head scores the new tokens once
-from their un-rotated keys and grid positions (kept by the policy, aligned with the cache); beyond the protected
-tokens the policy keeps the top tokens by alpha * past + (1 - alpha) * predicted, both min-max
+from their un-rotated keys and grid positions (kept in the run's observer, aligned with the cache); beyond the
+protected tokens the policy keeps the top tokens by alpha * past + (1 - alpha) * predicted, both min-max
 normalised over the layer's tokens, past = normalised accumulated attention (H2O / ZipCache).
-Protected, as in methods.md §1 step 4 ("sink chunk + newest chunk + top-C"): the prompt anchors, the
-first `sink_frames` frames and the newest `recent_frames` frames. Defaults (sink 1, recent 1) were chosen
-on validation prompts, never the held-out set (docs/decisions/policies_validation.md); on the current
-student, at frame level: a 2-frame recent window changes nothing (the previous frame is always kept), no
-sink costs 0.2 dB at 1/8, and alpha = 1 (past attention only, no head) loses 2.2 dB at 1/8 but gains 2.0
-dB at 1/4, with lower adherence and identity at 1/8.
-alpha = 0 (the head alone; the default since 2026-11-24, 0.5 before): past attention is the one input
-that needs materialised attention at every commit (3-9% of a chunk here, docs/results/efficiency/),
-and on 6 validation prompts (docs/decisions/pafu_alpha/), paired against alpha = 0.5, the head alone
-was no worse on any score at any budget (PSNR +0.2 / -0.0 / +0.8 / +0.3 dB at 1/16 / 1/8 / 1/4 / 1/2,
-significant at 1/4; adherence -0.01 / +0.03 / -0.01 / -0.00, identity -0.05 / +0.07 / -0.02 / +0.04,
-inside the CIs). So PaFu-KV reads no attention by default and runs on fused kernels.
-`recent_share` (a recency window of that share of the budget's frames) stays 0: at 0.25 / 0.5 it moved
-PSNR by +0.1 / +0.3 dB at 1/8 and -0.2 / -0.7 dB at 1/4, and adherence at 1/8 by 0.00 / -0.04, all inside
-the CIs (docs/decisions/pafu_recent/).
-Granularity (our choice, on the same validation prompts): whole frames by mean score, not single tokens
-as in methods.md's reconstruction. Kept one by one, the salient tokens of a moving sprite survive at
-many old positions, and the student draws them again: at 1/8 token-level PaFu-KV scored 2.3 extra
-objects per frame and 20.4 dB against the full cache; frame-level 0.3 and 28.2 dB, with landmarks 0.89
-against 0.69 (6 validation prompts, 256 frames). `pafu:granularity=token` is the paper-closer variant.
-Strata (our variant, the default since 2026-11-23; `granularity=frame` was the default before): the
-best-scored frame of each of K equal spans of time is kept first (K = the frames that fit), then the rest
-by score. At frame level PaFu-KV kept the newest frames plus a few of the first (one validation
-prompt at 1/8: accumulated attention makes heavy hitters of them); strata keeps the history spread
-over the video, as random's uniform subsample does (random is closest to the full cache on PSNR), and
-the scores pick within each span. On the 6 validation prompts, paired against frame level: +3.0 ± 1.1
-dB PSNR at 1/8 and +3.5 ± 2.6 dB at 1/4, adherence -0.02 ± 0.02 / +0.01 ± 0.01, identity +0.02 / -0.04
-(inside the CIs), extra objects -0.09 / -0.03; at 1/16 and 1/2 +0.6 ± 0.6 and +1.2 ± 1.0 dB, with 0.26 ±
-0.26 more extra objects per frame at 1/16 (docs/decisions/pafu_strata/).
-Evicts once every two chunks (`period=2`, chosen on validation prompts: docs/decisions/period_validation/;
-`period=1` evicts after every chunk).
+Protected, as in methods.md §1 step 4 ("sink chunk + newest chunk + top-C"): the prompt anchors, the first
+`sink_frames` frames and the newest `recent_frames` frames (sink 1, recent 1: docs/decisions/, "PaFu-KV
+`sink_frames` / `recent_frames`").
+
+Our choices, each fixed on validation prompts, never the held-out set (docs/decisions/README.md has the rule
+and the evidence of each):
+- alpha = 0, the head alone: past attention is the one input that needs materialised attention at every
+  commit, and mixing it in was no better on any score ("PaFu-KV `alpha`"); so PaFu-KV runs on fused kernels.
+- recent_share = 0: a recency window of a share of the budget moved no score outside its interval
+  ("PaFu-KV `recent_share`").
+- Whole frames, not single tokens as in methods.md's reconstruction: kept one by one, the salient tokens of a
+  moving sprite survive at many old positions and the student draws them again ("PaFu-KV `granularity`");
+  `pafu:granularity=token` is the paper-closer variant.
+- Strata: the best-scored frame of each of K equal spans of time is kept first (K = the frames that fit), then
+  the rest by score, so the kept history stays spread over the video as a uniform subsample's does and the
+  scores pick within each span ("PaFu-KV `granularity`"); `granularity=frame` takes the top frames anywhere.
+- One keep every two chunks (the registry's `period=2`, "eviction period"); `period=1` evicts after every chunk.
 """
 
 from __future__ import annotations
