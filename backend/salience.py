@@ -119,7 +119,8 @@ class SEHConfig:
     n_layer: int = 4
     key_dim: int = 128  # H * Dh of the student
     hidden: int = 64
-    grid: int = 8
+    grid: int = 8  # token rows per frame
+    cols: int | None = None  # token columns per frame (None: as many as rows)
 
 
 class SalienceHead(nn.Module):
@@ -136,7 +137,8 @@ class SalienceHead(nn.Module):
     def features(self, k: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """k (H, n, Dh), y/x (n,) -> (n, H*Dh + 2)."""
         n = k.shape[1]
-        yx = torch.stack([y.float(), x.float()], 1) / max(self.cfg.grid - 1, 1)
+        span = torch.tensor([max(self.cfg.grid - 1, 1), max((self.cfg.cols or self.cfg.grid) - 1, 1)])
+        yx = torch.stack([y.float(), x.float()], 1) / span
         return torch.cat([k.transpose(0, 1).reshape(n, -1), yx], 1)
 
     def forward(self, layer: int, feats: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ by what their caches kept.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -18,16 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .autoencoder import AutoEncoder, tensor_to_frames
 from .cache import KVCache
 from .config import SamplerConfig
 from .flow import step as flow_step
 from .flow import timesteps
 from .models.attention import STATS
-from .models.protocol import CausalVideoModel, Clock
+from .models.protocol import CausalVideoModel, Clock, FrameDecoder
 from .observe import observer_for
 from .policies import EvictContext, Full, Policy
-from .prompt import parse
 from .records import StepRecord
 
 MAX_FRAMES = 100_000
@@ -66,7 +65,7 @@ def available_memory() -> int:
 @dataclass
 class Stepper:
     model: CausalVideoModel
-    ae: AutoEncoder
+    ae: FrameDecoder  # the project autoencoder, or a streaming video VAE
     prompt: str
     n_frames: int
     seed: int = 0
@@ -80,7 +79,7 @@ class Stepper:
     signal_head: object = None  # the SalienceHead whose predictions the "predicted" signal records
 
     def __post_init__(self):
-        self.spec = parse(self.prompt)  # raises PromptError
+        self.condition, self.open_condition = self.model.condition(self.prompt)  # raises PromptError
         validate_frames(self.n_frames)
         unknown = set(self.signals) - set(RECORDED_SIGNALS)
         if unknown:
@@ -121,12 +120,13 @@ class Stepper:
         self._lazy = request.newest_only and own
         self._check_memory()
         self.cache = KVCache(geo.n_layer, geo.n_head, geo.head_dim)
-        self.tokens = torch.tensor(self.spec.tokens())
         self.n_chunks = -(-self.n_frames // geo.chunk_frames)
         self.ts_first = timesteps(self.sampler, first_chunk=True).tolist()
         self.ts_rest = timesteps(self.sampler).tolist()
-        S = self.ae.cfg.size
-        self.frames = np.zeros((self.n_frames, S, S, 3), np.uint8)
+        H, W = geo.frame_size
+        self.frames = np.zeros((self.n_frames, H, W, 3), np.uint8)  # one per latent frame (its last pixel frame)
+        self.video_chunks: list[np.ndarray] = []  # every decoded pixel frame, when a latent frame holds several
+        self._vae_state = self.ae.initial_state()  # a streaming decoder's state after the committed chunks
         self.latents = torch.zeros(self.n_frames, *geo.latent_shape)
         self.chunk, self.k, self.counter = 0, -1, 0  # k = -1: prefill pending
         self._phases: Iterator[StepRecord] | None = None
@@ -145,7 +145,9 @@ class Stepper:
         bound = self.policy.max_tokens(geo.n_prompt, geo.tokens_per_frame, geo.chunk_frames)
         if bound is not None:
             tokens = min(tokens, bound)
-        need = tokens * per_token + self.n_frames * (self.ae.cfg.size**2 * 3 + geo.tokens_per_frame * geo.latent_ch * 4)
+        H, W = geo.frame_size
+        pixels = H * W * 3 * (1 + (geo.pixel_frames if geo.pixel_frames > 1 else 0))
+        need = tokens * per_token + self.n_frames * (pixels + math.prod(geo.latent_shape) * 4)
         have = available_memory()
         if need > 0.8 * have:
             raise GenerationError(
@@ -194,12 +196,11 @@ class Stepper:
 
     def _prefill(self) -> StepRecord:
         t0, geo = time.perf_counter(), self.geo
-        self.model.prefill(self.tokens, self.cache, observe=self.observer, clock=Clock())
-        open_tokens = self.spec.open_colours().tokens()
+        self.model.prefill(self.condition, self.cache, observe=self.observer, clock=Clock())
         guided = (self.sampler.first_guidance, self.sampler.guidance) != (1.0, 1.0)
-        if guided and open_tokens != self.tokens.tolist():
+        if guided and self.open_condition is not None:
             self._guide = KVCache(geo.n_layer, geo.n_head, geo.head_dim)
-            self.model.prefill(torch.tensor(open_tokens), self._guide)
+            self.model.prefill(self.open_condition, self._guide)
         self.k = 0
         return self._record("prefill", -1, None, None, t0, chunk=-1)
 
@@ -229,7 +230,7 @@ class Stepper:
             noise = torch.randn(self.x.shape, generator=g)
         self._pass_attn_ms.append(clock.attn_ms / passes)
         self.x, self.x0 = flow_step(self.x, v, t, t_next, noise, renoise)
-        preview = self._decode(self.x0) if self.preview else None
+        preview = self._decode(self.x0, f0, commit=False) if self.preview else None
         return self._record("denoise", k, t, preview, t0)
 
     def _commit(self, f0: int, nf: int) -> StepRecord:
@@ -246,7 +247,7 @@ class Stepper:
         self.latents[f0 : f0 + nf] = self.x0
         if self.sampler.guidance == 1.0:
             self._guide = None  # only the first chunk was guided
-        frames = self._decode(self.x0)
+        frames = self._decode(self.x0, f0, commit=True)
         self.frames[f0 : f0 + nf] = frames
         t_rec = time.perf_counter()
         ids, signals = self._recorded()
@@ -290,8 +291,25 @@ class Stepper:
         return {"frame_ms": self.frame_ms, **{k: np.asarray(v) for k, v in notes.items() if k.endswith("_ms")}}
 
     @torch.no_grad()
-    def _decode(self, z: torch.Tensor) -> np.ndarray:
-        return tensor_to_frames(self.ae.decode(z))
+    def _decode(self, z: torch.Tensor, first_frame: int, commit: bool) -> np.ndarray:
+        """Frames of latents z (nf, ...): uint8 (nf, H, W, 3), each latent frame's last pixel frame. A committed
+        chunk's pixel frames go to the video (a streaming decoder advances its state only on commits)."""
+        pix, state = self.ae.decode_frames(z, first_frame, self._vae_state)  # (n_pixel, H, W, 3)
+        if commit:
+            self._vae_state = state
+            if self.geo.pixel_frames > 1:
+                self.video_chunks.append(pix)
+        if self.geo.pixel_frames == 1:
+            return pix
+        counts = [1 if first_frame + j == 0 else self.geo.pixel_frames for j in range(len(z))]
+        return pix[np.cumsum(counts) - 1]
+
+    @property
+    def video(self) -> np.ndarray:
+        """Every decoded pixel frame so far: uint8 (n, H, W, 3) (the frames themselves at one per latent)."""
+        if not self.video_chunks:
+            return self.frames
+        return np.concatenate(self.video_chunks)
 
     def _record(
         self,

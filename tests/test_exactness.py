@@ -39,7 +39,7 @@ def test_cached_generation_equals_full_recompute(ae, chunk_frames, n_frames, win
         trace_inputs=True,
     )
     list(st.run())
-    prompt = st.tokens[None]
+    prompt = st.condition[None]
     clean = st.latents[None]  # (1, T, C, g, g)
     T = n_frames
     worst = 0.0

@@ -205,6 +205,16 @@ class VideoDiT(nn.Module):
         c = self.cfg
         return Geometry(c.n_layer, c.n_head, c.head_dim, c.n_prompt, (c.grid, c.grid), c.chunk_frames, c.latent_ch)
 
+    def condition(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prompt's tokens in the procedural world's grammar (PromptError for unknown words), and those of
+        the same prompt with its colours left open, the reference of colour guidance (None when it names no
+        colour: nothing to guide)."""
+        from ..prompt import parse
+
+        spec = parse(prompt)
+        tokens, open_tokens = spec.tokens(), spec.open_colours().tokens()
+        return torch.tensor(tokens), None if open_tokens == tokens else torch.tensor(open_tokens)
+
     @torch.no_grad()
     def prefill(self, prompt_tokens: torch.Tensor, cache: KVCache, observe=None, clock: Clock | None = None) -> None:
         """Run the prompt prefix (P,) once and store its K/V in every layer (the condition anchors); its

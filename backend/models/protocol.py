@@ -51,6 +51,11 @@ class CausalVideoModel(Protocol):
     @property
     def geometry(self) -> Geometry: ...
 
+    def condition(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prompt as this model is conditioned on it (what `prefill` takes), and the condition of its
+        guidance reference (None: no guidance). Raises ValueError (a `prompt.PromptError`) for a prompt the
+        model cannot take."""
+
     def prefill(self, condition: torch.Tensor, cache, observe=None, clock: Clock | None = None) -> None:
         """Store the condition's (prompt's) keys and values in every cache layer: the anchors."""
 
@@ -73,3 +78,15 @@ class CausalVideoModel(Protocol):
 
     def rotate(self, k: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Keys k (H, n, Dh) rotated to positions pos (n, 3) (RoPE re-alignment of cached keys)."""
+
+
+@runtime_checkable
+class FrameDecoder(Protocol):
+    """Latents to pixels, chunk by chunk: the project's autoencoder (one pixel frame per latent frame, no
+    state) or a streaming video VAE (Wan: a causal feature cache carried from chunk to chunk)."""
+
+    def initial_state(self): ...
+
+    def decode_frames(self, z: torch.Tensor, first_frame: int, state):
+        """Latents z (nf, C, h, w) of latent frames first_frame.. after `state` -> (uint8 (n_pixel, H, W, 3),
+        the state after them); `state` itself is left unchanged."""

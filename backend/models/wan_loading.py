@@ -1,0 +1,191 @@
+"""Loading a Wan2.1-based generator from local folders only (no hub access), and converting Self-Forcing /
+CausVid generator checkpoints from the original Wan key layout to diffusers'.
+
+A model folder is a diffusers-format Wan2.1-T2V-1.3B folder: `transformer/`, `vae/`, `text_encoder/`,
+`tokenizer/` (each as `save_pretrained` writes it, weights as safetensors). A generator checkpoint (optional)
+replaces the transformer's weights: a `.safetensors` file in either layout, or a `.pt` checkpoint read with
+`torch.load(weights_only=True)` (tensors and plain containers only: no pickled code ever runs), from which the
+EMA generator is preferred (`generator_ema`, then `generator`, then the file itself as a state dict).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+PARTS = ("transformer", "vae", "text_encoder", "tokenizer")
+PREFIXES = ("module.", "_fsdp_wrapped_module.", "model.")  # wrappers around the original WanModel's keys
+
+# original Wan (`wan/modules/model.py`, the layout Self-Forcing and CausVid save) -> diffusers, per block and
+# for the rest; a key matching none is refused
+_BLOCK = [
+    (r"self_attn\.q\.", "attn1.to_q."),
+    (r"self_attn\.k\.", "attn1.to_k."),
+    (r"self_attn\.v\.", "attn1.to_v."),
+    (r"self_attn\.o\.", "attn1.to_out.0."),
+    (r"self_attn\.norm_q\.", "attn1.norm_q."),
+    (r"self_attn\.norm_k\.", "attn1.norm_k."),
+    (r"cross_attn\.q\.", "attn2.to_q."),
+    (r"cross_attn\.k\.", "attn2.to_k."),
+    (r"cross_attn\.v\.", "attn2.to_v."),
+    (r"cross_attn\.o\.", "attn2.to_out.0."),
+    (r"cross_attn\.norm_q\.", "attn2.norm_q."),
+    (r"cross_attn\.norm_k\.", "attn2.norm_k."),
+    (r"norm3\.", "norm2."),  # the cross-attention norm: norm3 in the original, norm2 in diffusers
+    (r"ffn\.0\.", "ffn.net.0.proj."),
+    (r"ffn\.2\.", "ffn.net.2."),
+    (r"modulation$", "scale_shift_table"),
+]
+_TOP = [
+    (r"patch_embedding\.", "patch_embedding."),
+    (r"text_embedding\.0\.", "condition_embedder.text_embedder.linear_1."),
+    (r"text_embedding\.2\.", "condition_embedder.text_embedder.linear_2."),
+    (r"time_embedding\.0\.", "condition_embedder.time_embedder.linear_1."),
+    (r"time_embedding\.2\.", "condition_embedder.time_embedder.linear_2."),
+    (r"time_projection\.1\.", "condition_embedder.time_proj."),
+    (r"head\.head\.", "proj_out."),
+    (r"head\.modulation$", "scale_shift_table"),
+]
+
+
+class CheckpointError(ValueError):
+    """A folder or checkpoint this loader refuses, with what is wrong in one message."""
+
+
+def original_to_diffusers(key: str) -> str:
+    """One original-layout key -> its diffusers name (CheckpointError for a key of neither layout)."""
+    m = re.match(r"blocks\.(\d+)\.(.+)$", key)
+    if m:
+        for pat, rep in _BLOCK:
+            if re.match(pat, m.group(2)):
+                return f"blocks.{m.group(1)}.{re.sub(pat, rep, m.group(2), count=1)}"
+    else:
+        for pat, rep in _TOP:
+            if re.match(pat, key):
+                return re.sub(pat, rep, key, count=1)
+    raise CheckpointError(f"unexpected key {key!r}: not a Wan2.1 transformer weight (original or diffusers layout)")
+
+
+def _is_diffusers(keys) -> bool:
+    return any(k.startswith(("condition_embedder.", "proj_out.")) or ".attn1." in k for k in keys)
+
+
+def to_diffusers(state: dict) -> dict[str, torch.Tensor]:
+    """A generator state dict in either layout, wrapper prefixes stripped -> diffusers names."""
+    out = {}
+    for key, value in state.items():
+        if not torch.is_tensor(value):
+            raise CheckpointError(f"entry {key!r} is a {type(value).__name__}, not a tensor")
+        for p in PREFIXES:
+            if key.startswith(p):
+                key = key[len(p) :]
+        out[key] = value
+    if _is_diffusers(out):
+        return out
+    return {original_to_diffusers(k): v for k, v in out.items()}
+
+
+def read_generator(path: str | Path) -> dict[str, torch.Tensor]:
+    """The generator's weights from a `.safetensors` or `.pt` file, in diffusers names."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no generator checkpoint at {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return to_diffusers(load_file(str(path)))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses anything but tensors and plain containers
+        raise CheckpointError(f"{path.name} is not a weights-only checkpoint (refused, nothing executed): {e}") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path.name} holds a {type(obj).__name__}, not a state dict")
+    for key in ("generator_ema", "generator", "state_dict", "model"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    return to_diffusers(obj)
+
+
+def load_generator_into(transformer, state: dict[str, torch.Tensor]) -> None:
+    """Copy a diffusers-named state dict into the transformer; every key and shape must match."""
+    own = transformer.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state))
+    if unexpected or missing:
+        raise CheckpointError(
+            "the checkpoint does not fit this transformer: "
+            + (f"unexpected {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}; " if unexpected else "")
+            + (f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}" if missing else "")
+        )
+    bad = [k for k in own if own[k].shape != state[k].shape]
+    if bad:
+        k = bad[0]
+        raise CheckpointError(
+            f"{len(bad)} weight(s) of the wrong shape, e.g. {k}: {tuple(state[k].shape)} for {tuple(own[k].shape)}"
+        )
+    transformer.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def check_folder(folder: str | Path) -> Path:
+    """The model folder, or a CheckpointError naming every part it lacks."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"no model folder at {folder}")
+    missing = [p for p in PARTS if not (folder / p).is_dir()]
+    if missing:
+        raise CheckpointError(
+            f"{folder} is not a diffusers-format Wan2.1 folder: missing {', '.join(f'{p}/' for p in missing)} "
+            f"(expected {', '.join(f'{p}/' for p in PARTS)})"
+        )
+    return folder
+
+
+def load_wan(
+    folder: str | Path,
+    generator: str | Path | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    chunk_frames: int = 3,
+    frame_size: tuple[int, int] = (480, 832),
+    max_length: int = 512,
+):
+    """(model, decoder) from a local folder (see the module docstring): `WanCausal` and `WanStreamDecoder`.
+    Weights load from safetensors only (the folder's parts) or weights-only `.pt` (the generator)."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    from .wan import WanCausal
+    from .wan_parts import WanStreamDecoder, WanText
+
+    folder = check_folder(folder)
+    kw = dict(local_files_only=True, use_safetensors=True)
+    try:
+        transformer = WanTransformer3DModel.from_pretrained(folder / "transformer", torch_dtype=dtype, **kw)
+        vae = AutoencoderKLWan.from_pretrained(folder / "vae", torch_dtype=torch.float32, **kw)
+        encoder = UMT5EncoderModel.from_pretrained(folder / "text_encoder", dtype=dtype, **kw)
+        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot load the Wan parts from {folder}: {e}") from e
+    if generator is not None:
+        load_generator_into(transformer, read_generator(generator))
+    model = WanCausal(
+        transformer.to(device).eval(),
+        WanText(tokenizer, encoder.to(device).eval(), max_length),
+        chunk_frames=chunk_frames,
+        frame_size=frame_size,
+    )
+    return model, WanStreamDecoder(vae.to(device).eval())
+
+
+def convert(generator: str | Path, out: str | Path) -> int:
+    """Write a generator checkpoint as diffusers-named safetensors; returns the number of tensors."""
+    from safetensors.torch import save_file
+
+    state = read_generator(generator)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out))
+    return len(state)
