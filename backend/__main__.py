@@ -24,6 +24,34 @@ def _policy_kwargs(items: list[str]) -> dict:
     return out
 
 
+WAN = "wan:"  # --model wan:DIR selects a Wan2.1-based generator folder
+
+
+def _load_wan(a):
+    """(model, decoder, sampler) of `--model wan:DIR` on `--device` (bf16 on a GPU unless --dtype says)."""
+    import torch
+
+    from .models.wan_loading import load_wan
+    from .models.wan_parts import WAN_SAMPLER
+
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[a.dtype or ("bf16" if a.device == "cuda" else "fp32")]
+    h, w = _size(a.size)
+    model, decoder = load_wan(a.model[len(WAN) :], a.generator, a.device, dtype, frame_size=(h, w))
+    return model, decoder, sampler_config(a.sampler, WAN_SAMPLER)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size must be HEIGHTxWIDTH in pixels, e.g. 480x832, got {text!r}") from None
+    if h <= 0 or w <= 0 or h % 16 or w % 16:
+        raise ValueError(f"--size {text}: height and width must be positive multiples of 16")
+    return h, w
+
+
 def cmd_generate(a) -> int:
     import torch
     from tqdm import tqdm
@@ -38,16 +66,24 @@ def cmd_generate(a) -> int:
     torch.set_num_threads(a.threads) if a.threads else None
     if not a.out.lower().endswith((".mp4", ".gif")):
         raise ValueError(f"--out must end in .mp4 or .gif, got {a.out!r}")
-    parse(a.prompt)  # fail fast, before loading anything
+    wan = bool(a.model) and a.model.startswith(WAN)
+    if not wan:
+        parse(a.prompt)  # fail fast, before loading anything
+        if a.generator or a.device != "cpu":
+            raise ValueError("--generator and --device apply to a Wan generator (--model wan:DIR)")
     validate_frames(a.frames)
     kwargs = _policy_kwargs(a.policy_arg)
     if a.budget is not None:
         parse_budget(a.budget)  # malformed budgets fail before loading
     make_policy(a.policy, **kwargs)  # unknown names / parameters fail before loading
-    sampler = sampler_config(a.sampler)
-    model = random_model(a.preset, a.seed) if a.preset else load_model(a.model or DEFAULT_MODEL)
-    ae = load_autoencoder(a.ae or folder_autoencoder(Path(a.model or DEFAULT_MODEL).parent))
-    folder = None if a.preset else Path(a.model or DEFAULT_MODEL).parent  # its salience heads, not the shipped ones
+    if wan:
+        model, ae, sampler = _load_wan(a)
+        folder = None
+    else:
+        sampler = sampler_config(a.sampler)
+        model = random_model(a.preset, a.seed) if a.preset else load_model(a.model or DEFAULT_MODEL)
+        ae = load_autoencoder(a.ae or folder_autoencoder(Path(a.model or DEFAULT_MODEL).parent))
+        folder = None if a.preset else Path(a.model or DEFAULT_MODEL).parent  # its salience heads
     policy = build_policy(
         a.policy, a.budget, a.frames, model, ae, a.prompt, a.seed, kwargs, sampler=sampler, models=folder
     )
@@ -60,7 +96,7 @@ def cmd_generate(a) -> int:
             if rec.timings is not None:
                 ms = rec.timings["frame_ms"]  # the run's timings travel with its last record
     total = time.perf_counter() - t0
-    write_video(st.frames, a.out, fps=a.fps, scale=a.scale)
+    write_video(st.video, a.out, fps=a.fps, scale=a.scale)
     if a.timings:
         print("frame     ms")
     if a.timings:
@@ -93,6 +129,16 @@ def cmd_policies(a) -> int:
         "matrix-vector product beside the fused kernel); - = none (pafu with alpha=0, its head alone, reads none)."
         f"\n\nevery policy (--policy-arg KEY=VALUE, repeatable): {shared_parameters()}"
     )
+    return 0
+
+
+def cmd_convert(a) -> int:
+    from .models.wan_loading import convert
+
+    if not a.out.endswith(".safetensors"):
+        raise ValueError(f"--out must end in .safetensors, got {a.out!r}")
+    n = convert(a.checkpoint, a.out)
+    print(f"wrote {a.out}: {n} tensors in diffusers' names")
     return 0
 
 
@@ -130,7 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="out.mp4", help="output path ending in .mp4 or .gif (default out.mp4)")
     g.add_argument("--fps", type=int, default=12, help="frames per second of the video (default 12)")
     g.add_argument("--scale", type=int, default=4, help="integer upscale of the 64x64 frames (default 4)")
-    g.add_argument("--model", help="student weights (.safetensors); default: the shipped model")
+    g.add_argument(
+        "--model",
+        help="student weights (.safetensors; default: the shipped model), or wan:DIR, a diffusers-format "
+        "Wan2.1-T2V-1.3B folder (transformer/ vae/ text_encoder/ tokenizer/); --frames then counts latent frames",
+    )
+    g.add_argument(
+        "--generator",
+        help="with wan:DIR: a Self-Forcing / CausVid generator checkpoint (.pt read weights-only, or .safetensors)",
+    )
+    g.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="with wan:DIR (default cpu)")
+    g.add_argument("--dtype", choices=("fp32", "bf16"), help="with wan:DIR (default bf16 on cuda, fp32 on cpu)")
+    g.add_argument("--size", default="480x832", help="with wan:DIR: frame HEIGHTxWIDTH (default 480x832)")
     g.add_argument(
         "--ae",
         help="autoencoder weights (.safetensors); default: the one beside --model (a training "
@@ -148,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(fn=cmd_generate)
     p = sub.add_parser("policies", help="list the cache policies with one-line descriptions")
     p.set_defaults(fn=cmd_policies)
+    c = sub.add_parser(
+        "convert",
+        help="convert a Self-Forcing / CausVid generator checkpoint to diffusers-named safetensors",
+        description="Read a generator checkpoint (original Wan or diffusers key layout; .pt weights-only, the EMA "
+        "generator preferred) and write its weights as safetensors with diffusers' names.",
+    )
+    c.add_argument("checkpoint", help="the generator checkpoint (.pt or .safetensors)")
+    c.add_argument("--out", required=True, help="output .safetensors file")
+    c.set_defaults(fn=cmd_convert)
     return ap
 
 

@@ -38,8 +38,9 @@ def step(
     return x_t + (t_next - t) * v, x0
 
 
-def sampler_config(items: list[str] | None):
-    """--sampler KEY=VALUE pairs -> SamplerConfig (unknown keys rejected with the list of known ones)."""
+def sampler_config(items: list[str] | None, base: dict | None = None):
+    """--sampler KEY=VALUE pairs over `base` (default: SamplerConfig's defaults) -> SamplerConfig (unknown keys
+    rejected with the list of known ones)."""
     kw = {}
     for item in items or []:
         if "=" not in item:
@@ -50,4 +51,4 @@ def sampler_config(items: list[str] | None):
     if bad:
         raise ValueError(f"unknown sampler setting(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
     kw = {k: (None if v == "none" else v) for k, v in kw.items()}
-    return SamplerConfig(**kw)
+    return SamplerConfig(**{**(base or {}), **kw})

@@ -202,3 +202,45 @@ def test_a_model_folder_loads_locally_and_a_missing_part_is_named(wan, tmp_path)
     shutil.rmtree(tmp_path / "vae")
     with pytest.raises(CheckpointError, match="missing vae/"):
         load_wan(tmp_path)
+
+
+def test_the_cli_generates_with_a_wan_folder_and_converts_checkpoints(wan, tmp_path):
+    import imageio.v3 as iio
+
+    from backend.__main__ import main
+
+    model, dec = wan
+    folder = tmp_path / "wan"
+    model.tr.save_pretrained(folder / "transformer", safe_serialization=True)
+    dec.vae.save_pretrained(folder / "vae", safe_serialization=True)
+    model.text.encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    model.text.tokenizer.save_pretrained(folder / "tokenizer")
+    out = tmp_path / "wan.mp4"
+    args = ["generate", "--model", f"wan:{folder}", "--size", "64x64", "--prompt", PROMPT, "--frames", "6"]
+    assert main([*args, "--policy", "window", "--policy-arg", "frames=3", "--out", str(out), "--scale", "1"]) == 0
+    assert iio.imread(out).shape[0] == 1 + 4 * 5  # every pixel frame of 6 latent frames
+    assert main([*args, "--device", "cuda", "--out", str(out)]) == 2 or __import__("torch").cuda.is_available()
+    torch.save({"generator_ema": dict(model.tr.state_dict())}, tmp_path / "g.pt")
+    assert main(["convert", str(tmp_path / "g.pt"), "--out", str(tmp_path / "g.safetensors")]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                f"wan:{folder}",
+                "--generator",
+                str(tmp_path / "g.safetensors"),
+                "--size",
+                "64x64",
+                "--prompt",
+                PROMPT,
+                "--frames",
+                "3",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert main(["generate", "--model", f"wan:{tmp_path / 'none'}", "--prompt", PROMPT, "--out", str(out)]) == 2

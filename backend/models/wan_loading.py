@@ -15,6 +15,10 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import CheckpointError
+
+__all__ = ["CheckpointError", "load_wan", "read_generator", "load_generator_into", "convert", "check_folder"]
+
 PARTS = ("transformer", "vae", "text_encoder", "tokenizer")
 PREFIXES = ("module.", "_fsdp_wrapped_module.", "model.")  # wrappers around the original WanModel's keys
 
@@ -48,10 +52,6 @@ _TOP = [
     (r"head\.head\.", "proj_out."),
     (r"head\.modulation$", "scale_shift_table"),
 ]
-
-
-class CheckpointError(ValueError):
-    """A folder or checkpoint this loader refuses, with what is wrong in one message."""
 
 
 def original_to_diffusers(key: str) -> str:
