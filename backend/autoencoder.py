@@ -31,15 +31,6 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
         self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
 
-    def initial_state(self):
-        """The decoder protocol (`models.protocol.FrameDecoder`): frames decode independently, no state."""
-        return None
-
-    @torch.no_grad()
-    def decode_frames(self, z: torch.Tensor, first_frame: int, state=None):
-        """Latents z (nf, C, g, g) -> (uint8 (nf, S, S, 3), state): one pixel frame per latent frame."""
-        return tensor_to_frames(self.decode(z)), state
-
     def forward(self, x):
         return x + self.conv2(F.gelu(self.conv1(F.gelu(x))))
 
@@ -71,6 +62,15 @@ class AutoEncoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         z = z * self.lat_std[:, None, None] + self.lat_mean[:, None, None]
         return self.decoder(z)  # (N, 3, S, S)
+
+    def initial_state(self):
+        """The decoder protocol (`models.protocol.FrameDecoder`): frames decode independently, no state."""
+        return None
+
+    @torch.no_grad()
+    def decode_frames(self, z: torch.Tensor, first_frame: int, state=None):
+        """Latents z (nf, C, g, g) -> (uint8 (nf, S, S, 3), state): one pixel frame per latent frame."""
+        return tensor_to_frames(self.decode(z)), state
 
     def forward(self, x):
         return self.decode(self.encode(x))

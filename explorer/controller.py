@@ -302,11 +302,12 @@ class Explorer(CompareActions, AnalysisActions, SessionActions):
             if ws.run is None or ws.run.data.frames_done == 0:
                 return None
             h = ws.run.data.history
-            cell = views.SCALE * ws.run.data.frames.shape[1] // h.grid
-            if not (0 <= x < cell * h.grid and 0 <= y < cell * h.grid):
+            s, (H, W) = views.scale(ws.run.data), ws.run.data.frames.shape[1:3]
+            ch, cw = s * H // h.grid, s * W // h.cols  # px per token cell
+            if not (0 <= x < cw * h.cols and 0 <= y < ch * h.grid):
                 return None
             f = int(np.clip(frame, 0, ws.run.data.frames_done - 1))
-            ws.token = h.token_id(f, int(y) // cell, int(x) // cell)
+            ws.token = h.token_id(f, int(y) // ch, int(x) // cw)
             return ws.token
 
     def pick_cache_map(self, ws: Workspace, x: int, y: int) -> tuple[int, int] | None:
@@ -319,7 +320,7 @@ class Explorer(CompareActions, AnalysisActions, SessionActions):
             if hit is None or hit[1] < 0 or hit[1] >= ws.run.data.frames_done:
                 return None
             _, f, t = hit
-            ws.token = h.token_id(f, t // h.grid, t % h.grid)
+            ws.token = h.token_id(f, t // h.cols, t % h.cols)
             return ws.token, f
 
     def drill_down(self, ws: Workspace, signal: str) -> tuple[object, str]:

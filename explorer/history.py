@@ -37,11 +37,12 @@ class RunHistory:
     n_layer: int
     n_prompt: int
     tokens_per_frame: int
-    grid: int
+    grid: int  # token rows per frame
     chunk_frames: int
     n_frames: int
     max_snapshots: int = 96
     budget: int = -1  # policy budget, tokens/layer (-1 = none)
+    cols: int = 0  # token columns per frame (0: as many as rows, a square grid)
     # step log (one entry per StepRecord)
     phase: list[int] = field(default_factory=list)
     chunk: list[int] = field(default_factory=list)
@@ -58,6 +59,7 @@ class RunHistory:
     # no value when the token's chunk was made
 
     def __post_init__(self):
+        self.cols = self.cols or self.grid
         if self.evicted_at is None:
             self.evicted_at = np.full((self.n_layer, self.n_tokens), -1, np.int32)
 
@@ -66,12 +68,12 @@ class RunHistory:
         return self.n_prompt + self.n_frames * self.tokens_per_frame
 
     def token_id(self, frame: int, y: int, x: int) -> int:
-        return self.n_prompt + frame * self.tokens_per_frame + y * self.grid + x
+        return self.n_prompt + frame * self.tokens_per_frame + y * self.cols + x
 
     def token_pos(self, tid: int) -> tuple[int, int, int]:
         """(frame, y, x) of a frame token id."""
         f, r = divmod(tid - self.n_prompt, self.tokens_per_frame)
-        return f, r // self.grid, r % self.grid
+        return f, r // self.cols, r % self.cols
 
     # ------------------------------------------------------------------ filling
     def add_record(self, rec, thinned: bool = False) -> None:
@@ -178,12 +180,12 @@ class RunHistory:
         return best
 
     def frame_values(self, signal: str, frame: int, layer: int | None = None, chunk: int | None = None) -> np.ndarray:
-        """(g, g) float32 values of one frame's tokens under a signal; NaN where the token has no value
+        """(rows, cols) float32 values of one frame's tokens under a signal; NaN where the token has no value
         (not cached at that time, or a signal this run does not have). layer None = mean over layers.
         `chunk` None = now; the frame's own chunk = the values its tokens had when that chunk was committed and
         evicted (`birth`, exact at any length). A signal missing at another `chunk` comes from the newest
         earlier snapshot that has it (`snapshot_at`), for the tokens still cached at `chunk`."""
-        g, T = self.grid, self.tokens_per_frame
+        T = self.tokens_per_frame
         base = self.n_prompt + frame * T
         layers = range(self.n_layer) if layer is None else [layer]
         out = np.full((len(layers), T), np.nan, np.float32)
@@ -208,7 +210,7 @@ class RunHistory:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
             mean = np.nanmean(out, 0)
-        return mean.reshape(g, g)
+        return mean.reshape(self.grid, self.cols)
 
     def token_series(self, signal: str, tid: int) -> tuple[np.ndarray, np.ndarray]:
         """Salience of one token over time: chunks (S,) and values (S, L) with NaN where not cached."""
@@ -276,6 +278,7 @@ class RunHistory:
                 self.max_snapshots,
                 self.stride,
                 self.budget,
+                self.cols,
             ],
             np.int64,
         )
@@ -307,7 +310,7 @@ class RunHistory:
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> RunHistory:
-        L, P, T, g, cf, n, ms, stride, budget = (int(x) for x in a["dims"])
+        L, P, T, g, cf, n, ms, stride, budget, *cols = (int(x) for x in a["dims"])
         h = cls(
             L,
             P,
@@ -318,6 +321,7 @@ class RunHistory:
             max_snapshots=ms,
             budget=budget,
             stride=stride,
+            cols=cols[0] if cols else 0,
             evicted_at=np.array(a["evicted_at"], np.int32),
         )
         h.phase, h.chunk, h.step = (a[f"log_{k}"].tolist() for k in ("phase", "chunk", "step"))

@@ -17,7 +17,8 @@ from .sessions import SessionError, SessionStore
 
 def _dims(h: RunHistory) -> np.ndarray:
     return np.array(
-        [h.n_layer, h.n_prompt, h.tokens_per_frame, h.grid, h.chunk_frames, h.n_frames, h.max_snapshots, h.budget],
+        [h.n_layer, h.n_prompt, h.tokens_per_frame, h.grid, h.chunk_frames, h.n_frames, h.max_snapshots, h.budget]
+        + [h.cols],
         np.int64,
     )
 
@@ -59,8 +60,8 @@ def save_runs(
 
 def replay(config: RunConfig, arrays: dict, i: int) -> RunData:
     """Run `i` of a session, folded again from its record stream."""
-    L, P, T, g, cf, n, max_snapshots, budget = (int(x) for x in arrays[f"r{i}_dims"])
-    hist = RunHistory(L, P, T, g, cf, n, max_snapshots=max_snapshots, budget=budget)
+    L, P, T, g, cf, n, max_snapshots, budget, cols = (int(x) for x in arrays[f"r{i}_dims"])
+    hist = RunHistory(L, P, T, g, cf, n, max_snapshots=max_snapshots, budget=budget, cols=cols)
     shapes = arrays[f"r{i}_shapes"]
     data = RunData.empty(config, hist, tuple(int(x) for x in shapes[0]), tuple(int(x) for x in shapes[1]))
     prefix = f"r{i}_rec_"

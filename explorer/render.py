@@ -134,35 +134,40 @@ def diff_map(a: np.ndarray, b: np.ndarray, vmax: float = 128.0, cmap: str = "mag
 # ----------------------------------------------------------------------------------------- annotation
 
 
-def token_grid_lines(img: np.ndarray, grid: int, colour=(255, 255, 255), alpha: float = 0.25) -> np.ndarray:
-    """Faint 1-px lines between token cells (every H/grid rows and W/grid columns), blended with alpha."""
+def token_grid_lines(
+    img: np.ndarray, rows: int, cols: int | None = None, colour=(255, 255, 255), alpha: float = 0.25
+) -> np.ndarray:
+    """Faint 1-px lines between token cells (every H/rows rows and W/cols columns; cols None = rows), blended
+    with alpha."""
+    cols = cols or rows
     h, w = img.shape[:2]
     mask = np.zeros((h, w), dtype=bool)
-    for i in range(1, grid):
-        mask[int(round(i * h / grid)), :] = True
-        mask[:, int(round(i * w / grid))] = True
+    for i in range(1, rows):
+        mask[int(round(i * h / rows)), :] = True
+    for i in range(1, cols):
+        mask[:, int(round(i * w / cols))] = True
     out = img.copy()
     blend = (1.0 - alpha) * img[mask].astype(np.float32) + alpha * np.asarray(colour, np.float32)
     out[mask] = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
     return out
 
 
-def _cell_box(shape, grid: int, y: int, x: int) -> tuple[int, int, int, int]:
+def _cell_box(shape, rows: int, cols: int, y: int, x: int) -> tuple[int, int, int, int]:
     """Pixel bounds (y0, y1, x0, x1), end-exclusive, of token cell (y, x) in an image of `shape`."""
     h, w = shape[:2]
-    if not (0 <= y < grid and 0 <= x < grid):
-        raise ValueError(f"token ({y}, {x}) outside a {grid}x{grid} grid")
+    if not (0 <= y < rows and 0 <= x < cols):
+        raise ValueError(f"token ({y}, {x}) outside a {rows}x{cols} grid")
     return (
-        int(round(y * h / grid)),
-        int(round((y + 1) * h / grid)),
-        int(round(x * w / grid)),
-        int(round((x + 1) * w / grid)),
+        int(round(y * h / rows)),
+        int(round((y + 1) * h / rows)),
+        int(round(x * w / cols)),
+        int(round((x + 1) * w / cols)),
     )
 
 
-def mark_token(img: np.ndarray, grid: int, y: int, x: int, colour=(0, 255, 255)) -> np.ndarray:
-    """2-px rectangle drawn just inside the border of token cell (y, x) (row, column) of a grid x grid map."""
-    y0, y1, x0, x1 = _cell_box(img.shape, grid, y, x)
+def mark_token(img: np.ndarray, rows: int, y: int, x: int, colour=(0, 255, 255), cols: int | None = None) -> np.ndarray:
+    """2-px rectangle drawn just inside the border of token cell (y, x) (row, column) of a rows x cols map."""
+    y0, y1, x0, x1 = _cell_box(img.shape, rows, cols or rows, y, x)
     out = img.copy()
     c = np.asarray(colour, dtype=np.uint8)
     out[y0 : min(y0 + 2, y1), x0:x1] = c

@@ -197,6 +197,7 @@ class Run:
             geo.chunk_frames,
             config.frames,
             budget=policy.budget if policy.budget is not None else -1,
+            cols=geo.grid[1],
         )
         data = RunData.empty(config, hist, st.frames.shape[1:], tuple(st.latents.shape[1:]))
         return cls(data, st, head)

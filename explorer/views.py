@@ -13,7 +13,19 @@ from .history import RunHistory
 from .run import RunData
 from .signals import SIGNALS
 
-SCALE = 4  # 64 px frames are shown at 256 px
+DISPLAY = 256  # small frames are shown upscaled to about this many pixels (64 px frames at 4x)
+
+
+def scale(data: RunData) -> int:
+    """Integer display upscale of a run's frames: 4 for the 64 px world, 1 for frames of DISPLAY px or more."""
+    return max(1, DISPLAY // max(data.frames.shape[1:3]))
+
+
+def _blank(data: RunData) -> np.ndarray:
+    s = scale(data)
+    return np.full((data.frames.shape[1] * s, data.frames.shape[2] * s, 3), 245, np.uint8)
+
+
 UI_PAD = 28  # px left free above colour-bar labels: the image buttons sit there
 STATUS_RGB = np.array(
     [
@@ -28,17 +40,17 @@ STATUS_RGB = np.array(
 
 def frame_view(data: RunData, frame: int, preview: bool = False) -> np.ndarray:
     """The committed frame (or the newest denoise preview), upscaled and labelled."""
-    S = data.frames.shape[1]
+    s = scale(data)
     if preview and data.preview is not None:
-        return render.label(render.upscale(data.preview, SCALE), "denoise preview (x0 estimate)", bottom=True)
+        return render.label(render.upscale(data.preview, s), "denoise preview (x0 estimate)", bottom=True)
     if data.frames_done == 0:
-        return render.label(np.full((S * SCALE, S * SCALE, 3), 245, np.uint8), "no frame yet")
+        return render.label(_blank(data), "no frame yet")
     frame = int(np.clip(frame, 0, data.frames_done - 1))
-    return render.label(render.upscale(data.frames[frame], SCALE), f"{data.config.label} | frame {frame}", bottom=True)
+    return render.label(render.upscale(data.frames[frame], s), f"{data.config.label} | frame {frame}", bottom=True)
 
 
 def heatmap_values(data: RunData, signal: str, layer: int | None, frame: int) -> np.ndarray:
-    """(g, g) values of the frame's tokens at the frame's own time: when its chunk was committed and evicted."""
+    """(rows, cols) values of the frame's tokens at the frame's own time: when its chunk was committed and evicted."""
     return data.history.frame_values(signal, frame, layer, chunk=data.history.chunk_of(frame))
 
 
@@ -56,18 +68,18 @@ def heatmap_view(
     """Frame with the signal's per-token map at the frame's own time, on the signal's fixed scale, token grid,
     optional marked token, colour bar; `note` says why a map without values has none."""
     sig = SIGNALS[signal]
-    S = data.frames.shape[1]
-    g = data.history.grid
+    rows, cols = data.history.grid, data.history.cols
     if data.frames_done == 0:
-        img = np.full((S * SCALE, S * SCALE, 3), 245, np.uint8)
-        vals = np.full((g, g), np.nan)
+        img = _blank(data)
+        vals = np.full((rows, cols), np.nan)
     else:
         frame = int(np.clip(frame, 0, data.frames_done - 1))
         vals = heatmap_values(data, signal, layer, frame)
-        img = render.overlay(data.frames[frame], vals, sig.vmin, sig.vmax, SCALE, alpha=alpha, cmap=cmap, gamma=gamma)
-    img = render.token_grid_lines(img, g)
+        s = scale(data)
+        img = render.overlay(data.frames[frame], vals, sig.vmin, sig.vmax, s, alpha=alpha, cmap=cmap, gamma=gamma)
+    img = render.token_grid_lines(img, rows, cols)
     if mark is not None:
-        img = render.mark_token(img, g, *mark)
+        img = render.mark_token(img, rows, *mark, cols=cols)
     where = "mean of layers" if layer is None else f"layer {layer}"
     img = render.label(img, f"{sig.label} | {where} | frame {frame}", bottom=True)
     if data.frames_done and not np.isfinite(vals).any():
@@ -78,7 +90,8 @@ def heatmap_view(
 
 @dataclass(frozen=True)
 class CacheMapGeometry:
-    """Pixel layout of the cache map: one block per layer, a prompt row on top, then one row per frame."""
+    """Pixel layout of the cache map: one block per layer, a prompt row on top, then one row per frame. A frame
+    of many tokens (Wan: 1560) shows `per_cell` consecutive tokens per pixel column, by their majority status."""
 
     n_layer: int
     n_frames: int
@@ -87,15 +100,26 @@ class CacheMapGeometry:
     row_h: int = 4
     gap: int = 10
     top: int = 22  # legend strip
+    per_cell: int = 1  # tokens per cell
+
+    MAX_BLOCK = 256  # px per layer block at most
 
     @classmethod
     def for_history(cls, h: RunHistory, max_height: int = 420) -> CacheMapGeometry:
         row_h = int(np.clip(max_height // max(h.n_frames + 1, 1), 1, 10))
-        return cls(h.n_layer, h.n_frames, h.tokens_per_frame, 2 if h.n_layer > 2 else 4, row_h)
+        cell_w = 2 if h.n_layer > 2 else 4
+        per_cell = 1
+        if h.tokens_per_frame * cell_w > cls.MAX_BLOCK:
+            cell_w, per_cell = 1, -(-h.tokens_per_frame // cls.MAX_BLOCK)
+        return cls(h.n_layer, h.n_frames, h.tokens_per_frame, cell_w, row_h, per_cell=per_cell)
+
+    @property
+    def cells(self) -> int:
+        return -(-self.tokens // self.per_cell)
 
     @property
     def block_w(self) -> int:
-        return self.tokens * self.cell_w
+        return self.cells * self.cell_w
 
     @property
     def size(self) -> tuple[int, int]:
@@ -107,7 +131,17 @@ class CacheMapGeometry:
         row = (int(y) - self.top) // self.row_h
         if layer >= self.n_layer or bx >= self.block_w or row < 0 or row > self.n_frames or y < self.top:
             return None
-        return layer, row - 1, bx // self.cell_w
+        return layer, row - 1, min((bx // self.cell_w) * self.per_cell, self.tokens - 1)
+
+    def binned(self, status: np.ndarray) -> np.ndarray:
+        """(rows, tokens) int8 statuses -> (rows, cells): the majority status of each cell's tokens."""
+        if self.per_cell == 1:
+            return status
+        rows, T = status.shape
+        pad = np.full((rows, self.cells * self.per_cell - T), -1, np.int8)
+        groups = np.concatenate([status, pad], 1).reshape(rows, self.cells, self.per_cell)
+        counts = np.stack([(groups == s).sum(-1) for s in range(len(STATUS_RGB))], -1)  # (rows, cells, 4)
+        return counts.argmax(-1).astype(np.int8)
 
 
 def cache_map(
@@ -124,7 +158,7 @@ def cache_map(
         block = np.zeros((h.n_frames + 1, geo.tokens), np.int8)
         block[0, : min(h.n_prompt, geo.tokens)] = prompt[layer, : geo.tokens]
         block[1:] = status[layer]
-        rgb = STATUS_RGB[block]  # (F+1, T, 3)
+        rgb = STATUS_RGB[geo.binned(block)]  # (F+1, cells, 3)
         rgb = np.repeat(np.repeat(rgb, geo.row_h, 0), geo.cell_w, 1)
         x0 = layer * (geo.block_w + geo.gap)
         img[geo.top : geo.top + rgb.shape[0], x0 : x0 + geo.block_w] = rgb
@@ -137,7 +171,7 @@ def cache_map(
         f, r = divmod(token - h.n_prompt, h.tokens_per_frame)
         y0 = geo.top + (f + 1) * geo.row_h
         for layer in range(h.n_layer):
-            x0 = layer * (geo.block_w + geo.gap) + r * geo.cell_w
+            x0 = layer * (geo.block_w + geo.gap) + (r // geo.per_cell) * geo.cell_w
             ya, yb = max(y0 - 2, 0), min(y0 + geo.row_h + 2, H)
             xa, xb = max(x0 - 2, 0), min(x0 + geo.cell_w + 2, W)
             img[ya:yb, xa:xb][[0, -1], :] = (0, 0, 0)
@@ -174,11 +208,11 @@ def wipe_pair(a: RunData, b: RunData, frame: int) -> tuple[np.ndarray, np.ndarra
 def diff_view(a: RunData, b: RunData, frame: int, vmax: float = 96.0) -> np.ndarray:
     """|A - B| (mean over RGB) of the same frame of two runs, on a fixed scale, with a colour bar."""
     n = min(a.frames_done, b.frames_done)
-    S = a.frames.shape[1]
     if n == 0:
-        return np.full((S * SCALE, S * SCALE, 3), 245, np.uint8)
+        return _blank(a)
     frame = int(np.clip(frame, 0, n - 1))
-    d = render.diff_map(render.upscale(a.frames[frame], SCALE), render.upscale(b.frames[frame], SCALE), vmax)
+    s = scale(a)
+    d = render.diff_map(render.upscale(a.frames[frame], s), render.upscale(b.frames[frame], s), vmax)
     d = render.label(d, f"|{a.config.label} - {b.config.label}| | frame {frame}", bottom=True)
     return render.hstack_bar(
         d, render.colourbar(d.shape[0], 0, vmax, "|A-B| (0-255)", "magma", width=90, pad_top=UI_PAD)
@@ -232,8 +266,10 @@ def hover_data(data: RunData, signal: str, frame: int) -> dict:
         "frame": int(frame),
         "chunk": h.chunk_of(frame),
         "now": max(h.chunks_done - 1, 0),
-        "grid": h.grid,
-        "cell": SCALE * data.frames.shape[1] // h.grid,
+        "grid": h.cols,  # tokens per row
+        "rows": h.grid,
+        "cell": scale(data) * data.frames.shape[2] // h.cols,  # px per token cell, across
+        "cell_h": scale(data) * data.frames.shape[1] // h.grid,  # and down
         "signal": sig.label,
         "unit": sig.unit,
         "values": [[None if not np.isfinite(v) else round(float(v), 3) for v in row] for row in vals],
@@ -247,7 +283,8 @@ def hover_data(data: RunData, signal: str, frame: int) -> dict:
             "n_layer": L,
             "n_frames": h.n_frames,
             "tokens": T,
-            "grid": h.grid,
+            "per_cell": geo.per_cell,
+            "grid": h.cols,
             "frames_done": data.frames_done,
             "chunk_frames": h.chunk_frames,
             "status_rgb": STATUS_RGB.tolist(),

@@ -40,8 +40,8 @@
     return dist < 60 ? best : null;
   };
   const tokenText = (d, x, y) => {
-    const tx = Math.floor(x / d.cell), ty = Math.floor(y / d.cell);
-    if (x < 0 || y < 0 || tx >= d.grid || ty >= d.grid) return null;
+    const tx = Math.floor(x / d.cell), ty = Math.floor(y / (d.cell_h || d.cell));
+    if (x < 0 || y < 0 || tx >= d.grid || ty >= (d.rows || d.grid)) return null;
     const i = ty * d.grid + tx, v = d.values[i] || [], ev = d.evicted[i] || [];
     const layers = v.slice(1).map((a, l) => `L${l} ${fmt(a)}`).join('  ');
     const kept = ev.map((c, l) => c < 0 ? `L${l} cached` : `L${l} evicted at chunk ${c}`).join(' · ');
@@ -54,7 +54,7 @@
     const layer = Math.floor(x / (m.block_w + m.gap)), bx = x - layer * (m.block_w + m.gap);
     const row = Math.floor((y - m.top) / m.row_h);
     if (layer < 0 || layer >= m.n_layer || bx >= m.block_w || y < m.top || row < 0 || row > m.n_frames) return null;
-    const t = Math.floor(bx / m.cell_w);
+    const t = Math.floor(bx / m.cell_w) * (m.per_cell || 1);
     const st = statusOf(pixel(img, x, y), m.status_rgb) || 'scrubbed-frame marker';
     if (row === 0) return `layer ${layer} · prompt slot ${t}: ${st}`;
     const f = row - 1;
