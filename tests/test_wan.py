@@ -244,3 +244,17 @@ def test_the_cli_generates_with_a_wan_folder_and_converts_checkpoints(wan, tmp_p
         == 0
     )
     assert main(["generate", "--model", f"wan:{tmp_path / 'none'}", "--prompt", PROMPT, "--out", str(out)]) == 2
+
+
+def test_the_speed_benchmark_runs_every_policy_on_a_tiny_shape(tmp_path):
+    """`python -m backend.bench.wan_speed` (the GPU script's bench) on the tiny shape: one result line per run,
+    every bounded run within its budget's memory."""
+    import json
+
+    from backend.bench.wan_speed import RUNS, run
+
+    rows = run("tiny", 48, tmp_path, minutes=5)
+    lines = (tmp_path / "wan_speed.jsonl").read_text().splitlines()
+    assert len(rows) == len(lines) == len(RUNS) and all(len(r["chunk_ms"]) == 16 for r in rows)
+    full = next(json.loads(x) for x in lines if json.loads(x)["policy"] == "full")
+    assert all(r["peak_kv_bytes"] < full["peak_kv_bytes"] for r in rows if r["share"] is not None)

@@ -1,0 +1,139 @@
+"""`python -m backend.bench.wan_speed [--shape 1.3b|proxy|tiny] [--frames N] [--out DIR]`: per-chunk latency, KV
+memory and policy overhead of the Wan generator under the cache policies, on random weights (speed does not
+depend on them). Decoding is left out (a null decoder): what is timed is the transformer against its cache.
+
+Shapes: `1.3b` is Wan2.1-T2V-1.3B (30 blocks, 12 x 128 heads, 480x832: 1560 tokens per latent frame), for a GPU in
+bf16 (`backend/bench/wan_gpu.sh`, time-boxed); `proxy` keeps the real token geometry (1560 tokens per latent frame,
+3-frame chunks) with 2 blocks of 2 x 64 heads, for a CPU; `tiny` checks the script itself. Results: one JSON line per
+(policy, budget) with per-chunk milliseconds, peak KV bytes and eviction milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHAPES = {
+    "1.3b": dict(heads=12, head_dim=128, layers=30, ffn=8960, text_dim=4096, size=(480, 832)),
+    "proxy": dict(heads=2, head_dim=64, layers=2, ffn=256, text_dim=64, size=(480, 832)),
+    "tiny": dict(heads=2, head_dim=12, layers=2, ffn=32, text_dim=16, size=(64, 64)),
+}
+RUNS = (("full", None), ("window", 0.125), ("sink", 0.125), ("h2o", 0.125), ("pafu", 0.125), ("pafu", 0.25))
+
+
+class NullDecoder:
+    """The decoder protocol, drawing nothing (decoding is not what is timed)."""
+
+    def __init__(self, size):
+        self.size = size
+
+    def initial_state(self):
+        return None
+
+    def decode_frames(self, z, first_frame, state):
+        n = 1 + 4 * (len(z) - 1) if first_frame == 0 else 4 * len(z)
+        return np.zeros((n, *self.size, 3), np.uint8), state
+
+
+class RandomText:
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def __call__(self, prompt: str) -> torch.Tensor:
+        return torch.randn(512, self.dim, generator=torch.Generator().manual_seed(0))
+
+
+def build(shape: str, device: str, dtype: torch.dtype):
+    from diffusers import WanTransformer3DModel
+
+    from ..models.wan import WanCausal
+
+    s = SHAPES[shape]
+    torch.manual_seed(0)
+    tr = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=s["heads"],
+        attention_head_dim=s["head_dim"],
+        in_channels=16,
+        out_channels=16,
+        text_dim=s["text_dim"],
+        ffn_dim=s["ffn"],
+        num_layers=s["layers"],
+        cross_attn_norm=True,
+        rope_max_seq_len=1024,
+    )
+    model = WanCausal(tr.to(device, dtype).eval(), RandomText(s["text_dim"]), frame_size=s["size"])
+    return model, NullDecoder(s["size"])
+
+
+def run(shape: str, frames: int, out: Path, device: str = "cpu", minutes: float = 60.0) -> list[dict]:
+    from ..build import build_policy
+    from ..config import SamplerConfig
+    from ..models.wan_parts import WAN_SAMPLER
+    from ..policies import make_policy
+    from ..salience import SalienceHead, SEHConfig
+    from ..stepper import Stepper
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model, dec = build(shape, device, dtype)
+    geo = model.geometry
+    sampler = SamplerConfig(**WAN_SAMPLER)
+    head_cfg = SEHConfig(n_layer=geo.n_layer, key_dim=geo.n_head * geo.head_dim, grid=geo.grid[0], cols=geo.grid[1])
+    out.mkdir(parents=True, exist_ok=True)
+    deadline, rows = time.time() + minutes * 60, []
+    for name, share in RUNS:
+        if time.time() > deadline:
+            break
+        params = {"head": SalienceHead(head_cfg)} if name == "pafu" else {}
+        budget = None
+        if share is not None:  # the share of the full cache, or the policy's minimum when that is more
+            need = make_policy(name, **params).min_budget(geo.n_prompt, geo.tokens_per_frame, geo.chunk_frames)
+            budget = max(int(share * frames * geo.tokens_per_frame), need)
+        pol = build_policy(name, budget, frames, model, dec, "random text", 0, params, sampler=sampler)
+        st = Stepper(model, dec, "random text", frames, policy=pol, sampler=sampler, preview=False)
+        chunk_ms, evict_ms, peak, t_chunk = [], [], 0, 0.0
+        for rec in st.run():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t_chunk += rec.ms
+            peak = max(peak, int(rec.nbytes.sum()))
+            if rec.phase == "evict":
+                evict_ms.append(rec.ms)
+                chunk_ms.append(t_chunk)
+                t_chunk = 0.0
+        row = {
+            "shape": shape,
+            "device": device,
+            "policy": name,
+            "share": share,
+            "frames": frames,
+            "chunk_ms": chunk_ms,
+            "evict_ms": evict_ms,
+            "peak_kv_bytes": peak,
+        }
+        rows.append(row)
+        with open(out / "wan_speed.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{name} {share}: last chunk {chunk_ms[-1]:.0f} ms, chunk 7 {chunk_ms[min(7, len(chunk_ms) - 1)]:.0f} ms")
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m backend.bench.wan_speed", description=__doc__)
+    ap.add_argument("--shape", default="proxy", choices=sorted(SHAPES))
+    ap.add_argument("--frames", type=int, default=120, help="latent frames per run (default 120)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--minutes", type=float, default=60.0, help="stop starting new runs after this long")
+    ap.add_argument("--out", default="out/wan_speed")
+    a = ap.parse_args(argv)
+    run(a.shape, a.frames, Path(a.out), a.device, a.minutes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
