@@ -258,3 +258,7 @@ def test_the_speed_benchmark_runs_every_policy_on_a_tiny_shape(tmp_path):
     assert len(rows) == len(lines) == len(RUNS) and all(len(r["chunk_ms"]) == 16 for r in rows)
     full = next(json.loads(x) for x in lines if json.loads(x)["policy"] == "full")
     assert all(r["peak_kv_bytes"] < full["peak_kv_bytes"] for r in rows if r["share"] is not None)
+    from backend.bench.wan_speed import report
+
+    table = report(tmp_path / "wan_speed.jsonl", tmp_path / "report")
+    assert table.count("\n") == len(RUNS) + 1 and (tmp_path / "report" / "latency.png").stat().st_size > 0

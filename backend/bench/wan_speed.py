@@ -123,6 +123,55 @@ def run(shape: str, frames: int, out: Path, device: str = "cpu", minutes: float 
     return rows
 
 
+def report(results: Path, out: Path) -> str:
+    """README table (per run: whole-run and last-chunk speed-up against the full cache, flatness last chunk /
+    chunk 7, peak KV MB, eviction share) and the per-chunk latency plot of a results file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(x) for x in Path(results).read_text().splitlines() if x.strip()]
+    full = next(r for r in rows if r["policy"] == "full")
+    command = (
+        f"python -m backend.bench.wan_speed --shape {full['shape']} --frames {full['frames']} --device {full['device']}"
+    )
+    total_full = sum(full["chunk_ms"])
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "| policy | share | budget (tokens/layer) | ms/chunk mean | speed-up (run) | speed-up (last chunk) "
+        "| last / chunk 7 | peak KV MB | eviction share |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in rows:
+        ms = np.asarray(r["chunk_ms"])
+        share = "full" if r["share"] is None else f"1/{round(1 / r['share'])}"
+        lines.append(
+            f"| {r['policy']} | {share} | {r.get('budget_tokens') or '-'} | {ms.mean():.0f} | "
+            f"{total_full / ms.sum():.2f}x | {full['chunk_ms'][len(ms) - 1] / ms[-1]:.2f}x | "
+            f"{ms[-1] / ms[min(7, len(ms) - 1)]:.2f} | {r['peak_kv_bytes'] / 1e6:.0f} | "
+            f"{sum(r['evict_ms']) / ms.sum():.1%} |"
+        )
+        frames = (np.arange(len(ms)) + 1) * 3
+        ax.plot(frames, ms / 1e3, label=f"{r['policy']} {share}")
+    ax.set_xlabel("latent frames generated")
+    ax.set_ylabel("chunk latency (s)")
+    ax.set_title(f"Wan generator, {full['shape']} shape, {full['device']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=110)
+    text = "\n".join(lines)
+    (out / "README.md").write_text(
+        f"# Wan generator speed ({full['shape']} shape, {full['device']})\n\n`{command}`, then "
+        f"`python -m backend.bench.wan_speed --report {results} --out {out}`. Random weights (speed does not depend "
+        "on them), no decoding (null decoder); every step of a chunk, 4 denoise passes and the commit, plus its "
+        "eviction. Speed-up (run): the full cache's time over the policy's for the whole run; (last chunk): at "
+        "the last chunk.\n\n" + text + "\n\n![per-chunk latency](latency.png)\n"
+    )
+    return text
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m backend.bench.wan_speed", description=__doc__)
     ap.add_argument("--shape", default="proxy", choices=sorted(SHAPES))
@@ -130,7 +179,11 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--minutes", type=float, default=60.0, help="stop starting new runs after this long")
     ap.add_argument("--out", default="out/wan_speed")
+    ap.add_argument("--report", metavar="JSONL", help="write the README and plot of a results file to --out")
     a = ap.parse_args(argv)
+    if a.report:
+        print(report(Path(a.report), Path(a.out)))
+        return 0
     run(a.shape, a.frames, Path(a.out), a.device, a.minutes)
     return 0
 
