@@ -71,7 +71,7 @@ def build(shape: str, device: str, dtype: torch.dtype):
     return model, NullDecoder(s["size"])
 
 
-def run(shape: str, frames: int, out: Path, device: str = "cpu", minutes: float = 60.0) -> list[dict]:
+def run(shape: str, frames: int, out: Path, device: str = "cpu", minutes: float = 60.0, runs=RUNS) -> list[dict]:
     from ..build import build_policy
     from ..config import SamplerConfig
     from ..models.wan_parts import WAN_SAMPLER
@@ -86,7 +86,7 @@ def run(shape: str, frames: int, out: Path, device: str = "cpu", minutes: float 
     head_cfg = SEHConfig(n_layer=geo.n_layer, key_dim=geo.n_head * geo.head_dim, grid=geo.grid[0], cols=geo.grid[1])
     out.mkdir(parents=True, exist_ok=True)
     deadline, rows = time.time() + minutes * 60, []
-    for name, share in RUNS:
+    for name, share in runs:
         if time.time() > deadline:
             break
         params = {"head": SalienceHead(head_cfg)} if name == "pafu" else {}
@@ -179,12 +179,16 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--minutes", type=float, default=60.0, help="stop starting new runs after this long")
     ap.add_argument("--out", default="out/wan_speed")
+    ap.add_argument("--runs", help="POLICY:SHARE,... (share 'full' for none; default: every run of RUNS)")
     ap.add_argument("--report", metavar="JSONL", help="write the README and plot of a results file to --out")
     a = ap.parse_args(argv)
     if a.report:
         print(report(Path(a.report), Path(a.out)))
         return 0
-    run(a.shape, a.frames, Path(a.out), a.device, a.minutes)
+    runs = RUNS
+    if a.runs:
+        runs = [(p, None if s == "full" else float(s)) for p, s in (x.split(":") for x in a.runs.split(","))]
+    run(a.shape, a.frames, Path(a.out), a.device, a.minutes, runs)
     return 0
 
 
