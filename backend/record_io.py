@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .records import PHASES, StepRecord
+from .records import PHASES, StepRecord, _frozen
 
 LAYERED = ("kept", "evicted", "scores", "ids")  # tuple-per-layer fields of a record
 STACKED = ("preview", "latents")  # one array per record (or None), stacked along the first axis
@@ -73,8 +73,8 @@ def unpack_records(a: dict[str, np.ndarray]) -> list[StepRecord]:
                 None if np.isnan(t) else t,
                 (int(a["frames"][s, 0]), int(a["frames"][s, 1])),
                 stacked["preview"][s],
-                _ro(a["occupancy"][s]),
-                _ro(a["nbytes"][s]),
+                _frozen(a["occupancy"][s]),
+                _frozen(a["nbytes"][s]),
                 layered["kept"][s],
                 layered["evicted"][s],
                 layered["scores"][s],
@@ -82,17 +82,11 @@ def unpack_records(a: dict[str, np.ndarray]) -> list[StepRecord]:
                 float(a["stats_ms"][s]),
                 layered["ids"][s],
                 sig or None,
-                {k: _ro(v) for k, v in timings[s].items()} if s in timings else None,
+                {k: _frozen(v) for k, v in timings[s].items()} if s in timings else None,
                 stacked["latents"][s],
             )
         )
     return out
-
-
-def _ro(x: np.ndarray) -> np.ndarray:
-    x = np.array(x, copy=True)
-    x.setflags(write=False)
-    return x
 
 
 def _pack_layered(name: str, values: list, L: int) -> dict[str, np.ndarray]:
@@ -122,7 +116,7 @@ def _unpack_layered(a: dict, name: str, S: int, L: int) -> list:
             continue
         out.append(
             tuple(
-                _ro(data[ends[s, layer] - lens[s, layer] : ends[s, layer]]) if has[s, layer] else None
+                _frozen(data[ends[s, layer] - lens[s, layer] : ends[s, layer]]) if has[s, layer] else None
                 for layer in range(L)
             )
         )
@@ -132,4 +126,4 @@ def _unpack_layered(a: dict, name: str, S: int, L: int) -> list:
 def _unstack(a: dict, name: str) -> list:
     has, lens, data = a[f"{name}_has"], a[f"{name}_len"], a[name]
     ends = np.cumsum(lens)
-    return [_ro(data[e - n : e]) if h else None for h, n, e in zip(has, lens, ends)]
+    return [_frozen(data[e - n : e]) if h else None for h, n, e in zip(has, lens, ends)]

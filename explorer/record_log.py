@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from backend.records import StepRecord
+from backend.records import StepRecord, _frozen
 
 from .signals import rank01
 
@@ -41,18 +41,12 @@ def thin(rec: StepRecord, n_prompt: int, tokens_per_frame: int, chunk_frames: in
             if v is None or s is None or len(v) != len(ids):
                 out.append(None)
                 continue
-            out.append(_ro((rank01(np.asarray(v, np.float64)) if ranked else v)[s]))
+            out.append(_frozen((rank01(np.asarray(v, np.float64)) if ranked else v)[s]))
         return tuple(out)
 
     signals = None if rec.signals is None else {k: cut(v) for k, v in rec.signals.items()}
-    ids = tuple(None if i is None else _ro(i[s]) for i, s in zip(rec.ids, sel))
+    ids = tuple(None if i is None else _frozen(i[s]) for i, s in zip(rec.ids, sel))
     return dataclasses.replace(rec, ids=ids, signals=signals, scores=cut(rec.scores, ranked=True), kept=None)
-
-
-def _ro(x: np.ndarray) -> np.ndarray:
-    x = np.array(x, copy=True)
-    x.setflags(write=False)
-    return x
 
 
 class RecordLog:

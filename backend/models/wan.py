@@ -180,8 +180,14 @@ class WanCausal(nn.Module):
                 )
 
             h = self._block(blk, h, context, tproj, Fr, attend)
+        return self._unembed(h, temb, Fr)
+
+    def _unembed(self, h: torch.Tensor, temb: torch.Tensor, Fr: int) -> torch.Tensor:
+        """Tokens h (1, F*T, D), temb (F, D) -> velocity (F, C, h, w): the output norm modulated per frame, the
+        projection, and the 2D patches put back."""
+        rows, cols = self._geometry.grid
         shift, scale = (self.tr.scale_shift_table + temb[:, None]).chunk(2, dim=1)  # (F, 1, D) each
-        hs = h.view(Fr, tpf, -1)
+        hs = h.view(Fr, rows * cols, -1)
         hs = (self.tr.norm_out(hs.float()) * (1 + scale) + shift).type_as(hs)
         out = self.tr.proj_out(hs)  # (F, T, ph * pw * C), C fastest
         ph, pw = self.patch
@@ -248,12 +254,7 @@ class WanCausal(nn.Module):
 
         for blk in self.tr.blocks:
             h = self._block(blk, h.contiguous(), context, tproj, Fr, attend)
-        shift, scale = (self.tr.scale_shift_table + temb[:, None]).chunk(2, dim=1)
-        hs = h.view(Fr, rows * cols, -1)
-        out = self.tr.proj_out((self.tr.norm_out(hs.float()) * (1 + scale) + shift).type_as(hs))
-        ph, pw = self.patch
-        out = out.view(Fr, rows, cols, ph, pw, -1).permute(0, 5, 1, 3, 2, 4)
-        return out.reshape(Fr, -1, rows * ph, cols * pw).float()
+        return self._unembed(h, temb, Fr)
 
 
 def _apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
