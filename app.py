@@ -24,7 +24,23 @@ def main(argv=None) -> int:
         "and its autoencoder, teacher and salience heads where it has them; a missing autoencoder "
         "falls back to the shipped one); default: the shipped assets/models/",
     )
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="wan:DIR serves a Wan2.1-based generator from a local diffusers-format folder (transformer/ vae/ "
+        "text_encoder/ tokenizer/) instead of the shipped model; --models is then the folder of its PaFu-KV "
+        "salience head (default DIR)",
+    )
+    ap.add_argument("--generator", default=None, help="with wan:DIR: a Self-Forcing / CausVid checkpoint")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="with wan:DIR (default cpu)")
+    ap.add_argument("--dtype", choices=("fp32", "bf16"), help="with wan:DIR (default bf16 on cuda, fp32 on cpu)")
+    ap.add_argument("--size", default="480x832", help="with wan:DIR: frame HEIGHTxWIDTH (default 480x832)")
     a = ap.parse_args(argv)
+    wan = a.model is not None
+    if wan and not a.model.startswith("wan:"):
+        ap.error(f"--model takes wan:DIR (a Wan2.1 generator folder), got {a.model!r}; the world's weights: --models")
+    if not wan and (a.generator or a.device != "cpu" or a.dtype):
+        ap.error("--generator, --device and --dtype apply to a Wan generator (--model wan:DIR)")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     t0 = time.perf_counter()
     import torch
@@ -39,8 +55,17 @@ def main(argv=None) -> int:
     from backend.checkpoint import CheckpointError
 
     try:
-        ex = Explorer(store=SessionStore(root), **({"models": a.models} if a.models else {}))
-    except (FileNotFoundError, CheckpointError) as e:  # no student there, or a damaged weights file
+        if wan:
+            from backend.models.wan_loading import wan_options
+            from explorer.serving import wan_explorer
+
+            dtype, size = wan_options(a.device, a.dtype, a.size)
+            ex = wan_explorer(
+                a.model[len("wan:") :], a.generator, a.device, dtype, size, heads=a.models, store=SessionStore(root)
+            )
+        else:
+            ex = Explorer(store=SessionStore(root), **({"models": a.models} if a.models else {}))
+    except (FileNotFoundError, CheckpointError, ValueError) as e:  # no weights there, a damaged file, a bad size
         ap.error(str(e))
     demo = build(ex)
     demo.queue(default_concurrency_limit=2, max_size=64)

@@ -29,27 +29,12 @@ WAN = "wan:"  # --model wan:DIR selects a Wan2.1-based generator folder
 
 def _load_wan(a):
     """(model, decoder, sampler) of `--model wan:DIR` on `--device` (bf16 on a GPU unless --dtype says)."""
-    import torch
-
-    from .models.wan_loading import load_wan
+    from .models.wan_loading import load_wan, wan_options
     from .models.wan_parts import WAN_SAMPLER
 
-    if a.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[a.dtype or ("bf16" if a.device == "cuda" else "fp32")]
-    h, w = _size(a.size)
-    model, decoder = load_wan(a.model[len(WAN) :], a.generator, a.device, dtype, frame_size=(h, w))
+    dtype, size = wan_options(a.device, a.dtype, a.size)
+    model, decoder = load_wan(a.model[len(WAN) :], a.generator, a.device, dtype, frame_size=size)
     return model, decoder, sampler_config(a.sampler, WAN_SAMPLER)
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--size must be HEIGHTxWIDTH in pixels, e.g. 480x832, got {text!r}") from None
-    if h <= 0 or w <= 0 or h % 16 or w % 16:
-        raise ValueError(f"--size {text}: height and width must be positive multiples of 16")
-    return h, w
 
 
 def cmd_generate(a) -> int:
@@ -69,8 +54,8 @@ def cmd_generate(a) -> int:
     wan = bool(a.model) and a.model.startswith(WAN)
     if not wan:
         parse(a.prompt)  # fail fast, before loading anything
-        if a.generator or a.device != "cpu":
-            raise ValueError("--generator and --device apply to a Wan generator (--model wan:DIR)")
+        if a.generator or a.device != "cpu" or a.models_dir:
+            raise ValueError("--generator, --device and --models-dir apply to a Wan generator (--model wan:DIR)")
     validate_frames(a.frames)
     kwargs = _policy_kwargs(a.policy_arg)
     if a.budget is not None:
@@ -78,7 +63,7 @@ def cmd_generate(a) -> int:
     make_policy(a.policy, **kwargs)  # unknown names / parameters fail before loading
     if wan:
         model, ae, sampler = _load_wan(a)
-        folder = None
+        folder = Path(a.models_dir or a.model[len(WAN) :])  # its salience heads: never the world model's
     else:
         sampler = sampler_config(a.sampler)
         model = random_model(a.preset, a.seed) if a.preset else load_model(a.model or DEFAULT_MODEL)
@@ -188,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="with wan:DIR (default cpu)")
     g.add_argument("--dtype", choices=("fp32", "bf16"), help="with wan:DIR (default bf16 on cuda, fp32 on cpu)")
     g.add_argument("--size", default="480x832", help="with wan:DIR: frame HEIGHTxWIDTH (default 480x832)")
+    g.add_argument(
+        "--models-dir",
+        help="with wan:DIR: the folder of its PaFu-KV salience head (`python -m backend.train salience --model "
+        "wan:DIR --models-dir ...`; default DIR)",
+    )
     g.add_argument(
         "--ae",
         help="autoencoder weights (.safetensors); default: the one beside --model (a training "

@@ -64,5 +64,11 @@ def build_policy(
         kw["reference"] = reference_scores(model, ae, prompt, n_frames, seed, sampler)
     policy = make_policy(name, **kw)
     if models is not None:
-        policy.load_parts(models)
+        try:
+            policy.load_parts(models)
+        except FileNotFoundError as e:  # a learned part this folder lacks: a clear input error, as bad names are
+            raise ValueError(str(e)) from e
+    head = policy.learned_head()
+    if head is not None:
+        head.check(model.geometry)  # a head distilled for another model is refused before anything runs
     return policy

@@ -40,6 +40,7 @@ def load_head(path: str | Path | None = None, labels: str = "sse") -> SalienceHe
         folder = "" if path.parent.resolve() == MODELS_DIR else f" --models-dir {path.parent}"
         raise FileNotFoundError(
             f"no salience head at {path}; train it with `python -m backend.train salience --labels {labels}{folder}`"
+            + (" (with --model wan:DIR for a Wan generator)" if folder else "")
         )
     tensors, cfg, _ = checkpoint.read(path)
     head = SalienceHead(checkpoint.config_from(SEHConfig, cfg))

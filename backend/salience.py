@@ -23,12 +23,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .cache import KIND_FRAME, KVCache
-from .models.dit import VideoDiT, teacher_mask
 from .observe import Observer
-from .rope import apply_rope, rope_angles
 
 
 # ----------------------------------------------------------------------------------- teacher SSE
+def _components(M: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+    """M (H, B, N): per query block, the max attention each key gets from its queries; block (N,) block id
+    per token (-1 = condition) -> (3, N) head-mean of the max from later / same / earlier blocks' queries."""
+    H, blocks, N = M.shape
+    # suffix / prefix maxima over query blocks, then pick per key relative to its own block
+    suffix = torch.flip(torch.cummax(torch.flip(M, [1]), 1).values, [1])  # max over blocks >= b
+    prefix = torch.cummax(M, 1).values  # max over blocks <= b
+    out = M.new_zeros(3, N)
+    bj = block.clamp_min(0)
+    is_frame = block >= 0
+    idx = torch.arange(N, device=M.device)
+    nxt = (bj + 1).clamp_max(blocks - 1)
+    low = torch.where((bj + 1 < blocks)[None], suffix[:, nxt, idx], torch.zeros_like(suffix[:, 0]))
+    prv = (bj - 1).clamp_min(0)
+    up = torch.where((bj > 0)[None], prefix[:, prv, idx], torch.zeros_like(prefix[:, 0]))
+    diag = M[:, bj, idx]
+    out[0], out[1], out[2] = low.mean(0), diag.mean(0), up.mean(0)
+    return out * is_frame
+
+
 def sse_components(p: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
     """p (H, N, N) attention probabilities, block (N,) block id per token (-1 = prompt) ->
     (3, N) head-mean of the max attention each key gets from later / same / earlier blocks' queries."""
@@ -39,20 +57,29 @@ def sse_components(p: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
         rows = (block == b).nonzero().flatten()
         if len(rows):
             M[:, b] = p[:, rows].amax(1)
-    # suffix / prefix maxima over query blocks, then pick per key relative to its own block
-    suffix = torch.flip(torch.cummax(torch.flip(M, [1]), 1).values, [1])  # max over blocks >= b
-    prefix = torch.cummax(M, 1).values  # max over blocks <= b
-    out = p.new_zeros(3, N)
-    bj = block.clamp_min(0)
-    is_frame = block >= 0
-    idx = torch.arange(N)
-    nxt = (bj + 1).clamp_max(blocks - 1)
-    low = torch.where((bj + 1 < blocks)[None], suffix[:, nxt, idx], torch.zeros_like(suffix[:, 0]))
-    prv = (bj - 1).clamp_min(0)
-    up = torch.where((bj > 0)[None], prefix[:, prv, idx], torch.zeros_like(prefix[:, 0]))
-    diag = M[:, bj, idx]
-    out[0], out[1], out[2] = low.mean(0), diag.mean(0), up.mean(0)
-    return out * is_frame
+    return _components(M, block)
+
+
+def sse_from_qk(
+    q: torch.Tensor, k: torch.Tensor, n_prefix: int, block: torch.Tensor, lambda_d: float = 0.5, rows: int = 2048
+) -> torch.Tensor:
+    """The SSE label of every frame token from one layer's rotated queries and keys q, k (H, N, Dh) over a
+    whole clip, the first `n_prefix` of them condition tokens; block (N - n_prefix,) the chunk of each frame
+    token. The teacher's frame queries attend to every token (only the condition's own queries are masked,
+    and they are not read), so the probabilities are formed `rows` queries at a time, never as an (N, N)
+    matrix: a 21-frame 480x832 Wan clip has 32760 tokens. -> (N - n_prefix,)."""
+    H, N, Dh = q.shape
+    blocks = int(block.max()) + 1
+    block = block.to(q.device)
+    kt = k.float().transpose(1, 2) / math.sqrt(Dh)  # (H, Dh, N)
+    M = q.new_zeros(H, blocks, N, dtype=torch.float32)
+    for b in range(blocks):
+        idx = (block == b).nonzero().flatten() + n_prefix
+        for s in range(0, len(idx), rows):
+            p = (q[:, idx[s : s + rows]].float() @ kt).softmax(-1)  # (H, r, N)
+            M[:, b] = torch.maximum(M[:, b], p.amax(1))
+    full = torch.cat([torch.full((n_prefix,), -1, dtype=block.dtype, device=q.device), block])
+    return combine_sse(_components(M, full), lambda_d)[n_prefix:].cpu()
 
 
 def combine_sse(comp: torch.Tensor, lambda_d: float = 0.5) -> torch.Tensor:
@@ -63,43 +90,19 @@ def combine_sse(comp: torch.Tensor, lambda_d: float = 0.5) -> torch.Tensor:
 
 @torch.no_grad()
 def teacher_sse(
-    teacher: VideoDiT,
-    prompt_tokens: torch.Tensor,
-    latents: torch.Tensor,
-    t: float = 0.5,
-    seed: int = 0,
-    lambda_d: float = 0.5,
+    teacher, condition: torch.Tensor, latents: torch.Tensor, t: float = 0.5, seed: int = 0, lambda_d: float = 0.5
 ) -> list[torch.Tensor]:
-    """Per layer, the SSE label of every frame token of a clip (latents (T, C, g, g)) -> list of (T*g*g,)."""
-    cfg = teacher.cfg
+    """Per layer, the SSE label of every frame token of a clip (latents (T, C, h, w)) -> list of (T * tokens,).
+    `teacher`: any model of the protocol with a bidirectional `teacher_attention` pass (the world's teacher
+    DiT; a Wan2.1 transformer), `condition`: the prompt as it takes it (`model.condition(prompt)[0]`)."""
+    geo = teacher.geometry
     T = latents.shape[0]
     g = torch.Generator().manual_seed(seed)
-    eps = torch.randn(latents.shape, generator=g)
-    x = ((1 - t) * latents + t * eps)[None]
-    tt = torch.full((1, T), t)
-    P = prompt_tokens.shape[0]
-    h = torch.cat([teacher.prompt_emb(prompt_tokens)[None], teacher.embed_frames(x)], 1)
-    c = torch.cat([teacher.prompt_c[None, None], teacher.t_cond(tt)], 1)
-    pos = torch.cat([torch.zeros(P, 3, dtype=torch.long), teacher.frame_positions(torch.arange(T))])
-    mask = teacher_mask(T, cfg)
-    block = torch.cat(
-        [
-            torch.full((P,), -1),
-            torch.arange(T).div(cfg.chunk_frames, rounding_mode="floor").repeat_interleave(cfg.tokens_per_frame),
-        ]
-    )
-    cos, sin = rope_angles(pos, cfg)
+    eps = torch.randn(latents.shape, generator=g).to(latents.device)
+    x = (1 - t) * latents + t * eps
+    block = torch.arange(T).div(geo.chunk_frames, rounding_mode="floor").repeat_interleave(geo.tokens_per_frame)
     labels = []
-    for blk in teacher.blocks:
-
-        def attend(q, k, v):
-            qr, kr = apply_rope(q, cos, sin)[0], apply_rope(k, cos, sin)[0]  # (H, N, Dh)
-            logits = (qr @ kr.transpose(1, 2)) / math.sqrt(cfg.head_dim)
-            p = logits.masked_fill(~mask, float("-inf")).softmax(-1)
-            labels.append(combine_sse(sse_components(p, block), lambda_d)[P:])
-            return (p @ v[0])[None]
-
-        h = blk(h, c, P, attend)
+    teacher.teacher_attention(condition, x, t, lambda q, k, n: labels.append(sse_from_qk(q, k, n, block, lambda_d)))
     return labels
 
 
@@ -137,9 +140,22 @@ class SalienceHead(nn.Module):
     def features(self, k: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """k (H, n, Dh), y/x (n,) -> (n, H*Dh + 2)."""
         n = k.shape[1]
-        span = torch.tensor([max(self.cfg.grid - 1, 1), max((self.cfg.cols or self.cfg.grid) - 1, 1)])
-        yx = torch.stack([y.float(), x.float()], 1) / span
-        return torch.cat([k.transpose(0, 1).reshape(n, -1), yx], 1)
+        span = torch.tensor([max(self.cfg.grid - 1, 1), max((self.cfg.cols or self.cfg.grid) - 1, 1)], device=k.device)
+        yx = torch.stack([y.float(), x.float()], 1).to(k.device) / span
+        return torch.cat([k.float().transpose(0, 1).reshape(n, -1), yx], 1)
+
+    def check(self, geometry) -> None:
+        """A ValueError unless this head scores the keys of a model of `geometry` (layers, heads x dims, grid)."""
+        c, g = self.cfg, geometry
+        want = (g.n_layer, g.n_head * g.head_dim, g.grid[0], g.grid[1])
+        have = (c.n_layer, c.key_dim, c.grid, c.cols or c.grid)
+        if have != want:
+            raise ValueError(
+                f"PaFu-KV's salience head was distilled for {have[0]} layers of {have[1]}-dim keys on a "
+                f"{have[2]}x{have[3]} grid; this model has {want[0]} layers of {want[1]}-dim keys on a "
+                f"{want[2]}x{want[3]} grid: distil one for it (`python -m backend.train salience`, "
+                "with --model wan:DIR for a Wan generator) and point to its folder"
+            )
 
     def forward(self, layer: int, feats: torch.Tensor) -> torch.Tensor:
         return self.mlps[layer](feats)[:, 0]
@@ -159,9 +175,8 @@ class SalienceHead(nn.Module):
                 h = F.linear(
                     self.features(layer.k.index_select(1, idx), m["y"][idx], m["x"][idx]), lin1.weight, lin1.bias
                 )
-                out[i].index_copy_(
-                    0, idx, F.linear(F.gelu(h, approximate=act.approximate), lin2.weight, lin2.bias)[:, 0]
-                )
+                pred = F.linear(F.gelu(h, approximate=act.approximate), lin2.weight, lin2.bias)[:, 0]
+                out[i].index_copy_(0, idx.to(out[i].device), pred.to(out[i].device))
 
     @torch.no_grad()
     def predict_tail(self, cache: KVCache, n_new: int, out: list[torch.Tensor]) -> None:
@@ -188,15 +203,16 @@ class SalienceHead(nn.Module):
             dst[-n_new:] = o
 
 
-def student_keys(model: VideoDiT, prompt_tokens: torch.Tensor, latents: torch.Tensor) -> tuple[KVCache, Observer]:
+def student_keys(model, condition: torch.Tensor, latents: torch.Tensor) -> tuple[KVCache, Observer]:
     """The student's cache after committing a clip's clean latents chunk by chunk (what SEH sees), and the
-    attention every commit observed (probabilities of every query: the hindsight labels)."""
-    cfg = model.cfg
-    cache = KVCache(cfg.n_layer, cfg.n_head, cfg.head_dim)
-    obs = Observer(cfg.n_layer, "probs", allowed="probs", owner="hindsight labels")
-    model.prefill(prompt_tokens, cache, observe=obs)
-    for f0 in range(0, latents.shape[0], cfg.chunk_frames):
-        x = latents[f0 : f0 + cfg.chunk_frames]
+    attention every commit observed (probabilities of every query: the hindsight labels). `condition`: the
+    prompt as the model takes it (`model.condition(prompt)[0]`)."""
+    geo = model.geometry
+    cache = KVCache(geo.n_layer, geo.n_head, geo.head_dim)
+    obs = Observer(geo.n_layer, "probs", allowed="probs", owner="hindsight labels")
+    model.prefill(condition, cache, observe=obs)
+    for f0 in range(0, latents.shape[0], geo.chunk_frames):
+        x = latents[f0 : f0 + geo.chunk_frames]
         model.forward_chunk(x, torch.zeros(len(x)), f0, cache, commit=True, observe=obs)
     return cache, obs
 

@@ -81,6 +81,9 @@ class Stepper:
     def __post_init__(self):
         self.condition, self.open_condition = self.model.condition(self.prompt)  # raises PromptError
         validate_frames(self.n_frames)
+        limit = self.model.geometry.max_frames
+        if limit is not None and self.n_frames > limit:
+            raise GenerationError(f"{self.n_frames} frames is beyond this model's positions ({limit} latent frames)")
         unknown = set(self.signals) - set(RECORDED_SIGNALS)
         if unknown:
             raise GenerationError(

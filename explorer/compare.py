@@ -30,6 +30,12 @@ METRIC_WIDTHS = {
     "median ms/frame": "10%",
     "peak KV MB": "8%",
 }
+WORLD_METRICS = ("adherence", "identity", "landmark revisit", "drift", "extra objects / frame")
+
+
+def metric_widths(world: bool) -> list[str]:
+    """The table's column widths for runs of the procedural world (with its evaluator's columns) or not."""
+    return [w for k, w in METRIC_WIDTHS.items() if world or k not in WORLD_METRICS]
 
 
 def reference_config(base: RunConfig) -> RunConfig:
@@ -129,7 +135,7 @@ class Comparison:
                 continue
             r = rows[d.config.label]
             out.setdefault(d.config.policy, []).append(
-                (100.0 * h.budget / h.n_tokens, r["PSNR vs full (dB)"], r["adherence"])
+                (100.0 * h.budget / h.n_tokens, r["PSNR vs full (dB)"], r.get("adherence", float("nan")))
             )
         return {p: sorted(v) for p, v in out.items() if len(v) >= 2}
 
@@ -142,7 +148,7 @@ class Comparison:
             from backend.consistency import lost_objects, object_tracks
 
             ref = self.datas[self.reference]
-            lost = lost_objects(object_tracks(ref.frames[:n], ref.config.prompt)) if n else []
+            lost = lost_objects(object_tracks(ref.frames[:n], ref.config.prompt)) if n and ref.config.world else []
             self.metrics_cache[key] = (
                 (
                     "⚠ **The full-cache reference itself loses "
@@ -171,9 +177,10 @@ class Comparison:
 
 def run_metrics(d: RunData, ref: np.ndarray | None, n: int) -> dict:
     """One metrics row for the first `n` frames of a run: fidelity against the reference frames `ref` (None:
-    it is the reference, or there is none), world consistency, speed, memory."""
+    it is the reference, or there is none), world consistency (the procedural world's runs only: other
+    generators have no ground-truth evaluator), speed, memory."""
     frames = d.frames[:n]
-    ev = evaluate_video(frames, d.config.prompt) if n else {}
+    ev = evaluate_video(frames, d.config.prompt) if n and d.config.world else {}
     ps = psnr_per_frame(frames, ref[:n]) if n and ref is not None else np.array([100.0])
     ss = ssim_per_frame(frames, ref[:n]) if n and ref is not None else np.array([1.0])
     # frames generated before the first eviction are identical to the reference (same noise, same cache):
@@ -181,16 +188,14 @@ def run_metrics(d: RunData, ref: np.ndarray | None, n: int) -> dict:
     k = int(np.argmax(ps < 100.0)) if (ps < 100.0).any() else 0
     ps, ss = ps[k:], ss[k:]
     h = d.history.arrays()
+    keys = ("adherence", "identity_persistence", "landmark_revisit", "drift", "extra_objects")
+    world = {col: ev.get(k, float("nan")) for col, k in zip(WORLD_METRICS, keys)}
     return {
         "config": d.config.label,
         "frames": n,
         "PSNR vs full (dB)": float(np.mean(ps)) if len(ps) else float("nan"),
         "SSIM vs full": float(np.mean(ss)) if len(ss) else float("nan"),
-        "adherence": ev.get("adherence", float("nan")),
-        "identity": ev.get("identity_persistence", float("nan")),
-        "landmark revisit": ev.get("landmark_revisit", float("nan")),
-        "drift": ev.get("drift", float("nan")),
-        "extra objects / frame": ev.get("extra_objects", float("nan")),
+        **(world if d.config.world else {}),
         "median ms/frame": float(np.median(d.frame_ms[:n])) if n else float("nan"),
         "peak KV MB": float(h["nbytes"].sum(1).max() / 1e6) if len(h["nbytes"]) else 0.0,
     }

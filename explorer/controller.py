@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.kinds import model_kind
 from backend.loading import MODELS_DIR, file_hash, folder_student, load_head, student_and_ae
 from backend.salience import head_file
 
@@ -68,10 +69,17 @@ class Explorer(CompareActions, AnalysisActions, SessionActions):
     teacher: object = None
     model_hash: str = ""
     models: Path = MODELS_DIR  # the weights folder: the shipped one, or a training run's --models-dir
+    kind: str = "world"  # the kind of generator served (backend.kinds): world | wan
+    model_args: tuple[str, ...] = ()  # the CLI arguments that load the served generator (not the world's)
+    teacher_loader: object = None  # () -> the bidirectional teacher, for generators whose teacher is no file here
+    meta_model: dict = field(default_factory=dict)  # what saved sessions record of the served generator
 
     def __post_init__(self):
         self.runs_index = RunsIndex(self.store)
         self.models = Path(self.models)
+        model_kind(self.kind)  # rejects unknown kinds
+        if self.model is None and self.kind != "world":
+            raise ValueError(f"a {self.kind} generator is served through explorer.serving (e.g. wan_explorer)")
         if self.model is None:
             student = folder_student(self.models)
             self.model, self.ae = student_and_ae(str(student))  # the folder's autoencoder, else the shipped
@@ -83,9 +91,23 @@ class Explorer(CompareActions, AnalysisActions, SessionActions):
                 self.head = None
 
     @property
+    def world(self) -> bool:
+        """Whether the served model is the procedural world's (its grammar, guidance and evaluator apply)."""
+        return model_kind(self.kind).world
+
+    @property
     def custom_models(self) -> Path | None:
-        """The weights folder when it is not the shipped one (its heads then score PaFu-KV), else None."""
+        """The weights folder when it is not the shipped one (its heads then score PaFu-KV), else None. A
+        generator other than the world's always scores with its own folder's heads, never the shipped ones."""
+        if not self.world:
+            return self.models
         return None if self.models.resolve() == MODELS_DIR else self.models
+
+    def cli(self, config: RunConfig) -> str:
+        """The command line that makes this run with `python -m backend generate`."""
+        if not self.world:
+            return config.cli(model_args=self.model_args)
+        return config.cli(self.custom_models)
 
     def ws(self, key: str | None) -> Workspace:
         return self.registry.get(key)
@@ -199,7 +221,7 @@ class Explorer(CompareActions, AnalysisActions, SessionActions):
         return sid
 
     def _meta(self) -> dict:
-        meta = {"model_hash": self.model_hash, "model": "student.safetensors"}
+        meta = {"model_hash": self.model_hash, "model": "student.safetensors"} | self.meta_model
         return meta | ({"models": str(self.custom_models)} if self.custom_models else {})
 
     # ------------------------------------------------------------------ views

@@ -232,7 +232,9 @@ def token_figure(h: RunHistory, signal: str, tid: int, current_chunk: int | None
             )
         if current_chunk is not None:
             fig.add_vline(x=current_chunk, line_color="#17becf", line_width=2)
-        fig.update_xaxes(title_text="chunk (= frame at chunk size 1); cyan = the scrubbed time")
+        cf = h.chunk_frames
+        span = "= frame" if cf == 1 else f"frames {cf}c to {cf}c+{cf - 1}"
+        fig.update_xaxes(title_text=f"chunk c ({span}); cyan = the scrubbed time")
     fig.update_yaxes(title_text=f"{sig.label} [{sig.unit}]")
     return _layout(fig, f"token (frame {frame}, y {y}, x {x}): {sig.label} over time", 300)
 

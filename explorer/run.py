@@ -14,8 +14,8 @@ import numpy as np
 
 from backend.build import build_policy
 from backend.config import SamplerConfig
+from backend.kinds import model_kind
 from backend.policies import POLICIES
-from backend.prompt import parse
 from backend.settings import parse_params
 from backend.stepper import GenerationError, Stepper, validate_frames
 
@@ -36,6 +36,7 @@ class RunConfig:
     budget: str = ""  # "" = the policy's own default
     params: str = ""  # "key=value, ..." policy parameters
     guidance: float | None = None  # colour guidance scale on every chunk (1 = off); None = the shipped sampler's
+    model: str = "world"  # the kind of generator (backend.kinds): its prompts, sampling and evaluator
 
     @property
     def label(self) -> str:
@@ -43,15 +44,22 @@ class RunConfig:
         p = f" ({self.params})" if self.params else ""
         return f"{self.policy}{b}{p}"
 
+    @property
+    def world(self) -> bool:
+        """Whether the procedural world's evaluator (object tracks, adherence) applies to this run."""
+        return model_kind(self.model).world
+
     def sampler(self) -> SamplerConfig:
-        """The sampler of this run: the shipped one, with the guidance scale set here if any."""
+        """The sampler of this run: its generator's own, with the guidance scale set here if any."""
+        base = model_kind(self.model).sampler()
         if self.guidance is None:
-            return SamplerConfig()
-        return SamplerConfig(guidance=self.guidance, first_guidance=self.guidance)
+            return SamplerConfig(**base)
+        return SamplerConfig(**(base | dict(guidance=self.guidance, first_guidance=self.guidance)))
 
     def validate(self, max_frames: int = MAX_FRAMES) -> RunConfig:
         """Check everything that can be checked without a model; raises ValueError with a clear message."""
-        parse(self.prompt)
+        kind = model_kind(self.model)
+        kind.check_prompt(self.prompt)
         if isinstance(self.seed, bool) or int(self.seed) != self.seed or not 0 <= self.seed < 2**31:
             raise GenerationError(f"seed must be an integer in [0, 2^31), got {self.seed!r}")
         validate_frames(self.frames)
@@ -64,6 +72,8 @@ class RunConfig:
             raise GenerationError(f"unknown policy {self.policy!r}; known: {', '.join(sorted(POLICIES))}")
         parse_params(self.params)
         g = self.guidance
+        if g is not None and not kind.guidance:
+            raise GenerationError(f"colour guidance applies to the procedural world's model, not to {kind.name}")
         if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= MAX_GUIDANCE):
             raise GenerationError(f"colour guidance must be a number from 0 to {MAX_GUIDANCE:g} (1 = off), got {g!r}")
         return self
@@ -71,8 +81,9 @@ class RunConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def cli(self, models: Path | None = None) -> str:
-        """The command line that generates this run with `python -m backend generate` (same noise, same frames)."""
+    def cli(self, models: Path | None = None, model_args: tuple[str, ...] = ()) -> str:
+        """The command line that generates this run with `python -m backend generate` (same noise, same frames):
+        `models`, a world student's folder; `model_args`, the arguments that load another generator."""
         import shlex
 
         parts = [
@@ -89,6 +100,7 @@ class RunConfig:
             parts += [f"--sampler guidance={self.guidance:g}", f"--sampler first_guidance={self.guidance:g}"]
         if models is not None:
             parts.append(f"--model {shlex.quote(str(Path(models) / 'student.safetensors'))}")
+        parts += [shlex.quote(a) for a in model_args]
         return " ".join(parts + [f"--out {self.policy}-seed{self.seed}.mp4"])
 
 
@@ -245,25 +257,25 @@ class Run:
         if self.stepper is not None:
             self.stepper.cancel()
 
-    def teacher_everywhere(self, teacher, window: int) -> None:
+    def teacher_everywhere(self, teacher, condition, window: int) -> None:
         """The teacher signal over every generated frame, in windows of `window` frames (attention is quadratic
-        in the frames); kept while it covers them all."""
+        in the frames); kept while it covers them all. `condition`: the prompt as the teacher takes it."""
         h, n = self.data.history, self.data.frames_done
         have = h.static.get("teacher")
         if have is not None and np.isfinite(have[:, : n * h.tokens_per_frame]).all():
             return
         merged = None
         for first in range(0, n, window):
-            self.teacher_salience(teacher, 0, first=first, end=min(first + window, n))
+            self.teacher_salience(teacher, condition, 0, first=first, end=min(first + window, n))
             cur = h.static["teacher"]
             merged = cur if merged is None else np.where(np.isfinite(cur), cur, merged)
         h.static["teacher"] = merged
 
     def teacher_salience(
-        self, teacher, frame: int, window: int = 48, first: int | None = None, end: int | None = None
+        self, teacher, condition, frame: int, window: int = 48, first: int | None = None, end: int | None = None
     ) -> tuple[int, int]:
         """Compute the teacher signal over a window of generated frames ending just after `frame` (or over
-        [first, end) when given)."""
+        [first, end) when given); `condition` is the prompt as the teacher takes it (`model.condition`)."""
         import torch
 
         d = self.data
@@ -274,11 +286,10 @@ class Run:
             end = min(n, max(frame + 1 + window // 6, min(window, n)))
         if first is None:
             first = max(0, end - window)
-        tokens = torch.tensor(parse(d.config.prompt).tokens())
         h = d.history
         t0 = time.perf_counter()
         d.history.static["teacher"] = teacher_window(
-            teacher, tokens, torch.from_numpy(d.latents), h.n_layer, first, end, h.n_frames, h.tokens_per_frame
+            teacher, condition, torch.from_numpy(d.latents), h.n_layer, first, end, h.n_frames, h.tokens_per_frame
         )
         d.status = f"teacher salience over frames {first}-{end - 1} in {time.perf_counter() - t0:.1f} s"
         return first, end

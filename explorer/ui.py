@@ -13,6 +13,7 @@ import gradio as gr
 import numpy as np
 
 from backend.config import SamplerConfig
+from backend.kinds import KINDS
 from backend.policies import POLICIES
 from backend.policies.build import policy_parameters, shared_parameters
 from backend.prompt import VOCAB
@@ -26,15 +27,9 @@ from .ui_common import BUDGET_DEFAULT, policy_choices, policy_help
 from .ui_compare import compare_tab, wire_compare
 from .ui_sessions import sessions_tab, wire_sessions
 from .ui_wiring import wire_generate
-from .views import CACHE_MAP_LEGEND
+from .views import cache_map_legend
 
-EXAMPLES = [
-    "a red circle and a square on blue stripes behind a wall",
-    "a yellow triangle and a circle on green checker with a camera pan",
-    "a cyan square and a magenta circle on plain red behind a wall with a camera pan",
-    "a blue circle and a green triangle on yellow gradient",
-]
-LAYERS = ["mean", "layer 0", "layer 1", "layer 2", "layer 3"]
+EXAMPLES = list(KINDS["world"].examples)
 CMAPS = ["inferno", "viridis", "magma", "turbo"]
 
 PAGE_JS = (Path(__file__).parent / "assets" / "page.js").read_text()  # hotkeys and hover tooltips
@@ -87,25 +82,22 @@ def build(ex: Explorer) -> gr.Blocks:
     with gr.Blocks(title="KV-cache explorer", fill_width=True, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
             "## KV-cache explorer · autoregressive video diffusion\n"
-            "Generate a video chunk by chunk with a KV-cache policy and watch what the cache keeps. "
-            + (
-                f"Model: the student in `{ex.custom_models}` ({ex.model_hash[:8]})."
-                if ex.custom_models
-                else "Model: the shipped student (see `assets/models/MODEL_CARD.md`)."
-            )
+            "Generate a video chunk by chunk with a KV-cache policy and watch what the cache keeps. " + _model_line(ex)
         )
+        kind = KINDS[ex.kind]
         with gr.Row(elem_classes="compact-row"):
             prompt = gr.Textbox(
-                EXAMPLES[0],
+                kind.examples[0],
                 label="Prompt",
                 elem_id="prompt",
                 scale=4,
-                info="words of the world's grammar: " + ", ".join(VOCAB),
+                info=kind.prompt_help + (": " + ", ".join(VOCAB) if kind.world else ""),
             )
             seed = gr.Number(0, label="Seed", precision=0, elem_id="seed", scale=1, minimum=0)
             frames = gr.Number(32, label=f"Frames (1-{MAX_FRAMES})", precision=0, elem_id="frames", scale=1)
-            guidance = gr.Number(
-                SamplerConfig().guidance,
+            guidance = gr.Number(  # only the world's model has it; elsewhere hidden and None
+                SamplerConfig().guidance if kind.guidance else None,
+                visible=kind.guidance,
                 label="Colour guidance",
                 elem_id="guidance",
                 scale=1,
@@ -114,7 +106,7 @@ def build(ex: Explorer) -> gr.Blocks:
                 step=0.5,
                 info="1 = off; pushes sprites to the prompted colours (see Definitions)",
             )
-        gr.Examples(EXAMPLES, [prompt], label="Example prompts")
+        gr.Examples(list(kind.examples), [prompt], label="Example prompts")
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("Generate", id="generate"):
                 g = _generate_tab(ex, demo)
@@ -133,6 +125,20 @@ def build(ex: Explorer) -> gr.Blocks:
 
         demo.unload(cleanup)
     return demo
+
+
+def _model_line(ex: Explorer) -> str:
+    geo = ex.model.geometry
+    if not ex.world:
+        shape = (
+            f"{geo.n_layer} blocks, {geo.n_head} heads x {geo.head_dim}; {geo.grid[0]}x{geo.grid[1]} tokens per "
+            f"latent frame over {geo.frame_size[0]}x{geo.frame_size[1]} pixels, {geo.pixel_frames} video frames "
+            f"per latent frame; frames count latent frames"
+        )
+        return f"Model: the Wan generator `{ex.meta_model.get('model', '')}` ({shape}; `docs/wan.md`)."
+    if ex.custom_models:
+        return f"Model: the student in `{ex.custom_models}` ({ex.model_hash[:8]})."
+    return "Model: the shipped student (see `assets/models/MODEL_CARD.md`)."
 
 
 # ============================================================================ Generate
@@ -224,7 +230,8 @@ def _generate_tab(ex: Explorer, demo: gr.Blocks) -> dict:
                     elem_id="signal",
                     scale=2,
                 )
-                g["layer"] = gr.Dropdown(LAYERS, value="mean", label="Layer", elem_id="layer", scale=1)
+                layers = ["mean"] + [f"layer {i}" for i in range(ex.model.geometry.n_layer)]
+                g["layer"] = gr.Dropdown(layers, value="mean", label="Layer", elem_id="layer", scale=1)
                 g["cmap"] = gr.Dropdown(CMAPS, value="inferno", label="Colour map", elem_id="cmap", scale=1)
                 g["teacher"] = gr.Button("Teacher salience", size="sm", elem_id="teacher_btn", scale=1)
             g["hover"] = gr.Textbox("{}", elem_id="hover_data", elem_classes="hidden-data", container=False)
@@ -241,7 +248,7 @@ def _generate_tab(ex: Explorer, demo: gr.Blocks) -> dict:
                         buttons=["fullscreen"],
                         height=330,
                     )
-                    gr.Markdown(CACHE_MAP_LEGEND)
+                    gr.Markdown(cache_map_legend(*ex.model.geometry.grid, ex.model.geometry.n_prompt))
             with gr.Row():
                 g["token_plot"] = gr.Plot(label="Token drill-down", elem_id="token_plot", scale=3)
                 g["token_info"] = gr.Markdown(

@@ -19,7 +19,8 @@ def policy_choices(exclude: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     return [(title(n), n) for n in sorted(POLICIES, key=lambda n: TITLES.get(n, n).lower()) if n not in exclude]
 
 
-def config_from(prompt, seed, frames, guidance, policy, budget, unit, params) -> RunConfig:
+def config_from(prompt, seed, frames, guidance, policy, budget, unit, params, model: str = "world") -> RunConfig:
+    """The UI's inputs as a RunConfig for the served kind of model (`Explorer.kind`)."""
     try:
         seed, frames = int(seed), int(frames)
     except (TypeError, ValueError):
@@ -36,6 +37,7 @@ def config_from(prompt, seed, frames, guidance, policy, budget, unit, params) ->
         budget_text(budget, unit, policy),
         str(params or "").strip(),
         guidance,
+        model,
     )
 
 

@@ -6,7 +6,7 @@ import functools
 
 import gradio as gr
 
-from .compare import MAX_CONFIGS, METRIC_WIDTHS, SWEEP_MAX
+from .compare import MAX_CONFIGS, SWEEP_MAX, metric_widths
 from .compare_actions import SHARES
 from .controller import Explorer
 from .scrubber import follow_toggled, pushes, scrubbed, scrubber_row
@@ -82,7 +82,7 @@ def compare_tab(ex: Explorer) -> dict:
                 interactive=False,
                 wrap=True,
                 pinned_columns=1,
-                column_widths=list(METRIC_WIDTHS.values()),
+                column_widths=metric_widths(ex.world),
             )
     return c
 
@@ -136,13 +136,13 @@ def wire_compare(ex: Explorer, shared: list, c: dict) -> None:
         prompt, seed, frames, guidance, policies, shares, custom, a, request: gr.Request, progress=gr.Progress()
     ):
         ws = ex.ws(request.session_hash)
-        base = config_from(prompt, seed, frames, guidance, "full", 1, "frames", "")
+        base = config_from(prompt, seed, frames, guidance, "full", 1, "frames", "", ex.kind)
         yield from stream(ws, ex.compare_configs(base, list(policies or []), list(shares or []), custom), a, progress)
 
     @errors_gen
     def do_sweep(prompt, seed, frames, guidance, policies, a, request: gr.Request, progress=gr.Progress()):
         ws = ex.ws(request.session_hash)
-        base = config_from(prompt, seed, frames, guidance, "full", 1, "frames", "")
+        base = config_from(prompt, seed, frames, guidance, "full", 1, "frames", "", ex.kind)
         configs, note = ex.sweep_configs(base, list(policies or []))
         if note:
             gr.Info(f"Budget sweep: {note}", duration=10)

@@ -48,7 +48,7 @@ def wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
         )
 
     def cli(ws):
-        return ws.run.data.config.cli(ex.custom_models) if ws.run is not None else ""
+        return ex.cli(ws.run.data.config) if ws.run is not None else ""
 
     def action(fn):
         @errors
@@ -57,7 +57,7 @@ def wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
         ):
             ws = ex.ws(request.session_hash)
             before = ws.run
-            fn(ws, config_from(prompt, seed, frames, guidance, policy, budget, unit, params))
+            fn(ws, config_from(prompt, seed, frames, guidance, policy, budget, unit, params, ex.kind))
             return outputs(ws, signal, layer, cmap, force=ws.run is not before) + (cli(ws),)
 
         return inner
@@ -81,7 +81,7 @@ def wire_generate(ex: Explorer, demo, shared: list, g: dict) -> None:
         ws = ex.ws(request.session_hash)
         before, first = ws.run, True
         for _ in ex.run_iter(
-            ws, config_from(prompt, seed, frames, guidance, policy, budget, unit, params), progress=progress
+            ws, config_from(prompt, seed, frames, guidance, policy, budget, unit, params, ex.kind), progress=progress
         ):
             yield outputs(ws, signal, layer, cmap, set_follow=first, force=first and ws.run is not before) + (cli(ws),)
             first = False

@@ -185,9 +185,16 @@ def _text(img: np.ndarray, text: str, x: int, y: int) -> None:
     cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
 
 
+def cache_map_legend(rows: int, cols: int, n_prompt: int) -> str:
+    """The cache map's legend for a model's token grid (rows x cols per frame) and prompt anchors."""
+    top = "top row = prompt anchors, then " if n_prompt else ""
+    return CACHE_MAP_LEGEND.format(top=top, grid=f"{rows}x{cols}")
+
+
 CACHE_MAP_LEGEND = (
-    "**Cache map**: one block per layer (L0, L1, ...); top row = prompt anchors, then one row per "
-    "frame, one column per token (row-major over the 8x8 latent grid). "
+    "**Cache map**: one block per layer (L0, L1, ...); {top}one row per "
+    "frame, one column per token (row-major over the {grid} token grid; large grids bin several tokens per "
+    "cell). "
     "<span style='color:#2ea043'>■ cached</span> · <span style='color:#d62728'>■ evicted</span> · "
     "<span style='color:#1f77b4'>■ prompt anchor</span> · <span style='color:#aaa'>■ not generated"
     "</span> · status at the scrubbed time; cyan = the scrubbed frame; black box = the picked token. "

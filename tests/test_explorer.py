@@ -402,7 +402,7 @@ def test_a_models_folder_serves_its_own_weights(tmp_path, models_folder):
     assert ex.custom_models == folder and ex.head is None and ex._meta()["models"] == str(folder)
     shipped_ae = load_autoencoder(DEFAULT_AE)
     assert all(torch.equal(p, q) for p, q in zip(ex.ae.parameters(), shipped_ae.parameters()))
-    with pytest.raises(FileNotFoundError, match="--models-dir"):
+    with pytest.raises(ValueError, match="--models-dir"):
         Run.start(cfg(policy="pafu", budget="4f"), ex.model, ex.ae, ex.head, models=ex.custom_models)
     ws = ex.ws("m")
     ex.step_frame(ws, cfg(policy="window", budget="4f"))

@@ -3,42 +3,19 @@
 The app runs in a subprocess (as `python app.py` does) with its own sessions folder; screenshots of every
 screen are saved to tests/artifacts/ for people to look at."""
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser_app import ARGS, CHROMIUM, ROOT, serve
 
-CHROMIUM = "/usr/bin/chromium"
 pw = pytest.importorskip("playwright.sync_api", reason="playwright is installed by `make install`")
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian chromium is not installed (.ci/run installs it)", allow_module_level=True)
 
-ROOT = Path(__file__).resolve().parent.parent
 ART = ROOT / "tests" / "artifacts"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-]
 PROMPT = "a red circle and a square on blue stripes behind a wall"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -48,37 +25,7 @@ def sessions_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, sessions_dir):
-    port = free_port()
-    sessions = sessions_dir
-    env = {
-        **os.environ,
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_tmp")),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port), "--sessions", str(sessions)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    t0 = time.time()
-    while time.time() - t0 < 90:
-        try:
-            urllib.request.urlopen(url + "/gradio_api/info", timeout=2)
-            break
-        except Exception as e:
-            if proc.poll() is not None:
-                raise RuntimeError("app exited:\n" + proc.stdout.read()) from e
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("app did not start in 90 s")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    yield from serve(sessions_dir, tmp_path_factory.mktemp("gradio_tmp"))
 
 
 @pytest.fixture(scope="module")
@@ -263,18 +210,18 @@ def test_the_heatmap_at_a_scrubbed_frame_is_the_snapshot_of_that_time(page, app_
 def test_stop_pauses_run_continues_and_the_stream_leaves_the_scrubber_alone(page, app_url):
     expect = pw.expect
     pg = fresh_page(page, app_url)
-    pg.locator("#frames input").fill("300")
+    pg.locator("#frames input").fill("120")
     pg.locator("#frames input").press("Tab")
     pg.locator("#run_btn").click()
     pg.wait_for_function(
-        "() => /([5-9]|\\d\\d+)\\/300 frames/.test(document.querySelector('#status').innerText)", timeout=60_000
+        "() => /([5-9]|\\d\\d+)\\/120 frames/.test(document.querySelector('#status').innerText)", timeout=60_000
     )
     pg.locator("#stop_btn").click()
     # the pause shows within seconds even with both cores busy (python -m explorer.bench measures it on an idle
     # machine: 0.5 s, 1 frame after the newest update); a frame count depends on the load, so none is asserted
     expect(pg.locator("#status")).to_contain_text("paused", timeout=5_000)
     paused_at = frames_in_status(pg)
-    assert 5 <= paused_at < 300
+    assert 5 <= paused_at < 120
     pg.wait_for_timeout(800)
     assert frames_in_status(pg) == paused_at  # Stop stopped it
     pg.locator("#run_btn").click()  # Run continues the same run
@@ -290,7 +237,7 @@ def test_stop_pauses_run_continues_and_the_stream_leaves_the_scrubber_alone(page
     assert frames_in_status(pg) > held + 3  # the run went on ...
     assert scrub_value(pg) == held  # ... and left the scrubber alone
     assert not pg.locator("#follow input").is_checked()
-    expect(pg.locator("#status")).to_contain_text("300/300 frames", timeout=180_000)
+    expect(pg.locator("#status")).to_contain_text("120/120 frames", timeout=180_000)
     assert scrub_value(pg) == held
     no_errors(pg)
     pg.close()

@@ -28,6 +28,22 @@ def test_sse_components_match_brute_force():
     assert torch.allclose(sse_components(p, block), brute_sse(p, block), atol=1e-6)
 
 
+def test_sse_from_queries_and_keys_in_row_blocks_equals_the_full_probabilities():
+    """The labels formed a few query rows at a time (a real Wan clip's N x N attention does not fit) equal the
+    components of the whole probability matrix, with and without condition tokens in front."""
+    from backend.salience import combine_sse, sse_from_qk
+
+    torch.manual_seed(1)
+    for n_prefix in (0, 2):
+        block = torch.arange(4).repeat_interleave(5)  # 4 chunks of 5 frame tokens
+        q, k = torch.randn(3, n_prefix + 20, 8), torch.randn(3, n_prefix + 20, 8)
+        p = (q @ k.transpose(1, 2) / 8**0.5).softmax(-1)
+        full = torch.cat([torch.full((n_prefix,), -1), block])
+        want = combine_sse(sse_components(p, full))[n_prefix:]
+        got = sse_from_qk(q, k, n_prefix, block, rows=3)
+        assert got.shape == (20,) and torch.allclose(got, want, atol=1e-5)
+
+
 def test_teacher_sse_labels_cover_every_frame_token(tiny):
     lat = torch.randn(3, tiny.cfg.latent_ch, tiny.cfg.grid, tiny.cfg.grid)
     labels = teacher_sse(tiny, torch.arange(tiny.cfg.n_prompt), lat)

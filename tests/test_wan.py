@@ -7,7 +7,7 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from wan_tiny import tiny_transformer, tiny_wan  # noqa: E402
+from wan_tiny import save_folder, tiny_transformer, tiny_wan  # noqa: E402
 
 from backend.cache import KVCache  # noqa: E402
 from backend.config import SamplerConfig  # noqa: E402
@@ -186,10 +186,7 @@ def test_a_model_folder_loads_locally_and_a_missing_part_is_named(wan, tmp_path)
     from backend.models.wan_loading import CheckpointError, load_wan
 
     model, dec = wan
-    model.tr.save_pretrained(tmp_path / "transformer", safe_serialization=True)
-    dec.vae.save_pretrained(tmp_path / "vae", safe_serialization=True)
-    model.text.encoder.save_pretrained(tmp_path / "text_encoder", safe_serialization=True)
-    model.text.tokenizer.save_pretrained(tmp_path / "tokenizer")
+    save_folder(tmp_path, model, dec)
     loaded, ldec = load_wan(tmp_path, frame_size=(64, 64), max_length=8)
     assert loaded.geometry == model.geometry
     assert torch.equal(loaded.condition(PROMPT)[0], model.condition(PROMPT)[0])
@@ -210,11 +207,7 @@ def test_the_cli_generates_with_a_wan_folder_and_converts_checkpoints(wan, tmp_p
     from backend.__main__ import main
 
     model, dec = wan
-    folder = tmp_path / "wan"
-    model.tr.save_pretrained(folder / "transformer", safe_serialization=True)
-    dec.vae.save_pretrained(folder / "vae", safe_serialization=True)
-    model.text.encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
-    model.text.tokenizer.save_pretrained(folder / "tokenizer")
+    folder = save_folder(tmp_path / "wan", model, dec)
     out = tmp_path / "wan.mp4"
     args = ["generate", "--model", f"wan:{folder}", "--size", "64x64", "--prompt", PROMPT, "--frames", "6"]
     assert main([*args, "--policy", "window", "--policy-arg", "frames=3", "--out", str(out), "--scale", "1"]) == 0

@@ -74,3 +74,15 @@ def tiny_wan(seed: int = 0, max_length: int = 8):
     tokenizer, encoder = tiny_text(seed)
     model = WanCausal(tiny_transformer(seed), WanText(tokenizer, encoder, max_length), frame_size=(64, 64))
     return model, WanStreamDecoder(tiny_vae(seed))
+
+
+def save_folder(folder, model, decoder):
+    """Write a tiny generator as a diffusers-format model folder (what `--model wan:DIR` loads)."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    model.tr.save_pretrained(folder / "transformer", safe_serialization=True)
+    decoder.vae.save_pretrained(folder / "vae", safe_serialization=True)
+    model.text.encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    model.text.tokenizer.save_pretrained(folder / "tokenizer")
+    return folder

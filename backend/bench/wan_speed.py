@@ -172,6 +172,17 @@ def report(results: Path, out: Path) -> str:
     return text
 
 
+def _share(text: str) -> float | None:
+    """'full' -> None; '1/4' or '0.25' -> 0.25 (a share of the full cache in (0, 1])."""
+    if text == "full":
+        return None
+    num, _, den = text.partition("/")
+    share = float(num) / float(den or 1)
+    if not 0 < share <= 1:
+        raise ValueError(text)
+    return share
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m backend.bench.wan_speed", description=__doc__)
     ap.add_argument("--shape", default="proxy", choices=sorted(SHAPES))
@@ -179,7 +190,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--minutes", type=float, default=60.0, help="stop starting new runs after this long")
     ap.add_argument("--out", default="out/wan_speed")
-    ap.add_argument("--runs", help="POLICY:SHARE,... (share 'full' for none; default: every run of RUNS)")
+    ap.add_argument(
+        "--runs", help="POLICY:SHARE,... e.g. pafu:1/4,window:0.125 (share 'full' for none; default: every run of RUNS)"
+    )
     ap.add_argument("--report", metavar="JSONL", help="write the README and plot of a results file to --out")
     a = ap.parse_args(argv)
     if a.report:
@@ -187,7 +200,10 @@ def main(argv=None) -> int:
         return 0
     runs = RUNS
     if a.runs:
-        runs = [(p, None if s == "full" else float(s)) for p, s in (x.split(":") for x in a.runs.split(","))]
+        try:
+            runs = [(p, _share(s)) for p, s in (x.split(":") for x in a.runs.split(","))]
+        except ValueError:
+            ap.error(f"--runs takes POLICY:SHARE pairs such as pafu:1/4,window:0.125, got {a.runs!r}")
     run(a.shape, a.frames, Path(a.out), a.device, a.minutes, runs)
     return 0
 

@@ -26,6 +26,7 @@ from ..cache import KIND_FRAME, KIND_PROMPT, KVCache, LayerCache
 from ..config import ModelConfig
 from ..rope import apply_rope, rope_angles
 from .attention import STATS, attend_cached, probe_queries
+from .dit_teacher import teacher_attention, teacher_mask
 from .protocol import Clock, Geometry
 
 
@@ -215,6 +216,10 @@ class VideoDiT(nn.Module):
         tokens, open_tokens = spec.tokens(), spec.open_colours().tokens()
         return torch.tensor(tokens), None if open_tokens == tokens else torch.tensor(open_tokens)
 
+    def teacher_attention(self, condition: torch.Tensor, x: torch.Tensor, t: float, visit) -> None:
+        """The bidirectional teacher's pass over a clip, for PaFu-KV's labels (`dit_teacher.teacher_attention`)."""
+        teacher_attention(self, condition, x, t, visit)
+
     @torch.no_grad()
     def prefill(self, prompt_tokens: torch.Tensor, cache: KVCache, observe=None, clock: Clock | None = None) -> None:
         """Run the prompt prefix (P,) once and store its K/V in every layer (the condition anchors); its
@@ -360,16 +365,6 @@ def _cached_kv(layer: LayerCache, sub: LayerCache | None, rotate) -> tuple[list[
 def block_ids(n_frames: int, cfg: ModelConfig) -> torch.Tensor:
     """Chunk index of every frame token: (n_frames * g * g,)."""
     return (torch.arange(n_frames) // cfg.chunk_frames).repeat_interleave(cfg.tokens_per_frame)
-
-
-@functools.lru_cache(maxsize=16)
-def teacher_mask(n_frames: int, cfg: ModelConfig, device: torch.device | str = "cpu") -> torch.Tensor:
-    """[prompt | frames] bidirectional: frames see everything, prompt sees only the prompt.
-    Cached per (length, config, device), as the teacher-forcing mask: read-only."""
-    P, N = cfg.n_prompt, n_frames * cfg.tokens_per_frame
-    m = torch.ones(P + N, P + N, dtype=torch.bool, device=device)
-    m[:P, P:] = False
-    return m
 
 
 @functools.lru_cache(maxsize=128)

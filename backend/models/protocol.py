@@ -25,6 +25,7 @@ class Geometry:
     pixel_frames: int = 1  # video frames decoded from one latent frame
     frame_size: tuple[int, int] = (64, 64)  # pixels (height, width) of a decoded frame
     patch: tuple[int, int] = (1, 1)  # latent cells per token (rows, cols): Wan patchifies 2x2
+    max_frames: int | None = None  # latent frames the model's positions cover (None: no limit)
 
     @property
     def tokens_per_frame(self) -> int:

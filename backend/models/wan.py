@@ -65,6 +65,7 @@ class WanCausal(nn.Module):
             pixel_frames=pixel_frames,
             frame_size=tuple(frame_size),
             patch=(ph, pw),
+            max_frames=transformer.rope.max_seq_len,
         )
         rope = transformer.rope
         self._rope_split = (rope.t_dim, rope.h_dim, rope.w_dim)
@@ -236,10 +237,22 @@ class WanCausal(nn.Module):
 
     # ---------------------------------------------------------------- whole-sequence reference
     @torch.no_grad()
-    def forward_seq(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None):
+    def teacher_attention(self, condition: torch.Tensor, x: torch.Tensor, t: float, visit) -> None:
+        """PaFu-KV's teacher pass: the clip x (F, C, h, w) at noise level t with every token attending to every
+        other (Wan2.1 itself is bidirectional; this model is the teacher when it holds the folder's own Wan2.1
+        weights, `wan_loading.load_wan_teacher`); `condition`: the UMT5 embeddings (L, text_dim).
+        visit(q, k, 0) gets every layer's rotated queries and keys (H, F * T, Dh); no condition token."""
+        context = self.tr.condition_embedder.text_embedder(condition[None].to(self._dtype()))
+        self.forward_seq(x, torch.full((x.shape[0],), float(t)), context, None, visit)
+
+    @torch.no_grad()
+    def forward_seq(
+        self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None, visit=None
+    ):
         """Every frame at once: latents x (F, C, h, w) at levels t (F,), text projection `context` (1, L, D),
-        mask (N, N) bool over the F * T tokens (True = attend) -> velocity (F, C, h, w). The full-recompute
-        reference of the exactness test, with the same blocks."""
+        mask (N, N) bool over the F * T tokens (True = attend; None: all) -> velocity (F, C, h, w). The
+        full-recompute reference of the exactness test, with the same blocks; visit(q, k, 0), if given, sees
+        every layer's rotated queries and keys (H, N, Dh)."""
         import torch.nn.functional as F
 
         Fr = x.shape[0]
@@ -250,6 +263,8 @@ class WanCausal(nn.Module):
 
         def attend(q, k, v):
             qr, kr = _apply(q, cos, sin), _apply(k, cos, sin)
+            if visit is not None:
+                visit(qr, kr, 0)
             return F.scaled_dot_product_attention(qr[None], kr[None], v[None], attn_mask=mask)[0]
 
         for blk in self.tr.blocks:

@@ -17,7 +17,17 @@ import torch
 
 from ..checkpoint import CheckpointError
 
-__all__ = ["CheckpointError", "load_wan", "read_generator", "load_generator_into", "convert", "check_folder"]
+__all__ = [
+    "CheckpointError",
+    "load_wan",
+    "load_wan_teacher",
+    "wan_identity",
+    "wan_options",
+    "read_generator",
+    "load_generator_into",
+    "convert",
+    "check_folder",
+]
 
 PARTS = ("transformer", "vae", "text_encoder", "tokenizer")
 PREFIXES = ("module.", "_fsdp_wrapped_module.", "model.")  # wrappers around the original WanModel's keys
@@ -154,7 +164,7 @@ def load_wan(
 ):
     """(model, decoder) from a local folder (see the module docstring): `WanCausal` and `WanStreamDecoder`.
     Weights load from safetensors only (the folder's parts) or weights-only `.pt` (the generator)."""
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan
     from transformers import AutoTokenizer, UMT5EncoderModel
 
     from .wan import WanCausal
@@ -162,8 +172,8 @@ def load_wan(
 
     folder = check_folder(folder)
     kw = dict(local_files_only=True, use_safetensors=True)
+    transformer = _transformer(folder, dtype)
     try:
-        transformer = WanTransformer3DModel.from_pretrained(folder / "transformer", torch_dtype=dtype, **kw)
         vae = AutoencoderKLWan.from_pretrained(folder / "vae", torch_dtype=torch.float32, **kw)
         encoder = UMT5EncoderModel.from_pretrained(folder / "text_encoder", dtype=dtype, **kw)
         tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
@@ -178,6 +188,61 @@ def load_wan(
         frame_size=frame_size,
     )
     return model, WanStreamDecoder(vae.to(device).eval())
+
+
+def _transformer(folder: Path, dtype: torch.dtype):
+    from diffusers import WanTransformer3DModel
+
+    kw = dict(local_files_only=True, use_safetensors=True)
+    try:
+        return WanTransformer3DModel.from_pretrained(folder / "transformer", torch_dtype=dtype, **kw)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot load the Wan transformer from {folder}: {e}") from e
+
+
+def load_wan_teacher(
+    folder: str | Path,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    chunk_frames: int = 3,
+    frame_size: tuple[int, int] = (480, 832),
+):
+    """PaFu-KV's bidirectional teacher for a Wan generator: the folder's own Wan2.1 transformer (the model
+    Self-Forcing and CausVid distil from), run over whole clips without a causal mask
+    (`WanCausal.teacher_attention`). It takes the student's text condition, so it carries no text encoder."""
+    from .wan import WanCausal
+
+    tr = _transformer(check_folder(folder), dtype)
+    return WanCausal(tr.to(device).eval(), None, chunk_frames=chunk_frames, frame_size=frame_size)
+
+
+def wan_options(device: str = "cpu", dtype: str | None = None, size: str = "480x832"):
+    """The command-line options of a Wan generator checked: (torch dtype, (height, width)); a ValueError names
+    what is wrong. bf16 on a GPU and fp32 on a CPU unless `dtype` says."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    if dtype is not None and dtype not in dtypes:
+        raise ValueError(f"--dtype must be fp32 or bf16, got {dtype!r}")
+    try:
+        h, w = (int(x) for x in str(size).lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size must be HEIGHTxWIDTH in pixels, e.g. 480x832, got {size!r}") from None
+    if h <= 0 or w <= 0 or h % 16 or w % 16:
+        raise ValueError(f"--size {size}: height and width must be positive multiples of 16")
+    return dtypes[dtype or ("bf16" if device == "cuda" else "fp32")], (h, w)
+
+
+def wan_identity(folder: str | Path, generator: str | Path | None = None) -> str:
+    """A short fingerprint of the weights served (the transformer files' and the generator's names, sizes and
+    modification times: hashing gigabytes at every start would take longer than loading them)."""
+    import hashlib
+
+    files = sorted((Path(folder) / "transformer").glob("*.safetensors")) + ([Path(generator)] if generator else [])
+    text = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files if p.is_file())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def convert(generator: str | Path, out: str | Path) -> int:

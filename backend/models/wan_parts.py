@@ -39,6 +39,11 @@ class WanText:
     def __call__(self, prompt: str) -> torch.Tensor:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the prompt is empty: describe the video to generate")
+        n_tokens = len(self.tokenizer(prompt, add_special_tokens=True).input_ids)
+        if n_tokens > self.max_length:
+            raise ValueError(
+                f"the prompt is {n_tokens} tokens; the text encoder takes at most {self.max_length}: shorten it"
+            )
         ids = self.tokenizer(
             prompt,
             padding="max_length",

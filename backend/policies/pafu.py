@@ -123,10 +123,14 @@ class PaFu(Scorer):
         f0, f1 = ctx.newest_frames
         pred = self.predictions(cache.occupancy())
         notes = self.observed.notes
+        head = self.salience_head()
+        device = cache.layers[0].k.device
+        if next(head.parameters()).device != device:  # a generator on a GPU: the head goes where the keys are
+            head.to(device)
         if notes.get("pafu_scored") == ctx.chunk - 1:
-            self.salience_head().predict_tail(cache, (f1 - f0 + 1) * ctx.tokens_per_frame, pred)
+            head.predict_tail(cache, (f1 - f0 + 1) * ctx.tokens_per_frame, pred)
         else:
-            self.salience_head().predict_cache(cache, pred, only_new=True)
+            head.predict_cache(cache, pred, only_new=True)
         notes["pafu_scored"] = ctx.chunk
         notes["head_ms"] = notes.get("head_ms", 0.0) + (time.perf_counter() - t0) * 1e3
         return super().prepare(cache, ctx)

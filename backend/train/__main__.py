@@ -46,6 +46,14 @@ def main(argv=None) -> None:
         help="salience: the head's training labels, the teacher's SSE (default, the paper) or the "
         "student's own hindsight attention (our variant; written to salience_head_hindsight.safetensors)",
     )
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="salience: wan:DIR distils the head for a Wan2.1-based generator (a diffusers-format folder; "
+        "teacher: its own bidirectional Wan2.1 transformer), written to --models-dir (default DIR)",
+    )
+    ap.add_argument("--generator", default=None, help="salience with wan:DIR: a Self-Forcing / CausVid checkpoint")
+    ap.add_argument("--size", default="480x832", help="salience with wan:DIR: frame HEIGHTxWIDTH (default 480x832)")
     ap.add_argument("--device", default="cpu", help="teacher/student: torch device, e.g. cuda (default cpu)")
     ap.add_argument("--workers", type=int, default=0, help="teacher/student: processes drawing training clips")
     ap.add_argument(
@@ -62,6 +70,8 @@ def main(argv=None) -> None:
         help="teacher/student: bfloat16 autocast for the model's passes (weights and targets stay fp32; for GPUs)",
     )
     a = ap.parse_args(argv)
+    if a.model is not None or a.generator is not None:
+        return _wan(ap, a)
     mod = importlib.import_module(STAGES[a.stage])
     kw = {"recipe": a.recipe, "resume": not a.fresh, "runs": a.runs_dir, "models": a.models_dir}
     if a.steps is not None:
@@ -76,6 +86,23 @@ def main(argv=None) -> None:
             device=a.device, workers=a.workers, minutes=a.minutes, batch=a.batch, long_batch=a.long_batch, amp=a.amp
         )
     mod.run(**kw)
+
+
+def _wan(ap, a) -> None:
+    """`salience --model wan:DIR`: the head of a Wan generator (backend.train.salience_wan)."""
+    from ..__main__ import WAN
+    from ..models.wan_loading import wan_options
+
+    if a.stage != "salience" or not (a.model or "").startswith(WAN):
+        ap.error("--model wan:DIR (and --generator) apply to the salience stage: a Wan generator's PaFu-KV head")
+    from .salience_wan import run
+
+    try:
+        dtype, size = wan_options(a.device, None, a.size)
+    except ValueError as e:
+        ap.error(str(e))
+    models = None if a.models_dir == ap.get_default("models_dir") else a.models_dir
+    run(a.model[len(WAN) :], a.generator, a.recipe, a.steps, a.runs_dir, models, a.labels, a.device, size=size)
 
 
 if __name__ == "__main__":
