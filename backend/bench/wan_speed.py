@@ -111,6 +111,7 @@ def run(shape: str, frames: int, out: Path, device: str = "cpu", minutes: float 
             "device": device,
             "policy": name,
             "share": share,
+            "budget_tokens": budget,
             "frames": frames,
             "chunk_ms": chunk_ms,
             "evict_ms": evict_ms,
