@@ -455,6 +455,14 @@ def test_guidance_reaches_the_sampler_and_compare_shares_it(ex):
 
     assert cfg().sampler() == SamplerConfig()  # None = the shipped sampler
     assert (cfg(guidance=2.5).sampler().guidance, cfg(guidance=2.5).sampler().first_guidance) == (2.5, 2.5)
+    # the kind of model decides the prompt check and the sampler: free text and Self-Forcing's sampling for Wan
+    from backend.models.wan_parts import WAN_SAMPLER
+
+    assert cfg(prompt="any free text", model="wan").validate().sampler() == SamplerConfig(**WAN_SAMPLER)
+    with pytest.raises(ValueError, match="unknown word"):
+        cfg(prompt="any free text").validate()
+    with pytest.raises(ValueError, match="unknown model kind 'sora'"):
+        cfg(model="sora").validate()
     ws = ex.ws("g")
     ex.step_frame(ws, cfg(guidance=1.0, frames=6))
     ex.step_frame(ws, cfg(guidance=1.0, frames=6))
