@@ -128,6 +128,8 @@ class Explorer(CompareActions, AnalysisActions, SessionActions):
         """The workspace's run when it can go on with this config (also after Stop: Stop pauses), else a new
         one (none yet, finished, or the config changed)."""
         config.validate()
+        if config.model != self.kind:
+            raise ValueError(f"this explorer serves the {self.kind} model; a {config.model} run cannot be made here")
         if ws.run is None or ws.run.finished or ws.run.data.config != config:
             return self._new_run(ws, config, progress)
         ws.run.pause_requested = False
