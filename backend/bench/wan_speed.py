@@ -26,20 +26,6 @@ SHAPES = {
 RUNS = (("full", None), ("window", 0.125), ("sink", 0.125), ("h2o", 0.125), ("pafu", 0.125), ("pafu", 0.25))
 
 
-class NullDecoder:
-    """The decoder protocol, drawing nothing (decoding is not what is timed)."""
-
-    def __init__(self, size):
-        self.size = size
-
-    def initial_state(self):
-        return None
-
-    def decode_frames(self, z, first_frame, state):
-        n = 1 + 4 * (len(z) - 1) if first_frame == 0 else 4 * len(z)
-        return np.zeros((n, *self.size, 3), np.uint8), state
-
-
 class RandomText:
     def __init__(self, dim: int):
         self.dim = dim
@@ -52,6 +38,7 @@ def build(shape: str, device: str, dtype: torch.dtype):
     from diffusers import WanTransformer3DModel
 
     from ..models.wan import WanCausal
+    from ..models.wan_parts import NullDecoder
 
     s = SHAPES[shape]
     torch.manual_seed(0)

@@ -95,3 +95,18 @@ class WanStreamDecoder:
         video = torch.cat(out, 2).clamp(-1, 1)[0]  # (3, n_pixel, H, W)
         frames = ((video.permute(1, 2, 3, 0).float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         return frames.cpu().numpy(), state
+
+
+class NullDecoder:
+    """The decoder protocol drawing nothing (blank frames of the right count and size): for runs that need
+    latents or timings only (the speed benchmark, the salience head's training clips)."""
+
+    def __init__(self, size: tuple[int, int], pixel_frames: int = 4):
+        self.size, self.pixel_frames = tuple(size), pixel_frames
+
+    def initial_state(self):
+        return None
+
+    def decode_frames(self, z, first_frame, state):
+        n = 1 + self.pixel_frames * (len(z) - 1) if first_frame == 0 else self.pixel_frames * len(z)
+        return np.zeros((n, *self.size, 3), np.uint8), state

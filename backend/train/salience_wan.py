@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import SamplerConfig
-from ..models.wan_parts import WAN_SAMPLER
+from ..models.wan_parts import WAN_SAMPLER, NullDecoder
 from ..salience import SalienceHead, SEHConfig, head_file
 from .common import RUNS, Log, recipe_config
 from .salience import SalienceTrainConfig, build, finish, fit
@@ -53,20 +53,6 @@ RECIPES = {
 }
 
 
-class _NoPixels:
-    """A decoder that draws nothing: the head's clips need latents only (decoding a Wan video costs more)."""
-
-    def __init__(self, size):
-        self.size = size
-
-    def initial_state(self):
-        return None
-
-    def decode_frames(self, z, first_frame, state):
-        n = 1 + 4 * (len(z) - 1) if first_frame == 0 else 4 * len(z)
-        return np.zeros((n, *self.size, 3), np.uint8), state
-
-
 def generated_clips(student, prompts, frames: int, seed0: int):
     """(condition, latents, seed) per prompt: the generator's own full-cache clip of `frames` latent frames."""
     from ..stepper import Stepper
@@ -75,7 +61,7 @@ def generated_clips(student, prompts, frames: int, seed0: int):
         seed = seed0 + i
         st = Stepper(
             student,
-            _NoPixels(student.geometry.frame_size),
+            NullDecoder(student.geometry.frame_size, student.geometry.pixel_frames),
             prompt,
             frames,
             seed=seed,
