@@ -1,4 +1,4 @@
-"""`python -m backend.bench model|sampler|weights|first|decoder|context|policies|behaviour|engines`: the
+"""`python -m backend.bench model|sampler|weights|first|decoder|context|policies|behaviour|engines|binding`: the
 project's benchmark scripts (current numbers in docs/results/, the studies behind the defaults in docs/decisions/).
 """
 
@@ -137,6 +137,12 @@ def main(argv=None) -> None:
     ep.add_argument("--shares", default="0.125", help="budgets as shares of the full cache")
     ep.add_argument("--workers", type=int, default=2)
     ep.add_argument("--out", default="docs/results/engines")
+    bd = sub.add_parser(
+        "binding", help="per prompted object: colour and shape right at frame 0 and 32 frames later (validation)"
+    )
+    bd.add_argument("--prompts", type=int, default=24)
+    bd.add_argument("--frames", type=int, default=36)
+    bd.add_argument("--out", default="docs/results/binding")
     a = ap.parse_args(argv)
     try:  # bad input is reported in one line before any work starts
         job = _prepare(a)
@@ -151,6 +157,12 @@ def _prepare(a):
 
     from ..flow import sampler_config
 
+    if a.what == "binding":
+        from .binding import run as run_binding
+
+        if a.frames < 36:
+            raise ValueError(f"--frames must be at least 36 (the last window is frames 32-35), got {a.frames}")
+        return partial(run_binding, a.prompts, a.frames, a.out)
     if a.what == "model":
         from .model import run
 

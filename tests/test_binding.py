@@ -1,0 +1,57 @@
+"""The per-object binding diagnosis (`python -m backend.bench binding`): its outcome classes and tables."""
+
+import pytest
+
+from backend.bench.binding import OUTCOMES, extras, outcome, render, summarise
+from backend.consistency import Detection
+from backend.prompt import parse
+
+
+def det(colour, shape, x=10.0):
+    return Detection(colour, shape, x, 10.0, 40)
+
+
+def test_each_outcome_is_told_apart():
+    fixed = {"red"}
+    assert outcome([det("red", "circle")], "red", "circle", fixed, "red") == "right"
+    assert outcome([det("red", "square")], "red", "circle", fixed, "red") == "wrong shape"
+    assert outcome([det("blue", "circle")], "red", "circle", fixed, "red") == "wrong colour"
+    assert outcome([det("red", None)], "red", "circle", fixed, "red") == "partial"
+    assert outcome([det("green", "square")], "red", "circle", fixed, "red") == "missing"
+    # an open colour: any colour the prompt does not name is right; a named one is not
+    assert outcome([det("cyan", "square")], None, "square", fixed, "cyan") == "right"
+    assert outcome([det("red", "square")], None, "square", fixed, "cyan") == "wrong colour"
+
+
+def test_extras_count_whole_sprites_no_prompted_object_matches():
+    spec = parse("a red circle and a blue square on plain green")
+    dets = [det("red", "circle"), det("blue", "square"), det("red", "circle", 40.0), det("yellow", "triangle")]
+    assert extras(dets + [det("yellow", None)], spec) == 1  # a second red circle is a copy, not an extra shape
+    assert extras([det("blue", "circle")], spec) == 1
+
+
+def test_the_table_gives_shares_per_source_and_window():
+    counts = {o: 0 for o in OUTCOMES}
+    res = {
+        s: {
+            "objects": {
+                "frame 0|0|fixed": counts | {"right": 3, "missing": 1},
+                "frames 32-35|0|open": counts | {"wrong shape": 2},
+            },
+            "extra": [1] * 36,
+        }
+        for s in ("autoencoder", "generated")
+    }
+    summary = summarise([res])
+    assert summary["table"]["generated|frame 0"]["right"] == 3 and summary["extra"]["generated"]["frame 0"] == 1
+    text = render(summary, 1, 36)
+    assert "| generated | frame 0 | 4 | 0.75 | 0.00 | 0.00 | 0.00 | 0.25 | 1.00 |" in text
+    assert "| autoencoder | frames 32-35 · colour open | 2 | 0.00 | 1.00 |" in text
+
+
+def test_the_cli_refuses_a_window_it_cannot_fill(capsys):
+    from backend.bench.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["binding", "--frames", "20"])
+    assert "at least 36" in capsys.readouterr().err
