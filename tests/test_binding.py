@@ -23,11 +23,10 @@ def test_each_outcome_is_told_apart():
     assert outcome([det("red", "square")], None, "square", fixed, "cyan") == "wrong colour"
 
 
-def test_extras_count_whole_sprites_no_prompted_object_matches():
+def test_extras_count_sprites_beyond_the_prompts_count():
     spec = parse("a red circle and a blue square on plain green")
-    dets = [det("red", "circle"), det("blue", "square"), det("red", "circle", 40.0), det("yellow", "triangle")]
-    assert extras(dets + [det("yellow", None)], spec) == 1  # a second red circle is a copy, not an extra shape
-    assert extras([det("blue", "circle")], spec) == 1
+    dets = [det("red", "circle"), det("blue", "square"), det("red", "circle", 40.0), det("yellow", None)]
+    assert extras(dets, spec) == 2 and extras(dets[:1], spec) == 0
 
 
 def test_the_table_gives_shares_per_source_and_window():

@@ -9,9 +9,8 @@ distribution, never the held-out set), for two sources on the same pair:
 Each prompted object, at each frame where the ground truth shows it whole (not cut by the wall or the frame
 edge), is one of: `right` (a whole sprite of its shape and colour; an open colour: any colour the prompt does
 not name), `wrong shape` (its colour as a whole sprite of another shape), `wrong colour` (its shape, another
-colour), `partial` (only a cut blob of its colour), `missing`. `unprompted sprites / frame` counts whole
-sprites that match no prompted object (copies of a prompted one are not counted). Detection is the
-evaluator's (`backend.consistency.detect`).
+colour), `partial` (only a cut blob of its colour), `missing`. `extra sprites / frame`: sprites beyond the
+prompt's count (the evaluator's `extra_objects`). Detection is the evaluator's (`backend.consistency.detect`).
 """
 
 from __future__ import annotations
@@ -44,12 +43,8 @@ def outcome(dets, colour: str | None, shape: str, fixed: set[str], open_colour: 
 
 
 def extras(dets, spec) -> int:
-    """Whole sprites that match no prompted object."""
-    from ..consistency import whole_match
-
-    fixed = {c for c, _ in spec.objects if c is not None}
-    whole = [d for d in dets if d.shape is not None]
-    return sum(not any(whole_match(d, c, s, fixed) for c, s in spec.objects) for d in whole)
+    """Sprites beyond the prompt's count (whole or cut): the evaluator's `extra_objects` for one frame."""
+    return max(len(dets) - len(spec.objects), 0)
 
 
 def score_pair(prompt: str, seed: int, frames: int, model, ae) -> dict:
@@ -120,7 +115,7 @@ def render(summary: dict, n_pairs: int, frames: int) -> str:
         "ground truth shows it whole. `autoencoder`: the ground-truth frames encoded and decoded by the shipped "
         "autoencoder; `generated`: the shipped student, full cache, shipped sampler.",
         "",
-        "| source | window | objects x frames | " + " | ".join(OUTCOMES) + " | unprompted sprites / frame |",
+        "| source | window | objects x frames | " + " | ".join(OUTCOMES) + " | extra sprites / frame |",
         "|---|---|---|" + "---|" * (len(OUTCOMES) + 1),
     ]
     for key, counts in summary["table"].items():
