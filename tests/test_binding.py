@@ -54,3 +54,21 @@ def test_the_cli_refuses_a_window_it_cannot_fill(capsys):
     with pytest.raises(SystemExit):
         main(["binding", "--frames", "20"])
     assert "at least 36" in capsys.readouterr().err
+
+
+def test_paired_differences_are_taken_pair_by_pair():
+    from backend.bench.binding import paired
+
+    counts = {o: 0 for o in OUTCOMES}
+
+    def doc(right):
+        res = [
+            {"generated": {"objects": {"frame 0|0|fixed": counts | {"right": r, "missing": 4 - r}}, "extra": [r] * 36}}
+            for r in right
+        ]
+        return {"pairs": [["p", i] for i in range(len(right))], "results": res}
+
+    text = paired(doc([1, 2, 3]), doc([2, 3, 4]))  # every pair one more object right, one more extra sprite
+    assert "| frame 0 | +0.250 ± 0.000 ▲ (n=3) | +1.000 ± 0.000 ▲ (n=3) |" in text
+    with pytest.raises(ValueError, match="same pairs"):
+        paired(doc([1, 2]), doc([1, 2, 3]))

@@ -143,6 +143,13 @@ def main(argv=None) -> None:
     bd.add_argument("--prompts", type=int, default=24)
     bd.add_argument("--frames", type=int, default=36)
     bd.add_argument("--out", default="docs/results/binding")
+    bd.add_argument(
+        "--sampler",
+        action="append",
+        metavar="KEY=VALUE",
+        help="sampler setting of the generated videos (fields of backend.config.SamplerConfig; default: the "
+        "shipped sampler), e.g. --sampler first_guidance=1",
+    )
     a = ap.parse_args(argv)
     try:  # bad input is reported in one line before any work starts
         job = _prepare(a)
@@ -162,7 +169,7 @@ def _prepare(a):
 
         if a.frames < 36:
             raise ValueError(f"--frames must be at least 36 (the last window is frames 32-35), got {a.frames}")
-        return partial(run_binding, a.prompts, a.frames, a.out)
+        return partial(run_binding, a.prompts, a.frames, a.out, sampler_config(a.sampler))
     if a.what == "model":
         from .model import run
 

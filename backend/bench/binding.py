@@ -47,7 +47,7 @@ def extras(dets, spec) -> int:
     return max(len(dets) - len(spec.objects), 0)
 
 
-def score_pair(prompt: str, seed: int, frames: int, model, ae) -> dict:
+def score_pair(prompt: str, seed: int, frames: int, model, ae, sampler=None) -> dict:
     """Per source, per object slot: outcome counts per window, and extra sprites per frame."""
     import torch
 
@@ -61,7 +61,8 @@ def score_pair(prompt: str, seed: int, frames: int, model, ae) -> dict:
     gt = make_clip(spec, seed, frames).frames
     with torch.no_grad():
         rec = ae.decode_frames(ae.encode(frames_to_tensor(gt)), 0)[0]
-    st = Stepper(model, ae, prompt, frames, seed=seed, preview=False)
+    kw = {} if sampler is None else {"sampler": sampler}
+    st = Stepper(model, ae, prompt, frames, seed=seed, preview=False, **kw)
     for _ in st.run():
         pass
     fixed = {c for c, _ in spec.objects if c is not None}
@@ -106,11 +107,11 @@ def summarise(results: list[dict]) -> dict:
     return {"table": {f"{s}|{row}": c for (s, row), c in table.items()}, "extra": extra}
 
 
-def render(summary: dict, n_pairs: int, frames: int) -> str:
+def render(summary: dict, n_pairs: int, frames: int, setting: str = "") -> str:
     lines = [
         "# Per-object binding of the shipped student (validation pairs)",
         "",
-        f"`python -m backend.bench binding --prompts {n_pairs} --frames {frames}`: {n_pairs} validation pairs "
+        f"`python -m backend.bench binding --prompts {n_pairs} --frames {frames}{setting}`: {n_pairs} validation pairs "
         "(training distribution, not the held-out set), each object counted at every frame of the window where the "
         "ground truth shows it whole. `autoencoder`: the ground-truth frames encoded and decoded by the shipped "
         "autoencoder; `generated`: the shipped student, full cache, shipped sampler.",
@@ -127,7 +128,9 @@ def render(summary: dict, n_pairs: int, frames: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(prompts: int = 24, frames: int = 36, out: str = "docs/results/binding") -> dict:
+def run(prompts: int = 24, frames: int = 36, out: str = "docs/results/binding", sampler=None) -> dict:
+    """`sampler`: the SamplerConfig of the generated videos (None: the shipped one)."""
+    from ..config import SamplerConfig
     from ..loading import shipped
     from .validation import validation_pairs
 
@@ -135,11 +138,44 @@ def run(prompts: int = 24, frames: int = 36, out: str = "docs/results/binding") 
         raise ValueError(f"--frames must be at least 36 (the last window is frames 32-35), got {frames}")
     model, ae = shipped()
     pairs = validation_pairs(prompts)
-    results = [score_pair(p, s, frames, model, ae) for p, s in tqdm(pairs, desc="pairs")]
+    results = [score_pair(p, s, frames, model, ae, sampler) for p, s in tqdm(pairs, desc="pairs")]
     summary = summarise(results)
+    changed = {} if sampler is None else {k: v for k, v in sampler.__dict__.items() if getattr(SamplerConfig(), k) != v}
+    setting = "".join(f" --sampler {k}={v}" for k, v in changed.items())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "binding.json").write_text(json.dumps({"pairs": pairs, "summary": summary, "results": results}, indent=1))
-    (out / "README.md").write_text(render(summary, prompts, frames))
-    print(render(summary, prompts, frames))
+    doc = {"pairs": pairs, "sampler": changed, "summary": summary, "results": results}
+    (out / "binding.json").write_text(json.dumps(doc, indent=1))
+    (out / "README.md").write_text(render(summary, prompts, frames, setting))
+    print(render(summary, prompts, frames, setting))
     return summary
+
+
+def pair_shares(result: dict, window: str) -> tuple[float, float]:
+    """One pair's generated video in `window`: (share of object frames right, extra sprites per frame)."""
+    counts = [c for k, c in result["generated"]["objects"].items() if k.startswith(window + "|")]
+    n = sum(sum(c.values()) for c in counts)
+    right = sum(c["right"] for c in counts) / n if n else float("nan")
+    a, b = WINDOWS[window]
+    return right, float(np.mean(result["generated"]["extra"][a:b]))
+
+
+def paired(base: dict, other: dict) -> str:
+    """Markdown: per window, `other` minus `base` on the same pairs (right share, extra sprites per frame),
+    mean and 95% CI over pairs. Both are binding.json documents."""
+    from .report import mean_ci, paired_cell
+
+    if [tuple(p) for p in base["pairs"]] != [tuple(p) for p in other["pairs"]]:
+        raise ValueError("paired comparison needs the same pairs (same --prompts)")
+    lines = ["| window | right (paired diff.) | extra sprites / frame (paired diff.) |", "|---|---|---|"]
+    for w in WINDOWS:
+        d = np.array(
+            [np.subtract(pair_shares(o, w), pair_shares(b, w)) for b, o in zip(base["results"], other["results"])]
+        )
+        cells = []
+        for col in d.T:
+            ok = col[~np.isnan(col)]
+            m, ci = mean_ci(ok)
+            cells.append(paired_cell((m, ci, len(ok))))
+        lines.append(f"| {w} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
