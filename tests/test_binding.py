@@ -72,3 +72,16 @@ def test_paired_differences_are_taken_pair_by_pair():
     assert "| frame 0 | +0.250 ± 0.000 ▲ (n=3) | +1.000 ± 0.000 ▲ (n=3) |" in text
     with pytest.raises(ValueError, match="same pairs"):
         paired(doc([1, 2]), doc([1, 2, 3]))
+
+
+def test_the_shape_probe_writes_a_confusion_matrix_per_source(tmp_path):
+    import json
+
+    from backend.bench.binding import shape_probe
+
+    text = shape_probe(prompts=2, frames=2, out=str(tmp_path))
+    doc = json.loads((tmp_path / "shape_probe.json").read_text())
+    assert doc["pairs"] >= 1 and "**generated**" in text and (tmp_path / "shape_probe.md").is_file()
+    for src in ("autoencoder", "generated"):
+        m = doc[src]
+        assert len(m) == 3 and all(len(r) == 3 for r in m) and sum(map(sum, m)) > 0

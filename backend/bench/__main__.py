@@ -144,6 +144,11 @@ def main(argv=None) -> None:
     bd.add_argument("--frames", type=int, default=36)
     bd.add_argument("--out", default="docs/results/binding")
     bd.add_argument(
+        "--shape-probe",
+        action="store_true",
+        help="instead: re-write each pair's first object as each shape and count the shapes drawn (confusion)",
+    )
+    bd.add_argument(
         "--sampler",
         action="append",
         metavar="KEY=VALUE",
@@ -167,6 +172,10 @@ def _prepare(a):
     if a.what == "binding":
         from .binding import run as run_binding
 
+        if a.shape_probe:
+            from .binding import shape_probe
+
+            return partial(shape_probe, a.prompts, 4, a.out)
         if a.frames < 36:
             raise ValueError(f"--frames must be at least 36 (the last window is frames 32-35), got {a.frames}")
         return partial(run_binding, a.prompts, a.frames, a.out, sampler_config(a.sampler))

@@ -179,3 +179,64 @@ def paired(base: dict, other: dict) -> str:
             cells.append(paired_cell((m, ci, len(ok))))
         lines.append(f"| {w} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
+
+
+def shape_probe(prompts: int = 24, frames: int = 4, out: str = "docs/results/binding") -> str:
+    """Does the shape word steer the drawing? For every validation pair whose first object has a colour of its
+    own, the prompt is re-written with that object as each of the three shapes (same seed and noise) and the
+    whole sprites of its colour in the first `frames` frames are counted by drawn shape: a confusion matrix of
+    prompted against drawn shape, for the generated video and for the ground truth through the autoencoder."""
+    from dataclasses import replace
+
+    import torch
+
+    from ..autoencoder import frames_to_tensor
+    from ..consistency import SHAPES, detect
+    from ..loading import shipped
+    from ..prompt import parse
+    from ..stepper import Stepper
+    from ..world import make_clip
+    from .validation import validation_pairs
+
+    model, ae = shipped()
+    conf = {src: np.zeros((len(SHAPES), len(SHAPES)), int) for src in ("autoencoder", "generated")}
+    used = 0
+    for prompt, seed in tqdm(validation_pairs(prompts), desc="pairs"):
+        spec = parse(prompt)
+        colour = spec.objects[0][0]
+        if colour is None or sum(c == colour for c, _ in spec.objects) > 1:
+            continue
+        used += 1
+        for i, shape in enumerate(SHAPES):
+            s = replace(spec, objects=((colour, shape),) + spec.objects[1:])
+            with torch.no_grad():
+                rec = ae.decode_frames(ae.encode(frames_to_tensor(make_clip(s, seed, frames).frames)), 0)[0]
+            st = Stepper(model, ae, s.text(), frames, seed=seed, preview=False)
+            for _ in st.run():
+                pass
+            for src, video in (("autoencoder", rec), ("generated", st.frames)):
+                for f in video:
+                    for d in detect(f):
+                        if d.colour == colour and d.shape is not None:
+                            conf[src][i, SHAPES.index(d.shape)] += 1
+    lines = [
+        "# Does the shape word steer the drawing? (validation pairs)",
+        "",
+        f"`python -m backend.bench binding --shape-probe --prompts {prompts}`: {used} validation pairs whose first "
+        f"object has a colour of its own, re-written with that object as each shape (same seed and noise); whole "
+        f"sprites of its colour in frames 0-{frames - 1}, by drawn shape (share of the row).",
+        "",
+    ]
+    for src, m in conf.items():
+        head = "| prompted \\ drawn | " + " | ".join(SHAPES) + " | sprites |"
+        lines += [f"**{src}**", "", head, "|---|" + "---|" * 4]
+        for i, shape in enumerate(SHAPES):
+            n = m[i].sum()
+            lines.append(f"| {shape} | " + " | ".join(f"{v / n:.2f}" if n else "-" for v in m[i]) + f" | {n} |")
+        lines.append("")
+    text = "\n".join(lines)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "shape_probe.md").write_text(text)
+    (Path(out) / "shape_probe.json").write_text(json.dumps({k: v.tolist() for k, v in conf.items()} | {"pairs": used}))
+    print(text)
+    return text
