@@ -141,13 +141,14 @@ def main(argv=None) -> None:
         "binding", help="per prompted object: colour and shape right at frame 0 and 32 frames later (validation)"
     )
     bd.add_argument("--prompts", type=int, default=24)
-    bd.add_argument("--frames", type=int, default=36)
+    bd.add_argument("--frames", type=int, default=None, help="frames per video (default 36; the shape probe 4)")
     bd.add_argument("--out", default="docs/results/binding")
     bd.add_argument(
         "--shape-probe",
         action="store_true",
         help="instead: re-write each pair's first object as each shape and count the shapes drawn (confusion)",
     )
+    bd.add_argument("--weights", default=None, help="shape probe: the model's weights (default: the shipped student)")
     bd.add_argument(
         "--sampler",
         action="append",
@@ -175,7 +176,10 @@ def _prepare(a):
         if a.shape_probe:
             from .binding import shape_probe
 
-            return partial(shape_probe, a.prompts, 4, a.out)
+            return partial(shape_probe, a.prompts, a.frames or 4, a.out, a.weights)
+        if a.weights:
+            raise ValueError("--weights applies to the shape probe (--shape-probe)")
+        a.frames = 36 if a.frames is None else a.frames
         if a.frames < 36:
             raise ValueError(f"--frames must be at least 36 (the last window is frames 32-35), got {a.frames}")
         return partial(run_binding, a.prompts, a.frames, a.out, sampler_config(a.sampler))

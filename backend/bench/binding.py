@@ -181,11 +181,13 @@ def paired(base: dict, other: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def shape_probe(prompts: int = 24, frames: int = 4, out: str = "docs/results/binding") -> str:
+def shape_probe(prompts: int = 24, frames: int = 4, out: str = "docs/results/binding", weights=None) -> str:
     """Does the shape word steer the drawing? For every validation pair whose first object has a colour of its
     own, the prompt is re-written with that object as each of the three shapes (same seed and noise) and the
     whole sprites of its colour in the first `frames` frames are counted by drawn shape: a confusion matrix of
-    prompted against drawn shape, for the generated video and for the ground truth through the autoencoder."""
+    prompted against drawn shape, for the generated video and for the ground truth through the autoencoder.
+    `weights`: the generating model (default the shipped student; the teacher's weights draw the first chunk as
+    it does, bidirectionally within the chunk)."""
     from dataclasses import replace
 
     import torch
@@ -199,6 +201,10 @@ def shape_probe(prompts: int = 24, frames: int = 4, out: str = "docs/results/bin
     from .validation import validation_pairs
 
     model, ae = shipped()
+    if weights is not None:
+        from ..loading import load_model
+
+        model = load_model(weights)
     conf = {src: np.zeros((len(SHAPES), len(SHAPES)), int) for src in ("autoencoder", "generated")}
     used = 0
     for prompt, seed in tqdm(validation_pairs(prompts), desc="pairs"):
@@ -222,7 +228,9 @@ def shape_probe(prompts: int = 24, frames: int = 4, out: str = "docs/results/bin
     lines = [
         "# Does the shape word steer the drawing? (validation pairs)",
         "",
-        f"`python -m backend.bench binding --shape-probe --prompts {prompts}`: {used} validation pairs whose first "
+        f"`python -m backend.bench binding --shape-probe --prompts {prompts} --frames {frames}"
+        + (f" --weights {weights}" if weights else "")
+        + f"`: {used} validation pairs whose first "
         f"object has a colour of its own, re-written with that object as each shape (same seed and noise); whole "
         f"sprites of its colour in frames 0-{frames - 1}, by drawn shape (share of the row).",
         "",
