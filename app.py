@@ -31,16 +31,15 @@ def main(argv=None) -> int:
         "text_encoder/ tokenizer/) instead of the shipped model; --models is then the folder of its PaFu-KV "
         "salience head (default DIR)",
     )
-    ap.add_argument("--generator", default=None, help="with wan:DIR: a Self-Forcing / CausVid checkpoint")
-    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="with wan:DIR (default cpu)")
-    ap.add_argument("--dtype", choices=("fp32", "bf16"), help="with wan:DIR (default bf16 on cuda, fp32 on cpu)")
-    ap.add_argument("--size", default="480x832", help="with wan:DIR: frame HEIGHTxWIDTH (default 480x832)")
+    from backend.models.wan_loading import add_wan_arguments, wan_only_given
+
+    add_wan_arguments(ap)
     a = ap.parse_args(argv)
     wan = a.model is not None
     if wan and not a.model.startswith("wan:"):
         ap.error(f"--model takes wan:DIR (a Wan2.1 generator folder), got {a.model!r}; the world's weights: --models")
-    if not wan and (a.generator or a.device != "cpu" or a.dtype):
-        ap.error("--generator, --device and --dtype apply to a Wan generator (--model wan:DIR)")
+    if not wan and wan_only_given(a):
+        ap.error(f"{', '.join(wan_only_given(a))} apply to a Wan generator (--model wan:DIR)")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     t0 = time.perf_counter()
     import torch

@@ -11,6 +11,7 @@ import numpy as np
 
 from .checkpoint import CheckpointError
 from .flow import sampler_config
+from .models.wan_loading import add_wan_arguments, wan_only_given
 from .prompt import PromptError
 from .settings import parse_params
 
@@ -54,8 +55,9 @@ def cmd_generate(a) -> int:
     wan = bool(a.model) and a.model.startswith(WAN)
     if not wan:
         parse(a.prompt)  # fail fast, before loading anything
-        if a.generator or a.device != "cpu" or a.models_dir:
-            raise ValueError("--generator, --device and --models-dir apply to a Wan generator (--model wan:DIR)")
+        given = wan_only_given(a) + (["--models-dir"] if a.models_dir else [])
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to a Wan generator (--model wan:DIR)")
     validate_frames(a.frames)
     kwargs = _policy_kwargs(a.policy_arg)
     if a.budget is not None:
@@ -166,13 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="student weights (.safetensors; default: the shipped model), or wan:DIR, a diffusers-format "
         "Wan2.1-T2V-1.3B folder (transformer/ vae/ text_encoder/ tokenizer/); --frames then counts latent frames",
     )
-    g.add_argument(
-        "--generator",
-        help="with wan:DIR: a Self-Forcing / CausVid generator checkpoint (.pt read weights-only, or .safetensors)",
-    )
-    g.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="with wan:DIR (default cpu)")
-    g.add_argument("--dtype", choices=("fp32", "bf16"), help="with wan:DIR (default bf16 on cuda, fp32 on cpu)")
-    g.add_argument("--size", default="480x832", help="with wan:DIR: frame HEIGHTxWIDTH (default 480x832)")
+    add_wan_arguments(g)
     g.add_argument(
         "--models-dir",
         help="with wan:DIR: the folder of its PaFu-KV salience head (`python -m backend.train salience --model "

@@ -216,6 +216,26 @@ def load_wan_teacher(
     return WanCausal(tr.to(device).eval(), None, chunk_frames=chunk_frames, frame_size=frame_size)
 
 
+def add_wan_arguments(parser, device: bool = True) -> None:
+    """The command-line options of a Wan generator (`--model wan:DIR`), one definition for the app, `generate`
+    and `train salience`; `device=False` where the parser has its own --device."""
+    parser.add_argument(
+        "--generator",
+        default=None,
+        help="with wan:DIR: a Self-Forcing / CausVid generator checkpoint (.pt read weights-only, or .safetensors)",
+    )
+    if device:
+        parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="with wan:DIR (default cpu)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), help="with wan:DIR (default bf16 on cuda, fp32 on cpu)")
+    parser.add_argument("--size", default="480x832", help="with wan:DIR: frame HEIGHTxWIDTH (default 480x832)")
+
+
+def wan_only_given(a) -> list[str]:
+    """The Wan generator's options set on parsed arguments `a` (an error where no Wan generator is loaded)."""
+    given = [("--generator", a.generator), ("--dtype", a.dtype), ("--device", getattr(a, "device", "cpu") != "cpu")]
+    return [name for name, value in given if value]
+
+
 def wan_options(device: str = "cpu", dtype: str | None = None, size: str = "480x832"):
     """The command-line options of a Wan generator checked: (torch dtype, (height, width)); a ValueError names
     what is wrong. bf16 on a GPU and fp32 on a CPU unless `dtype` says."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from ..models.wan_loading import add_wan_arguments
 from ..salience import LABELS
 
 STAGES = {
@@ -52,8 +53,7 @@ def main(argv=None) -> None:
         help="salience: wan:DIR distils the head for a Wan2.1-based generator (a diffusers-format folder; "
         "teacher: its own bidirectional Wan2.1 transformer), written to --models-dir (default DIR)",
     )
-    ap.add_argument("--generator", default=None, help="salience with wan:DIR: a Self-Forcing / CausVid checkpoint")
-    ap.add_argument("--size", default="480x832", help="salience with wan:DIR: frame HEIGHTxWIDTH (default 480x832)")
+    add_wan_arguments(ap, device=False)
     ap.add_argument("--device", default="cpu", help="teacher/student: torch device, e.g. cuda (default cpu)")
     ap.add_argument("--workers", type=int, default=0, help="teacher/student: processes drawing training clips")
     ap.add_argument(
@@ -70,7 +70,7 @@ def main(argv=None) -> None:
         help="teacher/student: bfloat16 autocast for the model's passes (weights and targets stay fp32; for GPUs)",
     )
     a = ap.parse_args(argv)
-    if a.model is not None or a.generator is not None:
+    if a.model is not None or a.generator is not None or a.dtype is not None:
         return _wan(ap, a)
     mod = importlib.import_module(STAGES[a.stage])
     kw = {"recipe": a.recipe, "resume": not a.fresh, "runs": a.runs_dir, "models": a.models_dir}
@@ -94,15 +94,17 @@ def _wan(ap, a) -> None:
     from ..models.wan_loading import wan_options
 
     if a.stage != "salience" or not (a.model or "").startswith(WAN):
-        ap.error("--model wan:DIR (and --generator) apply to the salience stage: a Wan generator's PaFu-KV head")
+        ap.error(
+            "--model wan:DIR (and --generator, --dtype) apply to the salience stage: a Wan generator's PaFu-KV head"
+        )
     from .salience_wan import run
 
     try:
-        dtype, size = wan_options(a.device, None, a.size)
+        dtype, size = wan_options(a.device, a.dtype, a.size)
     except ValueError as e:
         ap.error(str(e))
     models = None if a.models_dir == ap.get_default("models_dir") else a.models_dir
-    run(a.model[len(WAN) :], a.generator, a.recipe, a.steps, a.runs_dir, models, a.labels, a.device, size=size)
+    run(a.model[len(WAN) :], a.generator, a.recipe, a.steps, a.runs_dir, models, a.labels, a.device, dtype, size)
 
 
 if __name__ == "__main__":
