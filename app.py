@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     if wan and not a.model.startswith("wan:"):
         ap.error(f"--model takes wan:DIR (a Wan2.1 generator folder), got {a.model!r}; the world's weights: --models")
     if not wan and wan_only_given(a):
-        ap.error(f"{', '.join(wan_only_given(a))} apply to a Wan generator (--model wan:DIR)")
+        ap.error(f"{', '.join(wan_only_given(a))}: only for a Wan generator (--model wan:DIR)")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     t0 = time.perf_counter()
     import torch

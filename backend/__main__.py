@@ -57,7 +57,7 @@ def cmd_generate(a) -> int:
         parse(a.prompt)  # fail fast, before loading anything
         given = wan_only_given(a) + (["--models-dir"] if a.models_dir else [])
         if given:
-            raise ValueError(f"{', '.join(given)} apply to a Wan generator (--model wan:DIR)")
+            raise ValueError(f"{', '.join(given)}: only for a Wan generator (--model wan:DIR)")
     validate_frames(a.frames)
     kwargs = _policy_kwargs(a.policy_arg)
     if a.budget is not None:
