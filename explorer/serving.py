@@ -42,7 +42,7 @@ def wan_explorer(
         models=heads,
         kind="wan",
         model_args=tuple(args),
-        teacher_loader=lambda: load_wan_teacher(folder, device, dtype, frame_size=size),
+        teacher_loader=lambda: load_wan_teacher(folder, model, generator),
         model_hash=wan_identity(folder, generator),
         meta_model=meta,
         **kw,

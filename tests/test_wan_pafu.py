@@ -78,3 +78,22 @@ def test_the_head_trains_through_the_salience_command_and_pafu_generates_with_it
     with pytest.raises(SystemExit):
         train(["teacher", "--model", f"wan:{folder}"])  # only the salience stage takes a Wan generator
     assert np.isfinite(q["train"]["spearman_per_layer"]).all()
+
+
+def test_the_teacher_is_the_folders_transformer_shared_when_no_generator_replaces_it(wan, tmp_path):
+    from safetensors.torch import save_file
+    from wan_tiny import tiny_transformer
+
+    from backend.models.wan_loading import load_wan, load_wan_teacher
+
+    model, dec = wan
+    folder = save_folder(tmp_path / "wan", model, dec)
+    student, _ = load_wan(folder, frame_size=(64, 64))
+    assert load_wan_teacher(folder, student).tr is student.tr  # the same weights: not loaded twice
+    gen = tmp_path / "g.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_transformer(seed=5).state_dict().items()}, str(gen))
+    distilled, _ = load_wan(folder, gen, frame_size=(64, 64))
+    teacher = load_wan_teacher(folder, distilled, gen)
+    base = dict(model.tr.named_parameters())
+    assert all(torch.equal(p, base[k]) for k, p in teacher.tr.named_parameters())  # the folder's Wan2.1
+    assert not torch.equal(distilled.tr.proj_out.weight, teacher.tr.proj_out.weight)

@@ -200,20 +200,20 @@ def _transformer(folder: Path, dtype: torch.dtype):
         raise CheckpointError(f"cannot load the Wan transformer from {folder}: {e}") from e
 
 
-def load_wan_teacher(
-    folder: str | Path,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    chunk_frames: int = 3,
-    frame_size: tuple[int, int] = (480, 832),
-):
-    """PaFu-KV's bidirectional teacher for a Wan generator: the folder's own Wan2.1 transformer (the model
-    Self-Forcing and CausVid distil from), run over whole clips without a causal mask
-    (`WanCausal.teacher_attention`). It takes the student's text condition, so it carries no text encoder."""
+def load_wan_teacher(folder: str | Path, student, generator: str | Path | None = None):
+    """PaFu-KV's bidirectional teacher for the generator `student` (`load_wan(folder, generator, ...)`): the
+    folder's own Wan2.1 transformer (the model Self-Forcing and CausVid distil from), run over whole clips without
+    a causal mask (`WanCausal.teacher_attention`), on the student's device, dtype and geometry. Without a
+    `generator` the student's transformer holds exactly those weights and is shared, not loaded twice. It takes
+    the student's text condition, so it carries no text encoder."""
     from .wan import WanCausal
 
-    tr = _transformer(check_folder(folder), dtype)
-    return WanCausal(tr.to(device).eval(), None, chunk_frames=chunk_frames, frame_size=frame_size)
+    geo = student.geometry
+    tr = student.tr
+    if generator is not None:
+        w = student.tr.proj_out.weight
+        tr = _transformer(check_folder(folder), w.dtype).to(w.device).eval()
+    return WanCausal(tr, None, chunk_frames=geo.chunk_frames, frame_size=geo.frame_size)
 
 
 def add_wan_arguments(parser, device: bool = True) -> None:

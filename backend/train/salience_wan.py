@@ -93,7 +93,7 @@ def run(
     runs, models = Path(runs), Path(models or folder)
     torch.manual_seed(cfg.seed)
     student, _ = load_wan(folder, generator, device, dtype, frame_size=size)
-    teacher = load_wan_teacher(folder, device, dtype, frame_size=size) if cfg.labels == "sse" else None
+    teacher = load_wan_teacher(folder, student, generator) if cfg.labels == "sse" else None
     geo = student.geometry
     head = SalienceHead(
         SEHConfig(n_layer=geo.n_layer, key_dim=geo.n_head * geo.head_dim, grid=geo.grid[0], cols=geo.grid[1])
