@@ -29,7 +29,6 @@ from .ui_sessions import sessions_tab, wire_sessions
 from .ui_wiring import wire_generate
 from .views import cache_map_legend
 
-EXAMPLES = list(KINDS["world"].examples)
 CMAPS = ["inferno", "viridis", "magma", "turbo"]
 
 PAGE_JS = (Path(__file__).parent / "assets" / "page.js").read_text()  # hotkeys and hover tooltips
@@ -284,4 +283,4 @@ def launch_kwargs() -> dict:
     return dict(css=CSS, js=PAGE_JS, allowed_paths=[str(DEFAULT_ROOT)], footer_links=["gradio", "settings"])
 
 
-__all__ = ["build", "launch_kwargs", "EXAMPLES", "np"]
+__all__ = ["build", "launch_kwargs", "np"]

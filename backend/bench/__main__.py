@@ -171,6 +171,7 @@ def _prepare(a):
     from ..flow import sampler_config
 
     if a.what == "binding":
+        from .binding import check_frames
         from .binding import run as run_binding
 
         if a.shape_probe:
@@ -180,8 +181,7 @@ def _prepare(a):
         if a.weights:
             raise ValueError("--weights applies to the shape probe (--shape-probe)")
         a.frames = 36 if a.frames is None else a.frames
-        if a.frames < 36:
-            raise ValueError(f"--frames must be at least 36 (the last window is frames 32-35), got {a.frames}")
+        check_frames(a.frames)
         return partial(run_binding, a.prompts, a.frames, a.out, sampler_config(a.sampler))
     if a.what == "model":
         from .model import run

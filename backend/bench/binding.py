@@ -47,28 +47,37 @@ def extras(dets, spec) -> int:
     return max(len(dets) - len(spec.objects), 0)
 
 
-def score_pair(prompt: str, seed: int, frames: int, model, ae, sampler=None) -> dict:
-    """Per source, per object slot: outcome counts per window, and extra sprites per frame."""
+def check_frames(frames: int) -> None:
+    if frames < 36:
+        raise ValueError(f"--frames must be at least 36 (the last window is frames 32-35), got {frames}")
+
+
+def sources(spec, seed: int, frames: int, model, ae, sampler=None) -> tuple[np.ndarray, dict]:
+    """(ground-truth frames, {source: frames}): the world's clip through the autoencoder, and the model's own
+    video of the prompt (same seed)."""
     import torch
 
     from ..autoencoder import frames_to_tensor
-    from ..consistency import detect, first_identities
-    from ..prompt import parse
-    from ..stepper import Stepper
     from ..world import make_clip
+    from .model import run_to_end
 
-    spec = parse(prompt)
     gt = make_clip(spec, seed, frames).frames
     with torch.no_grad():
         rec = ae.decode_frames(ae.encode(frames_to_tensor(gt)), 0)[0]
-    kw = {} if sampler is None else {"sampler": sampler}
-    st = Stepper(model, ae, prompt, frames, seed=seed, preview=False, **kw)
-    for _ in st.run():
-        pass
+    return gt, {"autoencoder": rec, "generated": run_to_end(model, ae, spec.text(), frames, seed, None, sampler).frames}
+
+
+def score_pair(prompt: str, seed: int, frames: int, model, ae, sampler=None) -> dict:
+    """Per source, per object slot: outcome counts per window, and extra sprites per frame."""
+    from ..consistency import detect, first_identities
+    from ..prompt import parse
+
+    spec = parse(prompt)
+    gt, videos = sources(spec, seed, frames, model, ae, sampler)
     fixed = {c for c, _ in spec.objects if c is not None}
     gt_dets = [detect(f) for f in gt]
     out = {}
-    for source, video in (("autoencoder", rec), ("generated", st.frames)):
+    for source, video in videos.items():
         dets = [detect(f) for f in video]
         idents = first_identities(dets, spec)
         per = {}
@@ -134,8 +143,7 @@ def run(prompts: int = 24, frames: int = 36, out: str = "docs/results/binding", 
     from ..loading import shipped
     from .validation import validation_pairs
 
-    if frames < 36:
-        raise ValueError(f"--frames must be at least 36 (the last window is frames 32-35), got {frames}")
+    check_frames(frames)
     model, ae = shipped()
     pairs = validation_pairs(prompts)
     results = [score_pair(p, s, frames, model, ae, sampler) for p, s in tqdm(pairs, desc="pairs")]
@@ -190,14 +198,9 @@ def shape_probe(prompts: int = 24, frames: int = 4, out: str = "docs/results/bin
     it does, bidirectionally within the chunk)."""
     from dataclasses import replace
 
-    import torch
-
-    from ..autoencoder import frames_to_tensor
     from ..consistency import SHAPES, detect
     from ..loading import shipped
     from ..prompt import parse
-    from ..stepper import Stepper
-    from ..world import make_clip
     from .validation import validation_pairs
 
     model, ae = shipped()
@@ -215,12 +218,7 @@ def shape_probe(prompts: int = 24, frames: int = 4, out: str = "docs/results/bin
         used += 1
         for i, shape in enumerate(SHAPES):
             s = replace(spec, objects=((colour, shape),) + spec.objects[1:])
-            with torch.no_grad():
-                rec = ae.decode_frames(ae.encode(frames_to_tensor(make_clip(s, seed, frames).frames)), 0)[0]
-            st = Stepper(model, ae, s.text(), frames, seed=seed, preview=False)
-            for _ in st.run():
-                pass
-            for src, video in (("autoencoder", rec), ("generated", st.frames)):
+            for src, video in sources(s, seed, frames, model, ae)[1].items():
                 for f in video:
                     for d in detect(f):
                         if d.colour == colour and d.shape is not None:

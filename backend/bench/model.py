@@ -44,11 +44,18 @@ def rollout(prompt, seed, frames, policy=None, weights: str | None = None, sampl
     import torch
 
     from ..loading import DEFAULT_MODEL, student_and_ae
-    from ..stepper import Stepper
 
     torch.set_num_threads(1)
+    return run_to_end(*student_and_ae(str(weights or DEFAULT_MODEL)), prompt, frames, seed, policy, sampler)
+
+
+def run_to_end(model, ae, prompt, frames, seed, policy=None, sampler=None):
+    """A Stepper of a loaded model run to the end with the default sampler and the full cache (or the given
+    SamplerConfig `sampler` / `policy`), no previews."""
+    from ..stepper import Stepper
+
     kw = {k: v for k, v in (("sampler", sampler), ("policy", policy)) if v is not None}
-    st = Stepper(*student_and_ae(str(weights or DEFAULT_MODEL)), prompt, frames, seed=seed, preview=False, **kw)
+    st = Stepper(model, ae, prompt, frames, seed=seed, preview=False, **kw)
     for _ in st.run():
         pass
     return st
