@@ -104,10 +104,12 @@ class Explorer(CompareActions, AnalysisActions, SessionActions):
         return None if self.models.resolve() == MODELS_DIR else self.models
 
     def cli(self, config: RunConfig) -> str:
-        """The command line that makes this run with `python -m backend generate`."""
-        if not self.world:
-            return config.cli(model_args=self.model_args)
-        return config.cli(self.custom_models)
+        """The command line that makes this run with `python -m backend generate`: the served generator's
+        arguments, or a world student's file when it is not the shipped one."""
+        args = self.model_args
+        if self.world and self.custom_models is not None:
+            args = ("--model", str(self.custom_models / "student.safetensors"))
+        return config.cli(args)
 
     def ws(self, key: str | None) -> Workspace:
         return self.registry.get(key)

@@ -81,9 +81,9 @@ class RunConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def cli(self, models: Path | None = None, model_args: tuple[str, ...] = ()) -> str:
-        """The command line that generates this run with `python -m backend generate` (same noise, same frames):
-        `models`, a world student's folder; `model_args`, the arguments that load another generator."""
+    def cli(self, model_args: tuple[str, ...] = ()) -> str:
+        """The command line that generates this run with `python -m backend generate` (same noise, same frames);
+        `model_args`: the arguments that load weights other than the shipped ones."""
         import shlex
 
         parts = [
@@ -98,8 +98,6 @@ class RunConfig:
         parts += [f"--policy-arg {shlex.quote(f'{k}={v}')}" for k, v in parse_params(self.params).items()]
         if self.guidance is not None:
             parts += [f"--sampler guidance={self.guidance:g}", f"--sampler first_guidance={self.guidance:g}"]
-        if models is not None:
-            parts.append(f"--model {shlex.quote(str(Path(models) / 'student.safetensors'))}")
         parts += [shlex.quote(a) for a in model_args]
         return " ".join(parts + [f"--out {self.policy}-seed{self.seed}.mp4"])
 
