@@ -142,7 +142,7 @@ def report(results: Path, out: Path) -> str:
             f"{sum(r['evict_ms']) / ms.sum():.1%} |"
         )
         frames = (np.arange(len(ms)) + 1) * 3
-        ax.plot(frames, ms / 1e3, label=f"{r['policy']} {share}")
+        ax.plot(frames, ms / 1e3, label="full cache" if r["share"] is None else f"{r['policy']} @ {share}")
     ax.set_xlabel("latent frames generated")
     ax.set_ylabel("chunk latency (s)")
     ax.set_title(f"Wan generator, {full['shape']} shape, {full['device']}")
