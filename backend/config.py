@@ -21,6 +21,9 @@ class ModelConfig:
     rope_theta: tuple[float, float, float] = (10000.0, 100.0, 100.0)
     chunk_frames: int = 1  # latent frames generated per AR chunk
     attn_block: int = 256  # query block of the explicit (statistics) attention path
+    # object tokens as the sum of a per-(slot, colour, shape) embedding and shared colour and shape embeddings
+    # (models/dit.py `embed_prompt`): "square" is one vector whatever its colour and slot
+    prompt_factors: bool = False
 
     @property
     def head_dim(self) -> int:
@@ -55,9 +58,16 @@ class SamplerConfig:
     # prompts (docs/decisions/sampler.md). Costs one more read-only pass per denoise step.
     guidance: float = 4.0  # every chunk after the first
     first_guidance: float = 4.0  # the first chunk
+    # shape guidance, composed with colour guidance (Liu et al. 2022, composable diffusion, with a negative
+    # reference): v += (s - 1) (v_prompt - v_swapped), where v_swapped is the velocity under the same prompt with
+    # every object's shape moved to the next shape (each colour bound to a wrong shape), read over the same
+    # cache like v_open; every chunk. 1.0 = off (a model without object shapes, e.g. Wan, is never guided).
+    # The binding diagnosis found the shape word barely moving the denoiser (docs/results/binding/); costs one
+    # more read-only pass per denoise step.
+    shape_guidance: float = 1.0
 
     def __post_init__(self):  # one spelling per setting (1 and 1.0 are the same sampler, and hash the same)
-        for name in ("shift", "context_noise", "guidance", "first_guidance"):
+        for name in ("shift", "context_noise", "guidance", "first_guidance", "shape_guidance"):
             object.__setattr__(self, name, float(getattr(self, name)))
 
 
@@ -65,4 +75,6 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(dim=32, n_layer=2, n_head=2, rope_split=(8, 4, 4), attn_block=16),
     "default": ModelConfig(),  # 128 x 4 layers, ~1.2M params
     "large": ModelConfig(dim=192, n_layer=6, n_head=6),  # ~4M params, for a GPU run
+    "factored": ModelConfig(prompt_factors=True),  # default + shared colour and shape embeddings
+    "large_factored": ModelConfig(dim=192, n_layer=6, n_head=6, prompt_factors=True),
 }

@@ -37,6 +37,18 @@ SLOT_OFFSETS = tuple(sum(SLOT_VALUES[:i]) for i in range(len(SLOT_VALUES)))
 PROMPT_VOCAB_SIZE = sum(SLOT_VALUES)
 
 
+def object_factors() -> tuple[list[int], list[int]]:
+    """For every prompt token id, the colour and the shape of the object slot value it encodes: two lists of
+    PROMPT_VOCAB_SIZE ids, colour in [0, len(COLOURS)] (the last = open), shape in [0, len(SHAPES)] (the last =
+    no object); tokens of the other slots get len(COLOURS) + 1 and len(SHAPES) + 1 (not an object)."""
+    colour = [len(COLOURS) + 1] * PROMPT_VOCAB_SIZE
+    shape = [len(SHAPES) + 1] * PROMPT_VOCAB_SIZE
+    for i in range(MAX_OBJECTS):
+        for v in range(OBJ_VALUES):
+            colour[SLOT_OFFSETS[i] + v], shape[SLOT_OFFSETS[i] + v] = divmod(v, len(SHAPES) + 1)
+    return colour, shape
+
+
 class PromptError(ValueError):
     """A prompt that the world's grammar does not accept."""
 
@@ -87,6 +99,13 @@ class SceneSpec:
         return SceneSpec(
             tuple((None, shape) for _, shape in self.objects), self.bg_colour, self.pattern, self.wall, self.pan
         )
+
+    def shifted_shapes(self) -> SceneSpec:
+        """The same scene with every object's shape moved to the next one (circle -> square -> triangle ->
+        circle): each colour bound to a wrong shape, the negative reference of shape guidance."""
+        nxt = {s: SHAPES[(i + 1) % len(SHAPES)] for i, s in enumerate(SHAPES)}
+        objects = tuple((colour, nxt[shape]) for colour, shape in self.objects)
+        return SceneSpec(objects, self.bg_colour, self.pattern, self.wall, self.pan)
 
     def tokens(self) -> list[int]:
         """The model's prompt token ids, one per slot: ``[N_PROMPT_TOKENS]``."""

@@ -80,6 +80,7 @@ class Stepper:
 
     def __post_init__(self):
         self.condition, self.open_condition = self.model.condition(self.prompt)  # raises PromptError
+        self.binding_condition = self.model.binding_reference(self.prompt)
         validate_frames(self.n_frames)
         limit = self.model.geometry.max_frames
         if limit is not None and self.n_frames > limit:
@@ -135,6 +136,7 @@ class Stepper:
         self._phases: Iterator[StepRecord] | None = None
         self.x: torch.Tensor | None = None
         self._guide: KVCache | None = None  # open-colour prompt prefill
+        self._rebound: KVCache | None = None  # shifted-shape prompt prefill (shape guidance)
         self.x0: torch.Tensor | None = None
         self.done = self.cancelled = False
         self.frame_ms = np.zeros(self.n_frames)  # all steps of a frame's chunk
@@ -204,6 +206,9 @@ class Stepper:
         if guided and self.open_condition is not None:
             self._guide = KVCache(geo.n_layer, geo.n_head, geo.head_dim)
             self.model.prefill(self.open_condition, self._guide)
+        if self.sampler.shape_guidance != 1.0 and self.binding_condition is not None:
+            self._rebound = KVCache(geo.n_layer, geo.n_head, geo.head_dim)
+            self.model.prefill(self.binding_condition, self._rebound)
         self.k = 0
         return self._record("prefill", -1, None, None, t0, chunk=-1)
 
@@ -220,10 +225,17 @@ class Stepper:
         if self.trace_inputs:  # the model's own (unguided) output
             self.inputs.append((self.chunk, k, t, self.x.clone(), v.clone()))
         scale = self.sampler.first_guidance if self.chunk == 0 else self.sampler.guidance
+        rebind = None
+        if self._rebound is not None:  # from the unguided v, composed with colour guidance below
+            v_wrong = self.model.forward_chunk(self.x, tt, f0, self.cache, condition_kv=self._rebound, clock=clock)
+            passes += 1
+            rebind = (self.sampler.shape_guidance - 1.0) * (v - v_wrong)
         if self._guide is not None and scale != 1.0:
             v_open = self.model.forward_chunk(self.x, tt, f0, self.cache, condition_kv=self._guide, clock=clock)
-            passes = 2
+            passes += 1
             v = v_open + scale * (v - v_open)
+        if rebind is not None:
+            v = v + rebind
         renoise = self.sampler.renoise
         if self.chunk == 0 and self.sampler.first_renoise is not None:
             renoise = self.sampler.first_renoise

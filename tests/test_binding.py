@@ -85,3 +85,28 @@ def test_the_shape_probe_writes_a_confusion_matrix_per_source(tmp_path):
     for src in ("autoencoder", "generated"):
         m = doc[src]
         assert len(m) == 3 and all(len(r) == 3 for r in m) and sum(map(sum, m)) > 0
+
+
+def test_the_signal_is_zero_for_a_model_blind_to_the_prompt_and_positive_otherwise():
+    import torch
+
+    from backend.bench.shape_signal import LEVELS, other_shape, pair_signal
+    from backend.loading import load_autoencoder, random_model
+
+    spec = parse("a red circle and a blue square on plain green")
+    assert other_shape(spec) == "triangle"
+    ae, model = load_autoencoder(), random_model("tiny")
+    seen = pair_signal(model, ae, spec, seed=3)
+    assert set(seen) == set(LEVELS) and all(s > 0 for s, _, _ in seen.values())
+    with torch.no_grad():
+        model.prompt_emb.weight.zero_()  # every prompt embeds alike: the shape word cannot matter
+    blind = pair_signal(model, ae, spec, seed=3)
+    assert all(s == 0 and right == swapped for s, right, swapped in blind.values())
+
+
+def test_the_signal_cli_takes_no_sampler_settings(capsys):
+    from backend.bench.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["binding", "--signal", "--frames", "4"])
+    assert "--signal reads frame 0" in capsys.readouterr().err

@@ -112,6 +112,26 @@ def test_colour_guidance_steers_the_chunks_it_is_set_for_and_only_prompted_colou
     np.testing.assert_array_equal(a.frames, b.frames)
 
 
+def test_shape_guidance_composes_with_colour_guidance(tiny, ae):
+    import torch
+
+    from backend.config import SamplerConfig
+    from backend.prompt import parse
+
+    assert parse(PROMPT).shifted_shapes().objects == (("red", "square"), (None, "triangle"))
+    off = SamplerConfig(first_guidance=1.0, guidance=1.0)
+    base, _ = run(tiny, ae, seed=3, n=2, sampler=off)
+    shaped, _ = run(tiny, ae, seed=3, n=2, sampler=SamplerConfig(first_guidance=1.0, guidance=1.0, shape_guidance=3.0))
+    both, _ = run(tiny, ae, seed=3, n=2, sampler=SamplerConfig(shape_guidance=3.0))
+    colour, _ = run(tiny, ae, seed=3, n=2)
+    assert base._rebound is None and shaped._rebound is not None
+    assert torch.equal(shaped.binding_condition, torch.tensor(parse(PROMPT).shifted_shapes().tokens()))
+    assert not np.array_equal(base.latents, shaped.latents)  # it steers
+    assert not np.array_equal(both.latents, shaped.latents) and not np.array_equal(both.latents, colour.latents)
+    # the read-only reference pass leaves the cache as the unguided run has it
+    assert [len(layer) for layer in shaped.cache.layers] == [len(layer) for layer in base.cache.layers]
+
+
 def test_commits_record_only_the_attention_statistics_the_policy_reads(tiny, ae):
     """Window and Full read no statistics (their commits run the fused kernel and leave the counters at 0),
     H2O reads probabilities, Deep Forcing only raw q.k sums; asking for more changes no decision and no

@@ -362,3 +362,32 @@ def test_amp_runs_the_student_in_bf16_and_keeps_fp32_weights(tmp_path, monkeypat
         assert all(on == amp and dtype == torch.float32 for _, on, dtype in seen), seen
         tensors, _, _ = checkpoint.read(models / "student.safetensors")
         assert all(t.dtype == torch.float32 for t in tensors.values())
+
+
+def test_the_pixel_loss_reaches_the_model_through_a_frozen_decoder():
+    """`pixel_weight` (the `bindpix` recipe): the first chunk's clean estimate is decoded and compared with the
+    true frames, weighted on the sprite tokens' pixels; gradients reach the model, never the autoencoder, and the
+    autoencoder's own latents of the frames score far better than noise."""
+    import numpy as np
+    import torch
+
+    from backend.data import clip_batch
+    from backend.loading import load_autoencoder, random_model
+    from backend.train.losses import encode_clips, pixel_loss, token_weights
+    from backend.train.video import RECIPES, first_chunk_loss
+
+    cfg = RECIPES["student"]["bindpix"]
+    assert cfg.pixel_weight > 0 and RECIPES["student"]["bind"].pixel_weight == 0
+    ae = load_autoencoder().requires_grad_(False)
+    frames, tokens, mask = (torch.from_numpy(a) for a in clip_batch(np.random.default_rng(0), 2, 1, mask_grid=8))
+    x0 = encode_clips(ae, frames)
+    w = token_weights(mask, cfg)
+    assert pixel_loss(ae, x0, frames, w) < 0.25 * pixel_loss(ae, torch.randn_like(x0), frames, w)
+    model = random_model("tiny")
+    plain = first_chunk_loss(model, tokens, x0, RECIPES["student"]["bind"], mask)
+    torch.manual_seed(0)
+    with_pixels = first_chunk_loss(model, tokens, x0, cfg, mask, ae, frames)
+    with_pixels.backward()
+    assert model.out.weight.grad is not None and all(p.grad is None for p in ae.parameters())
+    torch.manual_seed(0)
+    assert with_pixels > first_chunk_loss(model, tokens, x0, RECIPES["student"]["bind"], mask) and plain > 0

@@ -148,7 +148,17 @@ def main(argv=None) -> None:
         action="store_true",
         help="instead: re-write each pair's first object as each shape and count the shapes drawn (confusion)",
     )
-    bd.add_argument("--weights", default=None, help="shape probe: the model's weights (default: the shipped student)")
+    bd.add_argument(
+        "--signal",
+        action="store_true",
+        help="instead: how far the denoiser's frame-0 estimate follows the shape word (no video generated; fast)",
+    )
+    bd.add_argument(
+        "--weights",
+        default=None,
+        help="shape probe / signal: the model's weights (default: the shipped student; the signal takes a "
+        "comma-separated list)",
+    )
     bd.add_argument(
         "--sampler",
         action="append",
@@ -174,12 +184,20 @@ def _prepare(a):
         from .binding import check_frames
         from .binding import run as run_binding
 
+        if a.shape_probe and a.signal:
+            raise ValueError("--shape-probe and --signal are two probes: choose one")
+        if a.signal:
+            from .shape_signal import run as run_signal
+
+            if a.frames is not None or a.sampler:
+                raise ValueError("--signal reads frame 0 without sampling: --frames and --sampler do not apply")
+            return partial(run_signal, a.weights, a.prompts, a.out)
         if a.shape_probe:
             from .binding import shape_probe
 
-            return partial(shape_probe, a.prompts, a.frames or 4, a.out, a.weights)
+            return partial(shape_probe, a.prompts, a.frames or 4, a.out, a.weights, sampler_config(a.sampler))
         if a.weights:
-            raise ValueError("--weights applies to the shape probe (--shape-probe)")
+            raise ValueError("--weights applies to the shape probe (--shape-probe) and the signal (--signal)")
         a.frames = 36 if a.frames is None else a.frames
         check_frames(a.frames)
         return partial(run_binding, a.prompts, a.frames, a.out, sampler_config(a.sampler))

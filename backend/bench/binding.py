@@ -137,9 +137,16 @@ def render(summary: dict, n_pairs: int, frames: int, setting: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def sampler_setting(sampler) -> tuple[dict, str]:
+    """The fields of `sampler` (a SamplerConfig or None) that differ from the shipped sampler, and their flags."""
+    from ..config import SamplerConfig
+
+    changed = {} if sampler is None else {k: v for k, v in sampler.__dict__.items() if getattr(SamplerConfig(), k) != v}
+    return changed, "".join(f" --sampler {k}={v}" for k, v in changed.items())
+
+
 def run(prompts: int = 24, frames: int = 36, out: str = "docs/results/binding", sampler=None) -> dict:
     """`sampler`: the SamplerConfig of the generated videos (None: the shipped one)."""
-    from ..config import SamplerConfig
     from ..loading import shipped
     from .validation import validation_pairs
 
@@ -148,8 +155,7 @@ def run(prompts: int = 24, frames: int = 36, out: str = "docs/results/binding", 
     pairs = validation_pairs(prompts)
     results = [score_pair(p, s, frames, model, ae, sampler) for p, s in tqdm(pairs, desc="pairs")]
     summary = summarise(results)
-    changed = {} if sampler is None else {k: v for k, v in sampler.__dict__.items() if getattr(SamplerConfig(), k) != v}
-    setting = "".join(f" --sampler {k}={v}" for k, v in changed.items())
+    changed, setting = sampler_setting(sampler)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"pairs": pairs, "sampler": changed, "summary": summary, "results": results}
@@ -189,13 +195,15 @@ def paired(base: dict, other: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def shape_probe(prompts: int = 24, frames: int = 4, out: str = "docs/results/binding", weights=None) -> str:
+def shape_probe(
+    prompts: int = 24, frames: int = 4, out: str = "docs/results/binding", weights=None, sampler=None
+) -> str:
     """Does the shape word steer the drawing? For every validation pair whose first object has a colour of its
     own, the prompt is re-written with that object as each of the three shapes (same seed and noise) and the
     whole sprites of its colour in the first `frames` frames are counted by drawn shape: a confusion matrix of
     prompted against drawn shape, for the generated video and for the ground truth through the autoencoder.
     `weights`: the generating model (default the shipped student; the teacher's weights draw the first chunk as
-    it does, bidirectionally within the chunk)."""
+    it does, bidirectionally within the chunk); `sampler`: the SamplerConfig of the generated videos."""
     from dataclasses import replace
 
     from ..consistency import SHAPES, detect
@@ -218,7 +226,7 @@ def shape_probe(prompts: int = 24, frames: int = 4, out: str = "docs/results/bin
         used += 1
         for i, shape in enumerate(SHAPES):
             s = replace(spec, objects=((colour, shape),) + spec.objects[1:])
-            for src, video in sources(s, seed, frames, model, ae)[1].items():
+            for src, video in sources(s, seed, frames, model, ae, sampler)[1].items():
                 for f in video:
                     for d in detect(f):
                         if d.colour == colour and d.shape is not None:
@@ -228,6 +236,7 @@ def shape_probe(prompts: int = 24, frames: int = 4, out: str = "docs/results/bin
         "",
         f"`python -m backend.bench binding --shape-probe --prompts {prompts} --frames {frames}"
         + (f" --weights {weights}" if weights else "")
+        + sampler_setting(sampler)[1]
         + f"`: {used} validation pairs whose first "
         f"object has a colour of its own, re-written with that object as each shape (same seed and noise); whole "
         f"sprites of its colour in frames 0-{frames - 1}, by drawn shape (share of the row).",

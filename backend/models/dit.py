@@ -124,8 +124,30 @@ class VideoDiT(nn.Module):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
         nn.init.normal_(self.prompt_emb.weight, std=0.02)
+        if cfg.prompt_factors:
+            from ..prompt import COLOURS, SHAPES, object_factors
+
+            colour, shape = object_factors()
+            self.register_buffer("factor_ids", torch.tensor([colour, shape]), persistent=False)  # (2, V)
+            # zero-initialised, the last row (not an object) stays zero: a model continued from joint-only
+            # weights starts exactly where they were
+            self.colour_emb = nn.Embedding(len(COLOURS) + 2, D, padding_idx=len(COLOURS) + 1)
+            self.shape_emb = nn.Embedding(len(SHAPES) + 2, D, padding_idx=len(SHAPES) + 1)
+            nn.init.zeros_(self.colour_emb.weight)
+            nn.init.zeros_(self.shape_emb.weight)
 
     # ---------------------------------------------------------------- embeddings and positions
+    def embed_prompt(self, tokens: torch.Tensor) -> torch.Tensor:
+        """prompt token ids (..., P) -> embeddings (..., P, D). One joint embedding per (slot, value); with
+        `prompt_factors`, object tokens add a colour and a shape embedding shared by every slot and combination,
+        so what "square" draws is learned from every square in the data (the structured-condition hypothesis
+        of the binding diagnosis, docs/results/binding/)."""
+        h = self.prompt_emb(tokens)
+        if self.cfg.prompt_factors:
+            ids = self.factor_ids[:, tokens]  # (2, ..., P)
+            h = h + self.colour_emb(ids[0]) + self.shape_emb(ids[1])
+        return h
+
     def embed_frames(self, x: torch.Tensor) -> torch.Tensor:
         """latents (B, F, C, g, g) -> tokens (B, F*g*g, D), row-major over (y, x) within a frame."""
         B, Fr, C, g, _ = x.shape
@@ -170,7 +192,7 @@ class VideoDiT(nn.Module):
 
     def _prefix(self, prompt_tokens):
         B, P = prompt_tokens.shape
-        return self.prompt_emb(prompt_tokens), self.prompt_c.expand(B, 1, -1), torch.zeros(P, 3, dtype=torch.long)
+        return self.embed_prompt(prompt_tokens), self.prompt_c.expand(B, 1, -1), torch.zeros(P, 3, dtype=torch.long)
 
     def bidirectional(self, prompt_tokens, x, t, t_offset: int = 0):
         """Teacher: prompt (B, P), latents x (B, T, C, g, g) at levels t (B, T) -> velocity like x."""
@@ -216,6 +238,13 @@ class VideoDiT(nn.Module):
         tokens, open_tokens = spec.tokens(), spec.open_colours().tokens()
         return torch.tensor(tokens), None if open_tokens == tokens else torch.tensor(open_tokens)
 
+    def binding_reference(self, prompt: str) -> torch.Tensor:
+        """The tokens of the prompt with each object's shape moved to the next (`SceneSpec.shifted_shapes`): the
+        negative reference of shape guidance (SamplerConfig.shape_guidance)."""
+        from ..prompt import parse
+
+        return torch.tensor(parse(prompt).shifted_shapes().tokens())
+
     def teacher_attention(self, condition: torch.Tensor, x: torch.Tensor, t: float, visit) -> None:
         """The bidirectional teacher's pass over a clip, for PaFu-KV's labels (`dit_teacher.teacher_attention`)."""
         teacher_attention(self, condition, x, t, visit)
@@ -235,7 +264,7 @@ class VideoDiT(nn.Module):
             "birth": torch.full((P,), -1),
             "token_id": torch.arange(P),
         }
-        h = self.prompt_emb(prompt_tokens)[None]  # (1, P, D)
+        h = self.embed_prompt(prompt_tokens)[None]  # (1, P, D)
         c = self.prompt_c[None, None]  # (1, 1, D)
         self._layers(h, c, P, pos, cache, meta, commit=True, observe=observe, clock=clock)
 

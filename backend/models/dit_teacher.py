@@ -31,7 +31,7 @@ def teacher_attention(model, condition: torch.Tensor, x: torch.Tensor, t: float,
     tokens first."""
     cfg = model.cfg
     T, P = x.shape[0], condition.shape[0]
-    h = torch.cat([model.prompt_emb(condition)[None], model.embed_frames(x[None])], 1)
+    h = torch.cat([model.embed_prompt(condition)[None], model.embed_frames(x[None])], 1)
     c = torch.cat([model.prompt_c[None, None], model.t_cond(torch.full((1, T), t))], 1)
     pos = torch.cat([torch.zeros(P, 3, dtype=torch.long), model.frame_positions(torch.arange(T))])
     mask = teacher_mask(T, cfg)

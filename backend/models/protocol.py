@@ -57,6 +57,10 @@ class CausalVideoModel(Protocol):
         guidance reference (None: no guidance). Raises ValueError (a `prompt.PromptError`) for a prompt the
         model cannot take."""
 
+    def binding_reference(self, prompt: str) -> torch.Tensor | None:
+        """The condition of the prompt with its objects bound to wrong shapes, the negative reference of shape
+        guidance (SamplerConfig.shape_guidance); None where prompts name no objects to re-bind."""
+
     def prefill(self, condition: torch.Tensor, cache, observe=None, clock: Clock | None = None) -> None:
         """Store the condition's (prompt's) keys and values in every cache layer: the anchors."""
 

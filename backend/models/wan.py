@@ -104,6 +104,10 @@ class WanCausal(nn.Module):
             raise ValueError("this Wan generator was built without a text encoder: load it from a model folder")
         return self.text(prompt), None
 
+    def binding_reference(self, prompt: str) -> None:
+        """No shape guidance: free text names no object slots to re-bind."""
+        return None
+
     @torch.no_grad()
     def prefill(self, condition: torch.Tensor, cache: KVCache, observe=None, clock: Clock | None = None) -> None:
         """Project the text embeddings `condition` (L, text_dim) (the UMT5 encoder's output) once; the cache

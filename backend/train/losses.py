@@ -114,7 +114,7 @@ def student_loss(model, tokens, x0, cfg, rng, mask=None):
     return weighted_mse(v, eps - x0, w)
 
 
-def first_chunk_loss(model, tokens, x0, cfg, mask=None):
+def first_chunk_loss(model, tokens, x0, cfg, mask=None, ae=None, frames=None):
     """Flow-matching loss of the first chunk alone, x0 (B, F, C, g, g) with F = chunk_frames.
 
     The first chunk is generated from the prompt alone, the student's hardest case: on validation prompts
@@ -122,13 +122,32 @@ def first_chunk_loss(model, tokens, x0, cfg, mask=None):
     training clip holds one first chunk, so `first_batch` adds that many more per step. In the student's
     layout the first chunk attends only to the prompt and to itself, which is exactly the bidirectional
     [prompt | chunk] sequence (tested), at half the tokens of the teacher-forcing layout. One noise level per
-    chunk and no position offset: what inference computes."""
+    chunk and no position offset: what inference computes. With `cfg.pixel_weight` > 0 (and the autoencoder `ae`
+    and the chunk's uint8 `frames` (B, F, S, S, 3)), `pixel_loss` is added."""
     B, Fr = x0.shape[:2]
     t = shift_t(torch.rand(B, 1, device=x0.device), cfg.shift).expand(B, Fr)
     xt, eps = noised(x0, t)
     v = model.bidirectional(tokens, xt, t)
     w = torch.ones_like(x0[:, :, :1]) if mask is None else token_weights(mask, cfg)  # (B, F, 1, g, g)
-    return weighted_mse(v, eps - x0, w)
+    loss = weighted_mse(v, eps - x0, w)
+    if cfg.pixel_weight and ae is not None:
+        loss = loss + cfg.pixel_weight * pixel_loss(ae, xt - t[..., None, None, None] * v, frames, w)
+    return loss
+
+
+def pixel_loss(ae, x0_hat: torch.Tensor, frames: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Pixel MSE of the decoded clean estimate x0_hat (B, F, C, g, g) against the true frames (B, F, S, S, 3)
+    uint8, with the token weights w (B, F, 1, g, g) spread over each token's pixels; the decoder is frozen (only
+    the model gets gradients). The latent MSE weighs every latent direction alike, while a sprite's shape lives in
+    a few directions of its one or two tokens (a square and a circle of the same colour and place differ by 0.03
+    per latent unit, frame-averaged); through the decoder those directions weigh what they change on screen.
+    Our hypothesis of the binding diagnosis (docs/decisions/binding_factored/), not from a paper."""
+    B, Fr = x0_hat.shape[:2]
+    pred = ae.decode(x0_hat.flatten(0, 1))  # (B*F, 3, S, S)
+    target = frames_to_tensor(frames.reshape(B * Fr, *frames.shape[2:])).to(pred.device)
+    k = pred.shape[-1] // w.shape[-1]
+    wp = w.flatten(0, 1).repeat_interleave(k, -1).repeat_interleave(k, -2)  # (B*F, 1, S, S)
+    return weighted_mse(pred, target, wp)
 
 
 @torch.no_grad()

@@ -80,6 +80,7 @@ class VideoTrainConfig:
     window_max: int = 16
     max_sink: int = 1  # sink chunks drawn from [0, max_sink]
     first_batch: int = 0  # student: extra clips per step of the first chunk alone (generation from the prompt)
+    pixel_weight: float = 0.0  # student: weight of the first chunks' decoded pixel loss (losses.pixel_loss)
     seed: int = 0
     ckpt_every: int = 100
 
@@ -185,6 +186,24 @@ RECIPES = {
 # gpuwin plus 192 first chunks per step: the `first` drill sized for a GPU (not yet run; the next GPU session's
 # first candidate, see docs/backend.md "Where the student fails")
 RECIPES["student"]["gpufirst"] = dataclasses.replace(RECIPES["student"]["gpuwin"], first_batch=192)
+# the short paired runs of the binding diagnosis (docs/decisions/binding_factored/): a CPU continuation whose
+# steps are mostly first chunks (where the shape word must steer the drawing: nothing else says what to draw)
+# beside two short clips, so the rest of the model keeps its context behaviour; run it time-boxed (--minutes)
+RECIPES["student"]["bind"] = VideoTrainConfig(
+    steps=3000,
+    lr=3e-4,
+    warmup=50,
+    batch=2,
+    frames=8,
+    long_every=0,
+    sprite_weight=5.0,
+    first_weight=2.0,
+    max_t_offset=224,
+    first_batch=64,
+)
+# bind plus the decoded pixel loss on the first chunks (losses.pixel_loss), the third arm of the paired runs; the
+# weight puts the pixel term at 0.2-1.4 against 0.6-1.0 of the latent one for the shipped student (t = 0.2-0.8)
+RECIPES["student"]["bindpix"] = dataclasses.replace(RECIPES["student"]["bind"], pixel_weight=10.0)
 
 
 class ClipStream(torch.utils.data.IterableDataset):
@@ -239,13 +258,12 @@ def run(
     torch.manual_seed(cfg.seed)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    ae = stage_autoencoder(models).to(dev)
+    ae = stage_autoencoder(models).to(dev).requires_grad_(False)  # frozen: targets and the pixel loss's decoder
     mcfg = MODEL_PRESETS[cfg.preset]
     model = VideoDiT(mcfg)
     state = runs / stage / "state.safetensors"
     if init is not None and not (resume and state.is_file()):  # continue from shipped weights
-        tensors, _, _ = checkpoint.read(init)
-        checkpoint.load_into(model, tensors, init)
+        init_from(model, init)
         print(f"{stage} initialised from {init}")
     elif stage == "student" and not (resume and state.is_file()):
         teacher = models / "teacher.safetensors"
@@ -289,7 +307,9 @@ def run(
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             loss = loss_fn(model, tokens.to(dev), x0, cfg, rng, mask.to(dev))
             if first:  # student with first_batch > 0
-                loss = loss + first_chunk_loss(model, first[1].to(dev), x0_first, cfg, first[2].to(dev))
+                loss = loss + first_chunk_loss(
+                    model, first[1].to(dev), x0_first, cfg, first[2].to(dev), ae, first[0].to(dev)
+                )
         optimise(loss, opt, model.parameters())
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema:.4f}")
@@ -306,6 +326,19 @@ def run(
         f"-> {models / f'{stage}.safetensors'}"
     )
     return {"steps": done}
+
+
+# parameters a preset adds on top of a checkpoint it may continue from, zero-initialised so the continued model
+# starts where the checkpoint was (`ModelConfig.prompt_factors`)
+EXTENSIONS = ("colour_emb.weight", "shape_emb.weight")
+
+
+def init_from(model: VideoDiT, path) -> None:
+    """Load `path` into `model`; the model's own (zero) extension parameters stand in for those the file lacks."""
+    tensors, _, _ = checkpoint.read(path)
+    own = model.state_dict()
+    tensors = {**{k: own[k] for k in EXTENSIONS if k in own and k not in tensors}, **tensors}
+    checkpoint.load_into(model, tensors, path)
 
 
 def checkpoint_run(stage, recipe, model, opt, ae, mcfg, cfg, state, log, models, done: int, elapsed_s: float) -> None:
