@@ -25,6 +25,14 @@ class AEConfig:
         return self.size // 2 ** len(self.widths)
 
 
+AE_PRESETS: dict[str, AEConfig] = {
+    "default": AEConfig(),  # 64 -> 8x8x8 latents: the shipped autoencoder
+    # 64 -> 16x16x4 (twice the numbers, four times the tokens): a sprite of radius 5-6.5 px spans about 3x3
+    # tokens instead of 1.5x1.5, so its shape is a pattern of tokens rather than a few channels of one
+    "fine": AEConfig(widths=(32, 64), latent_ch=4),
+}
+
+
 class ResBlock(nn.Module):
     def __init__(self, ch: int):
         super().__init__()

@@ -110,3 +110,14 @@ def test_the_signal_cli_takes_no_sampler_settings(capsys):
     with pytest.raises(SystemExit):
         main(["binding", "--signal", "--frames", "4"])
     assert "--signal reads frame 0" in capsys.readouterr().err
+
+
+def test_the_signal_table_splits_by_object_count(tmp_path, monkeypatch):
+    from backend.bench import shape_signal
+    from backend.loading import random_model
+
+    monkeypatch.setattr("backend.loading.load_model", lambda path: random_model("tiny"))
+    text = shape_signal.run("some.safetensors", prompts=6, out=str(tmp_path))
+    doc = __import__("json").loads((tmp_path / "shape_signal.json").read_text())[0]
+    assert doc["pairs"] == sum(v["pairs"] for v in doc["by_objects"].values()) > 0
+    assert "| some.safetensors | 1 |" in text or "| some.safetensors | 2 |" in text

@@ -391,3 +391,26 @@ def test_the_pixel_loss_reaches_the_model_through_a_frozen_decoder():
     assert model.out.weight.grad is not None and all(p.grad is None for p in ae.parameters())
     torch.manual_seed(0)
     assert with_pixels > first_chunk_loss(model, tokens, x0, RECIPES["student"]["bind"], mask) and plain > 0
+
+
+def test_the_learnability_probe_trains_a_fine_latent_model_end_to_end(tmp_path):
+    """The `fine` autoencoder (16x16x4 latents) and a frame-0 teacher on it (`--recipe frame0 --preset fine`), as
+    gpu_job.sh runs them; the signal probe reads the autoencoder beside the weights; bad presets are refused."""
+    import pytest
+    import torch
+
+    from backend.autoencoder import AE_PRESETS
+    from backend.loading import folder_autoencoder, load_autoencoder, load_model
+
+    runs, models = tmp_path / "runs", tmp_path / "models"
+    common = ["--runs-dir", str(runs), "--models-dir", str(models), "--steps", "2"]
+    main(["ae", "--preset", "fine", *common])
+    main(["teacher", "--recipe", "frame0", "--preset", "fine", *common])
+    ae = load_autoencoder(folder_autoencoder(models))
+    assert ae.cfg == AE_PRESETS["fine"] and ae.cfg.grid == 16
+    assert (load_model(models / "teacher.safetensors").cfg.grid, ae.encode(torch.zeros(1, 3, 64, 64)).shape) == (
+        16,
+        (1, 4, 16, 16),
+    )
+    with pytest.raises(KeyError, match="unknown autoencoder preset"):
+        main(["ae", "--preset", "huge", *common])

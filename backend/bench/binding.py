@@ -212,10 +212,10 @@ def shape_probe(
     from .validation import validation_pairs
 
     model, ae = shipped()
-    if weights is not None:
-        from ..loading import load_model
+    if weights is not None:  # with the autoencoder beside them (a training run's models folder), if any
+        from ..loading import folder_autoencoder, load_autoencoder, load_model
 
-        model = load_model(weights)
+        model, ae = load_model(weights), load_autoencoder(folder_autoencoder(Path(weights).parent))
     conf = {src: np.zeros((len(SHAPES), len(SHAPES)), int) for src in ("autoencoder", "generated")}
     used = 0
     for prompt, seed in tqdm(validation_pairs(prompts), desc="pairs"):

@@ -69,12 +69,13 @@ def pair_signal(model, ae, spec, seed: int, levels=LEVELS, noise_seed: int = 0) 
 
 def measure(weights: str, prompts: int = 48) -> dict:
     """Mean signal and losses per noise level over the validation pairs, with the pair count."""
-    from ..loading import load_autoencoder, load_model
+    from ..loading import folder_autoencoder, load_autoencoder, load_model
     from ..prompt import parse
     from .validation import validation_pairs
 
-    model, ae = load_model(weights), load_autoencoder()
-    rows = []
+    # the autoencoder beside the weights (a training run's models folder), else the shipped one
+    model, ae = load_model(weights), load_autoencoder(folder_autoencoder(Path(weights).parent))
+    rows = []  # (object count, pair result)
     for prompt, seed in validation_pairs(prompts):
         spec = parse(prompt)
         colour = spec.objects[0][0]
@@ -82,10 +83,19 @@ def measure(weights: str, prompts: int = 48) -> dict:
             continue
         r = pair_signal(model, ae, spec, seed)
         if r is not None:
-            rows.append(r)
+            rows.append((len(spec.objects), r))
     cols = ("signal", "loss_right", "loss_swapped")
-    table = {str(t): {k: float(np.mean([r[t][i] for r in rows])) for i, k in enumerate(cols)} for t in LEVELS}
-    return {"weights": weights, "pairs": len(rows), "levels": table}
+
+    def table(sel):
+        return {str(t): {k: float(np.mean([r[t][i] for r in sel])) for i, k in enumerate(cols)} for t in LEVELS}
+
+    # one object needs no binding (the only object slot names the shape): a model weak there cannot draw the
+    # shape at all; weak only with several objects, it cannot tell which slot a sprite is
+    counts = sorted({n for n, _ in rows})
+    by_count = {
+        str(n): {"pairs": sum(m == n for m, _ in rows), "signal": table([r for m, r in rows if m == n])} for n in counts
+    }
+    return {"weights": weights, "pairs": len(rows), "levels": table([r for _, r in rows]), "by_objects": by_count}
 
 
 def render(results: list[dict], prompts: int) -> str:
@@ -107,6 +117,17 @@ def render(results: list[dict], prompts: int) -> str:
                 f"| {r['weights']} | {r['pairs']} | {t} | {row['signal']:.3f} | {row['loss_right']:.3f} | "
                 f"{row['loss_swapped']:.3f} |"
             )
+    lines += [
+        "",
+        "By the prompt's object count (one object needs no binding: its slot is the only one naming a shape):",
+        "",
+        "| weights | objects | pairs | " + " | ".join(f"signal t = {t}" for t in LEVELS) + " |",
+        "|---|---|---|" + "---|" * len(LEVELS),
+    ]
+    for r in results:
+        for n, row in r["by_objects"].items():
+            cells = " | ".join(f"{row['signal'][str(t)]['signal']:.3f}" for t in LEVELS)
+            lines.append(f"| {r['weights']} | {n} | {row['pairs']} | {cells} |")
     return "\n".join(lines) + "\n"
 
 

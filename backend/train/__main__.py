@@ -31,7 +31,12 @@ def main(argv=None) -> None:
     ap.add_argument("--recipe", default="quick", help="training recipe (quick fits in an hour on 2 CPU cores)")
     ap.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing run state and start over")
-    ap.add_argument("--preset", default=None, help="model preset for teacher/student (default: the recipe's)")
+    ap.add_argument(
+        "--preset",
+        default=None,
+        help="model preset for teacher/student (default: the recipe's), or "
+        "the autoencoder's (backend.autoencoder.AE_PRESETS)",
+    )
     ap.add_argument(
         "--init",
         default=None,
@@ -78,6 +83,8 @@ def main(argv=None) -> None:
         kw["steps"] = a.steps
     if a.stage == "salience":
         kw["labels"] = a.labels
+    if a.stage == "ae":
+        kw["preset"] = a.preset
     if a.stage in ("teacher", "student"):
         kw["stage"] = a.stage
         kw["preset"] = a.preset

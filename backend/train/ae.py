@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..autoencoder import AEConfig, AutoEncoder, frames_to_tensor
+from ..autoencoder import AE_PRESETS, AutoEncoder, frames_to_tensor
 from ..data import clip_batch
 from ..evalset import EVAL_PAIRS
 from ..metrics import psnr
@@ -55,11 +55,20 @@ def fit_latent_stats(ae: AutoEncoder, rng) -> None:
 
 
 def run(
-    recipe: str = "quick", resume: bool = True, steps: int | None = None, runs: Path = RUNS, models: Path = MODELS
+    recipe: str = "quick",
+    resume: bool = True,
+    steps: int | None = None,
+    runs: Path = RUNS,
+    models: Path = MODELS,
+    preset: str | None = None,
 ) -> dict:
+    """Train the autoencoder of `preset` (AE_PRESETS, default `default`)."""
     cfg = recipe_config(RECIPES, recipe, steps=steps)
     runs, models = Path(runs), Path(models)
-    ae = AutoEncoder(AEConfig())
+    preset = preset or "default"
+    if preset not in AE_PRESETS:
+        raise KeyError(f"unknown autoencoder preset {preset!r}; known: {', '.join(AE_PRESETS)}")
+    ae = AutoEncoder(AE_PRESETS[preset])
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
     state = runs / "ae" / "state.safetensors"
     step = load_state(state, ae, opt) if resume else 0

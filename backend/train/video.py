@@ -95,6 +95,12 @@ RECIPES = {
         "long": VideoTrainConfig(
             steps=2500, lr=3e-4, warmup=50, frames=12, long_every=2, long_batch=3, sprite_weight=5.0
         ),
+        # frame 0 alone, from scratch (bidirectional over one frame = the student's first chunk): how fast a model
+        # learns to draw what the prompt names, the learnability probe of the binding diagnosis (8x8 against
+        # 16x16 latents, docs/decisions/binding_factored/)
+        "frame0": VideoTrainConfig(
+            steps=1200, batch=32, frames=1, long_every=0, p_clean_prefix=0.0, p_t_offset=0.0, sprite_weight=5.0
+        ),
         # the same continuation sized for a GPU (run it time-boxed with --device cuda --minutes M)
         "gpu": VideoTrainConfig(
             steps=20000,
