@@ -195,6 +195,16 @@ def paired(base: dict, other: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def probe_pairs(prompts: int) -> list:
+    """(spec, seed) of the first `prompts` validation pairs whose first object has a colour of its own (named, and
+    no other object's): the pairs both shape probes re-write."""
+    from ..prompt import parse
+    from .validation import validation_pairs
+
+    specs = [(parse(p), s) for p, s in validation_pairs(prompts)]
+    return [(sp, s) for sp, s in specs if sp.objects[0][0] and sum(c == sp.objects[0][0] for c, _ in sp.objects) == 1]
+
+
 def shape_probe(
     prompts: int = 24, frames: int = 4, out: str = "docs/results/binding", weights=None, sampler=None
 ) -> str:
@@ -208,8 +218,6 @@ def shape_probe(
 
     from ..consistency import SHAPES, detect
     from ..loading import shipped
-    from ..prompt import parse
-    from .validation import validation_pairs
 
     model, ae = shipped()
     if weights is not None:  # with the autoencoder beside them (a training run's models folder), if any
@@ -218,11 +226,8 @@ def shape_probe(
         model, ae = load_model(weights), load_autoencoder(folder_autoencoder(Path(weights).parent))
     conf = {src: np.zeros((len(SHAPES), len(SHAPES)), int) for src in ("autoencoder", "generated")}
     used = 0
-    for prompt, seed in tqdm(validation_pairs(prompts), desc="pairs"):
-        spec = parse(prompt)
+    for spec, seed in tqdm(probe_pairs(prompts), desc="pairs"):
         colour = spec.objects[0][0]
-        if colour is None or sum(c == colour for c, _ in spec.objects) > 1:
-            continue
         used += 1
         for i, shape in enumerate(SHAPES):
             s = replace(spec, objects=((colour, shape),) + spec.objects[1:])

@@ -70,17 +70,12 @@ def pair_signal(model, ae, spec, seed: int, levels=LEVELS, noise_seed: int = 0) 
 def measure(weights: str, prompts: int = 48) -> dict:
     """Mean signal and losses per noise level over the validation pairs, with the pair count."""
     from ..loading import folder_autoencoder, load_autoencoder, load_model
-    from ..prompt import parse
-    from .validation import validation_pairs
+    from .binding import probe_pairs
 
     # the autoencoder beside the weights (a training run's models folder), else the shipped one
     model, ae = load_model(weights), load_autoencoder(folder_autoencoder(Path(weights).parent))
     rows = []  # (object count, pair result)
-    for prompt, seed in validation_pairs(prompts):
-        spec = parse(prompt)
-        colour = spec.objects[0][0]
-        if colour is None or sum(c == colour for c, _ in spec.objects) > 1:
-            continue
+    for spec, seed in probe_pairs(prompts):
         r = pair_signal(model, ae, spec, seed)
         if r is not None:
             rows.append((len(spec.objects), r))
