@@ -75,8 +75,8 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(dim=32, n_layer=2, n_head=2, rope_split=(8, 4, 4), attn_block=16),
     "default": ModelConfig(),  # 128 x 4 layers, ~1.2M params
     "large": ModelConfig(dim=192, n_layer=6, n_head=6),  # ~4M params, for a GPU run
-    "factored": ModelConfig(prompt_factors=True),
+    "factored": ModelConfig(prompt_factors=True),  # default + shared colour and shape embeddings
     # on the `fine` autoencoder's 16x16x4 latents (256 tokens per frame): the latent-resolution question
-    "fine": ModelConfig(latent_ch=4, grid=16, prompt_factors=True),  # default + shared colour and shape embeddings
+    "fine": ModelConfig(latent_ch=4, grid=16, prompt_factors=True),
     "large_factored": ModelConfig(dim=192, n_layer=6, n_head=6, prompt_factors=True),
 }

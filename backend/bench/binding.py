@@ -217,13 +217,10 @@ def shape_probe(
     from dataclasses import replace
 
     from ..consistency import SHAPES, detect
-    from ..loading import shipped
+    from ..loading import shipped, student_and_ae
 
-    model, ae = shipped()
-    if weights is not None:  # with the autoencoder beside them (a training run's models folder), if any
-        from ..loading import folder_autoencoder, load_autoencoder, load_model
-
-        model, ae = load_model(weights), load_autoencoder(folder_autoencoder(Path(weights).parent))
+    # the weights with the autoencoder beside them (a training run's models folder), else the shipped one
+    model, ae = shipped() if weights is None else student_and_ae(str(weights))
     conf = {src: np.zeros((len(SHAPES), len(SHAPES)), int) for src in ("autoencoder", "generated")}
     used = 0
     for spec, seed in tqdm(probe_pairs(prompts), desc="pairs"):

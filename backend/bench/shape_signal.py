@@ -69,11 +69,10 @@ def pair_signal(model, ae, spec, seed: int, levels=LEVELS, noise_seed: int = 0) 
 
 def measure(weights: str, prompts: int = 48) -> dict:
     """Mean signal and losses per noise level over the validation pairs, with the pair count."""
-    from ..loading import folder_autoencoder, load_autoencoder, load_model
+    from ..loading import student_and_ae
     from .binding import probe_pairs
 
-    # the autoencoder beside the weights (a training run's models folder), else the shipped one
-    model, ae = load_model(weights), load_autoencoder(folder_autoencoder(Path(weights).parent))
+    model, ae = student_and_ae(str(weights))  # with the autoencoder beside the weights, else the shipped one
     rows = []  # (object count, pair result)
     for spec, seed in probe_pairs(prompts):
         r = pair_signal(model, ae, spec, seed)
