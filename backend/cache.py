@@ -1,10 +1,13 @@
 """KV cache with per-token metadata, per-token storage dtype and exact byte accounting.
 
 Per layer: K and V ``[H, n, Dh]`` (keys *un-rotated*), plus aligned per-token metadata (frame, y, x,
-kind, RoPE position, birth chunk, token id, merge count, storage dtype): what the cache itself needs to
-store, rotate, attend and count bytes. Every mutation (append / keep / set_positions / quantize) keeps all of
-them aligned; what a policy observes about the tokens (attention statistics, predicted salience) is the
-policy's own (`observe.Observer`), compacted with the map `keep_map` returns.
+kind, RoPE position, birth chunk, token id, merge count, storage dtype, the heads that dropped it): what the
+cache itself needs to store, rotate, attend and count bytes. A token some heads dropped (`gone`) stays in the
+(H, n, Dh) layout for the heads that hold it; attention masks it out of the others and the byte count holds
+only the heads that keep it (what a ragged per-head store would hold). Every mutation (append / keep /
+set_positions / quantize) keeps all of them aligned; what a policy observes about the tokens (attention
+statistics, predicted salience) is the policy's own (`observe.Observer`), compacted with the map `keep_map`
+returns.
 Storage dtypes, quantisation and byte counts live in `quant.py`.
 """
 
@@ -28,6 +31,8 @@ META_FIELDS = {  # name -> (dtype, trailing shape)
     "count": (torch.float32, ()),  # merge count (TempCache); 1 for plain tokens
     "dtype": (torch.int8, ()),  # storage dtype code (DTYPES)
     "qgroup": (torch.int64, ()),  # key-scale group of a `channel`-quantised token, -1 for none
+    "gone": (torch.int64, ()),  # heads that no longer hold the token: bit h set = head h dropped it (per-head
+    # policies: Dummy Forcing, Forcing-KV); 0 = every head holds it
 }
 KIND_PROMPT, KIND_FRAME = 0, 1
 
@@ -222,6 +227,18 @@ class LayerCache:
         cnt.index_fill_(0, src, 0.0)  # merged away: nothing left to count
         return torch.from_numpy(gone)
 
+    def assign(self, idx: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Overwrite the keys and values of the tokens at positions idx (m,) with k, v (H, m, Dh): merged or
+        memory tokens (FadeMem, MemRoPE). Their metadata stays; the rotated-key memo is updated for them."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        self.k.index_copy_(1, idx, k.to(self.k.dtype))
+        self.v.index_copy_(1, idx, v.to(self.v.dtype))
+        if self._krot is not None and self._rotate is not None:
+            self._krot.index_copy_(1, idx, self._rotate(self.k.index_select(1, idx), self.meta["pos"][idx]))
+        else:
+            self._krot = None
+        self._inv = None
+
     def set_positions(self, pos: torch.Tensor) -> None:
         """Replace the RoPE positions (n, 3) the keys are rotated with (shift / re-index modes). The
         rotated-key memo is updated for the tokens whose position changed (rotation is per token, so this
@@ -288,16 +305,65 @@ class LayerCache:
         return self._inv
 
     def nbytes(self) -> int:
-        """Exact bytes of the layer: each token's own bytes, K and V together (codes and per-token scales;
-        counted per (dtype, grouped) class), plus the fp16 per-channel key scales of every `channel` group
-        that still has a quantised token (shared by the group, counted once). In numpy: every StepRecord
-        reads it."""
+        """Exact bytes of the layer: each token's own bytes for the heads that hold it, K and V together (codes
+        and per-token scales; counted per (dtype, grouped, heads held) class), plus the fp16 per-channel key
+        scales of every `channel` group that still has a quantised token (shared by the group, counted once,
+        for every head). In numpy: every StepRecord reads it."""
         H, _, Dh = self.k.shape
         dt, qg = self.meta["dtype"].numpy().astype(np.int64), self.meta["qgroup"].numpy()
-        classes = np.bincount(dt * 2 + (qg >= 0), minlength=2 * len(DTYPES))  # (dtype, grouped) counts
-        own = int(classes @ _own_bytes_table(H, Dh).numpy().reshape(-1))
+        cls = dt * 2 + (qg >= 0)  # (dtype, grouped) class of each token
+        held = self.heads_held()
+        if held is None:
+            own = int(np.bincount(cls, minlength=2 * len(DTYPES)) @ _own_bytes_table(H, Dh).numpy().reshape(-1))
+        else:
+            own = 0
+            for c in np.unique(held):
+                counts = np.bincount(cls[held == c], minlength=2 * len(DTYPES))
+                own += int(counts @ _own_bytes_table(int(c), Dh).numpy().reshape(-1))
         groups = np.unique(qg[(dt >= DTYPES["int8"][0]) & (qg >= 0)])
         return own + len(groups) * H * Dh * SCALE_BYTES
+
+    # --- per-head holdings (per-head policies) ---
+    def head_mask(self) -> torch.Tensor | None:
+        """(H, n) bool: which heads hold each token; None when every head holds every token (the common
+        case, checked in numpy)."""
+        gone = self.meta["gone"].numpy()
+        if not gone.any():
+            return None
+        bits = np.int64(1) << np.arange(self.k.shape[0], dtype=np.int64)  # (H,)
+        return torch.from_numpy((gone[None, :] & bits[:, None]) == 0)
+
+    def heads_held(self) -> np.ndarray | None:
+        """(n,) how many heads hold each token; None when every head holds every token."""
+        mask = self.head_mask()
+        return None if mask is None else mask.numpy().sum(0)
+
+    def head_occupancy(self) -> np.ndarray:
+        """(H,) tokens each head holds."""
+        mask = self.head_mask()
+        return np.full(self.k.shape[0], len(self)) if mask is None else mask.numpy().sum(1)
+
+    def set_heads(self, held: torch.Tensor) -> None:
+        """Which heads hold each token: held (H, n) bool, every token held by at least one head and the prompt
+        anchors by all (a per-head policy's keep)."""
+        held = held.numpy()
+        if not held.any(0).all():
+            raise ValueError("a token no head holds must be evicted, not kept")
+        gone = ((~held).astype(np.int64) << np.arange(held.shape[0], dtype=np.int64)[:, None]).sum(0)
+        if (gone[self.meta["kind"].numpy() == KIND_PROMPT] != 0).any():
+            raise ValueError("prompt anchors are held by every head")
+        self.meta["gone"] = torch.from_numpy(gone)
+
+    def drop_heads(self, idx: torch.Tensor, heads: torch.Tensor) -> None:
+        """Heads `heads` (H,) bool stop holding the tokens at positions `idx` (their K/V stay in the layout for
+        the heads that keep them). Prompt anchors stay with every head (the guidance passes swap them)."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        if len(idx) == 0 or not bool(heads.any()):
+            return
+        if bool((self.meta["kind"][idx] == KIND_PROMPT).any()):
+            raise ValueError("prompt anchors are held by every head")
+        bits = int(sum(1 << h for h in heads.nonzero().flatten().tolist()))
+        self.meta["gone"][idx] = self.meta["gone"][idx] | bits
 
     def clone(self) -> LayerCache:
         return LayerCache(self.k.clone(), self.v.clone(), self.meta.clone(), next_group=self.next_group)
@@ -315,6 +381,10 @@ class KVCache:
 
     def nbytes(self) -> list[int]:
         return [layer.nbytes() for layer in self.layers]
+
+    def head_occupancy(self) -> np.ndarray:
+        """(L, H) tokens each head of each layer holds."""
+        return np.stack([layer.head_occupancy() for layer in self.layers])
 
     def clone(self) -> KVCache:
         new = KVCache.__new__(KVCache)

@@ -59,6 +59,7 @@ class Request:
     probe: float = 1.0  # share of a commit's queries whose probabilities are formed (probs only)
     newest_only: bool = False  # only the newest commit's statistics are read: a commit after which no layer
     # evicts may skip them (`Observer.quiet`)
+    regions: bool = False  # each head's attention shares over REGIONS are summed (per-head policies)
 
     def __post_init__(self):
         if self.kind not in STATS:
@@ -84,10 +85,13 @@ class Observer:
     probe: float = 1.0
     allowed: str = "none"
     owner: str = "policy"
+    wants_regions: bool = False  # the model reports each head's attention shares over REGIONS (`head_regions`)
     stats: list[LayerStats] = field(default_factory=list)
     extra: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     notes: dict = field(default_factory=dict)  # the policy's per-run values (PaFu-KV's last scored chunk,
     # PackCache's fitted decay); keys ending in "_ms" are timings, reported in the run's last record
+    regions: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> each head's attention shares
+    # over REGIONS (H, 4) at the newest commit with statistics: where each head looks (per-head policies)
 
     def __post_init__(self):
         if not self.stats:
@@ -99,14 +103,23 @@ class Observer:
 
     # ---------------------------------------------------------------- written by the model and the cache
     def commit(
-        self, layer: int, n_total: int, colsum=None, colmax=None, logitsum=None, n_queries: int = 1, chunk: int = -1
+        self,
+        layer: int,
+        n_total: int,
+        colsum=None,
+        colmax=None,
+        logitsum=None,
+        n_queries: int = 1,
+        chunk: int = -1,
+        regions: torch.Tensor | None = None,
     ) -> None:
         """Extend layer `layer`'s arrays to the cache's `n_total` tokens (new tokens start at zero), then fold
         one commit pass's statistics over all of them: colsum / colmax (H, n) of the probabilities and
         logitsum (H, n) of the raw scaled logits, summed over the n_queries recorded queries (all of the
         chunk's, or its probes). The qk ring keeps the mean raw logit of each of the last QK_HISTORY commits;
         past attention is normalised later by attn_count (H2O / ZipCache). colsum None ("logits"): only the
-        ring; logitsum None ("none"): nothing but the extension."""
+        ring; logitsum None ("none"): nothing but the extension. `regions` (H, 4), each head's attention shares
+        over REGIONS at this pass (`models.attention.region_shares`), replaces the layer's `regions`."""
         self.grow(layer, n_total)
         s = self.stats[layer]
         if logitsum is None:
@@ -114,6 +127,8 @@ class Observer:
         s["qk_hist"][:, chunk % QK_HISTORY] = logitsum.mean(0) / n_queries
         if colsum is None:
             return
+        if regions is not None:
+            self.regions[layer] = regions
         m = colsum.mean(0)  # head mean, (n,)
         s["attn_sum"].add_(m)
         s["attn_max"].copy_(torch.maximum(s["attn_max"], colmax.mean(0)))
@@ -165,9 +180,11 @@ class Observer:
             self.probe,
             self.allowed,
             self.owner,
+            self.wants_regions,
             [LayerStats(s.packed.clone()) for s in self.stats],
             {k: [a.clone() for a in v] for k, v in self.extra.items()},
             {k: dict(v) if isinstance(v, dict) else v for k, v in self.notes.items()},
+            dict(self.regions),
         )
 
     # ---------------------------------------------------------------- read by the policy
@@ -192,6 +209,13 @@ class Observer:
         """Mean attention each token received from the newest committed chunk's queries: (n,)."""
         self._need("probs", "the newest chunk's attention", check)
         return self.stats[layer]["recent"].clone()
+
+    def head_regions(self, layer: int, check: bool = True) -> torch.Tensor | None:
+        """Each head's attention shares over REGIONS (first frame, middle history, newest past frame, the chunk
+        itself) at the newest commit with statistics: (H, 4), or None before the first (how the per-head
+        policies tell heads that need history from those that do not)."""
+        self._need("probs", "per-head attention regions", check)
+        return self.regions.get(layer)
 
     def qk_history(self, layer: int, check: bool = True) -> torch.Tensor:
         """Mean raw logit q.k / sqrt(d) from each of the last QK_HISTORY commits (a ring by chunk): (n, R)."""
@@ -220,4 +244,4 @@ def observer_for(request: Request, n_layer: int, record: str | None = None, owne
     reads probabilities, so recording more than a policy reads changes none of its inputs."""
     kind = request.kind if record is None or _level(record) < _level(request.kind) else record
     probe = request.probe if request.kind == "probs" else 1.0
-    return Observer(n_layer, kind, probe, request.kind, owner)
+    return Observer(n_layer, kind, probe, request.kind, owner, request.regions)

@@ -10,7 +10,7 @@ import numpy as np
 from .records import PHASES, StepRecord, _frozen
 
 LAYERED = ("kept", "evicted", "scores", "ids")  # tuple-per-layer fields of a record
-STACKED = ("preview", "latents")  # one array per record (or None), stacked along the first axis
+STACKED = ("preview", "latents", "heads")  # one array per record (or None), stacked along the first axis
 
 
 def pack_records(records: list[StepRecord], n_layer: int) -> dict[str, np.ndarray]:
@@ -54,7 +54,7 @@ def unpack_records(a: dict[str, np.ndarray]) -> list[StepRecord]:
     S, L = a["occupancy"].shape if a["occupancy"].ndim == 2 else (0, 0)
     layered = {name: _unpack_layered(a, name, S, L) for name in LAYERED}
     signals = {str(k): _unpack_layered(a, f"signal_{k}", S, L) for k in a["signal_names"]}
-    stacked = {name: _unstack(a, name) for name in STACKED}
+    stacked = {name: _unstack(a, name) if name in a else [None] * S for name in STACKED}  # older: no heads
     timings = {int(i): {} for i in a["timings_at"]}
     for key, v in a.items():
         if key.startswith("timing") and key != "timings_at":
@@ -84,6 +84,7 @@ def unpack_records(a: dict[str, np.ndarray]) -> list[StepRecord]:
                 sig or None,
                 {k: _frozen(v) for k, v in timings[s].items()} if s in timings else None,
                 stacked["latents"][s],
+                stacked["heads"][s],
             )
         )
     return out

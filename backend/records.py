@@ -48,6 +48,8 @@ class StepRecord:
     timings: dict[str, np.ndarray] | None = None
     # commit: the chunk's clean latents (nf, C, h, w) float32 (what the frames decode from)
     latents: np.ndarray | None = None
+    # (L, H) tokens each head holds after the step, when a per-head policy's heads hold different tokens
+    heads: np.ndarray | None = None
 
     @classmethod
     def make(
@@ -69,6 +71,7 @@ class StepRecord:
         signals=None,
         timings=None,
         latents=None,
+        heads=None,
     ):
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
@@ -102,4 +105,5 @@ class StepRecord:
             signals,
             timings,
             _frozen(latents, np.float32),
+            _frozen(heads, np.int64),
         )

@@ -143,6 +143,13 @@ class Stepper:
         self.inputs: list[tuple[int, int, float, torch.Tensor, torch.Tensor]] = []
         self._pass_attn_ms: list[float] = []
 
+    def _head_occupancy(self) -> np.ndarray | None:
+        """(L, H) tokens each head holds, when a per-head policy runs (None otherwise: every head holds the
+        layer's tokens)."""
+        if not self.policy.scorer.per_head:
+            return None
+        return self.cache.head_occupancy()
+
     def _check_memory(self) -> None:
         geo = self.geo
         per_token = geo.n_layer * (2 * geo.n_head * geo.head_dim * 4 + 200)  # K + V fp32 + metadata + observed
@@ -364,6 +371,7 @@ class Stepper:
             signals=signals,
             timings=self._timings() if final else None,
             latents=latents,
+            heads=self._head_occupancy(),
         )
         self.counter += 1
         return rec

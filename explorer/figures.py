@@ -42,10 +42,43 @@ def _template() -> dict:
     return pio.templates["plotly_white"].to_plotly_json()
 
 
+HEAD_DASHES = ("dot", "dash", "dashdot", "longdash", "longdashdot")
+
+
+def _head_lines(a: dict, keep: np.ndarray, x: list) -> list[dict]:
+    """Per-head policies (Dummy Forcing, Forcing-KV): each head's tokens as a thin line in its layer's colour,
+    one dash per head, only where heads of a layer hold different counts (a layer line already says the
+    rest)."""
+    heads = a.get("heads")
+    if heads is None:
+        return []
+    out = []
+    for layer in range(heads.shape[1]):
+        per = heads[keep, layer]  # (S', H)
+        if (per == per[:, :1]).all():
+            continue
+        for head in range(per.shape[1]):
+            out.append(
+                dict(
+                    type="scatter",
+                    x=x,
+                    y=per[:, head].tolist(),
+                    mode="lines",
+                    line=dict(shape="hv", color=LAYER_COLOURS[layer % 8], width=1, dash=HEAD_DASHES[head % 5]),
+                    name=f"layer {layer} head {head}",
+                    legendgroup=f"heads{layer}",
+                    xaxis="x",
+                    yaxis="y",
+                )
+            )
+    return out
+
+
 def occupancy_figure(
     h: RunHistory, budget: int | None = None, current_step: int | None = None, title: str = "KV cache occupancy"
 ) -> go.Figure:
-    """Tokens per layer (top) and KV megabytes, all layers (bottom) over steps; eviction markers; the budget,
+    """Tokens per layer (top; with a per-head policy also each head's, dashed) and KV megabytes, all layers
+    (bottom) over steps; eviction markers; the budget,
     which holds after each eviction, and the budget plus one chunk, which the cache reaches between a commit
     and its eviction; `current_step` (the scrubbed time) as a cyan line.
 
@@ -75,6 +108,7 @@ def occupancy_figure(
                     yaxis="y",
                 )
             )
+        data += _head_lines(a, keep, x)
         data.append(
             dict(
                 type="scatter",

@@ -50,6 +50,7 @@ class RunHistory:
     occupancy: list[np.ndarray] = field(default_factory=list)  # (L,) tokens
     nbytes: list[np.ndarray] = field(default_factory=list)  # (L,) bytes
     n_evicted: list[np.ndarray] = field(default_factory=list)  # (L,) tokens evicted by the step
+    heads: list[np.ndarray | None] = field(default_factory=list)  # (L, H) tokens per head (per-head policies)
     ms: list[float] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
     stride: int = 1  # chunks between kept older snapshots
@@ -94,6 +95,7 @@ class RunHistory:
         self.step.append(rec.step)
         self.occupancy.append(np.asarray(rec.occupancy, np.int64))
         self.nbytes.append(np.asarray(rec.nbytes, np.int64))
+        self.heads.append(None if rec.heads is None else np.asarray(rec.heads, np.int64))
         self.ms.append(rec.ms)
         ev = np.zeros(self.n_layer, np.int64)
         if rec.evicted is not None:
@@ -159,7 +161,7 @@ class RunHistory:
         def stack(xs):
             return np.stack(xs) if xs else np.zeros((0, L), np.int64)
 
-        return {
+        out = {
             "phase": np.array(self.phase, np.int64),
             "chunk": np.array(self.chunk, np.int64),
             "step": np.array(self.step, np.int64),
@@ -168,6 +170,12 @@ class RunHistory:
             "n_evicted": stack(self.n_evicted),
             "ms": np.array(self.ms),
         }
+        shape = next((x.shape for x in self.heads if x is not None), None)
+        if shape is not None:  # (S, L, H), every head of a step without its own counts holding the layer's
+            out["heads"] = np.stack(
+                [np.broadcast_to(o[:, None], shape) if x is None else x for x, o in zip(self.heads, self.occupancy)]
+            )
+        return out
 
     def snapshot_at(self, chunk: int | None = None, signal: str | None = None) -> Snapshot | None:
         """The newest snapshot taken at or before `chunk` (None = the newest of all), or the newest of those
@@ -327,6 +335,7 @@ class RunHistory:
         h.phase, h.chunk, h.step = (a[f"log_{k}"].tolist() for k in ("phase", "chunk", "step"))
         h.occupancy, h.nbytes, h.n_evicted = (list(a[f"log_{k}"]) for k in ("occupancy", "nbytes", "n_evicted"))
         h.ms = a["log_ms"].tolist()
+        h.heads = list(a["log_heads"]) if "log_heads" in a else [None] * len(h.phase)
         off = 0
         for i, c in enumerate(a["snap_chunk"]):
             ids, vals = [], {s: [] for s in SNAP_SIGNALS}

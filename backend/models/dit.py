@@ -374,9 +374,9 @@ class VideoDiT(nn.Module):
 
 
 def _cached_kv(layer: LayerCache, sub: LayerCache | None, rotate) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The cached keys (rotated) and values of `layer` (H, n, Dh), as parts to concatenate: with `sub`, the
-    prompt tokens are replaced by sub's tokens of the same prompt slots (and put first: the pass is read-only,
-    and attention does not depend on the order of its keys)."""
+    """The cached keys (rotated) and values of `layer` (H, n, Dh), as parts to concatenate, in cache order (a
+    per-head mask of the layer lines up with them): with `sub`, the prompt tokens are replaced by sub's tokens of
+    the same prompt slots (the pass is read-only)."""
     k, v = layer.rotated_keys(rotate), layer.v
     if sub is None:
         return [k], [v]
@@ -384,9 +384,11 @@ def _cached_kv(layer: LayerCache, sub: LayerCache | None, rotate) -> tuple[list[
     n_p = int(is_p.sum())
     if bool(is_p[:n_p].all()):  # prefilled first and never evicted: the front, as views
         slots, k_rest, v_rest = layer.meta["token_id"][:n_p], k[:, n_p:], v[:, n_p:]
-    else:  # a prompt slot was evicted and the keep filled it
-        rest = (~is_p).nonzero().flatten()
-        slots, k_rest, v_rest = layer.meta["token_id"][is_p], k.index_select(1, rest), v.index_select(1, rest)
+    else:  # a prompt slot was evicted and the keep filled it: the prompt's places take sub's tokens
+        at, slots = is_p.nonzero().flatten(), layer.meta["token_id"][is_p]
+        k = k.index_copy(1, at, sub.rotated_keys(rotate).index_select(1, slots))
+        v = v.index_copy(1, at, sub.v.index_select(1, slots))
+        return [k], [v]
     return ([sub.rotated_keys(rotate).index_select(1, slots), k_rest], [sub.v.index_select(1, slots), v_rest])
 
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from .base import EVICT_PERIOD, PROBE_SHARE, EvictContext, LayerEviction, Policy, Settings
 from .budget import Budget, BudgetError, parse_budget
 from .deep_forcing import DeepForcing
+from .dummy_forcing import DummyForcing
 from .flowcache import FlowCache
+from .forcing_kv import ForcingKV
 from .full import Full
 from .h2o import H2O
 from .oracle import Oracle
@@ -76,6 +78,18 @@ POLICIES: dict[str, Entry] = {
         {"granularity": "strata"} | _PERIODIC,
     ),
     "random": Entry(Random, "random subset of the evictable tokens (lower bound)"),
+    "dummy_forcing": Entry(
+        DummyForcing,
+        "Dummy Forcing: heads programmed once as sink (frame 0), dummy (newest past frame) or neighbor (the "
+        "newest frames the rest of the byte budget holds); per-head memory, packed attention",
+        {"granularity": "frame"} | _PROBED,
+    ),
+    "forcing_kv": Entry(
+        ForcingKV,
+        "Forcing-KV: static heads keep frame 0 + the newest past frame; dynamic heads also the most changed "
+        "segments of older frames (key similarity to the next frame); per-head memory",
+        _PROBED,
+    ),
 }
 
 
@@ -94,6 +108,8 @@ TITLES = {
     "oracle": "Oracle (hindsight bound)",
     "pafu": "PaFu-KV",
     "random": "Random",
+    "dummy_forcing": "Dummy Forcing",
+    "forcing_kv": "Forcing-KV",
 }
 
 
@@ -185,4 +201,6 @@ __all__ = [
     "DeepForcing",
     "Oracle",
     "PaFu",
+    "DummyForcing",
+    "ForcingKV",
 ]

@@ -154,7 +154,7 @@ class Policy:
 
     def request(self) -> Request:
         """What the model must report at each commit for this policy (`observe.Request`)."""
-        return Request(self.attention_stats, self.probe, self.lazy_stats)
+        return Request(self.attention_stats, self.probe, self.lazy_stats, self.scorer.per_head)
 
     def bind(self, observer: Observer) -> None:
         """Attach the run's observer (the stepper builds it from `request`)."""
@@ -171,6 +171,8 @@ class Policy:
         """Most tokens per layer the cache can hold right after a commit (None = unbounded)."""
         if self.budget is None:
             return self.scorer.window_tokens(n_prompt, tokens_per_frame, chunk_frames)
+        if self.scorer.per_head:  # heads holding fewer let others hold more tokens: no bound on the union
+            return None
         return self.budget + chunk_frames * tokens_per_frame
 
     def min_budget(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> int:
@@ -182,11 +184,16 @@ class Policy:
         layer, ctx = synthetic_layer(n_prompt, tokens_per_frame, chunk_frames)
         b = n_prompt + chunk_frames * tokens_per_frame
         while b <= len(layer):
-            need = int(self.scorer.protected(layer, dataclasses.replace(ctx, budget=b)).sum())
+            need = self._held_at(layer, dataclasses.replace(ctx, budget=b))
             if need <= b:
                 return b
             b = need
         raise ValueError(f"policy {self.name!r} protects more than {len(layer)} tokens at every budget")
+
+    def _held_at(self, layer: LayerCache, ctx: EvictContext) -> int:
+        """Fewest tokens a layer (each head, for a per-head policy) holds after a keep at ctx.budget: the
+        protected tokens and the frames every head of a per-head policy holds beyond them."""
+        return int(self.scorer.protected(layer, ctx).sum()) + self.scorer.head_frames * ctx.tokens_per_frame
 
     def check(self, n_prompt: int, tokens_per_frame: int, chunk_frames: int) -> None:
         """Reject a budget below the protected size, before any work is done. A budget with less room above
@@ -201,7 +208,7 @@ class Policy:
                 f"keeps (prompt anchors, newest chunk and its protected frames); use at least {need}"
             )
         layer, ctx = synthetic_layer(n_prompt, tokens_per_frame, chunk_frames)
-        held = int(self.scorer.protected(layer, dataclasses.replace(ctx, budget=self.budget)).sum())
+        held = self._held_at(layer, dataclasses.replace(ctx, budget=self.budget))
         if held > self.budget:  # protection that grows with the budget may outgrow it
             raise ValueError(
                 f"budget {self.budget} tokens is below the {held} tokens policy {self.name!r} protects at that "
@@ -227,7 +234,14 @@ class Policy:
             budgets = w.budgets(self, cache, ctx, budgets)
         out = []
         for i, (layer, budget) in enumerate(zip(cache.layers, budgets)):
-            idx, scores = scorer.keep(i, layer, ctx, budget, self.selector)
+            held = None
+            if scorer.per_head:  # a set per head: the layer keeps their union, each head its own
+                held, scores = scorer.head_keep(i, layer, ctx, budget)
+                present = layer.head_mask()
+                held = held if present is None else held & present  # a dropped token does not come back
+                idx = held.any(0).nonzero().flatten()
+            else:
+                idx, scores = scorer.keep(i, layer, ctx, budget, self.selector)
             sc = None if scores is None else scores.detach().float().numpy().copy()
             scored = None if scores is None else layer.meta["token_id"].numpy().copy()
             if len(idx) < len(layer):
@@ -236,6 +250,8 @@ class Policy:
                     observed.compact(i, source)
             else:
                 evicted, source = torch.zeros(0, dtype=torch.long), None
+            if held is not None:
+                layer.set_heads(held if source is None else held.index_select(1, source))
             for w in self.wrappers:
                 w.after_keep(self, layer, ctx)
             kept_scores = None if scores is None or source is None else scores[source]

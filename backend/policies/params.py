@@ -79,6 +79,11 @@ SPECS: dict[str, Spec] = {
     "threshold": Spec("cosine similarity above which keys are merged", -1, 1, "cosine"),
     "merge_at": Spec("merge at every commit or only when the keep runs", choices=("commit", "evict")),
     "seed": Spec("seed of the random subset", 0, None, ""),
+    "dummy_share": Spec(
+        "share of all heads made dummy heads (no history: the newest past frame only)", 0, 0.99, "share"
+    ),
+    "static_at": Spec("share of a head's non-sink attention on the newest frames that makes it static", 0, 1, "share"),
+    "segments": Spec("horizontal bands a frame is cut into (dynamic heads keep the most changed)", 1, None, "bands"),
 }
 
 

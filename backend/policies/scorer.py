@@ -29,6 +29,9 @@ class Scorer:
     reads: ClassVar[str] = "none"  # observed attention `score` reads: none | logits (raw q.k) | probs
     reads_newest: ClassVar[bool] = False  # the score reads only the newest commit's statistics (`recent`), so a
     # commit after which no layer evicts need not record them (`Policy.lazy_stats`)
+    per_head: ClassVar[bool] = False  # keeps a set of tokens per head (`head_keep`), not one per layer
+    head_frames: ClassVar[int] = 0  # per-head policies: frames beyond the protected tokens that every head holds
+    # at least (Dummy Forcing's sink or newest past frame): part of the smallest budget
     observed: Observer | None = field(default=None, init=False, repr=False, compare=False)  # this run's
     # observed attention and per-run arrays (`bind`)
 
@@ -77,6 +80,12 @@ class Scorer:
             return torch.arange(n), None
         scores = self.score(layer_idx, layer, ctx)
         return selector.keep(scores, self.protected(layer, ctx), layer.meta, budget), scores
+
+    def head_keep(self, layer_idx: int, layer: LayerCache, ctx, budget: int | None):
+        """Per-head scorers (`per_head`): -> (held (H, n) bool: which heads keep each token, the prompt anchors
+        by every head; scores (n,) or None). `budget` is the mean tokens per head: the heads together hold at
+        most budget x H (token, head) pairs, the bytes of `budget` tokens held by every head."""
+        raise NotImplementedError(f"{self.name} keeps one set per layer")
 
     def settings(self) -> dict:
         """The scorer's own settings (its dataclass fields, learned parts and run state excluded)."""

@@ -30,6 +30,13 @@ def _observed(observed):
     return observed
 
 
+def grid_cells(layer: LayerCache) -> np.ndarray:
+    """(n,) one number per grid cell (y, x) of each token: tokens of different frames at the same place share it
+    (cell-wise merges and comparisons across frames; any grid shape)."""
+    m = layer.meta
+    return m["y"].numpy() * (int(m["x"].numpy().max(initial=0)) + 1) + m["x"].numpy()
+
+
 def recency(layer: LayerCache) -> torch.Tensor:
     """Frame index as a score (newer = higher); prompt tokens get -1: (n,)."""
     return layer.meta["frame"].float()

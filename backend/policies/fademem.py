@@ -1,0 +1,109 @@
+"""`fademem`: a fixed budget of frame entries, older neighbours merged on a power-law schedule (FadeMem, arXiv
+2606.10671; training-free variant).
+
+Confirmed from the paper's abstract: new history enters fine-grained, older adjacent entries are merged under a
+power-law temporal allocation ("dense near, sparse far"), at a fixed budget; compared with LongLive and Deep
+Forcing, better subject and background consistency (no number in the abstract).
+Confirmed from its code (aniki-ly/FadeMem, `fademem_memory.py`): an exact window of the newest frames plus a
+bank of frame-sized entries, each with a centre (frame index) and a span (frames merged into it); when the bank
+overflows, the adjacent pair whose warped ages u = age^beta (beta = 0.3) are closest is merged, the newest gap
+protected; a merge weighs keys and values by span^gamma (gamma = 0.5), the centre is the span-weighted mean of
+the two, the spans add; frame 0 is an anchor whose keys and values are never averaged (only its span grows).
+Our reconstruction: the bank holds what the token budget leaves after the prompt and the window (whole frames);
+entries merge cell by cell (a token and the token of the same grid cell in the other frame); a merged entry keeps
+the older frame's token slots and takes the centre as its temporal RoPE position (the code re-positions the
+bank into a compressed virtual window once it is full; ours keeps absolute centres, as the code does before
+that). Spans live in the run's observer beside the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..cache import KIND_FRAME
+from .scorer import Scorer
+from .signals import grid_cells
+
+
+@dataclass
+class FadeMem(Scorer):
+    name = "fademem"
+    granularities = ("frame",)  # entries are whole frames
+    window: int = 3  # newest frames kept exact (the chunk among them)
+    beta: float = 0.3  # age warp of the merge schedule
+    gamma: float = 0.5  # merge weight exponent of the span
+
+    def __post_init__(self):
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"window must be a whole number of frames >= 1, got {self.window!r}")
+        if not 0.0 < self.beta <= 1.0:
+            raise ValueError(f"beta must be in (0, 1], got {self.beta!r}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
+
+    def prepare(self, cache, ctx):
+        """The entries' spans (frames merged into each token), kept beside the cache in the observer."""
+        self.observed.add_extra("span", cache.occupancy())
+        return super().prepare(cache, ctx)
+
+    def keep(self, layer_idx, layer, ctx, budget, selector):
+        n = len(layer)
+        if budget is None or n <= budget:
+            return torch.arange(n), None
+        span = self.observed.extra["span"][layer_idx]
+        span[span == 0] = 1.0  # tokens committed since the last keep: one frame each
+        m = layer.meta
+        kind, fr = m["kind"].numpy(), m["frame"].numpy()
+        T = ctx.tokens_per_frame
+        frames = np.unique(fr[kind == KIND_FRAME])  # ascending
+        n_frames = (budget - int((kind != KIND_FRAME).sum())) // T  # entries the budget holds
+        window = frames[-min(self.window, len(frames)) :]
+        bank = [int(f) for f in frames if f < window[0]]
+        capacity = max(n_frames - len(window), 0)
+        drop: list[int] = []
+        while len(bank) > capacity:
+            if capacity < 1 or len(bank) < 3:  # no pair but the protected newest gap: the oldest goes
+                drop.append(bank.pop(0) if bank[0] != 0 or len(bank) == 1 else bank.pop(1))
+                continue
+            i = self._closest_pair(layer, bank, fr, kind)
+            drop.append(self._merge(layer, bank[i], bank[i + 1], fr, kind, span))
+            bank.pop(i + 1)
+        gone = np.isin(fr, drop) & (kind == KIND_FRAME)
+        return torch.from_numpy(np.flatnonzero(~gone)), None
+
+    def _closest_pair(self, layer, bank: list[int], fr, kind) -> int:
+        """Index i of the adjacent bank entries (i, i + 1) with the closest warped ages (in temporal positions
+        from the newest token's), the newest gap excluded."""
+        t = layer.meta["pos"].numpy()[:, 0]
+        first = {f: t[np.flatnonzero((fr == f) & (kind == KIND_FRAME))[0]] for f in bank}  # an entry's centre
+        ages = np.array([max(float(t.max() - first[f]), 0.0) for f in bank])
+        gaps = np.abs(np.diff(ages**self.beta))[:-1]  # the newest gap is protected
+        return int(np.argmin(gaps))
+
+    def _merge(self, layer, older: int, newer: int, fr, kind, span: torch.Tensor) -> int:
+        """Merge entry `newer` into `older` cell by cell (keys and values weighted by span^gamma, frame 0's kept
+        verbatim), the centre the span-weighted mean, spans added; returns the frame whose tokens go."""
+        a = np.flatnonzero((fr == older) & (kind == KIND_FRAME))
+        b = np.flatnonzero((fr == newer) & (kind == KIND_FRAME))
+        cell = grid_cells(layer)
+        at = {int(c): int(i) for c, i in zip(cell[a], a)}  # cell -> position in the older entry
+        pairs = [(at[int(c)], int(i)) for c, i in zip(cell[b], b) if int(c) in at]
+        if not pairs:
+            return newer
+        ia, ib = (torch.tensor(x) for x in zip(*pairs))
+        sa, sb = span[ia], span[ib]
+        if older != 0:  # frame 0 is the anchor: its keys and values stay
+            wa, wb = sa**self.gamma, sb**self.gamma
+            w = (wa / (wa + wb))[None, :, None]
+            k = w * layer.k[:, ia] + (1 - w) * layer.k[:, ib]
+            v = w * layer.v[:, ia] + (1 - w) * layer.v[:, ib]
+            layer.assign(ia, k, v)
+            pos = layer.meta["pos"].clone()
+            centre = (sa * pos[ia, 0].float() + sb * pos[ib, 0].float()) / (sa + sb)
+            pos[ia, 0] = centre.round().long()
+            layer.set_positions(pos)
+        span[ia] = sa + sb
+        return newer
