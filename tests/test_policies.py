@@ -46,10 +46,11 @@ def test_matrix_budget_protection_alignment_determinism(tiny, ae, name, frames_b
             kept = r.kept[0]
             assert set(range(P)) <= set(kept)  # prompt anchors are never evicted
             newest = {P + f * tpf + i for f in range(*r.frames) for i in range(tpf)}
-            assert newest <= set(kept)  # nor is the newest chunk
+            admit = make_policy(name, **kw).settings.admit  # write-time admission refuses some of it
+            assert len(newest & set(kept)) >= len(newest) - int(admit * len(newest))  # nor is the newest chunk
             if name in ("sink", "deep_forcing") and r.chunk >= 1:
                 assert set(range(P, P + tpf)) <= set(kept)  # nor the sink frame
-            if granularity == "frame":
+            if granularity == "frame" and not admit:  # (refused tokens leave partial frames)
                 fr = (kept[kept >= P] - P) // tpf
                 assert all((fr == f).sum() == tpf for f in np.unique(fr))  # whole frames only
     for layer in st.cache.layers:

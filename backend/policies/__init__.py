@@ -8,10 +8,12 @@ from .base import EVICT_PERIOD, PROBE_SHARE, EvictContext, LayerEviction, Policy
 from .budget import Budget, BudgetError, parse_budget
 from .deep_forcing import DeepForcing
 from .dummy_forcing import DummyForcing
+from .fademem import FadeMem
 from .flowcache import FlowCache
 from .forcing_kv import ForcingKV
 from .full import Full
 from .h2o import H2O
+from .memrope import MemRoPE
 from .oracle import Oracle
 from .packcache import PackCache
 from .pafu import PaFu
@@ -90,6 +92,24 @@ POLICIES: dict[str, Entry] = {
         "segments of older frames (key similarity to the next frame); per-head memory",
         _PROBED,
     ),
+    "admission": Entry(
+        Window,
+        "write-time admission (kvpress#257): each chunk's quarter of tokens most like what their grid cell "
+        "already holds never enters; the newest tokens that fit",
+        {"granularity": "token", "admit": 0.25},
+    ),
+    "memrope": Entry(
+        MemRoPE,
+        "MemRoPE: 3 sink frames + long- and short-term memory frames (EMA 0.01 / 0.1 of every evicted "
+        "token) + the newest frames; contiguous RoPE",
+        {"granularity": "frame", "rope": "reindex"},
+    ),
+    "fademem": Entry(
+        FadeMem,
+        "FadeMem: the newest 3 frames exact + a bank of frame entries, the adjacent pair closest in "
+        "age^0.3 merged (dense near, sparse far); frame 0 an anchor",
+        {"granularity": "frame"},
+    ),
 }
 
 
@@ -110,6 +130,9 @@ TITLES = {
     "random": "Random",
     "dummy_forcing": "Dummy Forcing",
     "forcing_kv": "Forcing-KV",
+    "admission": "Write-time admission",
+    "memrope": "MemRoPE",
+    "fademem": "FadeMem",
 }
 
 
@@ -203,4 +226,6 @@ __all__ = [
     "PaFu",
     "DummyForcing",
     "ForcingKV",
+    "MemRoPE",
+    "FadeMem",
 ]

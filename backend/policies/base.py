@@ -87,6 +87,7 @@ class Settings:
     salient_share: float = 0.25  # share of the quantised tokens that count as salient
     quant: str = "channel"  # integer storage scheme: channel | token | hadamard
     residual: int = 0  # KIVI's full-precision residual (frames before the newest chunk kept fp32)
+    admit: float = 0.0  # write-time admission: share of each chunk's tokens refused when it is committed
 
 
 STORAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Storage))
@@ -111,7 +112,7 @@ class Policy:
             )
         self.scorer, self.budget, self.settings = scorer, budget, settings
         self.selector = Selector(settings.granularity)
-        self.wrappers = wrappers_for(settings.layer_split, settings.period, settings.rope)
+        self.wrappers = wrappers_for(settings.layer_split, settings.period, settings.rope, settings.admit)
         self.storage = Storage(**{k: getattr(settings, k) for k in STORAGE_FIELDS})
         self.uniform = all(w.uniform for w in self.wrappers)
 
@@ -228,7 +229,10 @@ class Policy:
         cache's storage."""
         ctx = dataclasses.replace(ctx, budget=self.budget, period=self.period, over_budget=self.evicts_after(cache, 0))
         scorer, observed = self.scorer, self.scorer.observed
+        refused = [w.before_keep(self, cache, ctx) for w in self.wrappers]
         removed = scorer.prepare(cache, ctx)
+        for gone in filter(None, refused):
+            removed = [torch.cat([r, torch.from_numpy(g)]) for r, g in zip(removed, gone)]
         budgets = [self.budget] * len(cache.layers)
         for w in self.wrappers:
             budgets = w.budgets(self, cache, ctx, budgets)

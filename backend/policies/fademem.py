@@ -60,7 +60,7 @@ class FadeMem(Scorer):
         T = ctx.tokens_per_frame
         frames = np.unique(fr[kind == KIND_FRAME])  # ascending
         n_frames = (budget - int((kind != KIND_FRAME).sum())) // T  # entries the budget holds
-        window = frames[-min(self.window, len(frames)) :]
+        window = frames[-max(1, min(self.window, len(frames), n_frames)) :]  # a budget below it shortens it
         bank = [int(f) for f in frames if f < window[0]]
         capacity = max(n_frames - len(window), 0)
         drop: list[int] = []

@@ -48,6 +48,9 @@ SPECS: dict[str, Spec] = {
     "quant": Spec("integer storage scheme: per channel (KIVI), per token, or after a Hadamard rotation"),
     "residual": Spec("newest frames before the newest chunk kept at fp32 (KIVI's residual)", 0, None, "frames"),
     "layer_split": Spec("how the total budget is split over layers"),
+    "admit": Spec(
+        "write-time admission: share of each chunk's tokens refused when committed (most redundant)", 0, 0.99, "share"
+    ),
     "probe": Spec(
         "share of a commit's queries whose attention probabilities are formed (ZipCache probes)",
         0,
@@ -83,6 +86,14 @@ SPECS: dict[str, Spec] = {
         "share of all heads made dummy heads (no history: the newest past frame only)", 0, 0.99, "share"
     ),
     "static_at": Spec("share of a head's non-sink attention on the newest frames that makes it static", 0, 1, "share"),
+    "long_rate": Spec("EMA rate of the long-term memory stream", 0, 1, "rate", lo_open=True),
+    "short_rate": Spec("EMA rate of the short-term memory stream", 0, 1, "rate", lo_open=True),
+    "per_position": Spec("memory streams average the evicted tokens per grid cell (else one vector per head)"),
+    "window": Spec("newest frames kept exact", 1, None, "frames"),
+    "beta": Spec(
+        "age warp of the merge schedule (age^beta; smaller merges old entries sooner)", 0, 1, "exponent", lo_open=True
+    ),
+    "gamma": Spec("merge weight of an entry: span^gamma", 0, 1, "exponent"),
     "segments": Spec("horizontal bands a frame is cut into (dynamic heads keep the most changed)", 1, None, "bands"),
 }
 

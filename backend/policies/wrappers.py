@@ -6,6 +6,10 @@ keys' positions. A setting at its neutral value (uniform, 1, absolute) adds no w
 
 from __future__ import annotations
 
+import numpy as np
+import torch
+
+from .admission import refused
 from .layer_split import LAYER_SPLITS, cake_budgets, prefixkv_budgets
 from .rope_modes import ROPE_MODES, reindex, shift_sink
 
@@ -20,8 +24,39 @@ class Wrapper:
         """Per-layer token budgets of this keep."""
         return budgets
 
+    def before_keep(self, policy, cache, ctx) -> list[np.ndarray] | None:
+        """Work on the cache before the keep; returns the token ids it removed per layer (None: none)."""
+        return None
+
     def after_keep(self, policy, layer, ctx) -> None:
         """Work on a layer after its keep (positions, ...)."""
+
+
+class Admit(Wrapper):
+    """Write-time admission (`admission.py`): the `share` of each committed chunk's tokens that add least to
+    what the cache holds are refused before the policy's keep."""
+
+    uniform = False  # the refused tokens make layers differ
+
+    def __init__(self, share: float):
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0:
+            raise ValueError(f"admit must be a share of each chunk's tokens in [0, 1), got {share!r}")
+        self.share = float(share)
+
+    def before_keep(self, policy, cache, ctx):
+        out = []
+        for i, layer in enumerate(cache.layers):
+            gone = refused(layer, ctx.newest_frames[0], self.share)
+            if len(gone):
+                keep = np.ones(len(layer), bool)
+                keep[gone] = False
+                ids, source = layer.keep_map(torch.from_numpy(np.flatnonzero(keep)))
+                if policy.scorer.observed is not None:
+                    policy.scorer.observed.compact(i, source)
+                out.append(ids.numpy())
+            else:
+                out.append(np.zeros(0, np.int64))
+        return out
 
 
 class LayerSplit(Wrapper):
@@ -88,9 +123,9 @@ class Realign(Wrapper):
             shift_sink(layer, policy.scorer.sink_frames_at(layer, ctx))
 
 
-def wrappers_for(layer_split: str, period: int, rope: str) -> tuple[Wrapper, ...]:
+def wrappers_for(layer_split: str, period: int, rope: str, admit: float = 0.0) -> tuple[Wrapper, ...]:
     """The wrappers of these settings, in the order they run; neutral settings add none (each is also
     checked here, so a bad value is a message even where it would add nothing)."""
-    out = (LayerSplit(layer_split), Period(period), Realign(rope))
-    neutral = (layer_split == "uniform", period == 1, rope == "absolute")
+    out = (Admit(admit), LayerSplit(layer_split), Period(period), Realign(rope))
+    neutral = (admit == 0, layer_split == "uniform", period == 1, rope == "absolute")
     return tuple(w for w, n in zip(out, neutral) if not n)
