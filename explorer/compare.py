@@ -10,6 +10,7 @@ import numpy as np
 
 from backend.consistency import evaluate_video
 from backend.metrics import psnr_per_frame, ssim_per_frame
+from backend.sink_collapse import sink_collapse
 
 from .run import Run, RunConfig, RunData
 
@@ -18,16 +19,17 @@ SWEEP_MAX = 12  # a budget sweep: up to 3 policies x the 4 shares
 # The metrics table's columns (Comparison.metrics' keys, in order) and their widths in the app, so that no
 # header breaks mid-word on a laptop screen.
 METRIC_WIDTHS = {
-    "config": "14%",
-    "frames": "6%",
+    "config": "12%",
+    "frames": "5%",
     "PSNR vs full (dB)": "9%",
     "SSIM vs full": "8%",
     "adherence": "9%",
     "identity": "8%",
     "landmark revisit": "9%",
     "drift": "7%",
-    "extra objects / frame": "10%",
-    "median ms/frame": "10%",
+    "extra objects / frame": "9%",
+    "sink collapses": "7%",
+    "median ms/frame": "9%",
     "peak KV MB": "8%",
 }
 WORLD_METRICS = ("adherence", "identity", "landmark revisit", "drift", "extra objects / frame")
@@ -124,6 +126,12 @@ class Comparison:
             d.config.label: psnr_per_frame(d.frames[:n], ref) for i, d in enumerate(self.datas) if i != self.reference
         }
 
+    def sink_curves(self) -> dict[str, dict]:
+        """Per configuration (the reference too): its distance to its sink frames and the frames where a
+        sink-collapse event starts (`backend.sink_collapse`), over the frames done."""
+        n = self.frames_done
+        return {d.config.label: sink_collapse(d.frames[:n]) for d in self.datas}
+
     def sweep_points(self) -> dict[str, list[tuple[float, float, float]]]:
         """Per policy with 2+ budgets: (budget as % of the full cache at this length, mean PSNR vs full in dB,
         adherence) per budget, by budget."""
@@ -196,6 +204,7 @@ def run_metrics(d: RunData, ref: np.ndarray | None, n: int) -> dict:
         "PSNR vs full (dB)": float(np.mean(ps)) if len(ps) else float("nan"),
         "SSIM vs full": float(np.mean(ss)) if len(ss) else float("nan"),
         **(world if d.config.world else {}),
+        "sink collapses": int(len(sink_collapse(frames)["events"])),
         "median ms/frame": float(np.median(d.frame_ms[:n])) if n else float("nan"),
         "peak KV MB": float(h["nbytes"].sum(1).max() / 1e6) if len(h["nbytes"]) else 0.0,
     }

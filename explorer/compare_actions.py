@@ -144,7 +144,7 @@ class CompareActions:
                 views.compare_grid(cmp.datas, f, cols),
                 views.wipe_pair(a, ref, f),
                 views.diff_view(a, ref, f),
-                figures.quality_figure(cmp.psnr_curves(), current_frame=f),
+                figures.quality_figure(cmp.psnr_curves(), current_frame=f, sink=cmp.sink_curves()),
                 metrics,
                 "  \n".join(x for x in lines if x),
                 f,

@@ -274,11 +274,18 @@ def token_figure(h: RunHistory, signal: str, tid: int, current_chunk: int | None
 
 
 def quality_figure(
-    curves: dict[str, np.ndarray], metric: str = "PSNR", unit: str = "dB", current_frame: int | None = None
+    curves: dict[str, np.ndarray],
+    metric: str = "PSNR",
+    unit: str = "dB",
+    current_frame: int | None = None,
+    sink: dict[str, dict] | None = None,
 ) -> go.Figure:
-    """Per-frame quality against the full-cache reference, one line per configuration."""
+    """Per-frame quality against the full-cache reference, one line per configuration; with `sink` (label ->
+    `backend.sink_collapse.sink_collapse` of its frames) a lower panel of each run's normalised distance to its
+    first frames, a cross where a sink-collapse event starts (LoL's snap back to the sink)."""
     fig = go.Figure()
-    for i, (name, y) in enumerate(curves.items()):
+    colour = {name: LAYER_COLOURS[i % 8] for i, name in enumerate([*curves, *(sink or {})])}
+    for name, y in curves.items():
         y = np.asarray(y, float)
         fig.add_trace(
             go.Scatter(
@@ -286,15 +293,54 @@ def quality_figure(
                 y=np.where(np.isfinite(y), y, None),
                 mode="lines",
                 name=name,
-                line=dict(color=LAYER_COLOURS[i % 8]),
+                legendgroup=name,
+                line=dict(color=colour[name]),
             )
         )
+    for name, sc in (sink or {}).items():
+        d, ev = np.asarray(sc["distance"], float), np.asarray(sc["events"], int)
+        fig.add_trace(
+            go.Scatter(
+                x=np.arange(len(d)),
+                y=np.where(np.isfinite(d), d, None),
+                mode="lines",
+                name=f"{name}: distance to sink",
+                legendgroup=name,
+                line=dict(color=colour[name], dash="dot", width=1),
+                yaxis="y2",
+            )
+        )
+        if len(ev):
+            fig.add_trace(
+                go.Scatter(
+                    x=ev.tolist(),
+                    y=d[ev].tolist(),
+                    mode="markers",
+                    name=f"{name}: sink collapse",
+                    legendgroup=name,
+                    marker=dict(symbol="x", size=9, color="#d62728", line=dict(color=colour[name], width=1)),
+                    yaxis="y2",
+                    hovertemplate="sink collapse at frame %{x}<extra>" + name + "</extra>",
+                )
+            )
     if current_frame is not None:
         fig.add_vline(x=current_frame, line_color="#17becf", line_width=2)
     fig.update_xaxes(title_text="frame")
     fig.update_yaxes(title_text=f"{metric} vs full cache [{unit}]")
+    height = 320
+    if sink:
+        height = 440
+        fig.update_layout(
+            yaxis=dict(domain=[0.42, 1.0]),
+            yaxis2=dict(
+                domain=[0.0, 0.3],
+                anchor="x",
+                title_text="distance to sink [1 = typical]",
+                rangemode="tozero",
+            ),
+        )
     fig = _layout(
-        fig, f"per-frame {metric} against the full-cache run (same seed, same noise; 100 dB = identical)", 320
+        fig, f"per-frame {metric} against the full-cache run (same seed, same noise; 100 dB = identical)", height
     )
     fig.update_layout(showlegend=True)  # name the line even when only one configuration
     return fig

@@ -107,7 +107,7 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     ref_file = root / f"pair{i:02d}_{frames}_reference_e{ENGINE_VERSION}.npy"
     out = read_result(path)
     if out is not None:  # resumed
-        if out.get("evaluator") != EVALUATOR_VERSION:  # scored by an older evaluator: rescore its frames
+        if out.get("evaluator") != EVALUATOR_VERSION or SINK_SCORE not in out["scores"]:  # an older evaluator's
             out = _rescore(out, path, ref_file)
         if out is not None:
             if share is None and ref_file.is_file():
@@ -137,7 +137,7 @@ def run_one(job, ref: np.ndarray | None = None) -> dict:
     if share is None:  # timed as deployed: no attention statistics (the oracle runs its own)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(ref_file, st.frames)
-    scores = score(st.frames, prompt)
+    scores = score_run(st.frames, prompt)
     if share is not None:  # kept so a new evaluator can rescore without a rerun
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path.with_suffix(".npz"), frames=st.frames)
@@ -177,9 +177,19 @@ def _rescore(out: dict, path: Path, ref_file: Path) -> dict | None:
     else:
         with np.load(frames_file) as z:
             frames = z["frames"]
-    out.update(scores=score(frames, out["prompt"]), evaluator=EVALUATOR_VERSION)
+    out.update(scores=score_run(frames, out["prompt"]), evaluator=EVALUATOR_VERSION)
     write_result(path, out)
     return out
+
+
+SINK_SCORE = "sink_collapses"
+
+
+def score_run(frames: np.ndarray, prompt: str) -> dict:
+    """A run's scores: the world-consistency evaluator's and its sink-collapse events (`backend.sink_collapse`)."""
+    from ..sink_collapse import sink_collapse
+
+    return {**score(frames, prompt), SINK_SCORE: int(len(sink_collapse(frames)["events"]))}
 
 
 def _save_hindsight(path: Path, reference: list[np.ndarray]) -> None:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-SCORES = ("adherence", "identity_persistence", "background_revisit", "landmark_revisit", "drift", "extra_objects")
+SCORES = (
+    "adherence",
+    "identity_persistence",
+    "background_revisit",
+    "landmark_revisit",
+    "drift",
+    "extra_objects",
+    "sink_collapses",  # frames snapping back to the first frames (backend.sink_collapse), events per video
+)
 
 
 def split_spec(spec: str) -> tuple[str, dict]:
