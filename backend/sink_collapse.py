@@ -33,9 +33,12 @@ class CollapseConfig:
 
 def thumbnails(frames: np.ndarray) -> np.ndarray:
     """(N, H, W, 3) uint8 -> (N, THUMB * THUMB * 3) float32 in 0-1, area-averaged."""
-    return np.stack(
-        [cv2.resize(f, (THUMB, THUMB), interpolation=cv2.INTER_AREA).reshape(-1) for f in frames]
-    ).astype(np.float32) / 255.0
+    return (
+        np.stack([cv2.resize(f, (THUMB, THUMB), interpolation=cv2.INTER_AREA).reshape(-1) for f in frames]).astype(
+            np.float32
+        )
+        / 255.0
+    )
 
 
 def sink_distance(frames: np.ndarray, sink_frames: int = SINK_FRAMES) -> np.ndarray:

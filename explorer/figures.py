@@ -332,12 +332,7 @@ def quality_figure(
         height = 440
         fig.update_layout(
             yaxis=dict(domain=[0.42, 1.0]),
-            yaxis2=dict(
-                domain=[0.0, 0.3],
-                anchor="x",
-                title_text="distance to sink [1 = typical]",
-                rangemode="tozero",
-            ),
+            yaxis2=dict(domain=[0.0, 0.3], anchor="x", title_text="distance to sink [1 = typical]", rangemode="tozero"),
         )
     fig = _layout(
         fig, f"per-frame {metric} against the full-cache run (same seed, same noise; 100 dB = identical)", height
