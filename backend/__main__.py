@@ -14,6 +14,7 @@ from .flow import sampler_config
 from .models.wan_loading import add_wan_arguments, wan_only_given
 from .prompt import PromptError
 from .settings import parse_params
+from .summary import layout_bytes
 
 
 def _policy_kwargs(items: list[str]) -> dict:
@@ -93,6 +94,12 @@ def cmd_generate(a) -> int:
         f"wrote {a.out}: {st.n_frames} frames in {total:.1f} s; per-frame ms median {np.median(ms):.1f}, "
         f"p90 {np.percentile(ms, 90):.1f}, max {ms.max():.1f}; final KV {rec.nbytes.sum() / 1e6:.2f} MB "
         f"({rec.occupancy[0]} tokens/layer)"
+        + (
+            ""
+            if rec.heads is None
+            else f"; heads hold {rec.heads.sum(1).max() / rec.heads.shape[1]:.0f} tokens each on average, "
+            f"the (heads, tokens) layout {layout_bytes(rec) / 1e6:.2f} MB"
+        )
     )
     return 0
 

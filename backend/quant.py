@@ -116,7 +116,9 @@ def pack_layer(layer) -> list[torch.Tensor]:
     int codes
     packed 8 / 2 / 4 per byte, and fp16 scale + zero point per token (`token` scheme), per token and head
     (`channel` values) or per channel and group (`channel` keys). `hadamard` groups pack like `channel` ones:
-    the same codes and scales, taken in the rotated basis, which a fixed matrix maps back."""
+    the same codes and scales, taken in the rotated basis, which a fixed matrix maps back. A token only some
+    heads hold (per-head policies) is packed for those heads (a ragged store); a group's key scales cover every
+    head."""
     bufs = []
     H, _, Dh = layer.k.shape
     group = layer.meta["qgroup"]
@@ -125,20 +127,40 @@ def pack_layer(layer) -> list[torch.Tensor]:
         if len(sel) == 0:
             continue
         for x, is_key in ((layer.k, True), (layer.v, False)):
-            part = x[:, sel].transpose(0, 1).reshape(len(sel), -1)  # (m, H*Dh)
-            if bits >= 16:
-                bufs.append((part if bits == 32 else part.bfloat16()).contiguous())
-                continue
             g = group[sel]
-            if bool((g < 0).any()):  # token scheme
-                q, lo_scale = _codes(part[g < 0], bits, 1)
-                bufs += [_pack_rows(q, bits), lo_scale]
-            rows = part[g >= 0]
-            if len(rows) and is_key:  # per channel, per group
-                for gid in g[g >= 0].unique():
-                    q, lo_scale = _codes(part[g == gid], bits, 0)
+            key_codes = {}  # group id -> (token position -> row, codes (m_g, H*Dh)): one scale set per group
+            if bits < 16 and is_key:
+                for gid in g[g >= 0].unique().tolist():
+                    members = sel[g == gid]
+                    q, lo_scale = _codes(x[:, members].transpose(0, 1).reshape(len(members), H * Dh), bits, 0)
+                    key_codes[gid] = ({int(t): r for r, t in enumerate(members)}, q)
+                    bufs.append(lo_scale)
+            for heads, toks in _held_patterns(layer, sel):
+                part = x[heads][:, toks].transpose(0, 1).reshape(len(toks), -1)  # (m, c*Dh)
+                if bits >= 16:
+                    bufs.append((part if bits == 32 else part.bfloat16()).contiguous())
+                    continue
+                gt = group[toks]
+                if bool((gt < 0).any()):  # token scheme
+                    q, lo_scale = _codes(part[gt < 0], bits, 1)
                     bufs += [_pack_rows(q, bits), lo_scale]
-            elif len(rows):  # per token and head
-                q, lo_scale = _codes(rows.reshape(len(rows), H, Dh), bits, 2)
-                bufs += [_pack_rows(q.reshape(len(rows), -1), bits), lo_scale]
+                rows = part[gt >= 0]
+                if len(rows) and is_key:  # per channel, per group: the codes of the heads that hold them
+                    cols = (heads[:, None] * Dh + torch.arange(Dh)).reshape(-1)
+                    for t, gid in zip(toks[gt >= 0].tolist(), gt[gt >= 0].tolist()):
+                        at, q = key_codes[gid]
+                        bufs.append(_pack_rows(q[at[t] : at[t] + 1, cols], bits))
+                elif len(rows):  # per token and head
+                    q, lo_scale = _codes(rows.reshape(len(rows), len(heads), Dh), bits, 2)
+                    bufs += [_pack_rows(q.reshape(len(rows), -1), bits), lo_scale]
     return bufs
+
+
+def _held_patterns(layer, sel: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The tokens `sel` grouped by the heads that hold them: [(heads (c,), tokens (m,))]."""
+    held = layer.head_mask()
+    if held is None:
+        return [(torch.arange(layer.k.shape[0]), sel)]
+    cols = held[:, sel].T  # (m, H)
+    rows, inverse = torch.unique(cols, dim=0, return_inverse=True)
+    return [(row.nonzero().flatten(), sel[inverse == i]) for i, row in enumerate(rows)]

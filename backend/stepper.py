@@ -122,6 +122,7 @@ class Stepper:
         # everything (the cache filling, or between the evictions of period > 1); recording asked for beyond
         # the policy's needs (the explorer's heatmaps) is recorded at every commit
         self._lazy = request.newest_only and own
+        self._own_stats = own
         self._check_memory()
         self.cache = KVCache(geo.n_layer, geo.n_head, geo.head_dim)
         self.n_chunks = -(-self.n_frames // geo.chunk_frames)
@@ -265,6 +266,8 @@ class Stepper:
         observe = self.observer
         if self._lazy and not self.policy.evicts_after(self.cache, nf * self.geo.tokens_per_frame):
             observe = observe.quiet()  # no layer evicts after this commit: nothing reads its statistics
+        elif self._own_stats and self.policy.scorer.done_reading(self.observer):
+            observe = observe.quiet()  # the policy reads no more statistics this run (its heads are programmed)
         self.model.forward_chunk(x_ctx, torch.full((nf,), s), f0, self.cache, commit=True, observe=observe, clock=clock)
         self.latents[f0 : f0 + nf] = self.x0
         if self.sampler.guidance == 1.0:

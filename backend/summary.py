@@ -10,12 +10,24 @@ import numpy as np
 from .records import StepRecord
 
 
+def layout_bytes(rec: StepRecord) -> int:
+    """Bytes the cache's (H, n, Dh) layout holds after a step: the counted bytes, or with a per-head policy each
+    layer's bytes per (token, head) times every head's slot of its tokens."""
+    if rec.heads is None:
+        return int(rec.nbytes.sum())
+    held = rec.heads.sum(1)  # (L,) (token, head) pairs
+    per_pair = rec.nbytes / np.maximum(held, 1)
+    return int(round(float((per_pair * rec.occupancy * rec.heads.shape[1]).sum())))
+
+
 @dataclass
 class RunSummary:
     steps: int = 0
     step_ms: float = 0.0  # wall time of every step
     peak_kv_bytes: int = 0  # most KV bytes over all layers after any step
     peak_tokens: int = 0  # most tokens per layer after any step
+    peak_layout_bytes: int = 0  # most bytes the (H, n, Dh) layout holds: with a per-head policy every head's slot
+    # of each token any head keeps (the counted bytes are a ragged store's)
     evict_ms: list[float] = field(default_factory=list)  # per eviction step
     stats_ms: list[float] = field(default_factory=list)  # per commit: materialising the policy's attention
     evicted: int = 0  # tokens evicted, summed over layers and steps
@@ -26,6 +38,7 @@ class RunSummary:
         self.step_ms += rec.ms
         self.peak_kv_bytes = max(self.peak_kv_bytes, int(rec.nbytes.sum()))
         self.peak_tokens = max(self.peak_tokens, int(rec.occupancy.max(initial=0)))
+        self.peak_layout_bytes = max(self.peak_layout_bytes, layout_bytes(rec))
         if rec.phase == "evict":
             self.evict_ms.append(rec.ms)
             self.evicted += sum(len(e) for e in rec.evicted or ())
@@ -57,6 +70,7 @@ class RunSummary:
         return {
             "peak_kv_bytes": self.peak_kv_bytes,
             "peak_tokens": self.peak_tokens,
+            "peak_layout_bytes": self.peak_layout_bytes,
             "evict_ms_mean": float(np.mean(self.evict_ms)) if self.evict_ms else 0.0,
             "stats_ms_mean": float(np.mean(self.stats_ms)) if self.stats_ms else 0.0,
             "evicted_tokens": self.evicted,

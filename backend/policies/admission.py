@@ -5,9 +5,9 @@ the rule suits append-only caches).
 Confirmed from the issue and its proposal (kvpress PR #258, closed, not merged): a filtering press wraps any
 scorer; a new token is kept only if its score would rank within the kept share of the tokens seen (per head, or
 by a majority vote over heads).
-Our reconstruction for video: a token's score at write time is its novelty, 1 - the largest cosine similarity of
-its key (before RoPE, all heads together) with the cached keys of the same grid cell in earlier frames: a token
-its cell already holds a near copy of adds little. The `admit` share of each chunk's tokens with the lowest
+Our reconstruction for video: a token's score at write time is its novelty, 1 - the cosine similarity of its key
+(before RoPE, all heads together) with the newest cached key of the same grid cell: a token that repeats what
+its cell already holds adds little. The `admit` share of each chunk's tokens with the lowest
 novelty are refused (all heads together; tokens of a cell the cache does not hold yet always enter); the policy's
 own keep then runs on the cache that is left. `admit=0` (the default of every other policy) adds nothing.
 """
@@ -22,28 +22,26 @@ from .signals import grid_cells
 
 
 def novelty(layer: LayerCache, new: np.ndarray) -> np.ndarray:
-    """(len(new),) 1 - the best cosine similarity of each new token's key with the older frame tokens of its
-    grid cell (un-rotated keys over the concatenated heads); NaN where the cache holds no older token there."""
+    """(len(new),) 1 - the cosine similarity of each new token's key with the newest cached token of its grid
+    cell in an earlier frame (un-rotated keys over the concatenated heads); NaN where the cache holds none.
+    One key per new token: the cell's latest state is what the new token would repeat."""
     m = layer.meta
     kind, fr, cell = m["kind"].numpy(), m["frame"].numpy(), grid_cells(layer)
-    first = fr[new].min()
-    old = np.flatnonzero((kind == KIND_FRAME) & (fr < first))
+    old = np.flatnonzero((kind == KIND_FRAME) & (fr < fr[new].min()))
     out = np.full(len(new), np.nan)
     if len(old) == 0:
         return out
-    inv = layer.inverse_key_norms()
+    old = old[np.lexsort((fr[old], cell[old]))]  # by cell, then frame: each cell's newest last
+    last = np.r_[cell[old][1:] != cell[old][:-1], True]
+    newest = dict(zip(cell[old][last].tolist(), old[last].tolist()))  # cell -> its newest cached token
+    pair = np.array([newest.get(c, -1) for c in cell[new].tolist()])
+    has = pair >= 0
+    if not has.any():
+        return out
     H, _, Dh = layer.k.shape
-
-    def unit(idx: np.ndarray) -> torch.Tensor:  # (m, H * Dh) unit keys
-        at = torch.from_numpy(idx)
-        return layer.k[:, at].transpose(0, 1).reshape(len(idx), H * Dh) * inv[at][:, None]
-
-    sim = (unit(new) @ unit(old).T).numpy()  # (new, old)
-    same = cell[new][:, None] == cell[old][None, :]
-    sim = np.where(same, sim, -np.inf)
-    best = sim.max(1)
-    has = np.isfinite(best)
-    out[has] = 1.0 - best[has]
+    a = layer.k[:, torch.from_numpy(new[has])].transpose(0, 1).reshape(int(has.sum()), H * Dh)
+    b = layer.k[:, torch.from_numpy(pair[has])].transpose(0, 1).reshape(int(has.sum()), H * Dh)
+    out[has] = 1.0 - torch.nn.functional.cosine_similarity(a, b, dim=1).numpy()
     return out
 
 

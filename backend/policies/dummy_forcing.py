@@ -75,6 +75,9 @@ class DummyForcing(Scorer):
             notes["head_roles"] = program_heads(torch.stack(shares), self.dummy_share)
         return notes.get("head_roles")
 
+    def done_reading(self, observed):
+        return "head_roles" in observed.notes  # programmed once: the shares are read no more
+
     def head_keep(self, layer_idx, layer, ctx, budget):
         H, n = layer.k.shape[0], len(layer)
         n_layer = len(self.observed.stats)

@@ -63,23 +63,25 @@ class FadeMem(Scorer):
         window = frames[-max(1, min(self.window, len(frames), n_frames)) :]  # a budget below it shortens it
         bank = [int(f) for f in frames if f < window[0]]
         capacity = max(n_frames - len(window), 0)
+        is_frame = np.flatnonzero(kind == KIND_FRAME)
+        _, at = np.unique(fr[is_frame], return_index=True)
+        first = dict(zip(frames.tolist(), is_frame[at].tolist()))  # frame -> one of its tokens
         drop: list[int] = []
         while len(bank) > capacity:
             if capacity < 1 or len(bank) < 3:  # no pair but the protected newest gap: the oldest goes
                 drop.append(bank.pop(0) if bank[0] != 0 or len(bank) == 1 else bank.pop(1))
                 continue
-            i = self._closest_pair(layer, bank, fr, kind)
+            i = self._closest_pair(layer, bank, first)
             drop.append(self._merge(layer, bank[i], bank[i + 1], fr, kind, span))
             bank.pop(i + 1)
         gone = np.isin(fr, drop) & (kind == KIND_FRAME)
         return torch.from_numpy(np.flatnonzero(~gone)), None
 
-    def _closest_pair(self, layer, bank: list[int], fr, kind) -> int:
+    def _closest_pair(self, layer, bank: list[int], first: dict[int, int]) -> int:
         """Index i of the adjacent bank entries (i, i + 1) with the closest warped ages (in temporal positions
-        from the newest token's), the newest gap excluded."""
+        from the newest token's; an entry's centre is its tokens' position), the newest gap excluded."""
         t = layer.meta["pos"].numpy()[:, 0]
-        first = {f: t[np.flatnonzero((fr == f) & (kind == KIND_FRAME))[0]] for f in bank}  # an entry's centre
-        ages = np.array([max(float(t.max() - first[f]), 0.0) for f in bank])
+        ages = np.maximum(float(t.max()) - t[[first[f] for f in bank]], 0.0)
         gaps = np.abs(np.diff(ages**self.beta))[:-1]  # the newest gap is protected
         return int(np.argmin(gaps))
 
@@ -89,11 +91,10 @@ class FadeMem(Scorer):
         a = np.flatnonzero((fr == older) & (kind == KIND_FRAME))
         b = np.flatnonzero((fr == newer) & (kind == KIND_FRAME))
         cell = grid_cells(layer)
-        at = {int(c): int(i) for c, i in zip(cell[a], a)}  # cell -> position in the older entry
-        pairs = [(at[int(c)], int(i)) for c, i in zip(cell[b], b) if int(c) in at]
-        if not pairs:
+        _, ja, jb = np.intersect1d(cell[a], cell[b], assume_unique=True, return_indices=True)  # same cells
+        if len(ja) == 0:
             return newer
-        ia, ib = (torch.tensor(x) for x in zip(*pairs))
+        ia, ib = torch.from_numpy(a[ja]), torch.from_numpy(b[jb])
         sa, sb = span[ia], span[ib]
         if older != 0:  # frame 0 is the anchor: its keys and values stay
             wa, wb = sa**self.gamma, sb**self.gamma

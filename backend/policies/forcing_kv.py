@@ -69,6 +69,9 @@ class ForcingKV(Scorer):
             chosen[layer_idx] = np.where(static_heads(shares, self.static_at), STATIC, DYNAMIC)
         return chosen.get(layer_idx)
 
+    def done_reading(self, observed):
+        return len(observed.notes.get("head_roles", {})) >= len(observed.stats) - 1  # fixed in every split layer
+
     def prepare(self, cache, ctx):
         """Score the newest past frame's segments against the chunk just committed (rotated keys of the dynamic
         heads, or of all heads before the roles are set): 1 - their mean cosine similarity, per token."""
@@ -94,8 +97,8 @@ class ForcingKV(Scorer):
         roles = self.roles(i, decide=False)
         heads = slice(None) if roles is None or not (roles == DYNAMIC).any() else torch.from_numpy(roles == DYNAMIC)
         k = layer.rotated_keys(ctx.rotate) if ctx.rotate is not None else layer.k
-        ka = k[heads][:, torch.from_numpy(a)].transpose(0, 1).reshape(len(a), -1)  # (m, h * Dh)
-        kb = k[heads][:, torch.from_numpy(b)].transpose(0, 1).reshape(len(b), -1)
+        ka = k.index_select(1, torch.from_numpy(a))[heads].transpose(0, 1).reshape(len(a), -1)  # (m, h * Dh)
+        kb = k.index_select(1, torch.from_numpy(b))[heads].transpose(0, 1).reshape(len(b), -1)
         cos = torch.nn.functional.cosine_similarity(ka, kb, dim=1).numpy()
         band = cell_prev[pair] * self.segments // T  # contiguous raster segments: horizontal bands
         mean = np.bincount(band, cos, self.segments) / np.maximum(np.bincount(band, minlength=self.segments), 1)

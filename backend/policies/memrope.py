@@ -78,20 +78,20 @@ class MemRoPE(Scorer):
         started = self.observed.notes.setdefault("memory_started", set())
         cells = grid_cells(layer)
         ev = torch.from_numpy(evicted)
+        k, v = layer.k.index_select(1, ev), layer.v.index_select(1, ev)  # (H, e, Dh)
         for f, rate in zip(self.memory_frames(), (self.long_rate, self.short_rate)):
             slot = np.flatnonzero((fr == f) & (kind == KIND_FRAME))
             if len(slot) == 0:
                 continue
-            k_e, v_e = self._evicted_mean(layer, ev, cells[evicted], cells[slot])  # (H, m, Dh) each
+            k_e, v_e = self._evicted_mean(k, v, cells[evicted], cells[slot])  # (H, m, Dh) each
             idx = torch.from_numpy(slot)
             a = 1.0 if layer_idx not in started else rate  # the first eviction starts both streams at e
             layer.assign(idx, a * k_e + (1 - a) * layer.k[:, idx], a * v_e + (1 - a) * layer.v[:, idx])
         started.add(layer_idx)
 
-    def _evicted_mean(self, layer, ev: torch.Tensor, ev_cells: np.ndarray, slot_cells: np.ndarray):
-        """The evicted tokens' mean key and value for each slot token: one mean over all of them (the code's
-        default), or per grid cell (`per_position`; a cell no evicted token has takes the overall mean)."""
-        k, v = layer.k.index_select(1, ev), layer.v.index_select(1, ev)  # (H, e, Dh)
+    def _evicted_mean(self, k: torch.Tensor, v: torch.Tensor, ev_cells: np.ndarray, slot_cells: np.ndarray):
+        """The evicted keys and values k, v (H, e, Dh), as one mean for every slot token (the code's default) or
+        per grid cell (`per_position`; a cell no evicted token has takes the overall mean)."""
         k_all, v_all = k.mean(1, keepdim=True), v.mean(1, keepdim=True)
         m = len(slot_cells)
         if not self.per_position:

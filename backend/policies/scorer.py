@@ -81,6 +81,11 @@ class Scorer:
         scores = self.score(layer_idx, layer, ctx)
         return selector.keep(scores, self.protected(layer, ctx), layer.meta, budget), scores
 
+    def done_reading(self, observed: Observer) -> bool:
+        """Whether the scorer reads no more attention statistics this run, so commits may skip them (the per-head
+        policies once their heads are programmed); False by default."""
+        return False
+
     def head_keep(self, layer_idx: int, layer: LayerCache, ctx, budget: int | None):
         """Per-head scorers (`per_head`): -> (held (H, n) bool: which heads keep each token, the prompt anchors
         by every head; scores (n,) or None). `budget` is the mean tokens per head: the heads together hold at
