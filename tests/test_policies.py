@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from budgets import within
 
 from backend.policies import POLICIES, BudgetError, make_policy, parse_budget
 from backend.stepper import GenerationError, Stepper
@@ -15,14 +16,6 @@ BOUNDED = [n for n in POLICIES if n not in ("full", "oracle", "pafu")]
 def run(tiny, ae, policy, n=N_FRAMES, seed=4):
     st = Stepper(tiny, ae, PROMPT, n, seed=seed, policy=policy, preview=False)
     return st, list(st.run())
-
-
-def within(r, budget: int) -> bool:
-    """A keep holds its budget: tokens per layer, or for per-head policies (token, head) pairs per layer (the
-    heads together hold at most the bytes of `budget` tokens held by all)."""
-    if r.heads is None:
-        return bool((r.occupancy <= budget).all())
-    return bool((r.heads.sum(1) <= budget * r.heads.shape[1]).all() and (r.heads <= r.occupancy[:, None]).all())
 
 
 @pytest.mark.parametrize("name", BOUNDED)

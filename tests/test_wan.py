@@ -7,6 +7,7 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
+from budgets import within  # noqa: E402
 from wan_tiny import save_folder, tiny_transformer, tiny_wan  # noqa: E402
 
 from backend.cache import KVCache  # noqa: E402
@@ -91,7 +92,7 @@ def test_every_policy_runs_four_chunks_on_wan_within_its_budget(wan, name):
     evicts = [r for r in st.run() if r.phase == "evict"]
     assert len(evicts) == 4
     for r in evicts:
-        assert (r.occupancy <= budget).all()
+        assert within(r, budget), (r.occupancy, r.heads)
         for kept, layer in zip(r.kept, st.cache.layers if r is evicts[-1] else [None] * len(r.kept)):
             assert len(np.unique(kept)) == len(kept)
             if layer is not None:

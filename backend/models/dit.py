@@ -382,14 +382,12 @@ def _cached_kv(layer: LayerCache, sub: LayerCache | None, rotate) -> tuple[list[
         return [k], [v]
     is_p = layer.meta["kind"] == KIND_PROMPT
     n_p = int(is_p.sum())
-    if bool(is_p[:n_p].all()):  # prefilled first and never evicted: the front, as views
-        slots, k_rest, v_rest = layer.meta["token_id"][:n_p], k[:, n_p:], v[:, n_p:]
-    else:  # a prompt slot was evicted and the keep filled it: the prompt's places take sub's tokens
+    if not bool(is_p[:n_p].all()):  # a prompt slot was evicted and the keep filled it: its places take sub's
         at, slots = is_p.nonzero().flatten(), layer.meta["token_id"][is_p]
         k = k.index_copy(1, at, sub.rotated_keys(rotate).index_select(1, slots))
-        v = v.index_copy(1, at, sub.v.index_select(1, slots))
-        return [k], [v]
-    return ([sub.rotated_keys(rotate).index_select(1, slots), k_rest], [sub.v.index_select(1, slots), v_rest])
+        return [k], [v.index_copy(1, at, sub.v.index_select(1, slots))]
+    slots = layer.meta["token_id"][:n_p]  # prefilled first and never evicted: the front, as views
+    return ([sub.rotated_keys(rotate).index_select(1, slots), k[:, n_p:]], [sub.v.index_select(1, slots), v[:, n_p:]])
 
 
 # ---------------------------------------------------------------------- sequence layouts and masks

@@ -188,7 +188,7 @@ def make_policy(name: str, **kwargs) -> Policy:
         settings = Settings(**{**entry.settings, **shared})
     except TypeError as e:
         raise ValueError(f"bad parameter for {title(name)}: {e}") from e
-    return Policy(scorer, budget, settings)
+    return Policy(scorer, budget, settings, name)
 
 
 __all__ = [

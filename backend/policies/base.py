@@ -99,7 +99,9 @@ class Policy:
     per-layer token `budget` (None = unbounded). Build one with `policies.make_policy(name, ...)`; the stepper
     talks to it through `request`, `bind`, `check`, `max_tokens`, `evicts_after` and `evict`."""
 
-    def __init__(self, scorer: Scorer, budget: int | None = None, settings: Settings = Settings()):
+    def __init__(
+        self, scorer: Scorer, budget: int | None = None, settings: Settings = Settings(), name: str | None = None
+    ):
         if budget is not None and (isinstance(budget, bool) or int(budget) != budget or budget <= 0):
             raise ValueError(f"budget must be a positive number of tokens, got {budget!r}")
         p = settings.probe
@@ -111,6 +113,7 @@ class Policy:
                 f"not {settings.granularity!r}"
             )
         self.scorer, self.budget, self.settings = scorer, budget, settings
+        self._name = name or scorer.name  # a registry preset (admission = window + admit) keeps its own name
         self.selector = Selector(settings.granularity)
         self.wrappers = wrappers_for(settings.layer_split, settings.period, settings.rope, settings.admit)
         self.storage = Storage(**{k: getattr(settings, k) for k in STORAGE_FIELDS})
@@ -121,7 +124,7 @@ class Policy:
 
     @property
     def name(self) -> str:
-        return self.scorer.name
+        return self._name
 
     @property
     def probe(self) -> float:
