@@ -8,7 +8,7 @@ only the heads that keep it (what a ragged per-head store would hold). Every mut
 set_positions / quantize) keeps all of them aligned; what a policy observes about the tokens (attention
 statistics, predicted salience) is the policy's own (`observe.Observer`), compacted with the map `keep_map`
 returns.
-Storage dtypes, quantisation and byte counts live in `quant.py`.
+Storage dtypes, quantisation and byte counts live in `quant.py`; the metadata fields and their packing in `meta.py`.
 """
 
 from __future__ import annotations
@@ -18,91 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .meta import KIND_FRAME, KIND_PROMPT, META_FIELDS, Meta, as_meta  # noqa: F401 (the cache's public names)
 from .quant import DTYPES, QUANT_SCHEMES, SCALE_BYTES, _own_bytes_table, hadamard, quantize, quantize_channels
-
-META_FIELDS = {  # name -> (dtype, trailing shape)
-    "frame": (torch.int64, ()),
-    "y": (torch.int64, ()),
-    "x": (torch.int64, ()),
-    "kind": (torch.int8, ()),  # 0 prompt, 1 frame
-    "pos": (torch.int64, (3,)),  # RoPE position (t, y, x) used at attention time
-    "birth": (torch.int64, ()),  # chunk index at which the token was committed
-    "token_id": (torch.int64, ()),  # stable id: prompt slot, or n_prompt + frame * T + y * g + x
-    "count": (torch.float32, ()),  # merge count (TempCache); 1 for plain tokens
-    "dtype": (torch.int8, ()),  # storage dtype code (DTYPES)
-    "qgroup": (torch.int64, ()),  # key-scale group of a `channel`-quantised token, -1 for none
-    "gone": (torch.int64, ()),  # heads that no longer hold the token: bit h set = head h dropped it (per-head
-    # policies: Dummy Forcing, Forcing-KV); 0 = every head holds it
-}
-KIND_PROMPT, KIND_FRAME = 0, 1
-
-
-def _layout() -> tuple[dict[torch.dtype, list[tuple[str, int, tuple]]], dict[torch.dtype, int]]:
-    """Fields grouped by dtype: dtype -> [(name, first column, trailing shape)] in one packed tensor, and
-    dtype -> that tensor's width (columns)."""
-    layout: dict[torch.dtype, list] = {}
-    width: dict[torch.dtype, int] = {}
-    for name, (dt, shape) in META_FIELDS.items():
-        start = width.get(dt, 0)
-        layout.setdefault(dt, []).append((name, start, shape))
-        width[dt] = start + (shape[0] if shape else 1)
-    return layout, width
-
-
-LAYOUT, WIDTH = _layout()
-
-
-class Meta(dict):
-    """Per-token metadata: a dict of field -> (n, ...) tensors that are column views into one packed
-    (n, width) tensor per dtype, so keep / append / clone move three tensors instead of one per field (the
-    eviction step is mostly this bookkeeping on a small model). Reading, in-place updates and item
-    assignment work as on a dict of tensors; assigning a field writes its columns (cast to its dtype)."""
-
-    def __init__(self, packs: dict[torch.dtype, torch.Tensor]):
-        super().__init__()
-        self.packs = packs
-        for dt, cols in LAYOUT.items():
-            p = packs[dt]
-            col = p.unbind(1)  # every column view in one call
-            for name, start, shape in cols:
-                dict.__setitem__(self, name, col[start] if not shape else p[:, start : start + shape[0]])
-
-    @classmethod
-    def zeros(cls, n: int = 0) -> Meta:
-        out = cls({dt: torch.zeros(n, w, dtype=dt) for dt, w in WIDTH.items()})
-        out["qgroup"].fill_(-1)
-        return out
-
-    def __setitem__(self, key: str, val) -> None:
-        if key not in META_FIELDS:
-            raise KeyError(f"unknown metadata field {key!r}")
-        col = dict.__getitem__(self, key)
-        if val is not col:  # `m[k] += x` already wrote in place
-            val = torch.as_tensor(val)
-            col.copy_(val.reshape(col.shape) if val.numel() == col.numel() else val)
-
-    def __reduce__(self):
-        return Meta, (self.packs,)
-
-    def index_select(self, idx: torch.Tensor) -> Meta:
-        return Meta({dt: p.index_select(0, idx) for dt, p in self.packs.items()})
-
-    def cat(self, other: Meta) -> Meta:
-        return Meta({dt: torch.cat([p, other.packs[dt]]) for dt, p in self.packs.items()})
-
-    def clone(self) -> Meta:
-        return Meta({dt: p.clone() for dt, p in self.packs.items()})
-
-
-def as_meta(meta) -> Meta:
-    """A Meta from a Meta or a plain dict of every field (e.g. built by hand in a test)."""
-    if isinstance(meta, Meta):
-        return meta
-    n = len(next(iter(meta.values()))) if meta else 0
-    out = Meta.zeros(n)
-    for key, val in meta.items():
-        out[key] = val
-    return out
 
 
 def inverse_norms(k: torch.Tensor) -> torch.Tensor:
@@ -123,6 +40,8 @@ class LayerCache:
     _inv: torch.Tensor | None = None  # memo of 1 / |k_i| over the concatenated heads (n,): kept through
     # append / keep, dropped when keys change (RoPE leaves norms alone)
     next_group: int = 0  # id of the next `channel` quantisation group
+    _stale: np.ndarray | None = None  # (n,) tokens whose memo entry waits for `settle` (their key or position
+    # changed): rotated together, once, however many merges, memory writes and re-positionings touched them
 
     def __post_init__(self):
         self.meta = as_meta(self.meta)
@@ -150,6 +69,10 @@ class LayerCache:
         self.v = torch.cat([self.v, v.detach()], dim=1)
         self.meta = self.meta.cat(full)
         self._krot = None if self._krot is None or k_rot is None else torch.cat([self._krot, k_rot.detach()], 1)
+        if self._krot is None:
+            self._stale = None
+        elif self._stale is not None:
+            self._stale = np.concatenate([self._stale, np.zeros(n, dtype=bool)])
         if self._inv is not None:
             self._inv = torch.cat([self._inv, inverse_norms(k)])
 
@@ -179,19 +102,22 @@ class LayerCache:
         src = np.arange(m)
         if len(holes):
             src[holes] = movers
-            holes_t, movers_t = torch.from_numpy(holes), torch.from_numpy(movers)
             tensors = [self.k, self.v] + ([self._krot] if self._krot is not None else [])
-            for x in tensors:  # (H, n, Dh): in place, |holes| tokens
-                x.index_copy_(1, holes_t, x.index_select(1, movers_t))
-            if self._inv is not None:
-                self._inv.index_copy_(0, holes_t, self._inv.index_select(0, movers_t))
-            for p in self.meta.packs.values():
-                p.index_copy_(0, holes_t, p.index_select(0, movers_t))
+            for x in tensors:  # (H, n, Dh): in place, |holes| tokens (numpy views: a third of torch's call cost)
+                xn = x.numpy()
+                xn[:, holes] = xn[:, movers]
+            for x in [self._inv, *self.meta.packs.values()] if self._inv is not None else self.meta.packs.values():
+                xn = x.numpy()
+                xn[holes] = xn[movers]
+            if self._stale is not None:
+                self._stale[holes] = self._stale[movers]
         source = torch.from_numpy(src)
         self.k, self.v = self.k[:, :m], self.v[:, :m]
         self.meta = Meta({dt: p[:m] for dt, p in self.meta.packs.items()})
         if self._krot is not None:  # positions unchanged: the memo stays valid
             self._krot = self._krot[:, :m]
+        if self._stale is not None:
+            self._stale = self._stale[:m]
         if self._inv is not None:
             self._inv = self._inv[:m]
         return evicted, source
@@ -233,10 +159,7 @@ class LayerCache:
         idx = torch.as_tensor(idx, dtype=torch.long)
         self.k.index_copy_(1, idx, k.to(self.k.dtype))
         self.v.index_copy_(1, idx, v.to(self.v.dtype))
-        if self._krot is not None and self._rotate is not None:
-            self._krot.index_copy_(1, idx, self._rotate(self.k.index_select(1, idx), self.meta["pos"][idx]))
-        else:
-            self._krot = None
+        self._mark_stale(idx.numpy())
         self._inv = None
 
     def set_positions(self, pos: torch.Tensor) -> None:
@@ -244,14 +167,22 @@ class LayerCache:
         rotated-key memo is updated for the tokens whose position changed (rotation is per token, so this
         equals re-rotating every key), at once: the policy that moved them pays for it in its eviction step."""
         new = pos.to(torch.int64).reshape(len(self), 3)
-        if self._krot is not None and self._rotate is not None:
-            changed = np.flatnonzero((new.numpy() != self.meta["pos"].numpy()).any(1))
-            if len(changed):
-                ch = torch.from_numpy(changed)
-                self._krot.index_copy_(1, ch, self._rotate(self.k.index_select(1, ch), new.index_select(0, ch)))
-        else:
-            self._krot = None
+        if self._krot is not None:
+            self._mark_stale(np.flatnonzero((new.numpy() != self.meta["pos"].numpy()).any(1)))
         self.meta["pos"] = new
+
+    def _mark_stale(self, idx: np.ndarray) -> None:
+        """Tokens idx changed key or position: their memo entries wait for `settle` (no memo: nothing to do)."""
+        if self._krot is None or self._rotate is None:
+            self._krot = self._stale = None
+            return
+        if self._stale is None:
+            self._stale = np.zeros(len(self), dtype=bool)
+        self._stale[idx] = True
+
+    def settle(self) -> None:
+        """Re-rotate every token whose key or position changed since the last settle (see `settle`)."""
+        settle([self])
 
     def set_dtype(self, idx: torch.Tensor, name: str, scheme: str = "channel") -> None:
         """Store tokens idx at dtype `name` (a round trip from their current values); integer formats use the
@@ -283,7 +214,7 @@ class LayerCache:
             for x in (self.k, self.v):
                 x.index_copy_(1, idx, x.index_select(1, idx).bfloat16().float())
         self.meta["dtype"][idx] = code
-        self._krot = self._inv = None
+        self._krot = self._inv = self._stale = None
 
     # --- reads ---
     def view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -293,7 +224,8 @@ class LayerCache:
     def rotated_keys(self, rotate) -> torch.Tensor:
         """Keys rotated by their stored positions (memoised until the next change)."""
         if self._krot is None:
-            self._krot, self._rotate = rotate(self.k, self.meta["pos"]), rotate
+            self._krot, self._rotate, self._stale = rotate(self.k, self.meta["pos"]), rotate, None
+        self.settle()
         return self._krot
 
     def inverse_key_norms(self) -> torch.Tensor:
@@ -367,6 +299,29 @@ class LayerCache:
 
     def clone(self) -> LayerCache:
         return LayerCache(self.k.clone(), self.v.clone(), self.meta.clone(), next_group=self.next_group)
+
+
+def settle(layers: list[LayerCache]) -> None:
+    """Re-rotate the tokens of `layers` whose key or position changed since their last settle, in one call for
+    all of them (rotation is per token, so this equals re-rotating every key, and one call costs a fraction of
+    one per layer). A policy's eviction step settles the cache it touched, so it pays for its own re-rotations
+    (merges, memory writes, moved positions); reads settle their layer first."""
+    todo = [
+        (x, torch.from_numpy(np.flatnonzero(x._stale))) for x in layers if x._krot is not None and x._stale is not None
+    ]
+    todo = [(x, ch) for x, ch in todo if len(ch)]
+    if not todo:
+        return
+    if any(x._rotate != todo[0][0]._rotate for x, _ in todo):  # layers rotated differently: one call each
+        for x, _ in todo:
+            settle([x])
+        return
+    k = torch.cat([x.k.index_select(1, ch) for x, ch in todo], 1)  # (H, sum m, Dh)
+    pos = torch.cat([x.meta["pos"].index_select(0, ch) for x, ch in todo])
+    rot = todo[0][0]._rotate(k, pos).split([len(ch) for _, ch in todo], 1)
+    for (x, ch), r in zip(todo, rot):
+        x._krot.index_copy_(1, ch, r)
+        x._stale[:] = False
 
 
 class KVCache:

@@ -55,8 +55,9 @@ def test_metadata_stays_aligned_through_append_keep_clone():
 
 
 def test_rotated_key_memo_follows_new_positions():
-    """set_positions re-rotates the moved tokens only, at once, with the rotation the memo was made with;
-    the memo then equals rotating every key afresh. Quantising keys drops it."""
+    """set_positions and assign mark the changed tokens; settle re-rotates them only, all at once, with the
+    rotation the memo was made with; the memo then equals rotating every key afresh, also across a keep that
+    moves a waiting token. Quantising keys drops it."""
     layer = filled(20)
     calls = []
 
@@ -70,10 +71,19 @@ def test_rotated_key_memo_follows_new_positions():
     pos = layer.meta["pos"].clone()
     pos[3:7, 0] += 5  # four tokens move in time
     layer.set_positions(pos)
-    assert calls == [20, 4]
+    layer.assign(torch.arange(5, 10), layer.k[:, 5:10] * 2, layer.v[:, 5:10])  # five re-written, two of them moved
+    assert calls == [20]  # nothing rotated until settled
+    layer.settle()
+    assert calls == [20, 7]  # tokens 3..9, once
     b = layer.rotated_keys(lambda *x: pytest.fail("memo recomputed"))
     assert torch.equal(b, rot(layer.k, pos)) and not torch.equal(a, b)
-    assert torch.equal(b[:, :3], a[:, :3]) and torch.equal(b[:, 7:], a[:, 7:])
+    assert torch.equal(b[:, :3], a[:, :3]) and torch.equal(b[:, 10:], a[:, 10:])
+    pos = layer.meta["pos"].clone()
+    pos[18, 0] += 1
+    layer.set_positions(pos)
+    layer.keep(torch.tensor([i for i in range(20) if i != 2]))  # token 18 waits and moves into slot 2
+    got = layer.rotated_keys(rot)
+    assert calls[-1] == 1 and torch.equal(got, rot(layer.k, layer.meta["pos"]))
     layer.set_dtype(torch.arange(5), "int8")
     assert layer._krot is None and layer._inv is None
 

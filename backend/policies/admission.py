@@ -33,8 +33,9 @@ def novelty(layer: LayerCache, new: np.ndarray) -> np.ndarray:
         return out
     old = old[np.lexsort((fr[old], cell[old]))]  # by cell, then frame: each cell's newest last
     last = np.r_[cell[old][1:] != cell[old][:-1], True]
-    newest = dict(zip(cell[old][last].tolist(), old[last].tolist()))  # cell -> its newest cached token
-    pair = np.array([newest.get(c, -1) for c in cell[new].tolist()])
+    newest = np.full(int(cell.max()) + 1, -1)  # cell -> its newest cached token (-1: none)
+    newest[cell[old][last]] = old[last]  # one entry per cell
+    pair = newest[cell[new]]
     has = pair >= 0
     if not has.any():
         return out

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..cache import KIND_FRAME, KIND_PROMPT, KVCache, LayerCache
+from ..cache import KIND_FRAME, KIND_PROMPT, KVCache, LayerCache, settle
 from ..models.attention import STATS
 from ..observe import Observer, Request
 from ..storage import Storage
@@ -268,6 +268,7 @@ class Policy:
                     layer.meta["token_id"].numpy().copy(), torch.cat([removed[i], evicted]).numpy(), sc, scored
                 )
             )
+        settle(cache.layers)  # the keys this keep re-wrote or moved, re-rotated at once, in the eviction step
         return out
 
 

@@ -58,40 +58,50 @@ class FadeMem(Scorer):
         m = layer.meta
         kind, fr = m["kind"].numpy(), m["frame"].numpy()
         T = ctx.tokens_per_frame
-        frames = np.unique(fr[kind == KIND_FRAME])  # ascending
+        is_frame = np.flatnonzero(kind == KIND_FRAME)
+        lo = int(fr[is_frame].min())
+        one = np.full(int(fr[is_frame].max()) - lo + 1, -1)  # frame - lo -> one of its tokens (-1: not held)
+        one[fr[is_frame] - lo] = is_frame
+        frames = np.flatnonzero(one >= 0) + lo  # ascending
         n_frames = (budget - int((kind != KIND_FRAME).sum())) // T  # entries the budget holds
         window = frames[-max(1, min(self.window, len(frames), n_frames)) :]  # a budget below it shortens it
         bank = [int(f) for f in frames if f < window[0]]
         capacity = max(n_frames - len(window), 0)
-        is_frame = np.flatnonzero(kind == KIND_FRAME)
-        _, at = np.unique(fr[is_frame], return_index=True)
-        first = dict(zip(frames.tolist(), is_frame[at].tolist()))  # frame -> one of its tokens
+        first = dict(zip(frames.tolist(), one[frames - lo].tolist()))
         drop: list[int] = []
+        cell, pos = grid_cells(layer), layer.meta["pos"].clone()  # merged centres, set once after the merges
         while len(bank) > capacity:
             if capacity < 1 or len(bank) < 3:  # no pair but the protected newest gap: the oldest goes
                 drop.append(bank.pop(0) if bank[0] != 0 or len(bank) == 1 else bank.pop(1))
                 continue
-            i = self._closest_pair(layer, bank, first)
-            drop.append(self._merge(layer, bank[i], bank[i + 1], fr, kind, span))
+            i = self._closest_pair(pos, bank, first)
+            drop.append(self._merge(layer, bank[i], bank[i + 1], fr, kind, cell, pos, span))
             bank.pop(i + 1)
-        gone = np.isin(fr, drop) & (kind == KIND_FRAME)
-        return torch.from_numpy(np.flatnonzero(~gone)), None
+        layer.set_positions(pos)  # marks the moved centres; the eviction step re-rotates them at once
+        gone = np.zeros(n, dtype=bool)
+        for f in drop:
+            gone |= fr == f
+        return torch.from_numpy(np.flatnonzero(~(gone & (kind == KIND_FRAME)))), None
 
-    def _closest_pair(self, layer, bank: list[int], first: dict[int, int]) -> int:
+    def _closest_pair(self, pos: torch.Tensor, bank: list[int], first: dict[int, int]) -> int:
         """Index i of the adjacent bank entries (i, i + 1) with the closest warped ages (in temporal positions
         from the newest token's; an entry's centre is its tokens' position), the newest gap excluded."""
-        t = layer.meta["pos"].numpy()[:, 0]
+        t = pos.numpy()[:, 0]
         ages = np.maximum(float(t.max()) - t[[first[f] for f in bank]], 0.0)
         gaps = np.abs(np.diff(ages**self.beta))[:-1]  # the newest gap is protected
         return int(np.argmin(gaps))
 
-    def _merge(self, layer, older: int, newer: int, fr, kind, span: torch.Tensor) -> int:
+    def _merge(self, layer, older: int, newer: int, fr, kind, cell, pos: torch.Tensor, span: torch.Tensor) -> int:
         """Merge entry `newer` into `older` cell by cell (keys and values weighted by span^gamma, frame 0's kept
-        verbatim), the centre the span-weighted mean, spans added; returns the frame whose tokens go."""
+        verbatim), the centre (in `pos`, in place) the span-weighted mean, spans added; returns the frame whose
+        tokens go."""
         a = np.flatnonzero((fr == older) & (kind == KIND_FRAME))
         b = np.flatnonzero((fr == newer) & (kind == KIND_FRAME))
-        cell = grid_cells(layer)
-        _, ja, jb = np.intersect1d(cell[a], cell[b], assume_unique=True, return_indices=True)  # same cells
+        ca, cb = cell[a], cell[b]
+        if len(a) == len(b) and np.array_equal(np.sort(ca), np.sort(cb)):  # whole frames: every cell pairs
+            ja, jb = np.argsort(ca), np.argsort(cb)
+        else:
+            _, ja, jb = np.intersect1d(ca, cb, assume_unique=True, return_indices=True)  # the cells both hold
         if len(ja) == 0:
             return newer
         ia, ib = torch.from_numpy(a[ja]), torch.from_numpy(b[jb])
@@ -102,9 +112,7 @@ class FadeMem(Scorer):
             k = w * layer.k[:, ia] + (1 - w) * layer.k[:, ib]
             v = w * layer.v[:, ia] + (1 - w) * layer.v[:, ib]
             layer.assign(ia, k, v)
-            pos = layer.meta["pos"].clone()
             centre = (sa * pos[ia, 0].float() + sb * pos[ib, 0].float()) / (sa + sb)
             pos[ia, 0] = centre.round().long()
-            layer.set_positions(pos)
         span[ia] = sa + sb
         return newer

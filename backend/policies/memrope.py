@@ -74,28 +74,33 @@ class MemRoPE(Scorer):
         return torch.from_numpy(np.flatnonzero(keep)), None
 
     def _fold(self, layer_idx: int, layer, evicted: np.ndarray, fr, kind) -> None:
-        """Update both memory streams with the evicted tokens' mean keys and values (pre-RoPE)."""
+        """Update both memory streams with the evicted tokens' mean keys and values (pre-RoPE), both slots in
+        one write."""
         started = self.observed.notes.setdefault("memory_started", set())
-        cells = grid_cells(layer)
+        slots = [np.flatnonzero((fr == f) & (kind == KIND_FRAME)) for f in self.memory_frames()]
+        slot = np.concatenate(slots)
+        if len(slot) == 0:
+            return
         ev = torch.from_numpy(evicted)
         k, v = layer.k.index_select(1, ev), layer.v.index_select(1, ev)  # (H, e, Dh)
-        for f, rate in zip(self.memory_frames(), (self.long_rate, self.short_rate)):
-            slot = np.flatnonzero((fr == f) & (kind == KIND_FRAME))
-            if len(slot) == 0:
-                continue
-            k_e, v_e = self._evicted_mean(k, v, cells[evicted], cells[slot])  # (H, m, Dh) each
-            idx = torch.from_numpy(slot)
-            a = 1.0 if layer_idx not in started else rate  # the first eviction starts both streams at e
-            layer.assign(idx, a * k_e + (1 - a) * layer.k[:, idx], a * v_e + (1 - a) * layer.v[:, idx])
+        cells = grid_cells(layer) if self.per_position else None
+        k_e, v_e = self._evicted_mean(k, v, cells, evicted, slot)  # (H, m, Dh) each
+        rates = (self.long_rate, self.short_rate) if layer_idx in started else (1.0, 1.0)  # the first starts at e
+        a, b = ([torch.full((1, len(s), 1), x) for s, x in zip(slots, xs)] for xs in (rates, [1 - r for r in rates]))
+        a, b = torch.cat(a, 1), torch.cat(b, 1)  # (1, m, 1) per slot token: its stream's rate, 1 - it
+        idx = torch.from_numpy(slot)
+        layer.assign(idx, a * k_e + b * layer.k[:, idx], a * v_e + b * layer.v[:, idx])
         started.add(layer_idx)
 
-    def _evicted_mean(self, k: torch.Tensor, v: torch.Tensor, ev_cells: np.ndarray, slot_cells: np.ndarray):
+    def _evicted_mean(self, k: torch.Tensor, v: torch.Tensor, cells, evicted: np.ndarray, slot: np.ndarray):
         """The evicted keys and values k, v (H, e, Dh), as one mean for every slot token (the code's default) or
-        per grid cell (`per_position`; a cell no evicted token has takes the overall mean)."""
+        per grid cell (`per_position`, `cells` of the layer's tokens; a cell no evicted token has takes the
+        overall mean)."""
         k_all, v_all = k.mean(1, keepdim=True), v.mean(1, keepdim=True)
-        m = len(slot_cells)
+        m = len(slot)
         if not self.per_position:
             return k_all.expand(-1, m, -1), v_all.expand(-1, m, -1)
+        ev_cells, slot_cells = cells[evicted], cells[slot]
         out_k, out_v = k_all.repeat(1, m, 1), v_all.repeat(1, m, 1)
         for j, c in enumerate(slot_cells):
             hit = torch.from_numpy(np.flatnonzero(ev_cells == c))
