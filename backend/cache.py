@@ -22,6 +22,19 @@ from .meta import KIND_FRAME, KIND_PROMPT, META_FIELDS, Meta, as_meta  # noqa: F
 from .quant import DTYPES, QUANT_SCHEMES, SCALE_BYTES, _own_bytes_table, hadamard, quantize, quantize_channels
 
 
+def _move(x: torch.Tensor, dim: int, dst: np.ndarray, src: np.ndarray) -> None:
+    """x[dst] = x[src] along `dim` (0 or 1), in place: through a numpy view on the CPU (a smaller fixed cost per
+    call than index_copy_, and compaction is a dozen such calls per layer), with torch elsewhere."""
+    if x.device.type == "cpu":
+        xn = x.numpy()
+        if dim:
+            xn[:, dst] = xn[:, src]
+        else:
+            xn[dst] = xn[src]
+    else:
+        x.index_copy_(dim, torch.from_numpy(dst).to(x.device), x.index_select(dim, torch.from_numpy(src).to(x.device)))
+
+
 def inverse_norms(k: torch.Tensor) -> torch.Tensor:
     """1 / |k_i| over the concatenated heads: k (H, n, Dh) -> (n,) float32 (numpy's einsum on a view: no
     squared copy of the keys)."""
@@ -102,13 +115,10 @@ class LayerCache:
         src = np.arange(m)
         if len(holes):
             src[holes] = movers
-            tensors = [self.k, self.v] + ([self._krot] if self._krot is not None else [])
-            for x in tensors:  # (H, n, Dh): in place, |holes| tokens (numpy views: a third of torch's call cost)
-                xn = x.numpy()
-                xn[:, holes] = xn[:, movers]
-            for x in [self._inv, *self.meta.packs.values()] if self._inv is not None else self.meta.packs.values():
-                xn = x.numpy()
-                xn[holes] = xn[movers]
+            tensors = [self.k, self.v] + ([self._krot] if self._krot is not None else [])  # (H, n, Dh)
+            rows = list(self.meta.packs.values()) + ([self._inv] if self._inv is not None else [])  # (n, ...)
+            for x, dim in [(x, 1) for x in tensors] + [(x, 0) for x in rows]:  # in place, |holes| tokens
+                _move(x, dim, holes, movers)
             if self._stale is not None:
                 self._stale[holes] = self._stale[movers]
         source = torch.from_numpy(src)
@@ -316,11 +326,12 @@ def settle(layers: list[LayerCache]) -> None:
         for x, _ in todo:
             settle([x])
         return
-    k = torch.cat([x.k.index_select(1, ch) for x, ch in todo], 1)  # (H, sum m, Dh)
+    dev = todo[0][0].k.device  # keys may live on an accelerator; metadata stays on the CPU
+    k = torch.cat([x.k.index_select(1, ch.to(dev)) for x, ch in todo], 1)  # (H, sum m, Dh)
     pos = torch.cat([x.meta["pos"].index_select(0, ch) for x, ch in todo])
     rot = todo[0][0]._rotate(k, pos).split([len(ch) for _, ch in todo], 1)
     for (x, ch), r in zip(todo, rot):
-        x._krot.index_copy_(1, ch, r)
+        x._krot.index_copy_(1, ch.to(dev), r)
         x._stale[:] = False
 
 

@@ -252,6 +252,8 @@ def test_the_speed_benchmark_runs_every_policy_on_a_tiny_shape(tmp_path):
     assert len(rows) == len(lines) == len(RUNS) and all(len(r["chunk_ms"]) == 16 for r in rows)
     full = next(json.loads(x) for x in lines if json.loads(x)["policy"] == "full")
     assert all(r["peak_kv_bytes"] < full["peak_kv_bytes"] for r in rows if r["share"] is not None)
+    h2o = next(r for r in rows if r["policy"] == "h2o")  # reads attention probabilities: its statistics cost
+    assert len(h2o["stats_ms"]) == 16 and sum(h2o["stats_ms"]) > 0 and sum(full["stats_ms"]) == 0
     from backend.bench.wan_speed import report
 
     table = report(tmp_path / "wan_speed.jsonl", tmp_path / "report")
