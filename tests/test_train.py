@@ -395,7 +395,8 @@ def test_the_pixel_loss_reaches_the_model_through_a_frozen_decoder():
 
 def test_the_learnability_probe_trains_a_fine_latent_model_end_to_end(tmp_path):
     """The `fine` autoencoder (16x16x4 latents) and a frame-0 teacher on it (`--recipe frame0 --preset fine`), as
-    the learnability probe ran them; the signal probe reads the autoencoder beside the weights; bad presets are refused."""
+    the learnability probe ran them; the signal probe reads the autoencoder beside the weights; bad presets are
+    refused."""
     import pytest
     import torch
 
