@@ -54,7 +54,8 @@ class LayerCache:
     # append / keep, dropped when keys change (RoPE leaves norms alone)
     next_group: int = 0  # id of the next `channel` quantisation group
     _stale: np.ndarray | None = None  # (n,) tokens whose memo entry waits for `settle` (their key or position
-    # changed): rotated together, once, however many merges, memory writes and re-positionings touched them
+    # changed): rotated together, once, however many merges, memory writes and re-positionings touched them;
+    # None while nothing waits (set only with a memo)
 
     def __post_init__(self):
         self.meta = as_meta(self.meta)
@@ -186,6 +187,8 @@ class LayerCache:
         if self._krot is None or self._rotate is None:
             self._krot = self._stale = None
             return
+        if len(idx) == 0:
+            return
         if self._stale is None:
             self._stale = np.zeros(len(self), dtype=bool)
         self._stale[idx] = True
@@ -316,9 +319,10 @@ def settle(layers: list[LayerCache]) -> None:
     all of them (rotation is per token, so this equals re-rotating every key, and one call costs a fraction of
     one per layer). A policy's eviction step settles the cache it touched, so it pays for its own re-rotations
     (merges, memory writes, moved positions); reads settle their layer first."""
-    todo = [
-        (x, torch.from_numpy(np.flatnonzero(x._stale))) for x in layers if x._krot is not None and x._stale is not None
-    ]
+    todo = [(x, torch.from_numpy(np.flatnonzero(x._stale))) for x in layers if x._stale is not None]
+    for x, ch in todo:
+        if len(ch) == 0:  # the waiting tokens were evicted
+            x._stale = None
     todo = [(x, ch) for x, ch in todo if len(ch)]
     if not todo:
         return
@@ -332,7 +336,7 @@ def settle(layers: list[LayerCache]) -> None:
     rot = todo[0][0]._rotate(k, pos).split([len(ch) for _, ch in todo], 1)
     for (x, ch), r in zip(todo, rot):
         x._krot.index_copy_(1, ch.to(dev), r)
-        x._stale[:] = False
+        x._stale = None  # nothing waits
 
 
 class KVCache:

@@ -65,6 +65,7 @@ def run(shape: str, frames: int, out: Path, device: str = "cpu", minutes: float 
     from ..policies import make_policy
     from ..salience import SalienceHead, SEHConfig
     from ..stepper import Stepper
+    from ..summary import RunSummary
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model, dec = build(shape, device, dtype)
@@ -83,16 +84,13 @@ def run(shape: str, frames: int, out: Path, device: str = "cpu", minutes: float 
             budget = max(int(share * frames * geo.tokens_per_frame), need)
         pol = build_policy(name, budget, frames, model, dec, "random text", 0, params, sampler=sampler)
         st = Stepper(model, dec, "random text", frames, policy=pol, sampler=sampler, preview=False)
-        chunk_ms, evict_ms, stats_ms, peak, t_chunk = [], [], [], 0, 0.0
+        chunk_ms, t_chunk, summary = [], 0.0, RunSummary()
         for rec in st.run():
             if device == "cuda":
                 torch.cuda.synchronize()
             t_chunk += rec.ms
-            peak = max(peak, int(rec.nbytes.sum()))
-            if rec.phase == "commit":
-                stats_ms.append(float(rec.stats_ms or 0.0))  # attention statistics the policy had materialised
+            summary.add(rec)  # peak bytes, eviction steps, the attention statistics the policy had materialised
             if rec.phase == "evict":
-                evict_ms.append(rec.ms)
                 chunk_ms.append(t_chunk)
                 t_chunk = 0.0
         row = {
@@ -103,9 +101,9 @@ def run(shape: str, frames: int, out: Path, device: str = "cpu", minutes: float 
             "budget_tokens": budget,
             "frames": frames,
             "chunk_ms": chunk_ms,
-            "evict_ms": evict_ms,
-            "stats_ms": stats_ms,
-            "peak_kv_bytes": peak,
+            "evict_ms": summary.evict_ms,
+            "stats_ms": [float(x) for x in summary.stats_ms],
+            "peak_kv_bytes": summary.peak_kv_bytes,
         }
         rows.append(row)
         with open(out / "wan_speed.jsonl", "a") as f:

@@ -97,11 +97,7 @@ class FadeMem(Scorer):
         tokens go."""
         a = np.flatnonzero((fr == older) & (kind == KIND_FRAME))
         b = np.flatnonzero((fr == newer) & (kind == KIND_FRAME))
-        ca, cb = cell[a], cell[b]
-        if len(a) == len(b) and np.array_equal(np.sort(ca), np.sort(cb)):  # whole frames: every cell pairs
-            ja, jb = np.argsort(ca), np.argsort(cb)
-        else:
-            _, ja, jb = np.intersect1d(ca, cb, assume_unique=True, return_indices=True)  # the cells both hold
+        _, ja, jb = np.intersect1d(cell[a], cell[b], assume_unique=True, return_indices=True)  # the cells both hold
         if len(ja) == 0:
             return newer
         ia, ib = torch.from_numpy(a[ja]), torch.from_numpy(b[jb])
