@@ -326,17 +326,17 @@ def settle(layers: list[LayerCache]) -> None:
     todo = [(x, ch) for x, ch in todo if len(ch)]
     if not todo:
         return
-    if any(x._rotate != todo[0][0]._rotate for x, _ in todo):  # layers rotated differently: one call each
-        for x, _ in todo:
-            settle([x])
-        return
-    dev = todo[0][0].k.device  # keys may live on an accelerator; metadata stays on the CPU
-    k = torch.cat([x.k.index_select(1, ch.to(dev)) for x, ch in todo], 1)  # (H, sum m, Dh)
-    pos = torch.cat([x.meta["pos"].index_select(0, ch) for x, ch in todo])
-    rot = todo[0][0]._rotate(k, pos).split([len(ch) for _, ch in todo], 1)
-    for (x, ch), r in zip(todo, rot):
-        x._krot.index_copy_(1, ch.to(dev), r)
-        x._stale = None  # nothing waits
+    groups: dict = {}  # layers rotated the same way share one call
+    for x, ch in todo:
+        groups.setdefault(x._rotate, []).append((x, ch))
+    for group in groups.values():
+        dev = group[0][0].k.device  # keys may live on an accelerator; metadata stays on the CPU
+        k = torch.cat([x.k.index_select(1, ch.to(dev)) for x, ch in group], 1)  # (H, sum m, Dh)
+        pos = torch.cat([x.meta["pos"].index_select(0, ch) for x, ch in group])
+        rot = group[0][0]._rotate(k, pos).split([len(ch) for _, ch in group], 1)
+        for (x, ch), r in zip(group, rot):
+            x._krot.index_copy_(1, ch.to(dev), r)
+            x._stale = None  # nothing waits
 
 
 class KVCache:

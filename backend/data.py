@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .evalset import EVAL_PROMPTS, EVAL_SEED_BASE
-from .prompt import SceneSpec
+from .prompt import SHAPES, SceneSpec
 from .world import Clip, WorldConfig, make_clip, sample_spec
 
 
@@ -56,3 +58,30 @@ def clip_batch(
             masks.append(sprite_token_mask(clip, mask_grid)[start:])
     out = np.stack(frames), np.array(tokens, np.int64)
     return (*out, np.stack(masks)) if mask_grid else out
+
+
+def swap_shape(spec: SceneSpec, rng: np.random.Generator) -> SceneSpec:
+    """The scene with one random object's shape replaced by another (the objects stay distinct); the world draws
+    the same layout, colours, sizes and motion for it (the shape takes no draw), so the two clips differ only in
+    that sprite's outline."""
+    for i in rng.permutation(len(spec.objects)):
+        colour, shape = spec.objects[int(i)]
+        for new in rng.permutation([s for s in SHAPES if s != shape]):
+            objects = spec.objects[: int(i)] + ((colour, str(new)),) + spec.objects[int(i) + 1 :]
+            if len(set(objects)) == len(objects):
+                return dataclasses.replace(spec, objects=objects)
+    return spec
+
+
+def shape_pairs(rng: np.random.Generator, pairs: int, n_frames: int, mask_grid: int):
+    """Counterfactual pairs for the shape-contrast loss (losses.shape_contrast): uint8 frames [2P, T, S, S, 3],
+    prompt tokens [2P, P_tok] and sprite token masks [2P, T, g, g], rows P + i the scene of row i with one object's
+    shape swapped (swap_shape), same seed."""
+    frames, tokens, masks = [], [], []
+    scenes = [sample_train_scene(rng) for _ in range(pairs)]
+    for spec, seed in scenes + [(swap_shape(sp, rng), sd) for sp, sd in scenes]:
+        clip = make_clip(spec, seed, n_frames)
+        frames.append(clip.frames)
+        tokens.append(spec.tokens())
+        masks.append(sprite_token_mask(clip, mask_grid))
+    return np.stack(frames), np.array(tokens, np.int64), np.stack(masks)

@@ -393,6 +393,47 @@ def test_the_pixel_loss_reaches_the_model_through_a_frozen_decoder():
     assert with_pixels > first_chunk_loss(model, tokens, x0, RECIPES["student"]["bind"], mask) and plain > 0
 
 
+def test_shape_pairs_differ_only_in_one_shape_and_the_contrast_scores_the_estimates_difference():
+    """`bindcf`: rows i and P + i are the same scene with one object's shape swapped (one prompt token and the
+    pixels near one sprite differ, the masks and layout agree); the contrast is 0 for the true latents, 1 for an
+    estimate that ignores the shape, and the pairs share their noise level and noise."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from backend.data import shape_pairs, swap_shape
+    from backend.loading import random_model
+    from backend.prompt import parse
+    from backend.train.losses import shape_contrast
+    from backend.train.video import RECIPES, first_chunk_loss
+
+    spec = parse("a red circle and a red square on blue stripes")
+    for seed in range(6):  # a swap never makes two objects equal
+        new = swap_shape(spec, np.random.default_rng(seed))
+        assert len(set(new.objects)) == 2 and sum(a != b for a, b in zip(new.objects, spec.objects)) == 1
+    frames, tokens, masks = shape_pairs(np.random.default_rng(0), 4, 1, 8)
+    assert frames.shape[0] == tokens.shape[0] == masks.shape[0] == 8
+    assert ((tokens[:4] != tokens[4:]).sum(1) == 1).all()
+    changed = (frames[:4] != frames[4:]).any(-1).mean((1, 2, 3))  # share of pixels that differ, per pair
+    assert (changed > 0).all() and (changed < 0.05).all()
+    x0 = torch.randn(8, 1, 8, 8, 8)
+    assert shape_contrast(x0, x0) == 0
+    blind = torch.cat([x0[:4], x0[:4]])  # the counterfactual estimate equals the original's
+    assert torch.isclose(shape_contrast(blind, x0), torch.tensor(1.0))
+    model, cfg = random_model("tiny"), RECIPES["student"]["bindcf"]
+    assert cfg.shape_contrast > 0 and cfg.first_batch == RECIPES["student"]["bind"].first_batch
+    seen = []
+    model.bidirectional = lambda tok, xt, t: seen.append((xt, t)) or torch.zeros_like(xt)
+    tok = torch.from_numpy(tokens)
+    same = torch.cat([x0[:4], x0[:4]])  # identical pairs: identical noised inputs
+    first_chunk_loss(model, tok, same, cfg)
+    xt, t = seen[-1]
+    assert torch.equal(xt[:4], xt[4:]) and torch.equal(t[:4], t[4:])
+    first_chunk_loss(model, tok, same, dataclasses.replace(cfg, shape_contrast=0.0))
+    assert not torch.equal(seen[-1][0][:4], seen[-1][0][4:])
+
+
 def test_the_learnability_probe_trains_a_fine_latent_model_end_to_end(tmp_path):
     """The `fine` autoencoder (16x16x4 latents) and a frame-0 teacher on it (`--recipe frame0 --preset fine`), as
     the learnability probe ran them; the signal probe reads the autoencoder beside the weights; bad presets are

@@ -25,7 +25,7 @@ import torch
 
 from ..cache import KIND_FRAME
 from .scorer import Scorer
-from .signals import grid_cells
+from .signals import grid_cells, held_frames
 
 
 @dataclass
@@ -55,13 +55,9 @@ class FadeMem(Scorer):
             return torch.arange(n), None
         span = self.observed.extra["span"][layer_idx]
         span[span == 0] = 1.0  # tokens committed since the last keep: one frame each
-        m = layer.meta
-        kind, fr = m["kind"].numpy(), m["frame"].numpy()
+        kind, fr = layer.meta["kind"].numpy(), layer.meta["frame"].numpy()
         T = ctx.tokens_per_frame
-        is_frame = np.flatnonzero(kind == KIND_FRAME)
-        lo = int(fr[is_frame].min())
-        one = np.full(int(fr[is_frame].max()) - lo + 1, -1)  # frame - lo -> one of its tokens (-1: not held)
-        one[fr[is_frame] - lo] = is_frame
+        _, _, lo, one = held_frames(layer)  # one[f - lo]: a token of frame f (-1: not held)
         frames = np.flatnonzero(one >= 0) + lo  # ascending
         n_frames = (budget - int((kind != KIND_FRAME).sum())) // T  # entries the budget holds
         window = frames[-max(1, min(self.window, len(frames), n_frames)) :]  # a budget below it shortens it

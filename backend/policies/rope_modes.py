@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..cache import KIND_FRAME, LayerCache
+from .signals import held_frames
 
 ROPE_MODES = ("absolute", "shift_sink", "reindex")
 
@@ -37,18 +38,14 @@ def shift_sink(layer: LayerCache, sink_frames: int) -> None:
 
 
 def reindex(layer: LayerCache) -> None:
-    """Give the kept frames contiguous temporal positions (in frame order) ending at the newest frame's.
-    Frame indices address a presence table directly (no unique / searchsorted), in numpy on views."""
-    m = layer.meta
-    is_frame = np.flatnonzero(m["kind"].numpy() == KIND_FRAME)
+    """Give the kept frames contiguous temporal positions (in frame order) ending at the newest frame's."""
+    is_frame, fr, lo, one = held_frames(layer)
     if len(is_frame) == 0:
         return
-    fr = m["frame"].numpy()[is_frame]
-    lo, hi = int(fr.min()), int(fr.max())
-    present = np.zeros(hi - lo + 1, dtype=bool)
-    present[fr - lo] = True
+    present = one >= 0
     rank = (np.cumsum(present) - 1)[fr - lo]  # rank of each token's frame, ascending
-    t = (hi + 1) - (int(present.sum()) - 1 - rank)  # the newest frame keeps its absolute t
+    t = (lo + len(one)) - (int(present.sum()) - 1 - rank)  # the newest frame keeps its absolute t
+    m = layer.meta
     if not np.array_equal(t, m["pos"].numpy()[is_frame, 0]):
         pos = m["pos"].clone()
         pos.numpy()[is_frame, 0] = t

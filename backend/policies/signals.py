@@ -37,6 +37,20 @@ def grid_cells(layer: LayerCache) -> np.ndarray:
     return m["y"].numpy() * (int(m["x"].numpy().max(initial=0)) + 1) + m["x"].numpy()
 
 
+def held_frames(layer: LayerCache) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """The frames a layer holds, through a table indexed by frame (no unique / searchsorted; this runs on every
+    layer at every eviction): (indices of its frame tokens, their frames, the lowest frame `lo`, `one` with
+    one[f - lo] a token of frame f, -1 where frame f is not held)."""
+    idx = np.flatnonzero(layer.meta["kind"].numpy() == KIND_FRAME)
+    fr = layer.meta["frame"].numpy()[idx]
+    if len(idx) == 0:
+        return idx, fr, 0, np.full(0, -1)
+    lo = int(fr.min())
+    one = np.full(int(fr.max()) - lo + 1, -1)
+    one[fr - lo] = idx
+    return idx, fr, lo, one
+
+
 def recency(layer: LayerCache) -> torch.Tensor:
     """Frame index as a score (newer = higher); prompt tokens get -1: (n,)."""
     return layer.meta["frame"].float()

@@ -70,6 +70,12 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=None, help="teacher/student: override the recipe's batch")
     ap.add_argument("--long-batch", type=int, default=None, help="teacher/student: override the long-clip batch")
     ap.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="teacher/student: override the recipe's seed (initialisation and clips; replicate runs)",
+    )
+    ap.add_argument(
         "--amp",
         action="store_true",
         help="teacher/student: bfloat16 autocast for the model's passes (weights and targets stay fp32; for GPUs)",
@@ -90,7 +96,13 @@ def main(argv=None) -> None:
         kw["preset"] = a.preset
         kw["init"] = a.init
         kw.update(
-            device=a.device, workers=a.workers, minutes=a.minutes, batch=a.batch, long_batch=a.long_batch, amp=a.amp
+            device=a.device,
+            workers=a.workers,
+            minutes=a.minutes,
+            batch=a.batch,
+            long_batch=a.long_batch,
+            amp=a.amp,
+            seed=a.seed,
         )
     mod.run(**kw)
 

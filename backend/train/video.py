@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .. import checkpoint
 from ..config import MODEL_PRESETS
-from ..data import clip_batch
+from ..data import clip_batch, shape_pairs
 from ..models.dit import VideoDiT
 from .common import (
     MODELS,
@@ -81,6 +81,7 @@ class VideoTrainConfig:
     max_sink: int = 1  # sink chunks drawn from [0, max_sink]
     first_batch: int = 0  # student: extra clips per step of the first chunk alone (generation from the prompt)
     pixel_weight: float = 0.0  # student: weight of the first chunks' decoded pixel loss (losses.pixel_loss)
+    shape_contrast: float = 0.0  # student: first chunks drawn as shape-swapped pairs, losses.shape_contrast's weight
     seed: int = 0
     ckpt_every: int = 100
 
@@ -210,6 +211,9 @@ RECIPES["student"]["bind"] = VideoTrainConfig(
 # bind plus the decoded pixel loss on the first chunks (losses.pixel_loss), the third arm of the paired runs; the
 # weight puts the pixel term at 0.2-1.4 against 0.6-1.0 of the latent one for the shipped student (t = 0.2-0.8)
 RECIPES["student"]["bindpix"] = dataclasses.replace(RECIPES["student"]["bind"], pixel_weight=10.0)
+# bind with its 64 first chunks drawn as 32 shape-swapped pairs and the pairs' contrast loss (losses.shape_contrast):
+# the same rows per step, so the same compute as bind (docs/decisions/binding_contrast/)
+RECIPES["student"]["bindcf"] = dataclasses.replace(RECIPES["student"]["bind"], shape_contrast=1.0)
 
 
 class ClipStream(torch.utils.data.IterableDataset):
@@ -232,7 +236,9 @@ class ClipStream(torch.utils.data.IterableDataset):
             long = cfg.long_every and step % cfg.long_every == cfg.long_every - 1
             T, B = (cfg.long_frames, cfg.long_batch) if long else (cfg.frames, cfg.batch)
             batch = clip_batch(rng, B, T, mask_grid=self.grid)
-            if cfg.first_batch:  # first chunks alone (first_chunk_loss)
+            if cfg.first_batch and cfg.shape_contrast:  # first chunks as counterfactual pairs (first_batch rows)
+                batch += shape_pairs(rng, cfg.first_batch // 2, self.chunk, self.grid)
+            elif cfg.first_batch:  # first chunks alone (first_chunk_loss)
                 batch += clip_batch(rng, cfg.first_batch, self.chunk, mask_grid=self.grid)
             yield tuple(torch.from_numpy(a) for a in batch)
             step += n
@@ -253,13 +259,16 @@ def run(
     batch: int | None = None,
     long_batch: int | None = None,
     amp: bool = False,
+    seed: int | None = None,
 ) -> dict:
     """Train `stage`. On a GPU (`device="cuda"`), `workers` loader processes draw the clips and `batch` /
     `long_batch` override the recipe's; `minutes` caps the wall time: the cosine schedule then runs on
     max(step / steps, elapsed / minutes), so a time-boxed run still anneals to zero. `amp` computes the
     model's forward and backward passes in bfloat16 autocast (weights, optimiser and the autoencoder's
     latent targets stay fp32); it is for GPUs, whose tensor cores run bf16 at many times the fp32 rate."""
-    cfg = recipe_config(RECIPES[stage], recipe, steps=steps, preset=preset, batch=batch, long_batch=long_batch)
+    cfg = recipe_config(
+        RECIPES[stage], recipe, steps=steps, preset=preset, batch=batch, long_batch=long_batch, seed=seed
+    )
     runs, models, dev = Path(runs), Path(models), torch.device(device)
     torch.manual_seed(cfg.seed)
     if dev.type == "cuda":
