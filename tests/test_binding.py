@@ -97,10 +97,13 @@ def test_the_signal_is_zero_for_a_model_blind_to_the_prompt_and_positive_otherwi
     assert other_shape(spec) == "triangle"
     ae, model = load_autoencoder(), random_model("tiny")
     seen = pair_signal(model, ae, spec, seed=3)
+    share = seen.pop("share")  # the autoencoder's: a square and a triangle differ by part of the sprite's energy
+    assert 0 < share < 1
     assert set(seen) == set(LEVELS) and all(s > 0 for s, _, _ in seen.values())
     with torch.no_grad():
         model.prompt_emb.weight.zero_()  # every prompt embeds alike: the shape word cannot matter
     blind = pair_signal(model, ae, spec, seed=3)
+    assert blind.pop("share") == share
     assert all(s == 0 and right == swapped for s, right, swapped in blind.values())
 
 
@@ -121,3 +124,5 @@ def test_the_signal_table_splits_by_object_count(tmp_path, monkeypatch):
     doc = __import__("json").loads((tmp_path / "shape_signal.json").read_text())[0]
     assert doc["pairs"] == sum(v["pairs"] for v in doc["by_objects"].values()) > 0
     assert "| some.safetensors | 1 |" in text or "| some.safetensors | 2 |" in text
+    share = doc["shape_share"]
+    assert 0 < share["pairs"] <= doc["pairs"] and 0 < share["mean"] < 1 and f"{share['mean']:.3f}" in text

@@ -13,8 +13,11 @@ t (v_prompted - v_other). Where the two true frames differ (the object's tokens)
 0 when the shape word changes nothing, about 1 when the estimate moves as far as the true frames differ (at
 high noise a perfect denoiser moves by nearly that much; at low noise x_t itself shows the shape, so it need not).
 The loss columns are the flow-matching loss on those tokens under the right and the swapped prompt: a model
-that uses the shape word does better with the right one. The first chunk attends only to the prompt and itself,
-which is the bidirectional pass over one frame, so the same probe reads a student and a teacher.
+that uses the shape word does better with the right one. The autoencoder's shape share (pairs with two or more
+objects) is ||x0(prompted) - x0(other)||^2 / ||x0(prompted) - x0(without the object)||^2: how much of the object's
+latent energy is its shape, roughly the share of its loss the shape word can win. The first chunk attends only to
+the prompt and itself, which is the bidirectional pass over one frame, so the same probe reads a student and a
+teacher.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ def other_shape(spec) -> str:
 
 
 def pair_signal(model, ae, spec, seed: int, levels=LEVELS, noise_seed: int = 0) -> dict | None:
-    """{t: (signal, loss right, loss swapped)} of one pair (see the module docstring); None when the two frames
-    do not differ (the object hidden at frame 0)."""
+    """{t: (signal, loss right, loss swapped)} of one pair (see the module docstring), with "share": the
+    autoencoder's shape share (None for one object); None when the two frames do not differ (the object hidden at
+    frame 0)."""
     import torch
 
     from ..autoencoder import frames_to_tensor
@@ -52,9 +56,13 @@ def pair_signal(model, ae, spec, seed: int, levels=LEVELS, noise_seed: int = 0) 
         sel = d_true > 1e-3 * d_true.max().clamp_min(1e-12)
         if float(d_true.max()) < 1e-6:
             return None
+        share = None
+        if len(spec.objects) > 1:
+            z_gone = ae.encode(frames_to_tensor(make_clip(replace(spec, objects=spec.objects[1:]), seed, 1).frames))
+            share = float((z[0] - z[1]).pow(2).sum() / (z[0][0] - z_gone).pow(2).sum().clamp_min(1e-12))
         toks = [torch.tensor([s.tokens()]) for s in (spec, swapped)]
         gen = torch.Generator().manual_seed(noise_seed)
-        out = {}
+        out = {"share": share}
         for t in levels:
             eps = torch.randn(z[0].shape, generator=gen)
             xt = (1 - t) * z[0] + t * eps
@@ -89,7 +97,14 @@ def measure(weights: str, prompts: int = 48) -> dict:
     by_count = {
         str(n): {"pairs": sum(m == n for m, _ in rows), "signal": table([r for m, r in rows if m == n])} for n in counts
     }
-    return {"weights": weights, "pairs": len(rows), "levels": table([r for _, r in rows]), "by_objects": by_count}
+    shares = [r["share"] for _, r in rows if r["share"] is not None]
+    return {
+        "weights": weights,
+        "pairs": len(rows),
+        "levels": table([r for _, r in rows]),
+        "by_objects": by_count,
+        "shape_share": {"mean": float(np.mean(shares)), "pairs": len(shares)} if shares else None,
+    }
 
 
 def render(results: list[dict], prompts: int) -> str:
@@ -122,6 +137,17 @@ def render(results: list[dict], prompts: int) -> str:
         for n, row in r["by_objects"].items():
             cells = " | ".join(f"{row['signal'][str(t)]['signal']:.3f}" for t in LEVELS)
             lines.append(f"| {r['weights']} | {n} | {row['pairs']} | {cells} |")
+    lines += [
+        "",
+        "The autoencoder beside each weights file: how much of an object's latent energy is its shape (pairs with two "
+        "or more objects; the object removed for the denominator):",
+        "",
+        "| weights | shape share | pairs |",
+        "|---|---|---|",
+    ]
+    for r in results:
+        if r.get("shape_share"):
+            lines.append(f"| {r['weights']} | {r['shape_share']['mean']:.3f} | {r['shape_share']['pairs']} |")
     return "\n".join(lines) + "\n"
 
 
