@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The shipped-model GPU job (one lent device, time-boxed, rerunnable): three runs side by side on one GPU, weights,
 # logs and probe tables written to $OUT (default out/gpu_job):
-#   first     the first-frame schedule of the binding diagnosis (docs/decisions/binding_learnability/): a frame-0
+#   first     the first-frame schedule of the binding diagnosis (docs/decisions/binding_first_frame/): a frame-0
 #             teacher from scratch on the shipped autoencoder (`--recipe frame0`, F minutes), the video teacher
 #             from it (`gpu`, T minutes), then the student from that teacher (`gpuwin`, S minutes)
 #   scratch   the same video teacher and student with no first-frame stage (the teacher gets F + T minutes): the
