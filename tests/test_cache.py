@@ -88,6 +88,33 @@ def test_rotated_key_memo_follows_new_positions():
     assert layer._krot is None and layer._inv is None
 
 
+def test_settle_batches_layers_rotated_alike_and_keeps_other_rotations_apart():
+    """One call per rotation function over every layer that waits; each layer's memo equals its own rotation."""
+    from backend.cache import settle
+
+    calls = []
+
+    def rotation(scale):
+        def rot(k, pos):
+            calls.append((scale, k.shape[1]))
+            return k * scale + pos[:, 0, None].float()
+
+        return rot
+
+    a, b = rotation(1.0), rotation(3.0)
+    layers = [filled(10), filled(10), filled(10)]
+    for layer, rot in zip(layers, (a, a, b)):
+        layer.rotated_keys(rot)
+        pos = layer.meta["pos"].clone()
+        pos[2:4, 0] += 7
+        layer.set_positions(pos)
+    calls.clear()
+    settle(layers)
+    assert sorted(calls) == [(1.0, 4), (3.0, 2)]  # the two layers rotated by `a` in one call
+    for layer, rot in zip(layers, (a, a, b)):
+        assert layer._stale is None and torch.equal(layer._krot, rot(layer.k, layer.meta["pos"]))
+
+
 def test_inverse_key_norm_memo_follows_append_and_keep():
     layer = filled(30)
     fresh = lambda: 1 / layer.k.permute(1, 0, 2).reshape(len(layer), -1).norm(dim=1)  # noqa: E731
