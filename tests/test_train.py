@@ -432,6 +432,14 @@ def test_shape_pairs_differ_only_in_one_shape_and_the_contrast_scores_the_estima
     assert torch.equal(xt[:4], xt[4:]) and torch.equal(t[:4], t[4:])
     first_chunk_loss(model, tok, same, dataclasses.replace(cfg, shape_contrast=0.0))
     assert not torch.equal(seen[-1][0][:4], seen[-1][0][4:])
+    # bindcfx: the swapped prompt on the originals' own noisy inputs (from its level up)
+    shared = dataclasses.replace(RECIPES["student"]["bindcfx"], contrast_min_t=0.0)
+    calls = []
+    model.bidirectional = lambda tk, xt, t: calls.append((tk, xt, t)) or torch.zeros_like(xt)
+    first_chunk_loss(model, tok, x0, shared)
+    (tk1, xt1, t1), (tk2, xt2, t2) = calls
+    assert torch.equal(xt2, xt1[:4]) and torch.equal(t2, t1[:4]) and torch.equal(tk2, tok[4:])
+    assert RECIPES["student"]["bindcfx"].contrast_min_t == 0.5
 
 
 def test_the_learnability_probe_trains_a_fine_latent_model_end_to_end(tmp_path):

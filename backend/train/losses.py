@@ -138,7 +138,16 @@ def first_chunk_loss(model, tokens, x0, cfg, mask=None, ae=None, frames=None):
     x0_hat = xt - t[..., None, None, None] * v
     if cfg.pixel_weight and ae is not None:
         loss = loss + cfg.pixel_weight * pixel_loss(ae, x0_hat, frames, w)
-    if cfg.shape_contrast:
+    if cfg.shape_contrast and cfg.contrast_shared:  # the other prompt on the same noisy input: only the word differs
+        P = B // 2
+        hi = t[:P, 0] >= cfg.contrast_min_t  # where the input carries little of the shape
+        if hi.any():
+            x0_other = xt[:P][hi] - t[:P][hi][..., None, None, None] * model.bidirectional(
+                tokens[P:][hi], xt[:P][hi], t[:P][hi]
+            )
+            est, truth = torch.cat([x0_hat[:P][hi], x0_other]), torch.cat([x0[:P][hi], x0[P:][hi]])
+            loss = loss + cfg.shape_contrast * shape_contrast(est, truth)
+    elif cfg.shape_contrast:
         loss = loss + cfg.shape_contrast * shape_contrast(x0_hat, x0)
     return loss
 

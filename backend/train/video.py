@@ -82,6 +82,8 @@ class VideoTrainConfig:
     first_batch: int = 0  # student: extra clips per step of the first chunk alone (generation from the prompt)
     pixel_weight: float = 0.0  # student: weight of the first chunks' decoded pixel loss (losses.pixel_loss)
     shape_contrast: float = 0.0  # student: first chunks drawn as shape-swapped pairs, losses.shape_contrast's weight
+    contrast_shared: bool = False  # the contrast between both prompts on one noisy input (else each row's own)
+    contrast_min_t: float = 0.0  # with contrast_shared: noise levels scored from here up
     seed: int = 0
     ckpt_every: int = 100
 
@@ -214,6 +216,11 @@ RECIPES["student"]["bindpix"] = dataclasses.replace(RECIPES["student"]["bind"], 
 # bind with its 64 first chunks drawn as 32 shape-swapped pairs and the pairs' contrast loss (losses.shape_contrast):
 # the same rows per step, so the same compute as bind (docs/decisions/binding_contrast/)
 RECIPES["student"]["bindcf"] = dataclasses.replace(RECIPES["student"]["bind"], shape_contrast=1.0)
+# bindcf's contrast between the two prompts on the original's noisy input at t >= 0.5 (one extra pass over those
+# rows): bindcf's pairs differ in their inputs too, and the model met that contrast from its input
+RECIPES["student"]["bindcfx"] = dataclasses.replace(
+    RECIPES["student"]["bindcf"], contrast_shared=True, contrast_min_t=0.5
+)
 
 
 class ClipStream(torch.utils.data.IterableDataset):
