@@ -80,12 +80,14 @@ def shipped() -> tuple[VideoDiT, AutoEncoder]:
 
 
 def random_model(preset: str = "tiny", seed: int = 0) -> VideoDiT:
-    """A seeded random model of a preset (tests); zero-initialised output layers get small weights
-    so that the network is not the identity."""
+    """A seeded random model of a preset (tests): the same weights whatever drew random numbers before;
+    zero-initialised output layers get small weights so that the network is not the identity."""
     if preset not in MODEL_PRESETS:
         raise KeyError(f"unknown preset {preset!r}; known: {', '.join(MODEL_PRESETS)}")
     g = torch.Generator().manual_seed(seed)
-    model = VideoDiT(MODEL_PRESETS[preset])
+    with torch.random.fork_rng(devices=[]):  # the default initialisation too, whatever ran before
+        torch.manual_seed(seed)
+        model = VideoDiT(MODEL_PRESETS[preset])
     with torch.no_grad():
         for p in model.parameters():
             if p.abs().sum() == 0:
